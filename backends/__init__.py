@@ -1,0 +1,1 @@
+"""Backends: each lowers `graph` IR to something that runs (eager PyTorch, MLIR-compiled CPU code, Triton)."""

@@ -1,0 +1,323 @@
+"""The reference backend: runs every `graph` op with eager PyTorch.
+
+It is the correctness oracle for the other backends and their fallback for ops they do not lower.
+`lower` turns the function into a flat list of steps once (no IR walking per call); each step reads
+and writes slots of one value list.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Block, Operation, SSAValue
+
+from backends.base import Backend, Program
+from compiler.dialects import graph as g
+from compiler.dialects.types import shape_of, torch_dtype
+from compiler.errors import SolderError
+
+OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
+OPS: dict[str, Callable[[Operation], OpFn]] = {}
+"""op name -> factory(op) -> fn(*input tensors) -> output tensor(s); factories read attributes once."""
+
+
+def impl(*names: str):
+    def deco(factory):
+        for n in names:
+            OPS[n] = factory
+        return factory
+
+    return deco
+
+
+def _prop_int(op, name) -> int:
+    return op.properties[name].value.data
+
+
+def _prop_ints(op, name) -> list[int]:
+    return list(op.properties[name].get_values())
+
+
+_UNARY_FNS = {
+    "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "silu": F.silu,
+    "erf": torch.erf, "sin": torch.sin, "cos": torch.cos, "reciprocal": torch.reciprocal, "floor": torch.floor,
+    "ceil": torch.ceil, "isnan": torch.isnan, "logical_not": torch.logical_not,
+}
+_BINARY_FNS = {
+    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
+    "maximum": torch.maximum, "minimum": torch.minimum, "logical_and": torch.logical_and,
+    "logical_or": torch.logical_or, "remainder": torch.remainder, "floor_divide": torch.floor_divide,
+    "eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
+}
+for _n, _f in _UNARY_FNS.items():
+    OPS[f"graph.{_n}"] = (lambda f: lambda op: f)(_f)
+for _n, _f in _BINARY_FNS.items():
+    OPS[f"graph.{_n}"] = (lambda f: lambda op: f)(_f)
+
+
+@impl("graph.gelu")
+def _gelu(op):
+    approx = op.approximate.data
+    return lambda x: F.gelu(x, approximate=approx)
+
+
+@impl("graph.cast")
+def _cast(op):
+    dt = torch_dtype(op.result.type.element_type)
+    return lambda x: x.to(dt)
+
+
+@impl("graph.where")
+def _where(op):
+    return torch.where
+
+
+@impl("graph.constant")
+def _constant(op):
+    value = torch.full(shape_of(op.result.type), op.py_value, dtype=torch_dtype(op.result.type.element_type))
+    return lambda: value
+
+
+@impl("graph.arange")
+def _arange(op):
+    n = shape_of(op.result.type)[0]
+    dt = torch_dtype(op.result.type.element_type)
+    start, step = (g.scalar_value(op.properties[k]) for k in ("start", "step"))
+    value = (torch.arange(n, dtype=torch.float64) * step + start).to(dt) if dt.is_floating_point else \
+        torch.arange(start, start + n * step, step, dtype=dt)
+    return lambda: value
+
+
+@impl("graph.triangular")
+def _triangular(op):
+    d, upper = _prop_int(op, "diagonal"), op.upper is not None
+    return (lambda x: torch.triu(x, d)) if upper else (lambda x: torch.tril(x, d))
+
+
+_REDUCE = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax, "min": torch.amin}
+
+
+@impl("graph.reduce")
+def _reduce(op):
+    kind, dims, keep = op.kind.data, _prop_ints(op, "dims"), op.keepdim is not None
+    if kind in _REDUCE:
+        f = _REDUCE[kind]
+        return lambda x: f(x, dim=dims, keepdim=keep)
+    f = {"prod": torch.prod, "any": torch.any, "all": torch.all}[kind]
+
+    def run(x):
+        for d in sorted(dims, reverse=True):
+            x = f(x, dim=d, keepdim=keep)
+        return x
+
+    return run
+
+
+@impl("graph.arg_reduce")
+def _arg_reduce(op):
+    f = torch.argmax if op.kind.data == "argmax" else torch.argmin
+    d, keep = _prop_int(op, "dim"), op.keepdim is not None
+    return lambda x: f(x, dim=d, keepdim=keep)
+
+
+@impl("graph.softmax", "graph.log_softmax", "graph.cumsum")
+def _along(op):
+    f = {"graph.softmax": torch.softmax, "graph.log_softmax": torch.log_softmax, "graph.cumsum": torch.cumsum}[op.name]
+    d = _prop_int(op, "dim")
+    return lambda x: f(x, d)
+
+
+@impl("graph.layer_norm")
+def _layer_norm(op):
+    n, eps = _prop_int(op, "normalized_ndim"), op.eps.value.data
+    has_w, has_b = op.weight is not None, op.bias is not None
+
+    def run(x, *params):
+        params = list(params)
+        w = params.pop(0) if has_w else None
+        b = params.pop(0) if has_b else None
+        return F.layer_norm(x, x.shape[-n:], w, b, eps)
+
+    return run
+
+
+@impl("graph.rms_norm")
+def _rms_norm(op):
+    n, eps = _prop_int(op, "normalized_ndim"), op.eps.value.data
+    return lambda x, w=None: F.rms_norm(x, x.shape[-n:], w, eps)
+
+
+@impl("graph.batch_norm")
+def _batch_norm(op):
+    eps, has_w, has_b = op.eps.value.data, op.weight is not None, op.bias is not None
+
+    def run(x, mean, var, *params):
+        params = list(params)
+        w = params.pop(0) if has_w else None
+        b = params.pop(0) if has_b else None
+        return F.batch_norm(x, mean, var, w, b, False, 0.0, eps)
+
+    return run
+
+
+@impl("graph.matmul")
+def _matmul(op):
+    return torch.matmul
+
+
+@impl("graph.linear")
+def _linear(op):
+    return F.linear
+
+
+@impl("graph.conv")
+def _conv(op):
+    stride, padding, dilation = (_prop_ints(op, k) for k in ("stride", "padding", "dilation"))
+    groups = _prop_int(op, "groups")
+    f = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(stride)]
+    return lambda x, w, b=None: f(x, w, b, stride, padding, dilation, groups)
+
+
+@impl("graph.pool")
+def _pool(op):
+    k, s, p = (_prop_ints(op, n) for n in ("kernel", "stride", "padding"))
+    if op.kind.data == "max":
+        return lambda x: F.max_pool2d(x, k, s, p)
+    return lambda x: F.avg_pool2d(x, k, s, p)
+
+
+@impl("graph.reshape")
+def _reshape(op):
+    shape = shape_of(op.result.type)
+    return lambda x: x.reshape(shape)
+
+
+@impl("graph.permute")
+def _permute(op):
+    perm = _prop_ints(op, "perm")
+    return lambda x: x.permute(perm)
+
+
+@impl("graph.expand")
+def _expand(op):
+    shape = shape_of(op.result.type)
+    return lambda x: x.expand(shape)
+
+
+@impl("graph.slice")
+def _slice(op):
+    d, s, e, st = (_prop_int(op, k) for k in ("dim", "start", "end", "step"))
+    index = (slice(None),) * d + (slice(s, e, st),)
+    return lambda x: x[index]
+
+
+@impl("graph.concat")
+def _concat(op):
+    d = _prop_int(op, "dim")
+    return lambda *xs: torch.cat(xs, d)
+
+
+@impl("graph.gather")
+def _gather(op):
+    d, shape = _prop_int(op, "dim"), shape_of(op.result.type)
+    return lambda x, idx: x.index_select(d, idx.reshape(-1)).reshape(shape)
+
+
+def attention_reference(q, k, v, mask=None, scale=None, causal=False):
+    """softmax(q kᵀ·scale + mask) v with causal (top-left aligned) and GQA, as `graph.attention` defines it."""
+    gqa = q.shape[1] != k.shape[1]
+    if causal and mask is not None:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        mask = (mask & keep) if mask.dtype == torch.bool else mask.masked_fill(~keep, -math.inf)
+        causal = False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
+
+
+@impl("graph.attention")
+def _attention(op):
+    scale, causal = op.scale.value.data, op.causal is not None
+    return lambda q, k, v, mask=None: attention_reference(q, k, v, mask, scale, causal)
+
+
+@impl("graph.extern")
+def _extern(op):
+    from compiler.importer import decode_extern_args
+
+    target = torch.ops
+    for part in op.callee.data.split("."):
+        target = getattr(target, part)
+    spec = op.args.data
+
+    def run(*tensors):
+        args, kwargs = decode_extern_args(spec, list(tensors))
+        out = target(*args, **kwargs)
+        return list(out) if isinstance(out, (tuple, list)) else out
+
+    return run
+
+
+@impl("graph.kernel")
+def _kernel(op):
+    return compile_block(op.body.block, list(op.outputs))
+
+
+def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tensor]]:
+    """A function from the block's argument tensors to its terminator's operand tensors."""
+    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(block.args)}
+    steps = []
+    term = block.last_op
+    for op in block.ops:
+        if op is term:
+            break
+        factory = OPS.get(op.name)
+        if factory is None:
+            raise SolderError(f"reference backend: no implementation for {op.name}; known: {', '.join(sorted(OPS))}")
+        ins = [slots[o] for o in op.operands]
+        outs = []
+        for r in op.results:
+            slots[r] = len(slots)
+            outs.append(slots[r])
+        steps.append((factory(op), ins, outs))
+    ret = [slots[o] for o in term.operands]
+    n = len(slots)
+
+    def run(*args):
+        vals = [None] * n
+        vals[: len(args)] = args
+        for fn, ins, outs in steps:
+            out = fn(*[vals[i] for i in ins])
+            if len(outs) == 1:
+                vals[outs[0]] = out[0] if isinstance(out, list) else out
+            else:
+                for i, o in zip(outs, out):
+                    vals[i] = o
+        return [vals[i] for i in ret]
+
+    return run
+
+
+def forward_func(module: ModuleOp) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "forward":
+            return op
+    raise SolderError("expected a func.func @forward in the module")
+
+
+class ReferenceBackend(Backend):
+    """Eager PyTorch, op by op: the oracle and the fallback."""
+
+    name = "reference"
+    targets = ("cpu", "h100")
+
+    def supports(self, op: Operation) -> bool:
+        return op.name in OPS
+
+    def lower(self, module: ModuleOp, target=None) -> Program:
+        fn = compile_block(forward_func(module).body.block)
+        return Program(run=lambda tensors: fn(*tensors), source="", fallbacks=[])

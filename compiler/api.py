@@ -1,0 +1,72 @@
+"""`compile()`: the function and decorator users call."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from compiler.runtime import CompiledModule, Options
+from compiler.targets import get_target
+
+
+class _FunctionModule(torch.nn.Module):
+    """Wraps a plain function so that it can be exported like a module."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        functools.update_wrapper(self, fn, updated=())
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cost_model=None, cache_dir=None,
+            verify=False, explain=False, dynamic=None):
+    """Compile `model` (an `nn.Module`, a module class, or a function) for `target`.
+
+    Returns a callable with the model's calling convention. Compilation happens on the first call,
+    for the observed shapes and dtypes; a call with new shapes compiles again. Without `model` it is
+    a decorator: `@compile(target="cpu")` on a module class or a function.
+    """
+    options = Options(target=get_target(target), passes=passes, sparse_attention=sparse_attention,
+                      cost_model=cost_model, cache_dir=cache_dir, verify=verify, explain=explain, dynamic=dynamic)
+    if model is None:
+        return functools.partial(_compile_one, options=options)
+    return _compile_one(model, options)
+
+
+def _compile_one(model, options: Options):
+    if isinstance(model, type) and issubclass(model, torch.nn.Module):
+        return _compiled_class(model, options)
+    if isinstance(model, torch.nn.Module):
+        return CompiledModule(model, options)
+    if callable(model):
+        return functools.update_wrapper(CompiledModule(_FunctionModule(model).eval(), options, model.__name__),
+                                        model, updated=())
+    raise TypeError(f"compile() expects an nn.Module, a module class or a function; got {type(model).__name__}")
+
+
+def _compiled_class(cls: type, options: Options) -> type:
+    """A subclass of `cls` whose instances run through a `CompiledModule` of themselves."""
+
+    def __call__(self, *args, **kwargs):
+        if self.__dict__.get("_solder_busy"):  # export and eager fallback call the module itself
+            return torch.nn.Module.__call__(self, *args, **kwargs)
+        compiled = self.__dict__.get("_solder_compiled")
+        if compiled is None:
+            compiled = CompiledModule(self, options, cls.__name__)
+            self.__dict__["_solder_compiled"] = compiled
+        self.__dict__["_solder_busy"] = True
+        try:
+            return compiled(*args, **kwargs)
+        finally:
+            self.__dict__["_solder_busy"] = False
+
+    def explain(self) -> str:
+        compiled = self.__dict__.get("_solder_compiled")
+        return compiled.explain() if compiled else f"{cls.__name__}: not compiled yet"
+
+    return type(cls.__name__, (cls,), {"__call__": __call__, "explain": explain, "__doc__": cls.__doc__,
+                                       "__module__": cls.__module__, "__qualname__": cls.__qualname__})

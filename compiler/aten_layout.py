@@ -1,0 +1,187 @@
+"""Importer entries for layout and indexing ops (views, permutes, slices, concatenation, gathers).
+
+Every view-like ATen op becomes one of `graph.reshape`, `graph.permute`, `graph.expand`,
+`graph.slice`, `graph.concat` or `graph.gather`; the result shapes come from the FX node's metadata.
+"""
+
+from __future__ import annotations
+
+import torch
+from xdsl.dialects.builtin import UnitAttr  # noqa: F401
+
+from compiler.aten_table import _dim, _rank, _reshape_to, lower
+from compiler.dialects import graph as g
+from compiler.dialects.types import tensor_type
+from compiler.importer import ImportContext, torch_dtype_name, type_of_meta
+
+
+def _reshape(ctx: ImportContext, x, *args, **kwargs):
+    return _reshape_to(ctx, ctx.value(x), list(ctx.meta().shape))
+
+
+lower("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.unsqueeze.default",
+      "aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default", "aten.flatten.using_ints",
+      "aten.unflatten.int", "aten.view_as.default", "aten.reshape_as.default")(_reshape)
+
+
+def _permute_to(ctx, v, perm):
+    if list(perm) == list(range(len(perm))):
+        return v
+    shape = v.type.get_shape()
+    t = tensor_type(tuple(shape[p] for p in perm), torch_dtype_name(ctx.meta().dtype))
+    return ctx.emit(g.PermuteOp(operands=[v], properties={"perm": g.ints_attr(perm)}, result_types=[t]))
+
+
+@lower("aten.permute.default")
+def _permute(ctx, x, dims):
+    rank = _rank(ctx, x)
+    return _permute_to(ctx, ctx.value(x), [_dim(d, rank) for d in dims])
+
+
+@lower("aten.transpose.int", "aten.swapaxes.default")
+def _transpose(ctx, x, a, b):
+    rank = _rank(ctx, x)
+    perm = list(range(rank))
+    a, b = _dim(a, rank), _dim(b, rank)
+    perm[a], perm[b] = perm[b], perm[a]
+    return _permute_to(ctx, ctx.value(x), perm)
+
+
+@lower("aten.t.default", "aten.numpy_T.default")
+def _t(ctx, x):
+    rank = _rank(ctx, x)
+    return ctx.value(x) if rank < 2 else _permute_to(ctx, ctx.value(x), list(range(rank))[::-1])
+
+
+@lower("aten.expand.default", "aten.expand_as.default", "aten.broadcast_to.default")
+def _expand(ctx, x, *args, **kwargs):
+    v, t = ctx.value(x), ctx.out_type()
+    return v if v.type == t else ctx.emit(g.ExpandOp(operands=[v], result_types=[t]))
+
+
+@lower("aten.repeat.default")
+def _repeat(ctx, x, repeats):
+    """x.repeat(r): reshape to interleave size-1 dims, expand them to r, reshape back."""
+    shape = list(ctx.meta(x).shape)
+    shape = [1] * (len(repeats) - len(shape)) + shape
+    v = _reshape_to(ctx, ctx.value(x), [d for s in shape for d in (1, s)])
+    dt = torch_dtype_name(ctx.meta().dtype)
+    v = _expand_to(ctx, v, [d for r, s in zip(repeats, shape) for d in (r, s)], dt)
+    return _reshape_to(ctx, v, list(ctx.meta().shape))
+
+
+def _expand_to(ctx, v, shape, dt):
+    t = tensor_type(tuple(shape), dt)
+    return v if v.type == t else ctx.emit(g.ExpandOp(operands=[v], result_types=[t]))
+
+
+@lower("aten.repeat_interleave.self_int")
+def _repeat_interleave(ctx, x, repeats, dim=None, output_size=None):
+    if dim is None:
+        return NotImplemented
+    shape = list(ctx.meta(x).shape)
+    d = _dim(dim, len(shape))
+    v = _reshape_to(ctx, ctx.value(x), shape[:d + 1] + [1] + shape[d + 1:])
+    v = _expand_to(ctx, v, shape[:d + 1] + [repeats] + shape[d + 1:], torch_dtype_name(ctx.meta().dtype))
+    return _reshape_to(ctx, v, list(ctx.meta().shape))
+
+
+def _slice_to(ctx, v, dim, start, end, step, out_type):
+    size = v.type.get_shape()[dim]
+    start = 0 if start is None else (start + size if start < 0 else start)
+    end = size if end is None or end > size else (end + size if end < 0 else end)
+    start, end = max(0, min(start, size)), max(0, min(end, size))
+    end = max(start, end)
+    if (start, end, step) == (0, size, 1):
+        return v
+    props = {"dim": g.int_attr(dim), "start": g.int_attr(start), "end": g.int_attr(end), "step": g.int_attr(step)}
+    return ctx.emit(g.SliceOp(operands=[v], properties=props, result_types=[out_type]))
+
+
+@lower("aten.slice.Tensor")
+def _slice(ctx, x, dim=0, start=None, end=None, step=1):
+    return _slice_to(ctx, ctx.value(x), _dim(dim, _rank(ctx, x)), start, end, step, ctx.out_type())
+
+
+@lower("aten.narrow.default")
+def _narrow(ctx, x, dim, start, length):
+    size = ctx.meta(x).shape[dim]
+    start = start + size if start < 0 else start
+    return _slice(ctx, x, dim, start, start + length)
+
+
+@lower("aten.select.int")
+def _select(ctx, x, dim, index):
+    shape = list(ctx.meta(x).shape)
+    d = _dim(dim, len(shape))
+    index = index + shape[d] if index < 0 else index
+    sliced = shape[:d] + [1] + shape[d + 1:]
+    t = tensor_type(tuple(sliced), torch_dtype_name(ctx.meta().dtype))
+    v = _slice_to(ctx, ctx.value(x), d, index, index + 1, 1, t)
+    return _reshape_to(ctx, v, list(ctx.meta().shape))
+
+
+@lower("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default", "aten.unbind.int",
+       "aten.tensor_split.sections")
+def _split(ctx, x, *args, **kwargs):
+    name = str(ctx.node.target)
+    dim = (args[1] if len(args) > 1 else kwargs.get("dim", 0)) if "unbind" not in name else (args[0] if args else 0)
+    d = _dim(dim, _rank(ctx, x))
+    outs, start, v = [], 0, ctx.value(x)
+    for meta in ctx.meta():
+        n = meta.shape[d] if "unbind" not in name else 1
+        t = type_of_meta(meta)
+        if "unbind" in name:
+            shape = list(ctx.meta(x).shape)
+            t1 = tensor_type(tuple(shape[:d] + [1] + shape[d + 1:]), torch_dtype_name(meta.dtype))
+            outs.append(_reshape_to(ctx, _slice_to(ctx, v, d, start, start + 1, 1, t1), list(meta.shape)))
+        else:
+            outs.append(_slice_to(ctx, v, d, start, start + n, 1, t))
+        start += n
+    return outs
+
+
+@lower("aten.cat.default", "aten.concat.default", "aten.concatenate.default")
+def _cat(ctx, xs, dim=0):
+    xs = [x for x in xs if ctx.meta(x).numel() > 0 or ctx.meta(x).dim() > 1]
+    d = _dim(dim, ctx.meta().dim())
+    dt = ctx.meta().dtype
+    vs = [ctx.cast(ctx.value(x), dt) for x in xs]
+    if len(vs) == 1:
+        return vs[0]
+    return ctx.emit(g.ConcatOp(operands=[vs], properties={"dim": g.int_attr(d)}, result_types=[ctx.out_type()]))
+
+
+@lower("aten.stack.default")
+def _stack(ctx, xs, dim=0):
+    d = _dim(dim, ctx.meta().dim())
+    vs = []
+    for x in xs:
+        shape = list(ctx.meta(x).shape)
+        vs.append(_reshape_to(ctx, ctx.cast(ctx.value(x), ctx.meta().dtype), shape[:d] + [1] + shape[d:]))
+    if len(vs) == 1:
+        return vs[0]
+    return ctx.emit(g.ConcatOp(operands=[vs], properties={"dim": g.int_attr(d)}, result_types=[ctx.out_type()]))
+
+
+@lower("aten.embedding.default")
+def _embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    return ctx.emit(g.GatherOp(operands=[ctx.value(weight), ctx.value(indices)], properties={"dim": g.int_attr(0)},
+                               result_types=[ctx.out_type()]))
+
+
+@lower("aten.index_select.default")
+def _index_select(ctx, x, dim, index):
+    d = _dim(dim, _rank(ctx, x))
+    return ctx.emit(g.GatherOp(operands=[ctx.value(x), ctx.value(index)], properties={"dim": g.int_attr(d)},
+                               result_types=[ctx.out_type()]))
+
+
+@lower("aten.index.Tensor")
+def _index(ctx, x, indices):
+    """x[idx] with one integer index tensor at a leading position (others None): a gather."""
+    pos = [i for i, t in enumerate(indices) if t is not None]
+    if len(pos) != 1 or ctx.meta(indices[pos[0]]).dtype == torch.bool:
+        return NotImplemented
+    return ctx.emit(g.GatherOp(operands=[ctx.value(x), ctx.value(indices[pos[0]])],
+                               properties={"dim": g.int_attr(pos[0])}, result_types=[ctx.out_type()]))

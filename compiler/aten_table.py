@@ -1,0 +1,455 @@
+"""The importer's table: one entry per ATen op overload, each building `graph` ops for one FX node.
+
+An entry is `fn(ctx, *node.args, **node.kwargs) -> SSAValue | list[SSAValue] | None`; returning
+`NotImplemented` sends the node to `graph.extern` (for argument forms the entry does not handle).
+Adding an op touches this file alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from xdsl.dialects.builtin import StringAttr, UnitAttr
+
+from compiler.dialects import graph as g
+from compiler.dialects.types import tensor_type
+from compiler.importer import ImportContext, torch_dtype_name, type_of_meta
+
+TABLE: dict[str, object] = {}
+
+
+def lower(*names: str):
+    """Register the decorated function as the entry for each ATen overload in `names`."""
+
+    def deco(fn):
+        for n in names:
+            assert n not in TABLE, f"duplicate importer entry for {n}"
+            TABLE[n] = fn
+        return fn
+
+    return deco
+
+
+def _dtype(ctx: ImportContext, arg) -> torch.dtype:
+    return ctx.meta(arg).dtype
+
+
+def _rank(ctx: ImportContext, x) -> int:
+    return ctx.meta(x).dim()
+
+
+def _dim(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def _promote(ctx: ImportContext, *xs) -> torch.dtype:
+    """PyTorch's result type of tensors and scalars (dim-0 tensors are scalar-like, as in PyTorch)."""
+    probes = [torch.empty([1] * ctx.meta(x).dim(), dtype=ctx.meta(x).dtype) if isinstance(x, torch.fx.Node) else x
+              for x in xs]
+    if len(probes) == 1:
+        return probes[0].dtype if isinstance(probes[0], torch.Tensor) else torch.tensor(probes[0]).dtype
+    out = torch.result_type(probes[0], probes[1])
+    for p in probes[2:]:
+        out = torch.promote_types(out, torch.result_type(p, torch.empty([1], dtype=out)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Elementwise
+# --------------------------------------------------------------------------------------------
+
+_UNARY = {
+    "neg": "neg", "abs": "abs", "exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "tanh": "tanh",
+    "sigmoid": "sigmoid", "relu": "relu", "silu": "silu", "erf": "erf", "sin": "sin", "cos": "cos",
+    "reciprocal": "reciprocal", "floor": "floor", "ceil": "ceil",
+}
+
+
+def _unary(kind: str):
+    def fn(ctx: ImportContext, x):
+        out_dt = ctx.meta().dtype
+        return ctx.emit(g.UNARY_OPS[kind](ctx.cast(ctx.value(x), out_dt)))
+
+    return fn
+
+
+for _aten, _kind in _UNARY.items():
+    lower(f"aten.{_aten}.default")(_unary(_kind))
+
+
+@lower("aten.gelu.default")
+def _gelu(ctx, x, approximate="none"):
+    v = ctx.value(x)
+    return ctx.emit(g.GeluOp(v, props={"approximate": StringAttr(approximate)}))
+
+
+@lower("aten.logical_not.default", "aten.bitwise_not.default")
+def _not(ctx, x):
+    if ctx.meta(x).dtype != torch.bool:
+        return NotImplemented
+    return ctx.emit(g.LogicalNotOp(ctx.value(x), ctx.out_type()))
+
+
+@lower("aten.isnan.default")
+def _isnan(ctx, x):
+    return ctx.emit(g.IsNanOp(ctx.value(x), ctx.out_type()))
+
+
+_ARITH = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "pow": "pow", "maximum": "maximum",
+          "minimum": "minimum", "remainder": "remainder", "floor_divide": "floor_divide",
+          "logical_and": "logical_and", "logical_or": "logical_or", "bitwise_and": "logical_and",
+          "bitwise_or": "logical_or"}
+_COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+def _binary(kind: str, compare: bool):
+    def fn(ctx: ImportContext, a, b, *, alpha=1):
+        if kind.startswith("logical_") and not all(
+                not isinstance(x, torch.fx.Node) or ctx.meta(x).dtype == torch.bool for x in (a, b)):
+            return NotImplemented  # bitwise ops on integers
+        dt = _promote(ctx, a, b) if compare or kind.startswith("logical_") else ctx.meta().dtype
+        if kind.startswith("logical_"):
+            dt = torch.bool
+        if alpha != 1:
+            b = ctx.emit(g.MulOp(ctx.operand(b, dt), ctx.constant(alpha, dt), _like(ctx, b, dt)))
+        return ctx.emit(g.BINARY_OPS[kind](ctx.operand(a, dt), ctx.operand(b, dt), ctx.out_type()))
+
+    return fn
+
+
+def _like(ctx, x, dt):
+    shape = tuple(ctx.meta(x).shape) if isinstance(x, torch.fx.Node) else ()
+    return tensor_type(shape, torch_dtype_name(dt))
+
+
+for _aten, _kind in _ARITH.items():
+    for _ov in ("Tensor", "Scalar", "default"):
+        lower(f"aten.{_aten}.{_ov}")(_binary(_kind, False))
+lower("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")(_binary("pow", False))
+for _kind in _COMPARE:
+    lower(f"aten.{_kind}.Tensor", f"aten.{_kind}.Scalar")(_binary(_kind, True))
+
+
+@lower("aten.rsub.Scalar", "aten.rsub.Tensor")
+def _rsub(ctx, a, b, alpha=1):
+    return _binary("sub", False)(ctx, b, a, alpha=1) if alpha == 1 else NotImplemented
+
+
+@lower("aten.div.Tensor_mode", "aten.div.Scalar_mode")
+def _div_mode(ctx, a, b, rounding_mode=None):
+    if rounding_mode is None:
+        return _binary("div", False)(ctx, a, b)
+    if rounding_mode == "floor":
+        return _binary("floor_divide", False)(ctx, a, b)
+    return NotImplemented
+
+
+@lower("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
+def _where(ctx, cond, a, b):
+    dt = ctx.meta().dtype
+    return ctx.emit(g.WhereOp(ctx.value(cond), ctx.operand(a, dt), ctx.operand(b, dt), ctx.out_type()))
+
+
+@lower("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+def _masked_fill(ctx, x, mask, value):
+    dt = ctx.meta().dtype
+    return ctx.emit(g.WhereOp(ctx.value(mask), ctx.operand(value, dt), ctx.value(x), ctx.out_type()))
+
+
+@lower("aten.clamp.default", "aten.clamp_min.default", "aten.clamp_max.default", "aten.hardtanh.default")
+def _clamp(ctx, x, lo=None, hi=None):
+    node = ctx.node
+    if str(node.target) == "aten.clamp_max.default":
+        lo, hi = None, lo
+    if str(node.target) == "aten.hardtanh.default":
+        lo, hi = (-1.0 if lo is None else lo), (1.0 if hi is None else hi)
+    dt, v = ctx.meta().dtype, ctx.value(x)
+    v = ctx.cast(v, dt)
+    if lo is not None:
+        v = ctx.emit(g.BINARY_OPS["maximum"](v, ctx.operand(lo, dt), v.type))
+    if hi is not None:
+        v = ctx.emit(g.BINARY_OPS["minimum"](v, ctx.operand(hi, dt), v.type))
+    return v
+
+
+@lower("aten.to.dtype", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default",
+       "aten.to.device")
+def _to(ctx, x, *args, **kwargs):
+    return ctx.cast(ctx.value(x), ctx.meta().dtype)
+
+
+@lower("aten.contiguous.default", "aten.clone.default", "aten.alias.default", "aten.detach.default",
+       "aten.lift_fresh_copy.default", "aten.dropout.default", "aten.feature_dropout.default",
+       "aten.alpha_dropout.default")
+def _identity(ctx, x, *args, **kwargs):
+    name = str(ctx.node.target)
+    if "dropout" in name and (args[1] if len(args) > 1 else kwargs.get("train", False)):
+        return NotImplemented  # dropout in training mode is random: run it eagerly
+    return ctx.value(x)
+
+
+@lower("aten._assert_tensor_metadata.default", "aten._assert_scalar.default", "aten.sym_constrain_range_for_size.default")
+def _assertion(ctx, *args, **kwargs):
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Creation
+# --------------------------------------------------------------------------------------------
+
+
+@lower("aten.full.default", "aten.zeros.default", "aten.ones.default", "aten.scalar_tensor.default",
+       "aten.zeros_like.default", "aten.ones_like.default", "aten.full_like.default", "aten.new_ones.default",
+       "aten.new_zeros.default", "aten.new_full.default")
+def _full(ctx, *args, **kwargs):
+    name = str(ctx.node.target).split(".")[1]
+    meta = ctx.meta()
+    value = {"zeros": 0, "ones": 1, "new_ones": 1, "new_zeros": 0, "zeros_like": 0, "ones_like": 1}.get(name)
+    if value is None:
+        value = {"full": args[1] if len(args) > 1 else kwargs.get("fill_value"),
+                 "scalar_tensor": args[0], "full_like": args[1], "new_full": args[2]}[name]
+    return ctx.constant(value, meta.dtype, tuple(meta.shape))
+
+
+@lower("aten.arange.default", "aten.arange.start", "aten.arange.start_step")
+def _arange(ctx, *args, **kwargs):
+    nums = [a for a in args if isinstance(a, (int, float))]
+    start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
+    from compiler.importer import scalar_attr
+
+    return ctx.emit(g.ArangeOp(properties={"start": scalar_attr(start), "step": scalar_attr(step)},
+                               result_types=[ctx.out_type()]))
+
+
+@lower("aten.tril.default", "aten.triu.default")
+def _tri(ctx, x, diagonal=0):
+    props = {"diagonal": g.int_attr(diagonal)}
+    if str(ctx.node.target).startswith("aten.triu"):
+        props["upper"] = UnitAttr()
+    return ctx.emit(g.TriangularOp(operands=[ctx.value(x)], properties=props, result_types=[ctx.out_type()]))
+
+
+# --------------------------------------------------------------------------------------------
+# Reductions and normalizations
+# --------------------------------------------------------------------------------------------
+
+
+def _reduce(ctx, kind, x, dims, keepdim):
+    rank = _rank(ctx, x)
+    if dims is None or dims == []:
+        dims = list(range(rank))
+    dims = sorted({_dim(d, rank) for d in ([dims] if isinstance(dims, int) else dims)})
+    out_dt = ctx.meta().dtype
+    v = ctx.value(x) if kind in ("max", "min", "any", "all") else ctx.cast(ctx.value(x), out_dt)
+    props = {"kind": StringAttr(kind), "dims": g.ints_attr(dims)}
+    if keepdim:
+        props["keepdim"] = UnitAttr()
+    return ctx.emit(g.ReduceOp(operands=[v], properties=props, result_types=[ctx.out_type()]))
+
+
+@lower("aten.sum.default", "aten.sum.dim_IntList", "aten.mean.default", "aten.mean.dim", "aten.amax.default",
+       "aten.amin.default", "aten.prod.default", "aten.prod.dim_int", "aten.any.default", "aten.any.dim",
+       "aten.any.dims", "aten.all.default", "aten.all.dim")
+def _reductions(ctx, x, dims=None, keepdim=False, *, dtype=None):
+    kind = {"amax": "max", "amin": "min"}.get(str(ctx.node.target).split(".")[1], str(ctx.node.target).split(".")[1])
+    if isinstance(dims, torch.dtype):  # sum.default(x, dtype)
+        dims = None
+    return _reduce(ctx, kind, x, dims, keepdim)
+
+
+@lower("aten.max.dim", "aten.min.dim")
+def _max_dim(ctx, x, dim, keepdim=False):
+    kind = str(ctx.node.target).split(".")[1]
+    vals, idx = ctx.meta()
+    vt, it = type_of_meta(vals), type_of_meta(idx)
+    d = _dim(dim, _rank(ctx, x))
+    props = {"kind": StringAttr(kind), "dims": g.ints_attr([d])}
+    aprops = {"kind": StringAttr("arg" + kind), "dim": g.int_attr(d)}
+    if keepdim:
+        props["keepdim"] = aprops["keepdim"] = UnitAttr()
+    v = ctx.emit(g.ReduceOp(operands=[ctx.value(x)], properties=props, result_types=[vt]))
+    i = ctx.emit(g.ArgReduceOp(operands=[ctx.value(x)], properties=aprops, result_types=[it]))
+    return [v, i]
+
+
+@lower("aten.max.default", "aten.min.default")
+def _max_all(ctx, x):
+    return _reduce(ctx, str(ctx.node.target).split(".")[1], x, None, False)
+
+
+@lower("aten.argmax.default", "aten.argmin.default")
+def _argmax(ctx, x, dim=None, keepdim=False):
+    if dim is None:
+        return NotImplemented
+    props = {"kind": StringAttr(str(ctx.node.target).split(".")[1]), "dim": g.int_attr(_dim(dim, _rank(ctx, x)))}
+    if keepdim:
+        props["keepdim"] = UnitAttr()
+    return ctx.emit(g.ArgReduceOp(operands=[ctx.value(x)], properties=props, result_types=[ctx.out_type()]))
+
+
+def _along(op_cls):
+    def fn(ctx, x, dim, half_or_dtype=None):
+        v = ctx.cast(ctx.value(x), ctx.meta().dtype)
+        d = _dim(dim, _rank(ctx, x))
+        return ctx.emit(op_cls(operands=[v], properties={"dim": g.int_attr(d)}, result_types=[ctx.out_type()]))
+
+    return fn
+
+
+lower("aten.softmax.int", "aten._softmax.default")(_along(g.SoftmaxOp))
+lower("aten.log_softmax.int", "aten._log_softmax.default")(_along(g.LogSoftmaxOp))
+lower("aten.cumsum.default")(_along(g.CumsumOp))
+
+
+def _opt(ctx, x):
+    return None if x is None else ctx.value(x)
+
+
+@lower("aten.layer_norm.default")
+def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=False):
+    return ctx.emit(g.LayerNormOp(
+        operands=[ctx.value(x), _opt(ctx, weight), _opt(ctx, bias)],
+        properties={"normalized_ndim": g.int_attr(len(shape)), "eps": g.float_attr(eps)},
+        result_types=[ctx.out_type()]))
+
+
+@lower("aten.rms_norm.default")
+def _rms_norm(ctx, x, shape, weight=None, eps=None):
+    if eps is None:
+        eps = torch.finfo(ctx.meta(x).dtype).eps
+    return ctx.emit(g.RmsNormOp(
+        operands=[ctx.value(x), _opt(ctx, weight)],
+        properties={"normalized_ndim": g.int_attr(len(shape)), "eps": g.float_attr(eps)},
+        result_types=[ctx.out_type()]))
+
+
+@lower("aten.batch_norm.default")
+def _batch_norm(ctx, x, weight, bias, mean, var, training, momentum, eps, cudnn_enabled=False):
+    if training or mean is None:
+        return NotImplemented
+    return ctx.emit(g.BatchNormOp(
+        operands=[ctx.value(x), ctx.value(mean), ctx.value(var), _opt(ctx, weight), _opt(ctx, bias)],
+        properties={"eps": g.float_attr(eps)}, result_types=[ctx.out_type()]))
+
+
+@lower("aten._native_batch_norm_legit_no_training.default")
+def _bn_no_training(ctx, x, weight, bias, mean, var, momentum, eps):
+    out = ctx.emit(g.BatchNormOp(
+        operands=[ctx.value(x), ctx.value(mean), ctx.value(var), _opt(ctx, weight), _opt(ctx, bias)],
+        properties={"eps": g.float_attr(eps)}, result_types=[type_of_meta(ctx.meta()[0])]))
+    if any(len(u.args) > 1 and u.args[1] != 0 for u in ctx.node.users):
+        return NotImplemented
+    return [out]
+
+
+# --------------------------------------------------------------------------------------------
+# Contractions, convolution, pooling, attention
+# --------------------------------------------------------------------------------------------
+
+
+@lower("aten.linear.default")
+def _linear(ctx, x, w, b=None):
+    return ctx.emit(g.LinearOp(operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)], result_types=[ctx.out_type()]))
+
+
+def _reshape_to(ctx, v, shape):
+    t = tensor_type(tuple(shape), torch_dtype_name(_elem_dtype(v)))
+    return v if v.type == t else ctx.emit(g.ReshapeOp(v, t))
+
+
+def _elem_dtype(v):
+    from compiler.dialects.types import torch_dtype
+
+    return torch_dtype(v.type.element_type)
+
+
+@lower("aten.matmul.default", "aten.mm.default", "aten.bmm.default")
+def _matmul(ctx, a, b):
+    sa, sb = list(ctx.meta(a).shape), list(ctx.meta(b).shape)
+    va, vb = ctx.value(a), ctx.value(b)
+    if len(sa) == 1:
+        va = _reshape_to(ctx, va, [1] + sa)
+    if len(sb) == 1:
+        vb = _reshape_to(ctx, vb, sb + [1])
+    sa2, sb2 = list(va.type.get_shape()), list(vb.type.get_shape())
+    from compiler.dialects.types import broadcast_shapes
+
+    full = list(broadcast_shapes(tuple(sa2[:-2]), tuple(sb2[:-2]))) + [sa2[-2], sb2[-1]]
+    out = ctx.emit(g.MatmulOp(va, vb, tensor_type(tuple(full), torch_dtype_name(ctx.meta().dtype))))
+    return _reshape_to(ctx, out, list(ctx.meta().shape))
+
+
+@lower("aten.addmm.default")
+def _addmm(ctx, bias, a, b, beta=1, alpha=1):
+    if beta != 1 or alpha != 1:
+        return NotImplemented
+    mm = ctx.emit(g.MatmulOp(ctx.value(a), ctx.value(b), ctx.out_type()))
+    return ctx.emit(g.AddOp(mm, ctx.value(bias), ctx.out_type()))
+
+
+@lower("aten.conv2d.default", "aten.conv1d.default")
+def _conv(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    n = _rank(ctx, x) - 2
+    if isinstance(padding, str):
+        return NotImplemented
+
+    def arr(v):
+        return g.ints_attr(list(v) * (n // len(v)) if isinstance(v, (list, tuple)) else [v] * n)
+
+    return ctx.emit(g.ConvOp(
+        operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)],
+        properties={"stride": arr(stride), "padding": arr(padding), "dilation": arr(dilation),
+                    "groups": g.int_attr(groups)},
+        result_types=[ctx.out_type()]))
+
+
+@lower("aten.convolution.default")
+def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed:
+        return NotImplemented
+    return _conv(ctx, x, w, b, stride, padding, dilation, groups)
+
+
+@lower("aten.max_pool2d.default", "aten.avg_pool2d.default")
+def _pool(ctx, x, kernel, stride=None, padding=0, *rest):
+    kind = "max" if "max" in str(ctx.node.target) else "avg"
+    if rest and any(rest[i] not in (1, False, True, None) for i in range(len(rest))):
+        return NotImplemented
+    if kind == "max" and rest and (rest[0] != 1 or (len(rest) > 1 and rest[1])):
+        return NotImplemented  # dilation or ceil_mode
+    if kind == "avg" and rest and (rest[0] or (len(rest) > 1 and not rest[1])):
+        return NotImplemented  # ceil_mode, or count_include_pad=False
+
+    def pair(v):
+        return list(v) * (2 // len(v)) if isinstance(v, (list, tuple)) else [v, v]
+
+    stride = kernel if not stride else stride
+    return ctx.emit(g.PoolOp(
+        operands=[ctx.value(x)],
+        properties={"kind": StringAttr(kind), "kernel": g.ints_attr(pair(kernel)), "stride": g.ints_attr(pair(stride)),
+                    "padding": g.ints_attr(pair(padding))},
+        result_types=[ctx.out_type()]))
+
+
+@lower("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")
+def _adaptive_avg_pool(ctx, x, output_size):
+    if list(output_size) != [1, 1]:
+        return NotImplemented
+    return _reduce(ctx, "mean", x, [-2, -1], True)
+
+
+@lower("aten.scaled_dot_product_attention.default")
+def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if dropout_p != 0.0 or _rank(ctx, q) != 4:
+        return NotImplemented
+    d = ctx.meta(q).shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    props = {"scale": g.float_attr(scale)}
+    if is_causal:
+        props["causal"] = UnitAttr()
+    return ctx.emit(g.AttentionOp(operands=[ctx.value(q), ctx.value(k), ctx.value(v), _opt(ctx, attn_mask)],
+                                  properties=props, result_types=[ctx.out_type()]))
+
+
+import compiler.aten_layout  # noqa: E402,F401  (registers the layout entries in TABLE)

@@ -1,0 +1,298 @@
+"""Importer: an exported FX graph → a `builtin.module` holding `func.func @forward` in the `graph` dialect.
+
+Parameters, buffers and lifted constants become leading function arguments named by their
+state_dict key (`{graph.name = "h.0.attn.c_attn.weight"}`), user inputs follow; nothing is inlined.
+Each ATen op is lowered by one entry in `compiler.aten_table.TABLE`; an op without an entry becomes a
+`graph.extern` that runs the ATen op eagerly, with one warning naming the op.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch.export.graph_signature import InputKind, OutputKind
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from compiler import log
+from compiler.dialects import graph as g
+from compiler.dialects.types import tensor_type
+from compiler.errors import ImportError_
+
+_log = log.get("import")
+
+
+class UnsupportedOpWarning(UserWarning):
+    """An op the compiler does not lower: it runs through eager PyTorch instead."""
+
+
+@dataclass
+class ArgInfo:
+    """One function argument: a state tensor (`kind` = "param"/"buffer"/"constant") or a user input."""
+
+    name: str
+    kind: str
+
+
+@dataclass
+class OutputInfo:
+    """One flat output: the index of a function result, or a constant that export folded."""
+
+    result: int | None
+    constant: object = None
+
+
+@dataclass
+class Imported:
+    """The module, and how its function arguments and results map to the model's state and pytree."""
+
+    module: ModuleOp
+    args: list[ArgInfo]
+    outputs: list[OutputInfo]
+    externs: list[str] = field(default_factory=list)
+    input_positions: list[int] = field(default_factory=list)
+    """For each user-input argument, its index among the model's flattened inputs (non-tensors are baked in)."""
+
+    @property
+    def func(self) -> func.FuncOp:
+        return next(op for op in self.module.ops if isinstance(op, func.FuncOp))
+
+
+def torch_dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def type_of_meta(val) -> object:
+    if not isinstance(val, torch.Tensor):
+        raise ImportError_(f"expected a tensor value, got {type(val).__name__}")
+    shape = tuple(int(s) for s in val.shape)
+    return tensor_type(shape, torch_dtype_name(val.dtype))
+
+
+def scalar_attr(v: float | int | bool):
+    """The `graph.constant` value attribute of a Python scalar (non-finite floats as strings)."""
+    if isinstance(v, bool):
+        return IntegerAttr(int(v), i64)
+    if isinstance(v, int):
+        return IntegerAttr(v, i64)
+    v = float(v)
+    if math.isnan(v) or math.isinf(v):
+        return StringAttr(str(v))
+    return FloatAttr(v, f64)
+
+
+class ImportContext:
+    """What a table entry sees: the builder, value lookup, and helpers to make constants and casts."""
+
+    def __init__(self, block: Block):
+        self.block = block
+        self.values: dict[torch.fx.Node, SSAValue | list[SSAValue]] = {}
+        self.node: torch.fx.Node | None = None
+
+    def emit(self, op: Operation) -> SSAValue:
+        self.block.add_op(op)
+        return op.results[0] if len(op.results) == 1 else op.results  # type: ignore[return-value]
+
+    def value(self, arg) -> SSAValue:
+        if isinstance(arg, torch.fx.Node):
+            v = self.values[arg]
+            assert isinstance(v, SSAValue), f"{arg} has several results; expected one"
+            return v
+        raise ImportError_(f"{self.where()}: expected a tensor operand, got {arg!r}")
+
+    def meta(self, arg=None) -> torch.Tensor:
+        node = self.node if arg is None else arg
+        return node.meta["val"]
+
+    def out_type(self):
+        return type_of_meta(self.meta())
+
+    def where(self) -> str:
+        return f"node {self.node.name} ({self.node.target})" if self.node is not None else "importer"
+
+    def constant(self, value, dtype: torch.dtype, shape: tuple[int, ...] = ()) -> SSAValue:
+        if not dtype.is_floating_point and isinstance(value, float) and not math.isfinite(value):
+            raise ImportError_(f"{self.where()}: {value} does not fit {dtype}")
+        if dtype == torch.bool:
+            value = bool(value)
+        elif not dtype.is_floating_point:
+            value = int(value)
+        else:
+            value = float(value)
+        return self.emit(g.ConstantOp(scalar_attr(value), tensor_type(shape, torch_dtype_name(dtype))))
+
+    def cast(self, v: SSAValue, dtype: torch.dtype) -> SSAValue:
+        shape = tuple(v.type.get_shape())
+        t = tensor_type(shape, torch_dtype_name(dtype))
+        return v if v.type == t else self.emit(g.CastOp(v, t))
+
+    def operand(self, arg, dtype: torch.dtype) -> SSAValue:
+        """A tensor operand cast to `dtype`, or a scalar made into a 0-d constant of `dtype`."""
+        if isinstance(arg, torch.fx.Node):
+            return self.cast(self.value(arg), dtype)
+        return self.constant(arg, dtype)
+
+
+def _encode(x, operands: list[torch.fx.Node]):
+    """JSON-able form of an FX argument, with tensors replaced by {"$t": operand index}."""
+    if isinstance(x, torch.fx.Node):
+        operands.append(x)
+        return {"$t": len(operands) - 1}
+    if isinstance(x, (list, tuple)):
+        items = [_encode(i, operands) for i in x]
+        return items if isinstance(x, list) else {"$tuple": items}
+    if isinstance(x, dict):
+        return {"$dict": {k: _encode(v, operands) for k, v in x.items()}}
+    if isinstance(x, float) and not math.isfinite(x):
+        return {"$float": str(x)}
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, torch.dtype):
+        return {"$dtype": torch_dtype_name(x)}
+    if isinstance(x, torch.device):
+        return {"$device": str(x)}
+    if isinstance(x, (torch.memory_format, torch.layout)):
+        return {"$torch": str(x).removeprefix("torch.")}
+    raise ImportError_(f"cannot encode argument {x!r} of type {type(x).__name__} for a graph.extern call")
+
+
+def decode_extern_args(text: str, tensors: list[torch.Tensor]):
+    """Inverse of `_encode`: the (args, kwargs) of an extern call with its operand tensors filled in."""
+
+    def dec(x):
+        if isinstance(x, list):
+            return [dec(i) for i in x]
+        if isinstance(x, dict):
+            if "$t" in x:
+                return tensors[x["$t"]]
+            if "$tuple" in x:
+                return tuple(dec(i) for i in x["$tuple"])
+            if "$dict" in x:
+                return {k: dec(v) for k, v in x["$dict"].items()}
+            if "$float" in x:
+                return float(x["$float"])
+            if "$dtype" in x:
+                return getattr(torch, x["$dtype"])
+            if "$device" in x:
+                return torch.device(x["$device"])
+            if "$torch" in x:
+                return getattr(torch, x["$torch"])
+        return x
+
+    args, kwargs = json.loads(text)
+    return dec(args), dec(kwargs)
+
+
+def extern(ctx: ImportContext, node: torch.fx.Node) -> SSAValue | list[SSAValue]:
+    """Lower `node` to a `graph.extern` that calls its ATen overload eagerly."""
+    operands: list[torch.fx.Node] = []
+    spec = json.dumps([_encode(list(node.args), operands), _encode(dict(node.kwargs), operands)["$dict"]])
+    val = node.meta["val"]
+    vals = list(val) if isinstance(val, (tuple, list)) else [val]
+    if not all(isinstance(v, torch.Tensor) for v in vals):
+        raise ImportError_(f"{ctx.where()}: extern call returns non-tensor values {vals!r}; cannot import")
+    op = g.ExternOp(
+        operands=[[ctx.value(o) for o in operands]],
+        result_types=[[type_of_meta(v) for v in vals]],
+        properties={"callee": StringAttr(_op_name(node.target)), "args": StringAttr(spec)},
+    )
+    ctx.block.add_op(op)
+    return list(op.results) if isinstance(val, (tuple, list)) else op.results[0]
+
+
+def _op_name(target) -> str:
+    return str(target)
+
+
+def _input_name(spec) -> tuple[str, str]:
+    kind = {InputKind.PARAMETER: "param", InputKind.BUFFER: "buffer", InputKind.CONSTANT_TENSOR: "constant",
+            InputKind.USER_INPUT: "input"}.get(spec.kind)
+    if kind is None:
+        raise ImportError_(f"input kind {spec.kind} ({spec.arg.name}) is not supported for inference")
+    return (spec.target if kind != "input" else spec.arg.name), kind
+
+
+def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) -> Imported:
+    """Turn `ep` into the `graph` dialect; ops without a table entry become `graph.extern`."""
+    from compiler.aten_table import TABLE
+
+    table = TABLE if table is None else table
+    sig = ep.graph_signature
+    if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
+        mutated = sorted(set(sig.buffers_to_mutate.values()) | set(getattr(sig, "user_inputs_to_mutate", {}).values()))
+        raise ImportError_(
+            f"the model mutates {', '.join(mutated)} in place during forward; solder compiles inference graphs "
+            "without side effects. Put the model in eval() mode or remove the in-place update.")
+    placeholders, args, positions, user_index = [], [], [], 0
+    for node, spec in zip([n for n in ep.graph.nodes if n.op == "placeholder"], sig.input_specs):
+        info = ArgInfo(*_input_name(spec))
+        if info.kind == "input":
+            user_index += 1
+            if not isinstance(node.meta.get("val"), torch.Tensor):
+                continue  # a Python value export specialized on: part of the cache key, not an argument
+            positions.append(user_index - 1)
+        placeholders.append(node)
+        args.append(info)
+    arg_types = [type_of_meta(n.meta["val"]) for n in placeholders]
+    block = Block(arg_types=arg_types)
+    ctx = ImportContext(block)
+    for node, barg, info in zip(placeholders, block.args, args):
+        ctx.values[node] = barg
+        barg.name_hint = _hint(info.name)
+    externs: list[str] = []
+    results: list[SSAValue] = []
+    outputs: list[OutputInfo] = []
+    for node in ep.graph.nodes:
+        ctx.node = node
+        if node.op == "call_function":
+            _import_call(ctx, node, table, externs)
+        elif node.op == "output":
+            for spec, out in zip(sig.output_specs, node.args[0]):
+                if spec.kind != OutputKind.USER_OUTPUT:
+                    raise ImportError_(f"output {spec.arg} of kind {spec.kind} is not supported for inference")
+                if isinstance(out, torch.fx.Node):
+                    outputs.append(OutputInfo(len(results)))
+                    results.append(ctx.value(out))
+                else:
+                    outputs.append(OutputInfo(None, out))
+        elif node.op != "placeholder":
+            raise ImportError_(f"FX node kind {node.op} ({node.name}) is not supported")
+    block.add_op(func.ReturnOp(*results))
+    arg_attrs = [DictionaryAttr({"graph.name": StringAttr(a.name)}) for a in args]
+    fn = func.FuncOp("forward", (arg_types, [r.type for r in results]), Region(block), arg_attrs=ArrayAttr(arg_attrs))
+    return Imported(ModuleOp([fn]), args, outputs, externs, positions)
+
+
+def _hint(name: str) -> str:
+    h = "".join(c if c.isalnum() else "_" for c in name)
+    return h if h and not h[0].isdigit() else f"v{h}"
+
+
+def _import_call(ctx: ImportContext, node: torch.fx.Node, table: dict, externs: list[str]) -> None:
+    if node.target is operator.getitem:
+        src, idx = node.args
+        ctx.values[node] = ctx.values[src][idx]
+        return
+    name = _op_name(node.target)
+    entry = table.get(name)
+    if entry is not None:
+        out = entry(ctx, *node.args, **node.kwargs)
+        if out is NotImplemented:  # the entry handles only some argument forms
+            entry = None
+        else:
+            if out is not None:
+                ctx.values[node] = out
+            return
+    if not isinstance(node.target, torch._ops.OpOverload):
+        raise ImportError_(f"{ctx.where()}: call of {node.target!r} is not an ATen op and cannot run eagerly either")
+    if name not in externs:
+        externs.append(name)
+        warnings.warn(f"solder: {name} is not lowered by the compiler; it runs through eager PyTorch "
+                      "(graph.extern)", UnsupportedOpWarning, stacklevel=4)
+    ctx.values[node] = extern(ctx, node)

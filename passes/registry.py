@@ -1,0 +1,70 @@
+"""The pass table (sorted by name) and the pipeline-string parser.
+
+A pipeline is MLIR/xDSL syntax: `canonicalize,cse,fuse-ops{max-ops=16 mode=cost}`. Passes are
+imported lazily so that a pipeline pulls in only what it names.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from xdsl.passes import ModulePass
+from xdsl.utils.arg_spec import parse_pipeline
+
+from compiler.errors import PipelineError
+
+# name -> (module, class). Kebab-case name == snake_case file == CamelCase class + "Pass".
+PASSES: dict[str, tuple[str, str]] = dict(sorted({
+    "canonicalize": ("passes.canonicalize", "CanonicalizePass"),
+    "cse": ("passes.cse", "CsePass"),
+    "dce": ("passes.dce", "DcePass"),
+    "fuse-blocks": ("passes.fuse_blocks", "FuseBlocksPass"),
+    "fuse-ops": ("passes.fuse_ops", "FuseOpsPass"),
+    "plan-memory": ("passes.plan_memory", "PlanMemoryPass"),
+    "recognize-attention": ("passes.recognize_attention", "RecognizeAttentionPass"),
+    "rewrite-sparse-attention": ("passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
+}.items()))
+
+
+def available() -> list[str]:
+    """Names of the passes whose implementation is present."""
+    return [n for n, (mod, _) in PASSES.items() if importlib.util.find_spec(mod) is not None]
+
+
+def pass_class(name: str) -> type[ModulePass]:
+    if name not in PASSES or name not in available():
+        raise PipelineError(f"unknown pass {name!r}; known passes: {', '.join(available())}")
+    module, cls = PASSES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def parse(pipeline: str) -> list[ModulePass]:
+    """The passes of a pipeline string, with their options; errors name the pass and the problem."""
+    if not pipeline.strip():
+        return []
+    try:
+        specs = list(parse_pipeline(pipeline))
+    except Exception as e:
+        raise PipelineError(f"malformed pipeline {pipeline!r}: {e}. Expected e.g. 'canonicalize,cse,fuse-ops{{max-ops=16}}'") from None
+    out = []
+    for spec in specs:
+        cls = pass_class(spec.name)
+        try:
+            out.append(cls.from_pass_spec(spec))
+        except Exception as e:
+            fields = ", ".join(f.replace("_", "-") for f in getattr(cls, "__dataclass_fields__", {}) if f != "name")
+            raise PipelineError(f"bad options for pass {spec.name!r}: {e}. Its options: {fields or 'none'}") from None
+    return out
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, first docstring line) of each available pass, for `solder-opt --list-passes`."""
+    rows = []
+    for name in available():
+        doc = (pass_class(name).__doc__ or "").strip().splitlines()
+        rows.append((name, doc[0] if doc else ""))
+    return rows
+
+
+Callback = Callable[[ModulePass, object], None]
