@@ -226,15 +226,38 @@ def _spec(entry: str, i: int, t: ir.Type) -> ArgSpec:
 
 
 def _run_pipeline(module: ir.Module, pipe: str, entry: str, has_schedule: bool) -> None:
+    """Run `pipe` in three steps: the transform schedule (then drop its ops), bufferize and
+    lower loops, (re-attach reduction fast-math flags) lower to LLVM."""
+    stages = pipe[len("builtin.module("):-1]
+    split = stages.index(LOWER_TO_LLVM[0])
+    head, tail = stages[:split].rstrip(","), stages[split:]
     try:
         if has_schedule:
-            head, rest = pipe.split(",", 1)
-            passmanager.PassManager.parse(head + ")").run(module.operation)
+            head = head[len("transform-interpreter,"):]
+            passmanager.PassManager.parse("builtin.module(transform-interpreter)").run(
+                module.operation)
             _drop_transform_ops(module)
-            pipe = "builtin.module(" + rest
-        passmanager.PassManager.parse(pipe).run(module.operation)
+        passmanager.PassManager.parse(f"builtin.module({head})").run(module.operation)
+        _reassociate_reductions(module)
+        passmanager.PassManager.parse(f"builtin.module({tail})").run(module.operation)
     except Exception as exc:
         raise JitError(f"compile_mlir({entry}): pass pipeline failed: {exc}") from None
+
+
+def _reassociate_reductions(module: ir.Module) -> None:
+    """Give horizontal `vector.reduction`s `reassoc` so LLVM emits a shuffle tree.
+
+    lower-vector-multi-reduction drops fast-math flags; without them LLVM lowers each
+    vector.reduction <add> to an ordered chain of scalar adds (32 dependent adds per row).
+    Loop bodies keep their flags without `reassoc` (which would fuse accumulators into one chain).
+    """
+    fm = ir.Attribute.parse("#arith.fastmath<reassoc,nnan,ninf,nsz,contract>")
+
+    def visit(op):
+        if op.name == "vector.reduction":
+            op.attributes["fastmath"] = fm
+        return ir.WalkResult.ADVANCE
+    module.operation.walk(visit)
 
 
 def _drop_transform_ops(module: ir.Module) -> None:

@@ -225,6 +225,14 @@ KERNELS = {
     "add_layer_norm": add_layer_norm,
 }
 
+# The LLVM opt level each kernel runs best at (4096x1024, measured by benchmarks/cpu_kernels.py).
+# At O2/O3 LLVM fully unrolls the 32-trip inner loops of layer_norm/rms_norm and GVN then merges
+# the loads of a row across the reduction and normalization loops: 64 zmm values live at once,
+# spilled to the stack (layer_norm 64% of copy at O3, 104% at O0). Since MLIR already vectorized,
+# O0 costs nothing there; softmax, add_gelu_tanh and add_layer_norm are fastest at O3.
+OPT_LEVEL = {"layer_norm": 0, "rms_norm": 0, "softmax": 3, "add_gelu_tanh": 3,
+             "add_layer_norm": 3}
+
 
 def example_args(name: str, rows: int, cols: int, seed: int = 0) -> list:
     """Random inputs plus an empty output for kernel `name`, in its argument order."""
