@@ -1,0 +1,144 @@
+"""Matmul / batched matmul with a fused epilogue.
+
+`c = act(a @ b + bias) + residual`, cast to `out_dtype`. `a` is [M, K] or [B, M, K]; `b` is [K, N] or
+[B, K, N], or with `trans_b=True` [N, K] / [B, N, K] (an `nn.Linear` weight used as is, no copy). A 2-D
+operand is shared by every batch. Accumulation is fp32. Program ids walk the output tiles in groups of
+`group_m` tile-rows so that consecutive programs reuse the same B columns from L2.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from backends.triton.templates.configs import matmul_config
+
+ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
+
+
+@triton.jit
+def _activation(x, ACT: tl.constexpr):
+    """The epilogue activation on an fp32 tile (ACTIVATIONS gives the codes)."""
+    if ACT == 1:
+        x = tl.maximum(x, 0.0)
+    elif ACT == 2:
+        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACT == 3:
+        # 0.5 x (1 + tanh(u)) == x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
+        u = 0.7978845608028654 * (x + 0.044715 * x * x * x)
+        x = x * tl.sigmoid(2.0 * u)
+    elif ACT == 4:
+        x = x * tl.sigmoid(x)
+    return x
+
+
+@triton.jit
+def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, res_ptr, M, N, K,
+                   s_ab, s_am, s_ak, s_bb, s_bk, s_bn, s_cb, s_cm, s_cn, s_rb, s_rm, s_rn,
+                   HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+                   EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    group = GROUP_M * num_n
+    first_m = (pid // group) * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group) % size_m
+    pid_n = (pid % group) // size_m
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if EVEN_M:
+        ram = tl.max_contiguous(tl.multiple_of(rm, BLOCK_M), BLOCK_M)
+    else:
+        ram = rm % M
+    if EVEN_N:
+        rbn = tl.max_contiguous(tl.multiple_of(rn, BLOCK_N), BLOCK_N)
+    else:
+        rbn = rn % N
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + batch * s_ab + ram[:, None] * s_am + rk[None, :] * s_ak
+    b_ptrs = b_ptr + batch * s_bb + rk[:, None] * s_bk + rbn[None, :] * s_bn
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        if EVEN_K:
+            a = tl.load(a_ptrs)
+            b = tl.load(b_ptrs)
+        else:
+            k_left = K - k * BLOCK_K
+            a = tl.load(a_ptrs, mask=rk[None, :] < k_left, other=0.0)
+            b = tl.load(b_ptrs, mask=rk[:, None] < k_left, other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a_ptrs += BLOCK_K * s_ak
+        b_ptrs += BLOCK_K * s_bk
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+    acc = _activation(acc, ACT)
+    ok = (rm[:, None] < M) & (rn[None, :] < N)
+    if HAS_RES:
+        r = tl.load(res_ptr + batch * s_rb + rm[:, None] * s_rm + rn[None, :] * s_rn, mask=ok,
+                    other=0.0)
+        acc += r.to(tl.float32)
+    c_ptrs = c_ptr + batch * s_cb + rm[:, None] * s_cm + rn[None, :] * s_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=ok)
+
+
+def _batched(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.dim() == 2:
+        return t.unsqueeze(0)
+    if t.dim() == 3:
+        return t
+    raise ValueError(f"matmul: {name} must be 2-D or 3-D, got shape {tuple(t.shape)}")
+
+
+def _batch_stride(t: torch.Tensor) -> int:
+    return 0 if t.shape[0] == 1 else t.stride(0)
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
+           bias: torch.Tensor | None = None, activation: str = "none",
+           residual: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
+           block_m: int | None = None, block_n: int | None = None, block_k: int | None = None,
+           group_m: int | None = None, num_warps: int | None = None,
+           num_stages: int | None = None) -> torch.Tensor:
+    """act(a @ b (+ bias)) (+ residual), fp32 accumulation, cast to out_dtype (default a's dtype).
+
+    Shapes: a [M, K] | [B, M, K]; b [K, N] | [B, K, N] ([N, K] | [B, N, K] with trans_b); bias [N];
+    residual broadcastable to the output [M, N] | [B, M, N]. Activation: one of ACTIVATIONS.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"matmul: unknown activation {activation!r}, expected one of "
+                         f"{sorted(ACTIVATIONS)}")
+    a3, b3 = _batched(a, "a"), _batched(b, "b")
+    if trans_b:
+        b3 = b3.transpose(1, 2)
+    (ba, m, k), (bb, k2, n) = a3.shape, b3.shape
+    if k != k2 or (ba != bb and 1 not in (ba, bb)):
+        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} "
+                         f"(trans_b={trans_b}) do not multiply")
+    batch = max(ba, bb)
+    out_shape = (batch, m, n) if max(a.dim(), b.dim()) == 3 else (m, n)
+    c = torch.empty((batch, m, n), dtype=out_dtype or a.dtype, device=a.device)
+    r3 = residual.expand(out_shape).reshape(-1, m, n) if residual is not None else c
+    if r3.shape[0] != batch:
+        r3 = r3.expand(batch, m, n)
+    cfg = matmul_config(m, n, k, a.dtype)
+    bm, bn, bk = block_m or cfg.block_m, block_n or cfg.block_n, block_k or cfg.block_k
+    precision = "ieee" if a.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 \
+        else "tf32"
+    grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn), batch)
+    _matmul_kernel[grid](
+        a3, b3, c, bias if bias is not None else c, r3, m, n, k,
+        _batch_stride(a3), a3.stride(1), a3.stride(2), _batch_stride(b3), b3.stride(1), b3.stride(2),
+        c.stride(0), c.stride(1), c.stride(2), _batch_stride(r3), r3.stride(1), r3.stride(2),
+        HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=ACTIVATIONS[activation],
+        EVEN_M=m % bm == 0, EVEN_N=n % bn == 0, EVEN_K=k % bk == 0,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m or cfg.group_m, PRECISION=precision,
+        num_warps=num_warps or cfg.num_warps, num_stages=num_stages or cfg.num_stages)
+    return c.view(out_shape)
