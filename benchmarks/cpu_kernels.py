@@ -55,14 +55,16 @@ def bench_kernel(name: str, rows: int, cols: int, rounds: int, reps: int) -> dic
             "copy_gbs": copy_bw / 1e9, "compile_ms": compile_s * 1e3, "max_err": err}
 
 
-def call_overhead_us(n: int = 20000) -> float:
+def call_overhead_us(n: int = 20000) -> tuple[float, float]:
     """Per-call time of a 1x16 add+GELU kernel: the Python-side call path dominates."""
     text, entry = kernels.add_gelu_tanh(1, 16)
     k = jit.compile_mlir(text, entry, use_cache=False)
     args = kernels.example_args("add_gelu_tanh", 1, 16)
     for _ in range(1000):
         k(*args)
-    return min(_time(lambda: k(*args), n) for _ in range(5)) * 1e6
+    checked = min(_time(lambda: k(*args), n) for _ in range(5)) * 1e6
+    unchecked = min(_time(lambda: k.call_unchecked(*args), n) for _ in range(5)) * 1e6
+    return checked, unchecked
 
 
 def main() -> None:
@@ -82,7 +84,9 @@ def main() -> None:
         r = bench_kernel(name, a.rows, a.cols, a.rounds, a.reps)
         print(f"{name:16} {r['solder_ms']:10.3f} {r['eager_ms']:9.3f} {r['copy_ms']:8.3f} "
               f"{r['pct_copy']:6.1f}% {r['compile_ms']:10.1f} {r['max_err']:8.1e} {r['opt_level']:2d}")
-    print(f"call overhead (1x16 kernel, 3 args): {call_overhead_us():.2f} us")
+    checked, unchecked = call_overhead_us()
+    print(f"call overhead (1x16 kernel, 3 args): {checked:.2f} us checked, "
+          f"{unchecked:.2f} us call_unchecked")
 
 
 if __name__ == "__main__":

@@ -130,11 +130,23 @@ class JitKernel:
             raise CallError(f"{self.entry}: expected {len(self._checks)} tensors "
                             f"(inputs then outputs), got {len(tensors)}")
         for i, (t, (dtype, shape, desc)) in enumerate(zip(tensors, self._checks)):
-            if t.dtype is not dtype or t.shape != shape or not t.is_contiguous():
+            try:
+                bad = t.dtype is not dtype or t.shape != shape or not t.is_contiguous()
+            except AttributeError:
+                bad = True
+            if bad:
                 self._bad_arg(i, t)
-            ptr = t.data_ptr()
-            desc.allocated = ptr
-            desc.aligned = ptr
+            desc.aligned = t.data_ptr()  # the code reads `aligned` (+ offset 0) only
+        self._fn(self._packed_addr)
+
+    def call_unchecked(self, *tensors: torch.Tensor) -> None:
+        """Like calling the kernel, without the dtype/shape/contiguity checks.
+
+        For callers that validated the tensors already (a runtime with a fixed buffer plan):
+        a wrong tensor here reads or writes out of bounds.
+        """
+        for t, desc in zip(tensors, self._descs):
+            desc.aligned = t.data_ptr()
         self._fn(self._packed_addr)
 
     def _bad_arg(self, i: int, t: object) -> None:

@@ -11,8 +11,8 @@ SSA name of the result. The prefix keeps names unique when several emitters shar
 
 Accuracy (f32, measured against torch in tests/test_cpu_jit.py): exp, tanh, erf, log, sigmoid
 within about 1e-6 relative error on their normal range. Known limits: exp flushes results below
-~1.2e-38 to 0 and returns inf above x ~ 88.02 (true overflow is 88.72); log treats subnormal inputs
-as 0 -> -inf.
+~1.2e-38 to 0 and saturates at 2.4e38 for x in (88.376, 88.723] (then inf); log is wrong for
+subnormal inputs. tanh and erf return exactly +-1 beyond their fitting range.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ F32 = "f32"
 # Cephes expf: exp(x) = 2^n * p(r), n = floor(x*log2(e) + 0.5), r = x - n*ln2 (ln2 split in two).
 _EXP_HI = 88.3762626647949
 _EXP_LO = -88.3762626647949
+_EXP_OVERFLOW = 88.72283935546875  # ln(FLT_MAX): above it exp is inf
 _LOG2E = 1.44269504088896341
 _LN2_C1 = 0.693359375
 _LN2_C2 = -2.12194440e-4
@@ -125,7 +126,11 @@ class Emitter:
 
     # -- functions ----------------------------------------------------------------------------
     def exp(self, x: str) -> str:
-        x = self.clamp(x, _EXP_LO, _EXP_HI)
+        over = self.emit(f"arith.cmpf ogt, {x}, {self.const(_EXP_OVERFLOW)} : f32")
+        y = self._exp_clamped(self.clamp(x, _EXP_LO, _EXP_HI))
+        return self.emit(f"arith.select {over}, {self.const(float('inf'))}, {y} : f32")
+
+    def _exp_clamped(self, x: str) -> str:
         n = self.emit(f"math.floor {self.fma(x, self.const(_LOG2E), self.const(0.5))} : f32")
         r = self.fma(n, self.const(-_LN2_C1), x)
         r = self.fma(n, self.const(-_LN2_C2), r)
@@ -139,18 +144,21 @@ class Emitter:
         return self.mul(p, scale)
 
     def tanh(self, x: str) -> str:
-        x = self.clamp(x, -_TANH_CLAMP, _TANH_CLAMP)
-        x2 = self.mul(x, x)
-        p = self.mul(x, self.horner(x2, _TANH_ALPHA))
-        q = self.horner(x2, _TANH_BETA)
-        return self.div(p, q)
+        return self._odd_rational(x, _TANH_CLAMP, _TANH_ALPHA, _TANH_BETA)
 
     def erf(self, x: str) -> str:
-        x = self.clamp(x, -_ERF_CLAMP, _ERF_CLAMP)
-        x2 = self.mul(x, x)
-        p = self.mul(x, self.horner(x2, _ERF_ALPHA))
-        q = self.horner(x2, _ERF_BETA)
-        return self.div(p, q)
+        return self._odd_rational(x, _ERF_CLAMP, _ERF_ALPHA, _ERF_BETA)
+
+    def _odd_rational(self, x: str, bound: float, alpha, beta) -> str:
+        """x * P(x^2) / Q(x^2) on [-bound, bound], and exactly sign(x) beyond (so that
+        0.5x(1 + tanh) in GELU cancels to 0 for very negative x, as in torch)."""
+        xc = self.clamp(x, -bound, bound)
+        x2 = self.mul(xc, xc)
+        r = self.div(self.mul(xc, self.horner(x2, alpha)), self.horner(x2, beta))
+        outside = self.emit(f"arith.cmpf oge, {self.emit(f'math.absf {x} : f32')}, "
+                            f"{self.const(bound)} : f32")
+        sign = self.emit(f"math.copysign {self.const(1.0)}, {x} : f32")
+        return self.emit(f"arith.select {outside}, {sign}, {r} : f32")
 
     def log(self, x: str) -> str:
         bits = self.emit(f"arith.bitcast {x} : f32 to i32")
