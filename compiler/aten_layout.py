@@ -179,9 +179,21 @@ def _index_select(ctx, x, dim, index):
 
 @lower("aten.index.Tensor")
 def _index(ctx, x, indices):
-    """x[idx] with one integer index tensor at a leading position (others None): a gather."""
+    """x[i0, i1, ...]: one index tensor is a gather along its dim; several leading ones a graph.index."""
     pos = [i for i, t in enumerate(indices) if t is not None]
-    if len(pos) != 1 or ctx.meta(indices[pos[0]]).dtype == torch.bool:
+    if not pos or any(ctx.meta(indices[p]).dtype == torch.bool for p in pos):
         return NotImplemented
-    return ctx.emit(g.GatherOp(operands=[ctx.value(x), ctx.value(indices[pos[0]])],
-                               properties={"dim": g.int_attr(pos[0])}, result_types=[ctx.out_type()]))
+    if len(pos) == 1:
+        return ctx.emit(g.GatherOp(operands=[ctx.value(x), ctx.value(indices[pos[0]])],
+                                   properties={"dim": g.int_attr(pos[0])}, result_types=[ctx.out_type()]))
+    if pos != list(range(len(pos))):
+        return NotImplemented  # index tensors separated by slices: PyTorch moves dims around
+    return ctx.emit(g.IndexOp(operands=[ctx.value(x), [ctx.value(indices[p]) for p in pos]],
+                              result_types=[ctx.out_type()]))
+
+
+@lower("aten.gather.default")
+def _gather_elements(ctx, x, dim, index, sparse_grad=False):
+    d = _dim(dim, _rank(ctx, x))
+    return ctx.emit(g.GatherElementsOp(operands=[ctx.value(x), ctx.value(index)], properties={"dim": g.int_attr(d)},
+                                       result_types=[ctx.out_type()]))

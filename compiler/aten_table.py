@@ -207,8 +207,8 @@ def _full(ctx, *args, **kwargs):
     meta = ctx.meta()
     value = {"zeros": 0, "ones": 1, "new_ones": 1, "new_zeros": 0, "zeros_like": 0, "ones_like": 1}.get(name)
     if value is None:
-        value = {"full": args[1] if len(args) > 1 else kwargs.get("fill_value"),
-                 "scalar_tensor": args[0], "full_like": args[1], "new_full": args[2]}[name]
+        position = {"full": 1, "scalar_tensor": 0, "full_like": 1, "new_full": 2}[name]
+        value = args[position] if len(args) > position else kwargs["fill_value"]
     return ctx.constant(value, meta.dtype, tuple(meta.shape))
 
 

@@ -27,6 +27,8 @@ def context() -> Context:
 
 def parse(text: str, filename: str = "<input>") -> ModuleOp:
     """Parse MLIR text; malformed text raises IRParseError with `file:line:column` and the message."""
+    if not text.strip():
+        raise IRParseError(f"{filename}: the input is empty; expected a module in the graph dialect")
     try:
         module = Parser(context(), text, filename).parse_module()
     except ParseError as e:

@@ -7,10 +7,12 @@ imported lazily so that a pipeline pulls in only what it names.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.utils.exceptions import ArgSpecParseError
 
 from compiler.errors import PipelineError
 
@@ -45,8 +47,9 @@ def parse(pipeline: str) -> list[ModulePass]:
         return []
     try:
         specs = list(parse_pipeline(pipeline))
-    except Exception as e:
-        raise PipelineError(f"malformed pipeline {pipeline!r}: {e}. Expected e.g. 'canonicalize,cse,fuse-ops{{max-ops=16}}'") from None
+    except (Exception, ArgSpecParseError) as e:  # xDSL's parse error derives from BaseException
+        msg = " ".join(str(e).split())
+        raise PipelineError(f"malformed pipeline {pipeline!r}: {msg}. Expected e.g. 'canonicalize,cse,fuse-ops{{max-ops=16}}'") from None
     out = []
     for spec in specs:
         cls = pass_class(spec.name)

@@ -229,6 +229,17 @@ def _gather(op):
     return lambda x, idx: x.index_select(d, idx.reshape(-1)).reshape(shape)
 
 
+@impl("graph.index")
+def _index(op):
+    return lambda x, *idx: x[tuple(idx)]
+
+
+@impl("graph.gather_elements")
+def _gather_elements(op):
+    d = _prop_int(op, "dim")
+    return lambda x, idx: torch.gather(x, d, idx)
+
+
 def attention_reference(q, k, v, mask=None, scale=None, causal=False):
     """softmax(q kᵀ·scale + mask) v with causal (top-left aligned) and GQA, as `graph.attention` defines it."""
     gqa = q.shape[1] != k.shape[1]

@@ -597,6 +597,45 @@ class GatherOp(IRDLOperation):
         _check(expected == _shape(self.result), self, "result shape", expected, _shape(self.result))
 
 
+@irdl_op_definition
+class IndexOp(IRDLOperation):
+    """Advanced indexing of the leading dims: `input[i0, i1, ..., ik-1]` with broadcast integer index tensors.
+
+    The result is broadcast(index shapes) + input.shape[k:], as in PyTorch.
+    """
+
+    name = "graph.index"
+    input = operand_def(TensorType)
+    indices = var_operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$input `[` $indices `]` attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        x = _shape(self.input)
+        k = len(self.indices)
+        _check(1 <= k <= len(x), self, "number of index tensors", f"1..{len(x)}", k)
+        expected = broadcast_shapes(*(_shape(i) for i in self.indices)) + x[k:]
+        _check(expected == _shape(self.result), self, "result shape", expected, _shape(self.result))
+
+
+@irdl_op_definition
+class GatherElementsOp(IRDLOperation):
+    """`torch.gather(input, dim, indices)`: result[i][j] = input[i][indices[i][j]] along `dim`."""
+
+    name = "graph.gather_elements"
+    input = operand_def(TensorType)
+    indices = operand_def(TensorType)
+    dim = prop_def(IntegerAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input `,` $indices attr-dict `:` functional-type(operands, results)"
+
+    def verify_(self) -> None:
+        _check(_shape(self.indices) == _shape(self.result), self, "result shape", _shape(self.indices), _shape(self.result))
+
+
 # ---------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------
@@ -699,7 +738,7 @@ Graph = Dialect(
         *UNARY_OPS.values(), GeluOp, CastOp, IsNanOp, LogicalNotOp, *BINARY_OPS.values(), WhereOp,
         ConstantOp, ArangeOp, TriangularOp, ReduceOp, ArgReduceOp, SoftmaxOp, LogSoftmaxOp, CumsumOp,
         LayerNormOp, RmsNormOp, BatchNormOp, MatmulOp, LinearOp, ConvOp, PoolOp, ReshapeOp, PermuteOp,
-        ExpandOp, SliceOp, ConcatOp, GatherOp, AttentionOp, KernelOp, YieldOp, ExternOp,
+        ExpandOp, SliceOp, ConcatOp, GatherOp, IndexOp, GatherElementsOp, AttentionOp, KernelOp, YieldOp, ExternOp,
     ],
     [],
 )

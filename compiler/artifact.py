@@ -1,0 +1,282 @@
+"""Saving a compiled model to one file and loading it back without re-exporting.
+
+An artifact is a zip archive:
+
+    manifest.json              format version, solder/torch versions, target, pipeline, and for each
+                               specialization its cache key, pytree specs, argument and output maps;
+                               a sha256 for every other member
+    spec<i>/graph.mlir         the `graph` IR after the pass pipeline (what the backend lowered)
+    spec<i>/source.txt         the backend's generated kernel source (for reading; not executed)
+    state.pt                   the parameters and buffers, `torch.save` of {state_dict key: tensor}
+
+`load(path)` parses each IR with `compiler.ir.parse`, lowers it with the target's backend and returns a
+callable with the model's calling convention: no model class, no torch.export. A file of another
+format version, for another target, or damaged (truncated, a member whose sha256 does not match) is
+refused with an `ArtifactError` that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import torch
+import torch.fx._pytree as fx_pytree
+import torch.utils._pytree as pytree
+
+from compiler import ir, log
+from compiler.errors import CallError, SolderError
+
+FORMAT = "solder-artifact"
+FORMAT_VERSION = 1
+_log = log.get("runtime")
+
+
+class ArtifactError(SolderError):
+    """A saved artifact that cannot be written or read: wrong version or target, damaged, or incomplete."""
+
+
+def solder_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("solder")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# ---- saving ------------------------------------------------------------------------------------
+
+
+def save(compiled, path: str | os.PathLike) -> Path:
+    """Write every compiled specialization of `compiled` (a `CompiledModule`) to `path`, atomically."""
+    path = Path(path)
+    specs = list(compiled.specializations.values())
+    if not specs:
+        raise ArtifactError(f"save({str(path)!r}): {compiled.name} has not been compiled yet (compilation "
+                            "happens on the first call); call it once with example inputs, then save")
+    members: dict[str, bytes] = {}
+    state: dict[str, torch.Tensor] = {}
+    entries = []
+    for i, sp in enumerate(specs):
+        members[f"spec{i}/graph.mlir"] = ir.print_ir(sp.imported.module).encode()
+        members[f"spec{i}/source.txt"] = (sp.program.source or "").encode()
+        for a, t in zip(sp.imported.args, sp.state):
+            state.setdefault(a.name, t.detach().contiguous())
+        entries.append(_spec_entry(compiled.name, i, sp))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    members["state.pt"] = buf.getvalue()
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "solder_version": solder_version(),
+        "torch_version": torch.__version__, "name": compiled.name, "target": compiled.options.target.name,
+        "backend": compiled.options.target.backend, "pipeline": compiled.options.pipeline,
+        "specializations": entries,
+        "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
+    }
+    members = {"manifest.json": json.dumps(manifest, indent=1).encode(), **members}
+    _write_atomically(path, members)
+    return path
+
+
+def _spec_entry(name: str, i: int, sp) -> dict:
+    try:
+        in_spec, out_spec = pytree.treespec_dumps(sp.in_spec), pytree.treespec_dumps(sp.out_spec)
+    except Exception as e:  # custom pytree nodes without a serialization hook
+        raise ArtifactError(f"save: {name} specialization {i}: its input/output structure cannot be serialized "
+                            f"({type(e).__name__}: {e}); return tensors in tuples/lists/dicts, or register the "
+                            "node type with torch.utils._pytree.register_pytree_node(..., serialized_type_name=...)")
+    outputs = []
+    for o in sp.imported.outputs:
+        if o.result is not None:
+            outputs.append({"result": o.result})
+        elif o.constant is None or isinstance(o.constant, (bool, int, float, str)):
+            outputs.append({"constant": o.constant})
+        else:
+            raise ArtifactError(f"save: {name} specialization {i}: constant output {o.constant!r} of type "
+                                f"{type(o.constant).__name__} cannot be saved; return a tensor or a Python scalar")
+    return {
+        "key": [sp.key[0], [_leaf_json(k) for k in sp.key[1]]],
+        "in_spec": in_spec, "out_spec": out_spec,
+        "args": [{"name": a.name, "kind": a.kind} for a in sp.imported.args],
+        "outputs": outputs, "externs": list(sp.imported.externs),
+        "input_positions": list(sp.imported.input_positions),
+        "graph": f"spec{i}/graph.mlir", "source": f"spec{i}/source.txt",
+    }
+
+
+def _leaf_json(k: tuple) -> list:
+    if k[0] == "T":
+        return ["T", list(k[1]), str(k[2]).removeprefix("torch."), k[3]]
+    return list(k)
+
+
+def _leaf_from_json(j: list) -> tuple:
+    if j[0] == "T":
+        return ("T", tuple(j[1]), getattr(torch, j[2]), j[3])
+    return tuple(j)
+
+
+def _write_atomically(path: Path, members: dict[str, bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+                for name, data in members.items():
+                    z.writestr(name, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike, *, target: str | None = None) -> LoadedModule:
+    """Rebuild the callable saved at `path`; `target`, when given, must be the target it was compiled for."""
+    from backends.registry import get_backend
+    from compiler.targets import get_target
+
+    path = Path(path)
+    members = _read_members(path)
+    manifest = _check_manifest(path, members, target)
+    tgt = get_target(manifest["target"])
+    backend = get_backend(tgt.backend)
+    state = torch.load(io.BytesIO(members["state.pt"]), weights_only=True)
+    loaded = LoadedModule(manifest["name"], tgt, manifest["pipeline"], path)
+    for i, entry in enumerate(manifest["specializations"]):
+        text = members[entry["graph"]].decode()
+        module = ir.parse(text, f"{path}:{entry['graph']}")
+        program = backend.lower(module, tgt)
+        loaded.add(_specialization(entry, module, program, state, members[entry["source"]].decode(), path))
+    return loaded
+
+
+def _read_members(path: Path) -> dict[str, bytes]:
+    if not path.exists():
+        raise ArtifactError(f"load: {path} does not exist; save one with artifact.save(compiled, path)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {n: z.read(n) for n in z.namelist()}
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise ArtifactError(f"load: {path} is damaged or not a solder artifact ({type(e).__name__}: {e}); "
+                            "expected a complete zip archive written by artifact.save. Save the model again.")
+
+
+def _check_manifest(path: Path, members: dict[str, bytes], target: str | None) -> dict:
+    if "manifest.json" not in members:
+        raise ArtifactError(f"load: {path} has no manifest.json; it is not a solder artifact (or is damaged). "
+                            "Save the model again with artifact.save.")
+    try:
+        m = json.loads(members["manifest.json"])
+    except ValueError as e:
+        raise ArtifactError(f"load: {path}: manifest.json is not valid JSON ({e}); the file is damaged. "
+                            "Save the model again.") from None
+    if m.get("format") != FORMAT:
+        raise ArtifactError(f"load: {path}: expected format {FORMAT!r}, found {m.get('format')!r}; not a solder artifact")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"load: {path} has artifact format version {m.get('format_version')} (written by solder "
+            f"{m.get('solder_version')}); this solder ({solder_version()}) reads version {FORMAT_VERSION} only. "
+            "Recompile the model with this solder and save it again.")
+    if target is not None and target != m["target"]:
+        raise ArtifactError(f"load: {path} was compiled for target {m['target']!r}, not {target!r}; "
+                            f"compile the model for {target!r} and save it again, or load it without target=")
+    for name, digest in m["sha256"].items():
+        data = members.get(name)
+        if data is None:
+            raise ArtifactError(f"load: {path} is damaged: member {name} is missing. Save the model again.")
+        got = hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise ArtifactError(f"load: {path} is damaged: {name} has sha256 {got[:16]}…, the manifest says "
+                                f"{digest[:16]}…. Save the model again.")
+    _check_runnable(path, m)
+    if m.get("torch_version") != torch.__version__:
+        _log.info("%s was saved with torch %s, running with %s", path, m.get("torch_version"), torch.__version__)
+    return m
+
+
+def _check_runnable(path: Path, m: dict) -> None:
+    from compiler.targets import TARGETS
+
+    tgt = TARGETS.get(m["target"])
+    if tgt is None:
+        raise ArtifactError(f"load: {path} was compiled for target {m['target']!r}, which this solder does not "
+                            f"know (known: {', '.join(sorted(TARGETS))}); recompile for one of those")
+    if tgt.backend != m.get("backend"):
+        raise ArtifactError(f"load: {path} was lowered by backend {m.get('backend')!r} but target {tgt.name!r} now "
+                            f"uses {tgt.backend!r}; recompile the model and save it again")
+    if tgt.device == "cuda" and not torch.cuda.is_available():
+        raise ArtifactError(f"load: {path} was compiled for target {tgt.name!r}, which needs a CUDA GPU, and none "
+                            "is available here; load it on a GPU machine or compile for target='cpu'")
+
+
+def _specialization(entry: dict, module, program, state: dict, source: str, path: Path):
+    from compiler.importer import ArgInfo, Imported, OutputInfo
+    from compiler.pipeline import PipelineRun
+    from compiler.runtime import Specialization
+
+    args = [ArgInfo(a["name"], a["kind"]) for a in entry["args"]]
+    outputs = [OutputInfo(o["result"]) if "result" in o else OutputInfo(None, o["constant"]) for o in entry["outputs"]]
+    imported = Imported(module, args, outputs, list(entry["externs"]), list(entry["input_positions"]))
+    missing = [a.name for a in args if a.kind != "input" and a.name not in state]
+    if missing:
+        raise ArtifactError(f"load: {path} is damaged: state.pt lacks {', '.join(missing)}. Save the model again.")
+    if not program.source:
+        program.source = source
+    key = (entry["key"][0], tuple(_leaf_from_json(k) for k in entry["key"][1]))
+    return Specialization(key=key, imported=imported, program=program, in_spec=pytree.treespec_loads(entry["in_spec"]),
+                          out_spec=pytree.treespec_loads(entry["out_spec"]),
+                          state=[state[a.name] for a in args if a.kind != "input"], pipeline=PipelineRun("(loaded)"))
+
+
+class LoadedModule:
+    """A callable rebuilt from an artifact: the saved specializations only (no model to re-export)."""
+
+    def __init__(self, name: str, target, pipeline: str, path: Path):
+        self.name, self.target, self.pipeline, self.path = name, target, pipeline, path
+        self.specializations: dict[tuple, object] = {}
+
+    def add(self, sp) -> None:
+        self.specializations[sp.key] = sp
+
+    def __call__(self, *args, **kwargs):
+        from compiler.runtime import _leaf_key
+
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        key = (str(spec), tuple(_leaf_key(x) for x in leaves))
+        sp = self.specializations.get(key)
+        if sp is None:
+            raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
+                            f"{_describe(key)}; saved: {'; '.join(_describe(k) for k in self.specializations)}. "
+                            "Call the compiled model with these inputs before saving it.")
+        inputs = fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
+        with torch.no_grad():
+            results = sp.program(sp.state + [inputs[i] for i in sp.imported.input_positions])
+        flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
+        return pytree.tree_unflatten(flat, sp.out_spec)
+
+    def explain(self) -> str:
+        """The saved specializations and their IR."""
+        lines = [f"== {self.name} loaded from {self.path}, target={self.target.name}, pipeline={self.pipeline}"]
+        for key, sp in self.specializations.items():
+            lines.append(f"-- {_describe(key)}")
+            lines.append(ir.print_ir(sp.imported.module))
+        return "\n".join(lines)
+
+
+def _describe(key: tuple) -> str:
+    parts = []
+    for k in key[1]:
+        parts.append(f"{tuple(k[1])}:{str(k[2]).removeprefix('torch.')}" if k[0] == "T" else f"{k[1]}={k[2]}")
+    return "(" + ", ".join(parts) + ")"

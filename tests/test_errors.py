@@ -1,0 +1,108 @@
+"""Bad input gets a clear error that says what was wrong and what to do; nothing silently wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from compiler import compile
+from compiler.errors import CallError, CaptureError, IRParseError, PipelineError, TargetError
+from compiler.importer import UnsupportedOpWarning
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(TargetError, match=r"unknown target 'tpu'; known targets: .*cpu.*h100"):
+        compile(nn.Linear(2, 2), target="tpu")
+
+
+def test_unknown_pass_lists_known_ones():
+    c = compile(nn.Linear(2, 2).eval(), target="cpu", passes="canonicalize,fuse-everything")
+    with pytest.raises(PipelineError, match=r"unknown pass 'fuse-everything'; known passes: canonicalize, cse"):
+        c(torch.randn(1, 2))
+
+
+@pytest.mark.parametrize("pipeline", ["cse{", "cse,,dce", "canonicalize{bogus=1}"])
+def test_malformed_pipeline(pipeline):
+    from passes.registry import parse
+
+    with pytest.raises(PipelineError, match="malformed pipeline|bad options for pass"):
+        parse(pipeline)
+
+
+def test_malformed_mlir_reports_line_and_column():
+    from compiler.ir import parse
+
+    text = "func.func @forward(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = graph.exp %x : tensor<2xf32>\n}\n"
+    with pytest.raises(IRParseError, match=r"(?s)bad.mlir:3:1.*Expected '->'"):
+        parse(text, "bad.mlir")
+
+
+def test_ill_typed_mlir_is_rejected_with_expected_and_got():
+    from compiler.ir import parse
+    from compiler.errors import VerifyError
+
+    text = ("func.func @forward(%x: tensor<2x3xf32>) -> tensor<3x3xf32> {\n"
+            "  %0 = graph.exp %x : tensor<2x3xf32> -> tensor<3x3xf32>\n  func.return %0 : tensor<3x3xf32>\n}\n")
+    with pytest.raises(VerifyError, match=r"graph.exp: result shape: expected \(2, 3\), got \(3, 3\)"):
+        parse(text)
+
+
+def test_wrong_number_of_arguments():
+    c = compile(nn.Linear(2, 2).eval(), target="cpu")
+    with pytest.raises(CallError, match="does not match forward"):
+        c(torch.randn(1, 2), torch.randn(1, 2))
+
+
+class UsesCumprod(nn.Module):
+    def forward(self, x):
+        return torch.cumprod(x, 1) + 1
+
+
+def test_unsupported_op_falls_back_and_warns_once():
+    c = compile(UsesCumprod().eval(), target="cpu")
+    x = torch.rand(3, 4)
+    with pytest.warns(UnsupportedOpWarning, match=r"aten.cumprod.default is not lowered.*eager"):
+        out = c(x)
+    torch.testing.assert_close(out, torch.cumprod(x, 1) + 1)
+    assert "aten.cumprod.default" in c.explain()
+
+
+class DataDependent(nn.Module):
+    def forward(self, x):
+        if x.sum().item() > 0:
+            return x * 2
+        return x
+
+
+def test_uncapturable_model_quotes_export_and_says_what_to_change():
+    c = compile(DataDependent().eval(), target="cpu")
+    with pytest.raises(CaptureError, match=r"(?s)torch.export could not capture DataDependent.*What to change"):
+        c(torch.randn(3))
+
+
+def test_compile_rejects_non_callables():
+    with pytest.raises(TypeError, match="expects an nn.Module"):
+        compile(42)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_cli_errors_are_one_line_and_exit_1(tmp_path):
+    bad = tmp_path / "bad.mlir"
+    bad.write_text("func.func @forward() {\n  %0 = graph.nope\n}\n")
+    p = _cli(str(bad))
+    assert p.returncode == 1 and "solder-opt: error:" in p.stderr and "bad.mlir:" in p.stderr and "graph.nope is not registered" in p.stderr
+    assert "Traceback" not in p.stderr
+    p = _cli(str(bad), "-p", "cse{")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    p = _cli("--from-torch", "examples/models.py:nope")
+    assert p.returncode == 1 and "zoo entries:" in p.stderr
