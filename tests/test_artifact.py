@@ -1,0 +1,159 @@
+"""Saving a compiled model and loading it back without re-exporting: identical outputs, and every
+kind of bad file (other format version, other target, truncated, bad checksum) refused clearly."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+
+from compiler import artifact, compile
+from compiler.artifact import ArtifactError
+from compiler.errors import CallError, SolderError
+from examples.models import get
+
+
+class Structured(torch.nn.Module):
+    """Dict in, dict-of-tuple out, a buffer, and an output that is a Python constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 4)
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x, extra):
+        y = self.lin(x["a"]) * self.scale + extra
+        return {"y": (y, y.softmax(-1)), "n": 3}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = Structured().eval()
+    compiled = compile(model, target="cpu")
+    calls = [({"a": torch.randn(2, 8)}, torch.randn(4)), ({"a": torch.randn(5, 8)}, torch.randn(4))]
+    with torch.no_grad():
+        outs = [compiled(*c) for c in calls]
+    path = artifact.save(compiled, tmp_path_factory.mktemp("art") / "structured.solder")
+    return path, calls, outs
+
+
+def test_roundtrip_gives_identical_outputs(saved):
+    path, calls, outs = saved
+    loaded = artifact.load(path)
+    assert len(loaded.specializations) == 2
+    for c, want in zip(calls, outs):
+        got = loaded(*c)
+        assert got["n"] == 3
+        for a, b in zip(got["y"], want["y"]):
+            assert torch.equal(a, b)
+
+
+def test_zoo_mlp_roundtrip(tmp_path):
+    entry = get("mlp")
+    model, args, kwargs = entry.build()
+    compiled = compile(model.eval(), target="cpu")
+    with torch.no_grad():
+        want = compiled(*args, **kwargs)
+    loaded = artifact.load(artifact.save(compiled, tmp_path / "mlp.solder"))
+    assert torch.equal(loaded(*args, **kwargs), want)
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp.solder"]  # no temporary file left behind
+
+
+def test_manifest_contents(saved):
+    path, _, _ = saved
+    with zipfile.ZipFile(path) as z:
+        m = json.loads(z.read("manifest.json"))
+        names = set(z.namelist())
+    assert m["format_version"] == artifact.FORMAT_VERSION and m["target"] == "cpu"
+    assert m["torch_version"] == torch.__version__ and m["solder_version"]
+    assert set(m["sha256"]) == names - {"manifest.json"}
+    assert {"spec0/graph.mlir", "spec1/graph.mlir", "state.pt"} <= names
+    assert "graph.linear" in zipfile.ZipFile(path).read("spec0/graph.mlir").decode()
+
+
+def test_load_does_not_export(saved, monkeypatch):
+    import compiler.capture
+
+    def boom(*a, **k):
+        raise AssertionError("load re-exported the model")
+
+    monkeypatch.setattr(torch.export, "export", boom)
+    monkeypatch.setattr(compiler.capture, "capture", boom)
+    path, calls, outs = saved
+    assert torch.equal(artifact.load(path)(*calls[0])["y"][0], outs[0]["y"][0])
+
+
+def test_unsaved_shape_is_a_clear_error(saved):
+    loaded = artifact.load(saved[0])
+    with pytest.raises(CallError, match=r"no saved specialization for inputs \(\(3, 8\):float32"):
+        loaded({"a": torch.randn(3, 8)}, torch.randn(4))
+
+
+def _rewrite(src, dst, edit_manifest=None, edit_member=None):
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    if edit_manifest:
+        m = json.loads(members["manifest.json"])
+        edit_manifest(m)
+        members["manifest.json"] = json.dumps(m).encode()
+    if edit_member:
+        name, fn = edit_member
+        members[name] = fn(members[name])
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    return dst
+
+
+def test_other_format_version_refused(saved, tmp_path):
+    bad = _rewrite(saved[0], tmp_path / "v99.solder", edit_manifest=lambda m: m.update(format_version=99))
+    with pytest.raises(ArtifactError, match=r"format version 99 .*reads version 1 only.*Recompile"):
+        artifact.load(bad)
+
+
+def test_other_target_refused(saved, tmp_path):
+    with pytest.raises(ArtifactError, match=r"compiled for target 'cpu', not 'h100'"):
+        artifact.load(saved[0], target="h100")
+    bad = _rewrite(saved[0], tmp_path / "t.solder", edit_manifest=lambda m: m.update(target="tpu9"))
+    with pytest.raises(ArtifactError, match=r"target 'tpu9', which this solder does not know"):
+        artifact.load(bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_gpu_target_refused_without_gpu(saved, tmp_path):
+    bad = _rewrite(saved[0], tmp_path / "g.solder", edit_manifest=lambda m: m.update(target="h100", backend="triton"))
+    with pytest.raises(ArtifactError, match="needs a CUDA GPU"):
+        artifact.load(bad)
+
+
+def test_truncated_file_refused(saved, tmp_path):
+    data = saved[0].read_bytes()
+    bad = tmp_path / "trunc.solder"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="damaged or not a solder artifact.*Save the model again"):
+        artifact.load(bad)
+
+
+def test_bad_checksum_refused(saved, tmp_path):
+    bad = _rewrite(saved[0], tmp_path / "sum.solder", edit_member=("spec0/graph.mlir", lambda d: d + b"\n// x"))
+    with pytest.raises(ArtifactError, match=r"damaged: spec0/graph.mlir has sha256 .* the manifest says"):
+        artifact.load(bad)
+
+
+def test_missing_member_and_missing_file(saved, tmp_path):
+    bad = _rewrite(saved[0], tmp_path / "m.solder",
+                   edit_manifest=lambda m: m["sha256"].update({"spec9/graph.mlir": "0" * 64}))
+    with pytest.raises(ArtifactError, match="member spec9/graph.mlir is missing"):
+        artifact.load(bad)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        artifact.load(tmp_path / "nope.solder")
+    assert issubclass(ArtifactError, SolderError)
+
+
+def test_save_before_compiling_is_a_clear_error(tmp_path):
+    compiled = compile(torch.nn.Linear(2, 2).eval(), target="cpu")
+    with pytest.raises(ArtifactError, match="has not been compiled yet"):
+        artifact.save(compiled, tmp_path / "x.solder")
+    assert not (tmp_path / "x.solder").exists()
