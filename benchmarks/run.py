@@ -1,0 +1,253 @@
+"""The benchmark harness: solder vs eager PyTorch vs torch.compile (Inductor), side by side in one process.
+
+    python -m benchmarks.run --target cpu [--threads 1,all] [--only layer_norm,gpt2] [--repeats 20]
+    python -m benchmarks.run --target h100
+
+For every zoo model and kernel-level case: medians of interleaved timed calls after warm-up, the ratios
+solder/eager and solder/inductor (as speed-ups: >1 means solder is faster), cold compile time (empty
+caches) and warm compile time (a second `compile()` of the same model, disk caches full), peak memory of
+one call, and for memory-bound kernels the achieved bandwidth as % of a plain copy measured in the same
+run. Writes JSON (with the device line, date, commit and versions) and a markdown table to
+benchmarks/results/, and PNG bar charts next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks import cases as C
+from benchmarks.report import write_markdown, write_plots
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device_line(target: str) -> str:
+    if target != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=RESULTS.parent.parent).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _sync(target):
+    if target != "cpu":
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict, target: str, repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per function; each round calls every function once, so drift hits all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(target)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            if target == "cpu":
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+            else:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times[k].append(start.elapsed_time(end) / 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_memory(fn, target: str) -> int:
+    """Peak bytes of one call: CUDA allocator peak on the GPU, peak RSS growth on Linux CPUs."""
+    if target != "cpu":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        base = _vm("VmRSS")
+        fn()
+        return max(0, _vm("VmHWM") - base)
+    except OSError:
+        return -1
+
+
+def fix_malloc_thresholds() -> None:
+    """Make glibc serve large blocks with mmap and return them on free, so peak RSS sees every tensor.
+
+    By default glibc raises its mmap threshold after the first large free and then recycles freed
+    tensors from the heap, which hides their allocation from RSS.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+def _vm(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _timed_compile(make, call) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    fn = make()
+    call(fn)
+    return fn, time.perf_counter() - t0
+
+
+def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
+    from compiler import compile as solder_compile
+
+    built = case.build()
+    model, args = built[0], built[1]
+    kwargs = built[2] if len(built) > 2 else {}
+    if target != "cpu":
+        model = model.cuda()
+        args = tuple(a.cuda() for a in args)
+        kwargs = {k: v.cuda() for k, v in kwargs.items()}
+    row: dict = {"case": case.name, "kind": case.kind}
+    with torch.no_grad():
+        def call(f):
+            out = f(*args, **kwargs)
+            _sync(target)
+            return out
+
+        ref = call(model)
+        with tempfile.TemporaryDirectory() as cache, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.environ["SOLDER_CACHE_DIR"] = cache
+            solder, row["solder_compile_cold_s"] = _timed_compile(lambda: solder_compile(model, target=target), call)
+            _, row["solder_compile_warm_s"] = _timed_compile(lambda: solder_compile(model, target=target), call)
+            out = call(solder)
+            row["max_abs_err"] = _max_err(out, ref)
+            fns = {"eager": lambda: model(*args, **kwargs), "solder": lambda: solder(*args, **kwargs)}
+            if inductor:
+                try:
+                    torch._dynamo.reset()
+                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+                    ind, row["inductor_compile_cold_s"] = _timed_compile(lambda: torch.compile(model), call)
+                    torch._dynamo.reset()
+                    _, row["inductor_compile_warm_s"] = _timed_compile(lambda: torch.compile(model), call)
+                    fns["inductor"] = lambda: ind(*args, **kwargs)
+                except Exception as e:  # report, don't hide: the row says why inductor is missing
+                    row["inductor_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            med = interleaved(fns, target, repeats)
+            for k, v in med.items():
+                row[f"{k}_s"] = v
+                row[f"{k}_peak_bytes"] = peak_memory(fns[k], target)
+    row["speedup_vs_eager"] = row["eager_s"] / row["solder_s"]
+    if "inductor_s" in row:
+        row["speedup_vs_inductor"] = row["inductor_s"] / row["solder_s"]
+        row["compile_vs_inductor"] = row["solder_compile_cold_s"] / row["inductor_compile_cold_s"]
+    if case.bytes_moved is not None:
+        row["bytes"] = case.bytes_moved(args)
+    return row
+
+
+def _max_err(a, b) -> float:
+    import torch.utils._pytree as pytree
+
+    errs = [(x.float() - y.float()).abs().max().item() for x, y in zip(pytree.tree_leaves(a), pytree.tree_leaves(b))
+            if isinstance(x, torch.Tensor) and x.numel()]
+    return max(errs, default=0.0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", default="cpu", choices=["cpu", "h100", "h200"])
+    p.add_argument("--threads", default="1,all", help="CPU thread counts to run at: e.g. 1,all")
+    p.add_argument("--only", default="", help="comma-separated case names")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--no-inductor", action="store_true")
+    p.add_argument("--out", default=str(RESULTS), help="folder for JSON, markdown and PNGs")
+    args = p.parse_args(argv)
+    from tqdm import tqdm
+
+    if args.target == "cpu":
+        fix_malloc_thresholds()
+    all_cases = C.kernel_cases(args.target) + C.model_cases(args.target)
+    only = {s for s in args.only.split(",") if s}
+    selected = [c for c in all_cases if not only or c.name in only]
+    threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")] if args.target == "cpu" else [0]
+    rows = []
+    for n in threads:
+        if n:
+            torch.set_num_threads(n)
+        timer = lambda fn: interleaved({"x": fn}, args.target, args.repeats)["x"]  # noqa: E731
+        probe = C.kernel_cases(args.target)[0].build()[1][0]
+        copy_bw = C.copy_bytes_per_second(probe, timer)
+        for case in tqdm(selected, desc=f"{args.target} threads={n or 'gpu'}", unit="case"):
+            try:
+                row = run_case(case, args.target, args.repeats, not args.no_inductor)
+            except Exception as e:
+                row = {"case": case.name, "kind": case.kind, "error": f"{type(e).__name__}: {str(e)[:300]}"}
+            row["threads"] = n
+            if "bytes" in row:
+                row["pct_of_copy"] = 100 * row["bytes"] / row["solder_s"] / copy_bw
+                row["eager_pct_of_copy"] = 100 * row["bytes"] / row["eager_s"] / copy_bw
+                if "inductor_s" in row:
+                    row["inductor_pct_of_copy"] = 100 * row["bytes"] / row["inductor_s"] / copy_bw
+            row["copy_GBps"] = copy_bw / 1e9
+            rows.append(row)
+            tqdm.write(_line(row))
+    meta = {"target": args.target, "device": device_line(args.target), "date": datetime.date.today().isoformat(),
+            "commit": commit(), "torch": torch.__version__, "python": platform.python_version(),
+            "repeats": args.repeats}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.target}-{meta['date']}"
+    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    md = write_markdown(meta, rows, out / f"{stem}.md")
+    write_plots(meta, rows, out / stem)
+    print(md)
+    return 0
+
+
+def _line(row: dict) -> str:
+    if "error" in row:
+        return f"{row['case']:<20} ERROR {row['error']}"
+    s = f"{row['case']:<20} solder {row['solder_s'] * 1e3:9.3f} ms  eager {row['eager_s'] * 1e3:9.3f} ms  " \
+        f"x{row['speedup_vs_eager']:.2f} vs eager"
+    if "speedup_vs_inductor" in row:
+        s += f"  x{row['speedup_vs_inductor']:.2f} vs inductor"
+    if "pct_of_copy" in row:
+        s += f"  {row['pct_of_copy']:.0f}% of copy"
+    return s
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
