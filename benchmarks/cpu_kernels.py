@@ -1,6 +1,7 @@
 """Time the hand-assembled CPU row kernels against eager PyTorch and a plain copy.
 
     python -m benchmarks.cpu_kernels [--rows 4096] [--cols 1024] [--rounds 30] [--threads 1]
+    OMP_NUM_THREADS=2 python -m benchmarks.cpu_kernels --parallel --threads 2
 
 For each kernel of backends.cpu.kernels: the compiled kernel, eager PyTorch (writing into a
 preallocated output where the op allows) and `dst.copy_(src)` of one [rows, cols] tensor are
@@ -31,8 +32,9 @@ def _nbytes(args: list[torch.Tensor]) -> int:
     return sum(a.numel() * a.element_size() for a in args)
 
 
-def bench_kernel(name: str, rows: int, cols: int, rounds: int, reps: int) -> dict:
-    text, entry = kernels.KERNELS[name](rows, cols)
+def bench_kernel(name: str, rows: int, cols: int, rounds: int, reps: int,
+                 parallel: bool = False) -> dict:
+    text, entry = kernels.KERNELS[name](rows, cols, parallel=parallel)
     t0 = time.perf_counter()
     k = jit.compile_mlir(text, entry, opt_level=kernels.OPT_LEVEL.get(name, 3), use_cache=False)
     compile_s = time.perf_counter() - t0
@@ -75,13 +77,17 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--kernels", default=",".join(kernels.KERNELS))
+    p.add_argument("--parallel", action="store_true",
+                   help="row loops on OpenMP threads (OMP_NUM_THREADS; torch gets --threads)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"{a.rows}x{a.cols} f32, {a.threads} thread(s), median of {a.rounds} interleaved rounds")
+    mode = "OpenMP row loops" if a.parallel else "serial kernels"
+    print(f"{a.rows}x{a.cols} f32, torch {a.threads} thread(s), {mode}, "
+          f"median of {a.rounds} interleaved rounds")
     print(f"{'kernel':16} {'solder ms':>10} {'eager ms':>9} {'copy ms':>8} {'% copy':>7} "
           f"{'compile ms':>10} {'max err':>8} {'O':>2}")
     for name in a.kernels.split(","):
-        r = bench_kernel(name, a.rows, a.cols, a.rounds, a.reps)
+        r = bench_kernel(name, a.rows, a.cols, a.rounds, a.reps, a.parallel)
         print(f"{name:16} {r['solder_ms']:10.3f} {r['eager_ms']:9.3f} {r['copy_ms']:8.3f} "
               f"{r['pct_copy']:6.1f}% {r['compile_ms']:10.1f} {r['max_err']:8.1e} {r['opt_level']:2d}")
     checked, unchecked = call_overhead_us()

@@ -187,3 +187,20 @@ def test_default_cache_dir_from_env(tmp_path, monkeypatch):
     text, entry = kernels.add_gelu_tanh(4, 16)
     jit.compile_mlir(text, entry)
     assert len(_entries(tmp_path)) == 1
+
+
+@pytest.mark.skipif(jit.find_openmp() is None, reason="no OpenMP runtime (libomp5 / intel-openmp)")
+@pytest.mark.parametrize("name", ["softmax", "add_gelu_tanh", "add_layer_norm"])
+def test_parallel_kernel_matches_torch(name, tmp_path):
+    text, entry = kernels.KERNELS[name](37, 100, parallel=True)
+    k = jit.compile_mlir(text, entry, cache_dir=tmp_path)
+    args = kernels.example_args(name, 37, 100)
+    for _ in range(3):
+        k(*args)
+    torch.testing.assert_close(args[-1], kernels.reference(name, *args[:-1]),
+                               rtol=1e-5, atol=1e-5)
+    again = jit.compile_mlir(text, entry, cache_dir=tmp_path)  # the .so links libomp too
+    assert again.cache_hit
+    out = torch.empty_like(args[-1])
+    again(*args[:-1], out)
+    assert torch.equal(out, args[-1])

@@ -74,10 +74,39 @@ class JitError(SolderError):
     """MLIR text that does not parse, a pass pipeline that fails, or a missing entry point."""
 
 
-def pipeline(*, schedule: bool) -> str:
+# scf.forall (from a schedule's `use_forall`) -> scf.parallel -> OpenMP; needs libomp at run time.
+PARALLEL = ("func.func(scf-forall-to-parallel)", "convert-scf-to-openmp")
+
+
+def pipeline(*, schedule: bool, parallel: bool = False) -> str:
     """The pass pipeline as one string: transform schedule (if any), bufferize, lower to LLVM."""
     stages = (("transform-interpreter",) if schedule else ()) + BUFFERIZE + LOWER_LOOPS
-    return "builtin.module(" + ",".join(stages + LOWER_TO_LLVM) + ")"
+    stages += (PARALLEL if parallel else ()) + LOWER_TO_LLVM
+    if parallel:
+        # convert-scf-to-openmp wraps loop bodies in memref.alloca_scope, which must be lowered
+        # (finalize-memref-to-llvm) before convert-scf-to-cf splits the body into blocks.
+        stages = tuple(x for x in stages if x != "finalize-memref-to-llvm")
+        at = stages.index("convert-scf-to-cf")
+        stages = stages[:at] + ("convert-vector-to-llvm", "finalize-memref-to-llvm") + stages[at:]
+        stages = stages[:-1] + ("convert-openmp-to-llvm",) + stages[-1:]
+    return "builtin.module(" + ",".join(stages) + ")"
+
+
+def find_openmp() -> str | None:
+    """A loadable OpenMP runtime: LLVM's libomp (Debian libomp5) or Intel's (PyPI intel-openmp)."""
+    import glob
+    import sys
+    # The ExecutionEngine needs a path (ctypes.util.find_library gives a bare soname).
+    candidates = sorted(glob.glob("/usr/lib/*-linux-gnu/libomp.so*"))
+    candidates += sorted(glob.glob("/usr/lib/llvm-*/lib/libomp.so*"))
+    candidates += sorted(glob.glob(os.path.join(sys.prefix, "lib", "libiomp5.so")))
+    for c in candidates:
+        try:
+            ctypes.CDLL(c, mode=ctypes.RTLD_GLOBAL)
+            return c
+        except OSError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -169,7 +198,15 @@ def compile_mlir(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | 
     """Compile MLIR `text` and return the callable kernel for the public function `entry`."""
     start = time.perf_counter()
     has_schedule = "transform.named_sequence" in text
-    pipe = pipeline(schedule=has_schedule)
+    parallel = "use_forall" in text or "scf.forall" in text
+    if parallel:
+        omp = find_openmp()
+        if omp is None:
+            raise JitError(f"compile_mlir({entry}): the kernel is parallel (scf.forall) but no "
+                           "OpenMP runtime was found; install Debian's libomp5 or PyPI's "
+                           "intel-openmp, or build the kernel with parallel=False")
+        shared_libs = tuple(shared_libs) + (omp,)
+    pipe = pipeline(schedule=has_schedule, parallel=parallel)
     key = cache_key(text, pipe, opt_level, shared_libs)
     cdir = Path(cache_dir) if cache_dir is not None else knobs.cache_dir()
     if use_cache:
@@ -241,7 +278,9 @@ def _run_pipeline(module: ir.Module, pipe: str, entry: str, has_schedule: bool) 
     """Run `pipe` in three steps: the transform schedule (then drop its ops), bufferize and
     lower loops, (re-attach reduction fast-math flags) lower to LLVM."""
     stages = pipe[len("builtin.module("):-1]
-    split = stages.index(LOWER_TO_LLVM[0])
+    split = stages.index(LOWER_TO_LLVM[0], stages.index(LOWER_LOOPS[-1]))
+    if PARALLEL[0] in stages:
+        split = stages.index(PARALLEL[0])
     head, tail = stages[:split].rstrip(","), stages[split:]
     try:
         if has_schedule:

@@ -11,7 +11,7 @@ Tags steer the transform schedule (schedule.py): `solder.root` marks the last ge
 rows), `solder.reduce` the reductions, `solder.ew` the elementwise producers.
 
 Every generator returns (mlir_text, entry_name). The transform schedule is appended unless
-`schedule=False`.
+`schedule=False`; `parallel=True` runs the row loop on OpenMP threads (needs libomp).
 """
 
 from __future__ import annotations
@@ -107,10 +107,11 @@ class _Kernel:
         return "module attributes {transform.with_named_sequence} {\n" + inner + "\n}\n"
 
 
-def _row_sched(cols: int, n_reduce: int, n_ew: int, schedule: bool) -> str | None:
+def _row_sched(cols: int, n_reduce: int, n_ew: int, schedule: bool,
+               parallel: bool = False) -> str | None:
     if not schedule:
         return None
-    return sched.row_kernel_schedule(cols, n_reduce=n_reduce, n_ew=n_ew)
+    return sched.row_kernel_schedule(cols, n_reduce=n_reduce, n_ew=n_ew, parallel=parallel)
 
 
 def _normalize(k: _Kernel, x: str, eps: float, w: str | None, b: str | None, out: str) -> str:
@@ -134,18 +135,18 @@ def _normalize(k: _Kernel, x: str, eps: float, w: str | None, b: str | None, out
 
 
 def layer_norm(rows: int, cols: int, eps: float = 1e-5, *, name: str = "layer_norm",
-               schedule: bool = True) -> tuple[str, str]:
+               schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = (x - mean) / sqrt(var + eps) * weight + bias over the last dim. Args: x, w, b, out."""
     k = _Kernel(name, rows, cols)
     x, w, b = k.arg("x", "rc"), k.arg("w", "c"), k.arg("b", "c")
     out = k.arg("out", "rc", writable=True)
     y = _normalize(k, x, eps, w, b, out)
     k.store(y, out, "rc")
-    return k.text(_row_sched(cols, 2, 0, schedule)), name
+    return k.text(_row_sched(cols, 2, 0, schedule, parallel)), name
 
 
 def add_layer_norm(rows: int, cols: int, eps: float = 1e-5, *, name: str = "add_layer_norm",
-                   schedule: bool = True) -> tuple[str, str]:
+                   schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = layer_norm(x + residual) * weight + bias. Args: x, residual, w, b, out."""
     k = _Kernel(name, rows, cols)
     x, r = k.arg("x", "rc"), k.arg("res", "rc")
@@ -155,11 +156,11 @@ def add_layer_norm(rows: int, cols: int, eps: float = 1e-5, *, name: str = "add_
                   lambda em, a: em.add(a[0], a[1]), "solder.ew")
     y = _normalize(k, h, eps, w, b, out)
     k.store(y, out, "rc")
-    return k.text(_row_sched(cols, 2, 1, schedule)), name
+    return k.text(_row_sched(cols, 2, 1, schedule, parallel)), name
 
 
 def rms_norm(rows: int, cols: int, eps: float = 1e-6, *, name: str = "rms_norm",
-             schedule: bool = True) -> tuple[str, str]:
+             schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = x / sqrt(mean(x^2) + eps) * weight over the last dim. Args: x, w, out."""
     k = _Kernel(name, rows, cols)
     x, w = k.arg("x", "rc"), k.arg("w", "c")
@@ -172,11 +173,11 @@ def rms_norm(rows: int, cols: int, eps: float = 1e-6, *, name: str = "rms_norm",
         return em.mul(em.mul(a[0], rstd), a[2])
     y = k.generic([(x, "rc"), (ss, "r"), (w, "c")], (out, "rc"), body, "solder.root")
     k.store(y, out, "rc")
-    return k.text(_row_sched(cols, 1, 0, schedule)), name
+    return k.text(_row_sched(cols, 1, 0, schedule, parallel)), name
 
 
 def softmax(rows: int, cols: int, *, name: str = "softmax",
-            schedule: bool = True) -> tuple[str, str]:
+            schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = softmax(x) over the last dim (max-subtracted). Args: x, out."""
     k = _Kernel(name, rows, cols)
     x = k.arg("x", "rc")
@@ -184,17 +185,17 @@ def softmax(rows: int, cols: int, *, name: str = "softmax",
     mx = k.generic([(x, "rc")], (k.filled("r", float("-inf")), "r"),
                    lambda em, a: em.bin("maximumf", a[0], a[1]), "solder.reduce")
     ex = k.generic([(x, "rc"), (mx, "r")], (k.empty("rc"), "rc"),
-                   lambda em, a: em.exp(em.sub(a[0], a[1])), "solder.ew")
+                   lambda em, a: em.exp_nonpositive(em.sub(a[0], a[1])), "solder.ew")
     s = k.generic([(ex, "rc")], (k.filled("r", 0.0), "r"),
                   lambda em, a: em.add(a[0], a[1]), "solder.reduce")
     y = k.generic([(ex, "rc"), (s, "r")], (out, "rc"),
                   lambda em, a: em.mul(a[0], em.div(em.const(1.0), a[1])), "solder.root")
     k.store(y, out, "rc")
-    return k.text(_row_sched(cols, 2, 1, schedule)), name
+    return k.text(_row_sched(cols, 2, 1, schedule, parallel)), name
 
 
 def add_gelu_tanh(rows: int, cols: int, *, name: str = "add_gelu_tanh",
-                  schedule: bool = True) -> tuple[str, str]:
+                  schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = gelu_tanh(x + y). Args: x, y, out."""
     k = _Kernel(name, rows, cols)
     x, y = k.arg("x", "rc"), k.arg("y", "rc")
@@ -202,11 +203,11 @@ def add_gelu_tanh(rows: int, cols: int, *, name: str = "add_gelu_tanh",
     r = k.generic([(x, "rc"), (y, "rc")], (out, "rc"),
                   lambda em, a: em.gelu_tanh(em.add(a[0], a[1])), "solder.root")
     k.store(r, out, "rc")
-    return k.text(sched.elementwise_schedule(cols) if schedule else None), name
+    return k.text(sched.elementwise_schedule(cols, parallel=parallel) if schedule else None), name
 
 
 def unary(fn: str, rows: int, cols: int, *, name: str | None = None,
-          schedule: bool = True) -> tuple[str, str]:
+          schedule: bool = True, parallel: bool = False) -> tuple[str, str]:
     """y = fn(x) for one of mathapprox.UNARY; used to test the approximations. Args: x, out."""
     name = name or f"unary_{fn}"
     k = _Kernel(name, rows, cols)
@@ -214,7 +215,7 @@ def unary(fn: str, rows: int, cols: int, *, name: str | None = None,
     out = k.arg("out", "rc", writable=True)
     r = k.generic([(x, "rc")], (out, "rc"), lambda em, a: getattr(em, fn)(a[0]), "solder.root")
     k.store(r, out, "rc")
-    return k.text(sched.elementwise_schedule(cols) if schedule else None), name
+    return k.text(sched.elementwise_schedule(cols, parallel=parallel) if schedule else None), name
 
 
 KERNELS = {

@@ -9,6 +9,8 @@ compile_mlir. Two shapes:
   cleanup patterns, CSE and hoisting of loop-invariant subsets;
 - elementwise kernels: tile [1, T] and vectorize.
 
+With `parallel=True` the row loop is an scf.forall (OpenMP threads, see jit.PARALLEL).
+
 T is 32 lanes (two AVX-512 vectors) when it divides the row, else the largest power of two that
 does (odd rows run narrow vectors; masked vectorization is future work).
 """
@@ -63,13 +65,22 @@ def _vectorize_and_finish() -> list[str]:
     ]
 
 
-def row_kernel_schedule(cols: int, *, n_reduce: int, n_ew: int, tile: int = 32) -> str:
+def _fuse_rows(parallel: bool) -> list[str]:
+    # `use_forall` makes the row loop an scf.forall, which compile_mlir runs with OpenMP.
+    attr = " {use_forall}" if parallel else ""
+    return [
+        _match("%root_op", "solder.root"),
+        f"%fused, %row_loop = transform.structured.fuse %root_op tile_sizes [1, 0]{attr} "
+        f": ({ANY}) -> ({ANY}, {ANY})",
+    ]
+
+
+def row_kernel_schedule(cols: int, *, n_reduce: int, n_ew: int, tile: int = 32,
+                        parallel: bool = False) -> str:
     """Schedule for a kernel whose `solder.root` generic consumes row reductions."""
     t = lane_tile(cols, tile)
     lines = [
-        _match("%root_op", "solder.root"),
-        f"%fused, %row_loop = transform.structured.fuse %root_op tile_sizes [1, 0] "
-        f": ({ANY}) -> ({ANY}, {ANY})",
+        *_fuse_rows(parallel),
         f'%func0 = transform.structured.match ops{{["func.func"]}} in %root : ({ANY}) -> {ANY}',
         *_cleanup("%func0"),
         _match("%reds", "solder.reduce"),
@@ -88,9 +99,16 @@ def row_kernel_schedule(cols: int, *, n_reduce: int, n_ew: int, tile: int = 32) 
     return _wrap(lines + _vectorize_and_finish())
 
 
-def elementwise_schedule(cols: int, *, tile: int = 64) -> str:
+def elementwise_schedule(cols: int, *, tile: int = 64, parallel: bool = False) -> str:
     """Schedule for a kernel of elementwise generics: tile [1, T] and vectorize."""
     t = lane_tile(cols, tile)
+    if parallel:
+        lines = _fuse_rows(True) + [
+            _match("%root2", "solder.root"),
+            f"%tiled, %l1 = transform.structured.tile_using_for %root2 tile_sizes [0, {t}] "
+            f": ({ANY}) -> ({ANY}, {ANY})",
+        ]
+        return _wrap(lines + _vectorize_and_finish())
     lines = [
         _match("%root_op", "solder.root"),
         f"%tiled, %l0, %l1 = transform.structured.tile_using_for %root_op tile_sizes [1, {t}] "
