@@ -51,11 +51,12 @@ class ChainMatch:
     q: SSAValue
     kt: SSAValue
     v: SSAValue
+    kt_perm: list[int] | None
+    """When set, kᵀ is `permute(kt, kt_perm)` (a scale was peeled from under the permute)."""
     scale: float
-    masks: list[Mask]
-    chain: list[Operation]
+    masks: list[Mask] = field(default_factory=list)
+    chain: list[Operation] = field(default_factory=list)
     upcast: bool = False
-    spellings: list[str] = field(default_factory=list)
 
 
 def shape(v: SSAValue) -> tuple[int, ...]:
@@ -179,13 +180,17 @@ def _finish(qk: g.MatmulOp, pv: g.MatmulOp, chain, masks, factor, upcast) -> Cha
     """Checks q, kᵀ and v against each other once the chain reached q @ kᵀ."""
     q, qf = peel_scale(qk.lhs)
     kt, kf = peel_scale(qk.rhs)
+    kt_perm = None
+    if isinstance(kt.owner, g.PermuteOp) and (under := peel_scale(kt.owner.input))[1] != 1.0:
+        kt_perm, kf = list(kt.owner.perm.get_values()), kf * under[1]
+        kt = under[0]
     v = pv.rhs
-    qs, ks, vs = shape(q), shape(kt), shape(v)
+    qs, ks, vs = shape(q), shape(qk.rhs), shape(v)
     if not (len(qs) == len(ks) == len(vs) and qs[:-2] == ks[:-2] == vs[:-2]):
         return None  # broadcast batch dims: not one attention per (batch, head)
     if ks[-1] != vs[-2] or not (elem(q) == elem(kt) == elem(v) == elem(pv.result)):
         return None
-    return ChainMatch(q, kt, v, qf * kf * factor, masks, chain, upcast)
+    return ChainMatch(q, kt, v, kt_perm, qf * kf * factor, masks, chain, upcast)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,13 +73,14 @@ class _Builder:
         return self.emit(cls(a, b, tensor_type(out, et)))
 
 
-def _transpose_back(b: _Builder, kt: SSAValue) -> SSAValue:
-    """k from kᵀ: swap the last two dims, composed with kᵀ's own permute when it has one."""
+def _transpose_back(b: _Builder, kt: SSAValue, kt_perm: list[int] | None) -> SSAValue:
+    """k from kᵀ (= permute(kt, kt_perm) when given): swap the last two dims, composed with kᵀ's permute."""
     r = len(shape(kt))
     swap = list(range(r - 2)) + [r - 1, r - 2]
-    if isinstance(kt.owner, g.PermuteOp):
-        p = list(kt.owner.perm.get_values())
-        return b.permute(kt.owner.input, [p[i] for i in swap])
+    if kt_perm is None and isinstance(kt.owner, g.PermuteOp):
+        kt, kt_perm = kt.owner.input, list(kt.owner.perm.get_values())
+    if kt_perm is not None:
+        return b.permute(kt, [kt_perm[i] for i in swap])
     return b.permute(kt, swap)
 
 
@@ -160,13 +161,13 @@ def rewrite_chain(match: ChainMatch, cache: dict) -> Operation | None:
     """Replaces a matched hand-written attention; None (IR untouched) when a mask refuses it."""
     pv = match.chain[0]
     q, kt, v = match.q, match.kt, match.v
-    t, s = shape(q)[-2], shape(kt)[-1]
+    t, s = shape(q)[-2], shape(v)[-2]
     kinds = [classify(m, t, s, cache) for m in match.masks]
     if BAD in kinds:
         _log.info("not attention at %s: a mask hides a whole row", pv.name)
         return None
     b = _Builder()
-    k = _transpose_back(b, kt)
+    k = _transpose_back(b, kt, match.kt_perm)
     if len(shape(q)) == 3:
         q, k, v = (b.reshape(x, (1,) + shape(x)) for x in (q, k, v))
     k, v, gqa = _unrepeated(b, k, v)
