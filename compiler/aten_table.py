@@ -62,7 +62,8 @@ def _promote(ctx: ImportContext, *xs) -> torch.dtype:
 _UNARY = {
     "neg": "neg", "abs": "abs", "exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "tanh": "tanh",
     "sigmoid": "sigmoid", "relu": "relu", "silu": "silu", "erf": "erf", "sin": "sin", "cos": "cos",
-    "reciprocal": "reciprocal", "floor": "floor", "ceil": "ceil",
+    "reciprocal": "reciprocal", "floor": "floor", "ceil": "ceil", "log1p": "log1p", "expm1": "expm1",
+    "sign": "sign", "round": "round", "trunc": "trunc",
 }
 
 
@@ -82,6 +83,27 @@ for _aten, _kind in _UNARY.items():
 def _gelu(ctx, x, approximate="none"):
     v = ctx.value(x)
     return ctx.emit(g.GeluOp(v, props={"approximate": StringAttr(approximate)}))
+
+
+@lower("aten.leaky_relu.default")
+def _leaky_relu(ctx, x, slope=0.01):
+    v, dt = ctx.value(x), ctx.meta().dtype
+    positive = ctx.emit(g.BINARY_OPS["gt"](v, ctx.constant(0, dt), _bool_like(ctx, x)))
+    return ctx.emit(g.WhereOp(positive, v, ctx.emit(g.MulOp(v, ctx.constant(slope, dt), v.type)), v.type))
+
+
+@lower("aten.elu.default")
+def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    if scale != 1.0 or input_scale != 1.0:
+        return NotImplemented
+    v, dt = ctx.value(x), ctx.meta().dtype
+    positive = ctx.emit(g.BINARY_OPS["gt"](v, ctx.constant(0, dt), _bool_like(ctx, x)))
+    negative = ctx.emit(g.MulOp(ctx.emit(g.UNARY_OPS["expm1"](v)), ctx.constant(alpha, dt), v.type))
+    return ctx.emit(g.WhereOp(positive, v, negative, v.type))
+
+
+def _bool_like(ctx, x):
+    return tensor_type(tuple(ctx.meta(x).shape), "bool")
 
 
 @lower("aten.logical_not.default", "aten.bitwise_not.default")

@@ -64,6 +64,7 @@ class Specialization:
     pipeline: PipelineRun
     seconds: dict[str, float] = field(default_factory=dict)
     ir_text: str = ""
+    decomposed: tuple[str, ...] = ()
 
 
 def _leaf_key(x) -> tuple:
@@ -159,7 +160,7 @@ class CompiledModule:
         ep = cap.program
         sp = Specialization(
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
-            state=self._state_tensors(ep, imported), pipeline=run,
+            state=self._state_tensors(ep, imported), pipeline=run, decomposed=cap.decomposed,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
         )
         if self.options.explain:
@@ -215,6 +216,8 @@ class CompiledModule:
             lines.append(f"pipeline: {sp.pipeline.pipeline}")
             for name, s in sp.pipeline.timings:
                 lines.append(f"  {name:<28} {s * 1e3:8.2f} ms")
+            if sp.decomposed:
+                lines.append("decomposed at capture (no importer entry): " + ", ".join(sp.decomposed))
             if sp.imported.externs:
                 lines.append("eager fallbacks (graph.extern): " + ", ".join(sp.imported.externs))
             if sp.program.fallbacks:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from compiler import compile
 from compiler.errors import CallError, CaptureError, IRParseError, PipelineError, TargetError
@@ -106,3 +107,23 @@ def test_cli_errors_are_one_line_and_exit_1(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr
     p = _cli("--from-torch", "examples/models.py:nope")
     assert p.returncode == 1 and "zoo entries:" in p.stderr
+
+
+class NeedsDecomposition(torch.nn.Module):
+    """Ops without an importer entry that PyTorch can decompose into ones with entries."""
+
+    def forward(self, x):
+        return F.hardswish(x) + F.mish(x) + F.softplus(x) + F.elu(x) + F.leaky_relu(x, 0.1) + torch.addcmul(x, x, x)
+
+
+def test_capture_decomposes_only_what_the_importer_lacks():
+    m = NeedsDecomposition().eval()
+    c = compile(m, target="cpu")
+    x = torch.randn(4, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnsupportedOpWarning)
+        torch.testing.assert_close(c(x), m(x))
+    sp = next(iter(c.specializations.values()))
+    assert not sp.imported.externs
+    assert "aten.hardswish.default" in sp.decomposed and "aten.mish.default" in sp.decomposed
+    assert "decomposed at capture" in c.explain()

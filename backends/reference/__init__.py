@@ -47,7 +47,8 @@ _UNARY_FNS = {
     "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
     "rsqrt": torch.rsqrt, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "silu": F.silu,
     "erf": torch.erf, "sin": torch.sin, "cos": torch.cos, "reciprocal": torch.reciprocal, "floor": torch.floor,
-    "ceil": torch.ceil, "isnan": torch.isnan, "logical_not": torch.logical_not,
+    "ceil": torch.ceil, "isnan": torch.isnan, "log1p": torch.log1p, "expm1": torch.expm1, "sign": torch.sign,
+    "round": torch.round, "trunc": torch.trunc, "logical_not": torch.logical_not,
 }
 _BINARY_FNS = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,

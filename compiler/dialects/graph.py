@@ -135,6 +135,8 @@ UNARY_OPS: dict[str, type[IRDLOperation]] = {
         ("rsqrt", "1/sqrt(x)"), ("tanh", "hyperbolic tangent"), ("sigmoid", "1/(1+e^-x)"),
         ("relu", "max(x, 0)"), ("silu", "x*sigmoid(x)"), ("erf", "error function"), ("sin", "sine"),
         ("cos", "cosine"), ("reciprocal", "1/x"), ("floor", "round down"), ("ceil", "round up"),
+        ("log1p", "log(1 + x), accurate near 0"), ("expm1", "e^x - 1, accurate near 0"), ("sign", "-1, 0 or 1"),
+        ("round", "round half to even"), ("trunc", "round toward zero"),
     ]
 }
 NegOp, ExpOp, RsqrtOp, TanhOp = UNARY_OPS["neg"], UNARY_OPS["exp"], UNARY_OPS["rsqrt"], UNARY_OPS["tanh"]
