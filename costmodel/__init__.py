@@ -1,0 +1,79 @@
+"""solder's hardware cost model: predicted seconds of a kernel on a target.
+
+    from costmodel import estimate, estimate_ops
+    estimate(kernel_op, "cpu")          # a graph.kernel region as one kernel, or any single graph op
+    estimate_ops([op1, op2, op3], tgt)  # those ops fused as one kernel, without building the region
+
+Both use the learned model shipped for `target.cost_model` (costmodel/shipped/<name>/) when it exists and
+loads, else the roofline of costmodel/analytic.py. `model` overrides the choice: "roofline", a path to a
+model file, or an already loaded `costmodel.model.LearnedModel`. A model file that does not load falls
+back to the roofline with one warning on the `costmodel` log channel.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from xdsl.ir import Operation
+
+from compiler import log
+from compiler.targets import Target, get_target
+from costmodel import analytic
+
+SHIPPED = Path(__file__).parent / "shipped"
+
+__all__ = ["estimate", "estimate_ops", "load_model", "SHIPPED"]
+
+
+def estimate(op: Operation, target: Target | str, model=None) -> float:
+    """Predicted seconds of `op` run as ONE kernel: a `graph.kernel` region, or a single graph op."""
+    target = get_target(target)
+    learned = _resolve(model, target)
+    if learned is None:
+        return analytic.estimate(op, target)
+    return learned.predict_op(op, target)
+
+
+def estimate_ops(ops: list[Operation], target: Target | str, model=None) -> float:
+    """Predicted seconds of `ops` fused as one kernel (bytes = values entering + values leaving the group)."""
+    target = get_target(target)
+    learned = _resolve(model, target)
+    if learned is None:
+        return analytic.estimate_ops(ops, target)
+    return learned.predict_ops(ops, target)
+
+
+def load_model(path: str | Path):
+    """The learned model stored at `path` (a model file or a shipped/<target>/ folder); None if it does not load."""
+    return _load_cached(str(path))
+
+
+def _resolve(model, target: Target):
+    """The learned model to use, or None for the roofline."""
+    if model is None:
+        if not target.cost_model:
+            return None
+        return _load_cached(str(SHIPPED / target.cost_model))
+    if isinstance(model, str) and model == "roofline":
+        return None
+    if isinstance(model, (str, Path)):
+        return _load_cached(str(model))
+    return model
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: str):
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.pkl"
+    if not p.exists():
+        return None  # no model trained for this target: the roofline, silently
+    try:
+        from costmodel.model import LearnedModel
+
+        return LearnedModel.load(p)
+    except Exception as e:  # a corrupt or incompatible file must never break compilation
+        log.get("costmodel").warning(
+            "costmodel: cannot load learned model %s (%s: %s); falling back to the roofline", p, type(e).__name__, e)
+        return None
