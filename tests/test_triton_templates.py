@@ -241,3 +241,22 @@ def test_gpu_block_sparse_bf16():
     layout = sliding_window_layout(2048, 128, window=512, sink=128, heads=4, device=DEVICE)
     ref = _sdpa(q, k, v, mask=layout_to_mask(layout, 128, 2048, 2048).unsqueeze(0))
     assert rel_err(block_sparse_attention(q, k, v, layout, 128), ref) < 1e-2
+
+
+# ------------------------------------------------- TMA kernels, forced on under the interpreter
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests cover the TMA paths natively")
+def test_tma_paths_under_interpreter(monkeypatch):
+    import sys
+
+    att, mm = (sys.modules[f"backends.triton.templates.{m}"] for m in ("attention", "matmul"))
+    monkeypatch.setattr(att, "_tma_legal", lambda k, v, block_n: k.shape[2] % block_n == 0)
+    monkeypatch.setattr(mm, "_tma_ok", lambda *ts: True)
+    monkeypatch.setattr(mm, "_num_sms", lambda device: 3)
+    q, k, v = (randn(1, 2, 32, 64, dtype=torch.float16) for _ in range(3))
+    assert rel_err(flash_attention(q, k, v, causal=True, tma=True), _sdpa(q, k, v, causal=True)) < 2e-3
+    for trans_b in (True, False):
+        a, res, bias = randn(2, 40, 32, dtype=torch.float16), randn(2, 40, 48), randn(48)
+        w = randn(48, 32, dtype=torch.float16) if trans_b else randn(32, 48, dtype=torch.float16)
+        y = matmul(a, w, trans_b=trans_b, bias=bias.half(), activation="silu", residual=res.half(),
+                   subtile=trans_b)
+        assert rel_err(y, _linear_ref(a, w, trans_b, bias, "silu", res)) < 2e-3

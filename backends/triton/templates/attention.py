@@ -24,19 +24,31 @@ import torch
 import triton
 import triton.language as tl
 
-from backends.triton.templates.configs import attention_config
+from backends.triton.templates.configs import attention_config, interpreting
+
+try:  # host-side TMA descriptors (Triton >= 3.3); plain pointer loads serve where they are missing
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = None
 
 _LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n, offs_m, offs_n, offs_d,
-               S, stride_kn, stride_vn, stride_mt, stride_ms, qk_scale,
+def _attn_step(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, kv_row0, mask_base, start_n,
+               offs_m, offs_n, offs_d, S, stride_kn, stride_vn, stride_mt, stride_ms, qk_scale,
                CAUSAL_TILE: tl.constexpr, EVEN_S: tl.constexpr, HAS_MASK: tl.constexpr,
-               MASK_BOOL: tl.constexpr, row_ok, PRECISION: tl.constexpr):
-    """One key/value tile of the online softmax: returns the updated (acc, l_i, m_i)."""
+               MASK_BOOL: tl.constexpr, row_ok, PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
+    """One key/value tile of the online softmax: returns the updated (acc, l_i, m_i).
+
+    Scores stay unscaled until the exponent, where `qk * qk_scale - m` is one FMA (no mask); with a
+    mask they are scaled first so that the additive mask is in the same (log2) units.
+    """
     cols = start_n + offs_n
-    if EVEN_S:
+    if USE_TMA:
+        k = k_desc.load([kv_row0 + start_n, 0])
+        v = v_desc.load([kv_row0 + start_n, 0])
+    elif EVEN_S:
         k = tl.load(k_base + cols[:, None] * stride_kn + offs_d[None, :])
         v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :])
     else:
@@ -44,12 +56,9 @@ def _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n, offs_m, off
                     mask=cols[:, None] < S, other=0.0)
         v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :],
                     mask=cols[:, None] < S, other=0.0)
-    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-    if CAUSAL_TILE:
-        qk = tl.where(offs_m[:, None] >= cols[None, :], qk, float("-inf"))
-    if not EVEN_S:
-        qk = tl.where(cols[None, :] < S, qk, float("-inf"))
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION)
     if HAS_MASK:
+        qk = qk * qk_scale
         m_ptrs = mask_base + offs_m[:, None] * stride_mt + cols[None, :] * stride_ms
         m_ok = (cols[None, :] < S) & row_ok[:, None]
         if MASK_BOOL:
@@ -57,9 +66,18 @@ def _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n, offs_m, off
             qk = tl.where(keep != 0, qk, float("-inf"))
         else:
             qk += tl.load(m_ptrs, mask=m_ok, other=0.0).to(tl.float32) * 1.4426950408889634
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.exp2(qk - m_safe[:, None])
+    if CAUSAL_TILE:
+        qk = tl.where(offs_m[:, None] >= cols[None, :], qk, float("-inf"))
+    if not EVEN_S:
+        qk = tl.where(cols[None, :] < S, qk, float("-inf"))
+    if HAS_MASK:
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(qk - m_safe[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(qk * qk_scale - m_safe[:, None])
     alpha = tl.exp2(m_i - m_safe)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -80,12 +98,13 @@ def _attn_store(acc, l_i, o_ptr, offs_m, offs_d, T, stride_ot, EVEN_T: tl.conste
 
 
 @triton.jit
-def _flash_kernel(q_ptr, k_ptr, v_ptr, o_ptr, m_ptr, T, S, Hq, GROUP, qk_scale,
+def _flash_kernel(q_ptr, k_ptr, v_ptr, k_desc, v_desc, o_ptr, m_ptr, T, S, Hq, GROUP, qk_scale,
                   s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
                   s_mb, s_mh, s_mt, s_ms,
                   CAUSAL: tl.constexpr, HAS_MASK: tl.constexpr, MASK_BOOL: tl.constexpr,
                   EVEN_T: tl.constexpr, EVEN_S: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+                  USE_TMA: tl.constexpr):
     # heaviest causal query blocks first: the tail of the grid is then made of short programs
     start_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
     bh = tl.program_id(1)
@@ -105,25 +124,32 @@ def _flash_kernel(q_ptr, k_ptr, v_ptr, o_ptr, m_ptr, T, S, Hq, GROUP, qk_scale,
     k_base = k_ptr + b * s_kb + hk * s_kh
     v_base = v_ptr + b * s_vb + hk * s_vh
     mask_base = m_ptr + b * s_mb + h * s_mh
+    kv_row0 = ((bh // Hq) * (Hq // GROUP) + hk) * S  # int32: TMA offsets are 32-bit
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     if CAUSAL:
         hi_free = min(start_m * BLOCK_M, S)  # tiles wholly below the diagonal (BLOCK_M % BLOCK_N == 0)
         for start_n in tl.range(0, hi_free, BLOCK_N):
-            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n,
+            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, kv_row0,
+                                       mask_base, start_n,
                                        offs_m, offs_n, offs_d, S, s_kt, s_vt, s_mt, s_ms, qk_scale,
-                                       False, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION)
+                                       False, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION,
+                                       USE_TMA)
         hi = min((start_m + 1) * BLOCK_M, S)
         for start_n in tl.range(hi_free, hi, BLOCK_N):
-            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n,
+            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, kv_row0,
+                                       mask_base, start_n,
                                        offs_m, offs_n, offs_d, S, s_kt, s_vt, s_mt, s_ms, qk_scale,
-                                       True, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION)
+                                       True, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION,
+                                       USE_TMA)
     else:
         for start_n in tl.range(0, S, BLOCK_N):
-            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, mask_base, start_n,
+            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc, kv_row0,
+                                       mask_base, start_n,
                                        offs_m, offs_n, offs_d, S, s_kt, s_vt, s_mt, s_ms, qk_scale,
-                                       False, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION)
+                                       False, EVEN_S, HAS_MASK, MASK_BOOL, row_ok, PRECISION,
+                                       USE_TMA)
     _attn_store(acc, l_i, o_ptr + b * s_ob + h * s_oh, offs_m, offs_d, T, s_ot, EVEN_T)
 
 
@@ -140,6 +166,28 @@ def _check_qkv(q, k, v, fn):
     if d not in (16, 32, 64, 128, 256):
         raise ValueError(f"{fn}: head dim must be one of 16, 32, 64, 128, 256, got {d}")
     return [t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v)]
+
+
+def _tma_legal(k, v, block_n) -> bool:
+    return (TensorDescriptor is not None and not interpreting() and k.is_cuda
+            and k.dtype in (torch.float16, torch.bfloat16) and k.is_contiguous()
+            and v.is_contiguous() and k.shape[2] % block_n == 0)
+
+
+def _kv_descriptors(k, v, block_n, tma):
+    """(k_desc, v_desc, use_tma): TMA descriptors over k/v as [B*Hkv*S, D] where legal and wanted.
+
+    Legal on a GPU for contiguous 16-bit k/v whose S is a multiple of block_n (a tile never straddles
+    two heads). `tma=None` uses them wherever legal, True requires them, False never uses them.
+    """
+    legal = _tma_legal(k, v, block_n)
+    if tma and not legal:
+        raise ValueError("attention: tma=True needs contiguous 16-bit CUDA k/v with S % block_n == 0")
+    if tma is False or not legal:
+        return k, v, False
+    d = k.shape[-1]
+    return (TensorDescriptor.from_tensor(k.view(-1, d), [block_n, d]),
+            TensorDescriptor.from_tensor(v.view(-1, d), [block_n, d]), True)
 
 
 def _precision(q):
@@ -164,11 +212,11 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                     mask: torch.Tensor | None = None, causal: bool = False,
                     scale: float | None = None, block_m: int | None = None,
                     block_n: int | None = None, num_warps: int | None = None,
-                    num_stages: int | None = None) -> torch.Tensor:
+                    num_stages: int | None = None, tma: bool | None = None) -> torch.Tensor:
     """softmax(q kᵀ · scale + mask, causal) v over [B, Hq, T, D] x [B, Hkv, S, D]; out [B, Hq, T, D]."""
     q, k, v = _check_qkv(q, k, v, "flash_attention")
     (b, hq, t, d), (_, hk, s, _) = q.shape, k.shape
-    cfg = attention_config(d, q.dtype, causal)
+    cfg = attention_config(d, q.dtype, causal, mask is not None)
     bm, bn = block_m or cfg.block_m, block_n or cfg.block_n
     if causal and bm % bn != 0:
         raise ValueError(f"flash_attention: causal needs block_m % block_n == 0, got {bm}, {bn}")
@@ -176,22 +224,24 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     o = torch.empty_like(q)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     grid = (triton.cdiv(t, bm), b * hq)
+    k_desc, v_desc, use_tma = _kv_descriptors(k, v, bn, tma)
     _flash_kernel[grid](
-        q, k, v, o, m if m is not None else q, t, s, hq, hq // hk, scale * _LOG2E,
+        q, k, v, k_desc, v_desc, o, m if m is not None else q, t, s, hq, hq // hk, scale * _LOG2E,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3], smb, smh, smt, sms,
         CAUSAL=causal, HAS_MASK=m is not None, MASK_BOOL=is_bool, EVEN_T=t % bm == 0,
         EVEN_S=s % bn == 0, HEAD_DIM=d, BLOCK_M=bm, BLOCK_N=bn, PRECISION=_precision(q),
-        num_warps=num_warps or cfg.num_warps, num_stages=num_stages or cfg.num_stages)
+        USE_TMA=use_tma, num_warps=num_warps or cfg.num_warps,
+        num_stages=num_stages or cfg.num_stages)
     return o
 
 
 @triton.jit
-def _block_sparse_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cnt_ptr, idx_ptr, T, S, Hq, GROUP, qk_scale,
+def _block_sparse_kernel(q_ptr, k_ptr, v_ptr, k_desc, v_desc, o_ptr, cnt_ptr, idx_ptr, T, S, Hq, GROUP, qk_scale,
                          s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
                          s_ch, s_cq, s_ih, s_iq,
                          CAUSAL: tl.constexpr, EVEN_T: tl.constexpr, EVEN_S: tl.constexpr,
                          HEAD_DIM: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
-                         PRECISION: tl.constexpr):
+                         PRECISION: tl.constexpr, USE_TMA: tl.constexpr):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // Hq).to(tl.int64)
@@ -208,14 +258,16 @@ def _block_sparse_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cnt_ptr, idx_ptr, T, S, Hq,
     acc = tl.zeros([BLOCK, HEAD_DIM], tl.float32)
     l_i = tl.zeros([BLOCK], tl.float32)
     m_i = tl.full([BLOCK], float("-inf"), tl.float32)
+    kv_row0 = ((bh // Hq) * (Hq // GROUP) + hk) * S  # int32: TMA offsets are 32-bit
     count = tl.load(cnt_ptr + h * s_ch + start_m * s_cq)
     for j in range(0, count):
         kb = tl.load(idx_ptr + h * s_ih + start_m * s_iq + j)
         for sub in tl.static_range(BLOCK // BLOCK_N):
-            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, q_base,
+            acc, l_i, m_i = _attn_step(acc, l_i, m_i, q, k_base, v_base, k_desc, v_desc,
+                                       kv_row0, q_base,
                                        kb * BLOCK + sub * BLOCK_N, offs_m, offs_n, offs_d, S,
                                        s_kt, s_vt, 0, 0, qk_scale, CAUSAL, EVEN_S, False, False,
-                                       row_ok, PRECISION)
+                                       row_ok, PRECISION, USE_TMA)
     _attn_store(acc, l_i, o_ptr + b * s_ob + h * s_oh, offs_m, offs_d, T, s_ot, EVEN_T)
 
 
@@ -223,7 +275,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            layout: tuple[torch.Tensor, torch.Tensor], block: int, *,
                            causal: bool = True, scale: float | None = None,
                            block_n: int | None = None, num_warps: int | None = None,
-                           num_stages: int | None = None) -> torch.Tensor:
+                           num_stages: int | None = None, tma: bool | None = None) -> torch.Tensor:
     """Attention restricted to the key blocks of `layout = (counts, indices)`; out [B, Hq, T, D].
 
     counts [H, ceil(T/block)] int32 and indices [H, ceil(T/block), maxK] int32 list, per (head, query
@@ -240,7 +292,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          f"{tuple(indices.shape)}")
     counts = counts.to(device=q.device, dtype=torch.int32).contiguous()
     indices = indices.to(device=q.device, dtype=torch.int32).contiguous()
-    cfg = attention_config(d, q.dtype, causal)
+    cfg = attention_config(d, q.dtype, causal, False)
     bn = min(block_n or cfg.block_n, block)
     if block % bn != 0 or block < 16:
         raise ValueError(f"block_sparse_attention: block ({block}) must be >= 16 and a multiple "
@@ -248,13 +300,15 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     o = torch.empty_like(q)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     per_head = counts.shape[0] > 1
+    k_desc, v_desc, use_tma = _kv_descriptors(k, v, bn, tma)
     _block_sparse_kernel[(n_qb, b * hq)](
-        q, k, v, o, counts, indices, t, s, hq, hq // hk, scale * _LOG2E,
+        q, k, v, k_desc, v_desc, o, counts, indices, t, s, hq, hq // hk, scale * _LOG2E,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
         counts.stride(0) if per_head else 0, counts.stride(1),
         indices.stride(0) if per_head else 0, indices.stride(1),
         CAUSAL=causal, EVEN_T=t % block == 0, EVEN_S=s % bn == 0, HEAD_DIM=d, BLOCK=block,
-        BLOCK_N=bn, PRECISION=_precision(q), num_warps=num_warps or cfg.num_warps,
+        BLOCK_N=bn, PRECISION=_precision(q), USE_TMA=use_tma,
+        num_warps=num_warps or cfg.num_warps,
         num_stages=num_stages or cfg.num_stages)
     return o
 

@@ -73,12 +73,14 @@ class AttentionConfig:
     num_stages: int
 
 
-def attention_config(head_dim: int, dtype: torch.dtype, causal: bool) -> AttentionConfig:
-    """128x128 tiles with 8 warps for d=128 (64-wide key steps when d is larger); 16-bit only on GPU."""
+def attention_config(head_dim: int, dtype: torch.dtype, causal: bool,
+                     has_mask: bool = False) -> AttentionConfig:
+    """128x128 tiles with 8 warps for d=128; 64-wide key steps when a mask tile also needs shared
+    memory (3 stages of 128x128 k, v and mask tiles exceed the H100's 227 KB) or d is larger."""
     if interpreting():
         return AttentionConfig(16, 16, 4, 1)
     if dtype == torch.float32:
         return AttentionConfig(64, 32, 4, 2)
     if head_dim <= 64:
         return AttentionConfig(128, 64, 4, 3)
-    return AttentionConfig(128, 128 if head_dim <= 128 else 64, 8, 3)
+    return AttentionConfig(128, 64 if has_mask or head_dim > 128 else 128, 8, 3)

@@ -12,7 +12,12 @@ import torch
 import triton
 import triton.language as tl
 
-from backends.triton.templates.configs import matmul_config
+from backends.triton.templates.configs import interpreting, matmul_config
+
+try:  # host-side TMA descriptors (Triton >= 3.3); the pointer kernel serves where they are missing
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = None
 
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2, "gelu_tanh": 3, "silu": 4}
 
@@ -89,6 +94,84 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, res_ptr, M, N, K,
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _tile_of(tile, num_m, num_n, GROUP_M: tl.constexpr):
+    """Grouped ordering: (pid_m, pid_n) of linear tile id `tile`, GROUP_M tile-rows at a time."""
+    group = GROUP_M * num_n
+    first_m = (tile // group) * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    return first_m + (tile % group) % size_m, (tile % group) // size_m
+
+
+@triton.jit
+def _matmul_tma_kernel(a_desc, b_desc, c_desc, bias_ptr, res_ptr, M, N, K, s_rm, s_rn,
+                       HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
+                       TRANS_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
+                       SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+    """Persistent 2-D matmul: tiles come in and go out through TMA descriptors (Hopper)."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, warp_specialize=WARP_SPECIALIZE):
+        pid_m, pid_n = _tile_of(tile, num_m, num_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for ki in range(k_tiles):
+            a = a_desc.load([off_m, ki * BLOCK_K])
+            if TRANS_B:
+                acc = tl.dot(a, b_desc.load([off_n, ki * BLOCK_K]).T, acc)
+            else:
+                acc = tl.dot(a, b_desc.load([ki * BLOCK_K, off_n]), acc)
+        rm = off_m + tl.arange(0, BLOCK_M)
+        rn = off_n + tl.arange(0, BLOCK_N)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        acc = _activation(acc, ACT)
+        if HAS_RES:
+            ok = (rm[:, None] < M) & (rn[None, :] < N)
+            acc += tl.load(res_ptr + rm[:, None] * s_rm + rn[None, :] * s_rn, mask=ok,
+                           other=0.0).to(tl.float32)
+        if SUBTILE:
+            halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+            c0, c1 = tl.split(halves)
+            c_desc.store([off_m, off_n], c0.to(c_desc.dtype))
+            c_desc.store([off_m, off_n + BLOCK_N // 2], c1.to(c_desc.dtype))
+        else:
+            c_desc.store([off_m, off_n], acc.to(c_desc.dtype))
+
+
+def _tma_ok(*tensors) -> bool:
+    """TMA needs a GPU, 16-bit data, 16-byte aligned bases and row strides, unit column stride."""
+    if TensorDescriptor is None or interpreting():
+        return False
+    return all(t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and t.dim() == 2
+               and t.stride(1) == 1 and (t.stride(0) * 2) % 16 == 0 and t.data_ptr() % 16 == 0
+               for t in tensors)
+
+
+def _num_sms(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _matmul_tma(a2, b2, c2, bias, r2, trans_b, act, bm, bn, bk, group_m, num_warps, num_stages,
+                subtile, warp_specialize):
+    m, k = a2.shape
+    n = c2.shape[1]
+    a_desc = TensorDescriptor.from_tensor(a2, [bm, bk])
+    b_desc = TensorDescriptor.from_tensor(b2, [bn, bk] if trans_b else [bk, bn])
+    c_desc = TensorDescriptor.from_tensor(c2, [bm, bn // 2 if subtile else bn])
+    sms = _num_sms(a2.device)
+    grid = (min(sms, triton.cdiv(m, bm) * triton.cdiv(n, bn)),)
+    _matmul_tma_kernel[grid](
+        a_desc, b_desc, c_desc, bias if bias is not None else c2, r2 if r2 is not None else c2,
+        m, n, k, r2.stride(0) if r2 is not None else 0, r2.stride(1) if r2 is not None else 0,
+        HAS_BIAS=bias is not None, HAS_RES=r2 is not None, ACT=act, TRANS_B=trans_b,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, NUM_SMS=sms, SUBTILE=subtile,
+        WARP_SPECIALIZE=warp_specialize, num_warps=num_warps, num_stages=num_stages)
+
+
 def _batched(t: torch.Tensor, name: str) -> torch.Tensor:
     if t.dim() == 2:
         return t.unsqueeze(0)
@@ -106,11 +189,15 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
            residual: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
            block_m: int | None = None, block_n: int | None = None, block_k: int | None = None,
            group_m: int | None = None, num_warps: int | None = None,
-           num_stages: int | None = None) -> torch.Tensor:
+           num_stages: int | None = None, tma: bool | None = None, subtile: bool | None = None,
+           warp_specialize: bool = False) -> torch.Tensor:
     """act(a @ b (+ bias)) (+ residual), fp32 accumulation, cast to out_dtype (default a's dtype).
 
     Shapes: a [M, K] | [B, M, K]; b [K, N] | [B, K, N] ([N, K] | [B, N, K] with trans_b); bias [N];
     residual broadcastable to the output [M, N] | [B, M, N]. Activation: one of ACTIVATIONS.
+    A 2-D `b` (a weight) folds the batch into M and, on a GPU with 16-bit aligned operands, runs the
+    persistent TMA kernel (`tma=None`: wherever legal; `subtile` stores the epilogue in two halves;
+    `warp_specialize` asks Triton for producer/consumer warps); otherwise the pointer kernel runs.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"matmul: unknown activation {activation!r}, expected one of "
@@ -125,11 +212,22 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
     batch = max(ba, bb)
     out_shape = (batch, m, n) if max(a.dim(), b.dim()) == 3 else (m, n)
     c = torch.empty((batch, m, n), dtype=out_dtype or a.dtype, device=a.device)
-    r3 = residual.expand(out_shape).reshape(-1, m, n) if residual is not None else c
-    if r3.shape[0] != batch:
-        r3 = r3.expand(batch, m, n)
-    cfg = matmul_config(m, n, k, a.dtype)
+    cfg = matmul_config(m * (batch if b.dim() == 2 else 1), n, k, a.dtype)
     bm, bn, bk = block_m or cfg.block_m, block_n or cfg.block_n, block_k or cfg.block_k
+    group_m, num_warps = group_m or cfg.group_m, num_warps or cfg.num_warps
+    num_stages = num_stages or cfg.num_stages
+    if b.dim() == 2 and tma is not False:
+        a2, c2 = a3.reshape(-1, k), c.view(-1, n)
+        r2 = residual.expand(out_shape).reshape(-1, n) if residual is not None else None
+        legal = _tma_ok(a2, b, c2) and (bias is None or bias.is_contiguous())
+        if tma and not legal:
+            raise ValueError("matmul: tma=True needs CUDA 16-bit operands with 16-byte aligned rows")
+        if legal:
+            _matmul_tma(a2, b, c2, bias, r2, trans_b, ACTIVATIONS[activation], bm, bn, bk, group_m,
+                        num_warps, num_stages, bn >= 128 if subtile is None else subtile,
+                        warp_specialize)
+            return c.view(out_shape)
+    r3 = residual.expand(out_shape).reshape(-1, m, n) if residual is not None else c
     precision = "ieee" if a.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 \
         else "tf32"
     grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn), batch)
@@ -139,6 +237,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
         c.stride(0), c.stride(1), c.stride(2), _batch_stride(r3), r3.stride(1), r3.stride(2),
         HAS_BIAS=bias is not None, HAS_RES=residual is not None, ACT=ACTIVATIONS[activation],
         EVEN_M=m % bm == 0, EVEN_N=n % bn == 0, EVEN_K=k % bk == 0,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m or cfg.group_m, PRECISION=precision,
-        num_warps=num_warps or cfg.num_warps, num_stages=num_stages or cfg.num_stages)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, PRECISION=precision,
+        num_warps=num_warps, num_stages=num_stages)
     return c.view(out_shape)
