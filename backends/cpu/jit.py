@@ -302,7 +302,7 @@ def _reassociate_reductions(module: ir.Module) -> None:
     vector.reduction <add> to an ordered chain of scalar adds (32 dependent adds per row).
     Loop bodies keep their flags without `reassoc` (which would fuse accumulators into one chain).
     """
-    fm = ir.Attribute.parse("#arith.fastmath<reassoc,nnan,ninf,nsz,contract>")
+    fm = ir.Attribute.parse("#arith.fastmath<reassoc,nsz,contract>")
 
     def visit(op):
         if op.name == "vector.reduction":
