@@ -1,0 +1,24 @@
+// RUN: solder-opt %s -p "recognize-attention,canonicalize,dce" | filecheck %s
+
+// masked_fill causal: softmax(where(tril(ones) == 0, -inf, q @ kᵀ / 4)) @ v. The mask is built from
+// constants only, so its values prove it causal: one graph.attention, no mask operand, scale 1/4.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME:  (%[[Q:.*]]: tensor<2x4x8x16xf32>, %[[K:.*]]: tensor<2x4x8x16xf32>, %[[V:.*]]: tensor<2x4x8x16xf32>)
+func.func @forward(%q: tensor<2x4x8x16xf32>, %k: tensor<2x4x8x16xf32>, %v: tensor<2x4x8x16xf32>) -> tensor<2x4x8x16xf32> {
+  // CHECK-NOT:  graph.softmax
+  // CHECK:      %[[A:.*]] = graph.attention %[[Q]], %[[K]], %[[V]] {graph.origin = "masked_fill causal", scale = 2.500000e-01 : f64, causal}
+  // CHECK-NEXT: func.return %[[A]]
+  %kt = graph.permute %k {perm = array<i64: 0, 1, 3, 2>} : tensor<2x4x8x16xf32> -> tensor<2x4x16x8xf32>
+  %s = graph.matmul %q, %kt : (tensor<2x4x8x16xf32>, tensor<2x4x16x8xf32>) -> tensor<2x4x8x8xf32>
+  %c4 = graph.constant 4.000000e+00 : f64 : tensor<f32>
+  %ss = graph.div %s, %c4 : (tensor<2x4x8x8xf32>, tensor<f32>) -> tensor<2x4x8x8xf32>
+  %one = graph.constant 1.000000e+00 : f64 : tensor<8x8xf32>
+  %tril = graph.triangular %one {diagonal = 0 : i64} : tensor<8x8xf32> -> tensor<8x8xf32>
+  %zero = graph.constant 0.000000e+00 : f64 : tensor<f32>
+  %drop = graph.eq %tril, %zero : (tensor<8x8xf32>, tensor<f32>) -> tensor<8x8xi1>
+  %ninf = graph.constant "-inf" : tensor<f32>
+  %m = graph.where %drop, %ninf, %ss : (tensor<8x8xi1>, tensor<f32>, tensor<2x4x8x8xf32>) -> tensor<2x4x8x8xf32>
+  %p = graph.softmax %m {dim = 3 : i64} : tensor<2x4x8x8xf32> -> tensor<2x4x8x8xf32>
+  %o = graph.matmul %p, %v : (tensor<2x4x8x8xf32>, tensor<2x4x8x16xf32>) -> tensor<2x4x8x16xf32>
+  func.return %o : tensor<2x4x8x16xf32>
+}
