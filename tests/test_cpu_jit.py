@@ -1,4 +1,4 @@
-"""The CPU backend's MLIR JIT layer: kernel numerics, polynomial math accuracy, disk cache, errors."""
+"""The CPU backend's MLIR JIT layer: kernel numerics, polynomial math, disk cache, errors."""
 
 from __future__ import annotations
 

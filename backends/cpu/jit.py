@@ -141,7 +141,8 @@ class JitKernel:
     def __init__(self, entry: str, fnptr: int, specs: list[ArgSpec], keepalive: object,
                  *, cache_hit: bool, compile_seconds: float, cache_kind: str | None) -> None:
         self.entry, self.specs = entry, specs
-        self.cache_hit, self.compile_seconds, self.cache_kind = cache_hit, compile_seconds, cache_kind
+        self.cache_hit, self.cache_kind = cache_hit, cache_kind
+        self.compile_seconds = compile_seconds
         self._keepalive = keepalive  # engine or shared library: owns the code behind fnptr
         # fnptr is the packed wrapper `_mlir__mlir_ciface_<entry>(void **args)`: args[i] points
         # at a slot that holds the address of descriptor i. All of it is built once.
@@ -266,7 +267,8 @@ def _spec(entry: str, i: int, t: ir.Type) -> ArgSpec:
     try:
         mt = ir.MemRefType(t)
     except (ValueError, TypeError):
-        raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; expected a memref") from None
+        raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; "
+                       "expected a memref") from None
     elem = str(mt.element_type)
     if elem not in _DTYPES or not mt.has_static_shape:
         raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; expected a statically "
