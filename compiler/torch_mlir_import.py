@@ -17,6 +17,7 @@ their resource key; `import_torch_mlir_with_state` also returns their values.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 
@@ -54,7 +55,7 @@ def import_torch_mlir(text: str, filename: str = "<torch-mlir>") -> ModuleOp:
 
 def import_torch_mlir_with_state(text: str, filename: str = "<torch-mlir>") -> TorchMlirImport:
     """Like `import_torch_mlir`, also returning the weights (the `torch.vtensor.literal` values) by name."""
-    fn = _parse_func(text, filename)
+    _ctx, _module, fn = _parse_func(text, filename)
     walker = _Walker(filename, _resource_blobs(text))
     walker.walk(fn)
     return walker.lower()
@@ -76,8 +77,7 @@ def _parse_func(text: str, filename: str):
     if len(funcs) != 1:
         raise ImportError_(f"{filename}: expected exactly one func.func (torch-mlir's FX importer writes one), "
                            f"found {len(funcs)}")
-    module._solder_ctx = ctx  # keep the context alive as long as the ops are walked
-    return funcs[0]
+    return ctx, module, funcs[0]  # the caller holds context and module while the ops are walked
 
 
 def _resource_blobs(text: str) -> dict[str, bytes]:
@@ -142,6 +142,18 @@ def _convert(value, arg_type: str):
     return value
 
 
+def _is_default(value, arg) -> bool:
+    if not arg.has_default_value():
+        return False
+    default = arg.default_value
+    if isinstance(value, torch.fx.Node) or isinstance(default, torch.Tensor):
+        return False
+    try:
+        return type(value) is type(default) and value == default or (value is None and default is None)
+    except Exception:  # noqa: BLE001  (odd types compare oddly; keep the argument)
+        return False
+
+
 class _Walker:
     """Walks one torch-dialect function into an FX graph (placeholders: weights, then inputs)."""
 
@@ -176,6 +188,8 @@ class _Walker:
             self.values[op.results[0]] = [self.values[v] for v in op.operands]
         elif name == "torch.vtensor.literal":
             self.values[op.results[0]] = self._literal(op)
+        elif name == "torch.prim.ListUnpack":
+            self._unpack(op)
         elif name == "func.return":
             self.outputs = [self.values[v] for v in op.operands]
         elif name == "torch.operator":
@@ -228,19 +242,36 @@ class _Walker:
         for value, arg in zip(operands, schema.arguments):
             value = _convert(value, str(arg.type))
             if arg.kwarg_only:
-                kwargs[arg.name] = value
+                if not _is_default(value, arg):
+                    kwargs[arg.name] = value
             else:
-                args.append(value)
+                args.append((value, arg))
+        while args and _is_default(*args[-1]):  # torch.export leaves defaulted trailing arguments out too
+            args.pop()
+        args = [v for v, _ in args]
         node = self.graph.call_function(overload, tuple(args), kwargs)
+        self.calls.append(node)
+        if len(op.results) == 1 and str(op.results[0].type) == "!torch.list<vtensor>":
+            self.values[op.results[0]] = node  # its element types come with the torch.prim.ListUnpack
+            return
         metas = [_meta(str(r.type), self._where(op)) for r in op.results]
         node.meta["val"] = metas[0] if len(metas) == 1 else tuple(metas)
-        self.calls.append(node)
         if len(metas) == 1:
             self.values[op.results[0]] = node
             return
-        import operator
+        self._items(node, list(op.results), metas)
 
-        for i, (r, meta) in enumerate(zip(op.results, metas)):
+    def _unpack(self, op) -> None:
+        node = self.values[op.operands[0]]
+        if not isinstance(node, torch.fx.Node) or "val" in node.meta:
+            raise ImportError_(f"{self._where(op)}: expected to unpack the tensor list result of an ATen op")
+        metas = [_meta(str(r.type), self._where(op)) for r in op.results]
+        node.meta["val"] = tuple(metas)
+        self._items(node, list(op.results), metas)
+
+    def _items(self, node: torch.fx.Node, results: list, metas: list) -> None:
+        """One `operator.getitem` node per result, as torch.export writes multi-result ops."""
+        for i, (r, meta) in enumerate(zip(results, metas)):
             item = self.graph.call_function(operator.getitem, (node, i))
             item.meta["val"] = meta
             self.calls.append(item)
