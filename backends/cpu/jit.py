@@ -23,12 +23,15 @@ match is ignored and rebuilt, never loaded.
 from __future__ import annotations
 
 import ctypes
+import functools
+import glob
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -92,10 +95,9 @@ def pipeline(*, schedule: bool, parallel: bool = False) -> str:
     return "builtin.module(" + ",".join(stages) + ")"
 
 
+@functools.lru_cache(maxsize=None)
 def find_openmp() -> str | None:
     """A loadable OpenMP runtime: LLVM's libomp (Debian libomp5) or Intel's (PyPI intel-openmp)."""
-    import glob
-    import sys
     # The ExecutionEngine needs a path (ctypes.util.find_library gives a bare soname).
     candidates = sorted(glob.glob("/usr/lib/*-linux-gnu/libomp.so*"))
     candidates += sorted(glob.glob("/usr/lib/llvm-*/lib/libomp.so*"))

@@ -65,7 +65,7 @@ class _Kernel:
 
     def empty(self, shape: str) -> str:
         e = self.fresh()
-        self.line(f"{e} = tensor.empty() : tensor<tensor_t>".replace("tensor_t", self.ty(shape)))
+        self.line(f"{e} = tensor.empty() : tensor<{self.ty(shape)}>")
         return e
 
     def generic(self, ins: list[tuple[str, str]], out: tuple[str, str], body, tag: str) -> str:
