@@ -1,0 +1,458 @@
+"""The Triton backend: `@forward` -> a launch list of generated kernels, templates and library calls.
+
+`plan_module` walks the function once. Each `graph.kernel` region (or, before fusion, each top-level
+op) becomes one step:
+
+- a generated kernel (`codegen.generate`): pointwise chains and row reductions, with layout ops
+  (reshape, permute, expand, slice) and constants folded into its index arithmetic;
+- a template (`templates/`): linear/matmul with a bias/activation/residual epilogue mapped onto the
+  matmul template's options, flash attention, and lone softmax/layer_norm/rms_norm;
+- an extern call: cuBLAS through `torch.matmul`/`F.linear` where it beats the template (plain fp32
+  GEMMs, 16-bit GEMMs with no epilogue), convolutions through cuDNN;
+- a fallback: the reference backend's eager op, listed in `Program.fallbacks`.
+
+A kernel group that cannot become one kernel is split (anchor, prologue, epilogue; then single ops),
+never a crash. Top-level layout ops that only generated kernels read cost nothing; others run as
+torch views. The launch list runs on the inputs' device (`codegen.LaunchList`): under
+`TRITON_INTERPRET=1` on CPU tensors, on CUDA under a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from xdsl.dialects import func
+from xdsl.ir import Operation, OpResult, SSAValue
+
+from backends.base import Backend, Program
+from backends.reference import OPS as REFERENCE_OPS
+from backends.reference import forward_func
+from backends.triton import codegen
+from backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
+from compiler import log
+from compiler.dialects import graph as g
+from compiler.dialects.types import dtype_name, shape_of
+
+_log = log.get("backend")
+ANCHORS = ("graph.linear", "graph.matmul", "graph.attention")
+
+
+@dataclass
+class Step:
+    """One entry of the launch list; `fn` is None for generated kernels until the module is imported."""
+
+    kind: str  # pointwise | reduction | template | extern | fallback | view
+    name: str
+    ins: list[SSAValue]
+    outs: list[SSAValue]
+    fn: Callable | None = None
+    ops: list[str] = field(default_factory=list)
+    pos: tuple = ()
+    est: float | None = None
+    needs_device: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything `lower` needs: steps in launch order, the generated source, and the report."""
+
+    steps: list[Step]
+    args: list[SSAValue]
+    results: list[SSAValue]
+    source: str
+    fallbacks: list[str]
+    kernels: list[dict]
+
+
+class _Planner:
+    def __init__(self, module, target, gemm: str):
+        self.fn = forward_func(module)
+        self.block = self.fn.body.block
+        self.target, self.gemm = target, gemm
+        self.alias: dict[SSAValue, SSAValue] = {}
+        self.users: dict[SSAValue, list[Operation]] = {}
+        self.results: list[SSAValue] = []
+        self.steps: list[Step] = []
+        self.gen: list[codegen.GenKernel] = []
+        self.fallbacks: list[str] = []
+        self._index()
+
+    # ---- value bookkeeping ------------------------------------------------------------------------
+    def _index(self) -> None:
+        for op in self.block.ops:
+            if isinstance(op, g.KernelOp):
+                body = op.body.block
+                self.alias.update(zip(body.args, op.inputs))
+                self.alias.update(zip(op.outputs, body.last_op.operands))
+        for op in self.all_ops():
+            for v in op.operands:
+                self.users.setdefault(self.canon(v), []).append(op)
+        self.results = [self.canon(v) for v in self.block.last_op.operands]
+
+    def all_ops(self):
+        for op in self.block.ops:
+            if isinstance(op, g.KernelOp):
+                yield from (o for o in op.body.block.ops if not isinstance(o, g.YieldOp))
+            elif not isinstance(op, func.ReturnOp):
+                yield op
+
+    def canon(self, v: SSAValue) -> SSAValue:
+        while v in self.alias:
+            v = self.alias[v]
+        return v
+
+    def free(self, op: Operation) -> bool:
+        return op.name in FREE_OPS and op.parent_block() is self.block
+
+    def outputs(self, ops: list[Operation]) -> list[SSAValue]:
+        """Results of `ops` read outside the group or returned."""
+        inside = set(ops)
+        outs = []
+        for op in ops:
+            for r in op.results:
+                if r in self.results or any(u not in inside for u in self.users.get(r, [])):
+                    outs.append(r)
+        return outs
+
+    # ---- planning --------------------------------------------------------------------------------
+    def run(self) -> Plan:
+        for i, op in enumerate(self.block.ops):
+            if isinstance(op, func.ReturnOp) or self.free(op):
+                continue
+            if isinstance(op, g.KernelOp):
+                ops = [o for o in op.body.block.ops if not isinstance(o, g.YieldOp)]
+                est = _attr_float(op, "est_seconds")
+                self.lower_group(ops, (i,), est)
+            else:
+                self.lower_group([op], (i,), None)
+        self._materialize_views()
+        self.steps.sort(key=lambda s: s.pos)
+        source = codegen.HEADER.format(target=self.target.name) + "".join("\n\n" + k.source for k in self.gen)
+        kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est}
+                   for n, s in enumerate(st for st in self.steps if st.kind != "view")]
+        return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
+                    self.fallbacks, kernels)
+
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def lower_group(self, ops: list[Operation], pos: tuple, est) -> None:
+        outs = self.outputs(ops)
+        if not outs:
+            return
+        if len(ops) == 1:
+            return self.lower_single(ops[0], pos, est)
+        anchors = [i for i, op in enumerate(ops) if op.name in ANCHORS]
+        if anchors:
+            a = anchors[0]
+            if self.try_gemm_epilogue(ops[a], ops[a + 1:], ops[:a], pos, est):
+                return
+            self.lower_group(ops[:a], pos + (0,), None)
+            self.lower_single(ops[a], pos + (1,), None)
+            return self.lower_group(ops[a + 1:], pos + (2,), None)
+        if self.try_generate(ops, outs, pos, est):
+            return
+        for j, op in enumerate(ops):
+            self.lower_group([op], pos + (j,), None)
+
+    def try_generate(self, ops, outs, pos, est) -> bool:
+        if any(op.name not in EMITTERS for op in ops):
+            return False
+        rows = any(op.name in ROW_OPS for op in ops)
+        by_shape: dict[tuple, list[SSAValue]] = {}
+        for o in outs:
+            by_shape.setdefault(() if rows else shape_of(o.type), []).append(o)
+        made = []
+        try:
+            for j, group_outs in enumerate(by_shape.values()):
+                name = f"k{len(self.gen) + len(made)}"
+                made.append(codegen.generate(name, ops, group_outs, self.canon, self.free))
+        except Unsupported as e:
+            _log.info("triton: splitting a group of %d ops: %s", len(ops), e)
+            return False
+        for j, k in enumerate(made):
+            self.gen.append(k)
+            self.add(Step(k.kind, k.name, k.inputs, k.outputs, None, k.ops, pos + (j,), est))
+        return True
+
+    def lower_single(self, op: Operation, pos: tuple, est) -> None:
+        outs = [self.canon(r) for r in op.results]
+        ins = [self.canon(v) for v in op.operands]
+        made = template_step(op, ins, self)
+        if made is not None:
+            kind, name, fn, ins = made
+            return self.add(Step(kind, name, ins, outs, fn, [op.name], pos, est))
+        if op.name in EMITTERS and self.try_generate([op], self.outputs([op]), pos, est):
+            return
+        self.fallback(op, ins, outs, pos, est)
+
+    def fallback(self, op, ins, outs, pos, est, reason: str = "no Triton lowering") -> None:
+        kind = "extern" if op.name in ("graph.conv", "graph.extern") else "fallback"
+        factory = REFERENCE_OPS.get(op.name)
+        if factory is None:
+            raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
+                                      f"implementation")
+        self.fallbacks.append(f"{op.name}: {reason} (runs eagerly through the reference backend)")
+        self.add(Step(kind, op.name, ins, outs, factory(op), [op.name], pos, est))
+
+    def try_gemm_epilogue(self, anchor, rest, before, pos, est) -> bool:
+        if before or anchor.name == "graph.attention":
+            return False
+        made = gemm_epilogue_step(anchor, rest, self)
+        if made is None:
+            return False
+        name, fn, ins, out = made
+        self.add(Step("template", name, ins, [out], fn, [anchor.name] + [o.name for o in rest], pos, est))
+        return True
+
+    def _materialize_views(self) -> None:
+        """Top-level layout ops / constants whose result a non-generated step needs as a tensor."""
+        need = [v for s in self.steps for v in s.ins] + list(self.results)
+        done = set()
+        while need:
+            v = need.pop()
+            op = v.owner if isinstance(v, OpResult) else None
+            if v in done or op is None or not self.free(op):
+                continue
+            done.add(v)
+            ins = [self.canon(o) for o in op.operands]
+            fn, needs_device = view_fn(op)
+            idx = list(self.block.ops).index(op)
+            self.add(Step("view", op.name, ins, [v], fn, [op.name], (idx,), None, needs_device))
+            need += ins
+
+
+def _attr_float(op: Operation, name: str) -> float | None:
+    attr = op.attributes.get(name) or op.properties.get(name)
+    try:
+        return float(attr.value.data) if attr is not None else None
+    except AttributeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates and library calls
+# ---------------------------------------------------------------------------------------------
+
+TEMPLATE_OPS = ANCHORS + ("graph.softmax", "graph.layer_norm", "graph.rms_norm")
+_ACT = {"graph.relu": "relu", "graph.silu": "silu"}
+_TEMPLATE_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _templates():
+    """The templates package, or None while it is missing or broken (its ops then fall back)."""
+    try:
+        from backends.triton import templates
+    except Exception as e:  # noqa: BLE001 - any import failure means "no templates"
+        _log.warning("triton: templates unavailable (%s); their ops run through the reference backend", e)
+        return None
+    return templates
+
+
+def _dtype(v: SSAValue) -> str:
+    return dtype_name(v.type.element_type)
+
+
+def _use_template(planner, dtype: str, epilogue: bool) -> bool:
+    """GEMM route: the Triton template where it pays (a fused epilogue on 16-bit), else cuBLAS."""
+    if planner.gemm != "auto":
+        return planner.gemm == "template"
+    return interpreting() or (dtype in ("float16", "bfloat16") and epilogue)
+
+
+def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
+    """fn(a, b, [bias], [residual]) calling the matmul template, or None if the shapes do not map."""
+    a_shape, b_shape = shape_of(anchor.operands[0].type), shape_of(anchor.operands[1].type)
+    k_dim, n_dim = a_shape[-1], out_shape[-1]
+    linear = anchor.name == "graph.linear"
+    m_dim = out_shape[-2] if len(out_shape) >= 2 else 1
+    if linear or len(b_shape) == 2:
+        shape_a, shape_b, shape_r = (-1, k_dim), None, (-1, n_dim)
+    elif a_shape[:-2] == b_shape[:-2]:
+        shape_a, shape_b, shape_r = (-1, m_dim, k_dim), (-1, k_dim, n_dim), (-1, m_dim, n_dim)
+    else:
+        return None
+
+    def run(a, b, *rest):
+        it = iter(rest)
+        bias = next(it).contiguous() if has_bias else None
+        res = next(it).reshape(shape_r) if has_res else None
+        b2 = b if shape_b is None else b.reshape(shape_b)
+        y = T.matmul(a.reshape(shape_a), b2, trans_b=linear, bias=bias, activation=act, residual=res)
+        return y.view(out_shape)
+
+    return run
+
+
+def _cublas_fn(op):
+    import torch
+    import torch.nn.functional as F
+
+    return F.linear if op.name == "graph.linear" else torch.matmul
+
+
+def gemm_epilogue_step(anchor, rest, planner):
+    """(name, fn, ins, out) of `act(anchor + bias) + residual` on the matmul template, or None."""
+    T = _templates()
+    cur = anchor.results[0]
+    out_shape = shape_of(cur.type)
+    has_own_bias = anchor.name == "graph.linear" and anchor.bias is not None
+    bias = res = None
+    act = "none"
+    for op in rest:
+        ins = [planner.canon(o) for o in op.operands]
+        if cur not in ins or cur in planner.results or len(planner.users.get(cur, [])) != 1:
+            return None
+        if op.name in _ACT or op.name == "graph.gelu":
+            if act != "none" or res is not None:
+                return None
+            act = _ACT.get(op.name) or ("gelu_tanh" if op.approximate.data == "tanh" else "gelu")
+        elif op.name == "graph.add" and len(ins) == 2 and ins[0] is not ins[1]:
+            other = ins[1] if ins[0] is cur else ins[0]
+            if shape_of(other.type) == out_shape[-1:] and not (bias or has_own_bias or act != "none" or res):
+                bias = other
+            elif shape_of(other.type) == out_shape and res is None:
+                res = other
+            else:
+                return None
+        else:
+            return None
+        cur = op.results[0]
+    if T is None or not rest or planner.outputs([anchor] + list(rest)) != [cur]:
+        return None
+    if _dtype(cur) not in _TEMPLATE_DTYPES or not _use_template(planner, _dtype(cur), True):
+        return None
+    fn = _gemm_fn(T, anchor, out_shape, act, has_own_bias or bias is not None, res is not None)
+    if fn is None:
+        return None
+    ins = [planner.canon(o) for o in anchor.operands[:2]]
+    ins += [planner.canon(anchor.bias)] if has_own_bias else [bias] if bias is not None else []
+    ins += [res] if res is not None else []
+    return f"matmul[{act}{'+bias' if has_own_bias or bias else ''}{'+res' if res else ''}]", fn, ins, cur
+
+
+def _owner(planner, v: SSAValue, name: str):
+    op = v.owner if isinstance(v, OpResult) else None
+    return op if op is not None and op.name == name and planner.free(op) else None
+
+
+def _gqa_source(planner, v: SSAValue) -> SSAValue:
+    """k/v before `reshape(expand(reshape(x)))` repeats its heads (GQA), else `v` itself."""
+    r3 = _owner(planner, v, "graph.reshape")
+    ex = r3 and _owner(planner, planner.canon(r3.input), "graph.expand")
+    r1 = ex and _owner(planner, planner.canon(ex.input), "graph.reshape")
+    if not r1:
+        return v
+    x = planner.canon(r1.input)
+    (b, h, s, d), gs = shape_of(x.type), shape_of(ex.result.type)
+    ok = (shape_of(r1.result.type) == (b, h, 1, s, d) and len(gs) == 5 and gs[:2] == (b, h)
+          and gs[3:] == (s, d) and shape_of(r3.result.type) == (b, h * gs[2], s, d))
+    return x if ok else v
+
+
+def _attention_step(T, op, ins, planner):
+    q, k, v = ins[:3]
+    d = shape_of(q.type)[3]
+    if d not in (16, 32, 64, 128, 256) or shape_of(k.type) != shape_of(v.type):
+        return None
+    k2, v2 = _gqa_source(planner, k), _gqa_source(planner, v)
+    if shape_of(k2.type) == shape_of(v2.type):
+        k, v = k2, v2
+    scale, causal = op.scale.value.data, op.causal is not None
+
+    def run(q, k, v, mask=None):
+        return T.flash_attention(q, k, v, mask=mask, causal=causal, scale=scale)
+
+    return "template", "flash_attention", run, [q, k, v] + ins[3:]
+
+
+def _row_step(T, op, ins):
+    rank = len(shape_of(op.operands[0].type))
+    if op.name == "graph.softmax":
+        if op.dim.value.data != rank - 1:
+            return None
+        return "template", "softmax", lambda x: T.softmax(x), ins
+    if op.normalized_ndim.value.data != 1:
+        return None
+    eps = op.eps.value.data
+    if op.name == "graph.rms_norm":
+        return "template", "rms_norm", (lambda x, w=None: T.rms_norm(x, w, eps)), ins
+    has_w, has_b = op.weight is not None, op.bias is not None
+
+    def run(x, *p):
+        w = p[0] if has_w else None
+        b = p[-1] if has_b else None
+        return T.layer_norm(x, w, b, eps)
+
+    return "template", "layer_norm", run, ins
+
+
+def template_step(op, ins, planner):
+    """(kind, name, fn, ins) for an op that runs as a template or a library call, else None."""
+    if op.name not in TEMPLATE_OPS or _dtype(op.results[0]) not in _TEMPLATE_DTYPES:
+        return None
+    T = _templates()
+    if op.name in ("graph.linear", "graph.matmul"):
+        if T is not None and _use_template(planner, _dtype(op.results[0]), False):
+            has_bias = op.name == "graph.linear" and op.bias is not None
+            fn = _gemm_fn(T, op, shape_of(op.results[0].type), "none", has_bias, False)
+            if fn is not None:
+                return "template", f"matmul[none{'+bias' if has_bias else ''}]", fn, ins
+        return "extern", f"cublas.{op.name[6:]}", _cublas_fn(op), ins
+    if T is None:
+        return None
+    if op.name == "graph.attention":
+        return _attention_step(T, op, ins, planner)
+    return _row_step(T, op, ins)
+
+
+def view_fn(op):
+    """(fn, needs_device) materializing a top-level layout op (a torch view) or constant."""
+    fn = REFERENCE_OPS[op.name](op)
+    if op.name not in ("graph.constant", "graph.arange"):
+        return fn, False
+    value, cache = fn(), {}
+
+    def on(device):
+        if device not in cache:
+            cache[device] = value.to(device)
+        return cache[device]
+
+    return on, True
+
+
+def plan_module(module, target, gemm: str = "auto") -> Plan:
+    """The launch plan of `module`'s `@forward` for `target` (no tensors needed: for `--emit triton`)."""
+    return _Planner(module, target, gemm).run()
+
+
+class TritonBackend(Backend):
+    """Generated Triton kernels + Triton templates + cuBLAS, under a CUDA graph on the GPU.
+
+    `gemm` picks the GEMM route: "auto" (templates when an epilogue fuses into a 16-bit GEMM or under
+    the interpreter, cuBLAS otherwise), "template" or "cublas". `cuda_graphs` turns graph capture off.
+    """
+
+    name = "triton"
+    targets = ("h100", "h200", "a100")
+
+    def __init__(self, gemm: str = "auto", cuda_graphs: bool = True):
+        self.gemm, self.cuda_graphs = gemm, cuda_graphs
+
+    def supports(self, op: Operation) -> bool:
+        return op.name in EMITTERS or op.name in TEMPLATE_OPS
+
+    def lower(self, module, target) -> Program:
+        plan = plan_module(module, target, self.gemm)
+        kernels = codegen.compile_source(plan.source) if any(s.fn is None for s in plan.steps) else None
+        for s in plan.steps:
+            if s.fn is None:
+                s.fn = getattr(kernels, f"launch_{s.name}")
+        runner = codegen.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
+        return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels)

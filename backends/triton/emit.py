@@ -1,0 +1,483 @@
+"""The per-op emit table of the Triton code generator: one decorated function per `graph` op.
+
+An emitter answers "what is the value of op's result at index `index`?" as a Triton expression. It
+asks the kernel context for its operands at the indices it needs (`k.value(v, index)`), so layout ops
+(reshape, permute, expand, slice, concat, gather) are pure index arithmetic — no copies — and
+elementwise ops broadcast by mapping the result index onto each operand. Row ops (reduce, softmax,
+layer_norm, rms_norm) ask the context for a whole-row tile and reduce it along the column axis.
+
+Values are computed in fp32 for f16/bf16/f32 tensors (rounding only on the final store, or where a
+`graph.cast` to a 16-bit type asks for it); integers and booleans keep their own types.
+
+    @emits("graph.add")
+    def _add(k, op, index): ...
+
+Adding an op touches one function here; `codegen.KernelContext` is the only caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from xdsl.dialects.builtin import IntegerType, TensorType
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from compiler.dialects import graph as g
+from compiler.dialects.types import dtype_name, shape_of
+from compiler.errors import SolderError
+
+
+class Unsupported(SolderError):
+    """This group of ops cannot become one generated kernel (the backend splits it or falls back)."""
+
+
+@dataclass(frozen=True)
+class Ix:
+    """One index expression: Triton source text and the launch axes it varies along."""
+
+    code: str
+    deps: frozenset = frozenset()
+
+
+ZERO = Ix("0")
+
+
+@dataclass(frozen=True)
+class Index:
+    """A point of a tensor's index space; `linear` is its row-major offset when that is known cheaply."""
+
+    dims: tuple[Ix, ...]
+    linear: str | None = None
+
+    @property
+    def deps(self) -> frozenset:
+        return frozenset().union(*(d.deps for d in self.dims))
+
+
+@dataclass(frozen=True)
+class Val:
+    """An emitted value: a variable name (or literal), its axes, compute type, and value if constant."""
+
+    code: str
+    deps: frozenset
+    ty: str
+    const: float | int | None = None
+
+
+COMPUTE_TYPES = {
+    "float32": "tl.float32", "float16": "tl.float32", "bfloat16": "tl.float32", "float64": "tl.float64",
+    "int64": "tl.int64", "int32": "tl.int32", "int16": "tl.int16", "int8": "tl.int8", "uint8": "tl.uint8",
+    "bool": "tl.int1",
+}
+STORAGE_TYPES = {"float16": "tl.float16", "bfloat16": "tl.bfloat16"}
+
+
+def compute_type(t: Attribute) -> str:
+    """The Triton type a value of tensor type `t` is computed in."""
+    et = t.element_type if isinstance(t, TensorType) else t
+    try:
+        return COMPUTE_TYPES[dtype_name(et)]
+    except (KeyError, ValueError):
+        raise Unsupported(f"triton: element type {et} has no Triton lowering; expected one of "
+                          f"{sorted(COMPUTE_TYPES)}") from None
+
+
+def is_float_ty(ty: str) -> bool:
+    return ty.startswith("tl.float")
+
+
+EMITTERS: dict[str, Callable] = {}
+"""op name -> emitter(k, op, index) -> Val; `index` addresses the op's (single) result."""
+
+ROW_OPS = ("graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm")
+FREE_OPS = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice", "graph.constant", "graph.arange")
+"""Ops that are only index arithmetic or literals: folded into every generated kernel that reads them."""
+
+
+def emits(*names: str):
+    """Registers the decorated function as the emitter of `names`."""
+
+    def deco(fn):
+        for n in names:
+            EMITTERS[n] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------
+# Broadcasting and elementwise ops
+# ---------------------------------------------------------------------------------------------
+
+
+def broadcast_index(index: Index, result_shape, operand: SSAValue) -> Index:
+    """The operand's index for a result index under PyTorch broadcasting (trailing alignment)."""
+    shape = shape_of(operand.type)
+    lead = len(result_shape) - len(shape)
+    dims = tuple(ZERO if s == 1 else index.dims[lead + i] for i, s in enumerate(shape))
+    return Index(dims, index.linear if tuple(shape) == tuple(result_shape) else None)
+
+
+def operands(k, op: Operation, index: Index) -> list[Val]:
+    rshape = shape_of(op.results[0].type)
+    return [k.value(o, broadcast_index(index, rshape, o)) for o in op.operands]
+
+
+def _unary(fmt: Callable[[str, str], str]):
+    def emit(k, op, index):
+        (x,) = operands(k, op, index)
+        return k.let(fmt(x.code, x.ty), x.deps, compute_type(op.results[0].type))
+
+    return emit
+
+
+_FLOAT_UNARY = {
+    "neg": lambda x, t: f"-{x}",
+    "abs": lambda x, t: f"tl.abs({x})",
+    "exp": lambda x, t: f"tl.exp({x})",
+    "log": lambda x, t: f"tl.log({x})",
+    "sqrt": lambda x, t: f"tl.sqrt({x})",
+    "rsqrt": lambda x, t: f"tl.rsqrt({x})",
+    "tanh": lambda x, t: f"2.0 * tl.sigmoid(2.0 * {x}) - 1.0",
+    "sigmoid": lambda x, t: f"tl.sigmoid({x})",
+    "relu": lambda x, t: f"tl.where({x} < 0, 0, {x})",
+    "silu": lambda x, t: f"{x} * tl.sigmoid({x})",
+    "erf": lambda x, t: f"tl.math.erf({x})",
+    "sin": lambda x, t: f"tl.sin({x})",
+    "cos": lambda x, t: f"tl.cos({x})",
+    "reciprocal": lambda x, t: f"1.0 / {x}",
+    "floor": lambda x, t: f"tl.floor({x})" if is_float_ty(t) else x,
+    "ceil": lambda x, t: f"tl.ceil({x})" if is_float_ty(t) else x,
+}
+for _n, _f in _FLOAT_UNARY.items():
+    EMITTERS[f"graph.{_n}"] = _unary(_f)
+EMITTERS["graph.isnan"] = _unary(lambda x, t: f"{x} != {x}")
+EMITTERS["graph.logical_not"] = _unary(lambda x, t: f"{x} == 0")
+
+
+@emits("graph.gelu")
+def _gelu(k, op, index):
+    (x,) = operands(k, op, index)
+    if op.approximate.data == "tanh":
+        u = f"0.7978845608028654 * ({x.code} + 0.044715 * {x.code} * {x.code} * {x.code})"
+        return k.let(f"{x.code} * tl.sigmoid(2.0 * ({u}))", x.deps, x.ty)
+    return k.let(f"0.5 * {x.code} * (1.0 + tl.math.erf({x.code} * 0.7071067811865476))", x.deps, x.ty)
+
+
+def _pow(a: Val, b: Val) -> str:
+    exact = {1: "{a}", 2: "{a} * {a}", 3: "{a} * {a} * {a}", 0.5: "tl.sqrt({a})", -0.5: "tl.rsqrt({a})",
+             -1: "1.0 / {a}", 0: "{a} * 0 + 1"}
+    if b.const is not None and b.const in exact:
+        return exact[b.const].format(a=a.code)
+    return f"tl.exp2({b.code} * tl.log2({a.code}))"  # positive bases only: the integer exponents fold above
+
+
+def _remainder(a: Val, b: Val) -> str:
+    if is_float_ty(a.ty):
+        return f"{a.code} - tl.floor({a.code} / {b.code}) * {b.code}"
+    r = f"({a.code} % {b.code})"
+    return f"tl.where(({r} != 0) & (({r} < 0) != ({b.code} < 0)), {r} + {b.code}, {r})"
+
+
+def _floor_divide(a: Val, b: Val) -> str:
+    if is_float_ty(a.ty):
+        return f"tl.floor({a.code} / {b.code})"
+    return (f"({a.code} // {b.code}) - ((({a.code} % {b.code}) != 0) & "
+            f"(({a.code} < 0) != ({b.code} < 0))).to({a.ty})")
+
+
+def _div(a: Val, b: Val) -> str:
+    if not is_float_ty(a.ty):
+        raise Unsupported("triton: graph.div on integers (the importer casts true division to float)")
+    return f"{a.code} / {b.code}"
+
+
+_BINARY: dict[str, Callable[[Val, Val], str]] = {
+    "add": lambda a, b: f"{a.code} + {b.code}",
+    "sub": lambda a, b: f"{a.code} - {b.code}",
+    "mul": lambda a, b: f"{a.code} * {b.code}",
+    "div": _div,
+    "pow": _pow,
+    "maximum": lambda a, b: f"tl.maximum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
+    "minimum": lambda a, b: f"tl.minimum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
+    "logical_and": lambda a, b: f"({a.code} != 0) & ({b.code} != 0)",
+    "logical_or": lambda a, b: f"({a.code} != 0) | ({b.code} != 0)",
+    "remainder": _remainder,
+    "floor_divide": _floor_divide,
+    "eq": lambda a, b: f"{a.code} == {b.code}",
+    "ne": lambda a, b: f"{a.code} != {b.code}",
+    "lt": lambda a, b: f"{a.code} < {b.code}",
+    "le": lambda a, b: f"{a.code} <= {b.code}",
+    "gt": lambda a, b: f"{a.code} > {b.code}",
+    "ge": lambda a, b: f"{a.code} >= {b.code}",
+}
+
+
+def _binary(fn: Callable[[Val, Val], str]):
+    def emit(k, op, index):
+        a, b = operands(k, op, index)
+        return k.let(fn(a, b), a.deps | b.deps, compute_type(op.results[0].type))
+
+    return emit
+
+
+for _n, _f in _BINARY.items():
+    EMITTERS[f"graph.{_n}"] = _binary(_f)
+
+
+@emits("graph.where")
+def _where(k, op, index):
+    c, a, b = operands(k, op, index)
+    return k.let(f"tl.where({c.code}, {a.code}, {b.code})", c.deps | a.deps | b.deps, a.ty)
+
+
+@emits("graph.cast")
+def _cast(k, op, index):
+    (x,) = operands(k, op, index)
+    name = dtype_name(op.results[0].type.element_type)
+    ty = compute_type(op.results[0].type)
+    if name == "bool":
+        return k.let(f"{x.code} != 0", x.deps, ty)
+    if name in STORAGE_TYPES:  # round to the 16-bit type, keep computing in fp32
+        return k.let(f"{x.code}.to({STORAGE_TYPES[name]}).to(tl.float32)", x.deps, ty)
+    if x.ty == ty:
+        return x
+    return k.let(f"{x.code}.to({ty})", x.deps, ty)
+
+
+@emits("graph.constant")
+def _constant(k, op, index):
+    v = op.py_value
+    ty = compute_type(op.result.type)
+    if isinstance(op.result.type.element_type, IntegerType) and ty != "tl.int1":
+        return Val(str(int(v)), frozenset(), ty, int(v))
+    if ty == "tl.int1":
+        return Val("True" if v else "False", frozenset(), ty, int(bool(v)))
+    code = repr(float(v)) if math.isfinite(v) else f'float("{v}")'
+    return Val(code, frozenset(), ty, float(v))
+
+
+@emits("graph.arange")
+def _arange(k, op, index):
+    start, step = (g.scalar_value(op.properties[n]) for n in ("start", "step"))
+    ty = compute_type(op.result.type)
+    i = index.dims[0]
+    if is_float_ty(ty):
+        return k.let(f"{i.code}.to(tl.float32) * {float(step)!r} + {float(start)!r}", i.deps, ty)
+    return k.let(f"({i.code} * {int(step)} + {int(start)}).to({ty})", i.deps, ty)
+
+
+@emits("graph.triangular")
+def _triangular(k, op, index):
+    (x,) = operands(k, op, index)
+    d = op.diagonal.value.data
+    i, j = index.dims[-2], index.dims[-1]
+    keep = f"({j.code} - {i.code} >= {d})" if op.upper is not None else f"({j.code} - {i.code} <= {d})"
+    return k.let(f"tl.where({keep}, {x.code}, 0)", x.deps | i.deps | j.deps, x.ty)
+
+
+@emits("graph.batch_norm")
+def _batch_norm(k, op, index):
+    x = k.value(op.input, index)
+    ch = Index((index.dims[1],))
+    parts = [k.value(p, ch) for p in (op.mean, op.var)]
+    y = f"({x.code} - {parts[0].code}) * tl.rsqrt({parts[1].code} + {op.eps.value.data!r})"
+    if op.weight is not None:
+        y = f"{y} * {k.value(op.weight, ch).code}"
+    if op.bias is not None:
+        y = f"{y} + {k.value(op.bias, ch).code}"
+    return k.let(y, x.deps | index.dims[1].deps, x.ty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout ops: index arithmetic only
+# ---------------------------------------------------------------------------------------------
+
+
+@emits("graph.permute")
+def _permute(k, op, index):
+    perm = list(op.perm.get_values())
+    dims = [ZERO] * len(perm)
+    for i, p in enumerate(perm):
+        dims[p] = index.dims[i]
+    linear = index.linear if perm == sorted(perm) else None
+    return k.value(op.input, Index(tuple(dims), linear))
+
+
+@emits("graph.expand")
+def _expand(k, op, index):
+    return k.value(op.input, broadcast_index(index, shape_of(op.result.type), op.input))
+
+
+@emits("graph.slice")
+def _slice(k, op, index):
+    d, start, step = (op.properties[n].value.data for n in ("dim", "start", "step"))
+    dims = list(index.dims)
+    i = dims[d]
+    code = i.code if step == 1 else f"{i.code} * {step}"
+    dims[d] = Ix(code if start == 0 else f"({code} + {start})", i.deps)
+    return k.value(op.input, Index(tuple(dims)))
+
+
+def reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Groups of consecutive non-unit dims with equal element counts: [(src dims, dst dims), ...]."""
+    si = [i for i, n in enumerate(src) if n != 1]
+    dj = [j for j, n in enumerate(dst) if n != 1]
+    groups, a, b = [], 0, 0
+    while a < len(si):
+        gi, gj = [si[a]], [dj[b]]
+        pi, pj = src[si[a]], dst[dj[b]]
+        a, b = a + 1, b + 1
+        while pi != pj:
+            if pi < pj:
+                gi.append(si[a])
+                pi, a = pi * src[si[a]], a + 1
+            else:
+                gj.append(dj[b])
+                pj, b = pj * dst[dj[b]], b + 1
+        groups.append((gi, gj))
+    return groups
+
+
+@emits("graph.reshape")
+def _reshape(k, op, index):
+    src, dst = shape_of(op.input.type), shape_of(op.result.type)
+    dims: list[Ix] = [ZERO] * len(src)
+    for real_i, real_j in reshape_groups(src, dst):
+        if len(real_i) == 1 and len(real_j) == 1:
+            dims[real_i[0]] = index.dims[real_j[0]]
+            continue
+        lin, deps, stride = [], frozenset(), 1
+        for j in reversed(real_j):
+            ix = index.dims[j]
+            lin.append(ix.code if stride == 1 else f"{ix.code} * {stride}")
+            deps |= ix.deps
+            stride *= dst[j]
+        flat = k.let(" + ".join(reversed(lin)), deps, "int").code
+        stride = 1
+        for i in reversed(real_i):
+            code = flat if stride == 1 else f"{flat} // {stride}"
+            code = code if i == real_i[0] else f"({code}) % {src[i]}"
+            dims[i] = Ix(k.let(code, deps, "int").code, deps)
+            stride *= src[i]
+    return k.value(op.input, Index(tuple(dims), index.linear))
+
+
+@emits("graph.concat")
+def _concat(k, op, index):
+    d = op.dim.value.data
+    i = index.dims[d]
+    pieces, offset = [], 0
+    for x in op.inputs:
+        n = shape_of(x.type)[d]
+        dims = list(index.dims)
+        dims[d] = Ix(f"tl.minimum(tl.maximum({i.code} - {offset}, 0), {n - 1})", i.deps)
+        offset += n
+        pieces.append((offset, k.value(x, Index(tuple(dims)))))
+    code, deps = pieces[-1][1].code, i.deps | pieces[-1][1].deps
+    for end, v in reversed(pieces[:-1]):  # every piece is loaded in bounds (clamped), then selected
+        code = f"tl.where({i.code} < {end}, {v.code}, {code})"
+        deps |= v.deps
+    return k.let(code, deps, pieces[0][1].ty)
+
+
+@emits("graph.gather")
+def _gather(k, op, index):
+    d = op.dim.value.data
+    n_idx = len(shape_of(op.indices.type))
+    ids = k.value(op.indices, Index(index.dims[d:d + n_idx]))
+    size = shape_of(op.input.type)[d]
+    pos = k.let(f"tl.minimum(tl.maximum({ids.code}, 0), {size - 1})", ids.deps, ids.ty)
+    dims = index.dims[:d] + (Ix(pos.code, pos.deps),) + index.dims[d + n_idx:]
+    return k.value(op.input, Index(dims))
+
+
+# ---------------------------------------------------------------------------------------------
+# Row ops: one tile of whole rows per program, reduced along the column axis
+# ---------------------------------------------------------------------------------------------
+
+_NEUTRAL = {"sum": "0", "mean": "0", "max": 'float("-inf")', "min": 'float("inf")', "any": "0", "all": "1"}
+
+
+@emits("graph.reduce")
+def _reduce(k, op, index):
+    kind = op.kind.data
+    if kind not in _NEUTRAL:
+        raise Unsupported(f"triton: graph.reduce kind {kind!r} has no row kernel; expected one of {sorted(_NEUTRAL)}")
+    dims = tuple(op.dims.get_values())
+    x = k.value(op.input, k.tile_index(op.input, dims, index, op.keepdim is not None))
+    if kind in ("any", "all"):
+        x = k.let(f"({x.code} != 0).to(tl.int32)", x.deps, "tl.int32")
+    fn = {"sum": "sum", "mean": "sum", "max": "max", "min": "min", "any": "max", "all": "min"}[kind]
+    r = k.reduce(x, fn, _NEUTRAL[kind])
+    if kind == "mean":
+        return k.let(f"{r.code} / {k.row_size}", r.deps, r.ty)
+    if kind in ("any", "all"):
+        return k.let(f"{r.code} != 0", r.deps, "tl.int1")
+    return r
+
+
+def _row_input(k, op, dims, index) -> Val:
+    k.require_full(index)
+    return k.value(op.input, k.tile_index(op.input, dims, index, True))
+
+
+@emits("graph.softmax", "graph.log_softmax")
+def _softmax(k, op, index):
+    x = _row_input(k, op, (op.dim.value.data,), index)
+    m = k.reduce(x, "max", _NEUTRAL["max"])
+    e = k.let(f"tl.exp({x.code} - {m.code})", x.deps | m.deps, x.ty)
+    s = k.reduce(e, "sum", "0")
+    if op.name == "graph.log_softmax":
+        return k.let(f"{x.code} - {m.code} - tl.log({s.code})", e.deps, x.ty)
+    return k.let(f"{e.code} / {s.code}", e.deps, x.ty)
+
+
+def _norm_dims(k, op) -> tuple[int, ...]:
+    rank, n = len(shape_of(op.input.type)), op.normalized_ndim.value.data
+    return tuple(range(rank - n, rank))
+
+
+def _affine(k, op, y: Val, index: Index, params) -> Val:
+    n = op.normalized_ndim.value.data
+    pidx = Index(index.dims[-n:])
+    code, deps = y.code, y.deps
+    for p, sym in params:
+        if p is not None:
+            v = k.value(p, pidx)
+            code, deps = f"{code} {sym} {v.code}", deps | v.deps
+    return k.let(code, deps, y.ty) if code != y.code else y
+
+
+@emits("graph.layer_norm")
+def _layer_norm(k, op, index):
+    x = _row_input(k, op, _norm_dims(k, op), index)
+    mean = k.let(f"{k.reduce(x, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    xc = k.let(f"{x.code} - {mean.code}", x.deps | mean.deps, x.ty)
+    var = k.let(f"{k.reduce(k.masked(xc, '0'), 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    y = k.let(f"{xc.code} * tl.rsqrt({var.code} + {op.eps.value.data!r})", xc.deps, x.ty)
+    return _affine(k, op, y, index, [(op.weight, "*"), (op.bias, "+")])
+
+
+@emits("graph.rms_norm")
+def _rms_norm(k, op, index):
+    x = _row_input(k, op, _norm_dims(k, op), index)
+    sq = k.let(f"{x.code} * {x.code}", x.deps, x.ty)
+    ms = k.let(f"{k.reduce(sq, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    y = k.let(f"{x.code} * tl.rsqrt({ms.code} + {op.eps.value.data!r})", x.deps | ms.deps, x.ty)
+    return _affine(k, op, y, index, [(op.weight, "*")])
+
+
+def row_dims(op: Operation) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(full shape, reduced dims) of a row op, or None for other ops."""
+    if op.name not in ROW_OPS:
+        return None
+    shape = shape_of(op.operands[0].type)
+    if op.name == "graph.reduce":
+        return shape, tuple(sorted(op.dims.get_values()))
+    if op.name in ("graph.softmax", "graph.log_softmax"):
+        return shape, (op.dim.value.data,)
+    n = op.normalized_ndim.value.data
+    return shape, tuple(range(len(shape) - n, len(shape)))
