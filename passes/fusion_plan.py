@@ -1,0 +1,560 @@
+"""The fusion planner shared by `fuse-ops` and `fuse-blocks`: which ops run together as one kernel.
+
+The planner sees a function body as a networkx DiGraph (one node per op, numbered in block order, one
+edge per def-use), starts from given groups (one op each for fuse-ops, the existing kernels for
+fuse-blocks) and merges pairs of groups greedily, the largest estimated saving first:
+
+    saved(A, B) = est(A) + est(B) - est(A ∪ B)        (seconds, from costmodel.estimate_ops)
+
+A merge is legal when the union stays convex (no path leaves the group and re-enters it: fusing
+across such a path would create a cycle between kernels), has at most `max_ops` ops, and passes the
+caller's `rule(a, b, ops) -> Verdict` (anchors, reduction shapes, on-chip limits, block patterns).
+Mode `cost` merges only when saved > 0, `always` merges every legal candidate, `never` merges nothing.
+After merging, `recompute` copies a cheap single-op producer into each consumer kernel when the cost
+model says the recomputation beats writing and re-reading its result (work is duplicated only then).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import networkx as nx
+from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, TensorType, f64, i64
+from xdsl.ir import Block, Operation, Region
+
+from compiler.dialects import graph as g
+from compiler.errors import SolderError
+
+# ---------------------------------------------------------------------------------------------
+# What each op is to the planner
+# ---------------------------------------------------------------------------------------------
+
+SOURCE_OPS = frozenset({"graph.constant", "graph.arange"})
+"""No operands and trivially cheap: cloned into every kernel that reads them, never planned."""
+LAYOUT_OPS = frozenset({"graph.reshape", "graph.permute", "graph.expand", "graph.slice", "graph.concat"})
+REDUCTION_OPS = frozenset({"graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm",
+                           "graph.rms_norm", "graph.arg_reduce", "graph.cumsum"})
+ANCHOR_OPS = frozenset({"graph.matmul", "graph.linear", "graph.attention"})
+CONV_OPS = frozenset({"graph.conv"})
+ELEMENTWISE_OPS = frozenset(
+    {op.name for op in g.UNARY_OPS.values()} | {op.name for op in g.BINARY_OPS.values()}
+    | {"graph.gelu", "graph.cast", "graph.isnan", "graph.logical_not", "graph.where", "graph.triangular",
+       "graph.batch_norm"})
+ACTIVATION_OPS = frozenset({"graph.gelu", "graph.relu", "graph.silu", "graph.sigmoid", "graph.tanh"})
+
+
+def op_kind(op: Operation) -> str:
+    """source | layout | elementwise | reduction | anchor | conv | opaque (extern, gather, pool, ...)."""
+    name = op.name
+    if name in ELEMENTWISE_OPS:
+        return "elementwise"
+    if name in LAYOUT_OPS:
+        return "layout"
+    if name in REDUCTION_OPS:
+        return "reduction"
+    if name in ANCHOR_OPS:
+        return "anchor"
+    if name in SOURCE_OPS:
+        return "source"
+    if name in CONV_OPS:
+        return "conv"
+    return "opaque"
+
+
+def short(op: Operation) -> str:
+    """`graph.layer_norm` -> `layer-norm`: the op's name as kernel reasons print it."""
+    return op.name.removeprefix("graph.").replace("_", "-")
+
+
+def itemsize(op: Operation) -> int:
+    """Bytes per element of the op's first result (4 when it is not a tensor of a known type)."""
+    t = op.results[0].type if op.results else None
+    if not isinstance(t, TensorType):
+        return 4
+    w = getattr(t.element_type, "bitwidth", None) or getattr(t.element_type, "width", None)
+    return max(1, int(getattr(w, "data", w) or 32) // 8)
+
+
+def reduction_sig(op: Operation) -> tuple[int, int, int]:
+    """(elements before, elements reduced, elements after) of a row-wise op's input: the row shape.
+
+    Reductions share one kernel only when their rows agree; non-contiguous dims get a unique signature.
+    """
+    shape = tuple(op.operands[0].type.get_shape())
+    if op.name == "graph.reduce":
+        dims = sorted(op.dims.get_values())
+    elif op.name in ("graph.layer_norm", "graph.rms_norm"):
+        n = op.normalized_ndim.value.data
+        dims = list(range(len(shape) - n, len(shape)))
+    else:
+        dims = [op.dim.value.data]
+    if not dims or dims != list(range(dims[0], dims[-1] + 1)):
+        return (math.prod(shape), -1, id(op))
+    return (math.prod(shape[:dims[0]]), math.prod(shape[dims[0]:dims[-1] + 1]), math.prod(shape[dims[-1] + 1:]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph view
+# ---------------------------------------------------------------------------------------------
+
+
+class BodyGraph:
+    """A networkx DiGraph over the non-source ops of one block: node i = i-th op in block order.
+
+    Block order is a topological order, so every edge goes from a lower to a higher index; the
+    convexity and reachability searches use that to stop early.
+    """
+
+    def __init__(self, block: Block):
+        term = block.last_op
+        self.block = block
+        self.ops: list[Operation] = [op for op in block.ops if op is not term and op.name not in SOURCE_OPS]
+        self.index: dict[Operation, int] = {op: i for i, op in enumerate(self.ops)}
+        self.kinds: list[str] = [op_kind(op) for op in self.ops]
+        self.g = nx.DiGraph()
+        self.g.add_nodes_from(range(len(self.ops)))
+        self.readers: dict[object, list[int]] = {}  # value -> nodes reading it (block args and op results)
+        for i, op in enumerate(self.ops):
+            for v in op.operands:
+                j = self.index.get(v.owner)  # type: ignore[arg-type]
+                if j is not None:
+                    self.g.add_edge(j, i)
+                if v.owner.name not in SOURCE_OPS if isinstance(v.owner, Operation) else True:
+                    r = self.readers.setdefault(v, [])
+                    if not r or r[-1] != i:
+                        r.append(i)
+        self.escapes: set[int] = set()  # nodes whose results the terminator returns
+        if term is not None:
+            self.escapes = {self.index[v.owner] for v in term.operands if v.owner in self.index}
+        self._succ = self.g._succ  # plain dict-of-dicts: the searches below run per candidate
+
+    def convex(self, members: set[int]) -> bool:
+        """No path from a member through a non-member back to a member (fusing would make a cycle)."""
+        hi = max(members)
+        succ = self._succ
+        stack = [s for m in members for s in succ[m] if s not in members and s < hi]
+        seen = set(stack)
+        while stack:
+            for s in succ[stack.pop()]:
+                if s in members:
+                    return False
+                if s < hi and s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+        return True
+
+    def reaches(self, sources: set[int], target: int) -> bool:
+        """Whether a path leads from any of `sources` to `target`."""
+        stack = [s for s in sources if s < target]
+        seen = set(stack)
+        while stack:
+            for s in self._succ[stack.pop()]:
+                if s == target:
+                    return True
+                if s < target and s not in seen:
+                    seen.add(s)
+                    stack.append(s)
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The cost oracle
+# ---------------------------------------------------------------------------------------------
+
+
+class CostOracle:
+    """`costmodel.estimate_ops` for node sets of one BodyGraph, cached by the set."""
+
+    def __init__(self, graph: BodyGraph, target, model=None):
+        try:
+            import costmodel
+        except ImportError as e:  # pragma: no cover - the package ships with solder
+            raise SolderError(f"fusion: the cost model package is missing ({e}); expected costmodel/ beside passes/") from None
+        self._estimate_ops = costmodel.estimate_ops
+        self.graph, self.target, self.model = graph, target, model
+        self._cache: dict[frozenset[int], float] = {}
+        self.calls = 0
+
+    def __call__(self, nodes) -> float:
+        key = frozenset(nodes)
+        hit = self._cache.get(key)
+        if hit is None:
+            self.calls += 1
+            ops = [self.graph.ops[i] for i in sorted(key)]
+            hit = self._cache[key] = self._estimate_ops(ops, self.target, self.model)
+        return hit
+
+    def parts(self, nodes) -> float:
+        """Seconds of the ops run one kernel each."""
+        return sum(self(frozenset((i,))) for i in nodes)
+
+    def with_copy(self, nodes: set[int], p: int) -> float:
+        """Seconds of `nodes` plus a private copy of node `p` (its result read only inside the group).
+
+        The copy is a real, temporary clone so that the cost model sees the right boundary; the IR is
+        restored before returning.
+        """
+        gg = self.graph
+        orig = gg.ops[p]
+        copy = orig.clone()
+        members = {gg.ops[i] for i in nodes}
+        for r, rc in zip(orig.results, copy.results):
+            r.replace_uses_with_if(rc, lambda use: use.operation in members)
+        ops = [copy if i == p else gg.ops[i] for i in sorted(nodes | {p})]
+        try:
+            self.calls += 1
+            return self._estimate_ops(ops, self.target, self.model)
+        finally:
+            for r, rc in zip(orig.results, copy.results):
+                rc.replace_uses_with_if(r, lambda use: True)
+            copy.erase()
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups and the greedy merge
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """A set of nodes planned as one kernel; `tag` says how it formed, `notes` why neighbours stayed out."""
+
+    gid: int
+    nodes: set[int]
+    tag: str = ""
+    notes: list[str] = field(default_factory=list)
+    version: int = 0
+    dups: list[int] = field(default_factory=list)  # nodes recomputed inside this group (copies)
+    attrs: dict | None = None  # kept attributes of an existing kernel that no merge touched
+    merged: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A rule's answer: `ok`, and either the tag of the merged group or why the merge is illegal."""
+
+    ok: bool
+    text: str = ""
+
+
+Rule = Callable[[Group, Group, list[Operation]], Verdict]
+
+
+class Planner:
+    """Greedy, cost-ranked merging of groups on a BodyGraph (see the module docstring)."""
+
+    def __init__(self, graph: BodyGraph, groups: list[Group], est: CostOracle, rule: Rule, *, mode: str,
+                 max_ops: int, horizontal: bool = True, log=None):
+        if mode not in ("always", "never", "cost"):
+            raise SolderError(f"fusion: unknown mode {mode!r}; expected always, never or cost")
+        self.graph, self.est, self.rule, self.mode = graph, est, rule, mode
+        self.max_ops, self.horizontal, self.log = max_ops, horizontal, log
+        self.groups: dict[int, Group] = {gr.gid: gr for gr in groups}
+        self.owner: dict[int, int] = {n: gr.gid for gr in groups for n in gr.nodes}
+        self.merges = 0
+
+    # ---- candidates ---------------------------------------------------------------------------
+    def neighbours(self, gid: int) -> set[int]:
+        """Groups joined to `gid` by an edge, or (horizontal) reading a value that `gid` reads."""
+        out: set[int] = set()
+        gr, owner, gg = self.groups[gid], self.owner, self.graph
+        for n in gr.nodes:
+            for m in gg._succ[n]:
+                out.add(owner.get(m, -1))
+            for m in gg.g._pred[n]:
+                out.add(owner.get(m, -1))
+            if self.horizontal:
+                for v in gg.ops[n].operands:
+                    for m in gg.readers.get(v, ()):
+                        out.add(owner.get(m, -1))
+        out.discard(gid)
+        out.discard(-1)
+        return out
+
+    def evaluate(self, a: Group, b: Group) -> tuple[float, Verdict]:
+        """(seconds saved, verdict) of merging `a` and `b`."""
+        nodes = a.nodes | b.nodes
+        if len(nodes) > self.max_ops:
+            return 0.0, Verdict(False, f"over max-ops={self.max_ops}")
+        ops = [self.graph.ops[i] for i in sorted(nodes)]
+        verdict = self.rule(a, b, ops)
+        if not verdict.ok:
+            return 0.0, verdict
+        if not self.graph.convex(nodes):
+            return 0.0, Verdict(False, "would create a cycle")
+        saved = self.est(a.nodes) + self.est(b.nodes) - self.est(nodes)
+        if self.mode == "cost" and saved <= 0:
+            return saved, Verdict(False, f"saves {saved * 1e6:.2f} us")
+        return saved, verdict
+
+    def _push(self, heap: list, a: Group, b: Group) -> None:
+        saved, verdict = self.evaluate(a, b)
+        if not verdict.ok:
+            self._note(a, b, verdict.text)
+            return
+        lo = min(min(a.nodes), min(b.nodes))
+        heapq.heappush(heap, (-saved, lo, a.gid, b.gid, a.version, b.version, verdict.text))
+
+    def _note(self, a: Group, b: Group, why: str) -> None:
+        for x, y in ((a, b), (b, a)):
+            if len(x.notes) < 2:
+                x.notes.append(f"not fused with {self.describe_short(y)}: {why}")
+        if self.log is not None:
+            self.log.info("reject %s + %s: %s", self.describe_short(a), self.describe_short(b), why)
+
+    def describe_short(self, gr: Group) -> str:
+        ops = [self.graph.ops[i] for i in sorted(gr.nodes)]
+        names = [short(o) for o in ops if o.name not in LAYOUT_OPS] or [short(ops[0])]
+        return "+".join(names[:3]) + ("+..." if len(names) > 3 else "")
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Merge until no legal (and, with mode=cost, profitable) candidate is left."""
+        if self.mode == "never":
+            return
+        heap: list = []
+        done: set[tuple[int, int]] = set()
+        for gid in sorted(self.groups):
+            for other in self.neighbours(gid):
+                key = (min(gid, other), max(gid, other))
+                if key not in done:
+                    done.add(key)
+                    self._push(heap, self.groups[key[0]], self.groups[key[1]])
+        while heap:
+            neg, _, ga, gb, va, vb, tag = heapq.heappop(heap)
+            a, b = self.groups.get(ga), self.groups.get(gb)
+            if a is None or b is None:
+                continue  # one side merged away; the survivor re-pushed its neighbours
+            if a.version != va or b.version != vb:
+                continue
+            self._merge(a, b, tag, -neg)
+            for other in self.neighbours(a.gid):
+                self._push(heap, a, self.groups[other])
+
+    def _merge(self, a: Group, b: Group, tag: str, saved: float) -> None:
+        if self.log is not None:
+            self.log.info("fuse %s + %s (%s): saves %.2f us", self.describe_short(a), self.describe_short(b),
+                          tag or "vertical", saved * 1e6)
+        a.nodes |= b.nodes
+        a.version += 1
+        a.merged = True
+        a.tag = tag or a.tag or b.tag
+        a.notes = []
+        a.attrs = None
+        for n in b.nodes:
+            self.owner[n] = a.gid
+        del self.groups[b.gid]
+        self.merges += 1
+
+    # ---- recomputation ------------------------------------------------------------------------
+    def recompute(self, can_copy: Callable[[int], bool]) -> None:
+        """Copy single-op producers into every consumer group when that is estimated to be faster.
+
+        The producer must be cheap to copy (`can_copy`), not returned by the function, and read only
+        by nodes of other groups, each of which stays legal and acyclic with the copy inside.
+        """
+        if self.mode == "never":
+            return
+        gg = self.graph
+        for gid in sorted(self.groups):
+            gr = self.groups[gid]
+            if len(gr.nodes) != 1 or gr.dups:
+                continue
+            (p,) = gr.nodes
+            if p in gg.escapes or not can_copy(p):
+                continue
+            consumers = {self.owner.get(m, -1) for m in gg._succ[p]}
+            if -1 in consumers or len(consumers) < 2 or any(self.groups[c].dups for c in consumers):
+                continue
+            self._try_copy(gr, p, [self.groups[c] for c in sorted(consumers)])
+
+    def _try_copy(self, gr: Group, p: int, consumers: list[Group]) -> None:
+        gg = self.graph
+        producers = {gg.index[v.owner] for v in gg.ops[p].operands if v.owner in gg.index}
+        saved = self.est(gr.nodes)
+        for c in consumers:
+            nodes = c.nodes | {p}
+            ops = [gg.ops[i] for i in sorted(nodes)]
+            if len(nodes) > self.max_ops or not self.rule(gr, c, ops).ok:
+                return
+            if any(q not in c.nodes and gg.reaches(c.nodes, q) for q in producers):
+                return
+            saved += self.est(c.nodes) - self.est.with_copy(c.nodes, p)
+        if saved <= 0:
+            if self.log is not None:
+                self.log.info("keep %s in its own kernel: recomputing it in %d kernels saves %.2f us",
+                              self.describe_short(gr), len(consumers), saved * 1e6)
+            return
+        for c in consumers:
+            c.dups.append(p)
+            c.version += 1
+        del self.groups[gr.gid]
+        del self.owner[p]
+        if self.log is not None:
+            self.log.info("recompute %s in %d kernels: saves %.2f us", self.describe_short(gr), len(consumers),
+                          saved * 1e6)
+
+    def result(self) -> list[Group]:
+        """The groups in order of their first node."""
+        return sorted(self.groups.values(), key=lambda gr: min(gr.nodes))
+
+
+# ---------------------------------------------------------------------------------------------
+# From groups to graph.kernel ops and back
+# ---------------------------------------------------------------------------------------------
+
+
+def kernel_attrs(kernel_id: int, reason: str, est: float, parts: float) -> dict:
+    """The attributes every graph.kernel carries (printable and parsable MLIR attributes)."""
+    return {"kernel_id": IntegerAttr(kernel_id, i64), "reason": StringAttr(reason),
+            "est_seconds": FloatAttr(est, f64), "est_parts_seconds": FloatAttr(parts, f64)}
+
+
+def flatten_kernels(block: Block) -> dict[Operation, int]:
+    """Inline every `graph.kernel` of `block` back into it; returns op -> index of its former kernel.
+
+    Lets a planner re-plan on plain ops (fuse-blocks starts from fuse-ops' kernels this way).
+    The returned indices count kernels in block order; `former_attrs` keeps their attributes.
+    """
+    member: dict[Operation, int] = {}
+    for idx, k in enumerate([op for op in block.ops if isinstance(op, g.KernelOp)]):
+        body = k.body.block
+        for arg, v in zip(body.args, k.inputs):
+            arg.replace_all_uses_with(v)
+        yld = body.last_op
+        for r, v in zip(k.outputs, yld.operands):
+            r.replace_all_uses_with(v)
+        yld.detach()
+        yld.erase()
+        for op in list(body.ops):
+            op.detach()
+            block.insert_op_before(op, k)
+            member[op] = idx
+        k.detach()
+        k.erase()
+    return member
+
+
+def former_attrs(block: Block) -> list[dict]:
+    """The attribute dicts of the `graph.kernel` ops of `block`, in block order (before flattening)."""
+    return [dict(op.attributes) for op in block.ops if isinstance(op, g.KernelOp)]
+
+
+def materialize(graph: BodyGraph, groups: list[Group], attrs: list[dict]) -> list[g.KernelOp]:
+    """Rebuild the block: sources first, then each group as one `graph.kernel` and every other op as is.
+
+    Units (kernels and lone ops) are placed in a topological order that follows block order where it
+    can; convex groups make that order exist. Sources are cloned into the kernels that read them.
+    """
+    block, term = graph.block, graph.block.last_op
+    dropped = {p for gr in groups for p in gr.dups if p not in {n for x in groups for n in x.nodes}}
+    unit_of: dict[int, int] = {}
+    units: list[tuple[int, Group | None]] = []
+    for gr in groups:
+        for n in gr.nodes:
+            unit_of[n] = len(units)
+        units.append((min(gr.nodes), gr))
+    for n in range(len(graph.ops)):
+        if n not in unit_of and n not in dropped:
+            unit_of[n] = len(units)
+            units.append((n, None))
+    order = _unit_order(graph, units, unit_of, dropped)
+    sources = [op for op in block.ops if op.name in SOURCE_OPS]
+    for op in list(block.ops):
+        if op is not term:
+            op.detach()
+    for op in sources:
+        block.insert_op_before(op, term)
+    dropped_ops = {graph.ops[p] for p in dropped}
+    attrs_of = {id(gr): a for gr, a in zip(groups, attrs)}
+    kernels = []
+    for u in order:
+        first, gr = units[u]
+        if gr is None:
+            block.insert_op_before(graph.ops[first], term)
+            continue
+        k = _build_kernel(graph, gr, attrs_of.get(id(gr), {}), dropped_ops)
+        block.insert_op_before(k, term)
+        kernels.append(k)
+    for op in dropped_ops:
+        op.erase()
+    for op in sources:
+        if all(not r.uses for r in op.results):
+            block.erase_op(op)
+    return kernels
+
+
+def _unit_order(graph: BodyGraph, units, unit_of: dict[int, int], dropped: set[int]) -> list[int]:
+    """Kahn's algorithm over units, smallest first node first."""
+    succ: list[set[int]] = [set() for _ in units]
+    indeg = [0] * len(units)
+    for u, (first, gr) in enumerate(units):
+        nodes = (gr.nodes | set(gr.dups)) if gr is not None else {first}
+        for n in nodes:
+            for m in graph.g._pred[n]:
+                pu = unit_of.get(m)
+                if pu is None or pu == u or u in succ[pu]:
+                    continue  # a dropped producer is copied into this unit
+                succ[pu].add(u)
+                indeg[u] += 1
+    ready = [(units[u][0], u) for u in range(len(units)) if indeg[u] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, u = heapq.heappop(ready)
+        order.append(u)
+        for v in succ[u]:
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                heapq.heappush(ready, (units[v][0], v))
+    if len(order) != len(units):
+        raise SolderError(f"fusion: the planned kernels form a cycle ({len(units) - len(order)} of {len(units)} "
+                          "units unordered); expected convex groups. This is a planner bug: report the IR")
+    return order
+
+
+def _build_kernel(graph: BodyGraph, gr: Group, attrs: dict, dropped_ops: set) -> g.KernelOp:
+    """Move the group's ops into a new kernel body; external values become block arguments."""
+    members = {graph.ops[i] for i in gr.nodes}
+    dups = set(gr.dups)
+    body = Block()
+    mapping: dict = {}
+    inputs: list = []
+    consts: list[Operation] = []
+    nodes = sorted(gr.nodes | dups)
+    for i in nodes:
+        for v in graph.ops[i].operands:
+            owner = v.owner
+            if v in mapping or owner in members or graph.index.get(owner) in dups:
+                continue
+            if isinstance(owner, Operation) and owner.name in SOURCE_OPS:
+                c = owner.clone()
+                consts.append(c)
+                mapping[v] = c.results[0]
+                continue
+            mapping[v] = body.insert_arg(v.type, len(body.args))
+            inputs.append(v)
+    body.add_ops(consts)
+    inside = set(members)
+    for i in nodes:
+        op = graph.ops[i]
+        if i in dups:
+            op = op.clone(value_mapper=dict(mapping))
+            mapping.update(zip(graph.ops[i].results, op.results))
+            inside.add(op)
+        else:
+            op.operands = [mapping.get(v, v) for v in op.operands]
+        body.add_op(op)
+    outs = [r for i in sorted(gr.nodes) for r in graph.ops[i].results
+            if any(u.operation not in inside and u.operation not in dropped_ops for u in r.uses)]
+    yld = g.YieldOp(*outs)
+    body.add_op(yld)
+    inside.add(yld)
+    k = g.KernelOp(operands=[inputs], result_types=[[r.type for r in outs]], regions=[Region([body])],
+                   attributes=attrs)
+    for r, kr in zip(outs, k.outputs):
+        r.replace_uses_with_if(kr, lambda use: use.operation not in inside and use.operation not in dropped_ops)
+    return k
