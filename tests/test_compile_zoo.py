@@ -40,3 +40,29 @@ def test_low_precision_model_matches_eager(dtype, atol):
     compiled = compile(model, target="cpu")
     with torch.no_grad():
         _close(compiled(*args), model(*args), atol, atol)
+
+
+GPU_TOL = {torch.float32: (2e-3, 2e-3), torch.bfloat16: (6e-2, 6e-2)}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_model_on_h100_matches_eager(name, dtype):
+    """On the GPU: every zoo model compiles with target="h100" and matches eager (fp32: TF32 off)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model, args, kwargs = ZOO[name].build()
+    model = model.cuda().to(dtype)
+
+    def dev(x):
+        return x.cuda().to(dtype) if x.is_floating_point() else x.cuda()
+
+    args = tuple(dev(a) for a in args)
+    kwargs = {k: dev(v) for k, v in kwargs.items()}
+    compiled = compile(model, target="h100")
+    with torch.no_grad():
+        want, got = model(*args, **kwargs), compiled(*args, **kwargs)
+    atol, rtol = GPU_TOL[dtype]
+    _close(got.float() if dtype != torch.float32 else got, want.float() if dtype != torch.float32 else want, atol, rtol)
