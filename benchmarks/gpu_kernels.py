@@ -107,7 +107,8 @@ def bench_linear(sweep: bool) -> dict:
     bias = torch.randn(d, dtype=BF16, device="cuda")
     eager = lambda: F.gelu(F.linear(x, w, bias))  # noqa: E731
     compiled = torch.compile(eager)
-    ours = lambda **kw: matmul(x, w, trans_b=True, bias=bias, activation="gelu", **kw)  # noqa: E731
+    ours = lambda activation="gelu", **kw: matmul(  # noqa: E731
+        x, w, trans_b=True, bias=bias, activation=activation, **kw)
     flops = 2 * t * d * d
     ms = {"template": bench(ours), "eager": bench(eager), "torch.compile": _safe(lambda: bench(compiled)),
           "linear_only(cuBLAS)": bench(lambda: F.linear(x, w, bias))}
@@ -116,11 +117,14 @@ def bench_linear(sweep: bool) -> dict:
            "TFLOPs": {k: flops / v / 1e9 for k, v in ms.items() if isinstance(v, float)},
            "speedup_vs_eager": ms["eager"] / ms["template"]}
     if sweep:
-        configs = [dict(tma=False), dict(subtile=False), dict(num_stages=4),
-                   dict(block_n=128, num_stages=4), dict(block_n=128, num_stages=5),
-                   dict(block_m=256, block_n=128, subtile=False), dict(warp_specialize=True),
-                   dict(warp_specialize=True, block_n=128, num_stages=4), dict(group_m=16),
-                   dict(block_k=128, num_stages=2)]
+        configs = [dict(tma=False), dict(flatten=True), dict(persistent=False),
+                   dict(persistent=False, subtile=False), dict(flatten=True, num_stages=4),
+                   dict(flatten=True, block_n=128, num_stages=4),
+                   dict(persistent=False, block_n=128, num_stages=3),
+                   dict(persistent=False, block_n=128, num_stages=4),
+                   dict(persistent=False, block_n=128, num_stages=3, num_warps=4),
+                   dict(flatten=True, warp_specialize=True), dict(flatten=True, group_m=16),
+                   dict(activation="none"), dict(activation="none", flatten=True)]
         row["sweep"] = {str(c): _safe(lambda c=c: bench(lambda: ours(**c))) for c in configs}
     return row
 

@@ -107,13 +107,19 @@ def _tile_of(tile, num_m, num_n, GROUP_M: tl.constexpr):
 def _matmul_tma_kernel(a_desc, b_desc, c_desc, bias_ptr, res_ptr, M, N, K, s_rm, s_rn,
                        HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, ACT: tl.constexpr,
                        TRANS_B: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
-                       SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
-    """Persistent 2-D matmul: tiles come in and go out through TMA descriptors (Hopper)."""
+                       BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, SUBTILE: tl.constexpr,
+                       FLATTEN: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+    """2-D matmul whose tiles come in and go out through TMA descriptors (Hopper).
+
+    Program p computes tiles p, p + P, p + 2P... (P programs): persistent when P is the SM count, one
+    tile each when P is the tile count. FLATTEN lets the software pipeliner overlap one tile's
+    epilogue with the next tile's first loads.
+    """
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
     k_tiles = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, warp_specialize=WARP_SPECIALIZE):
+    for tile in tl.range(tl.program_id(0), num_m * num_n, tl.num_programs(0), flatten=FLATTEN,
+                         warp_specialize=WARP_SPECIALIZE):
         pid_m, pid_n = _tile_of(tile, num_m, num_n, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
@@ -156,19 +162,19 @@ def _num_sms(device) -> int:
 
 
 def _matmul_tma(a2, b2, c2, bias, r2, trans_b, act, bm, bn, bk, group_m, num_warps, num_stages,
-                subtile, warp_specialize):
+                subtile, warp_specialize, persistent=True, flatten=False):
     m, k = a2.shape
     n = c2.shape[1]
     a_desc = TensorDescriptor.from_tensor(a2, [bm, bk])
     b_desc = TensorDescriptor.from_tensor(b2, [bn, bk] if trans_b else [bk, bn])
     c_desc = TensorDescriptor.from_tensor(c2, [bm, bn // 2 if subtile else bn])
-    sms = _num_sms(a2.device)
-    grid = (min(sms, triton.cdiv(m, bm) * triton.cdiv(n, bn)),)
+    tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    grid = (min(_num_sms(a2.device), tiles) if persistent else tiles,)
     _matmul_tma_kernel[grid](
         a_desc, b_desc, c_desc, bias if bias is not None else c2, r2 if r2 is not None else c2,
         m, n, k, r2.stride(0) if r2 is not None else 0, r2.stride(1) if r2 is not None else 0,
         HAS_BIAS=bias is not None, HAS_RES=r2 is not None, ACT=act, TRANS_B=trans_b,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, NUM_SMS=sms, SUBTILE=subtile,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=group_m, SUBTILE=subtile, FLATTEN=flatten,
         WARP_SPECIALIZE=warp_specialize, num_warps=num_warps, num_stages=num_stages)
 
 
@@ -190,14 +196,16 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
            block_m: int | None = None, block_n: int | None = None, block_k: int | None = None,
            group_m: int | None = None, num_warps: int | None = None,
            num_stages: int | None = None, tma: bool | None = None, subtile: bool | None = None,
+           persistent: bool = True, flatten: bool = False,
            warp_specialize: bool = False) -> torch.Tensor:
     """act(a @ b (+ bias)) (+ residual), fp32 accumulation, cast to out_dtype (default a's dtype).
 
     Shapes: a [M, K] | [B, M, K]; b [K, N] | [B, K, N] ([N, K] | [B, N, K] with trans_b); bias [N];
     residual broadcastable to the output [M, N] | [B, M, N]. Activation: one of ACTIVATIONS.
     A 2-D `b` (a weight) folds the batch into M and, on a GPU with 16-bit aligned operands, runs the
-    persistent TMA kernel (`tma=None`: wherever legal; `subtile` stores the epilogue in two halves;
-    `warp_specialize` asks Triton for producer/consumer warps); otherwise the pointer kernel runs.
+    TMA kernel (`tma=None`: wherever legal; `persistent`: one program per SM looping over tiles;
+    `flatten`: overlap epilogues with the next tile's loads; `subtile`: store the epilogue in two
+    halves; `warp_specialize`: producer/consumer warps); otherwise the pointer kernel runs.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"matmul: unknown activation {activation!r}, expected one of "
@@ -225,7 +233,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, *, trans_b: bool = False,
         if legal:
             _matmul_tma(a2, b, c2, bias, r2, trans_b, ACTIVATIONS[activation], bm, bn, bk, group_m,
                         num_warps, num_stages, bn >= 128 if subtile is None else subtile,
-                        warp_specialize)
+                        warp_specialize, persistent, flatten)
             return c.view(out_shape)
     r3 = residual.expand(out_shape).reshape(-1, m, n) if residual is not None else c
     precision = "ieee" if a.dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 \
