@@ -22,8 +22,8 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 from compiler.dialects import graph as g
 from compiler.dialects.types import is_float, shape_of, torch_dtype
 
-EVAL_LIMIT = 1 << 22
-"""Largest tensor (elements) that a compile-time mask evaluation may produce."""
+EVAL_BYTES = 1 << 26
+"""Largest tensor (bytes) that a compile-time mask evaluation may produce."""
 
 _RANDOM = ("rand", "normal", "bernoulli", "dropout", "uniform", "multinomial", "empty", "poisson",
            "exponential", "geometric", "cauchy", "log_normal")
@@ -186,11 +186,16 @@ def _finish(qk: g.MatmulOp, pv: g.MatmulOp, chain, masks, factor, upcast) -> Cha
         kt = under[0]
     v = pv.rhs
     qs, ks, vs = shape(q), shape(qk.rhs), shape(v)
-    if not (len(qs) == len(ks) == len(vs) and qs[:-2] == ks[:-2] == vs[:-2]):
-        return None  # broadcast batch dims: not one attention per (batch, head)
+    if not (len(qs) == len(ks) == len(vs) and ks[:-2] == vs[:-2] and _heads_fit(qs, ks)):
+        return None  # batch dims broadcast other than one kv head shared by all heads (MQA)
     if ks[-1] != vs[-2] or not (elem(q) == elem(kt) == elem(v) == elem(pv.result)):
         return None
     return ChainMatch(q, kt, v, kt_perm, qf * kf * factor, masks, chain, upcast)
+
+
+def _heads_fit(qs: tuple[int, ...], ks: tuple[int, ...]) -> bool:
+    """q and kᵀ have the same batch dims, or (rank 4) k has one head that the matmul broadcasts."""
+    return qs[:-2] == ks[:-2] or (len(qs) == 4 and qs[0] == ks[0] and ks[1] == 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,11 +206,15 @@ def _finish(qk: g.MatmulOp, pv: g.MatmulOp, chain, masks, factor, upcast) -> Cha
 def unrepeat_heads(x: SSAValue) -> tuple[SSAValue, int] | None:
     """(kv, groups) when x[B,H,S,D] is kv[B,H/G,S,D] with each head repeated G times in place.
 
-    That is `repeat_interleave(G, dim=1)` or `kv[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)`,
+    That is `kv[B,1,S,D].expand(B,H,S,D)` (multi-query), or `repeat_interleave(G, dim=1)` or `kv[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)`,
     both imported as reshape(expand([B,Hkv,1,S,D] -> [B,Hkv,G,S,D])). Head h reads kv head h // G,
     which is what grouped-query `graph.attention` does natively.
     """
     rs = x.owner
+    if isinstance(rs, g.ExpandOp):  # multi-query: kv[B,1,S,D].expand(B,H,S,D)
+        src, out = shape(rs.input), shape(x)
+        ok = len(src) == 4 and src[0] == out[0] and src[1] == 1 and src[2:] == out[2:]
+        return (rs.input, out[1]) if ok else None
     if not isinstance(rs, g.ReshapeOp) or not isinstance(rs.input.owner, g.ExpandOp):
         return None
     ex = rs.input.owner
@@ -227,7 +236,7 @@ def evaluate(value: SSAValue, cache: dict) -> torch.Tensor | None:
     """The tensor `value` holds, computed now, if it depends on no function argument; else None.
 
     Only pure graph ops the reference backend implements (extern calls of non-random ATen ops
-    included) are run, each result at most EVAL_LIMIT elements.
+    included) are run, each result at most EVAL_BYTES bytes.
     """
     if value in cache:
         return cache[value]
@@ -251,7 +260,7 @@ def _slice_ops(value: SSAValue) -> list[Operation] | None:
             continue
         if op.regions or op.name not in OPS or _is_random(op):
             return None
-        if any(_numel(r) > EVAL_LIMIT for r in op.results):
+        if any(_nbytes(r) > EVAL_BYTES for r in op.results):
             return None
         seen.add(op)
         stack.extend(op.operands)
@@ -280,8 +289,8 @@ def _is_random(op: Operation) -> bool:
     return isinstance(op, g.ExternOp) and any(r in op.callee.data for r in _RANDOM)
 
 
-def _numel(v: SSAValue) -> int:
-    n = 1
+def _nbytes(v: SSAValue) -> int:
+    n = torch.empty((), dtype=torch_dtype(elem(v))).element_size()
     for d in shape(v):
         n *= d
     return n

@@ -144,6 +144,7 @@ def _unrepeated(b: _Builder, k: SSAValue, v: SSAValue) -> tuple[SSAValue, SSAVal
 
 
 def _origin(match: ChainMatch, kinds: list[str], gqa: bool) -> str:
+    """E.g. "masked_fill causal, additive mask, gqa, fp32-softmax": the masks met, GQA, upcasts."""
     words = []
     for m, kind in zip(match.masks, kinds):
         if kind != NONE:
@@ -170,7 +171,8 @@ def rewrite_chain(match: ChainMatch, cache: dict) -> Operation | None:
     k = _transpose_back(b, kt, match.kt_perm)
     if len(shape(q)) == 3:
         q, k, v = (b.reshape(x, (1,) + shape(x)) for x in (q, k, v))
-    k, v, gqa = _unrepeated(b, k, v)
+    k, v, _ = _unrepeated(b, k, v)
+    gqa = shape(k)[1] != shape(q)[1]
     keep = [_mask_value(b, m, q) for m, kind in zip(match.masks, kinds) if kind not in (NONE, CAUSAL)]
     mask = _combine(b, keep, q)
     if mask is not None:

@@ -265,6 +265,31 @@ def test_hand_written_gqa_is_unrepeated():
     assert a.key.type.get_shape()[1] == 2
 
 
+@pytest.mark.parametrize("spelling", ["broadcast", "expand"])
+def test_multi_query_heads(spelling):
+    # One kv head for all query heads: by matmul broadcasting, or by an explicit expand.
+    def f(m, q, k, v):
+        if spelling == "expand":
+            k, v = k.expand(B, H, T, D), v.expand(B, H, T, D)
+        return _tril_masked_fill(m, q, k, v)
+
+    (a,) = check(Fn(f), *qkv(hk=1), count=1, origin="masked_fill causal, gqa")
+    assert a.key.type.get_shape()[1] == 1 and a.value.type.get_shape()[1] == 1
+
+
+def test_pass_is_idempotent():
+    from compiler import ir
+
+    model = Fn(_tril_masked_fill).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        imp = import_program(capture(model, qkv(), {}, set(TABLE)).program)
+    run_pipeline(imp.module, PIPELINE)
+    once = ir.print_ir(imp.module)
+    run_pipeline(imp.module, PIPELINE)
+    assert ir.print_ir(imp.module) == once
+
+
 def test_fp32_softmax_upcast_in_half_precision():
     def f(m, q, k, v):
         s = (q @ k.transpose(-2, -1)) / 4.0
