@@ -456,7 +456,8 @@ def _layer_norm(k, op, index):
     x = _row_input(k, op, _norm_dims(k, op), index)
     mean = k.let(f"{k.reduce(x, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
     xc = k.let(f"{x.code} - {mean.code}", x.deps | mean.deps, x.ty)
-    var = k.let(f"{k.reduce(k.masked(xc, '0'), 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    sq = k.let(f"{xc.code} * {xc.code}", xc.deps, x.ty)
+    var = k.let(f"{k.reduce(sq, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
     y = k.let(f"{xc.code} * tl.rsqrt({var.code} + {op.eps.value.data!r})", xc.deps, x.ty)
     return _affine(k, op, y, index, [(op.weight, "*"), (op.bias, "+")])
 
