@@ -1,0 +1,183 @@
+"""`solder-costmodel`: collect measurements, train, evaluate and adapt the learned cost models.
+
+    solder-costmodel collect  --target cpu --n 800            # -> costmodel/shipped/cpu/data.jsonl
+    solder-costmodel train    --target cpu                    # -> model.pkl + card.json beside it
+    solder-costmodel evaluate --target cpu                    # held-out MAPE / Spearman / decisions + PNG
+    solder-costmodel adapt    --target reference --n 50 --from cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from compiler.errors import SolderError
+from compiler.targets import get_target
+from costmodel import SHIPPED
+from costmodel import evaluate as ev
+
+
+def _dir(target: str, given: str | None) -> Path:
+    return Path(given) if given else SHIPPED / get_target(target).name
+
+
+def cmd_collect(a) -> int:
+    from costmodel.collect import collect
+
+    out = Path(a.out) if a.out else _dir(a.target, None) / "data.jsonl"
+    added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet)
+    print(f"collect: {added} new rows; {out}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from costmodel.model import fit
+
+    folder = _dir(a.target, a.out)
+    data = Path(a.data) if a.data else folder / "data.jsonl"
+    rows = _rows(data, a.target, a.tokens)
+    train, test = ev.split(rows)
+    if len(train) < 10 or not test:
+        raise SolderError(f"train: {data} has {len(train)} training and {len(test)} held-out rows; "
+                          "expected at least 10 and 1: collect more (solder-costmodel collect --n 300)")
+    model = fit(train, get_target(a.target).name, tokens=a.tokens, n_estimators=a.trees)
+    results = _score(model, test, a.target)
+    model.card = _card(a.target, rows, train, test, results, data, tokens=a.tokens)
+    model.save(folder / "model.pkl")
+    (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
+    _report(results)
+    print(f"train: {len(train)} rows, held out {len(test)}; wrote {folder / 'model.pkl'} and card.json")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from costmodel.model import LearnedModel
+
+    folder = _dir(a.target, a.model)
+    model = LearnedModel.load(folder / "model.pkl")
+    data = Path(a.data) if a.data else folder / "data.jsonl"
+    _, test = ev.split(_rows(data, a.target, model.tokens))
+    results = _score(model, test, a.target)
+    _report(results)
+    png = Path(a.plot) if a.plot else folder / "eval.png"
+    ev.plot(png, test, {k: v["pred"] for k, v in results.items()}, f"{a.target}: held-out kernels")
+    print(f"evaluate: {len(test)} held-out rows; plot {png}")
+    ok = all(results["learned"][m] > results["roofline"][m] for m in ("spearman",)) and \
+        results["learned"]["mape"] < results["roofline"]["mape"]
+    return 0 if ok else 1
+
+
+def cmd_adapt(a) -> int:
+    from costmodel.collect import collect
+    from costmodel.model import LearnedModel, adapt
+
+    folder = _dir(a.target, a.out)
+    data = folder / "data.jsonl"
+    collect(a.target, a.n, data, seed=a.seed, progress=not a.quiet)
+    source = LearnedModel.load(_dir(getattr(a, "from"), None) / "model.pkl")
+    rows = _rows(data, a.target, source.tokens)
+    train, test = ev.split(rows)
+    model = adapt(source, train or rows, get_target(a.target).name)
+    results = _score(model, test or rows, a.target, source=source)
+    model.card = _card(a.target, rows, train, test, results, data, tokens=source.tokens)
+    model.card["adapted_from"] = getattr(a, "from")
+    model.card["adapter"] = list(model.adapter)
+    model.save(folder / "model.pkl")
+    (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
+    _report(results)
+    print(f"adapt: {len(rows)} rows of {a.target}; wrote {folder / 'model.pkl'}")
+    return 0
+
+
+def _rows(path: Path, target: str, tokens: bool) -> list[dict]:
+    if not path.exists():
+        raise SolderError(f"no dataset at {path}; expected JSON lines from `solder-costmodel collect --target {target}`")
+    rows = ev.load_rows(path)
+    ev.refeaturize(rows, target, tokens=tokens)
+    return rows
+
+
+def _score(model, test: list[dict], target: str, source=None) -> dict:
+    fs = [r["features"] for r in test]
+    preds = {"learned": model.predict_features_sklearn(fs), "roofline": np.array([r["roofline"] for r in test])}
+    if model.ridge is not None and model.adapter is None:
+        preds["ridge"] = model.predict_ridge(fs)
+    if source is not None:
+        preds["unadapted"] = source.predict_features_sklearn(fs)
+    out = {}
+    for name, pred in preds.items():
+        out[name] = {**ev.scores(test, pred), "pred": pred, "per_family_mape": ev.per_family(test, pred)}
+    return out
+
+
+def _report(results: dict) -> None:
+    for name, s in results.items():
+        print(f"  {name:10s} {ev.fmt(s)}")
+
+
+def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> dict:
+    import sklearn
+    import torch
+    import xdsl
+
+    hw = sorted({r.get("hardware", "?") for r in rows})
+    return {
+        "target": get_target(target).name, "hardware": hw, "backend": sorted({r.get("backend", "?") for r in rows}),
+        "date": datetime.date.today().isoformat(), "samples": len(rows), "train_rows": len(train),
+        "heldout_rows": len(test), "split": f"(family, shape) groups, crc32 % {ev.HOLDOUT_MOD} == 0 held out",
+        "features": "analytic + op histogram" + (" + hashed IR tokens" if tokens else ""),
+        "data": data.name, "software": {"python": platform.python_version(), "torch": str(torch.__version__),
+                                        "scikit-learn": sklearn.__version__, "xdsl": str(getattr(xdsl, "__version__", "?"))},
+        "heldout": {k: {m: v[m] for m in ("mape", "spearman", "decision_accuracy", "pairs", "n", "per_family_mape")}
+                    for k, v in results.items()},
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="solder-costmodel", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect", help="time generated kernels on the target's backend")
+    c.add_argument("--target", required=True)
+    c.add_argument("--n", type=int, default=300, help="grow the dataset to this many rows")
+    c.add_argument("--out", help="JSON-lines file (default costmodel/shipped/<target>/data.jsonl)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--quiet", action="store_true")
+    t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.pkl and card.json")
+    t.add_argument("--target", required=True)
+    t.add_argument("--data")
+    t.add_argument("--out", help="model folder (default costmodel/shipped/<target>/)")
+    t.add_argument("--tokens", action="store_true", help="add hashed IR-token features (slower estimate_ops)")
+    t.add_argument("--trees", type=int, default=300)
+    e = sub.add_parser("evaluate", help="held-out scores of learned vs Ridge vs roofline, and a PNG")
+    e.add_argument("--target", required=True)
+    e.add_argument("--data")
+    e.add_argument("--model", help="model folder (default costmodel/shipped/<target>/)")
+    e.add_argument("--plot")
+    d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")
+    d.add_argument("--target", required=True)
+    d.add_argument("--n", type=int, default=50)
+    d.add_argument("--from", required=True)
+    d.add_argument("--out")
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    cmd = {"collect": cmd_collect, "train": cmd_train, "evaluate": cmd_evaluate, "adapt": cmd_adapt}[a.cmd]
+    try:
+        return cmd(a)
+    except SolderError as e:
+        print(f"solder-costmodel: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

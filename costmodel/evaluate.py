@@ -1,0 +1,131 @@
+"""Datasets, the held-out split, and the scores: MAPE, Spearman rank correlation, fusion-decision accuracy.
+
+The split holds out whole (family, shape) groups — every row of a generated case, fused kernel and parts
+alike, lands on the same side — so a score says how the model does on kernels and shapes it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from compiler.targets import get_target
+from costmodel import analytic, features
+
+HOLDOUT_MOD = 5  # one group in five is held out
+
+
+def load_rows(path: Path) -> list[dict]:
+    """Rows of a JSON-lines dataset (torn lines skipped)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def refeaturize(rows: list[dict], target, tokens: bool = False) -> None:
+    """Recompute `features` (and the `roofline` prediction) of every row from its IR with the current code."""
+    from compiler import ir
+
+    target = get_target(target)
+    for r in rows:
+        kernel = features.the_kernel(ir.parse(r["ir"]))
+        r["features"] = features.kernel_features(kernel, target, tokens=tokens)
+        r["roofline"] = analytic.estimate(kernel, target)
+
+
+def group_key(row: dict) -> str:
+    return f"{row['family']}|{row['shape']}"
+
+
+def is_heldout(row: dict) -> bool:
+    return zlib.crc32(group_key(row).encode()) % HOLDOUT_MOD == 0
+
+
+def split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) by (family, shape) group."""
+    test = [r for r in rows if is_heldout(r)]
+    train = [r for r in rows if not is_heldout(r)]
+    return train, test
+
+
+def mape(pred: np.ndarray, meas: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - meas) / meas))
+
+
+def spearman(pred: np.ndarray, meas: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(pred, meas).statistic) if len(pred) > 1 else float("nan")
+
+
+def decision_accuracy(rows: list[dict], pred: np.ndarray) -> tuple[float, int]:
+    """Share of complete fused/parts pairs where `fused < sum(parts)` agrees between prediction and measurement."""
+    by_pair: dict[str, dict] = defaultdict(lambda: {"fused": None, "parts": []})
+    for r, p in zip(rows, pred):
+        if r.get("pair") is None:
+            continue
+        entry = by_pair[r["pair"]]
+        if r["role"] == "fused":
+            entry["fused"] = (p, r["seconds"])
+        else:
+            entry["parts"].append((p, r["seconds"]))
+    hits = total = 0
+    for entry in by_pair.values():
+        if entry["fused"] is None or len(entry["parts"]) < 2:
+            continue
+        pf, mf = entry["fused"]
+        pp, mp = sum(p for p, _ in entry["parts"]), sum(m for _, m in entry["parts"])
+        hits += (pf < pp) == (mf < mp)
+        total += 1
+    return (hits / total if total else float("nan")), total
+
+
+def scores(rows: list[dict], pred: np.ndarray) -> dict:
+    """MAPE, Spearman and decision accuracy of `pred` (seconds) against the rows' measured seconds."""
+    meas = np.array([r["seconds"] for r in rows])
+    acc, pairs = decision_accuracy(rows, pred)
+    return {"mape": mape(pred, meas), "spearman": spearman(pred, meas), "decision_accuracy": acc,
+            "pairs": pairs, "n": len(rows)}
+
+
+def per_family(rows: list[dict], pred: np.ndarray) -> dict[str, float]:
+    """MAPE of each kernel family."""
+    out = {}
+    for fam in sorted({r["family"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["family"] == fam]
+        out[fam] = mape(pred[idx], np.array([rows[i]["seconds"] for i in idx]))
+    return out
+
+
+def plot(path: Path, rows: list[dict], preds: dict[str, np.ndarray], title: str) -> None:
+    """Log-log scatter of predicted versus measured seconds, one series per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meas = np.array([r["seconds"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for label, pred in preds.items():
+        ax.scatter(meas, pred, s=10, alpha=0.6, label=label)
+    lo, hi = min(meas.min(), *(p.min() for p in preds.values())), max(meas.max(), *(p.max() for p in preds.values()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set(xscale="log", yscale="log", xlabel="measured seconds", ylabel="predicted seconds", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def fmt(s: dict) -> str:
+    acc = "n/a" if math.isnan(s["decision_accuracy"]) else f"{s['decision_accuracy']:.3f}"
+    return f"MAPE {s['mape'] * 100:6.1f}%  Spearman {s['spearman']:.3f}  decision acc {acc} ({s['pairs']} pairs)"

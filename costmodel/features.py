@@ -1,0 +1,199 @@
+"""Features of a candidate kernel on a target: analytic facts, an op histogram, and hashed IR tokens.
+
+`ops_features(ops, target)` is the fast path (the fusion planner calls it for every candidate group,
+no region is built, no text printed); `kernel_features(kernel, target)` is the same for a built
+`graph.kernel`; `ir_token_features(text)` hashes the printed MLIR into `TOKEN_BUCKETS` counts, with SSA
+names stripped and every number turned into a power-of-two bucket so that shapes generalize.
+All of them return plain `dict[str, float]`; `vector(f, names)` orders one for a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+
+from xdsl.ir import Operation
+
+from compiler.dialects.graph import Graph
+from costmodel import analytic
+from costmodel.analytic import CONTRACTIONS, LAYOUT_OPS, TRANSCENDENTAL, type_info
+
+TOKEN_BUCKETS = 64
+OP_NAMES = tuple(sorted(op.name for op in Graph.operations if op.name not in ("graph.yield", "graph.kernel")))
+_ROW_OPS = frozenset({"graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm", "graph.cumsum"})
+_REDUCTIONS = frozenset({"graph.reduce", "graph.arg_reduce"}) | _ROW_OPS
+_NOT_OPS = frozenset({"graph.yield", "func.return"})
+
+ANALYTIC_NAMES = (
+    "log_flops", "log_bytes", "log_bytes_read", "log_bytes_written", "log_intensity", "log_roofline",
+    "log_roofline_parts", "log_bytes_parts", "log_flops_trans", "n_ops", "n_compute_ops", "n_layout_ops",
+    "n_inputs", "n_outputs", "launches", "log_out_numel", "log_max_numel", "rank", "inner_dim", "log_inner_dim",
+    "align16", "align64", "align128", "log_reduce_size", "log_reduce_outer", "n_reductions", "log_mm_m",
+    "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
+)
+HIST_NAMES = tuple("n_" + n.removeprefix("graph.") for n in OP_NAMES)
+TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
+FEATURE_NAMES = ANALYTIC_NAMES + HIST_NAMES
+ALL_NAMES = FEATURE_NAMES + TOKEN_NAMES
+
+
+def _log2(x: float) -> float:
+    return math.log2(x + 1.0)
+
+
+def body_ops(kernel: Operation) -> list[Operation]:
+    """The ops of a `graph.kernel` body without its terminator."""
+    return [o for o in kernel.regions[0].block.ops if o.name not in _NOT_OPS]
+
+
+def the_kernel(module) -> Operation:
+    """The single `graph.kernel` of a generated module (or its first graph op)."""
+    for op in module.walk():
+        if op.name == "graph.kernel" or op.name.startswith("graph."):
+            return op
+    raise ValueError("module holds no graph op")
+
+
+def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, float]:
+    """Features of one `graph.kernel` (its body as one group) or of one op as its own kernel."""
+    ops = body_ops(op) if op.name == "graph.kernel" else [op]
+    f = ops_features(ops, target)
+    if tokens:
+        from compiler.ir import print_ir
+
+        f.update(ir_token_features(print_ir(op)))
+    return f
+
+
+def ops_features(ops: list[Operation], target) -> dict[str, float]:
+    """Analytic features and op histogram of `ops` fused into one kernel (no region built)."""
+    trans = analytic.transcendental_weight(target)
+    nread, nwritten, ins, outs = analytic.group_io(ops)
+    f: dict[str, float] = {}
+    flops = flops_trans = parts_s = parts_bytes = 0.0
+    n_layout = n_red = bf16 = 0
+    red_size = red_outer = max_numel = 0
+    mm = (0, 0, 0, 0)
+    causal = 0.0
+    dtype = analytic.main_dtype(ops)
+    for op in ops:
+        name = op.name
+        key = "n_" + name.removeprefix("graph.")
+        f[key] = f.get(key, 0.0) + 1.0
+        of = analytic.op_flops(op, trans)
+        flops += of
+        if name in TRANSCENDENTAL:
+            flops_trans += of
+        if name in LAYOUT_OPS:
+            n_layout += 1
+        pb = sum(type_info(v.type).nbytes for v in op.operands) + sum(type_info(r.type).nbytes for r in op.results)
+        parts_bytes += pb
+        parts_s += analytic.roofline(of, pb, dtype, target)
+        if op.results:
+            info = type_info(op.results[0].type)
+            max_numel = max(max_numel, info.numel)
+            bf16 += info.elem == "bf16"
+        if name in _REDUCTIONS:
+            n_red += 1
+            rs, ro = _reduce_sizes(op)
+            if rs > red_size:
+                red_size, red_outer = rs, ro
+        if name in CONTRACTIONS:
+            mm = max(mm, _contraction_dims(op))
+            causal = max(causal, 1.0 if "causal" in op.properties else 0.0)
+    nbytes = nread + nwritten
+    out = type_info(outs[0].type) if outs else type_info(ops[-1].results[0].type)
+    inner = out.shape[-1] if out.shape else 1
+    regs, smem = _triton_tile(mm, red_size, out, target)
+    f.update({
+        "log_flops": _log2(flops), "log_bytes": _log2(nbytes), "log_bytes_read": _log2(nread),
+        "log_bytes_written": _log2(nwritten), "log_intensity": math.log2((flops + 1.0) / (nbytes + 1.0)),
+        "log_roofline": math.log2(analytic.roofline(flops, nbytes, dtype, target)),
+        "log_roofline_parts": math.log2(parts_s or target.launch_overhead or 1e-9),
+        "log_bytes_parts": _log2(parts_bytes), "log_flops_trans": _log2(flops_trans),
+        "n_ops": float(len(ops)), "n_compute_ops": float(len(ops) - n_layout - f.get("n_constant", 0.0)),
+        "n_layout_ops": float(n_layout), "n_inputs": float(len(ins)), "n_outputs": float(len(outs)), "launches": 1.0,
+        "log_out_numel": _log2(out.numel), "log_max_numel": _log2(max_numel), "rank": float(len(out.shape)),
+        "inner_dim": float(inner), "log_inner_dim": _log2(inner), "align16": float(inner % 16 == 0),
+        "align64": float(inner % 64 == 0), "align128": float(inner % 128 == 0), "log_reduce_size": _log2(red_size),
+        "log_reduce_outer": _log2(red_outer), "n_reductions": float(n_red), "log_mm_m": _log2(mm[1]),
+        "log_mm_n": _log2(mm[2]), "log_mm_k": _log2(mm[3]), "log_mm_batch": _log2(mm[0]),
+        "frac_bf16": bf16 / len(ops) if ops else 0.0, "frac_compute_bytes_bf16": float(dtype == "bfloat16"),
+        "causal": causal, "log_regs": _log2(regs), "log_smem": _log2(smem),
+    })
+    return f
+
+
+def _reduce_sizes(op: Operation) -> tuple[int, int]:
+    """(elements reduced per output, number of outputs) of a reduction or row op."""
+    info = type_info(op.operands[0].type)
+    if op.name == "graph.reduce":
+        dims = op.properties["dims"].get_values()
+        size = math.prod(info.shape[d] for d in dims) if info.shape else 1
+    elif op.name in ("graph.layer_norm", "graph.rms_norm"):
+        n = op.properties["normalized_ndim"].value.data
+        size = math.prod(info.shape[-n:])
+    else:
+        size = info.shape[op.properties["dim"].value.data] if info.shape else 1
+    return size, max(1, info.numel // max(1, size))
+
+
+def _contraction_dims(op: Operation) -> tuple[int, int, int, int]:
+    """(batch, M, N, K) of a matmul/linear/conv/attention (attention: heads·batch, T, S, D)."""
+    a = type_info(op.operands[0].type).shape
+    out = type_info(op.results[0].type)
+    if op.name == "graph.attention":
+        s = type_info(op.operands[1].type).shape[2]
+        return (a[0] * a[1], a[2], s, a[3])
+    if op.name == "graph.conv":
+        w = type_info(op.operands[1].type).shape
+        return (out.shape[0], math.prod(out.shape[2:]), w[0], math.prod(w[1:]))
+    m, k, n = (a[-2] if len(a) > 1 else 1), a[-1], out.shape[-1]
+    return (max(1, out.numel // max(1, m * n)), m, n, k)
+
+
+def _triton_tile(mm, red_size: int, out, target) -> tuple[float, float]:
+    """Rough registers per thread and shared memory bytes of the Triton tile such a kernel would use."""
+    elem = out.nbytes // out.numel if out.numel else 4
+    if mm[3]:
+        bm, bn, bk = min(128, _pow2(mm[1])), min(128, _pow2(mm[2])), min(64, _pow2(mm[3]))
+        smem = 3 * (bm * bk + bk * bn) * elem  # three pipeline stages
+        regs = bm * bn / (4 * 32)  # accumulator spread over 4 warps
+        return regs, min(smem, target.shared_mem_per_block or smem)
+    block = _pow2(red_size or (out.shape[-1] if out.shape else 1))
+    return block / (4 * 32) + 8, 0.0
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (max(1, n) - 1).bit_length())
+
+
+_SSA = re.compile(r"[%^][\w.$-]+")
+_TENSOR = re.compile(r"tensor<((?:\d+x)*)(\w+)>")
+_NUM = re.compile(r"(?<![\w#.])\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+_TOKEN = re.compile(r"[A-Za-z_][\w.]*|[<>(){}\[\]:,=\-]+")
+
+
+def ir_tokens(text: str) -> list[str]:
+    """Tokens of printed MLIR: SSA names dropped, numbers replaced by power-of-two buckets (`#b7`)."""
+    text = _SSA.sub("%", text)
+    text = _TENSOR.sub(lambda m: "tensor< " + m.group(1).replace("x", " ") + " " + m.group(2) + " >", text)
+    text = _NUM.sub(lambda m: f" #b{_log2(float(m.group())):.0f} ", text)
+    return [t.group() for t in re.finditer(r"#b\d+|" + _TOKEN.pattern, text)]
+
+
+def ir_token_features(text: str, buckets: int = TOKEN_BUCKETS) -> dict[str, float]:
+    """Counts of hashed unigram and bigram tokens of `text`, in `buckets` buckets (crc32: stable across runs)."""
+    counts = [0.0] * buckets
+    toks = ir_tokens(text)
+    for a, b in zip(["<s>"] + toks, toks):
+        counts[zlib.crc32(b.encode()) % buckets] += 1.0
+        counts[zlib.crc32(f"{a} {b}".encode()) % buckets] += 0.5
+    return {f"tok{i}": math.log2(1.0 + c) for i, c in enumerate(counts)}
+
+
+def vector(f: dict[str, float], names: tuple[str, ...]) -> list[float]:
+    """`f` in the order of `names` (absent features are 0)."""
+    get = f.get
+    return [get(n, 0.0) for n in names]

@@ -1,0 +1,162 @@
+"""Learned latency models: gradient-boosted trees on log-seconds, a Ridge baseline, save/load, adaptation.
+
+A `LearnedModel` predicts ln(seconds) from `costmodel.features`. Its trees are also compiled into one
+plain Python function (nested `if`s) at load time, so that `predict_ops` costs tens of microseconds
+instead of scikit-learn's per-call overhead; `predict_features_sklearn` is the reference path and the
+tests check the two agree. An adapted model (`adapt`) is a source model plus a linear correction fitted
+on a few dozen measurements of the new target.
+
+Files, per target under costmodel/shipped/<target>/: `model.pkl` (pickle of the model), `data.jsonl`
+(the measurements it was trained on) and `card.json` (hardware, software versions, date, sample count,
+held-out scores).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from costmodel import features as feats
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LearnedModel:
+    """Predicts seconds of one kernel on `target` from its feature dict."""
+
+    target: str
+    names: tuple[str, ...]
+    gbr: object  # sklearn GradientBoostingRegressor on ln(seconds)
+    ridge: object | None = None  # sklearn Ridge pipeline on ln(seconds): the linear baseline
+    tokens: bool = False  # whether the features include hashed IR tokens (needs printing the IR)
+    adapter: tuple[float, ...] | None = None  # (w0, w_source, w_roofline): ln s = w0 + w1*src + w2*ln(roofline)
+    card: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        self._fast = compile_trees(self.gbr)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_fast", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"model format {self.format_version}, expected {FORMAT_VERSION}; retrain it")
+        self._fast = compile_trees(self.gbr)
+
+    # -- prediction ---------------------------------------------------------------------------
+
+    def log_seconds(self, f: dict[str, float]) -> float:
+        """ln(seconds) for one feature dict (compiled-tree path)."""
+        z = self._fast(feats.vector(f, self.names))
+        if self.adapter is None:
+            return z
+        w0, w1, w2 = self.adapter
+        return w0 + w1 * z + w2 * f["log_roofline"] * math.log(2)
+
+    def predict_features(self, f: dict[str, float]) -> float:
+        return math.exp(self.log_seconds(f))
+
+    def predict_features_sklearn(self, rows: list[dict[str, float]]) -> np.ndarray:
+        """Seconds for many feature dicts through scikit-learn (batch path; used by evaluate)."""
+        x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
+        z = self.gbr.predict(x)
+        if self.adapter is not None:
+            w0, w1, w2 = self.adapter
+            z = w0 + w1 * z + w2 * np.array([f["log_roofline"] for f in rows]) * math.log(2)
+        return np.exp(z)
+
+    def predict_ridge(self, rows: list[dict[str, float]]) -> np.ndarray:
+        x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
+        return np.exp(self.ridge.predict(x))
+
+    def predict_op(self, op, target) -> float:
+        """Seconds of one op or `graph.kernel` as one kernel."""
+        return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens))
+
+    def predict_ops(self, ops: list, target) -> float:
+        """Seconds of `ops` fused as one kernel (a token model prints the ops, which is slower)."""
+        f = feats.ops_features(ops, target)
+        if self.tokens:
+            from compiler.ir import print_ir
+
+            f.update(feats.ir_token_features("".join(print_ir(o) for o in ops)))
+        return self.predict_features(f)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+
+    @staticmethod
+    def load(path: Path) -> "LearnedModel":
+        obj = pickle.loads(Path(path).read_bytes())
+        if not isinstance(obj, LearnedModel):
+            raise TypeError(f"{path}: expected a LearnedModel, got {type(obj).__name__}")
+        return obj
+
+
+def compile_trees(gbr) -> callable:
+    """A plain-Python function x -> raw prediction of a fitted GradientBoostingRegressor (nested ifs)."""
+    base = float(gbr._raw_predict_init(np.zeros((1, gbr.n_features_in_)))[0, 0])
+    lr = gbr.learning_rate
+    lines = ["def predict(x):", f"    s = {base!r}"]
+    for est in gbr.estimators_[:, 0]:
+        t = est.tree_
+        _emit(t, 0, 1, lines, lr)
+    lines.append("    return s")
+    scope: dict = {}
+    exec(compile("\n".join(lines), "<costmodel trees>", "exec"), scope)
+    return scope["predict"]
+
+
+def _emit(t, node: int, depth: int, lines: list[str], lr: float) -> None:
+    pad = "    " * depth
+    if t.children_left[node] == -1:
+        lines.append(f"{pad}s += {lr * float(t.value[node][0][0])!r}")
+        return
+    # sklearn compares float32(x) <= threshold; the thresholds sit between float32 values, so this agrees.
+    lines.append(f"{pad}if x[{int(t.feature[node])}] <= {float(t.threshold[node])!r}:")
+    _emit(t, int(t.children_left[node]), depth + 1, lines, lr)
+    lines.append(f"{pad}else:")
+    _emit(t, int(t.children_right[node]), depth + 1, lines, lr)
+
+
+def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_estimators: int = 300,
+        max_depth: int = 4) -> LearnedModel:
+    """Fit the trees and the Ridge baseline on rows with `features` and `seconds`."""
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    names = feats.ALL_NAMES if tokens else feats.FEATURE_NAMES
+    x = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
+    y = np.log(np.array([r["seconds"] for r in rows]))
+    gbr = GradientBoostingRegressor(n_estimators=n_estimators, max_depth=max_depth, learning_rate=0.05,
+                                    subsample=0.8, min_samples_leaf=3, random_state=seed)
+    gbr.fit(x, y)
+    ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+    return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens)
+
+
+def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
+    """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
+    base = LearnedModel(target=source.target, names=source.names, gbr=source.gbr, ridge=source.ridge,
+                        tokens=source.tokens)
+    src = np.log(base.predict_features_sklearn([r["features"] for r in rows]))
+    roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
+    a = np.stack([np.ones_like(src), src, roof], axis=1)
+    y = np.log(np.array([r["seconds"] for r in rows]))
+    w, *_ = np.linalg.lstsq(a.T @ a + 1e-3 * np.eye(3), a.T @ y, rcond=None)
+    return LearnedModel(target=target, names=source.names, gbr=source.gbr, ridge=source.ridge, tokens=source.tokens,
+                        adapter=tuple(float(v) for v in w), card={"adapted_from": source.target})
