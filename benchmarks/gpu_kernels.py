@@ -118,13 +118,10 @@ def bench_linear(sweep: bool) -> dict:
            "speedup_vs_eager": ms["eager"] / ms["template"]}
     if sweep:
         configs = [dict(tma=False), dict(flatten=True), dict(persistent=False),
-                   dict(persistent=False, subtile=False), dict(flatten=True, num_stages=4),
-                   dict(flatten=True, block_n=128, num_stages=4),
-                   dict(persistent=False, block_n=128, num_stages=3),
-                   dict(persistent=False, block_n=128, num_stages=4),
-                   dict(persistent=False, block_n=128, num_stages=3, num_warps=4),
-                   dict(flatten=True, warp_specialize=True), dict(flatten=True, group_m=16),
-                   dict(activation="none"), dict(activation="none", flatten=True)]
+                   dict(flatten=True, num_stages=4), dict(activation="gelu_libdevice"),
+                   dict(activation="gelu_libdevice", flatten=True), dict(activation="none"),
+                   dict(activation="none", flatten=True), dict(activation="relu"),
+                   dict(activation="gelu_tanh"), dict(activation="silu")]
         row["sweep"] = {str(c): _safe(lambda c=c: bench(lambda: ours(**c))) for c in configs}
     return row
 
