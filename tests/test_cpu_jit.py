@@ -180,6 +180,9 @@ def test_bad_mlir_and_missing_entry_are_clear_errors(tmp_path):
     text, _ = kernels.softmax(8, 32)
     with pytest.raises(SolderError, match=r"no func.func @nope"):
         jit.compile_mlir(text, "nope", cache_dir=tmp_path)
+    plain = text.replace(" attributes {llvm.emit_c_interface}", "")
+    with pytest.raises(SolderError, match=r"give @softmax the llvm.emit_c_interface attribute"):
+        jit.compile_mlir(plain, "softmax", cache_dir=tmp_path)
 
 
 def test_default_cache_dir_from_env(tmp_path, monkeypatch):
