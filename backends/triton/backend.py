@@ -144,6 +144,12 @@ class _Planner:
             return
         if len(ops) == 1:
             return self.lower_single(ops[0], pos, est)
+        if all(op.name in FREE_OPS for op in ops):  # layout only: views cost nothing, a copy kernel does
+            for j, op in enumerate(ops):
+                fn, needs_device = view_fn(op)
+                ins = [self.canon(o) for o in op.operands]
+                self.add(Step("view", op.name, ins, [op.results[0]], fn, [op.name], pos + (j,), None, needs_device))
+            return
         anchors = [i for i, op in enumerate(ops) if op.name in ANCHORS]
         if anchors:
             a = anchors[0]
