@@ -1,0 +1,389 @@
+"""The CPU backend: plan @forward into steps, compile the MLIR kernels in one go, run a flat launch list.
+
+Planning (`plan_module`): every `graph.kernel` region is split into runs of ops that lower to MLIR
+(one function each, lower.py/lower_ops.py), library calls (GEMM, convolution, attention through
+torch: MKL/OpenBLAS/oneDNN beat generated code there) and ops without a lowering (the reference
+backend's eager implementation, listed in `Program.fallbacks`). A top-level op outside any kernel is
+a kernel of its own; the layout ops and constants feeding it are pulled into its function, so a
+permute or a broadcast becomes an indexing map instead of a copy. Layout ops whose results a
+library call or the caller needs run as torch views.
+
+Compiling: all MLIR functions of the model go into one module per LLVM opt level (normally one
+module, one compile), through `jit.compile_mlir` and its disk cache, so a second process compiling
+the same model loads a shared object instead of running MLIR.
+
+Running: one closure per step over a flat list of values; kernel outputs that never escape to the
+caller are preallocated once (shapes are static); each MLIR kernel is called through
+`JitKernel.call_unchecked`. Non-contiguous inputs of a kernel are made contiguous at its boundary.
+A compiled Program is not re-entrant: two threads calling it at once share its intermediates.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+import torch
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation, OpResult, SSAValue
+
+from backends.base import Backend, Program
+from backends.cpu import lower as L
+from backends.cpu.lower_ops import LAYOUT, LOWERINGS
+from backends.reference import OPS, attention_reference, forward_func
+from compiler import log
+from compiler.dialects.types import shape_of
+
+_log = log.get("backend")
+
+ABSORB = LAYOUT + ("graph.constant", "graph.arange")
+LIBRARY = ("graph.linear", "graph.matmul", "graph.conv", "graph.attention")
+NORMS = ("graph.layer_norm", "graph.rms_norm")
+
+
+@dataclass
+class Step:
+    """One launch: an MLIR kernel, a library call, a torch view or a reference (eager) op."""
+
+    route: str
+    ops: list[Operation]
+    inputs: list[SSAValue]
+    outputs: list[SSAValue]
+    func: str = ""
+    text: str = ""
+    schedule: list[str] = field(default_factory=list)
+    schedule_kind: str = ""
+    arg_types: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
+    opt_level: int = 3
+    kernel_id: int | None = None
+    note: str = ""
+    operand_keys: list[list[SSAValue]] = field(default_factory=list)  # per op, resolved operands
+
+
+@dataclass
+class Plan:
+    args: list[SSAValue]
+    steps: list[Step]
+    returns: list[SSAValue]
+
+    def modules(self) -> dict[int, str]:
+        """opt level -> MLIR module text with every kernel compiled at that level."""
+        by_level: dict[int, list[Step]] = {}
+        for s in self.steps:
+            if s.route == "mlir":
+                by_level.setdefault(s.opt_level, []).append(s)
+        return {lvl: L.module_text([s.text for s in ss], [s.schedule for s in ss])
+                for lvl, ss in sorted(by_level.items())}
+
+
+# -- planning -----------------------------------------------------------------------------------
+class _Planner:
+    def __init__(self, module: ModuleOp) -> None:
+        self.fn = forward_func(module)
+        self.alias: dict[SSAValue, SSAValue] = {}
+        self.steps: list[Step] = []
+        self.order = {op: i for i, op in enumerate(self.fn.body.block.ops)}
+        self.n_funcs = 0
+
+    def resolve(self, v: SSAValue) -> SSAValue:
+        while v in self.alias:
+            v = self.alias[v]
+        return v
+
+    def plan(self) -> Plan:
+        block = self.fn.body.block
+        returns: list[SSAValue] = []
+        for op in block.ops:
+            if op is block.last_op:
+                returns = [self.resolve(v) for v in op.operands]
+            elif op.name == "graph.kernel":
+                self.kernel(op)
+            else:
+                self.top(op)
+        return Plan(list(block.args), _live(self.steps, returns), returns)
+
+    def step(self, route: str, ops: list[Operation], **kw) -> Step:
+        inside = set(ops)
+        ins: list[SSAValue] = []
+        for op in ops:
+            for v in op.operands:
+                r = self.resolve(v)
+                if not (isinstance(v, OpResult) and v.owner in inside) and r not in ins:
+                    ins.append(r)
+        outs = [r for op in ops for r in op.results]
+        keys = [[self.resolve(v) for v in op.operands] for op in ops]
+        return Step(route, ops, ins, outs, operand_keys=keys, **kw)
+
+    def top(self, op: Operation) -> None:
+        if op.name in ABSORB:
+            self.steps.append(self.step("view", [op]))
+        elif op.name in LIBRARY:
+            self.steps.append(self.step(_library_route(op), [op]))
+        elif op.name in LOWERINGS:
+            absorbed = _absorb(op)
+            ops = sorted(absorbed + [op], key=self.order.__getitem__)
+            self.steps.append(self.mlir(ops, [op]))
+        else:
+            self.steps.append(self.step("reference", [op], note="no CPU lowering"))
+
+    def kernel(self, kop: Operation) -> None:
+        body = kop.regions[0].block
+        for a, v in zip(body.args, kop.operands):
+            self.alias[a] = self.resolve(v)
+        kid = kop.attributes["kernel_id"].value.data if "kernel_id" in kop.attributes else None
+        run: list[Operation] = []
+        for op in body.ops:
+            if op is body.last_op or op.name not in LOWERINGS:
+                self.flush(run, kid)
+                run = []
+            if op is body.last_op:
+                break
+            if op.name in LOWERINGS:
+                run.append(op)
+            elif op.name in LIBRARY:
+                self.steps.append(self.step(_library_route(op), [op], kernel_id=kid))
+            else:
+                self.steps.append(self.step("reference", [op], kernel_id=kid, note="no CPU lowering"))
+        for r, y in zip(kop.results, body.last_op.operands):
+            self.alias[r] = self.resolve(y)
+
+    def flush(self, run: list[Operation], kid) -> None:
+        if not run:
+            return
+        if all(op.name in ABSORB for op in run):
+            self.steps += [self.step("view", [op], kernel_id=kid) for op in run]
+            return
+        self.steps.append(self.mlir(run, run, kid))
+
+    def mlir(self, ops: list[Operation], core: list[Operation], kid=None) -> Step:
+        """One MLIR function for `ops`; outputs are the results of `core` used outside `ops`."""
+        inside = set(ops)
+        outs = [r for op in core for r in op.results
+                if any(u.operation not in inside for u in r.uses)]
+        name = f"k{self.n_funcs}"
+        try:
+            st = self._build(ops, outs, name, kid)
+            self.n_funcs += 1
+            return st
+        except L.Unsupported as e:
+            _log.info("kernel %s falls back to the reference backend: %s", [o.name for o in core], e)
+            st = self.step("reference", ops, kernel_id=kid, note=str(e))
+            st.outputs = outs
+            return st
+
+    def _build(self, ops, outs, name, kid) -> Step:
+        st = self.step("mlir", ops, kernel_id=kid, func=name)
+        st.outputs = outs
+        fb = L.FuncBuilder(name)
+        env = {v: fb.arg(*_type(v)) for v in st.inputs}
+        for op in ops:
+            vals = LOWERINGS[op.name](fb, op, [env[self.resolve(v)] for v in op.operands])
+            env.update(zip(op.results, vals))
+        dests = [fb.arg(*_type(r), writable=True) for r in outs]
+        for r, d in zip(outs, dests):
+            fb.store(env[r], d)
+        st.schedule, st.schedule_kind = L.schedule_lines(fb)
+        st.text, st.arg_types = fb.text(), fb.arg_types
+        names = {op.name for op in ops}
+        st.opt_level = 0 if st.schedule_kind == "row" and names & set(NORMS) and len(names - set(ABSORB)) == 1 else 3
+        return st
+
+
+def _type(v: SSAValue) -> tuple[tuple[int, ...], str]:
+    return shape_of(v.type), str(v.type.element_type)
+
+
+def _absorb(op: Operation) -> list[Operation]:
+    """Top-level layout ops and constants that (transitively) feed `op`: they join its function."""
+    taken: list[Operation] = []
+    stack = list(op.operands)
+    while stack:
+        v = stack.pop()
+        p = v.owner if isinstance(v, OpResult) else None
+        if p is None or p.name not in ABSORB or p in taken:
+            continue
+        taken.append(p)
+        stack.extend(p.operands)
+    return taken
+
+
+def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
+    """Drop view steps whose results nothing needs (their consumers absorbed them)."""
+    needed = set(returns)
+    kept = []
+    for s in reversed(steps):
+        if s.route == "view" and not any(o in needed for o in s.outputs):
+            continue
+        needed.update(s.inputs)
+        kept.append(s)
+    return kept[::-1]
+
+
+def _library_route(op: Operation) -> str:
+    if op.name == "graph.linear":
+        return "library: torch.addmm" if op.bias is not None else "library: torch.mm"
+    return {"graph.matmul": "library: torch.matmul", "graph.conv": "library: torch.conv",
+            "graph.attention": "library: F.scaled_dot_product_attention"}[op.name]
+
+
+def plan_module(module: ModuleOp) -> Plan:
+    """Split `module`'s @forward into launch steps (no compilation)."""
+    return _Planner(module).plan()
+
+
+# -- runtime ------------------------------------------------------------------------------------
+_TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
+_ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
+
+
+def _library_fn(op: Operation):
+    if op.name != "graph.linear":
+        return OPS[op.name](op) if op.name != "graph.attention" else _attention(op)
+    shape = shape_of(op.result.type)
+    k = shape_of(op.input.type)[-1]
+    if op.bias is not None:
+        return lambda x, w, b: torch.addmm(b, x.reshape(-1, k), w.t()).view(shape)
+    return lambda x, w: torch.mm(x.reshape(-1, k), w.t()).view(shape)
+
+
+def _attention(op: Operation):
+    scale, causal = op.scale.value.data, op.causal is not None
+    return lambda q, k, v, mask=None: attention_reference(q, k, v, mask, scale, causal)
+
+
+def compile_plan(plan: Plan) -> dict[str, object]:
+    """func name -> JitKernel for every MLIR step (one compile_mlir per opt level)."""
+    from backends.cpu import jit
+
+    specs = {s.func: [jit.ArgSpec(shape, _ABI.get(dt, _TORCH[dt])) for shape, dt in s.arg_types]
+             for s in plan.steps if s.route == "mlir"}
+    kernels: dict[str, object] = {}
+    for lvl, text in plan.modules().items():
+        names = [s.func for s in plan.steps if s.route == "mlir" and s.opt_level == lvl]
+        first = jit.compile_mlir(text, names[0], opt_level=lvl)
+        kernels[names[0]] = first
+        keep = first._keepalive  # TODO(jit): a public multi-entry lookup; see the report
+        for n in names[1:]:
+            if isinstance(keep, ctypes.CDLL):
+                ptr = ctypes.cast(getattr(keep, f"_mlir__mlir_ciface_{n}"), ctypes.c_void_p).value
+            else:
+                ptr = keep[2].raw_lookup(f"_mlir_ciface_{n}")
+            kernels[n] = jit.JitKernel(n, ptr, specs[n], keep, cache_hit=first.cache_hit,
+                                       compile_seconds=0.0, cache_kind=first.cache_kind)
+    return kernels
+
+
+def _escaping(plan: Plan) -> set[SSAValue]:
+    """Values the caller may see: returned ones and those that views/eager ops pass through."""
+    esc = set(plan.returns)
+    for s in reversed(plan.steps):
+        if s.route in ("view", "reference") and any(o in esc for o in s.outputs):
+            esc.update(s.inputs)
+    return esc
+
+
+def build_runner(plan: Plan, kernels: dict):
+    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
+    n_args = len(plan.args)
+    made_contiguous = set()  # values produced by MLIR kernels: contiguous by construction
+    esc = _escaping(plan)
+    launch = []
+    for s in plan.steps:
+        ins = [slots[v] for v in s.inputs]
+        for o in s.outputs:
+            slots[o] = len(slots)
+        outs = [slots[o] for o in s.outputs]
+        if s.route == "mlir":
+            launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
+            made_contiguous.update(s.outputs)
+        elif len(s.ops) == 1:
+            fn = _library_fn(s.ops[0]) if s.route.startswith("library") else OPS[s.ops[0].name](s.ops[0])
+            launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
+        else:
+            launch.append(_block_launch(s, slots, outs))
+    ret = [slots[v] for v in plan.returns]
+    n = len(slots)
+
+    def run(tensors):
+        vals = [None] * n
+        vals[:n_args] = tensors
+        for f in launch:
+            f(vals)
+        return [vals[i] for i in ret]
+    return run
+
+
+def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
+    n_in = len(s.inputs)
+    in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
+    need_contig = [v not in contiguous for v in s.inputs]
+    fresh, bufs = [], []
+    for o, (shape, dt) in zip(s.outputs, s.arg_types[n_in:]):
+        fresh.append(o in esc)
+        bufs.append(None if o in esc else torch.empty(shape, dtype=_TORCH[dt]))
+    out_specs = [(shape, _TORCH[dt], dt == "i1") for shape, dt in s.arg_types[n_in:]]
+    call = k.call_unchecked
+
+    def run(vals):
+        args = []
+        for i, c, b in zip(ins, need_contig, in_bool):
+            t = vals[i]
+            if c:
+                t = t.contiguous()
+            args.append(t.view(torch.int8) if b else t)
+        for o, buf, (shape, dt, b) in zip(outs, bufs, out_specs):
+            t = torch.empty(shape, dtype=dt) if buf is None else buf
+            vals[o] = t
+            args.append(t.view(torch.int8) if b else t)
+        call(*args)
+    return run
+
+
+def _call_launch(fn, ins, outs):
+    if len(outs) == 1:
+        (o,) = outs
+
+        def run1(vals):
+            vals[o] = fn(*[vals[i] for i in ins])
+        return run1
+
+    def run(vals):
+        for j, t in zip(outs, fn(*[vals[i] for i in ins])):
+            vals[j] = t
+    return run
+
+
+def _block_launch(s: Step, slots: dict, outs):
+    """An eager run of several ops (a kernel that could not be lowered to MLIR)."""
+    fns = [(OPS[op.name](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
+    ins = [(v, slots[v]) for v in s.inputs]
+    wanted = list(zip(s.outputs, outs))
+
+    def run(vals):
+        env = {v: vals[i] for v, i in ins}
+        for fn, results, keys in fns:
+            res = fn(*[env[v] for v in keys])
+            env.update(zip(results, res if isinstance(res, list) else [res]))
+        for v, o in wanted:
+            vals[o] = env[v]
+    return run
+
+
+class CpuBackend(Backend):
+    """Generated native code for the CPU: linalg -> LLVM through torch-mlir's MLIR; GEMMs via torch."""
+
+    name = "cpu"
+    targets = ("cpu",)
+
+    def supports(self, op: Operation) -> bool:
+        return op.name in LOWERINGS or op.name in LIBRARY
+
+    def lower(self, module: ModuleOp, target=None) -> Program:
+        plan = plan_module(module)
+        kernels = compile_plan(plan) if any(s.route == "mlir" for s in plan.steps) else {}
+        fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
+        infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
+                  "route": s.route, "reason": s.route + (f" ({s.note})" if s.note else ""),
+                  "source": s.text} for i, s in enumerate(plan.steps) if s.route != "view"]
+        source = "\n".join(plan.modules().values())
+        return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos)

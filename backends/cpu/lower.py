@@ -1,0 +1,500 @@
+"""Lower `graph` ops to linalg-on-tensors MLIR text, one function per kernel (stage 1 of the CPU backend).
+
+A kernel (a `graph.kernel` region, or one top-level op with the layout ops and constants that feed it)
+becomes a public function with the ABI of notes/cpu-backend-mlir.md: memref arguments (inputs, then
+preallocated outputs), `llvm.emit_c_interface`, `bufferization.to_tensor ... restrict` inside, and
+`bufferization.materialize_in_destination` into each output.
+
+Values are built lazily (`Val` trees): a `Leaf` reads a tensor through affine index expressions, so
+broadcasts, permutes, expands and slices are indexing maps, never copies; elementwise ops are `Node`s
+that compose until something forces them into memory (a kernel output, a reduction, a reshape of
+non-contiguous data). One `linalg.generic` is emitted per materialized value, with every elementwise
+op on the way inlined into its body: an elementwise chain is one loop nest per output.
+
+Booleans live as i8 in memory (torch's byte layout; `vector<Nxi1>` in memory would be bit-packed)
+and as i1 in registers. The per-op table is lower_ops.py; `plan` (plan.py-like partition of
+@forward into steps) is at the bottom of this file; `emit_module` prints what the backend compiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from backends.cpu.mathapprox import Emitter, f32_literal
+from backends.cpu.schedule import lane_tile
+from compiler.errors import SolderError
+
+LOOP_FM = "nsz,arcp,contract,afn"  # no `reassoc` in loop bodies (notes: it serializes accumulators)
+STORAGE = {"i1": "i8"}  # element type in memory where it differs from the one in registers
+DTYPES = ("f32", "i1", "i8", "i32", "i64")
+
+
+class Unsupported(SolderError):
+    """The CPU lowering cannot express this op (its kernel runs on the reference backend instead)."""
+
+
+# -- affine index expressions -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Aff:
+    """const + sum(coef * d_dim): an index of a tensor dim in terms of the iteration dims."""
+
+    const: int = 0
+    terms: tuple[tuple[int, int], ...] = ()
+
+    @staticmethod
+    def dim(k: int) -> Aff:
+        return Aff(0, ((k, 1),))
+
+    def subst(self, sub: list[Aff]) -> Aff:
+        """Replace each d_k by sub[k]."""
+        c, acc = self.const, {}
+        for d, k in self.terms:
+            c += k * sub[d].const
+            for d2, k2 in sub[d].terms:
+                acc[d2] = acc.get(d2, 0) + k * k2
+        return Aff(c, tuple(sorted((d, k) for d, k in acc.items() if k)))
+
+
+def ident(rank: int) -> tuple[Aff, ...]:
+    return tuple(Aff.dim(i) for i in range(rank))
+
+
+# -- lazy values --------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Val:
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(eq=False)
+class Leaf(Val):
+    """Element `exprs(d)` of tensor `ssa` (shape `tshape`, element type `storage`)."""
+
+    ssa: str = ""
+    tshape: tuple[int, ...] = ()
+    exprs: tuple[Aff, ...] = ()
+
+    @property
+    def is_identity(self) -> bool:
+        return self.tshape == self.shape and self.exprs == ident(len(self.shape))
+
+
+@dataclass(eq=False)
+class Node(Val):
+    """An elementwise op: `fn(body, arg_ssa_names, node) -> ssa` over args of this node's shape."""
+
+    fn: Callable = None  # type: ignore[assignment]
+    args: tuple[Val, ...] = ()
+
+
+@dataclass(eq=False)
+class Const(Val):
+    value: float | int | bool = 0
+
+
+@dataclass(eq=False)
+class Index(Val):
+    """The i64 value of an affine expression of the iteration indices (arange, triangular masks)."""
+
+    expr: Aff = field(default_factory=Aff)
+
+
+def reindex(v: Val, shape: tuple[int, ...], sub: list[Aff], memo: dict | None = None) -> Val:
+    """`v` read at index sub(d) for d over `shape` (sub[k] gives v's dim k in the new dims)."""
+    memo = {} if memo is None else memo
+    if id(v) in memo:
+        return memo[id(v)]
+    if isinstance(v, Leaf):
+        out: Val = Leaf(shape, v.dtype, v.ssa, v.tshape, tuple(e.subst(sub) for e in v.exprs))
+    elif isinstance(v, Node):
+        out = Node(shape, v.dtype, v.fn, tuple(reindex(a, shape, sub, memo) for a in v.args))
+    elif isinstance(v, Const):
+        out = Const(shape, v.dtype, v.value)
+    else:
+        assert isinstance(v, Index)
+        out = Index(shape, v.dtype, v.expr.subst(sub))
+    memo[id(v)] = out
+    return out
+
+
+def broadcast(v: Val, shape: tuple[int, ...]) -> Val:
+    """PyTorch broadcasting of `v` to `shape`: size-1 dims read index 0, new leading dims are ignored."""
+    if v.shape == shape:
+        return v
+    off = len(shape) - len(v.shape)
+    if off < 0:
+        raise Unsupported(f"cannot broadcast {v.shape} to {shape}")
+    sub = [Aff() if n == 1 and shape[j + off] != 1 else Aff.dim(j + off) for j, n in enumerate(v.shape)]
+    return reindex(v, shape, sub)
+
+
+def node(shape, dtype, fn, *args: Val) -> Node:
+    """An elementwise node whose args are broadcast to `shape`."""
+    return Node(tuple(shape), dtype, fn, tuple(broadcast(a, tuple(shape)) for a in args))
+
+
+def ttype(shape, dtype: str) -> str:
+    return "tensor<" + "".join(f"{n}x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
+
+
+def mtype(shape, dtype: str) -> str:
+    return "memref<" + "".join(f"{n}x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
+
+
+def literal(value, dtype: str) -> str:
+    if dtype == "f32":
+        return f32_literal(float(value))
+    return str(int(value))  # i1 too: `1 : i1` (`true` takes no type suffix)
+
+
+# -- generic bodies -----------------------------------------------------------------------------
+class Body:
+    """Emits one `linalg.generic` body: leaves are block arguments, nodes are inlined once each."""
+
+    def __init__(self, prefix: str, leaf_args: dict) -> None:
+        self.em = Emitter(prefix, fastmath=LOOP_FM)
+        self.leaf_args = leaf_args
+        self._memo: dict[int, str] = {}
+        self._index: dict[int, str] = {}
+
+    def emit(self, rhs: str) -> str:
+        return self.em.emit(rhs)
+
+    def const(self, value, dtype: str) -> str:
+        if dtype == "f32":
+            return self.em.const(float(value))
+        return self.em._const(literal(value, dtype), dtype)
+
+    def value(self, v: Val) -> str:
+        if id(v) in self._memo:
+            return self._memo[id(v)]
+        if isinstance(v, Leaf):
+            name = self.leaf_args[leaf_key(v)]
+            if v.dtype in STORAGE:
+                name = self.emit(f"arith.trunci {name} : {STORAGE[v.dtype]} to {v.dtype}")
+        elif isinstance(v, Node):
+            name = v.fn(self, [self.value(a) for a in v.args], v)
+        elif isinstance(v, Const):
+            name = self.const(v.value, v.dtype)
+        else:
+            name = self._affine(v.expr, v.dtype)
+        self._memo[id(v)] = name
+        return name
+
+    def _affine(self, e: Aff, dtype: str) -> str:
+        acc = self.emit(f"arith.constant {e.const} : index")
+        for d, k in e.terms:
+            if d not in self._index:
+                self._index[d] = self.emit(f"linalg.index {d} : index")
+            term = self._index[d]
+            if k != 1:
+                term = self.emit(f"arith.muli {term}, {self.emit(f'arith.constant {k} : index')} : index")
+            acc = self.emit(f"arith.addi {acc}, {term} : index")
+        i64 = self.emit(f"arith.index_cast {acc} : index to i64")
+        if dtype == "i64":
+            return i64
+        if dtype == "f32":
+            return self.emit(f"arith.sitofp {i64} : i64 to f32")
+        return self.emit(f"arith.trunci {i64} : i64 to {dtype}")
+
+
+def leaf_key(v: Leaf) -> tuple:
+    return (v.ssa, v.exprs)
+
+
+def leaves(v: Val) -> list[Leaf]:
+    """The distinct leaves of `v`'s DAG, in first-visit order."""
+    out, seen, keys = [], set(), set()
+
+    def walk(x: Val) -> None:
+        if id(x) in seen:
+            return
+        seen.add(id(x))
+        if isinstance(x, Leaf) and leaf_key(x) not in keys:
+            keys.add(leaf_key(x))
+            out.append(x)
+        elif isinstance(x, Node):
+            for a in x.args:
+                walk(a)
+    walk(v)
+    return out
+
+
+# -- one function -------------------------------------------------------------------------------
+@dataclass
+class GenericInfo:
+    kind: str  # "root" (writes an output), "ew" (parallel temporary), "red" (reduction)
+    domain: tuple[int, ...]
+    reduced: tuple[int, ...] = ()
+
+
+class FuncBuilder:
+    """Builds one kernel function: arguments, generics, stores; then its text and schedule."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.args: list[str] = []
+        self.arg_types: list[tuple[tuple[int, ...], str]] = []
+        self.lines: list[str] = []
+        self.generics: list[GenericInfo] = []
+        self.tags: set[str] = set()
+        self._n = 0
+        self._slices: dict[tuple, tuple[str, tuple[int, ...]]] = {}
+
+    def fresh(self, stem: str = "v") -> str:
+        self._n += 1
+        return f"%{stem}{self._n}"
+
+    def arg(self, shape, dtype: str, writable: bool = False) -> Leaf:
+        if dtype not in DTYPES:
+            raise Unsupported(f"element type {dtype} (the CPU kernels compute in f32/i1/i32/i64)")
+        name = f"%a{len(self.args)}"
+        self.args.append(f"{name}_m: {mtype(shape, dtype)}")
+        self.arg_types.append((tuple(shape), dtype))
+        flags = "restrict writable" if writable else "restrict"
+        self.lines.append(f"{name} = bufferization.to_tensor {name}_m {flags} : "
+                          f"{mtype(shape, dtype)} to {ttype(shape, dtype)}")
+        return Leaf(tuple(shape), dtype, name, tuple(shape), ident(len(shape)))
+
+    def empty(self, shape, dtype: str) -> str:
+        e = self.fresh("e")
+        self.lines.append(f"{e} = tensor.empty() : {ttype(shape, dtype)}")
+        return e
+
+    def filled(self, shape, dtype: str, value) -> str:
+        e, c, f = self.empty(shape, dtype), self.fresh("c"), self.fresh("f")
+        st = STORAGE.get(dtype, dtype)
+        self.lines.append(f"{c} = arith.constant {literal(value, dtype)} : {st}")
+        self.lines.append(f"{f} = linalg.fill ins({c} : {st}) outs({e} : {ttype(shape, dtype)}) "
+                          f"-> {ttype(shape, dtype)}")
+        return f
+
+    # -- leaves: slices and unit dims become tensor.extract_slice, the rest an indexing map --
+    def _operand(self, leaf: Leaf, domain: tuple[int, ...]) -> tuple[str, str, str]:
+        """(ssa, tensor type, map results) of `leaf` read over `domain`."""
+        offs, sizes, strides, res, dims = [], [], [], [], []
+        for i, e in enumerate(leaf.exprs):
+            if not e.terms:
+                offs.append(e.const), sizes.append(1), strides.append(1)
+                continue
+            if len(e.terms) != 1 or e.terms[0][1] <= 0 or e.terms[0][0] in res:
+                raise Unsupported(f"index expression {e} of {leaf.ssa} is not a slice of one loop dim")
+            d, k = e.terms[0]
+            offs.append(e.const), sizes.append(domain[d]), strides.append(k)
+            res.append(d), dims.append(i)
+        ssa, shape = leaf.ssa, leaf.tshape
+        if len(dims) != len(leaf.tshape) or tuple(sizes) != leaf.tshape or any(offs) or set(strides) - {1}:
+            key = (leaf.ssa, tuple(offs), tuple(sizes), tuple(strides))
+            if key not in self._slices:
+                shape = tuple(sizes[i] for i in dims)
+                s = self.fresh("s")
+                j = lambda xs: ", ".join(map(str, xs))  # noqa: E731
+                self.lines.append(f"{s} = tensor.extract_slice {leaf.ssa}[{j(offs)}] [{j(sizes)}] "
+                                  f"[{j(strides)}] : {ttype(leaf.tshape, leaf.dtype)} to "
+                                  f"{ttype(shape, leaf.dtype)}")
+                self._slices[key] = (s, shape)
+            ssa, shape = self._slices[key]
+        return ssa, ttype(shape, leaf.dtype), ", ".join(f"d{d}" for d in res)
+
+    def generic(self, v: Val, out: str, out_shape, out_dtype: str, kind: str,
+                reduced: tuple[int, ...] = (), combine: Callable | None = None) -> str:
+        """One linalg.generic over v's shape writing `out` (kept dims only when reducing)."""
+        domain = v.shape
+        rank = len(domain)
+        ls = leaves(v)
+        ops = [self._operand(leaf, domain) for leaf in ls]
+        dims = ", ".join(f"d{i}" for i in range(rank))
+        kept = ", ".join(f"d{i}" for i in range(rank) if i not in reduced)
+        maps = [f"affine_map<({dims}) -> ({m})>" for _, _, m in ops] + [f"affine_map<({dims}) -> ({kept})>"]
+        iters = ", ".join('"reduction"' if i in reduced else '"parallel"' for i in range(rank))
+        res = self.fresh("g")
+        tag = f"solder.{self.name}.{kind}"
+        self.tags.add(tag)
+        self.generics.append(GenericInfo(kind, tuple(domain), tuple(reduced)))
+        ot = ttype(out_shape, out_dtype)
+        ins = f"ins({', '.join(o[0] for o in ops)} : {', '.join(o[1] for o in ops)}) " if ops else ""
+        self.lines.append(f"{res} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
+                          f"iterator_types = [{iters}]}} {ins}outs({out} : {ot}) attrs = {{{tag}}} {{")
+        bargs = [f"{res[1:]}_i{i}" for i in range(len(ops))] + [f"{res[1:]}_o"]
+        btypes = [STORAGE.get(leaf.dtype, leaf.dtype) for leaf in ls] + [STORAGE.get(out_dtype, out_dtype)]
+        self.lines.append("^bb0(" + ", ".join(f"%{a}: {t}" for a, t in zip(bargs, btypes)) + "):")
+        body = Body(f"%{res[1:]}_t", {leaf_key(leaf): f"%{a}" for leaf, a in zip(ls, bargs)})
+        y = body.value(v)
+        if combine is not None:
+            y = combine(body, y, f"%{bargs[-1]}")
+        if out_dtype in STORAGE:
+            y = body.emit(f"arith.extui {y} : {out_dtype} to {STORAGE[out_dtype]}")
+        self.lines.extend("  " + ln for ln in body.em.lines)
+        self.lines.append(f"  linalg.yield {y} : {STORAGE.get(out_dtype, out_dtype)}")
+        self.lines.append(f"}} -> {ot}")
+        return res
+
+    # -- materializing values -----------------------------------------------------------------
+    def materialize(self, v: Val) -> Leaf:
+        """`v` computed into a temporary (a tensor.empty the schedule shrinks to a row)."""
+        if isinstance(v, Leaf) and v.is_identity:
+            return v
+        t = self.generic(v, self.empty(v.shape, v.dtype), v.shape, v.dtype, "ew")
+        return Leaf(v.shape, v.dtype, t, v.shape, ident(len(v.shape)))
+
+    def reduce(self, v: Val, dims: tuple[int, ...], init, combine: Callable) -> Leaf:
+        """Reduce `v` over `dims` (result: the kept dims only), starting from `init`."""
+        dims = tuple(sorted(dims))
+        kept = tuple(n for i, n in enumerate(v.shape) if i not in dims)
+        out = self.filled(kept, v.dtype, init)
+        t = self.generic(v, out, kept, v.dtype, "red", dims, combine)
+        return Leaf(kept, v.dtype, t, kept, ident(len(kept)))
+
+    def reshape(self, v: Val, shape: tuple[int, ...]) -> Val:
+        """`v` with a new shape (same elements in row-major order)."""
+        shape = tuple(shape)
+        if shape == v.shape:
+            return v
+        if [n for n in shape if n != 1] == [n for n in v.shape if n != 1]:
+            return _unit_reshape(v, shape)
+        leaf = self.materialize(v)
+        return self._reshape_tensor(leaf, shape)
+
+    def _reshape_tensor(self, leaf: Leaf, shape: tuple[int, ...]) -> Leaf:
+        src, dt = leaf.tshape, leaf.dtype
+        cur, cur_shape = leaf.ssa, src
+        if len(src) != 1:
+            flat = (_prod(src),)
+            reassoc = "[" + ", ".join(str(i) for i in range(len(src))) + "]" if src else ""
+            nxt = self.fresh("r")
+            self.lines.append(f"{nxt} = tensor.collapse_shape {cur} [{reassoc}] : "
+                              f"{ttype(src, dt)} into {ttype(flat, dt)}")
+            cur, cur_shape = nxt, flat
+        if len(shape) != 1:
+            reassoc = "[" + ", ".join(str(i) for i in range(len(shape))) + "]" if shape else ""
+            nxt = self.fresh("r")
+            out_shape = ", ".join(map(str, shape))
+            self.lines.append(f"{nxt} = tensor.expand_shape {cur} [{reassoc}] output_shape [{out_shape}] : "
+                              f"{ttype(cur_shape, dt)} into {ttype(shape, dt)}")
+            cur = nxt
+        return Leaf(shape, dt, cur, shape, ident(len(shape)))
+
+    def store(self, v: Val, dest: Leaf) -> None:
+        """Write `v` into output argument `dest` (one root generic) and materialize it there."""
+        r = self.generic(v, dest.ssa, dest.shape, dest.dtype, "root")
+        t = ttype(dest.shape, dest.dtype)
+        self.lines.append(f"bufferization.materialize_in_destination {r} in restrict writable "
+                          f"{dest.ssa}_m : ({t}, {mtype(dest.shape, dest.dtype)}) -> ()")
+
+    def text(self) -> str:
+        head = f"func.func @{self.name}({', '.join(self.args)}) attributes {{llvm.emit_c_interface}} {{"
+        return head + "\n" + "\n".join("  " + ln for ln in self.lines) + "\n  return\n}"
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= x
+    return p
+
+
+def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
+    """A reshape that only inserts or drops size-1 dims: a reindexing, no data movement."""
+    src = [i for i, n in enumerate(v.shape) if n != 1]
+    dst = [i for i, n in enumerate(shape) if n != 1]
+    sub = [Aff() for _ in v.shape]
+    for i, j in zip(src, dst):
+        sub[i] = Aff.dim(j)
+    return reindex(v, shape, sub)
+
+
+# -- transform schedules --------------------------------------------------------------------------
+ANY = "!transform.any_op"
+
+
+def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
+    """Transform ops for `fb`'s function and the kind of schedule ("row", "elementwise" or "none")."""
+    gs, p = fb.generics, f"%{fb.name}_"
+    roots = [g for g in gs if g.kind == "root"]
+    reds = [g for g in gs if g.kind == "red"]
+    match = lambda h, kind: (f'{h} = transform.structured.match ops{{["linalg.generic"]}} '  # noqa: E731
+                             f"attributes {{solder.{fb.name}.{kind}}} in %root : ({ANY}) -> {ANY}")
+    tile = lambda h, sizes, n: (  # noqa: E731
+        f"{h}_t" + "".join(f", {h}_l{i}" for i in range(n)) + f" = transform.structured.tile_using_for "
+        f"{h} tile_sizes [{', '.join(map(str, sizes))}] : ({ANY}) -> ({', '.join([ANY] * (n + 1))})")
+    lines: list[str] = []
+    if not reds:
+        for kind in ("ew", "root"):
+            ranks = {len(g.domain) for g in gs if g.kind == kind}
+            if not ranks:
+                continue
+            if len(ranks) != 1:
+                return [], "none"
+            rank = ranks.pop()
+            cols = {g.domain[-1] for g in gs if g.kind == kind} if rank else {1}
+            if rank and len(cols) == 1:
+                sizes = [1] * (rank - 1) + [lane_tile(cols.pop(), 64)]
+                lines += [match(f"{p}{kind}", kind), tile(f"{p}{kind}", sizes, sum(1 for s in sizes if s))]
+        return lines + _finish(fb), "elementwise"
+    dom = reds[0].domain
+    rank = len(dom)
+    if (rank < 2 or len(roots) != 1 or any(g.domain != dom or g.reduced != (rank - 1,) for g in reds)
+            or any(g.domain != dom for g in gs if g.kind == "ew")):
+        return [], "none"
+    root = roots[0].domain
+    if root not in (dom, dom[:-1], dom[:-1] + (1,)):
+        return [], "none"
+    t = lane_tile(dom[-1], 32)
+    fuse_sizes = [1] * (rank - 1) + [0] if root == dom else [1] * len(root)
+    lines += [match(f"{p}root", "root"),
+              f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(sum(1 for s in fuse_sizes if s) - 1))
+              + f" = transform.structured.fuse {p}root tile_sizes [{', '.join(map(str, fuse_sizes))}] : "
+              f"({ANY}) -> ({', '.join([ANY] * (1 + sum(1 for s in fuse_sizes if s)))})",
+              match(f"{p}red", "red"),
+              f"{p}fill, {p}split, {p}comb, {p}rloop = transform.structured.tile_reduction_using_for "
+              f"{p}red by tile_sizes = [{', '.join(['0'] * (rank - 1) + [str(t)])}] : "
+              f"({ANY}) -> ({ANY}, {ANY}, {ANY}, {ANY})"]
+    if root == dom:
+        lines += [match(f"{p}root2", "root"), tile(f"{p}root2", [0] * (rank - 1) + [t], 1)]
+    if any(g.kind == "ew" for g in gs):
+        lines += [match(f"{p}ew", "ew"), tile(f"{p}ew", [0] * (rank - 1) + [t], 1)]
+    return lines + _finish(fb), "row"
+
+
+def _finish(fb: FuncBuilder) -> list[str]:
+    f = f"%{fb.name}_func"
+    cleanup = [
+        f"transform.apply_patterns to {f} {{",
+        "  transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
+        "  transform.apply_patterns.vector.drop_unit_dims_with_shape_cast",
+        "  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers",
+        "  transform.apply_patterns.tensor.fold_tensor_empty",
+        "  transform.apply_patterns.canonicalization",
+        f"}} : {ANY}",
+        f"transform.apply_cse to {f} : {ANY}",
+    ]
+    return [
+        f'{f} = transform.structured.match ops{{["func.func"]}} attributes {{sym_name = "{fb.name}"}} '
+        f"in %root : ({ANY}) -> {ANY}",
+        f"{f}_ops = transform.structured.match interface{{LinalgOp}} in {f} : ({ANY}) -> {ANY}",
+        f"transform.structured.vectorize {f}_ops : {ANY}",
+        *cleanup,
+        f'{f}_loops = transform.structured.match ops{{["scf.for"]}} in {f} : ({ANY}) -> {ANY}',
+        f"transform.loop.hoist_loop_invariant_subsets {f}_loops : {ANY}",
+        *cleanup,
+    ]
+
+
+def module_text(funcs: list[str], schedules: list[list[str]]) -> str:
+    """One MLIR module holding `funcs` and (if any) one transform sequence running every schedule."""
+    body = "\n".join(funcs)
+    lines = [ln for s in schedules for ln in s]
+    if not lines:
+        return "module {\n" + body + "\n}\n"
+    seq = ("transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {\n"
+           + "\n".join("  " + ln for ln in lines) + "\n  transform.yield\n}")
+    return "module attributes {transform.with_named_sequence} {\n" + body + "\n" + seq + "\n}\n"
+
+
+def emit_module(module, target=None) -> str:
+    """The MLIR text the CPU backend compiles for `module`'s @forward (all kernels, all opt levels)."""
+    from backends.cpu.backend import plan_module
+
+    plan = plan_module(module)
+    return "\n".join(f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items())

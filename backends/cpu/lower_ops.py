@@ -1,0 +1,389 @@
+"""The per-op lowering table of the CPU backend: `graph` op name -> fn(builder, op, operand vals) -> vals.
+
+Each entry turns one op into lazy values (lower.py): elementwise ops become `Node`s with a body
+emitter, layout ops re-index their operand, reductions and normalizations emit their reduction
+generics and return the final elementwise part lazily, so the consumer (or the kernel output) fuses
+it. An entry raises `Unsupported` for cases it does not cover; the kernel then runs on the
+reference backend. Transcendentals use mathapprox's arith-only polynomials.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from xdsl.ir import Operation
+
+from backends.cpu.lower import (
+    Aff, Const, FuncBuilder, Index, Leaf, Unsupported, Val, broadcast, ident, node, reindex,
+)
+from compiler.dialects import graph as g
+from compiler.dialects.types import shape_of
+
+LOWERINGS: dict[str, Callable[[FuncBuilder, Operation, list[Val]], list[Val]]] = {}
+LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")
+
+
+def lowering(*names: str):
+    def deco(fn):
+        for n in names:
+            LOWERINGS[n] = fn
+        return fn
+    return deco
+
+
+def rtype(op: Operation, i: int = 0) -> tuple[tuple[int, ...], str]:
+    t = op.results[i].type
+    return shape_of(t), str(t.element_type)
+
+
+def _f32(*vals: Val) -> None:
+    for v in vals:
+        if v.dtype != "f32":
+            raise Unsupported(f"operand of element type {v.dtype}; this op lowers for f32 only")
+
+
+# -- elementwise --------------------------------------------------------------------------------
+def _fm(b, name: str) -> Callable:
+    return lambda x: getattr(b.em, name)(x)
+
+
+_UNARY_F32: dict[str, Callable] = {
+    "neg": lambda b, x: b.emit(f"arith.negf {x} : f32"),
+    "abs": lambda b, x: b.emit(f"math.absf {x} : f32"),
+    "exp": lambda b, x: b.em.exp(x),
+    "log": lambda b, x: b.em.log(x),
+    "sqrt": lambda b, x: b.emit(f"math.sqrt {x} : f32"),
+    "rsqrt": lambda b, x: b.em.rsqrt(x),
+    "tanh": lambda b, x: b.em.tanh(x),
+    "sigmoid": lambda b, x: b.em.sigmoid(x),
+    "relu": lambda b, x: b.em.bin("maximumf", x, b.em.const(0.0)),
+    "silu": lambda b, x: b.em.silu(x),
+    "erf": lambda b, x: b.em.erf(x),
+    "reciprocal": lambda b, x: b.em.div(b.em.const(1.0), x),
+    "floor": lambda b, x: b.emit(f"math.floor {x} : f32"),
+    "ceil": lambda b, x: b.emit(f"math.ceil {x} : f32"),
+    "round": lambda b, x: b.emit(f"math.roundeven {x} : f32"),
+    "trunc": lambda b, x: b.emit(f"math.trunc {x} : f32"),
+    "sin": lambda b, x: b.emit(f"math.sin {x} : f32"),
+    "cos": lambda b, x: b.emit(f"math.cos {x} : f32"),
+}
+
+
+@lowering(*(f"graph.{n}" for n in _UNARY_F32))
+def _unary(fb, op, args):
+    (x,) = args
+    _f32(x)
+    f = _UNARY_F32[op.name.removeprefix("graph.")]
+    return [node(x.shape, "f32", lambda b, a, n: f(b, a[0]), x)]
+
+
+@lowering("graph.gelu")
+def _gelu(fb, op, args):
+    (x,) = args
+    _f32(x)
+    approx = op.approximate.data
+    return [node(x.shape, "f32", lambda b, a, n: b.em.gelu_tanh(a[0]) if approx == "tanh"
+                 else b.em.gelu_erf(a[0]), x)]
+
+
+@lowering("graph.isnan")
+def _isnan(fb, op, args):
+    _f32(args[0])
+    return [node(args[0].shape, "i1", lambda b, a, n: b.emit(f"arith.cmpf uno, {a[0]}, {a[0]} : f32"), args[0])]
+
+
+@lowering("graph.logical_not")
+def _logical_not(fb, op, args):
+    if args[0].dtype != "i1":
+        raise Unsupported("logical_not of a non-boolean")
+    return [node(args[0].shape, "i1", lambda b, a, n: b.emit(f"arith.xori {a[0]}, {b.const(1, 'i1')} : i1"),
+                 args[0])]
+
+
+_FLOAT_BIN = {"add": "addf", "sub": "subf", "mul": "mulf", "div": "divf", "maximum": "maximumf",
+              "minimum": "minimumf"}
+_INT_BIN = {"add": "addi", "sub": "subi", "mul": "muli", "maximum": "maxsi", "minimum": "minsi",
+            "logical_and": "andi", "logical_or": "ori"}
+_CMP_F = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
+_CMP_I = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
+
+
+@lowering(*(f"graph.{n}" for n in set(_FLOAT_BIN) | set(_INT_BIN) | set(_CMP_F)))
+def _binary(fb, op, args):
+    x, y = args
+    kind = op.name.removeprefix("graph.")
+    shape, dt = rtype(op)
+    t = x.dtype
+    if kind in _CMP_F:
+        pred, cmp = (_CMP_F[kind], "cmpf") if t == "f32" else (_CMP_I[kind], "cmpi")
+        return [node(shape, "i1", lambda b, a, n: b.emit(f"arith.{cmp} {pred}, {a[0]}, {a[1]} : {t}"), x, y)]
+    if t == "f32" and kind in _FLOAT_BIN:
+        return [node(shape, t, lambda b, a, n: b.em.bin(_FLOAT_BIN[kind], a[0], a[1]), x, y)]
+    if t != "f32" and kind in _INT_BIN and (t == "i1") == kind.startswith("logical"):
+        return [node(shape, t, lambda b, a, n: b.emit(f"arith.{_INT_BIN[kind]} {a[0]}, {a[1]} : {t}"), x, y)]
+    raise Unsupported(f"{op.name} on {t}")
+
+
+@lowering("graph.pow")
+def _pow(fb, op, args):
+    x, y = args
+    _f32(x)
+    if not isinstance(y, Const) or y.value not in (0.5, 1.0, 2.0, 3.0, -1.0, -0.5):
+        raise Unsupported("pow with a non-constant exponent or one other than 0.5, 1, 2, 3, -1, -0.5")
+    e = float(y.value)
+
+    def body(b, a, n):
+        v = a[0]
+        if e == 0.5:
+            return b.emit(f"math.sqrt {v} : f32")
+        if e == -0.5:
+            return b.em.rsqrt(v)
+        if e == -1.0:
+            return b.em.div(b.em.const(1.0), v)
+        r = v
+        for _ in range(int(e) - 1):
+            r = b.em.mul(r, v)
+        return r
+    return [node(rtype(op)[0], "f32", body, x)]
+
+
+@lowering("graph.where")
+def _where(fb, op, args):
+    c, x, y = args
+    shape, dt = rtype(op)
+    if c.dtype != "i1":
+        raise Unsupported("where with a non-boolean condition")
+    return [node(shape, dt, lambda b, a, n: b.emit(f"arith.select {a[0]}, {a[1]}, {a[2]} : {dt}"), c, x, y)]
+
+
+_WIDTH = {"i1": 1, "i8": 8, "i32": 32, "i64": 64}
+
+
+@lowering("graph.cast")
+def _cast(fb, op, args):
+    (x,) = args
+    shape, dt = rtype(op)
+    src = x.dtype
+    if src == dt:
+        return [x]
+
+    def body(b, a, n):
+        v = a[0]
+        if src == "f32":
+            if dt == "i1":
+                return b.emit(f"arith.cmpf une, {v}, {b.const(0.0, 'f32')} : f32")
+            return b.emit(f"arith.fptosi {v} : f32 to {dt}")
+        if dt == "f32":
+            return b.emit(f"arith.{'uitofp' if src == 'i1' else 'sitofp'} {v} : {src} to f32")
+        if dt == "i1":
+            return b.emit(f"arith.cmpi ne, {v}, {b.const(0, src)} : {src}")
+        ext = "extui" if src == "i1" else "extsi"
+        return b.emit(f"arith.{ext if _WIDTH[dt] > _WIDTH[src] else 'trunci'} {v} : {src} to {dt}")
+    if src not in ("f32", *_WIDTH) or dt not in ("f32", *_WIDTH):
+        raise Unsupported(f"cast {src} -> {dt}")
+    return [node(shape, dt, body, x)]
+
+
+@lowering("graph.constant")
+def _constant(fb, op, args):
+    shape, dt = rtype(op)
+    return [Const(shape, dt, g.scalar_value(op.value))]
+
+
+@lowering("graph.arange")
+def _arange(fb, op, args):
+    shape, dt = rtype(op)
+    start, step = (g.scalar_value(op.properties[k]) for k in ("start", "step"))
+    if int(start) != start or int(step) != step:
+        raise Unsupported("arange with a fractional start or step")
+    return [Index(shape, dt, Aff(int(start), ((0, int(step)),)))]
+
+
+@lowering("graph.triangular")
+def _triangular(fb, op, args):
+    (x,) = args
+    shape, dt = rtype(op)
+    r = len(shape)
+    diag, upper = op.diagonal.value.data, op.upper is not None
+    # keep where col - row <= diag (lower) or col - row >= diag (upper)
+    delta = Index(shape, "i64", Aff(0, ((r - 2, -1), (r - 1, 1))))
+    pred = "sge" if upper else "sle"
+    zero = Const(shape, dt, 0)
+
+    def body(b, a, n):
+        keep = b.emit(f"arith.cmpi {pred}, {a[1]}, {b.const(diag, 'i64')} : i64")
+        return b.emit(f"arith.select {keep}, {a[0]}, {a[2]} : {dt}")
+    return [node(shape, dt, body, x, delta, zero)]
+
+
+# -- layout -------------------------------------------------------------------------------------
+@lowering("graph.reshape")
+def _reshape(fb, op, args):
+    return [fb.reshape(args[0], rtype(op)[0])]
+
+
+@lowering("graph.permute")
+def _permute(fb, op, args):
+    (x,) = args
+    perm = list(op.perm.get_values())
+    sub = [Aff()] * len(perm)
+    for i, p in enumerate(perm):
+        sub[p] = Aff.dim(i)
+    return [reindex(x, rtype(op)[0], sub)]
+
+
+@lowering("graph.expand")
+def _expand(fb, op, args):
+    return [broadcast(args[0], rtype(op)[0])]
+
+
+@lowering("graph.slice")
+def _slice(fb, op, args):
+    (x,) = args
+    d, s, st = (op.properties[k].value.data for k in ("dim", "start", "step"))
+    sub = list(ident(len(x.shape)))
+    sub[d] = Aff(s, ((d, st),))
+    return [reindex(x, rtype(op)[0], sub)]
+
+
+# -- reductions and normalizations ----------------------------------------------------------------
+def _combine(kind: str):
+    return {
+        "sum": lambda b, x, acc: b.em.add(x, acc),
+        "prod": lambda b, x, acc: b.em.mul(x, acc),
+        "max": lambda b, x, acc: b.em.bin("maximumf", x, acc),
+        "min": lambda b, x, acc: b.em.bin("minimumf", x, acc),
+        "any": lambda b, x, acc: b.emit(f"arith.ori {x}, {acc} : i1"),
+        "all": lambda b, x, acc: b.emit(f"arith.andi {x}, {acc} : i1"),
+    }[kind]
+
+
+_INIT = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "max": float("-inf"), "min": float("inf"), "any": False,
+         "all": True}
+
+
+def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) -> Val:
+    """`kind`-reduce `x` over `dims`; with `keepdim` the result broadcasts back against `x`."""
+    dims = tuple(sorted(d % len(x.shape) for d in dims))
+    if kind in ("any", "all") and x.dtype != "i1":
+        raise Unsupported(f"reduce {kind} of {x.dtype}")
+    if kind not in ("any", "all"):
+        _f32(x)
+    r: Val = fb.reduce(x, dims, _INIT[kind], _combine("sum" if kind == "mean" else kind))
+    if kind == "mean":
+        n = 1
+        for d in dims:
+            n *= x.shape[d]
+        r = node(r.shape, "f32", lambda b, a, nd: b.em.mul(a[0], b.em.const(1.0 / n)), r)
+    if not keepdim:
+        return r
+    shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape))
+    kept = [i for i in range(len(x.shape)) if i not in dims]
+    return reindex(r, shape, [Aff.dim(i) for i in kept])
+
+
+@lowering("graph.reduce")
+def _reduce(fb, op, args):
+    kind = op.kind.data
+    if kind not in _INIT:
+        raise Unsupported(f"reduce {kind}")
+    return [reduce_keep(fb, args[0], list(op.dims.get_values()), kind, op.keepdim is not None)]
+
+
+def _row_input(fb: FuncBuilder, x: Val) -> Val:
+    """A value several reductions read: computed once into a temporary unless it is a plain read."""
+    return x if isinstance(x, Leaf) else fb.materialize(x)
+
+
+@lowering("graph.softmax", "graph.log_softmax")
+def _softmax(fb, op, args):
+    x = _row_input(fb, args[0])
+    _f32(x)
+    d = op.dim.value.data
+    mx = reduce_keep(fb, x, (d,), "max")
+    shifted = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], a[1]), x, mx)
+    if op.name == "graph.log_softmax":
+        e = node(x.shape, "f32", lambda b, a, n: b.em.exp_nonpositive(a[0]), shifted)
+        s = reduce_keep(fb, e, (d,), "sum")
+        return [node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.log(a[1])), shifted, s)]
+    e = fb.materialize(node(x.shape, "f32", lambda b, a, n: b.em.exp_nonpositive(a[0]), shifted))
+    s = reduce_keep(fb, e, (d,), "sum")
+    return [node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], b.em.div(b.em.const(1.0), a[1])), e, s)]
+
+
+def _params(op) -> tuple[bool, bool]:
+    return getattr(op, "weight", None) is not None, getattr(op, "bias", None) is not None
+
+
+@lowering("graph.layer_norm")
+def _layer_norm(fb, op, args):
+    x = _row_input(fb, args[0])
+    _f32(x)
+    k = op.normalized_ndim.value.data
+    dims = tuple(range(len(x.shape) - k, len(x.shape)))
+    inv = 1.0 / _count(x.shape, dims)
+    eps = op.eps.value.data
+    s = reduce_keep(fb, x, dims, "sum")
+    d = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.mul(a[1], b.em.const(inv))), x, s)
+    sq = node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], a[0]), d)
+    v = reduce_keep(fb, sq, dims, "sum")
+    has_w, has_b = _params(op)
+    extra = args[1:]
+
+    def body(b, a, n):
+        mean = b.em.mul(a[1], b.em.const(inv))
+        rstd = b.em.rsqrt(b.em.fma(a[2], b.em.const(inv), b.em.const(eps)))
+        y = b.em.mul(b.em.sub(a[0], mean), rstd)
+        if has_w and has_b:
+            return b.em.fma(y, a[3], a[4])
+        if has_w:
+            return b.em.mul(y, a[3])
+        return b.em.add(y, a[3]) if has_b else y
+    return [node(x.shape, "f32", body, x, s, v, *extra)]
+
+
+@lowering("graph.rms_norm")
+def _rms_norm(fb, op, args):
+    x = _row_input(fb, args[0])
+    _f32(x)
+    k = op.normalized_ndim.value.data
+    dims = tuple(range(len(x.shape) - k, len(x.shape)))
+    inv, eps = 1.0 / _count(x.shape, dims), op.eps.value.data
+    ss = reduce_keep(fb, node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], a[0]), x), dims, "sum")
+
+    def body(b, a, n):
+        y = b.em.mul(a[0], b.em.rsqrt(b.em.fma(a[1], b.em.const(inv), b.em.const(eps))))
+        return b.em.mul(y, a[2]) if len(a) > 2 else y
+    return [node(x.shape, "f32", body, x, ss, *args[1:])]
+
+
+@lowering("graph.batch_norm")
+def _batch_norm(fb, op, args):
+    x, mean, var, *params = args
+    _f32(x)
+    if len(x.shape) < 2:
+        raise Unsupported("batch_norm of a rank < 2 input")
+    eps = op.eps.value.data
+    has_w, has_b = _params(op)
+    shape = x.shape
+    per_c = [_channel(p, shape) for p in (mean, var, *params)]
+
+    def body(b, a, n):
+        y = b.em.mul(b.em.sub(a[0], a[1]), b.em.rsqrt(b.em.add(a[2], b.em.const(eps))))
+        i = 3
+        if has_w:
+            y, i = b.em.mul(y, a[i]), i + 1
+        return b.em.add(y, a[i]) if has_b else y
+    return [node(shape, "f32", body, x, *per_c)]
+
+
+def _channel(p: Val, shape: tuple[int, ...]) -> Val:
+    """A per-channel [C] parameter read along dim 1 of `shape`."""
+    return reindex(p, shape, [Aff.dim(1)])
+
+
+def _count(shape, dims) -> int:
+    n = 1
+    for d in dims:
+        n *= shape[d]
+    return n
