@@ -69,6 +69,7 @@ class FuseOpsPass(ModulePass):
     max_ops: int = 32
     mode: str = "cost"
     target: str = ""  # empty: the pipeline's target, else cpu
+    cost_model: str = ""  # empty: the target's learned model (roofline if none); "roofline"; or a model path
     horizontal: bool = True
     recompute: bool = True
 
@@ -87,10 +88,11 @@ def fuse_ops_in(block: Block, target: Target, opts: FuseOpsPass, first_id: int =
     """Plan and build the kernels of one function body; returns the next free kernel id."""
     flatten_kernels(block)
     graph = BodyGraph(block)
-    est = CostOracle(graph, target)
+    est = CostOracle(graph, target, opts.cost_model or None)
     groups = [Group(i, {i}) for i, kind in enumerate(graph.kinds) if kind in FUSIBLE_KINDS]
     planner = Planner(graph, groups, est, lambda a, b, ops: op_rule(ops, target), mode=opts.mode,
                       max_ops=opts.max_ops, horizontal=opts.horizontal, log=_log)
+    planner.attach_layout()
     planner.run()
     if opts.recompute:
         planner.recompute(lambda n: graph.kinds[n] in ("elementwise", "layout"))
@@ -99,7 +101,7 @@ def fuse_ops_in(block: Block, target: Target, opts: FuseOpsPass, first_id: int =
     for i, gr in enumerate(plan):
         reason = describe(graph, gr) + (f" (mode={opts.mode})" if opts.mode == "never" else "")
         if gr.notes and not gr.merged:
-            reason += "; " + gr.notes[0]
+            reason += "; " + planner.note(gr)
         nodes = gr.nodes | set(gr.dups)
         attrs.append(kernel_attrs(first_id + i, reason, est(gr.nodes), est.parts(nodes)))
     kernels = materialize(graph, plan, attrs)
@@ -125,14 +127,17 @@ def refresh_estimates(kernels: list[Operation], plan: list[Group], target: Targe
 # ---------------------------------------------------------------------------------------------
 
 
-def op_rule(ops: list[Operation], target: Target, max_anchors: int = 1) -> Verdict:
-    """Whether `ops` can be one kernel: anchors first and few, reductions over one row shape that fits."""
+def op_rule(ops: list[Operation], target: Target, max_anchors: int = 1, prologues: bool = False) -> Verdict:
+    """Whether `ops` can be one kernel: anchors first and few, reductions over one row shape that fits.
+
+    `prologues` lets computed ops feed an anchor (block kernels: GEMM -> activation -> GEMM).
+    """
     anchors = [o for o in ops if o.name in ANCHOR_OPS or o.name in CONV_OPS]
     if len(anchors) > max_anchors:
         return Verdict(False, f"{len(anchors)} matmul/attention/conv anchors (at most {max_anchors}; fuse-blocks joins them)")
     members = set(ops)
     for a in anchors:
-        if _computed_prologue(a, members):
+        if not prologues and _computed_prologue(a, members):
             return Verdict(False, f"computed ops before {short(a)} (only layout prologues fuse into an anchor)")
     reductions = [o for o in ops if o.name in REDUCTION_OPS]
     if not reductions:

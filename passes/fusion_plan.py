@@ -17,6 +17,7 @@ model says the recomputation beats writing and re-reading its result (work is du
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ class Group:
     gid: int
     nodes: set[int]
     tag: str = ""
-    notes: list[str] = field(default_factory=list)
+    notes: list[tuple[str, frozenset[int]]] = field(default_factory=list)  # (why, the other group's nodes)
     version: int = 0
     dups: list[int] = field(default_factory=list)  # nodes recomputed inside this group (copies)
     attrs: dict | None = None  # kept attributes of an existing kernel that no merge touched
@@ -255,6 +256,7 @@ class Planner:
         self.groups: dict[int, Group] = {gr.gid: gr for gr in groups}
         self.owner: dict[int, int] = {n: gr.gid for gr in groups for n in gr.nodes}
         self.merges = 0
+        self._prior: dict[tuple[int, int], float] = {}
 
     # ---- candidates ---------------------------------------------------------------------------
     def neighbours(self, gid: int) -> set[int]:
@@ -290,32 +292,80 @@ class Planner:
             return saved, Verdict(False, f"saves {saved * 1e6:.2f} us")
         return saved, verdict
 
-    def _push(self, heap: list, a: Group, b: Group) -> None:
+    def _push(self, heap: list, a: Group, b: Group, prior: float | None = None) -> None:
+        """Queue the pair: evaluated now (`prior` None) or later, when it reaches the top (lazy greedy)."""
+        lo = min(min(a.nodes), min(b.nodes))
+        if prior is not None:
+            heapq.heappush(heap, (-prior, lo, a.gid, b.gid, a.version, b.version, None))
+            return
         saved, verdict = self.evaluate(a, b)
+        self._prior[(min(a.gid, b.gid), max(a.gid, b.gid))] = saved
         if not verdict.ok:
             self._note(a, b, verdict.text)
             return
-        lo = min(min(a.nodes), min(b.nodes))
         heapq.heappush(heap, (-saved, lo, a.gid, b.gid, a.version, b.version, verdict.text))
 
     def _note(self, a: Group, b: Group, why: str) -> None:
         for x, y in ((a, b), (b, a)):
-            if len(x.notes) < 2:
-                x.notes.append(f"not fused with {self.describe_short(y)}: {why}")
-        if self.log is not None:
-            self.log.info("reject %s + %s: %s", self.describe_short(a), self.describe_short(b), why)
+            if not x.notes:
+                x.notes.append((why, frozenset(y.nodes)))
+        if self.log is not None and self.log.isEnabledFor(logging.INFO):
+            self.log.info("reject %s + %s: %s", self.describe_nodes(a.nodes), self.describe_nodes(b.nodes), why)
 
-    def describe_short(self, gr: Group) -> str:
-        ops = [self.graph.ops[i] for i in sorted(gr.nodes)]
+    def note(self, gr: Group) -> str:
+        """Why `gr` was kept apart from a neighbour ('' when nothing was rejected)."""
+        if not gr.notes:
+            return ""
+        why, other = gr.notes[0]
+        return f"not fused with {self.describe_nodes(other)}: {why}"
+
+    def describe_nodes(self, nodes) -> str:
+        ops = [self.graph.ops[i] for i in sorted(nodes)]
         names = [short(o) for o in ops if o.name not in LAYOUT_OPS] or [short(ops[0])]
         return "+".join(names[:3]) + ("+..." if len(names) > 3 else "")
 
+    # ---- layout ops --------------------------------------------------------------------------
+    def attach_layout(self) -> None:
+        """Put each one-operand layout op in its producer's group (else its only consumer's group).
+
+        A view costs nothing inside a kernel and a full copy outside one, so this never loses and
+        needs no estimate; it also halves the graph the greedy loop sees (transformers are ~45%
+        reshapes, permutes and slices). Either join is convex: the op has one operand (one user).
+        """
+        if self.mode == "never":
+            return
+        gg, owner = self.graph, self.owner
+        for n, kind in enumerate(gg.kinds):
+            if kind != "layout" or n not in owner or len(gg.ops[n].operands) != 1:
+                continue
+            preds = list(gg.g._pred[n])
+            if preds and preds[0] in owner and self._try_attach(owner[preds[0]], n):
+                continue
+            succs = list(gg._succ[n])
+            if len(succs) == 1 and succs[0] in owner and n not in gg.escapes:
+                self._try_attach(owner[succs[0]], n)
+
+    def _try_attach(self, gid: int, n: int) -> bool:
+        a, b = self.groups[gid], self.groups[self.owner[n]]
+        if a is b or len(a.nodes) + len(b.nodes) > self.max_ops:
+            return False
+        if not self.rule(a, b, [self.graph.ops[i] for i in sorted(a.nodes | b.nodes)]).ok:
+            return False
+        self._merge(a, b, "", 0.0)
+        return True
+
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
-        """Merge until no legal (and, with mode=cost, profitable) candidate is left."""
+        """Merge until no legal (and, with mode=cost, profitable) candidate is left.
+
+        Lazy greedy: every adjacent pair is evaluated once up front; after a merge, the survivor's
+        pairs are queued under their last known saving and re-evaluated only when they reach the top,
+        so a pair whose groups keep growing is not re-estimated after every merge.
+        """
         if self.mode == "never":
             return
         heap: list = []
+        self._prior: dict[tuple[int, int], float] = {}
         done: set[tuple[int, int]] = set()
         for gid in sorted(self.groups):
             for other in self.neighbours(gid):
@@ -326,18 +376,21 @@ class Planner:
         while heap:
             neg, _, ga, gb, va, vb, tag = heapq.heappop(heap)
             a, b = self.groups.get(ga), self.groups.get(gb)
-            if a is None or b is None:
-                continue  # one side merged away; the survivor re-pushed its neighbours
-            if a.version != va or b.version != vb:
+            if a is None or b is None or a.version != va or b.version != vb:
+                continue  # superseded: every merge queues the survivor's pairs afresh
+            if tag is None:
+                self._push(heap, a, b)
                 continue
             self._merge(a, b, tag, -neg)
             for other in self.neighbours(a.gid):
-                self._push(heap, a, self.groups[other])
+                c = self.groups[other]
+                prior = max(self._prior.get((min(x, other), max(x, other)), 0.0) for x in (ga, gb))
+                self._push(heap, a, c, prior)
 
     def _merge(self, a: Group, b: Group, tag: str, saved: float) -> None:
-        if self.log is not None:
-            self.log.info("fuse %s + %s (%s): saves %.2f us", self.describe_short(a), self.describe_short(b),
-                          tag or "vertical", saved * 1e6)
+        if self.log is not None and self.log.isEnabledFor(logging.INFO):
+            self.log.info("fuse %s + %s (%s): saves %.2f us", self.describe_nodes(a.nodes),
+                          self.describe_nodes(b.nodes), tag or "vertical", saved * 1e6)
         a.nodes |= b.nodes
         a.version += 1
         a.merged = True
@@ -384,17 +437,17 @@ class Planner:
                 return
             saved += self.est(c.nodes) - self.est.with_copy(c.nodes, p)
         if saved <= 0:
-            if self.log is not None:
+            if self.log is not None and self.log.isEnabledFor(logging.INFO):
                 self.log.info("keep %s in its own kernel: recomputing it in %d kernels saves %.2f us",
-                              self.describe_short(gr), len(consumers), saved * 1e6)
+                              self.describe_nodes(gr.nodes), len(consumers), saved * 1e6)
             return
         for c in consumers:
             c.dups.append(p)
             c.version += 1
         del self.groups[gr.gid]
         del self.owner[p]
-        if self.log is not None:
-            self.log.info("recompute %s in %d kernels: saves %.2f us", self.describe_short(gr), len(consumers),
+        if self.log is not None and self.log.isEnabledFor(logging.INFO):
+            self.log.info("recompute %s in %d kernels: saves %.2f us", self.describe_nodes(gr.nodes), len(consumers),
                           saved * 1e6)
 
     def result(self) -> list[Group]:
