@@ -441,6 +441,12 @@ class LaunchList:
         import torch
 
         on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
+        if not on_cuda and not _interpreting() and any(s.kind != "view" for s in self.steps):
+            from compiler.errors import TargetError
+
+            raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
+                              "model and inputs to a GPU, or set TRITON_INTERPRET=1 before triton is imported "
+                              "to run the kernels in Triton's CPU interpreter")
         if not on_cuda or self._graph_state in ("off", "failed"):
             return self.run_plain(tensors)
         if self._graph_state == "first":
@@ -482,6 +488,10 @@ class LaunchList:
                 self._static[i].copy_(t)
         self._graph.replay()
         return [o.clone() for o in self._static_out]
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _warn(msg: str) -> None:

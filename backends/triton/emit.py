@@ -91,7 +91,8 @@ def is_float_ty(ty: str) -> bool:
 EMITTERS: dict[str, Callable] = {}
 """op name -> emitter(k, op, index) -> Val; `index` addresses the op's (single) result."""
 
-ROW_OPS = ("graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm")
+ROW_OPS = ("graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm",
+           "graph.cumsum")
 FREE_OPS = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice", "graph.constant", "graph.arange")
 """Ops that are only index arithmetic or literals: folded into every generated kernel that reads them."""
 
@@ -166,12 +167,25 @@ def _gelu(k, op, index):
     return k.let(f"0.5 * {x.code} * (1.0 + tl.math.erf({x.code} * 0.7071067811865476))", x.deps, x.ty)
 
 
-def _pow(a: Val, b: Val) -> str:
-    exact = {1: "{a}", 2: "{a} * {a}", 3: "{a} * {a} * {a}", 0.5: "tl.sqrt({a})", -0.5: "tl.rsqrt({a})",
-             -1: "1.0 / {a}", 0: "{a} * 0 + 1"}
-    if b.const is not None and b.const in exact:
-        return exact[b.const].format(a=a.code)
-    return f"tl.exp2({b.code} * tl.log2({a.code}))"  # positive bases only: the integer exponents fold above
+_EXACT_POW = {1: "{a}", 2: "{a} * {a}", 3: "{a} * {a} * {a}", 0.5: "tl.sqrt({a})", -0.5: "tl.rsqrt({a})",
+              -1: "1.0 / {a}", 0: "{a} * 0 + 1"}
+
+
+@emits("graph.pow")
+def _pow(k, op, index):
+    """a ** b: constant exponents fold; otherwise |a|^b with the sign of odd integer powers, as torch."""
+    a, b = operands(k, op, index)
+    deps, ty = a.deps | b.deps, a.ty
+    if b.const is not None and b.const in _EXACT_POW:
+        return k.let(_EXACT_POW[b.const].format(a=a.code), deps, ty)
+    if not is_float_ty(ty):
+        raise Unsupported("triton: graph.pow on integers with a non-constant exponent")
+    m = k.let(f"tl.exp2({b.code} * tl.log2(tl.abs({a.code})))", deps, ty)
+    whole = k.let(f"tl.floor({b.code}) == {b.code}", b.deps, "tl.int1")
+    odd = k.let(f"{whole.code} & (tl.floor({b.code} * 0.5) * 2.0 != {b.code})", b.deps, "tl.int1")
+    neg = f'tl.where({whole.code}, tl.where({odd.code}, -{m.code}, {m.code}), float("nan"))'
+    r = k.let(f"tl.where({a.code} < 0, {neg}, {m.code})", deps, ty)
+    return k.let(f"tl.where({b.code} == 0, 1.0, {r.code})", deps, ty)
 
 
 def _remainder(a: Val, b: Val) -> str:
@@ -199,7 +213,6 @@ _BINARY: dict[str, Callable[[Val, Val], str]] = {
     "sub": lambda a, b: f"{a.code} - {b.code}",
     "mul": lambda a, b: f"{a.code} * {b.code}",
     "div": _div,
-    "pow": _pow,
     "maximum": lambda a, b: f"tl.maximum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
     "minimum": lambda a, b: f"tl.minimum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
     "logical_and": lambda a, b: f"({a.code} != 0) & ({b.code} != 0)",
@@ -394,6 +407,40 @@ def _gather(k, op, index):
     return k.value(op.input, Index(dims))
 
 
+@emits("graph.index")
+def _index(k, op, index):
+    """input[i0, ..., ik-1]: each index tensor is read at the broadcast leading dims (negatives wrap)."""
+    idx_shapes = [shape_of(i.type) for i in op.indices]
+    nb = max(len(s) for s in idx_shapes)
+    lead = Index(index.dims[:nb])
+    dims = []
+    for d, i in enumerate(op.indices):
+        ids = k.value(i, broadcast_index(lead, index_shape(idx_shapes, nb), i))
+        size = shape_of(op.input.type)[d]
+        pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {size}, {ids.code}), 0), {size - 1})",
+                    ids.deps, ids.ty)
+        dims.append(Ix(pos.code, pos.deps))
+    return k.value(op.input, Index(tuple(dims) + index.dims[nb:]))
+
+
+@emits("graph.gather_elements")
+def _gather_elements(k, op, index):
+    """torch.gather: the index along `dim` is read from `indices` at the same point (negatives wrap)."""
+    d = op.dim.value.data
+    ids = k.value(op.indices, Index(index.dims))
+    size = shape_of(op.input.type)[d]
+    pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {size}, {ids.code}), 0), {size - 1})",
+                ids.deps, ids.ty)
+    dims = index.dims[:d] + (Ix(pos.code, pos.deps),) + index.dims[d + 1:]
+    return k.value(op.input, Index(dims))
+
+
+def index_shape(shapes, rank: int) -> tuple[int, ...]:
+    from compiler.dialects.types import broadcast_shapes
+
+    return broadcast_shapes(*shapes)[-rank:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Row ops: one tile of whole rows per program, reduced along the column axis
 # ---------------------------------------------------------------------------------------------
@@ -433,6 +480,13 @@ def _softmax(k, op, index):
     if op.name == "graph.log_softmax":
         return k.let(f"{x.code} - {m.code} - tl.log({s.code})", e.deps, x.ty)
     return k.let(f"{e.code} / {s.code}", e.deps, x.ty)
+
+
+@emits("graph.cumsum")
+def _cumsum(k, op, index):
+    x = _row_input(k, op, (op.dim.value.data,), index)
+    t = k.masked(x, "0")
+    return k.let(f"tl.cumsum({t.code}, 1)", t.deps, x.ty)
 
 
 def _norm_dims(k, op) -> tuple[int, ...]:
@@ -478,7 +532,7 @@ def row_dims(op: Operation) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     shape = shape_of(op.operands[0].type)
     if op.name == "graph.reduce":
         return shape, tuple(sorted(op.dims.get_values()))
-    if op.name in ("graph.softmax", "graph.log_softmax"):
+    if op.name in ("graph.softmax", "graph.log_softmax", "graph.cumsum"):
         return shape, (op.dim.value.data,)
     n = op.normalized_ndim.value.data
     return shape, tuple(range(len(shape) - n, len(shape)))
