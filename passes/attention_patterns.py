@@ -277,12 +277,26 @@ def _interpret(ops: list[Operation], value: SSAValue) -> torch.Tensor | None:
     vals: dict[SSAValue, torch.Tensor] = {}
     try:
         for op in ops:
-            out = OPS[op.name](op)(*[vals[o] for o in op.operands])
+            fn = _triangular(op) if isinstance(op, g.TriangularOp) else OPS[op.name](op)
+            out = fn(*[vals[o] for o in op.operands])
             outs = out if isinstance(out, list) else [out]
             vals.update(zip(op.results, outs))
     except Exception:  # an op the interpreter cannot run on these values: treat the mask as unknown
         return None
     return vals[value]
+
+
+def _triangular(op: g.TriangularOp):
+    """tril/triu through an index comparison: torch.tril/triu take ~20 ms even on 32x32 CPU tensors."""
+    d, upper = op.diagonal.value.data, op.upper is not None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(x.shape[-2])[:, None]
+        j = torch.arange(x.shape[-1])[None, :]
+        keep = (j - i >= d) if upper else (j - i <= d)
+        return torch.where(keep, x, torch.zeros((), dtype=x.dtype))
+
+    return run
 
 
 def _is_random(op: Operation) -> bool:
@@ -304,6 +318,11 @@ NONE, CAUSAL, OTHER, BAD = "none", "causal", "other", "bad"
 """Mask kinds: masks nothing; exactly causal (top-left); anything else; masks a whole row."""
 
 
+def causal_keep(t: int, s: int) -> torch.Tensor:
+    """[t, s] booleans, True where key j <= query i (top-left causal; `tril` on bool is ~20 ms on CPU)."""
+    return torch.arange(s)[None, :] <= torch.arange(t)[:, None]
+
+
 def classify_keep(keep: torch.Tensor, t: int, s: int) -> str:
     """Kind of a boolean keep-mask broadcast to [..., t, s]."""
     keep = keep.to(torch.bool).expand(*keep.shape[:-2], t, s) if keep.dim() >= 2 else keep.expand(t, s)
@@ -311,8 +330,7 @@ def classify_keep(keep: torch.Tensor, t: int, s: int) -> str:
         return BAD
     if keep.all():
         return NONE
-    tril = torch.ones(t, s, dtype=torch.bool).tril()
-    return CAUSAL if torch.equal(keep, tril.expand_as(keep)) else OTHER
+    return CAUSAL if torch.equal(keep, causal_keep(t, s).expand_as(keep)) else OTHER
 
 
 def classify_additive(m: torch.Tensor, t: int, s: int) -> str:
@@ -324,7 +342,7 @@ def classify_additive(m: torch.Tensor, t: int, s: int) -> str:
         return BAD
     if bool((m == 0).all()):
         return NONE
-    tril = torch.ones(t, s, dtype=torch.bool).tril().expand_as(m)
+    tril = causal_keep(t, s).expand_as(m)
     if bool((m[tril] == 0).all()) and bool(dropped[~tril].all()):
         return CAUSAL
     return OTHER
@@ -332,9 +350,13 @@ def classify_additive(m: torch.Tensor, t: int, s: int) -> str:
 
 def classify(mask: Mask, t: int, s: int, cache: dict) -> str:
     """Kind of `mask` from its compile-time values, OTHER when it depends on a function argument."""
-    val = evaluate(mask.value, cache)
-    if val is None:
-        return OTHER
-    if mask.additive:
-        return classify_additive(val.to(torch.float32) * mask.factor, t, s)
-    return classify_keep(~val if mask.negate else val, t, s)
+    key = ("kind", mask.value, mask.additive, mask.negate, mask.factor, t, s)
+    if key not in cache:
+        val = evaluate(mask.value, cache)
+        if val is None:
+            cache[key] = OTHER
+        elif mask.additive:
+            cache[key] = classify_additive(val.to(torch.float32) * mask.factor, t, s)
+        else:
+            cache[key] = classify_keep(~val if mask.negate else val, t, s)
+    return cache[key]
