@@ -38,7 +38,7 @@ _log = log.get("backend")
 
 ABSORB = LAYOUT + ("graph.constant", "graph.arange")
 LIBRARY = ("graph.linear", "graph.matmul", "graph.conv", "graph.attention")
-NORMS = ("graph.layer_norm", "graph.rms_norm")
+HEAVY = ("math.floor", "arith.divf", "math.sin", "math.cos", "math.sqrt")
 
 
 @dataclass
@@ -176,17 +176,32 @@ class _Planner:
         st.outputs = outs
         fb = L.FuncBuilder(name)
         env = {v: fb.arg(*_type(v)) for v in st.inputs}
+        tail = _output_reshapes(ops, outs)
         for op in ops:
-            vals = LOWERINGS[op.name](fb, op, [env[self.resolve(v)] for v in op.operands])
+            args = [env[self.resolve(v)] for v in op.operands]
+            # a reshape that only feeds the output: write the data in the pre-reshape shape
+            vals = args[:1] if op in tail else LOWERINGS[op.name](fb, op, args)
             env.update(zip(op.results, vals))
-        dests = [fb.arg(*_type(r), writable=True) for r in outs]
-        for r, d in zip(outs, dests):
-            fb.store(env[r], d)
+        dests = [fb.arg(env[r].shape, _type(r)[1], writable=True) for r in outs]
+        fb.store([(env[r], d) for r, d in zip(outs, dests)])
         st.schedule, st.schedule_kind = L.schedule_lines(fb)
         st.text, st.arg_types = fb.text(), fb.arg_types
-        names = {op.name for op in ops}
-        st.opt_level = 0 if st.schedule_kind == "row" and names & set(NORMS) and len(names - set(ABSORB)) == 1 else 3
+        st.opt_level = _opt_level(st)
         return st
+
+
+def _opt_level(st: Step) -> int:
+    """LLVM -O0 for kernels MLIR vectorized that do no heavy arithmetic (memory-bound: the same
+    speed, 3x cheaper to compile; layer norm is even faster: notes/cpu-backend-mlir.md), else -O3
+    (polynomial exp/tanh need LLVM's scheduling; unscheduled loops need its vectorizer)."""
+    heavy = any(w in st.text for w in HEAVY)
+    return 3 if st.schedule_kind == "none" or heavy else 0
+
+
+def _output_reshapes(ops: list[Operation], outs: list[SSAValue]) -> set[Operation]:
+    """Reshapes whose result is only a kernel output (same bytes in either shape: no copy)."""
+    return {op for op in ops if op.name == "graph.reshape" and op.results[0] in outs
+            and all(u.operation not in ops for u in op.results[0].uses)}
 
 
 def _type(v: SSAValue) -> tuple[tuple[int, ...], str]:

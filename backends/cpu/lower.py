@@ -227,6 +227,7 @@ class GenericInfo:
     kind: str  # "root" (writes an output), "ew" (parallel temporary), "red" (reduction)
     domain: tuple[int, ...]
     reduced: tuple[int, ...] = ()
+    uid: str = ""  # the generic's own tag suffix
 
 
 class FuncBuilder:
@@ -272,22 +273,33 @@ class FuncBuilder:
 
     # -- leaves: slices and unit dims become tensor.extract_slice, the rest an indexing map --
     def _operand(self, leaf: Leaf, domain: tuple[int, ...]) -> tuple[str, str, str]:
-        """(ssa, tensor type, map results) of `leaf` read over `domain`."""
-        offs, sizes, strides, res, dims = [], [], [], [], []
+        """(ssa, tensor type, map results) of `leaf` read over `domain`.
+
+        Per tensor dim: a constant index drops the dim, `k*d + c` is a strided slice, and
+        `T*d_a + d_b` (a split from a reshape) expands the dim into two loop dims."""
+        offs, sizes, strides, res, kept, splits = [], [], [], [], [], {}
         for i, e in enumerate(leaf.exprs):
             if not e.terms:
                 offs.append(e.const), sizes.append(1), strides.append(1)
                 continue
-            if len(e.terms) != 1 or e.terms[0][1] <= 0 or e.terms[0][0] in res:
-                raise Unsupported(f"index expression {e} of {leaf.ssa} is not a slice of one loop dim")
+            if len(e.terms) > 1:
+                parts, extent = _split_dims(e, domain, leaf.tshape[i])
+                offs.append(e.const), sizes.append(extent), strides.append(1)
+                splits[len(kept)] = parts
+                kept.append(i), res.extend(parts)
+                continue
             d, k = e.terms[0]
+            if k <= 0:
+                raise Unsupported(f"index expression {e} of {leaf.ssa} runs backwards")
             offs.append(e.const), sizes.append(domain[d]), strides.append(k)
-            res.append(d), dims.append(i)
+            res.append(d), kept.append(i)
+        if len(set(res)) != len(res):
+            raise Unsupported(f"{leaf.ssa} reads one loop dim in two tensor dims (a diagonal)")
         ssa, shape = leaf.ssa, leaf.tshape
-        if len(dims) != len(leaf.tshape) or tuple(sizes) != leaf.tshape or any(offs) or set(strides) - {1}:
+        if len(kept) != len(leaf.tshape) or tuple(sizes) != leaf.tshape or any(offs) or set(strides) - {1}:
             key = (leaf.ssa, tuple(offs), tuple(sizes), tuple(strides))
             if key not in self._slices:
-                shape = tuple(sizes[i] for i in dims)
+                shape = tuple(sizes[i] for i in kept)
                 s = self.fresh("s")
                 j = lambda xs: ", ".join(map(str, xs))  # noqa: E731
                 self.lines.append(f"{s} = tensor.extract_slice {leaf.ssa}[{j(offs)}] [{j(sizes)}] "
@@ -295,40 +307,66 @@ class FuncBuilder:
                                   f"{ttype(shape, leaf.dtype)}")
                 self._slices[key] = (s, shape)
             ssa, shape = self._slices[key]
+        if splits:
+            ssa, shape = self._expand(ssa, shape, leaf.dtype, splits, domain)
         return ssa, ttype(shape, leaf.dtype), ", ".join(f"d{d}" for d in res)
 
-    def generic(self, v: Val, out: str, out_shape, out_dtype: str, kind: str,
-                reduced: tuple[int, ...] = (), combine: Callable | None = None) -> str:
-        """One linalg.generic over v's shape writing `out` (kept dims only when reducing)."""
-        domain = v.shape
+    def _expand(self, ssa, shape, dtype, splits: dict[int, list[int]], domain) -> tuple[str, tuple]:
+        groups, out, n = [], [], 0
+        for i, size in enumerate(shape):
+            dims = splits.get(i)
+            sizes = [domain[d] for d in dims] if dims else [size]
+            groups.append("[" + ", ".join(str(n + k) for k in range(len(sizes))) + "]")
+            out += sizes
+            n += len(sizes)
+        key = (ssa, tuple(out))
+        if key not in self._slices:
+            r = self.fresh("x")
+            self.lines.append(f"{r} = tensor.expand_shape {ssa} [{', '.join(groups)}] output_shape "
+                              f"[{', '.join(map(str, out))}] : {ttype(shape, dtype)} into {ttype(out, dtype)}")
+            self._slices[key] = (r, tuple(out))
+        return self._slices[key]
+
+    def generic(self, v: Val | list[Val], out: str | list[str], out_shape, out_dtype: str | list[str],
+                kind: str, reduced: tuple[int, ...] = (), combine: Callable | None = None) -> list[str] | str:
+        """One linalg.generic over the values' (common) shape writing `out` (kept dims when reducing).
+
+        Several values (same shape, parallel only) make one generic with several outputs."""
+        vals, outs = (v, out) if isinstance(v, list) else ([v], [out])
+        dts = out_dtype if isinstance(out_dtype, list) else [out_dtype]
+        domain = vals[0].shape
         rank = len(domain)
-        ls = leaves(v)
+        ls = [leaf for x in vals for leaf in leaves(x)]
+        ls = list({leaf_key(leaf): leaf for leaf in ls}.values())
         ops = [self._operand(leaf, domain) for leaf in ls]
         dims = ", ".join(f"d{i}" for i in range(rank))
         kept = ", ".join(f"d{i}" for i in range(rank) if i not in reduced)
-        maps = [f"affine_map<({dims}) -> ({m})>" for _, _, m in ops] + [f"affine_map<({dims}) -> ({kept})>"]
+        maps = [f"affine_map<({dims}) -> ({m})>" for _, _, m in ops]
+        maps += [f"affine_map<({dims}) -> ({kept})>"] * len(outs)
         iters = ", ".join('"reduction"' if i in reduced else '"parallel"' for i in range(rank))
         res = self.fresh("g")
         tag = f"solder.{self.name}.{kind}"
-        self.tags.add(tag)
-        self.generics.append(GenericInfo(kind, tuple(domain), tuple(reduced)))
-        ot = ttype(out_shape, out_dtype)
+        self.generics.append(GenericInfo(kind, tuple(domain), tuple(reduced), res[1:]))
+        uniq = f"solder.{self.name}.{res[1:]}"
+        ots = [ttype(out_shape, dt) for dt in dts]
         ins = f"ins({', '.join(o[0] for o in ops)} : {', '.join(o[1] for o in ops)}) " if ops else ""
-        self.lines.append(f"{res} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
-                          f"iterator_types = [{iters}]}} {ins}outs({out} : {ot}) attrs = {{{tag}}} {{")
-        bargs = [f"{res[1:]}_i{i}" for i in range(len(ops))] + [f"{res[1:]}_o"]
-        btypes = [STORAGE.get(leaf.dtype, leaf.dtype) for leaf in ls] + [STORAGE.get(out_dtype, out_dtype)]
+        results = res if len(outs) == 1 else f"{res}:{len(outs)}"
+        self.lines.append(f"{results} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
+                          f"iterator_types = [{iters}]}} {ins}outs({', '.join(outs)} : {', '.join(ots)}) "
+                          f"attrs = {{{tag}, {uniq}}} {{")
+        bargs = [f"{res[1:]}_i{i}" for i in range(len(ops))] + [f"{res[1:]}_o{i}" for i in range(len(outs))]
+        btypes = [STORAGE.get(leaf.dtype, leaf.dtype) for leaf in ls] + [STORAGE.get(dt, dt) for dt in dts]
         self.lines.append("^bb0(" + ", ".join(f"%{a}: {t}" for a, t in zip(bargs, btypes)) + "):")
         body = Body(f"%{res[1:]}_t", {leaf_key(leaf): f"%{a}" for leaf, a in zip(ls, bargs)})
-        y = body.value(v)
+        ys = [body.value(x) for x in vals]
         if combine is not None:
-            y = combine(body, y, f"%{bargs[-1]}")
-        if out_dtype in STORAGE:
-            y = body.emit(f"arith.extui {y} : {out_dtype} to {STORAGE[out_dtype]}")
+            ys = [combine(body, ys[0], f"%{bargs[-1]}")]
+        ys = [body.emit(f"arith.extui {y} : {dt} to {STORAGE[dt]}") if dt in STORAGE else y
+              for y, dt in zip(ys, dts)]
         self.lines.extend("  " + ln for ln in body.em.lines)
-        self.lines.append(f"  linalg.yield {y} : {STORAGE.get(out_dtype, out_dtype)}")
-        self.lines.append(f"}} -> {ot}")
-        return res
+        self.lines.append(f"  linalg.yield {', '.join(ys)} : {', '.join(STORAGE.get(dt, dt) for dt in dts)}")
+        self.lines.append(f"}} -> {ots[0] if len(ots) == 1 else '(' + ', '.join(ots) + ')'}")
+        return res if len(outs) == 1 else [f"{res}#{i}" for i in range(len(outs))]
 
     # -- materializing values -----------------------------------------------------------------
     def materialize(self, v: Val) -> Leaf:
@@ -353,6 +391,9 @@ class FuncBuilder:
             return v
         if [n for n in shape if n != 1] == [n for n in v.shape if n != 1]:
             return _unit_reshape(v, shape)
+        sub = _split_sub(v.shape, shape)
+        if sub is not None:
+            return reindex(v, shape, sub)
         leaf = self.materialize(v)
         return self._reshape_tensor(leaf, shape)
 
@@ -375,12 +416,19 @@ class FuncBuilder:
             cur = nxt
         return Leaf(shape, dt, cur, shape, ident(len(shape)))
 
-    def store(self, v: Val, dest: Leaf) -> None:
-        """Write `v` into output argument `dest` (one root generic) and materialize it there."""
-        r = self.generic(v, dest.ssa, dest.shape, dest.dtype, "root")
-        t = ttype(dest.shape, dest.dtype)
-        self.lines.append(f"bufferization.materialize_in_destination {r} in restrict writable "
-                          f"{dest.ssa}_m : ({t}, {mtype(dest.shape, dest.dtype)}) -> ()")
+    def store(self, pairs: list[tuple[Val, Leaf]]) -> None:
+        """Write each value into its output argument: one root generic per distinct shape."""
+        by_shape: dict[tuple[int, ...], list[tuple[Val, Leaf]]] = {}
+        for v, dest in pairs:
+            by_shape.setdefault(v.shape, []).append((v, dest))
+        for shape, group in by_shape.items():
+            rs = self.generic([v for v, _ in group], [d.ssa for _, d in group], shape,
+                              [d.dtype for _, d in group], "root")
+            rs = rs if isinstance(rs, list) else [rs]
+            for r, (_, d) in zip(rs, group):
+                t = ttype(d.shape, d.dtype)
+                self.lines.append(f"bufferization.materialize_in_destination {r} in restrict writable "
+                                  f"{d.ssa}_m : ({t}, {mtype(d.shape, d.dtype)}) -> ()")
 
     def text(self) -> str:
         head = f"func.func @{self.name}({', '.join(self.args)}) attributes {{llvm.emit_c_interface}} {{"
@@ -392,6 +440,38 @@ def _prod(xs) -> int:
     for x in xs:
         p *= x
     return p
+
+
+def _split_sub(src: tuple[int, ...], dst: tuple[int, ...]) -> list[Aff] | None:
+    """If `dst` only splits dims of `src` ([B*T, C] -> [B, T, C]): each src dim as dst dims."""
+    sub, j = [], 0
+    for n in src:
+        group, p = [], 1
+        while j < len(dst) and (p < n or (not group and n == 1)) and p * dst[j] <= n:
+            group.append(j)
+            p *= dst[j]
+            j += 1
+        if p != n or not group:
+            return None
+        coefs, c = [], 1
+        for k in reversed(group):
+            coefs.append((k, c))
+            c *= dst[k]
+        sub.append(Aff(0, tuple(sorted((k, c) for k, c in coefs if dst[k] != 1))))
+    return sub if j == len(dst) else None
+
+
+def _split_dims(e: Aff, domain: tuple[int, ...], size: int) -> tuple[list[int], int]:
+    """The loop dims (outer first) of a row-major split index `e` and the extent it covers."""
+    terms = sorted(e.terms, key=lambda t: -t[1])
+    expect = 1
+    for d, k in reversed(terms):
+        if k != expect:
+            raise Unsupported(f"index expression {e} is not a row-major split")
+        expect *= domain[d]
+    if e.const < 0 or e.const + expect > size:
+        raise Unsupported(f"index expression {e} leaves a dim of size {size}")
+    return [d for d, _ in terms], expect
 
 
 def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
@@ -420,17 +500,10 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         f"{h} tile_sizes [{', '.join(map(str, sizes))}] : ({ANY}) -> ({', '.join([ANY] * (n + 1))})")
     lines: list[str] = []
     if not reds:
-        for kind in ("ew", "root"):
-            ranks = {len(g.domain) for g in gs if g.kind == kind}
-            if not ranks:
-                continue
-            if len(ranks) != 1:
-                return [], "none"
-            rank = ranks.pop()
-            cols = {g.domain[-1] for g in gs if g.kind == kind} if rank else {1}
-            if rank and len(cols) == 1:
-                sizes = [1] * (rank - 1) + [lane_tile(cols.pop(), 64)]
-                lines += [match(f"{p}{kind}", kind), tile(f"{p}{kind}", sizes, sum(1 for s in sizes if s))]
+        for g in gs:
+            if g.domain:
+                sizes = [1] * (len(g.domain) - 1) + [lane_tile(g.domain[-1], 64)]
+                lines += [match(f"{p}{g.uid}", g.uid), tile(f"{p}{g.uid}", sizes, len(sizes))]
         return lines + _finish(fb), "elementwise"
     dom = reds[0].domain
     rank = len(dom)
