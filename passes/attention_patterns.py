@@ -206,8 +206,9 @@ def _heads_fit(qs: tuple[int, ...], ks: tuple[int, ...]) -> bool:
 def unrepeat_heads(x: SSAValue) -> tuple[SSAValue, int] | None:
     """(kv, groups) when x[B,H,S,D] is kv[B,H/G,S,D] with each head repeated G times in place.
 
-    That is `kv[B,1,S,D].expand(B,H,S,D)` (multi-query), or `repeat_interleave(G, dim=1)` or `kv[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)`,
-    both imported as reshape(expand([B,Hkv,1,S,D] -> [B,Hkv,G,S,D])). Head h reads kv head h // G,
+    That is `kv[B,1,S,D].expand(B,H,S,D)` (multi-query), or `repeat_interleave(G, dim=1)` or
+    `kv[:, :, None].expand(B, Hkv, G, S, D).reshape(B, H, S, D)`, both imported as
+    reshape(expand([B,Hkv,1,S,D] -> [B,Hkv,G,S,D])). Head h reads kv head h // G,
     which is what grouped-query `graph.attention` does natively.
     """
     rs = x.owner

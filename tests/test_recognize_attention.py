@@ -127,8 +127,10 @@ def test_sdpa_in_graph_causal_mask_becomes_causal():
 
 
 def test_sdpa_all_true_mask_is_dropped():
-    f = Fn(lambda m, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(B, 1, T, T, dtype=torch.bool)))
-    (a,) = check(f, *qkv(), count=1, origin="all-keep mask dropped")
+    def f(m, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(B, 1, T, T, dtype=torch.bool))
+
+    (a,) = check(Fn(f), *qkv(), count=1, origin="all-keep mask dropped")
     assert a.mask is None and a.causal is None
 
 
