@@ -260,7 +260,7 @@ class Planner:
 
     # ---- candidates ---------------------------------------------------------------------------
     def neighbours(self, gid: int) -> set[int]:
-        """Groups joined to `gid` by an edge, or (horizontal) reading a value that `gid` reads."""
+        """Groups joined to `gid` by an edge, or (horizontal) reading a value that `gid` reads next to it."""
         out: set[int] = set()
         gr, owner, gg = self.groups[gid], self.owner, self.graph
         for n in gr.nodes:
@@ -268,10 +268,12 @@ class Planner:
                 out.add(owner.get(m, -1))
             for m in gg.g._pred[n]:
                 out.add(owner.get(m, -1))
-            if self.horizontal:
+            if self.horizontal:  # the nearest readers of each shared value, not all of them (O(1) per value)
                 for v in gg.ops[n].operands:
-                    for m in gg.readers.get(v, ()):
-                        out.add(owner.get(m, -1))
+                    readers = gg.readers.get(v, ())
+                    if len(readers) > 1:
+                        at = readers.index(n)
+                        out.update(owner.get(m, -1) for m in readers[max(0, at - 1):at + 2])
         out.discard(gid)
         out.discard(-1)
         return out
