@@ -4,6 +4,10 @@ from __future__ import annotations
 
 
 def __getattr__(name):  # keep `import compiler.dialects` light: the API pulls in torch
+    if name == "load":
+        from compiler.artifact import load
+
+        return load
     if name in ("compile", "SparseAttention"):
         from compiler import api
 
@@ -11,4 +15,4 @@ def __getattr__(name):  # keep `import compiler.dialects` light: the API pulls i
     raise AttributeError(f"module 'compiler' has no attribute {name!r}")
 
 
-__all__ = ["compile"]
+__all__ = ["compile", "load"]

@@ -126,16 +126,17 @@ _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 
 
 def _binary(kind: str, compare: bool):
-    def fn(ctx: ImportContext, a, b, *, alpha=1):
+    def fn(ctx: ImportContext, a, b, alpha=1):
         if kind.startswith("logical_") and not all(
                 not isinstance(x, torch.fx.Node) or ctx.meta(x).dtype == torch.bool for x in (a, b)):
             return NotImplemented  # bitwise ops on integers
         dt = _promote(ctx, a, b) if compare or kind.startswith("logical_") else ctx.meta().dtype
         if kind.startswith("logical_"):
             dt = torch.bool
+        vb = ctx.operand(b, dt)
         if alpha != 1:
-            b = ctx.emit(g.MulOp(ctx.operand(b, dt), ctx.constant(alpha, dt), _like(ctx, b, dt)))
-        return ctx.emit(g.BINARY_OPS[kind](ctx.operand(a, dt), ctx.operand(b, dt), ctx.out_type()))
+            vb = ctx.emit(g.MulOp(vb, ctx.constant(alpha, dt), _like(ctx, b, dt)))
+        return ctx.emit(g.BINARY_OPS[kind](ctx.operand(a, dt), vb, ctx.out_type()))
 
     return fn
 

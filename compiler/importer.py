@@ -117,7 +117,7 @@ class ImportContext:
         return f"node {self.node.name} ({self.node.target})" if self.node is not None else "importer"
 
     def constant(self, value, dtype: torch.dtype, shape: tuple[int, ...] = ()) -> SSAValue:
-        if not dtype.is_floating_point and isinstance(value, float) and not math.isfinite(value):
+        if dtype != torch.bool and not dtype.is_floating_point and isinstance(value, float) and not math.isfinite(value):
             raise ImportError_(f"{self.where()}: {value} does not fit {dtype}")
         if dtype == torch.bool:
             value = bool(value)

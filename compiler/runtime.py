@@ -202,6 +202,12 @@ class CompiledModule:
                 raise VerifyError(f"{self.name}: output {i} differs from eager (max abs error {err}, "
                                   f"tolerance atol={atol} rtol={rtol}); run with explain=True to see the IR")
 
+    def save(self, path) -> None:
+        """Write the compiled specializations (IR, generated sources, weights) to `path`; `compiler.load` reads it."""
+        from compiler import artifact
+
+        artifact.save(self, path)
+
     # ---- explaining ----------------------------------------------------------------------------
     def explain(self) -> str:
         """The pipeline that ran, timings, fallbacks and the IR of every compiled input signature."""

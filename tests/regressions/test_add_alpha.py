@@ -14,13 +14,11 @@ from compiler import compile
 BUG = "compiler/aten_table.py:136-138 _binary: alpha-scaled operand passed to ctx.operand() as if a scalar"
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 def test_add_tensor_alpha():
     x, y = torch.randn(3, 4), torch.randn(4)
     torch.testing.assert_close(compile(lambda a, b: torch.add(a, b, alpha=3))(x, y), torch.add(x, y, alpha=3))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 def test_sub_scalar_alpha():
     x = torch.randn(3, 4)
     torch.testing.assert_close(compile(lambda a: torch.sub(a, 2.0, alpha=0.5))(x), torch.sub(x, 2.0, alpha=0.5))

@@ -12,8 +12,6 @@ import torch
 from compiler import compile
 
 
-@pytest.mark.xfail(strict=True, reason="compiler/importer.py:121 ImportContext.constant rejects nan/inf for bool "
-                                       "(bool(nan) is True in PyTorch)")
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_masked_fill_bool_with_nonfinite(value):
     x = torch.tensor([[True, False], [False, False]])
