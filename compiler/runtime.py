@@ -229,9 +229,8 @@ class CompiledModule:
             if sp.program.fallbacks:
                 lines.append("ops the backend did not lower (ran on the reference backend): " +
                              ", ".join(sp.program.fallbacks))
-            if sp.program.kernels:
-                from compiler.report import kernel_table
+            from compiler.report import kernel_table, kernels_of
 
-                lines.append(kernel_table(sp.program.kernels))
+            lines.append(kernel_table(sp.program.kernels or kernels_of(sp.imported.module)))
             lines.append(sp.ir_text or ir.print_ir(sp.imported.module))
         return "\n".join(lines)
