@@ -194,8 +194,15 @@ class _Planner:
             return
         self.fallback(op, ins, outs, pos, est)
 
-    def fallback(self, op, ins, outs, pos, est, reason: str = "no Triton lowering") -> None:
+    def fallback(self, op, ins, outs, pos, est) -> None:
         kind = "extern" if op.name in ("graph.conv", "graph.extern") else "fallback"
+        reason = "no Triton lowering"
+        if op.name == "graph.conv":
+            reason = "no Triton lowering; torch runs it (cuDNN on the GPU)"
+        elif op.name == "graph.attention" and _interpreter_dot_broken(_dtype(op.results[0])):
+            reason = "bf16 tl.dot is wrong in Triton's CPU interpreter; the flash template runs on the GPU"
+        elif op.name in TEMPLATE_OPS and _templates() is None:
+            reason = "its template is missing"
         factory = REFERENCE_OPS.get(op.name)
         if factory is None:
             raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
@@ -265,8 +272,15 @@ def _dtype(v: SSAValue) -> str:
     return dtype_name(v.type.element_type)
 
 
+def _interpreter_dot_broken(dtype: str) -> bool:
+    """Triton 3.7's CPU interpreter computes `tl.dot` on bf16 wrongly (fp16/fp32 are exact)."""
+    return dtype == "bfloat16" and interpreting()
+
+
 def _use_template(planner, dtype: str, epilogue: bool) -> bool:
     """GEMM route: the Triton template where it pays (a fused epilogue on 16-bit), else cuBLAS."""
+    if _interpreter_dot_broken(dtype):
+        return False
     if planner.gemm != "auto":
         return planner.gemm == "template"
     return interpreting() or (dtype in ("float16", "bfloat16") and epilogue)
@@ -414,6 +428,8 @@ def template_step(op, ins, planner):
     if T is None:
         return None
     if op.name == "graph.attention":
+        if _interpreter_dot_broken(_dtype(op.results[0])):
+            return None
         return _attention_step(T, op, ins, planner)
     return _row_step(T, op, ins)
 
