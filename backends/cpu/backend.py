@@ -82,7 +82,7 @@ class _Planner:
         self.fn = forward_func(module)
         self.alias: dict[SSAValue, SSAValue] = {}
         self.steps: list[Step] = []
-        self.order = {op: i for i, op in enumerate(self.fn.body.block.ops)}
+        self.order = {op: i for i, op in enumerate(self.fn.walk())}  # program order, kernels inlined
         self.n_funcs = 0
 
     def resolve(self, v: SSAValue) -> SSAValue:
@@ -120,7 +120,7 @@ class _Planner:
         elif op.name in LIBRARY:
             self.steps.append(self.step(_library_route(op), [op]))
         elif op.name in LOWERINGS:
-            absorbed = _absorb(op)
+            absorbed = _absorb(list(op.operands))
             ops = sorted(absorbed + [op], key=self.order.__getitem__)
             self.steps.append(self.mlir(ops, [op]))
         else:
@@ -153,7 +153,11 @@ class _Planner:
         if all(op.name in ABSORB for op in run):
             self.steps += [self.step("view", [op], kernel_id=kid) for op in run]
             return
-        self.steps.append(self.mlir(run, run, kid))
+        inside = set(run)
+        outer = [self.resolve(v) for op in run for v in op.operands
+                 if not (isinstance(v, OpResult) and v.owner in inside)]
+        absorbed = sorted(_absorb(outer), key=self.order.__getitem__)
+        self.steps.append(self.mlir(absorbed + run, run, kid))
 
     def mlir(self, ops: list[Operation], core: list[Operation], kid=None) -> Step:
         """One MLIR function for `ops`; outputs are the results of `core` used outside `ops`."""
@@ -208,10 +212,11 @@ def _type(v: SSAValue) -> tuple[tuple[int, ...], str]:
     return shape_of(v.type), str(v.type.element_type)
 
 
-def _absorb(op: Operation) -> list[Operation]:
-    """Top-level layout ops and constants that (transitively) feed `op`: they join its function."""
+def _absorb(values: list[SSAValue]) -> list[Operation]:
+    """Top-level layout ops and constants that (transitively) produce `values`: they join the
+    kernel's function (a broadcast or permute becomes an indexing map, a constant an immediate)."""
     taken: list[Operation] = []
-    stack = list(op.operands)
+    stack = list(values)
     while stack:
         v = stack.pop()
         p = v.owner if isinstance(v, OpResult) else None
@@ -333,10 +338,11 @@ def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
     in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
     need_contig = [v not in contiguous for v in s.inputs]
     fresh, bufs = [], []
-    for o, (shape, dt) in zip(s.outputs, s.arg_types[n_in:]):
+    for o, (_, dt) in zip(s.outputs, s.arg_types[n_in:]):
         fresh.append(o in esc)
-        bufs.append(None if o in esc else torch.empty(shape, dtype=_TORCH[dt]))
-    out_specs = [(shape, _TORCH[dt], dt == "i1") for shape, dt in s.arg_types[n_in:]]
+        bufs.append(None if o in esc else torch.empty(shape_of(o.type), dtype=_TORCH[dt]))
+    # the IR's shapes: a kernel may write an output in its pre-reshape shape (same bytes)
+    out_specs = [(shape_of(v.type), _TORCH[dt], dt == "i1") for v, (_, dt) in zip(s.outputs, s.arg_types[n_in:])]
     call = k.call_unchecked
 
     def run(vals):

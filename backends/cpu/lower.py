@@ -275,22 +275,17 @@ class FuncBuilder:
     def _operand(self, leaf: Leaf, domain: tuple[int, ...]) -> tuple[str, str, str]:
         """(ssa, tensor type, map results) of `leaf` read over `domain`.
 
-        Per tensor dim: a constant index drops the dim, `k*d + c` is a strided slice, and
-        `T*d_a + d_b` (a split from a reshape) expands the dim into two loop dims."""
-        offs, sizes, strides, res, kept, splits = [], [], [], [], [], {}
+        Per tensor dim: a constant index drops the dim and `k*d + c` is a strided slice; a dim read
+        as `T*d_a + d_b + c` (a reshape split) is first expanded into one dim per loop dim."""
+        leaf = self._split_leaf(leaf)
+        offs, sizes, strides, res, kept = [], [], [], [], []
         for i, e in enumerate(leaf.exprs):
             if not e.terms:
                 offs.append(e.const), sizes.append(1), strides.append(1)
                 continue
-            if len(e.terms) > 1:
-                parts, extent = _split_dims(e, domain, leaf.tshape[i])
-                offs.append(e.const), sizes.append(extent), strides.append(1)
-                splits[len(kept)] = parts
-                kept.append(i), res.extend(parts)
-                continue
             d, k = e.terms[0]
-            if k <= 0:
-                raise Unsupported(f"index expression {e} of {leaf.ssa} runs backwards")
+            if k <= 0 or e.const < 0 or e.const + (domain[d] - 1) * k >= leaf.tshape[i]:
+                raise Unsupported(f"index expression {e} of {leaf.ssa} leaves its dim of size {leaf.tshape[i]}")
             offs.append(e.const), sizes.append(domain[d]), strides.append(k)
             res.append(d), kept.append(i)
         if len(set(res)) != len(res):
@@ -307,25 +302,40 @@ class FuncBuilder:
                                   f"{ttype(shape, leaf.dtype)}")
                 self._slices[key] = (s, shape)
             ssa, shape = self._slices[key]
-        if splits:
-            ssa, shape = self._expand(ssa, shape, leaf.dtype, splits, domain)
         return ssa, ttype(shape, leaf.dtype), ", ".join(f"d{d}" for d in res)
 
-    def _expand(self, ssa, shape, dtype, splits: dict[int, list[int]], domain) -> tuple[str, tuple]:
-        groups, out, n = [], [], 0
-        for i, size in enumerate(shape):
-            dims = splits.get(i)
-            sizes = [domain[d] for d in dims] if dims else [size]
-            groups.append("[" + ", ".join(str(n + k) for k in range(len(sizes))) + "]")
-            out += sizes
-            n += len(sizes)
-        key = (ssa, tuple(out))
+    def _split_leaf(self, leaf: Leaf) -> Leaf:
+        """`leaf` with every multi-term index dim expanded (tensor.expand_shape) into single terms."""
+        shape, exprs, groups, changed = [], [], [], False
+        for n, e in zip(leaf.tshape, leaf.exprs):
+            if len(e.terms) <= 1:
+                groups.append([len(shape)])
+                shape.append(n), exprs.append(e)
+                continue
+            terms = sorted(e.terms, key=lambda t: -t[1])
+            coefs = [k for _, k in terms]
+            if coefs[-1] != 1 or n % coefs[0] or any(a % b for a, b in zip(coefs, coefs[1:])):
+                raise Unsupported(f"index expression {e} is not a row-major split of a dim of size {n}")
+            sizes = [n // coefs[0]] + [a // b for a, b in zip(coefs, coefs[1:])]
+            c, qs = e.const, []
+            for k in coefs:
+                qs.append(c // k)
+                c %= k
+            groups.append(list(range(len(shape), len(shape) + len(sizes))))
+            shape += sizes
+            exprs += [Aff(q, ((d, 1),)) for (d, _), q in zip(terms, qs)]
+            changed = True
+        if not changed:
+            return leaf
+        key = (leaf.ssa, tuple(shape))
         if key not in self._slices:
             r = self.fresh("x")
-            self.lines.append(f"{r} = tensor.expand_shape {ssa} [{', '.join(groups)}] output_shape "
-                              f"[{', '.join(map(str, out))}] : {ttype(shape, dtype)} into {ttype(out, dtype)}")
-            self._slices[key] = (r, tuple(out))
-        return self._slices[key]
+            grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
+            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape "
+                              f"[{', '.join(map(str, shape))}] : {ttype(leaf.tshape, leaf.dtype)} into "
+                              f"{ttype(shape, leaf.dtype)}")
+            self._slices[key] = (r, tuple(shape))
+        return Leaf(leaf.shape, leaf.dtype, self._slices[key][0], tuple(shape), tuple(exprs))
 
     def generic(self, v: Val | list[Val], out: str | list[str], out_shape, out_dtype: str | list[str],
                 kind: str, reduced: tuple[int, ...] = (), combine: Callable | None = None) -> list[str] | str:
@@ -459,19 +469,6 @@ def _split_sub(src: tuple[int, ...], dst: tuple[int, ...]) -> list[Aff] | None:
             c *= dst[k]
         sub.append(Aff(0, tuple(sorted((k, c) for k, c in coefs if dst[k] != 1))))
     return sub if j == len(dst) else None
-
-
-def _split_dims(e: Aff, domain: tuple[int, ...], size: int) -> tuple[list[int], int]:
-    """The loop dims (outer first) of a row-major split index `e` and the extent it covers."""
-    terms = sorted(e.terms, key=lambda t: -t[1])
-    expect = 1
-    for d, k in reversed(terms):
-        if k != expect:
-            raise Unsupported(f"index expression {e} is not a row-major split")
-        expect *= domain[d]
-    if e.const < 0 or e.const + expect > size:
-        raise Unsupported(f"index expression {e} leaves a dim of size {size}")
-    return [d for d, _ in terms], expect
 
 
 def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
