@@ -81,6 +81,7 @@ class _Planner:
 
     # ---- value bookkeeping ------------------------------------------------------------------------
     def _index(self) -> None:
+        self.position = {op: i for i, op in enumerate(self.block.ops)}
         for op in self.block.ops:
             if isinstance(op, g.KernelOp):
                 body = op.body.block
@@ -130,6 +131,7 @@ class _Planner:
         self._materialize_views()
         self.steps.sort(key=lambda s: s.pos)
         source = codegen.HEADER.format(target=self.target.name) + "".join("\n\n" + k.source for k in self.gen)
+        source += "\n\n" + launch_list_comment(self.steps)
         kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est}
                    for n, s in enumerate(st for st in self.steps if st.kind != "view")]
         return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
@@ -146,9 +148,7 @@ class _Planner:
             return self.lower_single(ops[0], pos, est)
         if all(op.name in FREE_OPS for op in ops):  # layout only: views cost nothing, a copy kernel does
             for j, op in enumerate(ops):
-                fn, needs_device = view_fn(op)
-                ins = [self.canon(o) for o in op.operands]
-                self.add(Step("view", op.name, ins, [op.results[0]], fn, [op.name], pos + (j,), None, needs_device))
+                self.view(op, pos + (j,))
             return
         anchors = [i for i, op in enumerate(ops) if op.name in ANCHORS]
         if anchors:
@@ -183,7 +183,14 @@ class _Planner:
             self.add(Step(k.kind, k.name, k.inputs, k.outputs, None, k.ops, pos + (j,), est))
         return True
 
+    def view(self, op: Operation, pos: tuple) -> None:
+        fn, needs_device = view_fn(op)
+        ins = [self.canon(o) for o in op.operands]
+        self.add(Step("view", op.name, ins, [op.results[0]], fn, [op.name], pos, None, needs_device))
+
     def lower_single(self, op: Operation, pos: tuple, est) -> None:
+        if op.name in FREE_OPS:
+            return self.view(op, pos)
         outs = [self.canon(r) for r in op.results]
         ins = [self.canon(v) for v in op.operands]
         made = template_step(op, ins, self)
@@ -231,10 +238,17 @@ class _Planner:
                 continue
             done.add(v)
             ins = [self.canon(o) for o in op.operands]
-            fn, needs_device = view_fn(op)
-            idx = list(self.block.ops).index(op)
-            self.add(Step("view", op.name, ins, [v], fn, [op.name], (idx,), None, needs_device))
+            self.view(op, (self.position[op],))
             need += ins
+
+
+def launch_list_comment(steps: list[Step]) -> str:
+    """The launch order as comments, so `--emit triton` shows templates and fallbacks too."""
+    lines = ["# launch list (views are free; kN are the kernels above):"]
+    for s in steps:
+        if s.kind != "view":
+            lines.append(f"#   {s.name:<28} {s.kind:<10} {', '.join(s.ops)}")
+    return "\n".join(lines) + "\n"
 
 
 def _attr_float(op: Operation, name: str) -> float | None:

@@ -441,7 +441,7 @@ class LaunchList:
         import torch
 
         on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
-        if not on_cuda and not _interpreting() and any(s.kind != "view" for s in self.steps):
+        if not on_cuda and not _interpreting() and any(s.kind in GENERATED + ("template",) for s in self.steps):
             from compiler.errors import TargetError
 
             raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
