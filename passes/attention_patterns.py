@@ -42,6 +42,8 @@ class Mask:
     spelling: str
     negate: bool = False
     factor: float = 1.0
+    frame: tuple[int, ...] | None = None
+    """The scores shape where the mask applied, when a batch-only reshape separates it from q @ kᵀ."""
 
 
 @dataclass
@@ -121,6 +123,10 @@ def match_chain(pv: g.MatmulOp) -> ChainMatch | None:
     if isinstance(p.owner, g.CastOp) and _is_float_cast(p.owner) and _single_use(p):
         chain.append(p.owner)
         p, upcast = p.owner.input, True
+    run = _layout_run(p)
+    if run is not None and _single_use(p):
+        chain.extend(run[1])
+        p = run[0]
     sm = p.owner
     if not isinstance(sm, g.SoftmaxOp) or not _single_use(p):
         return None
@@ -140,6 +146,10 @@ def _walk_scores(s: SSAValue, want: tuple[int, ...], pv, chain, masks, factor, u
         return _finish(op, pv, chain + [op], masks, factor, upcast)
     if _is_float_cast(op):
         return _walk_scores(op.input, want, pv, chain + [op], masks, factor, True)
+    run = _layout_run(s)
+    if run is not None:  # e.g. einsum's [B*H,T,S] -> [B,H,T,S]: masks so far live in the outer frame
+        framed = [m if m.frame is not None else _with_frame(m, want) for m in masks]
+        return _walk_scores(run[0], shape(run[0]), pv, chain + run[1], framed, factor, upcast)
     scaled = _scaled_operand(op)
     if scaled is not None:
         return _walk_scores(scaled[0], want, pv, chain + [op], masks, factor * scaled[1], upcast)
@@ -153,6 +163,33 @@ def _walk_scores(s: SSAValue, want: tuple[int, ...], pv, chain, masks, factor, u
                 if hit is not None:
                     return hit
     return None
+
+
+def _keeps_order(op) -> bool:
+    """A reshape, or a permute that keeps the order of the dims larger than 1: a reshape in effect."""
+    if isinstance(op, g.ReshapeOp):
+        return True
+    if not isinstance(op, g.PermuteOp):
+        return False
+    src = shape(op.input)
+    big = [p for p in op.perm.get_values() if src[p] != 1]
+    return big == sorted(big)
+
+
+def _layout_run(v: SSAValue) -> tuple[SSAValue, list[Operation]] | None:
+    """(x, ops) when v is x through order-keeping layout ops that only regroup the batch dims."""
+    ops, x = [], v
+    while isinstance(x.owner, Operation) and _keeps_order(x.owner) and (x is v or _single_use(x)):
+        ops.append(x.owner)
+        x = x.owner.input
+    a, b = shape(x), shape(v)
+    if not ops or len(a) < 3 or len(b) < 3 or a[-2:] != b[-2:]:
+        return None
+    return x, ops
+
+
+def _with_frame(m: Mask, frame: tuple[int, ...]) -> Mask:
+    return Mask(m.value, m.additive, m.spelling, m.negate, m.factor, frame)
 
 
 def _walk_where(op: g.WhereOp, want, pv, chain, masks, factor, upcast) -> ChainMatch | None:

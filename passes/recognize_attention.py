@@ -96,6 +96,15 @@ def _mask_value(b: _Builder, m: Mask, q: SSAValue) -> SSAValue:
     return b.cast(v, q)
 
 
+def _in_frame(b: _Builder, v: SSAValue, m: Mask, scores: tuple[int, ...]) -> SSAValue:
+    """A mask applied after a batch-only reshape of the scores, brought to the scores' own shape."""
+    if m.frame is None:
+        return v
+    t = tensor_type(m.frame, dtype_name(elem(v)))
+    v = v if shape(v) == m.frame else b.emit(g.ExpandOp(operands=[v], result_types=[t]))
+    return b.reshape(v, scores)
+
+
 def _as_additive(b: _Builder, keep: SSAValue, q: SSAValue) -> SSAValue:
     zero, ninf = b.constant(0.0, q), b.constant(float("-inf"), q)
     return b.emit(g.WhereOp(keep, zero, ninf, tensor_type(shape(keep), dtype_name(elem(q)))))
@@ -173,7 +182,9 @@ def rewrite_chain(match: ChainMatch, cache: dict) -> Operation | None:
         q, k, v = (b.reshape(x, (1,) + shape(x)) for x in (q, k, v))
     k, v, _ = _unrepeated(b, k, v)
     gqa = shape(k)[1] != shape(q)[1]
-    keep = [_mask_value(b, m, q) for m, kind in zip(match.masks, kinds) if kind not in (NONE, CAUSAL)]
+    scores = shape(match.chain[-1].result)
+    keep = [_in_frame(b, _mask_value(b, m, match.q), m, scores)
+            for m, kind in zip(match.masks, kinds) if kind not in (NONE, CAUSAL)]
     mask = _combine(b, keep, q)
     if mask is not None:
         mask = b.reshape(mask, (1,) * (4 - len(shape(mask))) + shape(mask))

@@ -308,6 +308,24 @@ def test_three_dimensional_bmm_attention():
     check(f, q, k, v, count=1, origin="matmul-softmax")
 
 
+@pytest.mark.parametrize("mask", ["none", "causal", "padding"])
+def test_einsum_attention(mask):
+    # einsum imports as [B*H,T,D] bmm's between batch-regrouping reshapes; masks apply in [B,H,T,S].
+    pad = torch.ones(B, 1, 1, T, dtype=torch.bool)
+    pad[1, ..., 5:] = False
+
+    def f(m, q, k, v, pad):
+        s = torch.einsum("bhqd,bhkd->bhqk", q, k) / 4.0
+        if mask == "causal":
+            s = s.masked_fill(torch.tril(torch.ones(T, T)) == 0, float("-inf"))
+        if mask == "padding":
+            s = s.masked_fill(~pad, float("-inf"))
+        return torch.einsum("bhqk,bhkd->bhqd", torch.softmax(s, -1), v)
+
+    (a,) = check(Fn(f), *qkv(), pad, count=1)
+    assert (a.causal is not None) == (mask == "causal") and (a.mask is not None) == (mask == "padding")
+
+
 def test_two_attentions_share_one_mask():
     def f(m, q, k, v):
         return _tril_masked_fill(m, q, k, v) + _tril_masked_fill(m, v, q, k)
