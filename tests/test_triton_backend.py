@@ -358,3 +358,16 @@ def test_gpt_block_after_fuse_ops(dtype):
     if dtype == torch.float32:  # bf16 GEMMs avoid the interpreter's broken bf16 tl.dot
         assert "matmul[gelu_tanh+bias]" in names and "flash_attention" in names
         assert program.fallbacks == []
+
+
+SPARSE = func("%q: tensor<1x2x64x16xf32>, %k: tensor<1x2x64x16xf32>, %v: tensor<1x2x64x16xf32>",
+              "tensor<1x2x64x16xf32>", """
+    %o = graph.block_sparse_attention %q, %k, %v {block = 16 : i64, scale = 0.25 : f64, causal, policy = "window",
+      heads = "[{\\"pattern\\": \\"window\\", \\"window\\": 16, \\"sinks\\": 16}]", density = 0.5 : f64}
+      : tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32> -> tensor<1x2x64x16xf32>
+    func.return %o : tensor<1x2x64x16xf32>""")
+
+
+def test_block_sparse_attention_calls_the_sparse_template():
+    program = check(SPARSE, atol=1e-4, rtol=1e-4)
+    assert [k["name"] for k in program.kernels] == ["block_sparse_attention"]

@@ -36,7 +36,7 @@ from compiler.dialects import graph as g
 from compiler.dialects.types import dtype_name, shape_of
 
 _log = log.get("backend")
-ANCHORS = ("graph.linear", "graph.matmul", "graph.attention")
+ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
 
 
 @dataclass
@@ -206,7 +206,7 @@ class _Planner:
         reason = "no Triton lowering"
         if op.name == "graph.conv":
             reason = "no Triton lowering; torch runs it (cuDNN on the GPU)"
-        elif op.name == "graph.attention" and _interpreter_dot_broken(_dtype(op.results[0])):
+        elif "attention" in op.name and _interpreter_dot_broken(_dtype(op.results[0])):
             reason = "bf16 tl.dot is wrong in Triton's CPU interpreter; the flash template runs on the GPU"
         elif op.name in TEMPLATE_OPS and _templates() is None:
             reason = "its template is missing"
@@ -263,7 +263,7 @@ def _attr_float(op: Operation, name: str) -> float | None:
 # Templates and library calls
 # ---------------------------------------------------------------------------------------------
 
-TEMPLATE_OPS = ANCHORS + ("graph.softmax", "graph.layer_norm", "graph.rms_norm")
+TEMPLATE_OPS = ANCHORS + ("graph.softmax", "graph.layer_norm", "graph.rms_norm", "graph.block_sparse_attention")
 _ACT = {"graph.relu": "relu", "graph.silu": "silu"}
 _TEMPLATE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -406,6 +406,15 @@ def _attention_step(T, op, ins, planner):
     return "template", "flash_attention", run, [q, k, v] + ins[3:]
 
 
+def _block_sparse_step(op, ins):
+    """The block-sparse flash template through `backends/triton/sparse.py` (layouts cached there)."""
+    from backends.triton import sparse
+
+    if not sparse.supports(op):
+        return None
+    return "template", "block_sparse_attention", sparse.block_sparse_fn(op), ins[:3]
+
+
 def _row_step(T, op, ins):
     rank = len(shape_of(op.operands[0].type))
     if op.name == "graph.softmax":
@@ -441,9 +450,11 @@ def template_step(op, ins, planner):
         return "extern", f"cublas.{op.name[6:]}", _cublas_fn(op), ins
     if T is None:
         return None
-    if op.name == "graph.attention":
+    if op.name in ("graph.attention", "graph.block_sparse_attention"):
         if _interpreter_dot_broken(_dtype(op.results[0])):
             return None
+        if op.name == "graph.block_sparse_attention":
+            return _block_sparse_step(op, ins)
         return _attention_step(T, op, ins, planner)
     return _row_step(T, op, ins)
 
