@@ -405,6 +405,7 @@ class CpuBackend(Backend):
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
                   "route": s.route, "reason": s.route + (f" ({s.note})" if s.note else ""),
-                  "source": s.text} for i, s in enumerate(plan.steps) if s.route != "view"]
+                  "source": s.text, "cache_hit": getattr(kernels.get(s.func), "cache_hit", None)}
+                 for i, s in enumerate(plan.steps) if s.route != "view"]
         source = "\n".join(plan.modules().values())
         return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos)

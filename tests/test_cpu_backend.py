@@ -1,0 +1,194 @@
+"""The CPU backend (backends/cpu/backend.py): lowered ops match eager, routes and fallbacks are
+reported, kernels compile together and hit the disk cache from a second process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compiler import compile
+from compiler.targets import TARGETS
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = dataclasses.replace(TARGETS["cpu"], backend="cpu")  # independent of the default backend
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLDER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _program(compiled):
+    return next(iter(compiled.specializations.values())).program
+
+
+class Ops(nn.Module):
+    """One output per op kind, on odd shapes, with broadcasting, permutes, slices and reshapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(33)
+        self.ln2 = nn.LayerNorm([7, 33])
+        self.bn = nn.BatchNorm2d(5).eval()
+        self.bn.running_mean.uniform_(-1, 1)
+        self.bn.running_var.uniform_(0.5, 2)
+        self.w = nn.Parameter(torch.randn(33))
+
+    def forward(self, x, y, z):  # x [5, 7, 33], y [7, 1], z [33, 5, 7]
+        a = x.abs() + 0.5
+        return (
+            x + y, x - y, x * self.w, x / a, torch.maximum(x, y), torch.minimum(x, 0.25 * x),
+            torch.where(x > 0, x, y * 2), x.masked_fill(x < -0.5, float("-inf")),
+            torch.exp(x), torch.tanh(x), torch.sigmoid(x), F.silu(x), F.gelu(x), F.gelu(x, approximate="tanh"),
+            torch.erf(x), torch.relu(x), -x, torch.rsqrt(a), torch.log(a), torch.sqrt(a), x ** 2, x ** 3,
+            x.permute(2, 0, 1) + z, x.transpose(1, 2).reshape(5, -1), x[:, 1:6:2, 3:30] * 2,
+            x.sum(-1), x.mean((0, 2), keepdim=True), x.amax(1), x.amin(-1, keepdim=True),
+            torch.softmax(x, -1), torch.softmax(x, 1), torch.log_softmax(x, -1),
+            self.ln(x), self.ln2(x), F.rms_norm(x, (33,), self.w), self.bn(x.reshape(5, 7, 3, 11).transpose(0, 1)[:, :5]),
+            x > y, (x > 0) & (y < 0), (x * 10).to(torch.int64), (x > 0).float(), y.expand(3, 7, 5) * 1.0,
+        )
+
+
+def test_every_lowered_op_matches_eager():
+    model = Ops().eval()
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(5, 7, 33, generator=g), torch.randn(7, 1, generator=g), torch.randn(33, 5, 7, generator=g))
+    c = compile(model, target=CPU)
+    with torch.no_grad():
+        got, want = c(*args), model(*args)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and a.dtype == b.dtype, i
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5, msg=lambda m: f"output {i}: {m}")
+    prog = _program(c)
+    assert prog.fallbacks == [], prog.fallbacks
+    assert {k["route"] for k in prog.kernels} == {"mlir"}
+    lowered = {o for k in prog.kernels for o in k["ops"]}
+    assert {"softmax", "log_softmax", "layer_norm", "rms_norm", "batch_norm", "reduce", "where", "cast",
+            "gelu", "permute", "slice", "reshape", "expand"} <= lowered, lowered
+
+
+def test_outputs_are_fresh_tensors_each_call():
+    model = nn.Sequential(nn.LayerNorm(16)).eval()
+    c = compile(model, target=CPU)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        first = c(x)
+        keep = first.clone()
+        c(x + 1)
+    torch.testing.assert_close(first, keep)
+
+
+class BiasGelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(24, 40)
+
+    def forward(self, x):
+        return F.gelu(self.fc(x), approximate="tanh")
+
+
+def test_linear_runs_in_torch_and_epilogue_in_mlir():
+    model = BiasGelu().eval()
+    x = torch.randn(3, 5, 24)
+    c = compile(model, target=CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), model(x), atol=1e-5, rtol=1e-5)
+    routes = [k["route"] for k in _program(c).kernels]
+    assert any(r.startswith("library: torch.") for r in routes), routes
+    assert "mlir" in routes
+    assert "library" in c.explain()
+
+
+class Bf16(nn.Module):
+    def forward(self, x):
+        return torch.tanh(x) * 2
+
+
+def test_bf16_falls_back_to_reference():
+    # The generated kernels compute f32/int/bool only: bf16 ops run eagerly and are listed.
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    c = compile(Bf16().eval(), target=CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), Bf16()(x))
+    prog = _program(c)
+    assert "graph.tanh" in prog.fallbacks
+    assert any("bf16" in k["reason"] for k in prog.kernels if k["route"] == "reference")
+
+
+def test_unlowered_ops_are_listed_as_fallbacks():
+    class Cum(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1) + 1
+
+    x = torch.randn(3, 9)
+    c = compile(Cum().eval(), target=CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x), torch.cumsum(x, 1) + 1)
+    assert "graph.cumsum" in _program(c).fallbacks
+
+
+def test_emit_module_is_what_the_backend_compiles():
+    from backends.cpu.lower import emit_module
+
+    model = BiasGelu().eval()
+    c = compile(model, target=CPU)
+    with torch.no_grad():
+        c(torch.randn(2, 24))
+    sp = next(iter(c.specializations.values()))
+    text = emit_module(sp.imported.module)
+    assert "llvm.emit_c_interface" in text and "linalg.generic" in text
+    assert all(k["source"] in text for k in sp.program.kernels if k["route"] == "mlir")
+
+
+_CHILD = """
+import json, sys, torch
+from examples.models import ZOO
+import dataclasses
+from compiler import compile
+from compiler.targets import TARGETS
+model, args, kwargs = ZOO["gpt_block"].build()
+c = compile(model, target=dataclasses.replace(TARGETS["cpu"], backend="cpu"))
+with torch.no_grad():
+    out = c(*args, **kwargs)
+sp = next(iter(c.specializations.values()))
+hits = [k["cache_hit"] for k in sp.program.kernels if k["route"] == "mlir"]
+print(json.dumps({"hits": hits, "sum": float(out.sum())}))
+"""
+
+
+def test_second_process_hits_the_disk_cache(tmp_path):
+    env = dict(os.environ, SOLDER_CACHE_DIR=str(tmp_path / "shared"), PYTHONPATH=str(ROOT))
+    runs = []
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    entries = list((tmp_path / "shared" / "jit").rglob("*.bin"))
+    assert entries, "the first process wrote cache entries"
+    assert runs[0]["sum"] == pytest.approx(runs[1]["sum"])
+    assert runs[0]["hits"] and not any(runs[0]["hits"]), runs
+    assert all(runs[1]["hits"]), runs
+
+
+@pytest.mark.parametrize("name", ["gpt_block", "resnet"])
+def test_zoo_models_route_gemms_to_torch(name):
+    from examples.models import ZOO
+
+    entry = ZOO[name]
+    model, args, kwargs = entry.build()
+    c = compile(model, target=CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(c(*args, **kwargs), model(*args, **kwargs), atol=entry.atol, rtol=entry.rtol)
+    kernels = _program(c).kernels
+    assert any(k["route"] == "mlir" for k in kernels)
+    assert not any(k["route"] == "mlir" and {"linear", "conv", "matmul"} & set(k["ops"]) for k in kernels)
