@@ -376,9 +376,10 @@ class LaunchList:
     """Runs the steps on the inputs' device; on CUDA, replays a CUDA graph from the third call on.
 
     Call 1 runs plainly (compiles every kernel). Call 2 finds which inputs kept their storage
-    (parameters) and captures the graph with private copies of the others; later calls copy those
-    inputs in and replay. Outputs are cloned out of the graph's static buffers. A capture that fails
-    (an eager op that synchronizes, ...) leaves the list running plainly.
+    (parameters) and captures the graph reading those in place and private copies of the others;
+    later calls copy the others in and replay. An in-place input that later changes storage becomes a
+    copied one (one recapture). Outputs are cloned out of the graph's static buffers. A capture that
+    fails (an eager op that synchronizes, ...) leaves the list running plainly.
     """
 
     def __init__(self, steps, args, results, cuda_graphs: bool = True):
@@ -399,6 +400,7 @@ class LaunchList:
         self._views: dict = {}
         self._graph = None
         self._graph_state = "off" if not cuda_graphs else "first"
+        self._volatile: set[int] = set()
 
     def _buffers(self, device):
         """Per device: every pooled output as a view of its (allocated once) buffer."""
@@ -460,7 +462,8 @@ class LaunchList:
     def _capture(self, tensors):
         import torch
 
-        keep = [isinstance(t, torch.Tensor) and t.data_ptr() == p for t, p in zip(tensors, self._ptrs)]
+        keep = [isinstance(t, torch.Tensor) and t.data_ptr() == p and i not in self._volatile
+                for i, (t, p) in enumerate(zip(tensors, self._ptrs))]
         self._static = [t if k or not isinstance(t, torch.Tensor) else t.clone() for t, k in zip(tensors, keep)]
         self._keep = keep
         try:
@@ -480,10 +483,13 @@ class LaunchList:
         return self._replay(tensors)
 
     def _replay(self, tensors):
+        moved = [i for i, (t, k) in enumerate(zip(tensors, self._keep)) if k and t.data_ptr() != self._static[i].data_ptr()]
+        if moved:  # an input we read in place changed storage: copy it into a private buffer from now on
+            self._volatile.update(moved)
+            self._graph, self._graph_state = None, "capture"
+            self._ptrs = [t.data_ptr() for t in tensors]
+            return self.run_plain(tensors)
         for i, (t, k) in enumerate(zip(tensors, self._keep)):
-            if k and t.data_ptr() != self._static[i].data_ptr():
-                self._graph_state = "first"  # a parameter moved: recapture
-                return self.run_plain(tensors)
             if not k and t is not self._static[i]:
                 self._static[i].copy_(t)
         self._graph.replay()
