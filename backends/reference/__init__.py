@@ -333,3 +333,63 @@ class ReferenceBackend(Backend):
     def lower(self, module: ModuleOp, target=None) -> Program:
         fn = compile_block(forward_func(module).body.block)
         return Program(run=lambda tensors: fn(*tensors), source="", fallbacks=[])
+
+
+def block_sparse_reference(q, k, v, counts, indices, block, scale, causal, chunk=16):
+    """Block-sparse attention on the CPU: per query block, only its listed key blocks, online softmax.
+
+    q [B,Hq,T,D], k/v [B,Hkv,S,D]; counts [H or 1, nQB], indices [H or 1, nQB, maxK] (the kernels' CSR
+    layout). Key blocks are gathered `chunk` at a time into a [B, Hq, block, chunk*block] score tile;
+    running max / sum / accumulator in fp32, so no T x S buffer is ever built.
+    """
+    b, hq, t, d = q.shape
+    s, group = k.shape[2], hq // k.shape[1]
+    n_k = -(-s // block)
+    pad = n_k * block - s
+    kb = F.pad(k, (0, 0, 0, pad)).repeat_interleave(group, 1).view(b, hq, n_k, block, d)
+    vb = F.pad(v, (0, 0, 0, pad)).repeat_interleave(group, 1).view(b, hq, n_k, block, v.shape[3])
+    counts, indices = counts.expand(hq, -1).long(), indices.expand(hq, -1, -1).long()
+    heads = torch.arange(hq)[:, None]
+    out = torch.empty(b, hq, t, v.shape[3], dtype=q.dtype)
+    col = torch.arange(block)
+    for i in range(counts.shape[1]):
+        rows = torch.arange(i * block, min(t, (i + 1) * block))
+        qi = q[:, :, rows].float() * scale
+        m = torch.full((b, hq, len(rows), 1), -math.inf)
+        l = torch.zeros(b, hq, len(rows), 1)
+        acc = torch.zeros(b, hq, len(rows), v.shape[3])
+        n = int(counts[:, i].max())
+        for j0 in range(0, n, chunk):
+            idx = indices[:, i, j0:j0 + chunk]  # [Hq, c]
+            keys = (idx[:, :, None] * block + col).flatten(1)  # [Hq, c*block] token positions
+            ok = (torch.arange(j0, j0 + idx.shape[1])[None, :] < counts[:, i, None]).repeat_interleave(block, 1)
+            ok = ok[:, None, :] & (keys[:, None, :] < s)
+            if causal:
+                ok = ok & (keys[:, None, :] <= rows[None, :, None])
+            sc = qi @ kb[:, heads, idx].flatten(2, 3).float().transpose(-1, -2)
+            sc = sc.masked_fill(~ok, -math.inf)
+            m_new = torch.maximum(m, sc.amax(-1, keepdim=True))
+            m_safe = m_new.masked_fill(m_new == -math.inf, 0.0)
+            p = torch.exp(sc - m_safe)
+            alpha = torch.exp(m - m_safe)
+            l = l * alpha + p.sum(-1, keepdim=True)
+            acc = acc * alpha + p @ vb[:, heads, idx].flatten(2, 3).float()
+            m = m_new
+        out[:, :, rows] = (acc / l.masked_fill(l == 0, 1.0)).to(q.dtype)
+    return out
+
+
+@impl("graph.block_sparse_attention")
+def _block_sparse_attention(op):
+    from compiler.sparse_attention import OpSpec, call_layouts
+
+    spec = OpSpec.of(op)
+
+    def run(q, k, v):
+        layouts = call_layouts(spec, q, k)
+        if len(layouts) == 1:
+            return block_sparse_reference(q, k, v, *layouts[0], spec.block, spec.scale, spec.causal)
+        return torch.cat([block_sparse_reference(q[i:i + 1], k[i:i + 1], v[i:i + 1], c, x, spec.block, spec.scale,
+                                                 spec.causal) for i, (c, x) in enumerate(layouts)])
+
+    return run

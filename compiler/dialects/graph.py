@@ -673,6 +673,51 @@ class AttentionOp(IRDLOperation):
         _check(_shape(self.result) == q[:3] + (v[3],), self, "result shape", q[:3] + (v[3],), _shape(self.result))
 
 
+@irdl_op_definition
+class BlockSparseAttentionOp(IRDLOperation):
+    """Attention that visits only the key blocks of a block layout (written by `rewrite-sparse-attention`).
+
+        %o = graph.block_sparse_attention %q, %k, %v {block = 64 : i64, scale = 0.125 : f64, causal,
+               policy = "window", heads = "[{\"pattern\": \"window\", \"window\": 1024, \"sinks\": 64}]",
+               density = 0.033 : f64} : tensor<1x16x65536x128xbf16>, ... -> tensor<1x16x65536x128xbf16>
+
+    q [B,Hq,T,D], k/v [B,Hkv,S,D] as `graph.attention`. `heads` is JSON: one pattern per query head, or
+    one shared by all (see compiler/sparse_attention.py for the patterns); the layout is computed from
+    it once per shape, or per call for content-dependent patterns. `layout`, for the `blocks` policy at
+    small sizes, is an explicit 0/1 block mask [H or 1, ceil(T/block), ceil(S/block)] flattened. `density`
+    is the fraction of the dense (causal) key blocks visited, for `explain()`.
+    """
+
+    name = "graph.block_sparse_attention"
+    query = operand_def(TensorType)
+    key = operand_def(TensorType)
+    value = operand_def(TensorType)
+    block = prop_def(IntegerAttr)
+    scale = prop_def(FloatAttr)
+    causal = opt_prop_def(UnitAttr)
+    policy = prop_def(StringAttr)
+    heads = prop_def(StringAttr)
+    density = prop_def(FloatAttr)
+    layout = opt_prop_def(DenseArrayBase)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,` type($value) `->` type($result)"
+
+    def verify_(self) -> None:
+        q, k, v = _shape(self.query), _shape(self.key), _shape(self.value)
+        _check(len(q) == 4 and len(k) == 4 and len(v) == 4, self, "q, k, v ranks", 4, (len(q), len(k), len(v)))
+        _check(k == v[:3] + (k[3],) and q[3] == k[3], self, "head dims and key/value shapes to agree", "q[...,D], k[B,H,S,D], v[B,H,S,Dv]", (q, k, v))
+        _check(q[1] % k[1] == 0, self, "query heads a multiple of key/value heads", f"multiple of {k[1]}", q[1])
+        _check(_shape(self.result) == q[:3] + (v[3],), self, "result shape", q[:3] + (v[3],), _shape(self.result))
+        blk = self.block.value.data
+        _check(blk in (16, 32, 64, 128), self, "block", "64 or 128 (16, 32 for small models)", blk)
+        if self.layout is not None:
+            per_head = -(-q[2] // blk) * -(-k[2] // blk)
+            n = len(self.layout.get_values())
+            _check(n in (per_head, per_head * q[1]), self, "layout length", f"{per_head} or {per_head * q[1]}", n)
+
+
 # ---------------------------------------------------------------------------------------------
 # Structure: kernels and extern calls
 # ---------------------------------------------------------------------------------------------
@@ -741,6 +786,7 @@ Graph = Dialect(
         ConstantOp, ArangeOp, TriangularOp, ReduceOp, ArgReduceOp, SoftmaxOp, LogSoftmaxOp, CumsumOp,
         LayerNormOp, RmsNormOp, BatchNormOp, MatmulOp, LinearOp, ConvOp, PoolOp, ReshapeOp, PermuteOp,
         ExpandOp, SliceOp, ConcatOp, GatherOp, IndexOp, GatherElementsOp, AttentionOp, KernelOp, YieldOp, ExternOp,
+        BlockSparseAttentionOp,
     ],
     [],
 )

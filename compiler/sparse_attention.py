@@ -1,0 +1,514 @@
+"""Sparse attention: the user-facing `SparseAttention` options, head patterns, block layouts, calibration.
+
+    compile(model, target="h100", sparse_attention=SparseAttention(policy="window", window=1024, sinks=64))
+    compile(model, sparse_attention=SparseAttention(policy="calibrate", budget=0.05,
+                                                    calibration_inputs=[(tokens,), ...]))
+
+A *pattern* says which key blocks a query block of one head visits; it is a small JSON-able dict:
+
+    {"pattern": "dense"}
+    {"pattern": "window", "window": 1024, "sinks": 64}    sliding window + sink tokens (in tokens, rounded
+                                                          up to blocks); with sinks it is MInference's A-shape
+    {"pattern": "vertical_slash", "vertical": 4, "slash": 4}   per call: from the last query block's
+                                                          attention, the top key blocks (columns) and the top
+                                                          diagonal offsets (slashes), in blocks
+    {"pattern": "topk", "k": 4}                           per call: top-k key blocks by pooled q·k score
+    {"pattern": "blocks"}                                 the op's explicit `layout`
+
+Layouts are block masks [H, nQB, nKB] (True = visit), turned into the CSR form of the kernels
+`(counts [H, nQB], indices [H, nQB, maxK])` by `to_csr`. Every visited block also gets the causal mask
+inside it when the attention is causal; the diagonal block is always visited (no empty rows).
+This module is torch-only: the reference backend, the Triton backend and the pass share it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from compiler.errors import SolderError
+
+POLICIES = ("window", "blocks", "calibrate")
+STATIC = ("dense", "window", "blocks")
+DYNAMIC = ("vertical_slash", "topk")
+
+
+class SparseAttentionError(SolderError):
+    """A bad sparse-attention policy, pattern or layout."""
+
+
+@dataclass
+class SparseAttention:
+    """What `compile(..., sparse_attention=...)` should do to each attention. Opt-in: it changes numerics.
+
+    policy: "window" (every causal head: sliding `window` + `sinks` tokens), "blocks" (a user block
+      `layout`, bool [H or 1, nQB, nKB], or a FlexAttention-style `mask_mod(b, h, q_idx, kv_idx) -> bool`,
+      rounded up to whole blocks), or "calibrate" (per layer and head, the lowest-density pattern whose
+      attention output stays within `budget` of dense on `calibration_inputs`, if the cost model says
+      it beats dense).
+    budget: the calibration error budget: max over query rows of |o_sparse - o_dense| / rms norm of v rows.
+    max_density: heads (and whole attentions) denser than this stay dense.
+    """
+
+    policy: str = "window"
+    budget: float = 0.1
+    window: int = 1024
+    sinks: int = 64
+    block: int = 64
+    layout: Any = None
+    mask_mod: Callable | None = None
+    calibration_inputs: list | None = None
+    max_density: float = 0.8
+    candidates: list[dict] | None = None
+    plan: list[dict] | None = field(default=None, repr=False)
+    """Per attention op (in IR order): {"heads": [pattern...], "density": d} — set by `calibrate`."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise SparseAttentionError(f"SparseAttention: unknown policy {self.policy!r}; expected one of {POLICIES}")
+        if self.block not in (16, 32, 64, 128):
+            raise SparseAttentionError(f"SparseAttention: block must be 64 or 128 (16, 32 for small models), got {self.block}")
+        if self.policy == "blocks" and (self.layout is None) == (self.mask_mod is None):
+            raise SparseAttentionError("SparseAttention(policy='blocks'): give exactly one of layout= or mask_mod=")
+        if self.policy == "calibrate" and not self.calibration_inputs and self.plan is None:
+            raise SparseAttentionError("SparseAttention(policy='calibrate'): calibration_inputs= is required "
+                                       "(a list of argument tuples to run the model on)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Patterns -> block masks
+# ---------------------------------------------------------------------------------------------
+
+
+def nblocks(n: int, block: int) -> int:
+    return -(-n // block)
+
+
+def causal_blocks(n_q: int, n_k: int, device=None) -> torch.Tensor:
+    """Key blocks that hold any key j <= query i for some i of the query block (top-left aligned)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
+
+
+def window_blocks(n_q: int, n_k: int, block: int, window: int, sinks: int, device=None) -> torch.Tensor:
+    """Query block i sees key blocks [i - ceil(window/block), i] and the first ceil(sinks/block) blocks."""
+    i = torch.arange(n_q, device=device)[:, None]
+    j = torch.arange(n_k, device=device)[None, :]
+    w, s = nblocks(window, block), nblocks(sinks, block)
+    return ((j <= i) & (j >= i - w)) | ((j < s) & (j <= i))
+
+
+def _diag(n_q: int, n_k: int, device=None) -> torch.Tensor:
+    return torch.eye(n_q, n_k, dtype=torch.bool, device=device)
+
+
+def vertical_slash_blocks(q: torch.Tensor, k: torch.Tensor, block: int, scale: float, vertical: int,
+                          slash: int) -> torch.Tensor:
+    """One head's per-call layout [nQB, nKB] from the last query block's attention (MInference style).
+
+    q [T, D], k [S, D]. Column mass per key block picks `vertical` key blocks (block 0 always), diagonal
+    mass per offset block picks `slash` offsets (offset 0 always); each offset covers the two key blocks
+    a token diagonal crosses.
+    """
+    t, s = q.shape[0], k.shape[0]
+    n_q, n_k = nblocks(t, block), nblocks(s, block)
+    rows = torch.arange(max(0, t - block), t, device=q.device)
+    a = (q[rows].float() @ k.float().T) * scale
+    a = a.masked_fill(torch.arange(s, device=q.device)[None, :] > rows[:, None], -math.inf).softmax(-1)
+    col = torch.zeros(n_k * block, device=q.device)
+    col[:s] = a.sum(0)
+    col = col.view(n_k, block).sum(1)
+    col[0] = math.inf
+    vert = col.topk(min(vertical, n_k)).indices
+    off = (rows[:, None] - torch.arange(s, device=q.device)[None, :]).clamp(min=0)
+    diag = torch.zeros(n_k * block, device=q.device).index_add_(0, off.reshape(-1), a.reshape(-1))
+    diag = diag.view(n_k, block).sum(1)
+    diag[0] = math.inf
+    offs = diag.topk(min(slash, n_k)).indices
+    i = torch.arange(n_q, device=q.device)[:, None]
+    j = torch.arange(n_k, device=q.device)[None, :]
+    m = torch.zeros(n_q, n_k, dtype=torch.bool, device=q.device)
+    m[:, vert] = True
+    d = i - j
+    m |= (d[..., None] == offs).any(-1) | (d[..., None] == offs + 1).any(-1)
+    return m & (j <= i) | _diag(n_q, n_k, q.device)
+
+
+def topk_blocks(q: torch.Tensor, k: torch.Tensor, block: int, kk: int) -> torch.Tensor:
+    """One head's per-call layout [nQB, nKB]: per query block the `kk` key blocks of highest mean-pooled
+    q·k, plus the diagonal and the first block."""
+    n_q, n_k = nblocks(q.shape[0], block), nblocks(k.shape[0], block)
+    qp = torch.zeros(n_q * block, q.shape[1], device=q.device)
+    kp = torch.zeros(n_k * block, k.shape[1], device=q.device)
+    qp[: q.shape[0]], kp[: k.shape[0]] = q.float(), k.float()
+    sc = qp.view(n_q, block, -1).mean(1) @ kp.view(n_k, block, -1).mean(1).T
+    sc = sc.masked_fill(~causal_blocks(n_q, n_k, q.device), -math.inf)
+    top = sc.topk(min(kk, n_k), -1).indices
+    m = torch.zeros(n_q, n_k, dtype=torch.bool, device=q.device).scatter_(1, top, True)
+    m[:, 0] = True
+    return m & causal_blocks(n_q, n_k, q.device) | _diag(n_q, n_k, q.device)
+
+
+def static_mask(pattern: dict, n_q: int, n_k: int, block: int, causal: bool, device=None) -> torch.Tensor:
+    """The block mask [nQB, nKB] of a shape-only pattern (dense or window)."""
+    kind = pattern.get("pattern")
+    if kind == "dense":
+        return causal_blocks(n_q, n_k, device) if causal else torch.ones(n_q, n_k, dtype=torch.bool, device=device)
+    if kind in ("window", "a_shape"):
+        return window_blocks(n_q, n_k, block, int(pattern["window"]), int(pattern.get("sinks", 0)), device)
+    raise SparseAttentionError(f"sparse attention: pattern {kind!r} is not a shape-only pattern; expected dense or window")
+
+
+def head_masks(heads: list[dict], n_heads: int, t: int, s: int, block: int, scale: float, causal: bool,
+               q: torch.Tensor | None = None, k: torch.Tensor | None = None,
+               explicit: torch.Tensor | None = None) -> torch.Tensor:
+    """The block mask [Hq, nQB, nKB] of one batch element. q [Hq, T, D] and k [Hkv, S, D] are needed
+    only by the per-call patterns; `explicit` [H or 1, nQB, nKB] serves the `blocks` pattern."""
+    n_q, n_k = nblocks(t, block), nblocks(s, block)
+    device = q.device if q is not None else None
+    out = []
+    for h, p in enumerate(expand_heads(heads, n_heads)):
+        kind = p.get("pattern")
+        if kind in DYNAMIC and q is None:
+            raise SparseAttentionError(f"sparse attention: pattern {kind!r} is computed per call and needs q and k")
+        if kind == "blocks":
+            if explicit is None:
+                raise SparseAttentionError("sparse attention: pattern 'blocks' needs the op's explicit layout")
+            out.append(explicit[h if explicit.shape[0] > 1 else 0].to(device))
+        elif kind == "vertical_slash":
+            kh = k[h // (n_heads // k.shape[0])]
+            out.append(vertical_slash_blocks(q[h], kh, block, scale, int(p["vertical"]), int(p["slash"])))
+        elif kind == "topk":
+            out.append(topk_blocks(q[h], k[h // (n_heads // k.shape[0])], block, int(p["k"])))
+        else:
+            out.append(static_mask(p, n_q, n_k, block, causal, device))
+    return torch.stack(out)
+
+
+def expand_heads(heads: list[dict], n_heads: int) -> list[dict]:
+    """One pattern per head: a single pattern is shared by all heads."""
+    if len(heads) == 1:
+        return heads * n_heads
+    if len(heads) != n_heads:
+        raise SparseAttentionError(f"sparse attention: heads has {len(heads)} patterns; expected 1 or {n_heads}")
+    return heads
+
+
+def is_dynamic(heads: list[dict]) -> bool:
+    """True when some head's layout depends on the inputs (computed per call)."""
+    return any(p.get("pattern") in DYNAMIC for p in heads)
+
+
+def to_csr(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts [H, nQB] int32, indices [H, nQB, maxK] int32, padded with 0) of a block mask [H, nQB, nKB]."""
+    n_k = mask.shape[-1]
+    ar = torch.arange(n_k, device=mask.device)
+    keyed = torch.where(mask, ar, ar + n_k)
+    counts = mask.sum(-1)
+    max_k = max(int(counts.max()), 1)
+    idx = keyed.sort(-1).values[..., :max_k]
+    idx = torch.where(idx >= n_k, 0, idx)
+    return counts.to(torch.int32), idx.to(torch.int32)
+
+
+def density(mask: torch.Tensor, causal: bool) -> float:
+    """Visited blocks over the blocks dense (causal) attention visits."""
+    n_q, n_k = mask.shape[-2:]
+    full = causal_blocks(n_q, n_k, mask.device) if causal else torch.ones(n_q, n_k, dtype=torch.bool, device=mask.device)
+    return float((mask & full).sum()) / float(full.sum() * (mask.numel() // (n_q * n_k)))
+
+
+def mask_mod_blocks(mask_mod: Callable, n_heads: int, t: int, s: int, block: int) -> torch.Tensor:
+    """Block mask [H, nQB, nKB] of a FlexAttention-style `mask_mod(b, h, q_idx, kv_idx)`: a block is kept
+    when any of its elements is (batch 0 is evaluated; rows are evaluated one query block at a time)."""
+    n_q, n_k = nblocks(t, block), nblocks(s, block)
+    kv = torch.arange(s)[None, None, :]
+    h = torch.arange(n_heads)[:, None, None]
+    b = torch.zeros((), dtype=torch.long)
+    out = torch.zeros(n_heads, n_q, n_k, dtype=torch.bool)
+    pad = n_k * block - s
+    for i in range(n_q):
+        q_idx = torch.arange(i * block, min(t, (i + 1) * block))[None, :, None]
+        keep = torch.as_tensor(mask_mod(b, h, q_idx, kv)).expand(n_heads, q_idx.shape[1], s)
+        keep = torch.nn.functional.pad(keep.any(1), (0, pad))
+        out[:, i] = keep.view(n_heads, n_k, block).any(-1)
+    return out
+
+
+def user_blocks(sa: SparseAttention, n_heads: int, t: int, s: int) -> torch.Tensor:
+    """The `blocks` policy's block mask [H or 1, nQB, nKB] for one attention shape."""
+    if sa.mask_mod is not None:
+        return mask_mod_blocks(sa.mask_mod, n_heads, t, s, sa.block)
+    lay = sa.layout
+    if isinstance(lay, (tuple, list)) and len(lay) == 2:  # (counts, indices)
+        counts, idx = (torch.as_tensor(x) for x in lay)
+        n_k = nblocks(s, sa.block)
+        keep = torch.arange(idx.shape[-1])[None, None, :] < counts[..., None]
+        m = torch.zeros(*counts.shape, n_k, dtype=torch.bool)
+        lay = m.scatter_(-1, idx.long().clamp(max=n_k - 1), keep)
+    lay = torch.as_tensor(lay, dtype=torch.bool)
+    lay = lay[None] if lay.dim() == 2 else lay
+    want = (nblocks(t, sa.block), nblocks(s, sa.block))
+    if tuple(lay.shape[1:]) != want or lay.shape[0] not in (1, n_heads):
+        raise SparseAttentionError(f"SparseAttention(policy='blocks'): layout must be [H or 1, {want[0]}, {want[1]}] "
+                                   f"for T={t}, S={s}, block={sa.block}; got {tuple(lay.shape)}")
+    return lay
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts of an op, cached per shape for static patterns
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What a kernel needs from a `graph.block_sparse_attention` op (read once at lowering)."""
+
+    heads: tuple[str, ...]  # JSON of each pattern (hashable)
+    block: int
+    scale: float
+    causal: bool
+    explicit: tuple[int, ...] | None = None
+
+    @staticmethod
+    def of(op) -> "OpSpec":
+        heads = tuple(json.dumps(h, sort_keys=True) for h in json.loads(op.heads.data))
+        lay = tuple(op.layout.get_values()) if op.layout is not None else None
+        return OpSpec(heads, op.block.value.data, op.scale.value.data, op.causal is not None, lay)
+
+    @property
+    def patterns(self) -> list[dict]:
+        return [json.loads(h) for h in self.heads]
+
+    @property
+    def dynamic(self) -> bool:
+        return is_dynamic(self.patterns)
+
+    def explicit_mask(self, n_heads: int, t: int, s: int) -> torch.Tensor | None:
+        if self.explicit is None:
+            return None
+        n_q, n_k = nblocks(t, self.block), nblocks(s, self.block)
+        return torch.tensor(self.explicit, dtype=torch.bool).view(-1, n_q, n_k)
+
+
+def static_layout(spec: OpSpec, n_heads: int, t: int, s: int, device: str = "cpu"):
+    """(counts, indices) of a static op spec, computed once per (spec, shape, device)."""
+    return _static_layout(spec, n_heads, t, s, str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _static_layout(spec: OpSpec, n_heads: int, t: int, s: int, device: str):
+    pats = spec.patterns
+    if len(pats) == 1 and spec.explicit is None:  # one pattern for all heads: an [1, ...] layout
+        m = static_mask(pats[0], nblocks(t, spec.block), nblocks(s, spec.block), spec.block, spec.causal)[None]
+    else:
+        m = head_masks(pats, n_heads, t, s, spec.block, spec.scale, spec.causal,
+                       explicit=spec.explicit_mask(n_heads, t, s))
+    m = m | _diag(m.shape[1], m.shape[2])[None]
+    counts, idx = to_csr(m)
+    return counts.to(device), idx.to(device)
+
+
+def call_layouts(spec: OpSpec, q: torch.Tensor, k: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch element, (counts, indices) for one call: static specs give one shared layout."""
+    n_heads, t, s = q.shape[1], q.shape[2], k.shape[2]
+    if not spec.dynamic:
+        return [static_layout(spec, n_heads, t, s, q.device)]
+    explicit = spec.explicit_mask(n_heads, t, s)
+    out = []
+    for b in range(q.shape[0]):
+        m = head_masks(spec.patterns, n_heads, t, s, spec.block, spec.scale, spec.causal, q[b], k[b], explicit)
+        out.append(to_csr(m))
+    return out
+
+
+def pattern_label(p: dict) -> str:
+    """Short text for explain(): window(1024+64), vertical_slash(4,4), topk(4), dense, blocks."""
+    kind = p.get("pattern")
+    if kind in ("window", "a_shape"):
+        return f"window({p['window']}+{p.get('sinks', 0)})"
+    if kind == "vertical_slash":
+        return f"vertical_slash({p['vertical']},{p['slash']})"
+    if kind == "topk":
+        return f"topk({p['k']})"
+    return str(kind)
+
+
+def pipeline_passes(sa: SparseAttention, model=None, target=None) -> list:
+    """[recognize-attention, rewrite-sparse-attention] configured from `sa`; calibrates `sa` on `model`
+    first when its policy is `calibrate` and no plan exists yet."""
+    from passes.recognize_attention import RecognizeAttentionPass
+    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+
+    if sa.policy == "calibrate" and sa.plan is None:
+        if model is None:
+            raise SparseAttentionError("sparse attention: policy 'calibrate' needs the model to calibrate on")
+        calibrate(model, sa, target)
+    return [RecognizeAttentionPass(), RewriteSparseAttentionPass.from_options(sa)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: per layer and head, the sparsest pattern within the error budget
+# ---------------------------------------------------------------------------------------------
+
+
+def default_candidates(t: int, block: int) -> list[dict]:
+    """Windows of 1, 2, 4, ... blocks (with and without one sink block), vertical-slash and top-k."""
+    out, w = [], block
+    while w < t:
+        out += [{"pattern": "window", "window": w, "sinks": 0}, {"pattern": "window", "window": w, "sinks": block}]
+        w *= 2
+    for n in (1, 2, 4, 8):
+        out += [{"pattern": "vertical_slash", "vertical": n, "slash": n}, {"pattern": "topk", "k": n}]
+    return out
+
+
+@dataclass
+class AttentionSample:
+    """One attention of the model seen on the calibration inputs: q/k/v stacked over the inputs."""
+
+    op: Any
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    scale: float
+    causal: bool
+    masked: bool
+
+
+def collect_attention(model, inputs: list) -> list[AttentionSample]:
+    """Run `model` through capture, import and recognize-attention on each calibration input and record
+    the q/k/v of every `graph.attention` (interpreted with the reference backend), in IR order."""
+    from backends.reference import OPS, attention_reference  # noqa: F401  (registers the op table)
+    from compiler.aten_table import TABLE
+    from compiler.capture import capture
+    from compiler.importer import import_program
+    from compiler.pipeline import run_pipeline
+    import torch.fx._pytree as fx_pytree
+
+    seen: list[list] = []
+    for args in inputs:
+        args = args if isinstance(args, tuple) else (args,)
+        cap = capture(model, args, {}, set(TABLE))
+        imported = import_program(cap.program)
+        run_pipeline(imported.module, "canonicalize,cse,recognize-attention")
+        flat = fx_pytree.tree_flatten_spec((args, {}), cap.program.call_spec.in_spec)
+        values = _state(model, cap.program, imported) + [flat[i] for i in imported.input_positions]
+        seen.append(_interpret(imported, values, OPS))
+    return [AttentionSample(recs[0][0], *(torch.cat([r[j] for r in recs]) for j in (1, 2, 3)), *recs[0][4:])
+            for recs in zip(*seen)]
+
+
+def _state(model, ep, imported) -> list[torch.Tensor]:
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(dict(model.named_buffers(remove_duplicate=False)))
+    out = []
+    for a in imported.args:
+        if a.kind == "input":
+            break
+        t = named.get(a.name)
+        out.append((t if t is not None else ep.state_dict.get(a.name, ep.constants.get(a.name))).detach())
+    return out
+
+
+def _interpret(imported, values, ops) -> list:
+    from compiler.dialects import graph as g
+
+    env = dict(zip(imported.func.body.block.args, values))
+    recs = []
+    with torch.no_grad():
+        for op in imported.func.body.block.ops:
+            if op.name == "func.return":
+                break
+            ins = [env[o] for o in op.operands]
+            if isinstance(op, g.AttentionOp):
+                recs.append((op, *ins[:3], op.scale.value.data, op.causal is not None, op.mask is not None))
+            out = ops[op.name](op)(*ins)
+            outs = out if isinstance(out, list) else [out]
+            env.update(zip(op.results, outs))
+    return recs
+
+
+def token_mask(m: torch.Tensor, block: int, t: int, s: int, causal: bool) -> torch.Tensor:
+    """Dense keep-mask [..., T, S] of a block mask [..., nQB, nKB] (calibration and tests only)."""
+    d = m.repeat_interleave(block, -2).repeat_interleave(block, -1)[..., :t, :s]
+    return d & torch.ones(t, s, dtype=torch.bool).tril() if causal else d
+
+
+def pattern_error(x: AttentionSample, pattern: dict, block: int, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(error per head, density per head) of one pattern on the calibration samples.
+
+    Error: max over samples and query rows of |o - o_dense| / rms row norm of the head's values (the
+    output is a convex combination of value rows, so this is an error in units of the values' size).
+    """
+    from backends.reference import attention_reference
+
+    n, hq, t, _ = x.q.shape
+    s = x.k.shape[2]
+    if pattern["pattern"] in DYNAMIC:
+        m = torch.stack([head_masks([pattern], hq, t, s, block, x.scale, x.causal, x.q[i], x.k[i]) for i in range(n)])
+    else:
+        m = head_masks([pattern], hq, t, s, block, x.scale, x.causal)[None].expand(n, -1, -1, -1)
+    m = m | torch.eye(m.shape[-2], m.shape[-1], dtype=torch.bool)
+    o = attention_reference(x.q, x.k, x.v, token_mask(m, block, t, s, x.causal), x.scale, False)
+    vrms = x.v.float().pow(2).sum(-1).mean((0, 2)).sqrt().clamp_min(1e-12)  # [Hkv]
+    rms = vrms.repeat_interleave(hq // x.v.shape[1])
+    err = (o - dense).norm(dim=-1).amax((0, 2)) / rms
+    dens = torch.tensor([density(m[:, h], x.causal) for h in range(hq)])
+    return err, dens
+
+
+def calibrate_attention(x: AttentionSample, sa: SparseAttention, target=None) -> dict:
+    """The plan entry of one attention: per-head patterns, density, errors, or dense with a reason."""
+    from backends.reference import attention_reference
+
+    if x.masked or not x.causal:
+        return {"dense": True, "reason": "explicit mask operand" if x.masked else "not causal"}
+    t = x.q.shape[2]
+    dense = attention_reference(x.q, x.k, x.v, None, x.scale, True)
+    hq = x.q.shape[1]
+    best: list[tuple[float, dict, float]] = [(1.0, {"pattern": "dense"}, 0.0)] * hq
+    for cand in sa.candidates or default_candidates(t, sa.block):
+        err, dens = pattern_error(x, cand, sa.block, dense)
+        for h in range(hq):
+            if err[h] <= sa.budget and dens[h] < min(best[h][0], sa.max_density):
+                best[h] = (float(dens[h]), cand, float(err[h]))
+    d = sum(b[0] for b in best) / hq
+    entry = {"heads": [b[1] for b in best], "density": round(d, 4), "errors": [round(b[2], 4) for b in best],
+             "block": sa.block}
+    return _cost_check(entry, x, target)
+
+
+def _cost_check(entry: dict, x: AttentionSample, target) -> dict:
+    """Stay dense unless the cost model's dense time, scaled by density (+ the per-call layout work of
+    content-dependent heads), comes out lower than dense."""
+    import costmodel
+    from compiler.targets import get_target
+
+    tgt = get_target(target or "cpu")
+    dense_s = costmodel.estimate(x.op, tgt)
+    n, h, t, d = x.q.shape
+    layout_flops = 4.0 * h * min(entry["block"], t) * x.k.shape[2] * d if is_dynamic(entry["heads"]) else 0.0
+    sparse_s = dense_s * entry["density"] + layout_flops / tgt.flops("float32") + tgt.launch_overhead
+    entry.update(dense_s=dense_s, sparse_s=sparse_s)
+    if entry["density"] >= 0.999 or sparse_s >= dense_s:
+        return {"dense": True, "reason": f"cost model: sparse {sparse_s * 1e6:.1f} us >= dense {dense_s * 1e6:.1f} us "
+                                         f"at density {entry['density']:.2f}", "heads": entry["heads"]}
+    return entry
+
+
+def calibrate(model, sa: SparseAttention, target=None) -> list[dict]:
+    """Measure, per attention and head, the pattern to use on `sa.calibration_inputs`; sets `sa.plan`."""
+    samples = collect_attention(model, list(sa.calibration_inputs or []))
+    sa.plan = [calibrate_attention(x, sa, target) for x in samples]
+    return sa.plan
+
+
+def save_plan(sa: SparseAttention, path: str) -> None:
+    """Write `sa.plan` as JSON, for `solder-opt -p 'rewrite-sparse-attention{policy=calibrate plan=FILE}'`."""
+    with open(path, "w") as f:
+        json.dump(sa.plan, f, indent=1)
