@@ -3,17 +3,23 @@
 Spellings found (matching lives in passes/attention_patterns.py):
 - `softmax(q @ kᵀ · s) @ v` with the scale as mul or div by a constant on q, on kᵀ or on the scores
   (all folded into `scale`), fp32 upcasts around the softmax, and any number of masks applied with
-  masked_fill (`where(cond, -inf, x)`), `where(keep, x, -inf)` or an additive float mask;
+  masked_fill (`where(cond, -inf, x)`), `where(keep, x, -inf)` or an additive float mask, in 3-d
+  (bmm) or 4-d form, also through batch-regrouping reshapes (einsum imports that way);
 - `scaled_dot_product_attention` (imported as `graph.attention` already): its explicit mask is
   dropped when it keeps everything, and turned into `causal` when it is the causal triangle;
 - grouped-query heads: k/v repeated by repeat_interleave or expand+reshape are un-repeated, since
-  `graph.attention` does GQA natively (head h reads kv head h // G).
+  `graph.attention` does GQA natively (head h reads kv head h // G); multi-query k/v with one head,
+  broadcast by the matmul or expanded, stay one head. `repeat` (tiling, h reads h % Hkv) is kept.
 
 A mask that depends on no function argument is evaluated at compile time; a causal triangle (top-
 left aligned, however it was built: tril/triu/ones/arange comparisons) becomes `causal`, an all-keep
 mask disappears, a mask that hides a whole row is refused (eager gives NaN there). A mask computed
 from a function argument (an input, a registered buffer) stays a `mask` operand: its contents are
 not known. Each attention gets a `graph.origin` string naming the spelling it came from.
+
+Left alone: softmax over another axis, an intermediate (scores, probabilities) with another user,
+q/k/v whose batch dims broadcast, a fill value that is not -inf-like, a mask that is size 1 along
+the keys (it would hide whole rows), mixed q/k/v dtypes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
 from xdsl.traits import Pure
 
 from compiler import log
@@ -32,7 +39,6 @@ from compiler.importer import scalar_attr
 from passes.attention_patterns import (
     BAD, CAUSAL, NONE, ChainMatch, Mask, classify, elem, match_chain, shape, unrepeat_heads,
 )
-from xdsl.passes import ModulePass
 
 _log = log.get("attention")
 ORIGIN = "graph.origin"
