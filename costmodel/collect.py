@@ -38,6 +38,19 @@ def read_ids(path: Path) -> set[str]:
     return ids
 
 
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that an interrupted run left without its newline, so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    _LOG.warning("costmodel collect: dropping a torn last line of %s (%d bytes)", path, len(data) - keep)
+    with path.open("r+b") as f:
+        f.truncate(keep)
+
+
 def make_inputs(module, device: str, seed: int = 0) -> list:
     """Random tensors for the arguments of `@forward` (normal floats, positive where logs/roots may read them)."""
     import torch
@@ -52,8 +65,8 @@ def make_inputs(module, device: str, seed: int = 0) -> list:
     return out
 
 
-def time_program(program, args: list, device: str, budget_s: float = 0.04, min_reps: int = 5,
-                 max_reps: int = 60) -> tuple[float, int]:
+def time_program(program, args: list, device: str, budget_s: float = 0.08, min_reps: int = 10,
+                 max_reps: int = 100) -> tuple[float, int]:
     """(median seconds of one call, repetitions): 2 warm-up calls, then repeated timed calls."""
     sync = _sync(device)
     for _ in range(2):
@@ -115,14 +128,24 @@ def hardware_name(device: str) -> str:
 
 def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bool = True) -> int:
     """Grow the dataset at `out` to the first `n` rows of the stream `seed`; returns the rows added."""
+    import torch
+
     from backends.registry import get_backend
 
     target = get_target(target)
-    _setup_device(target)
-    backend = get_backend(target.backend)
+    threads = torch.get_num_threads()
+    try:
+        _setup_device(target)
+        return _collect(target, get_backend(target.backend), n, out, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bool) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
+    drop_torn_tail(out)
     have = read_ids(out)
-    todo = n - sum(1 for _ in _first_ids(seed, n) if _ in have)
+    todo = sum(1 for i in _first_ids(seed, n) if i not in have)
     bar = _bar(todo, progress, f"collect {target.name}")
     added = 0
     with out.open("a") as f:

@@ -31,6 +31,7 @@ ANALYTIC_NAMES = (
     "n_inputs", "n_outputs", "launches", "log_out_numel", "log_max_numel", "rank", "inner_dim", "log_inner_dim",
     "align16", "align64", "align128", "log_reduce_size", "log_reduce_outer", "n_reductions", "log_mm_m",
     "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
+    "log_bytes_internal", "log_max_buffer",
 )
 HIST_NAMES = tuple("n_" + n.removeprefix("graph.") for n in OP_NAMES)
 TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
@@ -73,7 +74,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
     f: dict[str, float] = {}
     flops = flops_trans = parts_s = parts_bytes = 0.0
     n_layout = n_red = bf16 = 0
-    red_size = red_outer = max_numel = 0
+    red_size = red_outer = max_numel = max_buffer = 0
     mm = (0, 0, 0, 0)
     causal = 0.0
     dtype = analytic.main_dtype(ops)
@@ -93,6 +94,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         if op.results:
             info = type_info(op.results[0].type)
             max_numel = max(max_numel, info.numel)
+            max_buffer = max(max_buffer, info.nbytes)
             bf16 += info.elem == "bf16"
         if name in _REDUCTIONS:
             n_red += 1
@@ -121,6 +123,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         "log_mm_n": _log2(mm[2]), "log_mm_k": _log2(mm[3]), "log_mm_batch": _log2(mm[0]),
         "frac_bf16": bf16 / len(ops) if ops else 0.0, "frac_compute_bytes_bf16": float(dtype == "bfloat16"),
         "causal": causal, "log_regs": _log2(regs), "log_smem": _log2(smem),
+        "log_bytes_internal": _log2(max(0.0, parts_bytes - nbytes)), "log_max_buffer": _log2(max_buffer),
     })
     return f
 

@@ -1,6 +1,6 @@
 """Learned latency models: gradient-boosted trees on log-seconds, a Ridge baseline, save/load, adaptation.
 
-A `LearnedModel` predicts ln(seconds) from `costmodel.features`. Its trees are also compiled into one
+A `LearnedModel` predicts ln(seconds) from `costmodel.features` with histogram gradient-boosted trees. Its trees are also compiled into one
 plain Python function (nested `if`s) at load time, so that `predict_ops` costs tens of microseconds
 instead of scikit-learn's per-call overhead; `predict_features_sklearn` is the reference path and the
 tests check the two agree. An adapted model (`adapt`) is a source model plus a linear correction fitted
@@ -31,7 +31,7 @@ class LearnedModel:
 
     target: str
     names: tuple[str, ...]
-    gbr: object  # sklearn GradientBoostingRegressor on ln(seconds)
+    gbr: object  # sklearn HistGradientBoostingRegressor on ln(seconds)
     ridge: object | None = None  # sklearn Ridge pipeline on ln(seconds): the linear baseline
     tokens: bool = False  # whether the features include hashed IR tokens (needs printing the IR)
     adapter: tuple[float, ...] | None = None  # (w0, w_source, w_roofline): ln s = w0 + w1*src + w2*ln(roofline)
@@ -106,35 +106,43 @@ class LearnedModel:
 
 
 def compile_trees(gbr) -> callable:
-    """A plain-Python function x -> raw prediction of a fitted GradientBoostingRegressor (nested ifs)."""
-    base = float(gbr._raw_predict_init(np.zeros((1, gbr.n_features_in_)))[0, 0])
-    lr = gbr.learning_rate
-    lines = ["def predict(x):", f"    s = {base!r}"]
-    for est in gbr.estimators_[:, 0]:
-        t = est.tree_
-        _emit(t, 0, 1, lines, lr)
-    lines.append("    return s")
+    """A plain-Python function x -> raw prediction of a fitted HistGradientBoostingRegressor (nested ifs)."""
+    base = float(np.ravel(gbr._baseline_prediction)[0])
+    body: list[str] = []
+    for (tree,) in gbr._predictors:
+        _emit(tree.nodes, 0, 1, body)
+    used = sorted({int(n["feature_idx"]) for (t,) in gbr._predictors for n in t.nodes if not n["is_leaf"]})
+    # Features bound to locals once: a local load is cheaper than indexing the list at every split.
+    lines = ["def predict(x):", *(f"    x{i} = x[{i}]" for i in used), f"    s = {base!r}", *body, "    return s"]
     scope: dict = {}
     exec(compile("\n".join(lines), "<costmodel trees>", "exec"), scope)
     return scope["predict"]
 
 
-def _emit(t, node: int, depth: int, lines: list[str], lr: float) -> None:
+def _emit(nodes, i: int, depth: int, lines: list[str]) -> None:
     pad = "    " * depth
-    if t.children_left[node] == -1:
-        lines.append(f"{pad}s += {lr * float(t.value[node][0][0])!r}")
+    node = nodes[i]
+    if node["is_leaf"]:
+        lines.append(f"{pad}s += {float(node['value'])!r}")  # leaf values already carry the learning rate
         return
-    # sklearn compares float32(x) <= threshold; the thresholds sit between float32 values, so this agrees.
-    lines.append(f"{pad}if x[{int(t.feature[node])}] <= {float(t.threshold[node])!r}:")
-    _emit(t, int(t.children_left[node]), depth + 1, lines, lr)
+    lines.append(f"{pad}if x{int(node['feature_idx'])} <= {float(node['num_threshold'])!r}:")
+    _emit(nodes, int(node["left"]), depth + 1, lines)
     lines.append(f"{pad}else:")
-    _emit(t, int(t.children_right[node]), depth + 1, lines, lr)
+    _emit(nodes, int(node["right"]), depth + 1, lines)
 
 
-def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_estimators: int = 300,
-        max_depth: int = 4) -> LearnedModel:
-    """Fit the trees and the Ridge baseline on rows with `features` and `seconds`."""
-    from sklearn.ensemble import GradientBoostingRegressor
+# Features along which latency may only grow: more work or more bytes never makes a kernel faster.
+MONOTONE = frozenset({
+    "log_flops", "log_bytes", "log_bytes_read", "log_bytes_written", "log_roofline", "log_roofline_parts",
+    "log_bytes_parts", "log_flops_trans", "log_out_numel", "log_max_numel", "log_reduce_outer",
+    "log_mm_m", "log_mm_n", "log_mm_k", "log_mm_batch", "log_bytes_internal", "log_max_buffer",
+})
+
+
+def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_estimators: int = 300, learning_rate: float = 0.05,
+        max_leaf_nodes: int = 15) -> LearnedModel:
+    """Fit the trees (monotone in the size features) and the Ridge baseline on rows with `features` and `seconds`."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -142,8 +150,10 @@ def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_es
     names = feats.ALL_NAMES if tokens else feats.FEATURE_NAMES
     x = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
     y = np.log(np.array([r["seconds"] for r in rows]))
-    gbr = GradientBoostingRegressor(n_estimators=n_estimators, max_depth=max_depth, learning_rate=0.05,
-                                    subsample=0.8, min_samples_leaf=3, random_state=seed)
+    gbr = HistGradientBoostingRegressor(
+        max_iter=n_estimators, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=4,
+        l2_regularization=1e-3, early_stopping=False, random_state=seed,
+        monotonic_cst=[1 if n in MONOTONE else 0 for n in names])
     gbr.fit(x, y)
     ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
     return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens)

@@ -1,0 +1,180 @@
+"""costmodel/: estimates (roofline and learned), features, collection with resume, train/evaluate, shipped model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+
+import pytest
+
+import costmodel
+from compiler.dialects import graph as g
+from compiler.targets import get_target
+from costmodel import analytic, features, generate
+from costmodel import cli
+from costmodel.model import LearnedModel
+
+
+def _module(inputs, body):
+    return generate.kernel_module(inputs, body)
+
+
+def _eltwise(rows: int, cols: int = 256, dtype: str = "float32"):
+    """A kernel computing gelu(x + y) on [rows, cols]."""
+    return _module([((rows, cols), dtype)] * 2, lambda b, a: [b.unary("gelu", b.binary("add", a[0], a[1]))])
+
+
+def _matmul(m: int, n: int = 128, k: int = 128):
+    def body(b, a):
+        return [b.op(g.MatmulOp, [a[0], a[1]], (m, n), "float32")]
+
+    return _module([((m, k), "float32"), ((k, n), "float32")], body)
+
+
+def _kernel(module):
+    return features.the_kernel(module)
+
+
+@pytest.mark.parametrize("model", ["roofline", None])
+@pytest.mark.parametrize("make", [_eltwise, _matmul])
+def test_estimate_is_monotone_in_size(make, model):
+    kernels = [_kernel(make(rows)) for rows in (16, 64, 256, 1024, 4096, 16384)]
+    ests = [costmodel.estimate(k, "cpu", model=model) for k in kernels]
+    assert all(e > 0 and math.isfinite(e) for e in ests)
+    assert all(a <= b * 1.0001 for a, b in zip(ests, ests[1:])), ests
+    assert ests[-1] > 2 * ests[0]
+
+
+def test_estimate_single_op_and_target_name_or_object():
+    k = _kernel(_eltwise(512))
+    add = features.body_ops(k)[0]
+    assert costmodel.estimate(add, "cpu") == costmodel.estimate(add, get_target("cpu"))
+    assert costmodel.estimate(add, "h100", model="roofline") < costmodel.estimate(add, "cpu", model="roofline")
+
+
+def test_roofline_counts_flops_and_boundary_bytes():
+    cpu = get_target("cpu")
+    k = _kernel(_matmul(64, 32, 16))
+    mm = features.body_ops(k)[0]
+    assert analytic.op_flops(mm) == 2 * 64 * 32 * 16
+    k2 = _kernel(_eltwise(100, 10))
+    add, gelu = features.body_ops(k2)
+    fused_read, fused_written, _, _ = analytic.group_io([add, gelu])
+    assert (fused_read, fused_written) == (2 * 100 * 10 * 4, 100 * 10 * 4)  # the add result stays inside
+    assert analytic.estimate_ops([add, gelu], cpu) < analytic.estimate_ops([add], cpu) + analytic.estimate_ops([gelu], cpu)
+    assert analytic.estimate(k2, cpu) == pytest.approx(analytic.estimate_ops([add, gelu], cpu))
+
+
+def test_attention_flops_halve_when_causal():
+    rows = [r for r in _rows(200) if r.family == "attention"]
+    for r in rows[:4]:
+        att = features.body_ops(_kernel(r.module))[0]
+        b, h, t, d = analytic.type_info(att.operands[0].type).shape
+        s = analytic.type_info(att.operands[1].type).shape[2]
+        full = 4 * b * h * t * s * d + b * h * t * s * 14
+        assert analytic.attention_flops(att) == pytest.approx(full / 2 if "causal" in att.properties else full)
+
+
+def test_estimate_ops_is_fast_and_matches_kernel():
+    k = _kernel(_eltwise(256))
+    ops = features.body_ops(k)
+    cpu = get_target("cpu")
+    assert costmodel.estimate_ops(ops, cpu) == pytest.approx(costmodel.estimate(k, cpu), rel=1e-9)
+    costmodel.estimate_ops(ops, cpu)
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        costmodel.estimate_ops(ops, cpu)
+    per_call = (time.perf_counter() - t0) / n
+    assert per_call < 250e-6, f"{per_call * 1e6:.1f} us per estimate_ops call (goal < 50 us on an idle core)"
+
+
+def test_features_are_deterministic():
+    cpu = get_target("cpu")
+    a = [features.kernel_features(_kernel(r.module), cpu, tokens=True) for r in _rows(12)]
+    b = [features.kernel_features(_kernel(r.module), cpu, tokens=True) for r in _rows(12)]
+    assert a == b
+    assert set(a[0]) >= set(features.ANALYTIC_NAMES) | set(features.TOKEN_NAMES)
+
+
+def test_ir_tokens_strip_names_and_bucket_numbers():
+    toks = features.ir_tokens('%12 = graph.relu %x : tensor<388x1000xf32> -> tensor<388x1000xf32>')
+    assert "graph.relu" in toks and "f32" in toks and "#b9" in toks
+    assert not any(t.startswith("%") and len(t) > 1 for t in toks)
+
+
+def _rows(n):
+    it = generate.rows(0)
+    return [next(it) for _ in range(n)]
+
+
+def test_collect_resumes_without_duplicates(tmp_path):
+    out = tmp_path / "data.jsonl"
+    assert cli.main(["collect", "--target", "cpu", "--n", "6", "--out", str(out), "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 6
+    with out.open("a") as f:
+        f.write('{"id": "torn')  # an interrupted write
+    assert cli.main(["collect", "--target", "cpu", "--n", "8", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert ids == [r.id for r in _rows(8)]
+    assert all(r["seconds"] > 0 and r["ir"].startswith("builtin.module") and r["features"] for r in rows)
+
+
+def _synthetic(path, n=160):
+    """Rows whose 'measured' seconds are a known function of the roofline (no timing)."""
+    cpu = get_target("cpu")
+    with path.open("w") as f:
+        for r in _rows(n):
+            from compiler.ir import print_ir
+
+            k = _kernel(r.module)
+            secs = 3 * analytic.estimate(k, cpu) + 4e-6 * len(features.body_ops(k))
+            f.write(json.dumps({"id": r.id, "family": r.family, "shape": r.shape_sig, "role": r.role,
+                                "pair": r.pair, "ir": print_ir(r.module), "features": {}, "seconds": secs}) + "\n")
+
+
+def test_train_and_evaluate_on_synthetic_data(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    _synthetic(data)
+    out = tmp_path / "model"
+    assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(out), "--trees", "40"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["samples"] == 160 and card["heldout"]["learned"]["n"] > 0
+    cli.main(["evaluate", "--target", "cpu", "--data", str(data), "--model", str(out), "--plot", str(tmp_path / "e.png")])
+    assert (tmp_path / "e.png").stat().st_size > 1000
+    assert "learned" in capsys.readouterr().out
+    m = costmodel.load_model(out)
+    assert isinstance(m, LearnedModel)
+    k = _kernel(_eltwise(512))
+    assert costmodel.estimate(k, "cpu", model=m) > 0
+
+
+def test_shipped_cpu_model_loads_and_fast_path_agrees():
+    m = costmodel.load_model(costmodel.SHIPPED / "cpu")
+    assert isinstance(m, LearnedModel), "costmodel/shipped/cpu/model.pkl is missing or does not load"
+    card = json.loads((costmodel.SHIPPED / "cpu" / "card.json").read_text())
+    assert card["samples"] >= 300 and card["target"] == "cpu"
+    cpu = get_target("cpu")
+    fs = [features.kernel_features(_kernel(r.module), cpu) for r in _rows(30)]
+    slow = m.predict_features_sklearn(fs)
+    fast = [m.predict_features(f) for f in fs]
+    assert fast == pytest.approx(list(slow), rel=1e-6)
+
+
+def test_corrupt_model_falls_back_to_roofline(tmp_path, caplog):
+    bad = tmp_path / "model.pkl"
+    bad.write_bytes(b"not a pickle")
+    k = _kernel(_eltwise(256))
+    with caplog.at_level(logging.WARNING, logger="solder.costmodel"):
+        got = costmodel.estimate(k, "cpu", model=str(bad))
+    assert got == analytic.estimate(k, get_target("cpu"))
+    assert "falling back to the roofline" in caplog.text
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--target", "cpu", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
+    assert "no dataset" in capsys.readouterr().err
