@@ -38,7 +38,7 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in [
         Target(
-            name="cpu", backend="reference", device="cpu",  # "cpu" (MLIR codegen) once it lowers graphs
+            name="cpu", backend="cpu", device="cpu",  # MLIR codegen (backends/cpu), GEMMs via torch
             # This project's reference machine: 2 cores, measured plain copy ~29.6 GB/s (notes/cpu-backend-mlir.md).
             peak_flops={"float32": 2 * 2 * 16 * 3.0e9, "float64": 2 * 2 * 8 * 3.0e9, "bfloat16": 2 * 2 * 16 * 3.0e9},
             mem_bandwidth=29.6e9, launch_overhead=0.5e-6, sm_count=2, shared_mem_per_block=1 << 20,
