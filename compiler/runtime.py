@@ -20,6 +20,7 @@ import torch.utils._pytree as pytree
 
 from backends.base import Program
 from compiler import ir, knobs, log
+from compiler.buffer_facts import materialize_causal_buffers
 from compiler.capture import capture
 from compiler.errors import CallError, SolderError, VerifyError
 from compiler.importer import Imported, import_program
@@ -65,6 +66,11 @@ class Specialization:
     seconds: dict[str, float] = field(default_factory=dict)
     ir_text: str = ""
     decomposed: tuple[str, ...] = ()
+    guards: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """State tensors whose values were compiled in: index -> (version counter, data pointer) at compile time."""
+
+    def still_valid(self) -> bool:
+        return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
 
 
 def _leaf_key(x) -> tuple:
@@ -98,6 +104,10 @@ class CompiledModule:
         leaves, spec = pytree.tree_flatten((args, kwargs))
         key = (str(spec), tuple(_leaf_key(x) for x in leaves))
         sp = self.specializations.get(key)
+        if sp is not None and not sp.still_valid():
+            _log.info("a buffer compiled in as a constant changed in place; recompiling %s", self.name)
+            del self.specializations[key]
+            sp = None
         if sp is None:
             with self._lock:
                 sp = self.specializations.get(key) or self._compile(key, args, kwargs)
@@ -151,6 +161,8 @@ class CompiledModule:
         cap = capture(self.model, args, kwargs, set(TABLE))
         t1 = time.perf_counter()
         imported = import_program(cap.program)
+        state = self._state_tensors(cap.program, imported)
+        guards = materialize_causal_buffers(imported, state)
         t2 = time.perf_counter()
         run = run_pipeline(imported.module, self.options.pipeline, target=self.options.target)
         t3 = time.perf_counter()
@@ -160,7 +172,7 @@ class CompiledModule:
         ep = cap.program
         sp = Specialization(
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
-            state=self._state_tensors(ep, imported), pipeline=run, decomposed=cap.decomposed,
+            state=state, pipeline=run, decomposed=cap.decomposed, guards=guards,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
         )
         if self.options.explain:
