@@ -46,8 +46,11 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
 
 
 def write_plots(meta: dict, rows: list[dict], stem: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # the GPU machine may lack it: the JSON and markdown still carry every number
+        print("matplotlib is not installed: no PNG charts written")
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
