@@ -3,9 +3,10 @@
 A sequence of `seq` tokens is
 - filler made of random 4-grams each written twice (`a b c d a b c d`): the second copy is predictable
   from 4 tokens back, which a local head (a window) can do;
-- `pairs` key-value pairs `K V` written at random places in the first 3/4 of the sequence;
+- `pairs` value-key pairs `V K` written at random places in the first 3/4 of the sequence;
 - at the end, `SEP` and then every key again, each followed by its value: predicting the value needs a
-  retrieval (induction) head that looks hundreds of tokens back.
+  retrieval head that finds the key hundreds of tokens back (and reads the value that a previous-token
+  head copied onto it).
 
 Accuracy is measured on the predictable targets: `retrieval` on the values after the final keys,
 `local` on the second copies of the 4-grams.
@@ -74,7 +75,7 @@ def sample(task: Task, batch: int, g: torch.Generator) -> tuple[torch.Tensor, to
         # pair slots: even offsets in the first 3/4 of the body, at least 2 apart
         slots = torch.randperm(body * 3 // 8, generator=g)[:p].sort().values * 2
         for key, val, s in zip(keys.tolist(), vals.tolist(), slots.tolist()):
-            fill[s], fill[s + 1] = task.key0 + key, task.value0 + val
+            fill[s], fill[s + 1] = task.value0 + val, task.key0 + key
             pred[s:s + 2] = False
             pred[s + 2:s + 2 + NGRAM] = False  # a copy whose source was overwritten
         order = torch.randperm(p, generator=g)
