@@ -29,6 +29,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 
 from backends.base import Backend, Program
 from backends.cpu import lower as L
+from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS
 from backends.reference import OPS, attention_reference, forward_func
 from compiler import log
@@ -72,7 +73,7 @@ class Plan:
         for s in self.steps:
             if s.route == "mlir":
                 by_level.setdefault(s.opt_level, []).append(s)
-        return {lvl: L.module_text([s.text for s in ss], [s.schedule for s in ss])
+        return {lvl: S.module_text([s.text for s in ss], [s.schedule for s in ss])
                 for lvl, ss in sorted(by_level.items())}
 
 
@@ -188,7 +189,7 @@ class _Planner:
             env.update(zip(op.results, vals))
         dests = [fb.arg(env[r].shape, _type(r)[1], writable=True) for r in outs]
         fb.store([(env[r], d) for r, d in zip(outs, dests)])
-        st.schedule, st.schedule_kind = L.schedule_lines(fb)
+        st.schedule, st.schedule_kind = S.schedule_lines(fb)
         st.text, st.arg_types = fb.text(), fb.arg_types
         st.opt_level = _opt_level(st)
         return st
@@ -337,9 +338,8 @@ def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
     n_in = len(s.inputs)
     in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
     need_contig = [v not in contiguous for v in s.inputs]
-    fresh, bufs = [], []
+    bufs = []  # None: allocated per call (the caller may keep it); else reused across calls
     for o, (_, dt) in zip(s.outputs, s.arg_types[n_in:]):
-        fresh.append(o in esc)
         bufs.append(None if o in esc else torch.empty(shape_of(o.type), dtype=_TORCH[dt]))
     # the IR's shapes: a kernel may write an output in its pre-reshape shape (same bytes)
     out_specs = [(shape_of(v.type), _TORCH[dt], dt == "i1") for v, (_, dt) in zip(s.outputs, s.arg_types[n_in:])]

@@ -12,8 +12,9 @@ non-contiguous data). One `linalg.generic` is emitted per materialized value, wi
 op on the way inlined into its body: an elementwise chain is one loop nest per output.
 
 Booleans live as i8 in memory (torch's byte layout; `vector<Nxi1>` in memory would be bit-packed)
-and as i1 in registers. The per-op table is lower_ops.py; `plan` (plan.py-like partition of
-@forward into steps) is at the bottom of this file; `emit_module` prints what the backend compiles.
+and as i1 in registers. The per-op table is lower_ops.py, the transform schedules
+lower_schedule.py, the partition of @forward into kernels backend.py; `emit_module` prints the
+text the backend compiles (`solder-opt --emit linalg`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from backends.cpu.mathapprox import Emitter, f32_literal
-from backends.cpu.schedule import lane_tile
 from compiler.errors import SolderError
 
 LOOP_FM = "nsz,arcp,contract,afn"  # no `reassoc` in loop bodies (notes: it serializes accumulators)
@@ -479,87 +479,6 @@ def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
     for i, j in zip(src, dst):
         sub[i] = Aff.dim(j)
     return reindex(v, shape, sub)
-
-
-# -- transform schedules --------------------------------------------------------------------------
-ANY = "!transform.any_op"
-
-
-def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
-    """Transform ops for `fb`'s function and the kind of schedule ("row", "elementwise" or "none")."""
-    gs, p = fb.generics, f"%{fb.name}_"
-    roots = [g for g in gs if g.kind == "root"]
-    reds = [g for g in gs if g.kind == "red"]
-    match = lambda h, kind: (f'{h} = transform.structured.match ops{{["linalg.generic"]}} '  # noqa: E731
-                             f"attributes {{solder.{fb.name}.{kind}}} in %root : ({ANY}) -> {ANY}")
-    tile = lambda h, sizes, n: (  # noqa: E731
-        f"{h}_t" + "".join(f", {h}_l{i}" for i in range(n)) + f" = transform.structured.tile_using_for "
-        f"{h} tile_sizes [{', '.join(map(str, sizes))}] : ({ANY}) -> ({', '.join([ANY] * (n + 1))})")
-    lines: list[str] = []
-    if not reds:
-        for g in gs:
-            if g.domain:
-                sizes = [1] * (len(g.domain) - 1) + [lane_tile(g.domain[-1], 64)]
-                lines += [match(f"{p}{g.uid}", g.uid), tile(f"{p}{g.uid}", sizes, len(sizes))]
-        return lines + _finish(fb), "elementwise"
-    dom = reds[0].domain
-    rank = len(dom)
-    if (rank < 2 or len(roots) != 1 or any(g.domain != dom or g.reduced != (rank - 1,) for g in reds)
-            or any(g.domain != dom for g in gs if g.kind == "ew")):
-        return [], "none"
-    root = roots[0].domain
-    if root not in (dom, dom[:-1], dom[:-1] + (1,)):
-        return [], "none"
-    t = lane_tile(dom[-1], 32)
-    fuse_sizes = [1] * (rank - 1) + [0] if root == dom else [1] * len(root)
-    lines += [match(f"{p}root", "root"),
-              f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(sum(1 for s in fuse_sizes if s) - 1))
-              + f" = transform.structured.fuse {p}root tile_sizes [{', '.join(map(str, fuse_sizes))}] : "
-              f"({ANY}) -> ({', '.join([ANY] * (1 + sum(1 for s in fuse_sizes if s)))})",
-              match(f"{p}red", "red"),
-              f"{p}fill, {p}split, {p}comb, {p}rloop = transform.structured.tile_reduction_using_for "
-              f"{p}red by tile_sizes = [{', '.join(['0'] * (rank - 1) + [str(t)])}] : "
-              f"({ANY}) -> ({ANY}, {ANY}, {ANY}, {ANY})"]
-    if root == dom:
-        lines += [match(f"{p}root2", "root"), tile(f"{p}root2", [0] * (rank - 1) + [t], 1)]
-    if any(g.kind == "ew" for g in gs):
-        lines += [match(f"{p}ew", "ew"), tile(f"{p}ew", [0] * (rank - 1) + [t], 1)]
-    return lines + _finish(fb), "row"
-
-
-def _finish(fb: FuncBuilder) -> list[str]:
-    f = f"%{fb.name}_func"
-    cleanup = [
-        f"transform.apply_patterns to {f} {{",
-        "  transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
-        "  transform.apply_patterns.vector.drop_unit_dims_with_shape_cast",
-        "  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers",
-        "  transform.apply_patterns.tensor.fold_tensor_empty",
-        "  transform.apply_patterns.canonicalization",
-        f"}} : {ANY}",
-        f"transform.apply_cse to {f} : {ANY}",
-    ]
-    return [
-        f'{f} = transform.structured.match ops{{["func.func"]}} attributes {{sym_name = "{fb.name}"}} '
-        f"in %root : ({ANY}) -> {ANY}",
-        f"{f}_ops = transform.structured.match interface{{LinalgOp}} in {f} : ({ANY}) -> {ANY}",
-        f"transform.structured.vectorize {f}_ops : {ANY}",
-        *cleanup,
-        f'{f}_loops = transform.structured.match ops{{["scf.for"]}} in {f} : ({ANY}) -> {ANY}',
-        f"transform.loop.hoist_loop_invariant_subsets {f}_loops : {ANY}",
-        *cleanup,
-    ]
-
-
-def module_text(funcs: list[str], schedules: list[list[str]]) -> str:
-    """One MLIR module holding `funcs` and (if any) one transform sequence running every schedule."""
-    body = "\n".join(funcs)
-    lines = [ln for s in schedules for ln in s]
-    if not lines:
-        return "module {\n" + body + "\n}\n"
-    seq = ("transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {\n"
-           + "\n".join("  " + ln for ln in lines) + "\n  transform.yield\n}")
-    return "module attributes {transform.with_named_sequence} {\n" + body + "\n" + seq + "\n}\n"
 
 
 def emit_module(module, target=None) -> str:

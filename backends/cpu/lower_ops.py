@@ -43,10 +43,6 @@ def _f32(*vals: Val) -> None:
 
 
 # -- elementwise --------------------------------------------------------------------------------
-def _fm(b, name: str) -> Callable:
-    return lambda x: getattr(b.em, name)(x)
-
-
 _UNARY_F32: dict[str, Callable] = {
     "neg": lambda b, x: b.emit(f"arith.negf {x} : f32"),
     "abs": lambda b, x: b.emit(f"math.absf {x} : f32"),
