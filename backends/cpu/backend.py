@@ -39,6 +39,7 @@ _log = log.get("backend")
 
 ABSORB = LAYOUT + ("graph.constant", "graph.arange")
 LIBRARY = ("graph.linear", "graph.matmul", "graph.conv", "graph.attention")
+NORMS = ("graph.layer_norm", "graph.rms_norm")
 HEAVY = ("math.floor", "arith.divf", "math.sin", "math.cos", "math.sqrt")
 
 
@@ -196,9 +197,15 @@ class _Planner:
 
 
 def _opt_level(st: Step) -> int:
-    """LLVM -O0 for kernels MLIR vectorized that do no heavy arithmetic (memory-bound: the same
-    speed, 3x cheaper to compile; layer norm is even faster: notes/cpu-backend-mlir.md), else -O3
-    (polynomial exp/tanh need LLVM's scheduling; unscheduled loops need its vectorizer)."""
+    """LLVM -O0 for vectorized elementwise kernels without heavy arithmetic (memory-bound: 3x
+    cheaper to compile) and for a lone layer/rms norm (faster at -O0: notes/cpu-backend-mlir.md);
+    -O3 for the rest (polynomial exp/tanh and fused row kernels gain from LLVM's scheduling,
+    unscheduled loops need its vectorizer). Measured: add+layer_norm 79-87% of copy at -O0,
+    108-117% at -O3."""
+    if st.schedule_kind == "row":
+        # a lone norm: at O2/O3 LLVM unrolls the row loops and spills (kernels.OPT_LEVEL)
+        core = [op.name for op in st.ops if op.name not in ABSORB]
+        return 0 if len(core) == 1 and core[0] in NORMS else 3
     heavy = any(w in st.text for w in HEAVY)
     return 3 if st.schedule_kind == "none" or heavy else 0
 

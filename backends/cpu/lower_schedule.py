@@ -52,6 +52,8 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
               f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(sum(1 for s in fuse_sizes if s) - 1))
               + f" = transform.structured.fuse {p}root tile_sizes [{', '.join(map(str, fuse_sizes))}] : "
               f"({ANY}) -> ({', '.join([ANY] * (1 + sum(1 for s in fuse_sizes if s)))})",
+              # fuse duplicates a producer per consumer (e.g. softmax's exp): CSE merges the copies
+              _func(fb, "0"), *_cleanup(f"%{fb.name}_func0"),
               match(f"{p}red", "red"),
               f"{p}fill, {p}split, {p}comb, {p}rloop = transform.structured.tile_reduction_using_for "
               f"{p}red by tile_sizes = [{', '.join(['0'] * (rank - 1) + [str(t)])}] : "
@@ -63,9 +65,13 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
     return lines + _finish(fb), "row"
 
 
-def _finish(fb: FuncBuilder) -> list[str]:
-    f = f"%{fb.name}_func"
-    cleanup = [
+def _func(fb: FuncBuilder, suffix: str = "") -> str:
+    return (f'%{fb.name}_func{suffix} = transform.structured.match ops{{["func.func"]}} '
+            f'attributes {{sym_name = "{fb.name}"}} in %root : ({ANY}) -> {ANY}')
+
+
+def _cleanup(f: str) -> list[str]:
+    return [
         f"transform.apply_patterns to {f} {{",
         "  transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
         "  transform.apply_patterns.vector.drop_unit_dims_with_shape_cast",
@@ -75,9 +81,13 @@ def _finish(fb: FuncBuilder) -> list[str]:
         f"}} : {ANY}",
         f"transform.apply_cse to {f} : {ANY}",
     ]
+
+
+def _finish(fb: FuncBuilder) -> list[str]:
+    f = f"%{fb.name}_func"
+    cleanup = _cleanup(f)
     return [
-        f'{f} = transform.structured.match ops{{["func.func"]}} attributes {{sym_name = "{fb.name}"}} '
-        f"in %root : ({ANY}) -> {ANY}",
+        _func(fb),
         f"{f}_ops = transform.structured.match interface{{LinalgOp}} in {f} : ({ANY}) -> {ANY}",
         f"transform.structured.vectorize {f}_ops : {ANY}",
         *cleanup,
