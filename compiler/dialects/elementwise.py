@@ -1,0 +1,248 @@
+"""`graph` dialect, elementwise ops: unary/binary/compare with PyTorch broadcasting, where, constants, arange."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, Region, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure, RecursiveMemoryEffect
+from xdsl.utils.exceptions import VerifyException
+
+from compiler.dialects.types import broadcast_shapes
+from compiler.dialects.base import _check, _ints, _shape, _ttype  # noqa: F401
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise ops
+# ---------------------------------------------------------------------------------------------
+
+
+class UnaryOp(IRDLOperation):
+    """Base of one-operand elementwise ops; the result has the operand's shape and element type."""
+
+    input = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+
+    def __init__(self, x: SSAValue, result_type: Attribute | None = None, props: dict | None = None):
+        super().__init__(operands=[x], result_types=[result_type or x.type], properties=props or {})
+
+    def verify_(self) -> None:
+        _check(_shape(self.input) == _shape(self.result), self, "result shape", _shape(self.input), _shape(self.result))
+        if not isinstance(self, (CastOp, IsNanOp, LogicalNotOp)):
+            a, b = _ttype(self.input).element_type, _ttype(self.result).element_type
+            _check(a == b, self, "result element type", a, b)
+
+
+class BinaryOp(IRDLOperation):
+    """Base of two-operand elementwise ops with PyTorch broadcasting."""
+
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+    IS_COMPARISON: ClassVar[bool] = False
+
+    def __init__(self, lhs: SSAValue, rhs: SSAValue, result_type: Attribute):
+        super().__init__(operands=[lhs, rhs], result_types=[result_type])
+
+    def verify_(self) -> None:
+        try:
+            expected = broadcast_shapes(_shape(self.lhs), _shape(self.rhs))
+        except ValueError as e:
+            raise VerifyException(f"{self.name}: operands do not broadcast: {e}") from None
+        _check(expected == _shape(self.result), self, "result shape", expected, _shape(self.result))
+        lt, rt = _ttype(self.lhs).element_type, _ttype(self.rhs).element_type
+        _check(lt == rt, self, "operand element types to match", lt, rt)
+        if self.IS_COMPARISON:
+            _check(_ttype(self.result).element_type == IntegerType(1), self, "result element type", "i1",
+                   _ttype(self.result).element_type)
+
+
+class CompareOp(BinaryOp):
+    """Base of comparisons: broadcasting like `BinaryOp`, with an i1 result."""
+
+    IS_COMPARISON: ClassVar[bool] = True
+
+
+def _define(base: type, name: str, doc: str, **extra) -> type[IRDLOperation]:
+    cls_name = "".join(p.capitalize() for p in name.split("_")) + "Op"
+    return irdl_op_definition(type(cls_name, (base,), {"name": f"graph.{name}", "__doc__": doc, **extra}))
+
+
+UNARY_OPS: dict[str, type[IRDLOperation]] = {
+    n: _define(UnaryOp, n, d)
+    for n, d in [
+        ("neg", "-x"), ("abs", "|x|"), ("exp", "e^x"), ("log", "natural log"), ("sqrt", "square root"),
+        ("rsqrt", "1/sqrt(x)"), ("tanh", "hyperbolic tangent"), ("sigmoid", "1/(1+e^-x)"),
+        ("relu", "max(x, 0)"), ("silu", "x*sigmoid(x)"), ("erf", "error function"), ("sin", "sine"),
+        ("cos", "cosine"), ("reciprocal", "1/x"), ("floor", "round down"), ("ceil", "round up"),
+        ("log1p", "log(1 + x), accurate near 0"), ("expm1", "e^x - 1, accurate near 0"), ("sign", "-1, 0 or 1"),
+        ("round", "round half to even"), ("trunc", "round toward zero"),
+    ]
+}
+NegOp, ExpOp, RsqrtOp, TanhOp = UNARY_OPS["neg"], UNARY_OPS["exp"], UNARY_OPS["rsqrt"], UNARY_OPS["tanh"]
+
+
+@irdl_op_definition
+class GeluOp(UnaryOp):
+    """GELU, exact (`approximate = "none"`) or with the tanh approximation."""
+
+    name = "graph.gelu"
+    approximate = prop_def(StringAttr)
+
+    def verify_(self) -> None:
+        super().verify_()
+        _check(self.approximate.data in ("none", "tanh"), self, "approximate", '"none" or "tanh"', self.approximate.data)
+
+
+@irdl_op_definition
+class CastOp(UnaryOp):
+    """Elementwise conversion to the result's element type (PyTorch `.to(dtype)` semantics)."""
+
+    name = "graph.cast"
+
+
+@irdl_op_definition
+class IsNanOp(UnaryOp):
+    """x != x, with an i1 result."""
+
+    name = "graph.isnan"
+
+
+@irdl_op_definition
+class LogicalNotOp(UnaryOp):
+    """Logical negation; the result is i1."""
+
+    name = "graph.logical_not"
+
+
+BINARY_OPS: dict[str, type[IRDLOperation]] = {
+    n: _define(BinaryOp, n, d)
+    for n, d in [
+        ("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"), ("div", "a / b (true division)"),
+        ("pow", "a ** b"), ("maximum", "max(a, b)"), ("minimum", "min(a, b)"),
+        ("logical_and", "a and b"), ("logical_or", "a or b"), ("remainder", "Python-style a % b"),
+        ("floor_divide", "floor(a / b)"),
+    ]
+}
+BINARY_OPS.update({
+    n: _define(CompareOp, n, d)
+    for n, d in [("eq", "a == b"), ("ne", "a != b"), ("lt", "a < b"), ("le", "a <= b"), ("gt", "a > b"),
+                 ("ge", "a >= b")]
+})
+AddOp, SubOp, MulOp, DivOp = (BINARY_OPS[n] for n in ("add", "sub", "mul", "div"))
+
+
+@irdl_op_definition
+class WhereOp(IRDLOperation):
+    """cond ? a : b, broadcasting all three; `a` and `b` share the result's element type."""
+
+    name = "graph.where"
+    cond = operand_def(TensorType)
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$cond `,` $lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
+
+    def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue, result_type: Attribute):
+        super().__init__(operands=[cond, a, b], result_types=[result_type])
+
+    def verify_(self) -> None:
+        expected = broadcast_shapes(_shape(self.cond), _shape(self.lhs), _shape(self.rhs))
+        _check(expected == _shape(self.result), self, "result shape", expected, _shape(self.result))
+
+
+@irdl_op_definition
+class ConstantOp(IRDLOperation):
+    """A tensor filled with one value (a 0-d tensor for scalars).
+
+    `value` is a float or integer attribute; non-finite floats are the strings "inf", "-inf", "nan"
+    so that the text parses back exactly.
+    """
+
+    name = "graph.constant"
+    value = prop_def(Attribute)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    assembly_format = "$value attr-dict `:` type($result)"
+
+    def __init__(self, value: Attribute, result_type: Attribute):
+        super().__init__(properties={"value": value}, result_types=[result_type])
+
+    def verify_(self) -> None:
+        v = self.value
+        ok = isinstance(v, (FloatAttr, IntegerAttr)) or (isinstance(v, StringAttr) and v.data in ("inf", "-inf", "nan"))
+        _check(ok, self, "value", 'a float, an integer, or "inf"/"-inf"/"nan"', v)
+
+    @property
+    def py_value(self) -> float | int:
+        return scalar_value(self.value)
+
+
+def scalar_value(attr: Attribute) -> float | int:
+    """The Python number of a scalar attribute (FloatAttr, IntegerAttr, or "inf"/"-inf"/"nan")."""
+    if isinstance(attr, StringAttr):
+        return float(attr.data)
+    return attr.value.data  # type: ignore[attr-defined]
+
+
+@irdl_op_definition
+class ArangeOp(IRDLOperation):
+    """1-D tensor `start + step * i` for i in [0, n)."""
+
+    name = "graph.arange"
+    start = prop_def(Attribute)
+    step = prop_def(Attribute)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "attr-dict `:` type($result)"
+
+    def verify_(self) -> None:
+        _check(len(_shape(self.result)) == 1, self, "result rank", 1, len(_shape(self.result)))
+
+
+@irdl_op_definition
+class TriangularOp(IRDLOperation):
+    """Keeps the lower (`upper` absent) or upper triangle of the last two dims, zeroing the rest."""
+
+    name = "graph.triangular"
+    input = operand_def(TensorType)
+    diagonal = prop_def(IntegerAttr)
+    upper = opt_prop_def(UnitAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"

@@ -1,0 +1,100 @@
+"""`graph` dialect, structure ops: `graph.kernel` regions, their `graph.yield`, and `graph.extern` calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Dialect, Region, SSAValue
+from xdsl.irdl import (
+    AttrSizedOperandSegments,
+    IRDLOperation,
+    ParsePropInAttrDict,
+    irdl_op_definition,
+    operand_def,
+    opt_operand_def,
+    opt_prop_def,
+    prop_def,
+    region_def,
+    result_def,
+    traits_def,
+    var_operand_def,
+    var_result_def,
+)
+from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure, RecursiveMemoryEffect
+from xdsl.utils.exceptions import VerifyException
+
+from compiler.dialects.types import broadcast_shapes
+from compiler.dialects.base import _check, _ints, _shape, _ttype  # noqa: F401
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure: kernels and extern calls
+# ---------------------------------------------------------------------------------------------
+
+
+@irdl_op_definition
+class KernelOp(IRDLOperation):
+    """A group of ops launched as one kernel. Isolated from above: its operands enter as block arguments.
+
+    Attributes record the fusion decision: `kernel_id`, `reason` (why fused), and the cost model's
+    `est_seconds` for the fused kernel and `est_parts_seconds` for the ops run separately.
+    """
+
+    name = "graph.kernel"
+    inputs = var_operand_def(TensorType)
+    outputs = var_result_def(TensorType)
+    body = region_def("single_block")
+    traits = traits_def(IsolatedFromAbove(), RecursiveMemoryEffect())
+
+    def verify_(self) -> None:
+        block = self.body.block
+        _check(len(block.args) == len(self.inputs), self, "block arguments", len(self.inputs), len(block.args))
+        for a, v in zip(block.args, self.inputs):
+            _check(a.type == v.type, self, "block argument type", v.type, a.type)
+        term = block.last_op
+        _check(isinstance(term, YieldOp), self, "terminator", "graph.yield", term.name if term else None)
+        got = [o.type for o in term.operands]  # type: ignore[union-attr]
+        _check(got == [r.type for r in self.outputs], self, "yielded types", [str(r.type) for r in self.outputs], [str(t) for t in got])
+
+
+@irdl_op_definition
+class YieldOp(IRDLOperation):
+    """Terminates a `graph.kernel` body, returning its outputs."""
+
+    name = "graph.yield"
+    values = var_operand_def(TensorType)
+    traits = traits_def(IsTerminator(), HasParent(KernelOp), Pure())
+    assembly_format = "($values^ `:` type($values))? attr-dict"
+
+    def __init__(self, *values: SSAValue):
+        super().__init__(operands=[list(values)])
+
+
+@irdl_op_definition
+class ExternOp(IRDLOperation):
+    """A call into eager PyTorch (or a library): `callee` names an ATen overload, e.g. "aten.cumprod.default".
+
+    `args` is the JSON of the call's (args, kwargs) where `{"$t": i}` stands for operand i; the results
+    are the op's tensor outputs in order.
+    """
+
+    name = "graph.extern"
+    inputs = var_operand_def(TensorType)
+    callee = prop_def(StringAttr)
+    args = prop_def(StringAttr)
+    outputs = var_result_def(TensorType)
+    traits = traits_def(Pure())
+    irdl_options = (ParsePropInAttrDict(),)
+    assembly_format = "$callee `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
