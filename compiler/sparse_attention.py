@@ -248,8 +248,8 @@ def user_blocks(sa: SparseAttention, n_heads: int, t: int, s: int) -> torch.Tens
         counts, idx = (torch.as_tensor(x) for x in lay)
         n_k = nblocks(s, sa.block)
         keep = torch.arange(idx.shape[-1])[None, None, :] < counts[..., None]
-        m = torch.zeros(*counts.shape, n_k, dtype=torch.bool)
-        lay = m.scatter_(-1, idx.long().clamp(max=n_k - 1), keep)
+        m = torch.zeros(*counts.shape, n_k, dtype=torch.int32)  # add: padded indices repeat block 0
+        lay = m.scatter_add_(-1, idx.long().clamp(max=n_k - 1), keep.int()) > 0
     lay = torch.as_tensor(lay, dtype=torch.bool)
     lay = lay[None] if lay.dim() == 2 else lay
     want = (nblocks(t, sa.block), nblocks(s, sa.block))

@@ -1,0 +1,188 @@
+"""Sparse attention: layouts, the CPU kernel and the Triton template against dense attention with the same
+mask, the rewrite pass from the API, and calibration on a tiny model (CPU; Triton under TRITON_INTERPRET)."""
+
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from backends.reference import attention_reference, block_sparse_reference  # noqa: E402
+from compiler import compile as solder_compile  # noqa: E402
+from compiler import ir  # noqa: E402
+from compiler.dialects import graph as g  # noqa: E402
+from compiler.sparse_attention import (  # noqa: E402
+    OpSpec, SparseAttention, SparseAttentionError, call_layouts, density, head_masks, mask_mod_blocks,
+    pipeline_passes, to_csr, token_mask, user_blocks, window_blocks,
+)
+from passes.registry import parse  # noqa: E402
+from passes.rewrite_sparse_attention import RewriteSparseAttentionPass  # noqa: E402
+
+
+def _attn_module(b, hq, hkv, t, d, causal=True):
+    tq, tk = f"tensor<{b}x{hq}x{t}x{d}xf32>", f"tensor<{b}x{hkv}x{t}x{d}xf32>"
+    c = ", causal" if causal else ""
+    return ir.parse(f"func.func @forward(%q: {tq}, %k: {tk}, %v: {tk}) -> {tq} {{\n"
+                    f"  %o = graph.attention %q, %k, %v {{scale = 0.25 : f64{c}}} : {tq}, {tk}, {tk} -> {tq}\n"
+                    f"  func.return %o : {tq}\n}}")
+
+
+def _sparse_op(module):
+    return next(o for o in module.walk() if isinstance(o, g.BlockSparseAttentionOp))
+
+
+# ---- layouts ------------------------------------------------------------------------------------
+
+
+def test_window_layout_matches_the_template_helper():
+    from backends.triton.templates.attention import sliding_window_layout
+
+    for t, block, window, sink in [(256, 16, 64, 16), (200, 32, 32, 0), (1024, 64, 256, 64)]:
+        n = -(-t // block)
+        c, i = to_csr(window_blocks(n, n, block, window, sink)[None])
+        c2, i2 = sliding_window_layout(t, block, window, sink=sink)
+        assert torch.equal(c, c2) and torch.equal(i, i2)
+
+
+def test_density_and_csr_round_trip():
+    from backends.triton.templates.attention import layout_to_mask
+
+    m = window_blocks(8, 8, 16, 32, 16)[None]
+    assert density(m, True) == pytest.approx(26 / 36)
+    lay = to_csr(m)
+    assert torch.equal(layout_to_mask(lay, 16, 128, 128), token_mask(m, 16, 128, 128, True))
+
+
+def test_blocks_from_mask_mod_and_layout():
+    def local(b, h, q, kv):
+        return (kv <= q) & (q - kv < 16 * (h + 1))
+
+    m = mask_mod_blocks(local, 2, 64, 64, 16)
+    assert m.shape == (2, 4, 4) and m[0, 3].tolist() == [False, False, True, True]
+    assert m[1, 3].tolist() == [False, True, True, True]
+    sa = SparseAttention(policy="blocks", layout=m, block=16)
+    assert torch.equal(user_blocks(sa, 2, 64, 64), m)
+    sa2 = SparseAttention(policy="blocks", layout=to_csr(m), block=16)
+    assert torch.equal(user_blocks(sa2, 2, 64, 64), m)
+    with pytest.raises(SparseAttentionError, match=r"layout must be \[H or 1, 4, 4\]"):
+        user_blocks(SparseAttention(policy="blocks", layout=m[:, :3], block=16), 2, 64, 64)
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(SparseAttentionError, match="unknown policy 'sliding'"):
+        SparseAttention(policy="sliding")
+    with pytest.raises(SparseAttentionError, match="block must be 64 or 128"):
+        SparseAttention(block=48)
+    with pytest.raises(SparseAttentionError, match="calibration_inputs= is required"):
+        SparseAttention(policy="calibrate")
+    with pytest.raises(SparseAttentionError, match="exactly one of layout= or mask_mod="):
+        SparseAttention(policy="blocks")
+    module = _attn_module(1, 2, 2, 64, 16)
+    with pytest.raises(SparseAttentionError, match="needs a plan"):
+        RewriteSparseAttentionPass(policy="calibrate").apply(ir.context(), module)
+
+
+# ---- kernels against dense attention with the same mask -----------------------------------------
+
+PATTERNS = [{"pattern": "window", "window": 32, "sinks": 16}, {"pattern": "dense"},
+            {"pattern": "topk", "k": 2}, {"pattern": "vertical_slash", "vertical": 2, "slash": 2}]
+
+
+@pytest.mark.parametrize("t", [128, 100])
+def test_cpu_kernel_matches_masked_dense(t):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, t, 16), torch.randn(1, 2, t, 16), torch.randn(1, 2, t, 16)
+    m = head_masks(PATTERNS, 4, t, t, 16, 0.25, True, q[0], k[0])
+    out = block_sparse_reference(q, k, v, *to_csr(m), 16, 0.25, True, chunk=2)
+    ref = attention_reference(q, k, v, token_mask(m, 16, t, t, True)[None], 0.25, False)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_op_runs_per_batch_dynamic_layouts():
+    torch.manual_seed(1)
+    module = _attn_module(2, 4, 4, 64, 16)
+    RewriteSparseAttentionPass(policy="calibrate", plan=json.dumps(
+        [{"heads": PATTERNS, "density": 0.5}]), block=16).apply(ir.context(), module)
+    op = _sparse_op(module)
+    q, k, v = (torch.randn(2, 4, 64, 16) for _ in range(3))
+    from backends.reference import OPS
+
+    out = OPS[op.name](op)(q, k, v)
+    for b in range(2):
+        m = head_masks(PATTERNS, 4, 64, 64, 16, 0.25, True, q[b], k[b])
+        ref = attention_reference(q[b:b + 1], k[b:b + 1], v[b:b + 1], token_mask(m, 16, 64, 64, True)[None], 0.25)
+        torch.testing.assert_close(out[b:b + 1], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_triton_template_through_the_lowering():
+    pytest.importorskip("triton")
+    from backends.triton.sparse import lower_block_sparse_attention
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(2)
+    module = _attn_module(1, 2, 1, 100, 16)  # GQA, T not a multiple of the block
+    RewriteSparseAttentionPass(policy="window", window=16, sinks=16, block=16, max_density=1.0).apply(ir.context(), module)
+    op = _sparse_op(module)
+    q, k, v = (torch.randn(1, h, 100, 16, device=dev) for h in (2, 1, 1))
+    out = lower_block_sparse_attention(op, q, k, v)
+    lay = call_layouts(OpSpec.of(op), q, k)[0]
+    ref = block_sparse_reference(q.cpu(), k.cpu(), v.cpu(), lay[0].cpu(), lay[1].cpu(), 16, 0.25, True)
+    torch.testing.assert_close(out.cpu(), ref, atol=2e-4, rtol=2e-4)
+
+
+# ---- the pass from compile() and calibration ------------------------------------------------------
+
+
+class TinyAttn(nn.Module):
+    """One causal SDPA layer whose heads differ: head 0 local by construction (position-coded q/k)."""
+
+    def __init__(self, d=32, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (z.reshape(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).split(d, -1))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+
+
+def test_window_policy_from_compile_matches_masked_eager():
+    torch.manual_seed(3)
+    model, x = TinyAttn().eval(), torch.randn(1, 64, 32)
+    sa = SparseAttention(policy="window", window=16, sinks=0, block=16)
+    cm = solder_compile(model, target="cpu", passes=parse("canonicalize,cse") + pipeline_passes(sa, model))
+    with torch.no_grad():
+        out = cm(x)
+        q, k, v = (z.reshape(1, 64, 2, 16).transpose(1, 2) for z in model.qkv(x).split(32, -1))
+        mask = token_mask(window_blocks(4, 4, 16, 16, 0), 16, 64, 64, True)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(1, 64, 32)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert "graph.block_sparse_attention" in ir.print_ir(next(iter(cm.specializations.values())).imported.module)
+
+
+def test_calibrate_picks_within_budget_and_explains():
+    torch.manual_seed(4)
+    model = TinyAttn().eval()
+    calib = [torch.randn(2, 128, 32)]
+    sa = SparseAttention(policy="calibrate", budget=0.5, block=16, calibration_inputs=calib, max_density=0.9)
+    cm = solder_compile(model, target="cpu", passes=parse("canonicalize,cse") + pipeline_passes(sa, model))
+    x = torch.randn(1, 128, 32)
+    with torch.no_grad():
+        out, ref = cm(x), model(x)
+    (entry,) = sa.plan
+    assert ("heads" in entry) and (entry.get("dense") or all(e <= 0.5 for e in entry["errors"]))
+    text = ir.print_ir(next(iter(cm.specializations.values())).imported.module)
+    if entry.get("dense"):
+        assert "graph.sparse" in text
+    else:
+        assert '\\22err\\22' in text and "density" in text
+        assert (out - ref).abs().max() < 2.0
+    strict = SparseAttention(policy="calibrate", budget=0.0, block=16, calibration_inputs=calib)
+    pipeline_passes(strict, model)
+    assert strict.plan[0].get("dense") or all(h["pattern"] == "dense" for h in strict.plan[0]["heads"])
