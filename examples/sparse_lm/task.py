@@ -48,41 +48,32 @@ class Task:
         return self.sep + 1
 
 
-def _filler(task: Task, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n filler tokens of repeated 4-grams, and which of them are predictable (second copies)."""
-    reps = -(-n // (2 * NGRAM))
-    grams = torch.randint(0, task.filler, (reps, NGRAM), generator=g)
-    toks = torch.cat([grams, grams], 1).reshape(-1)[:n]
-    pred = torch.tensor([False] * NGRAM + [True] * NGRAM).repeat(reps)[:n]
-    return toks, pred
-
-
 def sample(task: Task, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(tokens [B, T], local-target mask [B, T], retrieval-target mask [B, T]).
+    """(tokens [B, T], local-target mask [B, T], retrieval-target mask [B, T]), drawn without Python loops.
 
     Masks mark positions whose *next-token prediction* is scored: position t predicts tokens[t + 1].
     """
     t, p = task.seq, task.pairs
-    tail = 1 + 2 * p
-    toks = torch.empty(batch, t, dtype=torch.long)
+    body = t - 1 - 2 * p
+    reps = -(-body // (2 * NGRAM))
+    grams = torch.randint(0, task.filler, (batch, reps, NGRAM), generator=g)
+    fill = torch.cat([grams, grams], 2).reshape(batch, -1)[:, :body].clone()
+    pred = torch.tensor([False] * NGRAM + [True] * NGRAM).repeat(reps)[:body].expand(batch, body).clone()
+    keys = torch.rand(batch, task.keys, generator=g).argsort(1)[:, :p]
+    vals = torch.randint(0, task.values, (batch, p), generator=g)
+    # pair slots: distinct even offsets in the first 3/4 of the body
+    slots = torch.rand(batch, body * 3 // 8, generator=g).argsort(1)[:, :p] * 2
+    fill.scatter_(1, slots, task.value0 + vals)
+    fill.scatter_(1, slots + 1, task.key0 + keys)
+    for off in range(2 + NGRAM):  # the pair, and copies whose source it overwrote
+        pred.scatter_(1, (slots + off).clamp(max=body - 1), False)
+    order = torch.rand(batch, p, generator=g).argsort(1)
+    q = torch.stack([keys.gather(1, order) + task.key0, vals.gather(1, order) + task.value0], 2).reshape(batch, -1)
+    toks = torch.cat([fill, torch.full((batch, 1), task.sep), q], 1)
     local = torch.zeros(batch, t, dtype=torch.bool)
     retr = torch.zeros(batch, t, dtype=torch.bool)
-    body = t - tail
-    for b in range(batch):
-        fill, pred = _filler(task, body, g)
-        keys = torch.randperm(task.keys, generator=g)[:p]
-        vals = torch.randint(0, task.values, (p,), generator=g)
-        # pair slots: even offsets in the first 3/4 of the body, at least 2 apart
-        slots = torch.randperm(body * 3 // 8, generator=g)[:p].sort().values * 2
-        for key, val, s in zip(keys.tolist(), vals.tolist(), slots.tolist()):
-            fill[s], fill[s + 1] = task.value0 + val, task.key0 + key
-            pred[s:s + 2] = False
-            pred[s + 2:s + 2 + NGRAM] = False  # a copy whose source was overwritten
-        order = torch.randperm(p, generator=g)
-        q = torch.stack([keys[order] + task.key0, vals[order] + task.value0], 1).reshape(-1)
-        toks[b] = torch.cat([fill, torch.tensor([task.sep]), q])
-        local[b, :body - 1] = pred[1:]
-        retr[b, body + 1::2] = True  # at each final key, predict its value
+    local[:, :body - 1] = pred[:, 1:]
+    retr[:, body + 1::2] = True  # at each final key, predict its value
     return toks, local, retr
 
 
