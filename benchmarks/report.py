@@ -25,7 +25,8 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
         if "error" in r:
             lines.append(f"| {r['case']} | {r.get('threads', '')} | error: {r['error'][:80]} |" + " |" * (len(cols) - 3))
             continue
-        peak = f"{r.get('solder_peak_bytes', 0) / 2**20:.1f} / {r.get('eager_peak_bytes', 0) / 2**20:.1f}"
+        peak = "n/a" if r.get("solder_peak_bytes") is None else \
+            f"{r['solder_peak_bytes'] / 2**20:.1f} / {r.get('eager_peak_bytes', 0) / 2**20:.1f}"
         lines.append("| " + " | ".join([
             r["case"], str(r.get("threads", "")), _ms(r.get("solder_s")), _ms(r.get("eager_s")), _ms(r.get("inductor_s")),
             _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_inductor")),

@@ -46,6 +46,8 @@ def device_line(target: str) -> str:
 
 
 def commit() -> str:
+    if os.environ.get("SOLDER_COMMIT"):  # the GPU machine gets the tree without .git
+        return os.environ["SOLDER_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=RESULTS.parent.parent).stdout.strip() or "unknown"
@@ -81,45 +83,38 @@ def interleaved(fns: dict, target: str, repeats: int, warmup: int = 3) -> dict[s
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def peak_memory(fn, target: str) -> int:
-    """Peak bytes of one call: CUDA allocator peak on the GPU, peak RSS growth on Linux CPUs."""
-    if target != "cpu":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        base = _vm("VmRSS")
-        fn()
-        return max(0, _vm("VmHWM") - base)
-    except OSError:
-        return -1
+def peak_memory(fn, target: str) -> int | None:
+    """Peak bytes the CUDA allocator held during one call, above what it held before; None on the CPU.
+
+    On the CPU there is no allocator statistic to read: peak RSS does not move when glibc serves a
+    tensor from memory it already holds, and the profiler's memory events do not give a reliable
+    timeline, so the harness reports no CPU peak rather than a wrong one.
+    """
+    if target == "cpu":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
 
 
-def fix_malloc_thresholds() -> None:
-    """Make glibc serve large blocks with mmap and return them on free, so peak RSS sees every tensor.
+def malloc_mode_reuse() -> None:
+    """Keep blocks up to 32 MiB on glibc's heap, mapped, so fresh outputs do not page-fault on every call.
 
-    By default glibc raises its mmap threshold after the first large free and then recycles freed
-    tensors from the heap, which hides their allocation from RSS.
+    By default glibc switches from mmap to heap reuse on its own after the first large free, which
+    would make timings depend on the order cases run in; the copy baseline reuses its buffer, and so
+    may every timed function.
     """
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
     except OSError:
         pass
-
-
-def _vm(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _timed_compile(make, call) -> tuple[object, float]:
@@ -197,8 +192,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from tqdm import tqdm
 
-    if args.target == "cpu":
-        fix_malloc_thresholds()
     all_cases = C.kernel_cases(args.target) + C.model_cases(args.target)
     only = {s for s in args.only.split(",") if s}
     selected = [c for c in all_cases if not only or c.name in only]
@@ -209,6 +202,8 @@ def main(argv=None) -> int:
             torch.set_num_threads(n)
         timer = lambda fn: interleaved({"x": fn}, args.target, args.repeats)["x"]  # noqa: E731
         probe = C.kernel_cases(args.target)[0].build()[1][0]
+        if args.target == "cpu":
+            malloc_mode_reuse()
         copy_bw = C.copy_bytes_per_second(probe, timer)
         for case in tqdm(selected, desc=f"{args.target} threads={n or 'gpu'}", unit="case"):
             try:

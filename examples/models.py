@@ -359,7 +359,7 @@ class AttnAdditive(_Heads):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.split(x)
         t = x.shape[1]
-        mask = torch.triu(torch.full((t, t), float("-inf"), device=x.device), diagonal=1)
+        mask = torch.triu(torch.full((t, t), float("-inf"), device=x.device, dtype=x.dtype), diagonal=1)
         scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5 + mask
         return self.merge(torch.softmax(scores, dim=-1) @ v)
 

@@ -453,11 +453,22 @@ class LaunchList:
             return self.run_plain(tensors)
         if self._graph_state == "first":
             self._ptrs = [t.data_ptr() if isinstance(t, torch.Tensor) else None for t in tensors]
-            self._graph_state = "capture"
-            return self.run_plain(tensors)
+            out = self.run_plain(tensors)
+            self._graph_state = "capture" if self._graph_pays(out) else "off"
+            return out
         if self._graph_state == "capture":
             return self._capture(tensors)
         return self._replay(tensors)
+
+    LAUNCH_SECONDS = 4e-6  # host cost of one kernel launch that a CUDA graph replay saves
+    COPY_BYTES_PER_SECOND = 1.5e12  # a device copy reads and writes: half of ~3 TB/s
+
+    def _graph_pays(self, outputs) -> bool:
+        """A replay saves a launch per step but costs a clone of every output out of the graph's buffers:
+        worth it only when the launches cost more than the copies (many small kernels, small outputs)."""
+        launches = sum(1 for s in self.steps if s.kind != "view")
+        out_bytes = sum(t.numel() * t.element_size() for t in outputs if hasattr(t, "numel"))
+        return launches * self.LAUNCH_SECONDS > out_bytes / self.COPY_BYTES_PER_SECOND
 
     def _capture(self, tensors):
         import torch
