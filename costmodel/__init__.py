@@ -52,14 +52,17 @@ def load_model(path: str | Path):
 def _resolve(model, target: Target):
     """The learned model to use, or None for the roofline."""
     if model is None:
-        if not target.cost_model:
-            return None
-        return _load_cached(str(SHIPPED / target.cost_model))
+        return _shipped(target.cost_model) if target.cost_model else None
     if isinstance(model, str) and model == "roofline":
         return None
     if isinstance(model, (str, Path)):
         return _load_cached(str(model))
     return model
+
+
+@functools.lru_cache(maxsize=32)
+def _shipped(name: str):
+    return _load_cached(str(SHIPPED / name))
 
 
 @functools.lru_cache(maxsize=32)

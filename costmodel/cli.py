@@ -31,7 +31,7 @@ def cmd_collect(a) -> int:
     from costmodel.collect import collect
 
     out = Path(a.out) if a.out else _dir(a.target, None) / "data.jsonl"
-    added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet)
+    added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet, backend=a.backend)
     print(f"collect: {added} new rows; {out}")
     return 0
 
@@ -49,6 +49,8 @@ def cmd_train(a) -> int:
     model = fit(train, get_target(a.target).name, tokens=a.tokens, n_estimators=a.trees)
     results = _score(model, test, a.target)
     model.card = _card(a.target, rows, train, test, results, data, tokens=a.tokens)
+    model.card["model"] = {"trees": a.trees, "kind": "HistGradientBoostingRegressor on ln(seconds), monotone in size",
+                           "mape_scale": round(float(np.exp(model.log_scale)), 4)}
     model.save(folder / "model.pkl")
     (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
     _report(results)
@@ -85,8 +87,9 @@ def cmd_adapt(a) -> int:
 
     folder = _dir(a.target, a.out)
     data = folder / "data.jsonl"
-    collect(a.target, a.n, data, seed=a.seed, progress=not a.quiet)
-    source = LearnedModel.load(_dir(getattr(a, "from"), None) / "model.pkl")
+    collect(a.target, a.n, data, seed=a.seed, progress=not a.quiet, backend=a.backend)
+    src = getattr(a, "from")
+    source = LearnedModel.load((Path(src) if Path(src).is_dir() else _dir(src, None)) / "model.pkl")
     rows = _rows(data, a.target, source.tokens)
     train, test = ev.split(rows)
     model = adapt(source, train or rows, get_target(a.target).name)
@@ -138,7 +141,9 @@ def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> 
         "date": datetime.date.today().isoformat(), "samples": len(rows), "train_rows": len(train),
         "heldout_rows": len(test), "split": f"(family, shape) groups, crc32 % {ev.HOLDOUT_MOD} == 0 held out",
         "features": "analytic + op histogram" + (" + hashed IR tokens" if tokens else ""),
-        "data": data.name, "software": {"python": platform.python_version(), "torch": str(torch.__version__),
+        "data": data.name, "timing": "2 warm-up calls, then the median of >= 10 calls (80 ms budget, <= 100); "
+                                     "torch.set_num_threads(1) on a CPU, synchronized on a GPU",
+        "software": {"python": platform.python_version(), "torch": str(torch.__version__),
                                         "scikit-learn": sklearn.__version__, "xdsl": str(getattr(xdsl, "__version__", "?"))},
         "heldout": {k: {m: v[m] for m in ("mape", "spearman", "decision_accuracy", "pairs", "n", "per_family_mape")}
                     for k, v in results.items()},
@@ -153,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, default=300, help="grow the dataset to this many rows")
     c.add_argument("--out", help="JSON-lines file (default costmodel/shipped/<target>/data.jsonl)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--backend", help="time this backend instead of the target's own (e.g. reference)")
     c.add_argument("--quiet", action="store_true")
     t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.pkl and card.json")
     t.add_argument("--target", required=True)
@@ -168,9 +174,10 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")
     d.add_argument("--target", required=True)
     d.add_argument("--n", type=int, default=50)
-    d.add_argument("--from", required=True)
+    d.add_argument("--from", required=True, help="source target name, or a model folder")
     d.add_argument("--out")
     d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--backend", help="time this backend instead of the target's own")
     d.add_argument("--quiet", action="store_true")
     return p
 

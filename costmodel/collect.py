@@ -104,9 +104,17 @@ def measure_row(row: generate.Row, target: Target, backend) -> dict:
     return {
         "id": row.id, "family": row.family, "shape": row.shape_sig, "role": row.role, "pair": row.pair,
         "target": target.name, "backend": backend.name, "hardware": hardware_name(target.device), "ir": text,
-        "features": {k: v for k, v in features.kernel_features(kernel, target).items() if v},
-        "seconds": seconds, "reps": reps,
+        "features": summary(features.kernel_features(kernel, target)),
+        "seconds": float(f"{seconds:.5g}"), "reps": reps,
     }
+
+
+SUMMARY = ("log_flops", "log_bytes_read", "log_bytes_written", "log_roofline", "n_ops", "n_inputs", "n_outputs")
+
+
+def summary(f: dict[str, float]) -> dict[str, float]:
+    """The analytic features a person reads in a dataset row; training recomputes the full vector from the IR."""
+    return {k: float(f"{f[k]:.5g}") for k in SUMMARY if k in f}
 
 
 def hardware_name(device: str) -> str:
@@ -126,19 +134,33 @@ def hardware_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bool = True) -> int:
-    """Grow the dataset at `out` to the first `n` rows of the stream `seed`; returns the rows added."""
-    import torch
+def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bool = True,
+            backend: str | None = None) -> int:
+    """Grow the dataset at `out` to the first `n` rows of the stream `seed`; returns the rows added.
 
-    from backends.registry import get_backend
+    `backend` overrides the target's own backend (e.g. "reference" to time eager PyTorch on the GPU).
+    """
+    import torch
 
     target = get_target(target)
     threads = torch.get_num_threads()
     try:
         _setup_device(target)
-        return _collect(target, get_backend(target.backend), n, out, seed, progress)
+        return _collect(target, load_backend(backend or target.backend, target), n, out, seed, progress)
     finally:
         torch.set_num_threads(threads)
+
+
+def load_backend(name: str, target: Target):
+    """The backend instance, or a SolderError that says which module is missing and what else to run."""
+    from backends.registry import get_backend
+
+    try:
+        return get_backend(name)
+    except ImportError as e:
+        raise SolderError(f"costmodel collect: backend {name!r} of target {target.name!r} does not import here "
+                          f"({e}); expected an installed backend; pass --backend reference to time eager PyTorch "
+                          "instead") from None
 
 
 def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bool) -> int:

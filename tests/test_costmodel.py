@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -110,7 +111,16 @@ def _rows(n):
     return [next(it) for _ in range(n)]
 
 
-def test_collect_resumes_without_duplicates(tmp_path):
+@pytest.fixture
+def quick_timing(monkeypatch):
+    """Time each generated kernel only a few times (the tests check bookkeeping, not the numbers)."""
+    from costmodel import collect
+
+    fast = functools.partial(collect.time_program, budget_s=0.002, min_reps=2, max_reps=5)
+    monkeypatch.setattr(collect, "time_program", fast)
+
+
+def test_collect_resumes_without_duplicates(tmp_path, quick_timing):
     out = tmp_path / "data.jsonl"
     assert cli.main(["collect", "--target", "cpu", "--n", "6", "--out", str(out), "--quiet"]) == 0
     assert len(out.read_text().splitlines()) == 6
@@ -178,3 +188,17 @@ def test_corrupt_model_falls_back_to_roofline(tmp_path, caplog):
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["train", "--target", "cpu", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
     assert "no dataset" in capsys.readouterr().err
+
+
+def test_adapt_fits_a_new_target_from_few_measurements(tmp_path, quick_timing):
+    data = tmp_path / "data.jsonl"
+    _synthetic(data)
+    src = tmp_path / "src"
+    assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(src), "--trees", "30"]) == 0
+    out = tmp_path / "adapted"
+    assert cli.main(["adapt", "--target", "reference", "--n", "10", "--from", str(src), "--out", str(out),
+                     "--backend", "reference", "--quiet"]) == 0
+    m = costmodel.load_model(out)
+    card = json.loads((out / "card.json").read_text())
+    assert m.adapter is not None and card["adapted_from"] == str(src) and card["samples"] == 10
+    assert costmodel.estimate(_kernel(_eltwise(512)), "reference", model=m) > 0
