@@ -115,7 +115,7 @@ def _rows(path: Path, target: str, tokens: bool) -> list[dict]:
 def _score(model, test: list[dict], target: str, source=None) -> dict:
     fs = [r["features"] for r in test]
     preds = {"learned": model.predict_features_sklearn(fs), "roofline": np.array([r["roofline"] for r in test])}
-    if model.ridge is not None and model.adapter is None:
+    if model.sklearn()[1] is not None and model.adapter is None:
         preds["ridge"] = model.predict_ridge(fs)
     if source is not None:
         preds["unadapted"] = source.predict_features_sklearn(fs)

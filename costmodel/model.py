@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from costmodel import features as feats
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -40,18 +41,32 @@ class LearnedModel:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        self._fast = compile_trees(self.gbr)
+        self._source = tree_source(self.gbr)
+        self._fast = _exec(self._source)
+        self._sklearn_bytes = None
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_fast", None)
+        # scikit-learn objects are nested as bytes: loading a model for estimates only execs the tree
+        # source, and importing scikit-learn (most of a second) waits until a batch path needs it.
+        skip = ("_fast", "gbr", "ridge", "_sklearn_bytes", "_source")
+        state = {k: v for k, v in self.__dict__.items() if k not in skip}
+        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge))
+        state["_source_z"] = zlib.compress(self._source.encode(), 9)
         return state
 
     def __setstate__(self, state):
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"model format {state.get('format_version')}, expected {FORMAT_VERSION}; retrain it")
         self.__dict__.update(state)
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"model format {self.format_version}, expected {FORMAT_VERSION}; retrain it")
-        self._fast = compile_trees(self.gbr)
+        self._source = zlib.decompress(self.__dict__.pop("_source_z")).decode()
+        self.gbr = self.ridge = None
+        self._fast = _exec(self._source)
+
+    def sklearn(self) -> tuple[object, object]:
+        """(trees, Ridge baseline) as scikit-learn objects, unpickled on first use."""
+        if self.gbr is None:
+            self.gbr, self.ridge = pickle.loads(self._sklearn_bytes)
+        return self.gbr, self.ridge
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -69,7 +84,7 @@ class LearnedModel:
     def predict_features_sklearn(self, rows: list[dict[str, float]]) -> np.ndarray:
         """Seconds for many feature dicts through scikit-learn (batch path; used by evaluate)."""
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
-        z = self.gbr.predict(x) + self.log_scale
+        z = self.sklearn()[0].predict(x) + self.log_scale
         if self.adapter is not None:
             w0, w1, w2 = self.adapter
             z = w0 + w1 * z + w2 * np.array([f["log_roofline"] for f in rows]) * math.log(2)
@@ -77,7 +92,7 @@ class LearnedModel:
 
     def predict_ridge(self, rows: list[dict[str, float]]) -> np.ndarray:
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
-        return np.exp(self.ridge.predict(x))
+        return np.exp(self.sklearn()[1].predict(x))
 
     def predict_op(self, op, target) -> float:
         """Seconds of one op or `graph.kernel` as one kernel."""
@@ -108,6 +123,17 @@ class LearnedModel:
 
 def compile_trees(gbr) -> callable:
     """A plain-Python function x -> raw prediction of a fitted HistGradientBoostingRegressor (nested ifs)."""
+    return _exec(tree_source(gbr))
+
+
+def _exec(source: str) -> callable:
+    scope: dict = {}
+    exec(compile(source, "<costmodel trees>", "exec"), scope)
+    return scope["predict"]
+
+
+def tree_source(gbr) -> str:
+    """Python source of `predict(x)` for a fitted HistGradientBoostingRegressor."""
     base = float(np.ravel(gbr._baseline_prediction)[0])
     body: list[str] = []
     for (tree,) in gbr._predictors:
@@ -115,9 +141,7 @@ def compile_trees(gbr) -> callable:
     used = sorted({int(n["feature_idx"]) for (t,) in gbr._predictors for n in t.nodes if not n["is_leaf"]})
     # Features bound to locals once: a local load is cheaper than indexing the list at every split.
     lines = ["def predict(x):", *(f"    x{i} = x[{i}]" for i in used), f"    s = {base!r}", *body, "    return s"]
-    scope: dict = {}
-    exec(compile("\n".join(lines), "<costmodel trees>", "exec"), scope)
-    return scope["predict"]
+    return "\n".join(lines)
 
 
 def _emit(nodes, i: int, depth: int, lines: list[str]) -> None:
@@ -187,13 +211,14 @@ def _mape_scale(x: np.ndarray, y: np.ndarray, groups: list[str], params: dict) -
 
 def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
-    base = LearnedModel(target=source.target, names=source.names, gbr=source.gbr, ridge=source.ridge,
+    gbr, ridge = source.sklearn()
+    base = LearnedModel(target=source.target, names=source.names, gbr=gbr, ridge=ridge,
                         tokens=source.tokens, log_scale=source.log_scale)
     src = np.log(base.predict_features_sklearn([r["features"] for r in rows]))
     roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
     a = np.stack([np.ones_like(src), src, roof], axis=1)
     y = np.log(np.array([r["seconds"] for r in rows]))
     w, *_ = np.linalg.lstsq(a.T @ a + 1e-3 * np.eye(3), a.T @ y, rcond=None)
-    return LearnedModel(target=target, names=source.names, gbr=source.gbr, ridge=source.ridge, tokens=source.tokens,
+    return LearnedModel(target=target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
                         adapter=tuple(float(v) for v in w), log_scale=source.log_scale,
                         card={"adapted_from": source.target})
