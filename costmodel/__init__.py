@@ -37,6 +37,8 @@ def estimate(op: Operation, target: Target | str, model=None) -> float:
 
 def estimate_ops(ops: list[Operation], target: Target | str, model=None) -> float:
     """Predicted seconds of `ops` fused as one kernel (bytes = values entering + values leaving the group)."""
+    if not ops:
+        return 0.0  # no kernel, no launch
     target = get_target(target)
     learned = _resolve(model, target)
     if learned is None:

@@ -115,7 +115,7 @@ def plot(path: Path, rows: list[dict], preds: dict[str, np.ndarray], title: str)
 
     meas = np.array([r["seconds"] for r in rows])
     fig, ax = plt.subplots(figsize=(6, 6))
-    for label, pred in preds.items():
+    for label, pred in reversed(list(preds.items())):  # the first series (the learned model) on top
         ax.scatter(meas, pred, s=10, alpha=0.6, label=label)
     lo, hi = min(meas.min(), *(p.min() for p in preds.values())), max(meas.max(), *(p.max() for p in preds.values()))
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
