@@ -4,7 +4,8 @@ A sequence of `seq` tokens is
 - filler made of random 4-grams each written twice (`a b c d a b c d`): the second copy is predictable
   from 4 tokens back, which a local head (a window) can do;
 - `pairs` value-key pairs `V K` written at random places in the first 3/4 of the sequence;
-- at the end, `SEP` and then every key again, each followed by its value: predicting the value needs a
+- at the end, `SEP` and then `queries` of the keys again (half of them: elimination cannot answer), each
+  followed by its value: predicting the value needs a
   retrieval head that finds the key hundreds of tokens back (and reads the value that a previous-token
   head copied onto it).
 
@@ -27,6 +28,7 @@ class Task:
 
     seq: int = 512
     pairs: int = 8
+    queries: int = 4
     filler: int = 32
     keys: int = 32
     values: int = 32
@@ -53,8 +55,8 @@ def sample(task: Task, batch: int, g: torch.Generator) -> tuple[torch.Tensor, to
 
     Masks mark positions whose *next-token prediction* is scored: position t predicts tokens[t + 1].
     """
-    t, p = task.seq, task.pairs
-    body = t - 1 - 2 * p
+    t, p, nq = task.seq, task.pairs, task.queries
+    body = t - 1 - 2 * nq
     reps = -(-body // (2 * NGRAM))
     grams = torch.randint(0, task.filler, (batch, reps, NGRAM), generator=g)
     fill = torch.cat([grams, grams], 2).reshape(batch, -1)[:, :body].clone()
@@ -67,7 +69,7 @@ def sample(task: Task, batch: int, g: torch.Generator) -> tuple[torch.Tensor, to
     fill.scatter_(1, slots + 1, task.key0 + keys)
     for off in range(2 + NGRAM):  # the pair, and copies whose source it overwrote
         pred.scatter_(1, (slots + off).clamp(max=body - 1), False)
-    order = torch.rand(batch, p, generator=g).argsort(1)
+    order = torch.rand(batch, p, generator=g).argsort(1)[:, :nq]
     q = torch.stack([keys.gather(1, order) + task.key0, vals.gather(1, order) + task.value0], 2).reshape(batch, -1)
     toks = torch.cat([fill, torch.full((batch, 1), task.sep), q], 1)
     local = torch.zeros(batch, t, dtype=torch.bool)
