@@ -66,7 +66,7 @@ def policies(calib: torch.Tensor) -> list[tuple[str, SparseAttention | None]]:
 
     rows.append(("blocks: mask_mod local 64 + every 4th block", SparseAttention(policy="blocks", mask_mod=strided,
                                                                                   block=BLOCK)))
-    for budget in (0.02, 0.05, 0.1, 0.2, 0.4):
+    for budget in (0.2, 0.4, 0.6, 0.8, 1.0, 1.5):
         rows.append((f"calibrate budget {budget}", SparseAttention(policy="calibrate", budget=budget, block=BLOCK,
                                                                    calibration_inputs=[calib])))
     return rows
@@ -95,23 +95,41 @@ def main() -> None:
     write(a.out, results, eager, task, a.n)
 
 
+NOTES = """
+Reading the table honestly:
+- The checkpoint learned the local skill fully but retrieval only partly: 0.20 on the retrieval targets,
+  against 1/32 = 0.03 for a random value token and 1/8 = 0.125 for a random value *of the sequence* (the
+  4 queried keys' values are among 8 written hundreds of tokens earlier). Whatever it does, it needs
+  long-range attention: every fixed window drops it to about chance, while local accuracy stays >= 0.97.
+- `calibrate` measures each head's output error on 8 calibration sequences (seed 4242, disjoint from the
+  evaluation set) and picks, per layer and head, the sparsest candidate under the budget (error = max over
+  rows of |o - o_dense| / rms norm of the value rows). Here it picks vertical-slash heads almost
+  everywhere: the queries sit at the end of the sequence, so the last query block's attention (which
+  vertical-slash uses to choose key columns, per call) points at the retrieved tokens. A task whose
+  queries were spread over the sequence would favour it less.
+- The checkpoint was trained with examples/sparse_lm/train.py on an H100 (200 s, log in
+  examples/sparse_lm/train_log.txt) because this repository's shared 2-core CPU ran ~1 s/step under load;
+  the same script runs on the CPU (`--device cpu`, the default).
+"""
+
+
 def write(path: str, rows: list[dict], eager: dict, task, n: int) -> None:
     dense = rows[0]
     lines = [
         f"# Sparse attention accuracy (TinyLM, {datetime.date.today().isoformat()})", "",
-        f"Model: examples/sparse_lm (T={task.seq}, {task.pairs} value-key pairs per sequence); {n} held-out "
-        f"sequences; block {BLOCK}. Eager PyTorch: local {eager['local']:.3f}, retrieval {eager['retrieval']:.3f}. "
-        "Density: visited key blocks / causal key blocks, averaged over the attentions (dense = 1.0). "
-        "Chance retrieval accuracy is 1/32 = 0.031.", "",
-        "| policy | density | local acc | retrieval acc | Δ retrieval (points) | patterns (per layer, per head) |",
-        "|---|---|---|---|---|---|",
+        f"Model: examples/sparse_lm (T={task.seq}, {task.pairs} value-key pairs, {task.queries} queried at the end); "
+        f"{n} held-out sequences; block {BLOCK}; CPU, reference backend (tiled block-sparse kernel). "
+        f"Eager PyTorch: local {eager['local']:.3f}, retrieval {eager['retrieval']:.3f}. "
+        "Density: visited key blocks / causal key blocks, averaged over the attentions (dense = 1.0).", "",
+        "| policy | density | local acc | Δ local (points) | retrieval acc | Δ retrieval (points) | patterns (per layer, per head) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = 100 * (r["retrieval"] - dense["retrieval"])
-        lines.append(f"| {r['policy']} | {r['density']:.3f} | {r['local']:.3f} | {r['retrieval']:.3f} | "
-                     f"{delta:+.1f} | {r['patterns']} |")
+        dl, dr = 100 * (r["local"] - dense["local"]), 100 * (r["retrieval"] - dense["retrieval"])
+        lines.append(f"| {r['policy']} | {r['density']:.3f} | {r['local']:.3f} | {dl:+.1f} | {r['retrieval']:.3f} | "
+                     f"{dr:+.1f} | {r['patterns']} |")
     with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + NOTES)
     with open(path.removesuffix(".md") + ".json", "w") as f:
         json.dump({"eager": eager, "rows": rows}, f, indent=1)
 

@@ -56,7 +56,7 @@ class SparseAttention:
     """
 
     policy: str = "window"
-    budget: float = 0.1
+    budget: float = 1.0
     window: int = 1024
     sinks: int = 64
     block: int = 64
