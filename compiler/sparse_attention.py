@@ -338,6 +338,22 @@ def pattern_label(p: dict) -> str:
     return str(kind)
 
 
+def with_sparse_attention(pipeline, sa: SparseAttention, model=None, target=None) -> list:
+    """`pipeline` (a string or a list of passes) with the sparse rewrite inserted where it belongs: right
+    after its recognize-attention, else recognize-attention + the rewrite before the first fuse-* pass
+    (fusion must see graph.block_sparse_attention, not graph.attention), else at the end."""
+    from passes.registry import parse
+
+    passes = parse(pipeline) if isinstance(pipeline, str) else list(pipeline)
+    recog, rewrite = pipeline_passes(sa, model, target)
+    names = [p.name for p in passes]
+    if "recognize-attention" in names:
+        at = len(names) - names[::-1].index("recognize-attention")
+        return passes[:at] + [rewrite] + passes[at:]
+    at = next((i for i, n in enumerate(names) if n.startswith("fuse-")), len(passes))
+    return passes[:at] + [recog, rewrite] + passes[at:]
+
+
 def pipeline_passes(sa: SparseAttention, model=None, target=None) -> list:
     """[recognize-attention, rewrite-sparse-attention] configured from `sa`; calibrates `sa` on `model`
     first when its policy is `calibrate` and no plan exists yet."""

@@ -186,3 +186,13 @@ def test_calibrate_picks_within_budget_and_explains():
     strict = SparseAttention(policy="calibrate", budget=0.0, block=16, calibration_inputs=calib)
     pipeline_passes(strict, model)
     assert strict.plan[0].get("dense") or all(h["pattern"] == "dense" for h in strict.plan[0]["heads"])
+
+
+def test_with_sparse_attention_inserts_before_fusion():
+    from compiler.sparse_attention import with_sparse_attention
+
+    sa = SparseAttention(policy="window", block=64)
+    names = [p.name for p in with_sparse_attention("canonicalize,cse,fuse-ops,dce", sa)]
+    assert names == ["canonicalize", "cse", "recognize-attention", "rewrite-sparse-attention", "fuse-ops", "dce"]
+    names = [p.name for p in with_sparse_attention("recognize-attention,cse", sa)]
+    assert names == ["recognize-attention", "rewrite-sparse-attention", "cse"]
