@@ -8,11 +8,15 @@ def __getattr__(name):  # keep `import compiler.dialects` light: the API pulls i
         from compiler.artifact import load
 
         return load
-    if name in ("compile", "SparseAttention"):
+    if name == "compile":
         from compiler import api
 
-        return getattr(api, name)
+        return api.compile
+    if name == "SparseAttention":
+        from compiler.sparse_attention import SparseAttention
+
+        return SparseAttention
     raise AttributeError(f"module 'compiler' has no attribute {name!r}")
 
 
-__all__ = ["compile", "load"]
+__all__ = ["compile", "load", "SparseAttention"]
