@@ -16,7 +16,7 @@ model and one `transform-interpreter` run schedules them all:
 from __future__ import annotations
 
 from backends.cpu.lower import FuncBuilder
-from backends.cpu.schedule import lane_tile
+from backends.cpu.schedule import _cleanup, lane_tile
 
 ANY = "!transform.any_op"
 
@@ -68,19 +68,6 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
 def _func(fb: FuncBuilder, suffix: str = "") -> str:
     return (f'%{fb.name}_func{suffix} = transform.structured.match ops{{["func.func"]}} '
             f'attributes {{sym_name = "{fb.name}"}} in %root : ({ANY}) -> {ANY}')
-
-
-def _cleanup(f: str) -> list[str]:
-    return [
-        f"transform.apply_patterns to {f} {{",
-        "  transform.apply_patterns.vector.cast_away_vector_leading_one_dim",
-        "  transform.apply_patterns.vector.drop_unit_dims_with_shape_cast",
-        "  transform.apply_patterns.tensor.fold_tensor_subset_ops_into_vector_transfers",
-        "  transform.apply_patterns.tensor.fold_tensor_empty",
-        "  transform.apply_patterns.canonicalization",
-        f"}} : {ANY}",
-        f"transform.apply_cse to {f} : {ANY}",
-    ]
 
 
 def _finish(fb: FuncBuilder) -> list[str]:
