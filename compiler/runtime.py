@@ -240,7 +240,21 @@ class CompiledModule:
             if a.shape != b.shape or not torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol, equal_nan=True):
                 err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else "shape"
                 raise VerifyError(f"{self.name}: output {i} differs from eager (max abs error {err}, "
-                                  f"tolerance atol={atol} rtol={rtol}); run with explain=True to see the IR")
+                                  f"tolerance atol={atol} rtol={rtol}). {self._localize(sp, args, kwargs, atol, rtol)}")
+
+    def _localize(self, sp, args, kwargs, atol, rtol) -> str:
+        """Which kernel is wrong: each top-level op re-run alone against the reference backend."""
+        from backends.registry import get_backend
+        from compiler.localize import first_bad_kernel
+
+        inputs = fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
+        with torch.no_grad():
+            culprit = first_bad_kernel(sp.imported.module, sp.state + [inputs[i] for i in sp.imported.input_positions],
+                                       get_backend(self.options.target.backend), self.options.target, atol, rtol)
+        if culprit is None:
+            return "Every kernel matches the reference backend on its own; the error accumulates across kernels."
+        return (f"The first kernel that differs is top-level op #{culprit.index} ({culprit.name}, max abs error "
+                f"{culprit.max_error:.3g} against the reference backend):\n{culprit.ir_text}")
 
     def save(self, path) -> None:
         """Write the compiled specializations (IR, generated sources, weights) to `path`; `compiler.load` reads it."""
