@@ -23,7 +23,6 @@ PASSES: dict[str, tuple[str, str]] = dict(sorted({
     "dce": ("passes.dce", "DcePass"),
     "fuse-blocks": ("passes.fuse_blocks", "FuseBlocksPass"),
     "fuse-ops": ("passes.fuse_ops", "FuseOpsPass"),
-    "plan-memory": ("passes.plan_memory", "PlanMemoryPass"),
     "recognize-attention": ("passes.recognize_attention", "RecognizeAttentionPass"),
     "rewrite-sparse-attention": ("passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
 }.items()))
