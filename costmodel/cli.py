@@ -31,7 +31,8 @@ def cmd_collect(a) -> int:
     from costmodel.collect import collect
 
     out = Path(a.out) if a.out else _dir(a.target, None) / "data.jsonl"
-    added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet, backend=a.backend)
+    added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet, backend=a.backend, jobs=a.jobs,
+                    time_budget=a.time_budget)
     print(f"collect: {added} new rows; {out}")
     return 0
 
@@ -141,13 +142,30 @@ def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> 
         "date": datetime.date.today().isoformat(), "samples": len(rows), "train_rows": len(train),
         "heldout_rows": len(test), "split": f"(family, shape) groups, crc32 % {ev.HOLDOUT_MOD} == 0 held out",
         "features": "analytic + op histogram" + (" + hashed IR tokens" if tokens else ""),
-        "data": data.name, "timing": "2 warm-up calls, then the median of >= 10 calls (80 ms budget, <= 100); "
-                                     "torch.set_num_threads(1) on a CPU, synchronized on a GPU",
+        "data": data.name, "timing": timing_method(target, rows),
         "software": {"python": platform.python_version(), "torch": str(torch.__version__),
                                         "scikit-learn": sklearn.__version__, "xdsl": str(getattr(xdsl, "__version__", "?"))},
         "heldout": {k: {m: v[m] for m in ("mape", "spearman", "decision_accuracy", "pairs", "n", "per_family_mape")}
                     for k, v in results.items()},
     }
+
+
+CPU_TIMING = ("2 warm-up calls, then the median of >= 10 wall-clock calls (80 ms budget, <= 100); "
+              "torch.set_num_threads(1)")
+CUDA_TIMING = ("CUDA events: 2 warm-up calls, then N back-to-back calls (N = 3..200, ~3 ms of host time) captured in "
+               "one CUDA graph (the backend's own graph off), one warm-up replay, the median of 5 replays / N; "
+               "no L2 flush between calls. Rows whose capture failed were timed as N plain launches between "
+               "the events (row field timing = 'events')")
+
+
+def timing_method(target: str, rows: list[dict]) -> str:
+    """How the rows were timed, for the model card (counts of rows per GPU timing method)."""
+    if get_target(target).device != "cuda":
+        return CPU_TIMING
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("timing", "wall clock (old data)")] = counts.get(r.get("timing", "wall clock (old data)"), 0) + 1
+    return CUDA_TIMING + "; rows by method: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -160,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--backend", help="time this backend instead of the target's own (e.g. reference)")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("--jobs", type=int, default=1, help="CUDA: helper processes that compile rows ahead of timing")
+    c.add_argument("--time-budget", type=float, help="stop adding rows after this many seconds")
     t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.pkl and card.json")
     t.add_argument("--target", required=True)
     t.add_argument("--data")

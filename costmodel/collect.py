@@ -1,8 +1,16 @@
 """Measure generated kernels on the real backend of a target and append them to a JSON-lines dataset.
 
 Each row is timed in this process: `backends.registry.get_backend(target.backend).lower(module, target)`,
-warm-up calls, then the median of repeated timed calls (synchronized on a GPU). Rows are appended one by
-one and flushed, so an interrupted run loses at most one row; a rerun skips the ids already in the file.
+then, on a CPU, warm-up calls and the median of repeated wall-clock calls (`time_program`); on CUDA,
+GPU time measured with CUDA events (`time_cuda`): warm-up calls, then N back-to-back calls captured in
+one CUDA graph (the backend's own graph capture is off) and replayed between two events, the median of
+several replays divided by N. Without the graph, per-call host overhead (~30 us of Python and Triton
+launch code) hides every kernel shorter than that. Rows are appended one by one and flushed, so an
+interrupted run loses at most one row; a rerun skips the ids already in the file.
+
+GPU targets draw the "gpu" size profile of `generate` (kernels up to ~270 MB). `jobs > 1` starts that
+many helper processes that lower and run each row once ahead of the timing loop, so that Triton's disk
+cache is warm when the row is timed (compilation, not timing, bounds the rows per minute).
 
 This module imports torch and the backend registry; nothing else in costmodel/ does at import time.
 torch-mlir is never imported here (the GPU machine that runs `collect --target h100` does not have it).
@@ -11,6 +19,7 @@ torch-mlir is never imported here (the GPU machine that runs `collect --target h
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -55,8 +64,10 @@ def make_inputs(module, device: str, seed: int = 0) -> list:
     """Random tensors for the arguments of `@forward` (normal floats, positive where logs/roots may read them)."""
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
     fn = next(iter(module.ops))
+    if device == "cuda":
+        return _cuda_inputs(fn, seed)
+    gen = torch.Generator().manual_seed(seed)
     out = []
     for t in fn.function_type.inputs.data:
         dt = torch_dtype(t.element_type)
@@ -86,6 +97,86 @@ def time_program(program, args: list, device: str, budget_s: float = 0.08, min_r
     return statistics.median(times), reps
 
 
+def _cuda_inputs(fn, seed: int) -> list:
+    """`make_inputs` on the GPU: drawn there (hundreds of MB per tensor would be slow to draw on the host)."""
+    import torch
+
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    out = []
+    for t in fn.function_type.inputs.data:
+        dt, shape = torch_dtype(t.element_type), shape_of(t)
+        if dt.is_floating_point:
+            x = (torch.rand(shape, generator=gen, device="cuda") + 0.5).to(dt)
+        else:
+            x = torch.randint(0, 2, shape, generator=gen, device="cuda").to(dt)
+        out.append(x)
+    return out
+
+
+def time_cuda(program, args: list, batch_s: float = 3e-3, samples: int = 5, max_calls: int = 200,
+              ) -> tuple[float, int, str]:
+    """(median GPU seconds of one call, calls timed, method) with CUDA events, like triton.testing.do_bench.
+
+    Two warm-up calls (compile, pick autotuned variants), one call timed to size the batch, then `calls`
+    back-to-back calls (enough for ~`batch_s` of host time, 3..`max_calls`) captured in one CUDA graph;
+    the graph is replayed once to warm up and `samples` times between two events. Method "graph". When
+    the capture fails (an eager fallback that synchronizes, ...), the same batch is launched plainly
+    between the events instead: method "events", which still includes host launch overhead.
+    """
+    import torch
+
+    for _ in range(2):
+        program(args)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    program(args)
+    end.record()
+    end.synchronize()
+    first = start.elapsed_time(end) * 1e-3
+    calls = max(3, min(max_calls, int(batch_s / max(first, 1e-6))))
+    graph = _capture(program, args, calls)
+    if graph is not None:
+        run, method = graph.replay, "graph"
+    else:
+        def run():
+            for _ in range(calls):
+                program(args)
+        method = "events"
+    run()
+    times = []
+    for _ in range(samples):
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3 / calls)
+    del graph
+    return statistics.median(times), calls * samples, method
+
+
+def _capture(program, args: list, calls: int):
+    """A CUDA graph of `calls` back-to-back calls of `program`, or None when capturing fails."""
+    import torch
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            program(args)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                program(args)
+        return graph
+    except Exception as e:  # noqa: BLE001 - any capture failure: time plain launches instead
+        _LOG.warning("costmodel collect: CUDA graph capture failed (%s: %s); timing plain launches",
+                     type(e).__name__, str(e)[:200])
+        torch.cuda.synchronize()
+        return None
+
+
 def _sync(device: str) -> Callable[[], None]:
     if device == "cuda":
         import torch
@@ -99,13 +190,17 @@ def measure_row(row: generate.Row, target: Target, backend) -> dict:
     text = ir.print_ir(row.module)
     program = backend.lower(row.module, target)
     args = make_inputs(row.module, target.device)
-    seconds, reps = time_program(program, args, target.device)
+    extra = {}
+    if target.device == "cuda":
+        seconds, reps, extra["timing"] = time_cuda(program, args)
+    else:
+        seconds, reps = time_program(program, args, target.device)
     kernel = features.the_kernel(row.module)
     return {
         "id": row.id, "family": row.family, "shape": row.shape_sig, "role": row.role, "pair": row.pair,
         "target": target.name, "backend": backend.name, "hardware": hardware_name(target.device), "ir": text,
         "features": summary(features.kernel_features(kernel, target)),
-        "seconds": float(f"{seconds:.5g}"), "reps": reps,
+        "seconds": float(f"{seconds:.5g}"), "reps": reps, **extra,
     }
 
 
@@ -134,20 +229,36 @@ def hardware_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def profile_of(target: Target) -> str:
+    """The `generate` size profile a target is measured with: "gpu" on CUDA, "small" elsewhere."""
+    return "gpu" if target.device == "cuda" else "small"
+
+
 def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bool = True,
-            backend: str | None = None) -> int:
+            backend: str | None = None, jobs: int = 1, time_budget: float | None = None) -> int:
     """Grow the dataset at `out` to the first `n` rows of the stream `seed`; returns the rows added.
 
     `backend` overrides the target's own backend (e.g. "reference" to time eager PyTorch on the GPU).
+    `jobs > 1` (CUDA only) warms Triton's cache in `jobs` helper processes; `time_budget` (seconds)
+    stops adding rows once spent, so a run bounded from outside ends cleanly with what it has.
     """
     import torch
 
     target = get_target(target)
     threads = torch.get_num_threads()
+    deadline = time.monotonic() + time_budget if time_budget else None
+    name = backend or target.backend
+    workers = []
     try:
         _setup_device(target)
-        return _collect(target, load_backend(backend or target.backend, target), n, out, seed, progress)
+        be = load_backend(name, target)
+        if target.device == "cuda":
+            _no_backend_graphs(be)
+            workers = _start_warmers(target, name, n, out, seed, jobs, time_budget)
+        return _collect(target, be, n, out, seed, progress, deadline)
     finally:
+        for w in workers:
+            w.terminate()
         torch.set_num_threads(threads)
 
 
@@ -163,22 +274,42 @@ def load_backend(name: str, target: Target):
                           "instead") from None
 
 
-def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bool) -> int:
+def _no_backend_graphs(backend) -> None:
+    """Turn off the backend's own CUDA graph (`time_cuda` captures its own around many calls)."""
+    if hasattr(backend, "cuda_graphs"):
+        backend.cuda_graphs = False
+
+
+def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bool,
+             deadline: float | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     drop_torn_tail(out)
     have = read_ids(out)
-    todo = sum(1 for i in _first_ids(seed, n) if i not in have)
+    profile = profile_of(target)
+    todo = sum(1 for i in _first_ids(seed, n, profile) if i not in have)
     bar = _bar(todo, progress, f"collect {target.name}")
-    added = 0
+    # On a GPU anything a kernel raises (a compile error, out of memory) skips the row; on a CPU only
+    # SolderError does, as before. Many failures in a row (a broken CUDA context) stop the run.
+    skip = Exception if target.device == "cuda" else SolderError
+    added = failed = 0
     with out.open("a") as f:
-        for row in _first_rows(seed, n):
+        for row in _first_rows(seed, n, profile):
+            if deadline is not None and time.monotonic() > deadline:
+                _LOG.warning("costmodel collect: time budget spent after %d new rows", added)
+                break
             if row.id in have:
                 continue
             try:
                 record = measure_row(row, target, backend)
-            except SolderError as e:
-                _LOG.warning("costmodel collect: skipping row %s (%s): %s", row.id, row.family, e)
+            except skip as e:
+                _LOG.warning("costmodel collect: skipping row %s (%s): %s: %s", row.id, row.family,
+                             type(e).__name__, str(e)[:300])
+                failed += 1
+                if failed >= 25:
+                    _LOG.warning("costmodel collect: %d rows failed in a row; stopping", failed)
+                    break
                 continue
+            failed = 0
             f.write(json.dumps(record) + "\n")
             f.flush()
             added += 1
@@ -187,15 +318,62 @@ def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bo
     return added
 
 
-def _first_rows(seed: int, n: int):
-    for i, row in enumerate(generate.rows(seed)):
+def _first_rows(seed: int, n: int, profile: str = "small"):
+    for i, row in enumerate(generate.rows(seed, profile)):
         if i >= n:
             return
         yield row
 
 
-def _first_ids(seed: int, n: int):
-    return (r.id for r in _first_rows(seed, n))
+def _first_ids(seed: int, n: int, profile: str = "small"):
+    return (r.id for r in _first_rows(seed, n, profile))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache warmers: helper processes that compile rows ahead of the timing loop (CUDA only)
+# ---------------------------------------------------------------------------------------------
+
+
+def _start_warmers(target: Target, backend: str, n: int, out: Path, seed: int, jobs: int,
+                   time_budget: float | None) -> list:
+    """`jobs` processes, each lowering and running every `jobs`-th row once; [] when jobs <= 1."""
+    if jobs <= 1:
+        return []
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
+    have = frozenset(read_ids(out))
+    budget = time_budget or 24 * 3600.0
+    procs = []
+    for shard in range(jobs):
+        p = ctx.Process(target=_warm, args=(target.name, backend, n, seed, shard, jobs, have, budget), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def _warm(target_name: str, backend_name: str, n: int, seed: int, shard: int, jobs: int, have: frozenset,
+          budget: float) -> None:
+    """Worker: lower and run rows `shard`, `shard + jobs`, ... once each; errors are the timing loop's."""
+    import torch
+
+    deadline = time.monotonic() + budget
+    parent = os.getppid()
+    target = get_target(target_name)
+    backend = load_backend(backend_name, target)
+    _no_backend_graphs(backend)
+    for i, row in enumerate(_first_rows(seed, n, profile_of(target))):
+        if time.monotonic() > deadline or os.getppid() != parent:
+            return
+        if i % jobs != shard or row.id in have:
+            continue
+        try:
+            program = backend.lower(row.module, target)
+            program(make_inputs(row.module, target.device))
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001 - the timing loop meets and reports the same error
+            torch.cuda.empty_cache()
+        program = None
 
 
 def _setup_device(target: Target) -> None:

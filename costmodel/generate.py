@@ -8,8 +8,12 @@ A *case* is one computation (a family, a shape signature, typed inputs and a bod
   as its own kernel (`role = "part"`), all sharing a `pair` id, so "fuse or not" can be scored against
   measured truth: fused seconds versus the sum of its parts.
 
-Row ids are `"<case>"`, `"<case>.f"`, `"<case>.p<k>"`; the same seed always yields the same rows in the
-same order, which is what makes `collect` resumable.
+Row ids are `"<case>"`, `"<case>.f"`, `"<case>.p<k>"`; the same seed and profile always yield the same
+rows in the same order, which is what makes `collect` resumable.
+
+Two size profiles (`SIZES`): "small" (up to ~2M elements, ~8 MB; the CPU target's data) and "gpu" (up to
+~67M elements, ~270 MB, GEMMs up to ~69 GFLOP) so that on a GPU bandwidth and FLOPs, not launch latency,
+decide most latencies, while the log-uniform draw still yields small kernels.
 """
 
 from __future__ import annotations
@@ -92,6 +96,30 @@ def _broadcast(a, b):
 # Shapes
 # ---------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Sizes:
+    """The size ranges of one profile: elements of 2-d tensors, GEMM dims and FLOP cap, attention lengths."""
+
+    mat_lo: int = 1 << 10
+    mat_hi: int = 1 << 21
+    layout_hi: int = 1 << 20
+    mm_dims: tuple[int, ...] = (16, 32, 48, 64, 100, 128, 192, 256, 384, 512)
+    mm_flops: int = 1 << 28
+    att_t: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    att_s: tuple[int, ...] = (16, 64, 128, 256, 512)
+    att_heads: tuple[int, ...] = (1, 2, 4, 8)
+    att_flops: int = 1 << 28
+
+
+SIZES = {
+    "small": Sizes(),
+    "gpu": Sizes(mat_lo=1 << 12, mat_hi=1 << 26, layout_hi=1 << 25,
+                 mm_dims=(16, 32, 64, 100, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096),
+                 mm_flops=1 << 36, att_t=(64, 128, 256, 512, 1024, 2048), att_s=(64, 128, 256, 512, 1024, 2048),
+                 att_heads=(1, 2, 4, 8, 16), att_flops=1 << 35),
+}
+
 _ROWS = [1, 3, 8, 16, 32, 50, 64, 100, 128, 256, 384, 512, 1000, 1024, 2048]
 _COLS = [7, 16, 33, 64, 100, 128, 255, 256, 384, 512, 768, 1000, 1024, 2048, 4096]
 
@@ -120,9 +148,9 @@ _UNARY = ["exp", "tanh", "sigmoid", "relu", "silu", "neg", "abs", "sqrt", "rsqrt
 _BINARY = ["add", "mul", "sub", "div", "maximum"]
 
 
-def eltwise(rng: random.Random) -> Case:
+def eltwise(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """A chain of 1-4 elementwise ops; binary ops read a second full tensor or a broadcast row."""
-    shape, dt = _mat(rng), _dtype(rng)
+    shape, dt = _mat(rng, sz.mat_lo, sz.mat_hi), _dtype(rng)
     steps = [(rng.choice(_UNARY), None) if rng.random() < 0.5 else (rng.choice(_BINARY), rng.random() < 0.5)
              for _ in range(rng.randint(1, 4))]
     inputs = [(shape, dt)] + [((shape[1],) if row else shape, dt) for _, row in steps if row is not None]
@@ -136,9 +164,9 @@ def eltwise(rng: random.Random) -> Case:
     return Case("eltwise", _sig(*inputs) + "|" + ",".join(n for n, _ in steps), inputs, body, chain=len(steps) > 1)
 
 
-def cast(rng: random.Random) -> Case:
+def cast(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """A dtype conversion (f32 <-> bf16), optionally after an elementwise op."""
-    shape = _mat(rng)
+    shape = _mat(rng, sz.mat_lo, sz.mat_hi)
     src, dst = rng.choice([("float32", "bfloat16"), ("bfloat16", "float32")])
     pre = rng.random() < 0.5
 
@@ -149,9 +177,9 @@ def cast(rng: random.Random) -> Case:
     return Case("cast", _sig((shape, src)) + f"->{dst}", [(shape, src)], body, chain=pre)
 
 
-def reduce(rng: random.Random) -> Case:
+def reduce(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """A sum/mean/max reduction over the last or first dim, optionally fed by an elementwise producer."""
-    shape, dt = _mat(rng), _dtype(rng, 0.1)
+    shape, dt = _mat(rng, sz.mat_lo, sz.mat_hi), _dtype(rng, 0.1)
     kind, dim = rng.choice(["sum", "mean", "max"]), rng.choice([0, 1, 1])
     keep = rng.random() < 0.5
     pre = rng.choice([None, None, "exp", "mul"])
@@ -169,9 +197,9 @@ def reduce(rng: random.Random) -> Case:
     return Case("reduce", _sig((shape, dt)) + f"|{pre}>{kind}{dim}", [(shape, dt)], body, chain=pre is not None)
 
 
-def rownorm(rng: random.Random) -> Case:
+def rownorm(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """softmax / log_softmax / layer_norm / rms_norm over the last dim, optionally after a residual add."""
-    shape, dt = _mat(rng), _dtype(rng, 0.15)
+    shape, dt = _mat(rng, sz.mat_lo, sz.mat_hi), _dtype(rng, 0.15)
     kind = rng.choice(["softmax", "log_softmax", "layer_norm", "rms_norm"])
     residual = rng.random() < 0.4
     n = shape[1]
@@ -193,13 +221,13 @@ def rownorm(rng: random.Random) -> Case:
     return Case("rownorm", _sig(*inputs) + f"|{kind}", inputs, body, chain=residual)
 
 
-def matmul(rng: random.Random) -> Case:
+def matmul(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """matmul (maybe batched) or linear(+bias), optionally with an activation / residual epilogue."""
-    dims = [16, 32, 48, 64, 100, 128, 192, 256, 384, 512]
+    dims = list(sz.mm_dims)
     while True:
         m, n, k = rng.choice(dims + [1, 8]), rng.choice(dims), rng.choice(dims)
         batch = rng.choice([1, 1, 2, 4, 8])
-        if 2 * batch * m * n * k <= 1 << 28:
+        if 2 * batch * m * n * k <= sz.mm_flops:
             break
     dt = _dtype(rng, 0.15)
     linear = batch == 1 and rng.random() < 0.5
@@ -227,14 +255,14 @@ def matmul(rng: random.Random) -> Case:
     return Case("matmul", _sig(*inputs) + f"|{name}>{epi}", inputs, body, chain=epi is not None)
 
 
-def attention(rng: random.Random) -> Case:
+def attention(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """graph.attention over q[B,H,T,D], k/v[B,H,S,D], causal or not (S = T when causal)."""
     while True:
-        bsz, h = rng.choice([1, 2, 4]), rng.choice([1, 2, 4, 8])
-        t, d = rng.choice([16, 32, 64, 128, 256, 512]), rng.choice([16, 32, 64, 128])
+        bsz, h = rng.choice([1, 2, 4]), rng.choice(sz.att_heads)
+        t, d = rng.choice(sz.att_t), rng.choice([16, 32, 64, 128])
         causal = rng.random() < 0.5
-        s = t if causal else rng.choice([16, 64, 128, 256, 512])
-        if 4 * bsz * h * t * s * d <= 1 << 28:
+        s = t if causal else rng.choice(sz.att_s)
+        if 4 * bsz * h * t * s * d <= sz.att_flops:
             break
     dt = _dtype(rng, 0.15)
     q, kv = ((bsz, h, t, d), dt), ((bsz, h, s, d), dt)
@@ -246,9 +274,9 @@ def attention(rng: random.Random) -> Case:
     return Case("attention", _sig(q, kv) + ("|causal" if causal else ""), [q, kv, kv], body)
 
 
-def layout(rng: random.Random) -> Case:
+def layout(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """A permute (a copy when it stands alone) feeding an elementwise op, or a reshape feeding a reduction."""
-    m, n = _mat(rng, 1 << 10, 1 << 20)
+    m, n = _mat(rng, sz.mat_lo, sz.layout_hi)
     dt = _dtype(rng, 0.2)
     kind = rng.choice(["permute", "permute", "reshape"])
     consumer = rng.random() < 0.7
@@ -265,9 +293,9 @@ def layout(rng: random.Random) -> Case:
     return Case("layout", _sig(((m, n), dt)) + f"|{kind}>{consumer}", [((m, n), dt)], body, chain=consumer)
 
 
-def softmax_chain(rng: random.Random) -> Case:
+def softmax_chain(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """Softmax written out: max, sub, exp, sum, div — the classic fusion candidate."""
-    shape, dt = _mat(rng), "float32"
+    shape, dt = _mat(rng, sz.mat_lo, sz.mat_hi), "float32"
     red = (shape[0], 1)
 
     def body(b: Builder, args):
@@ -280,18 +308,20 @@ def softmax_chain(rng: random.Random) -> Case:
     return Case("softmax_chain", _sig((shape, dt)), [(shape, dt)], body, chain=True)
 
 
-FAMILIES: dict[str, tuple[Callable[[random.Random], Case], float]] = {
+FAMILIES: dict[str, tuple[Callable[[random.Random, Sizes], Case], float]] = {
     "eltwise": (eltwise, 3.0), "cast": (cast, 0.7), "reduce": (reduce, 1.5), "rownorm": (rownorm, 1.5),
     "matmul": (matmul, 2.0), "attention": (attention, 1.0), "layout": (layout, 1.0), "softmax_chain": (softmax_chain, 0.8),
 }
 
 
-def case(seed: int, index: int) -> Case:
-    """Case `index` of the stream `seed` (pure function of both)."""
+def case(seed: int, index: int, profile: str = "small") -> Case:
+    """Case `index` of the stream `seed` in size `profile` (pure function of the three)."""
+    if profile not in SIZES:
+        raise ValueError(f"unknown size profile {profile!r}; expected one of {sorted(SIZES)}")
     rng = random.Random(f"solder-costmodel:{seed}:{index}")
     names = list(FAMILIES)
     family = rng.choices(names, weights=[FAMILIES[n][1] for n in names])[0]
-    return FAMILIES[family][0](rng)
+    return FAMILIES[family][0](rng, SIZES[profile])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,11 +365,11 @@ def _parts(c: Case) -> list[ModuleOp]:
     return mods
 
 
-def rows(seed: int = 0) -> Iterator[Row]:
-    """Every row of the stream `seed`, in a fixed order (infinite)."""
+def rows(seed: int = 0, profile: str = "small") -> Iterator[Row]:
+    """Every row of the stream `seed` in size `profile`, in a fixed order (infinite)."""
     index = 0
     while True:
-        c = case(seed, index)
+        c = case(seed, index, profile)
         whole = kernel_module(c.inputs, c.body)
         if not c.chain:
             yield Row(str(index), c.family, c.shape_sig, "single", None, whole)

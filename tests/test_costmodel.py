@@ -202,3 +202,36 @@ def test_adapt_fits_a_new_target_from_few_measurements(tmp_path, quick_timing):
     card = json.loads((out / "card.json").read_text())
     assert m.adapter is not None and card["adapted_from"] == str(src) and card["samples"] == 10
     assert costmodel.estimate(_kernel(_eltwise(512)), "reference", model=m) > 0
+
+
+def test_gpu_profile_is_larger_and_small_profile_is_default():
+    import itertools
+
+    small = list(itertools.islice(generate.rows(0), 40))
+    assert [r.id for r in small] == [r.id for r in _rows(40)]
+    gpu = list(itertools.islice(generate.rows(0, "gpu"), 400))
+    numel = lambda rows: max(analytic.type_info(v.type).numel for r in rows for v in _kernel(r.module).operands)
+    assert numel(gpu) > 8 * numel(list(itertools.islice(generate.rows(0), 400)))
+    with pytest.raises(ValueError, match="size profile"):
+        generate.case(0, 0, "huge")
+
+
+def test_gpu_targets_use_the_gpu_profile_and_cuda_timing_card():
+    from costmodel import collect
+
+    assert collect.profile_of(get_target("h100")) == "gpu" and collect.profile_of(get_target("cpu")) == "small"
+    assert cli.timing_method("cpu", []) == cli.CPU_TIMING
+    assert "graph 2" in cli.timing_method("h100", [{"timing": "graph"}] * 2)
+
+
+def test_shipped_h100_model_loads_and_card_matches():
+    card = json.loads((costmodel.SHIPPED / "h100" / "card.json").read_text())
+    m = costmodel.load_model(costmodel.SHIPPED / "h100")
+    if card.get("shipped_model") is None:
+        assert m is None and card["why_no_model"]
+        return
+    assert isinstance(m, LearnedModel) and card["samples"] >= 1000
+    learned, roof = card["heldout"]["learned"], card["heldout"]["roofline"]
+    assert cli.beats_roofline(learned, roof)
+    ests = [costmodel.estimate(_kernel(_eltwise(rows)), "h100") for rows in (64, 4096, 262144)]
+    assert all(e > 0 for e in ests) and ests[-1] > 10 * ests[0]
