@@ -137,10 +137,7 @@ class CompiledModule:
         key, sp = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
             return None
-        with torch.no_grad():
-            results = sp.program(sp.state + [args[i] for i in sp.imported.input_positions])
-        flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
-        return pytree.tree_unflatten(flat, sp.out_spec)
+        return self._execute(sp, args)
 
     def _eager_reason(self, args, kwargs) -> str | None:
         if self.model.training:
@@ -159,7 +156,11 @@ class CompiledModule:
             warnings.warn(f"solder: {msg}", EagerFallbackWarning, stacklevel=3)
 
     def _run(self, sp: Specialization, args, kwargs):
-        inputs = fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
+        return self._execute(sp, fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec))
+
+    @staticmethod
+    def _execute(sp: Specialization, inputs: list):
+        """Run the program on [state..., tensor inputs...] and rebuild the model's output structure."""
         with torch.no_grad():
             results = sp.program(sp.state + [inputs[i] for i in sp.imported.input_positions])
         flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
