@@ -239,12 +239,9 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) 
             positions.append(user_index - 1)
         placeholders.append(node)
         args.append(info)
-    arg_types = [type_of_meta(n.meta["val"]) for n in placeholders]
-    block = Block(arg_types=arg_types)
-    ctx = ImportContext(block)
-    for node, barg, info in zip(placeholders, block.args, args):
-        ctx.values[node] = barg
-        barg.name_hint = _hint(info.name)
+    ctx = start_function(placeholders, args)
+    block = ctx.block
+    arg_types = list(block.arg_types)
     externs: list[str] = []
     results: list[SSAValue] = []
     outputs: list[OutputInfo] = []
@@ -267,6 +264,16 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) 
     arg_attrs = [DictionaryAttr({"graph.name": StringAttr(a.name)}) for a in args]
     fn = func.FuncOp("forward", (arg_types, [r.type for r in results]), Region(block), arg_attrs=ArrayAttr(arg_attrs))
     return Imported(ModuleOp([fn]), args, outputs, externs, positions)
+
+
+def start_function(placeholders: list[torch.fx.Node], args: list[ArgInfo]) -> ImportContext:
+    """A block with one argument per placeholder (typed from its metadata, named after `args`), and its context."""
+    block = Block(arg_types=[type_of_meta(n.meta["val"]) for n in placeholders])
+    ctx = ImportContext(block)
+    for node, barg, info in zip(placeholders, block.args, args):
+        ctx.values[node] = barg
+        barg.name_hint = _hint(info.name)
+    return ctx
 
 
 def _hint(name: str) -> str:

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
-from xdsl.ir import Block, Region
+from xdsl.ir import Region
 
 from compiler.errors import ImportError_, IRParseError
-from compiler.importer import ArgInfo, Imported, ImportContext, OutputInfo, _hint, _import_call, type_of_meta
+from compiler.importer import ArgInfo, Imported, OutputInfo, _hint, _import_call, start_function
 
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],([a-z0-9]+)>$")
 _ELEMENT = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64,
@@ -284,12 +284,9 @@ class _Walker:
         placeholders = self.weights + self.inputs
         args = [ArgInfo(n.meta["solder_name"], "constant") for n in self.weights] + \
                [ArgInfo(n.name, "input") for n in self.inputs]
-        arg_types = [type_of_meta(n.meta["val"]) for n in placeholders]
-        block = Block(arg_types=arg_types)
-        ctx = ImportContext(block)
-        for node, barg, info in zip(placeholders, block.args, args):
-            ctx.values[node] = barg
-            barg.name_hint = _hint(info.name)
+        ctx = start_function(placeholders, args)
+        block = ctx.block
+        arg_types = list(block.arg_types)
         externs: list[str] = []
         for node in self.calls:
             ctx.node = node
