@@ -29,10 +29,8 @@ class Target:
 
 
 _CLEANUP = "canonicalize,cse"
-# The CPU cost model shipped so far was measured on a backend that does not fuse, so the CPU pipeline
-# ranks fusions with the roofline until a model trained on the generated CPU code ships.
-_CPU_PIPELINE = "canonicalize,cse,recognize-attention,fuse-ops{cost-model=roofline},fuse-blocks{cost-model=roofline},dce"
-_GPU_PIPELINE = "canonicalize,cse,recognize-attention,fuse-ops,fuse-blocks,dce"
+# Fusion decisions come from the target's shipped learned cost model (costmodel/shipped/<cost_model>/).
+_CPU_PIPELINE = _GPU_PIPELINE = "canonicalize,cse,recognize-attention,fuse-ops,fuse-blocks,dce"
 
 TARGETS: dict[str, Target] = {
     t.name: t
