@@ -30,6 +30,7 @@ from compiler import log
 from compiler.errors import PipelineError
 from compiler.targets import Target, get_target
 from passes.fuse_ops import describe, op_rule
+from passes.fusion_build import flatten_kernels, former_attrs, kernel_attrs, materialize
 from passes.fusion_plan import (
     ACTIVATION_OPS,
     CONV_OPS,
@@ -39,11 +40,7 @@ from passes.fusion_plan import (
     Group,
     Planner,
     Verdict,
-    flatten_kernels,
-    former_attrs,
     itemsize,
-    kernel_attrs,
-    materialize,
 )
 
 _log = log.get("fusion")

@@ -33,6 +33,7 @@ from xdsl.passes import ModulePass
 from compiler import log
 from compiler.errors import PipelineError
 from compiler.targets import Target, get_target
+from passes.fusion_build import flatten_kernels, kernel_attrs, materialize
 from passes.fusion_plan import (
     ACTIVATION_OPS,
     ANCHOR_OPS,
@@ -44,10 +45,7 @@ from passes.fusion_plan import (
     Group,
     Planner,
     Verdict,
-    flatten_kernels,
     itemsize,
-    kernel_attrs,
-    materialize,
     reduction_sig,
     short,
 )

@@ -37,7 +37,16 @@ from compiler.dialects import graph as g
 from compiler.dialects.types import broadcast_shapes, dtype_name, is_float, tensor_type
 from compiler.importer import scalar_attr
 from passes.attention_patterns import (
-    BAD, CAUSAL, NONE, ChainMatch, Mask, classify, elem, match_chain, shape, unrepeat_heads,
+    BAD,
+    CAUSAL,
+    NONE,
+    ChainMatch,
+    Mask,
+    classify,
+    elem,
+    match_chain,
+    shape,
+    unrepeat_heads,
 )
 
 _log = log.get("attention")

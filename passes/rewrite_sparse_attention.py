@@ -28,7 +28,12 @@ from compiler import log
 from compiler.dialects import graph as g
 from compiler.dialects.types import shape_of
 from compiler.sparse_attention import (
-    SparseAttention, SparseAttentionError, density, head_masks, is_dynamic, nblocks, user_blocks,
+    SparseAttention,
+    SparseAttentionError,
+    density,
+    head_masks,
+    is_dynamic,
+    user_blocks,
 )
 
 _log = log.get("attention")
