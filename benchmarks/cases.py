@@ -89,10 +89,3 @@ def model_cases(target: str) -> list[Case]:
         cases.append(Case("mlp_block_large", "model", lambda: models.mlp_block(d=4096, tokens=8192,
                                                                                 dtype=torch.bfloat16)))
     return cases
-
-
-def copy_bytes_per_second(x: torch.Tensor, timer) -> float:
-    """Measured plain-copy bandwidth (read + write) for a tensor like `x`: the ceiling of row kernels."""
-    out = torch.empty_like(x)
-    seconds = timer(lambda: out.copy_(x))
-    return 2 * x.numel() * x.element_size() / seconds
