@@ -76,3 +76,21 @@ def kernel_table(kernels: list[dict]) -> str:
     if measured:
         total += f", measured {sum(k.get('measured_seconds') or 0.0 for k in kernels) * 1e6:.2f} us"
     return "\n".join([total, *rows])
+
+
+def backend_table(steps: list[dict]) -> str:
+    """One line per step the backend runs: its route (generated kernel, template, library call, fallback)
+    and, for autotuned steps, which candidate won and the measured times."""
+    lines = [f"backend steps: {len(steps)}"]
+    for k in steps:
+        route = k.get("route") or k.get("kind", "?")
+        name = k.get("name") or _body(k.get("ops", []), 40)
+        line = f"  {k.get('id', '?'):>4}  {route:<14} {name}"
+        tuned = k.get("autotune")
+        if tuned is not None and getattr(tuned, "choice", None):
+            times = ", ".join(f"{c} {t * 1e6:.1f} us" for c, t in tuned.timings.items())
+            line += f"  [autotuned: {tuned.choice}{'; ' + times if times else ''}]"
+        elif tuned is not None:
+            line += "  [autotune: decided on the first CUDA call]"
+        lines.append(line)
+    return "\n".join(lines)

@@ -284,8 +284,10 @@ class CompiledModule:
             if sp.program.fallbacks:
                 lines.append("ops the backend did not lower (ran on the reference backend): " +
                              ", ".join(sp.program.fallbacks))
-            from compiler.report import kernel_table, kernels_of
+            from compiler.report import backend_table, kernel_table, kernels_of
 
-            lines.append(kernel_table(sp.program.kernels or kernels_of(sp.imported.module)))
+            lines.append(kernel_table(kernels_of(sp.imported.module)))
+            if sp.program.kernels:
+                lines.append(backend_table(sp.program.kernels))
             lines.append(sp.ir_text or ir.print_ir(sp.imported.module))
         return "\n".join(lines)

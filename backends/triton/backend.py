@@ -133,7 +133,8 @@ class _Planner:
         self.steps.sort(key=lambda s: s.pos)
         source = codegen.HEADER.format(target=self.target.name) + "".join("\n\n" + k.source for k in self.gen)
         source += "\n\n" + launch_list_comment(self.steps)
-        kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est}
+        kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est,
+                    "autotune": s.fn if isinstance(s.fn, Autotuned) else None}
                    for n, s in enumerate(st for st in self.steps if st.kind != "view")]
         return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
                     self.fallbacks, kernels)
