@@ -111,6 +111,7 @@ class CompiledModule:
         if sp is not None and not sp.still_valid():
             _log.info("a buffer compiled in as a constant changed in place; recompiling %s", self.name)
             del self.specializations[key]
+            self._fast = {k: v for k, v in self._fast.items() if v[0] != key}
             sp = None
         if sp is None:
             with self._lock:
@@ -210,6 +211,7 @@ class CompiledModule:
         limit = knobs.max_specializations()
         if len(self.specializations) > limit:
             old, _ = self.specializations.popitem(last=False)
+            self._fast = {k: v for k, v in self._fast.items() if v[0] != old}  # let the dropped program go
             warnings.warn(f"solder: {self.name} has compiled more than {limit} input signatures; the oldest was "
                           "dropped (raise SOLDER_MAX_SPECIALIZATIONS, or pass inputs of fewer shapes)", stacklevel=4)
         _log.info("compiled %s for %s in %.3f s", self.name, key[1], sp.seconds["total"])

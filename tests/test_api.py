@@ -112,3 +112,15 @@ def test_inputs_requiring_grad_run_eagerly_with_a_warning():
 def test_verify_checks_against_eager():
     c = compile(nn.Sequential(nn.Linear(4, 4), nn.Softmax(-1)).eval(), target="cpu", verify=True)
     c(torch.randn(3, 4))
+
+
+def test_specialization_cache_is_bounded_and_warns(monkeypatch):
+    monkeypatch.setenv("SOLDER_MAX_SPECIALIZATIONS", "2")
+    c = compile(nn.Linear(4, 4).eval(), target="cpu")
+    c(torch.randn(1, 4))
+    c(torch.randn(2, 4))
+    with pytest.warns(UserWarning, match="more than 2 input signatures"):
+        c(torch.randn(3, 4))
+    assert len(c.specializations) == 2 and len(c._fast) == 2
+    x = torch.randn(1, 4)
+    torch.testing.assert_close(c(x), c.model(x))
