@@ -19,23 +19,12 @@ import subprocess
 
 import torch
 import torch.nn.functional as F
-from triton.testing import do_bench
 
 from backends.triton.sparse import lower_block_sparse_attention
+from benchmarks.gpu_kernels import bench, rel_err
 from compiler.sparse_attention import OpSpec, head_masks, static_layout, to_csr
 
 BF16 = torch.bfloat16
-
-
-def bench(fn, rep: int = 300) -> float:
-    fn()
-    torch.cuda.synchronize()
-    return do_bench(fn, warmup=50, rep=rep, return_mode="median")
-
-
-def rel_err(out, ref) -> float:
-    out, ref = out.double(), ref.double()
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def window_op(t: int, block: int, window: int, sinks: int):
