@@ -10,7 +10,9 @@ entry for and PyTorch has a decomposition for; then only those ops are decompose
 from __future__ import annotations
 
 import gc
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,38 @@ from compiler import log
 from compiler.errors import CaptureError
 
 _log = log.get("capture")
+# torch.export is not thread-safe (module-level tracer state: "CURRENT_PATCHER is None"): one capture
+# at a time per process. Re-entrant for a model whose forward compiles another model.
+_EXPORT_LOCK = threading.RLock()
+
+_GC_LOCK = threading.Lock()
+_gc_depth = 0
+_gc_was_enabled = True
+
+
+@contextmanager
+def gc_paused():
+    """No cyclic garbage collection while a compile runs.
+
+    A full collection on a heap holding torch (and transformers) costs 0.25-0.4 s on this machine's kind,
+    and a compile allocates enough to trigger one; the objects a compile leaves behind are collected by the
+    next ordinary collection after it. Nests, and is safe when several threads compile: the caller's
+    setting comes back when the last compile ends.
+    """
+    global _gc_depth, _gc_was_enabled
+    with _GC_LOCK:
+        if _gc_depth == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_depth += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_depth -= 1
+            if _gc_depth == 0 and _gc_was_enabled:
+                gc.enable()
+
 
 # Ops the importer takes whole even though PyTorch could decompose them: the passes want them intact.
 KEEP_WHOLE = (
@@ -73,10 +107,10 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
 def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[str]) -> Captured:
     """Export `model(*args, **kwargs)`; decompose the ops outside `known_ops` that have a decomposition."""
     t0 = time.perf_counter()
-    ep = _export(model, args, kwargs)
-    todo = _decomposable_unknowns(ep, known_ops)
-    if todo:
-        _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
-        ep = ep.run_decompositions(todo)
-    gc.collect()  # one collection now rather than a 250 ms one in the middle of the compile
+    with _EXPORT_LOCK:
+        ep = _export(model, args, kwargs)
+        todo = _decomposable_unknowns(ep, known_ops)
+        if todo:
+            _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
+            ep = ep.run_decompositions(todo)
     return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)))

@@ -15,12 +15,15 @@ the same model loads a shared object instead of running MLIR.
 Running: one closure per step over a flat list of values; kernel outputs that never escape to the
 caller are preallocated once (shapes are static); each MLIR kernel is called through
 `JitKernel.call_unchecked`. Non-contiguous inputs of a kernel are made contiguous at its boundary.
-A compiled Program is not re-entrant: two threads calling it at once share its intermediates.
+Intermediates and the kernels' memref descriptors are shared between calls, so a Program runs
+one call at a time: concurrent calls from several threads take turns on a lock (uncontended, it
+adds well under a microsecond to a call; tests/test_threads.py).
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -331,12 +334,14 @@ def build_runner(plan: Plan, kernels: dict):
             launch.append(_block_launch(s, slots, outs))
     ret = [slots[v] for v in plan.returns]
     n = len(slots)
+    lock = threading.Lock()  # preallocated buffers and memref descriptors: one call at a time
 
     def run(tensors):
         vals = [None] * n
         vals[:n_args] = tensors
-        for f in launch:
-            f(vals)
+        with lock:
+            for f in launch:
+                f(vals)
         return [vals[i] for i in ret]
     return run
 
