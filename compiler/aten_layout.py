@@ -197,3 +197,24 @@ def _gather_elements(ctx, x, dim, index, sparse_grad=False):
     d = _dim(dim, _rank(ctx, x))
     return ctx.emit(g.GatherElementsOp(operands=[ctx.value(x), ctx.value(index)], properties={"dim": g.int_attr(d)},
                                        result_types=[ctx.out_type()]))
+
+
+@lower("aten.diff.default")
+def _diff(ctx, x, n=1, dim=-1, prepend=None, append=None):
+    """`x.diff(dim, prepend=, append=)`: cat(prepend, x, append), then x[1:] - x[:-1] along `dim` (n=1)."""
+    dt = ctx.meta(x).dtype
+    parts = [p for p in (prepend, x, append) if p is not None]
+    if n != 1 or dt == torch.bool or not all(isinstance(p, torch.fx.Node) for p in parts):
+        return NotImplemented  # higher orders, bool xor-diffs, scalar prepends: run eagerly
+    shape = list(ctx.meta(x).shape)
+    d = _dim(dim, len(shape))
+    vs = [ctx.cast(ctx.value(p), dt) for p in parts]
+    total = sum(ctx.meta(p).shape[d] for p in parts)
+    name = torch_dtype_name(dt)
+    v = vs[0] if len(vs) == 1 else ctx.emit(g.ConcatOp(
+        operands=[vs], properties={"dim": g.int_attr(d)},
+        result_types=[tensor_type(tuple(shape[:d] + [total] + shape[d + 1:]), name)]))
+    part = tensor_type(tuple(shape[:d] + [max(total - 1, 0)] + shape[d + 1:]), name)
+    hi = _slice_to(ctx, v, d, 1, None, 1, part)
+    lo = _slice_to(ctx, v, d, 0, total - 1, 1, part)
+    return ctx.emit(g.SubOp(hi, lo, ctx.out_type()))

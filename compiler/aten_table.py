@@ -150,6 +150,9 @@ for _aten, _kind in _ARITH.items():
     for _ov in ("Tensor", "Scalar", "default"):
         lower(f"aten.{_aten}.{_ov}")(_binary(_kind, False))
 lower("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")(_binary("pow", False))
+# `a & b` / `a | b` on bool masks (HF mask building): taken here so no run_decompositions() is needed
+lower("aten.__and__.Tensor", "aten.__and__.Scalar")(_binary("logical_and", False))
+lower("aten.__or__.Tensor", "aten.__or__.Scalar")(_binary("logical_or", False))
 for _kind in _COMPARE:
     lower(f"aten.{_kind}.Tensor", f"aten.{_kind}.Scalar")(_binary(_kind, True))
 

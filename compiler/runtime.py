@@ -21,7 +21,7 @@ import torch.utils._pytree as pytree
 from backends.base import Program
 from compiler import ir, knobs, log
 from compiler.buffer_facts import materialize_causal_buffers
-from compiler.capture import capture
+from compiler.capture import capture, gc_paused
 from compiler.errors import CallError, SolderError, VerifyError
 from compiler.importer import Imported, import_program
 from compiler.pipeline import PipelineRun, run_pipeline
@@ -177,6 +177,7 @@ class CompiledModule:
         except ValueError:
             pass  # no inspectable signature (builtins): let export decide
 
+    @gc_paused()
     def _compile(self, key, args, kwargs) -> Specialization:
         from compiler.aten_table import TABLE
         from backends.registry import get_backend

@@ -1,0 +1,49 @@
+"""Capture takes `export()`'s graph as is: no `run_decompositions()` second trace for the zoo."""
+
+import gc
+import threading
+
+import pytest
+import torch
+
+from compiler import compile as solder_compile
+from compiler.aten_table import TABLE
+from compiler.capture import capture, gc_paused
+from examples.models import ZOO, get
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_needs_no_decomposition(name):
+    built = get(name).build()
+    kwargs = built[2] if len(built) > 2 else {}
+    cap = capture(built[0], built[1], kwargs, set(TABLE))
+    assert cap.decomposed == (), f"{name}: importer lacks {cap.decomposed}, so capture traced twice"
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+def test_diff_and_bool_masks_match_eager(target):
+    def f(x, p, a, m1, m2):
+        return x.diff(dim=1, prepend=p, append=a) * 2 + (m1 & m2).float() - (m1 | m2).float() + x.float().diff(dim=0).sum()
+
+    x, p, a = torch.randint(0, 9, (3, 7)), torch.randint(0, 9, (3, 2)), torch.randint(0, 9, (3, 1))
+    m1, m2 = torch.rand(3, 9) > 0.5, torch.rand(3, 9) > 0.5
+    compiled = solder_compile(f, target=target)
+    torch.testing.assert_close(compiled(x, p, a, m1, m2), f(x, p, a, m1, m2))
+    sp = next(iter(compiled.specializations.values()))
+    assert not sp.imported.externs, sp.imported.externs
+
+
+def test_gc_paused_nests_across_threads_and_restores():
+    assert gc.isenabled()
+    inside = []
+
+    def worker():
+        with gc_paused():
+            inside.append(gc.isenabled())
+
+    with gc_paused():
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert not gc.isenabled()
+    assert inside == [False] and gc.isenabled()
