@@ -1,0 +1,403 @@
+"""Flash attention for the CPU backend: one generated MLIR kernel per attention shape, no T×S buffer.
+
+`graph.attention` and `graph.block_sparse_attention` lower to one function (same ABI and JIT path as
+the other kernels: memref arguments, destination passing, `llvm.emit_c_interface`, jit.compile_mlir
+and its disk cache). The kernel walks (batch, head, query block) — an `scf.forall` on OpenMP threads
+when libomp is there — and, inside, the key blocks that the query block needs: all of them, up to the
+diagonal when causal, or the ones a block-sparse layout lists for that head. Per key block:
+
+    kt[D, BK]   = the key block transposed (scratch on the stack, so a score row is one vector)
+    per query row i of the block:
+      s[BK]     = scale * sum_d q[i, d] * kt[d, :]          (vector<BK> FMAs, accumulator in registers)
+      s         = s + mask row | select(mask row, s, -inf); -inf past the causal diagonal and past S
+      m_new     = max(m[i], max(s));  p = exp(s - m_new);  alpha = exp(m[i] - m_new)
+      l[i]      = l[i] * alpha + sum(p);  acc[i, :] = acc[i, :] * alpha + sum_j p[j] * v[j, :]
+    out[i, :]   = acc[i, :] / l[i]   (0 for a row every key of which is masked)
+
+The scratch per (batch, head, query block) is D×BK + BQ×Dv + 2·BQ + BK floats, so peak memory is the
+inputs and the output. exp is the arith-only polynomial (mathapprox's 11-op exp, written on vectors);
+scores and accumulators are fp32 (bf16/fp16 inputs are upcast at the call). GQA: query head h reads
+key/value head h // (Hq / Hkv). Masks keep their own (broadcast) shape: size-1 dims index 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from backends.cpu.mathapprox import _EXP2_TAYLOR, _EXP_FAST_BOUND, _LOG2E, f32_literal
+from compiler.dialects.types import shape_of
+
+BLOCK_Q = 64
+BLOCK_K = 64
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Everything the emitted kernel depends on (static shapes: one kernel per spec)."""
+
+    b: int
+    hq: int
+    t: int
+    d: int
+    hkv: int
+    s: int
+    dv: int
+    scale: float
+    causal: bool
+    mask: str = ""                     # "", "add" (f32, added to the scores) or "bool" (i8, 1 = keep)
+    mask_shape: tuple[int, ...] = ()   # 4-d, broadcastable to [B, Hq, T, S]
+    sparse: tuple[int, int] | None = None  # (layout batch LB, layout heads LH) of a block layout
+    bq: int = BLOCK_Q
+    bk: int = BLOCK_K
+    parallel: bool = False
+
+    @property
+    def nq(self) -> int:
+        return -(-self.t // self.bq)
+
+    @property
+    def nk(self) -> int:
+        return -(-self.s // self.bk)
+
+    @property
+    def group(self) -> int:
+        return self.hq // self.hkv
+
+    def arg_shapes(self) -> list[tuple[tuple[int, ...], torch.dtype]]:
+        """Argument shapes and dtypes, in order: q, k, v, [mask], [counts, indices], out."""
+        args = [((self.b, self.hq, self.t, self.d), torch.float32),
+                ((self.b, self.hkv, self.s, self.d), torch.float32),
+                ((self.b, self.hkv, self.s, self.dv), torch.float32)]
+        if self.mask:
+            args.append((self.mask_shape, torch.float32 if self.mask == "add" else torch.int8))
+        if self.sparse:
+            lb, lh = self.sparse
+            args += [((lb, lh, self.nq), torch.int32), ((lb, lh, self.nq, self.nk), torch.int32)]
+        return args + [((self.b, self.hq, self.t, self.dv), torch.float32)]
+
+    def describe(self) -> str:
+        """Short text for explain(): blocks, masking, GQA, threads."""
+        bits = [f"{self.bq}x{self.bk} blocks", "online softmax"]
+        if self.causal:
+            bits.append("causal")
+        if self.mask:
+            bits.append(f"{self.mask} mask")
+        if self.group > 1:
+            bits.append(f"GQA {self.hq}:{self.hkv}")
+        if self.sparse:
+            bits.append("block-sparse layout")
+        bits.append("OpenMP" if self.parallel else "1 thread")
+        return ", ".join(bits)
+
+
+def _memref(shape, elem: str = "f32") -> str:
+    return "memref<" + "x".join(str(n) for n in shape) + f"x{elem}>"
+
+
+class _Text:
+    """Line-oriented MLIR builder: `v(rhs)` appends `%xN = rhs` and returns `%xN`."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.n = 0
+        self.indent = 1
+        self._consts: dict[tuple[str, str], str] = {}
+
+    def line(self, s: str) -> None:
+        self.lines.append("  " * self.indent + s)
+
+    def v(self, rhs: str) -> str:
+        self.n += 1
+        name = f"%x{self.n}"
+        self.line(f"{name} = {rhs}")
+        return name
+
+    def idx(self, n: int) -> str:
+        return self.const(str(n), "index")
+
+    def const(self, lit: str, ty: str) -> str:
+        """Constants are emitted once, at the top of the function (hoisted by `text()`)."""
+        key = (lit, ty)
+        if key not in self._consts:
+            self._consts[key] = f"%c{len(self._consts)}"
+        return self._consts[key]
+
+    def const_lines(self) -> list[str]:
+        return [f"    {n} = arith.constant {lit} : {ty}" for (lit, ty), n in self._consts.items()]
+
+
+class _Emitter:
+    """Writes the kernel for one AttentionSpec (see the module docstring for the algorithm)."""
+
+    FM = " fastmath<nnan,ninf,nsz,contract,afn>"
+
+    def __init__(self, spec: AttentionSpec, name: str) -> None:
+        self.sp, self.name, self.x = spec, name, _Text()
+        self.vk = f"vector<{spec.bk}xf32>"
+        self.vki = f"vector<{spec.bk}xi32>"
+        self.vd = f"vector<{spec.dv}xf32>"
+        self.r = 4 if max(spec.bk, spec.dv) <= 64 else 2  # query rows per micro-kernel step
+
+    # -- helpers ------------------------------------------------------------------------------
+    def f(self, value: float) -> str:
+        return self.x.const(f32_literal(value), "f32")
+
+    def splat(self, value: float, ty: str | None = None) -> str:
+        ty = ty or self.vk
+        return self.x.const(f"dense<{f32_literal(value)}>", ty)
+
+    def vbin(self, op: str, a: str, b: str, ty: str | None = None) -> str:
+        return self.x.v(f"arith.{op} {a}, {b}{self.FM} : {ty or self.vk}")
+
+    def vfma(self, a: str, b: str, c: str, ty: str | None = None) -> str:
+        return self.x.v(f"vector.fma {a}, {b}, {c} : {ty or self.vk}")
+
+    def exp(self, x: str) -> str:
+        """exp(x) for x <= 0 on a vector<BK>: mathapprox's 11-op exp (2^n · 2^f, Taylor 2^f)."""
+        x = self.vbin("maximumf", x, self.splat(-_EXP_FAST_BOUND))
+        nn = self.x.v(f"math.ceil {self.vfma(x, self.splat(-_LOG2E), self.splat(-0.5))} : {self.vk}")
+        f = self.vfma(x, self.splat(_LOG2E), nn)
+        acc = self.splat(_EXP2_TAYLOR[0])
+        for c in _EXP2_TAYLOR[1:]:
+            acc = self.vfma(acc, f, self.splat(c))
+        ni = self.x.v(f"arith.fptosi {nn} : {self.vk} to {self.vki}")
+        shift = self.x.v(f"arith.shli {ni}, {self.x.const('dense<23>', self.vki)} : {self.vki}")
+        bits = self.x.v(f"arith.bitcast {acc} : {self.vk} to {self.vki}")
+        bits = self.x.v(f"arith.subi {bits}, {shift} : {self.vki}")
+        return self.x.v(f"arith.bitcast {bits} : {self.vki} to {self.vk}")
+
+    def for_(self, lo: str, hi: str, iv: str, iter_args: str = "", ty: str = "") -> str | None:
+        """Open an scf.for; with `iter_args` ("%a = %init") returns the result name."""
+        res = None
+        if iter_args:
+            self.x.n += 1
+            res = f"%x{self.x.n}"
+            count = ty.count(",") + 1
+            self.x.line(f"{res}{f':{count}' if count > 1 else ''} = scf.for {iv} = {lo} to {hi} step {self.x.idx(1)} iter_args({iter_args}) -> ({ty}) {{")
+        else:
+            self.x.line(f"scf.for {iv} = {lo} to {hi} step {self.x.idx(1)} {{")
+        self.x.indent += 1
+        return res
+
+    def for_n(self, lo: str, hi: str, iv: str, inits: list[str], ty: str) -> str:
+        """Open an scf.for carrying len(inits) values of type `ty` (%it0, %it1, ... in the body)."""
+        its = ", ".join(f"%it{k} = {v}" for k, v in enumerate(inits))
+        return self.for_(lo, hi, iv, its, ", ".join([ty] * len(inits)))
+
+    def end(self, yields: str = "", ty: str = "") -> None:
+        if yields:
+            self.x.line(f"scf.yield {yields} : {ty}")
+        self.x.indent -= 1
+        self.x.line("}")
+
+    # -- the kernel ---------------------------------------------------------------------------
+    def text(self) -> str:
+        sp = self.sp
+        names = ["%q", "%k", "%v"] + (["%mask"] if sp.mask else []) + (["%cnt", "%idx"] if sp.sparse else [])
+        names.append("%out")
+        elems = {"%mask": "f32" if sp.mask == "add" else "i8", "%cnt": "i32", "%idx": "i32"}
+        self.types = {n: _memref(shape, elems.get(n, "f32")) for n, (shape, _) in zip(names, sp.arg_shapes())}
+        self.outer()
+        head = f"  func.func @{self.name}(" + ", ".join(f"{n}: {t}" for n, t in self.types.items()) + \
+            ") attributes {llvm.emit_c_interface} {"
+        return "\n".join([head, *self.x.const_lines(), *self.x.lines, "    return", "  }"]) + "\n"
+
+    def outer(self) -> None:
+        sp, x = self.sp, self.x
+        x.indent = 2
+        self.transpose_keys()
+        if sp.parallel:
+            x.line(f"scf.forall (%b, %h, %qb) in ({sp.b}, {sp.hq}, {sp.nq}) {{")
+            x.indent += 1
+        else:
+            for iv, n in (("%b", sp.b), ("%h", sp.hq), ("%qb", sp.nq)):
+                self.for_(x.idx(0), x.idx(n), iv)
+        self.query_block()
+        for _ in range(1 if sp.parallel else 3):
+            self.end()
+
+    def transpose_keys(self) -> None:
+        """kT[b, hk, d, j] = k[b, hk, j, d], zero past S (padded to whole key blocks): one heap buffer
+        the size of k, so a score row is one vector load per d in every query block."""
+        sp, x = self.sp, self.x
+        c0 = x.idx(0)
+        kt_t = _memref((sp.b, sp.hkv, sp.d, sp.nk * sp.bk))
+        self.kt, self.kt_t = x.v(f"memref.alloc() {{alignment = 64 : i64}} : {kt_t}"), kt_t
+        self.for_(c0, x.idx(sp.b), "%b")
+        self.for_(c0, x.idx(sp.hkv), "%hk")
+        self.for_(c0, x.idx(sp.d), "%d")
+        for j in range(sp.s, sp.nk * sp.bk):
+            x.line(f"memref.store {self.f(0.0)}, {self.kt}[%b, %hk, %d, {x.idx(j)}] : {kt_t}")
+        self.for_(c0, x.idx(sp.s), "%j")
+        kv = x.v(f"memref.load %k[%b, %hk, %j, %d] : {self.types['%k']}")
+        x.line(f"memref.store {kv}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
+        for _ in range(4):
+            self.end()
+
+    def query_block(self) -> None:
+        sp, x = self.sp, self.x
+        c0 = x.idx(0)
+        i0 = x.v(f"arith.muli %qb, {x.idx(sp.bq)} : index")
+        nr = x.v(f"arith.minsi {x.idx(sp.bq)}, {x.v(f'arith.subi {x.idx(sp.t)}, {i0} : index')} : index")
+        self.hk = x.v(f"arith.divui %h, {x.idx(sp.group)} : index") if sp.group > 1 else "%h"
+        acc = x.v(f"memref.alloca() : {_memref((sp.bq, sp.dv))}")
+        ml = x.v(f"memref.alloca() : {_memref((2, sp.bq))}")
+        pbuf = x.v(f"memref.alloca() : {_memref((self.r, sp.bk))}")
+        self.acc, self.ml, self.pbuf, self.i0 = acc, ml, pbuf, i0
+        # acc = 0, m = -inf, l = 0
+        self.for_(c0, x.idx(sp.bq), "%i")
+        x.line(f"vector.store {self.splat(0.0, self.vd)}, {acc}[%i, {c0}] : {_memref((sp.bq, sp.dv))}, {self.vd}")
+        x.line(f"memref.store {self.f(-math.inf)}, {ml}[{c0}, %i] : {_memref((2, sp.bq))}")
+        x.line(f"memref.store {self.f(0.0)}, {ml}[{x.idx(1)}, %i] : {_memref((2, sp.bq))}")
+        self.end()
+        self.for_(c0, self.key_block_count(i0, nr), "%t")
+        self.key_block(nr)
+        self.end()
+        self.write_out(nr)
+
+    def key_block_count(self, i0: str, nr: str) -> str:
+        sp, x = self.sp, self.x
+        if sp.sparse:
+            lb, lh = ("%b" if sp.sparse[0] > 1 else x.idx(0)), ("%h" if sp.sparse[1] > 1 else x.idx(0))
+            self.lay = (lb, lh)
+            n = x.v(f"memref.load %cnt[{lb}, {lh}, %qb] : {self.types['%cnt']}")
+            return x.v(f"arith.index_cast {n} : i32 to index")
+        if not sp.causal:
+            return x.idx(sp.nk)
+        last = x.v(f"arith.minsi {x.v(f'arith.addi {i0}, {nr} : index')}, {x.idx(sp.s)} : index")
+        return x.v(f"arith.ceildivsi {last}, {x.idx(sp.bk)} : index")
+
+    def key_block(self, nr: str) -> None:
+        sp, x = self.sp, self.x
+        kb = "%t"
+        if sp.sparse:
+            lb, lh = self.lay
+            kbi = x.v(f"memref.load %idx[{lb}, {lh}, %qb, %t] : {self.types['%idx']}")
+            kb = x.v(f"arith.index_cast {kbi} : i32 to index")
+        j0 = x.v(f"arith.muli {kb}, {x.idx(sp.bk)} : index")
+        nc = x.v(f"arith.minsi {x.idx(sp.bk)}, {x.v(f'arith.subi {x.idx(sp.s)}, {j0} : index')} : index")
+        x.line(f"scf.for %i = {x.idx(0)} to {nr} step {x.idx(self.r)} {{")
+        x.indent += 1
+        self.rows(j0, nc)
+        self.end()
+
+    def rows(self, j0: str, nc: str) -> None:
+        """R query rows against one key block: R score vectors share each kT load, R accumulator
+        rows share each v row load (independent FMA chains; loads amortized over R rows)."""
+        sp, x, vk, r = self.sp, self.x, self.vk, self.r
+        c0 = x.idx(0)
+        ii = [x.v(f"arith.addi %i, {x.idx(k)} : index") if k else "%i" for k in range(r)]
+        qi = [x.v(f"arith.addi {self.i0}, {i} : index") for i in ii]
+        # rows past T (last query block) read row T-1; their results are never written out
+        qc = [x.v(f"arith.minsi {q}, {x.idx(sp.t - 1)} : index") for q in qi]
+        z = self.splat(0.0)
+        ss = self.for_n(c0, x.idx(sp.d), "%d", [z] * r, vk)
+        kv = x.v(f"vector.load {self.kt}[%b, {self.hk}, %d, {j0}] : {self.kt_t}, {vk}")
+        outs = []
+        for k in range(r):
+            qv = x.v(f"memref.load %q[%b, %h, {qc[k]}, %d] : {self.types['%q']}")
+            outs.append(self.vfma(x.v(f"vector.broadcast {qv} : f32 to {vk}"), kv, f"%it{k}"))
+        self.end(", ".join(outs), ", ".join([vk] * r))
+        rels, alphas = [], []
+        for k in range(r):
+            rel, alpha = self.softmax_row(f"{ss}#{k}", ii[k], qi[k], j0, k)
+            rels.append(rel)
+            alphas.append(alpha)
+        # acc rows = acc rows * alpha + sum_j p[j] v[j0 + j, :], j up to the last key any row sees
+        at = _memref((sp.bq, sp.dv))
+        a0 = []
+        for k in range(r):
+            a = x.v(f"vector.load {self.acc}[{ii[k]}, {c0}] : {at}, {self.vd}")
+            a0.append(self.vbin("mulf", a, x.v(f"vector.broadcast {alphas[k]} : f32 to {self.vd}"), self.vd))
+        jend = x.v(f"arith.maxsi {x.v(f'arith.minsi {nc}, {rels[-1]} : index')}, {c0} : index")
+        aa = self.for_n(c0, jend, "%j", a0, self.vd)
+        vj = x.v(f"vector.load %v[%b, {self.hk}, {x.v(f'arith.addi {j0}, %j : index')}, {c0}] : "
+                 f"{self.types['%v']}, {self.vd}")
+        outs = []
+        for k in range(r):
+            pj = x.v(f"memref.load {self.pbuf}[{x.idx(k)}, %j] : {_memref((r, sp.bk))}")
+            outs.append(self.vfma(x.v(f"vector.broadcast {pj} : f32 to {self.vd}"), vj, f"%it{k}", self.vd))
+        self.end(", ".join(outs), ", ".join([self.vd] * r))
+        for k in range(r):
+            x.line(f"vector.store {aa}#{k}, {self.acc}[{ii[k]}, {c0}] : {at}, {self.vd}")
+
+    def softmax_row(self, s: str, i: str, qi: str, j0: str, k: int) -> tuple[str, str]:
+        """Mask one score row, update its running max and sum, leave p in pbuf[k]; returns the
+        number of keys of the block the row may see (may be <= 0) and the rescale factor alpha."""
+        sp, x, vk = self.sp, self.x, self.vk
+        c0, c1 = x.idx(0), x.idx(1)
+        s = self.vbin("mulf", s, self.splat(sp.scale))
+        # keys this row may see in the block: j < limit - j0 (S, or i + 1 when causal)
+        limit = x.idx(sp.s)
+        if sp.causal:
+            limit = x.v(f"arith.minsi {x.v(f'arith.addi {qi}, {c1} : index')}, {limit} : index")
+        rel = x.v(f"arith.subi {limit}, {j0} : index")
+        reli = x.v(f"arith.index_cast {rel} : index to i32")
+        iota = x.const("dense<[" + ", ".join(map(str, range(sp.bk))) + "]>", self.vki)
+        keep = x.v(f"arith.cmpi slt, {iota}, {x.v(f'vector.broadcast {reli} : i32 to {self.vki}')} : {self.vki}")
+        s, keep = self.apply_mask(s, keep, qi, j0)
+        ninf = self.splat(-math.inf)
+        s = x.v(f"arith.select {keep}, {s}, {ninf} : vector<{sp.bk}xi1>, {vk}")
+        mt = _memref((2, sp.bq))
+        mo = x.v(f"memref.load {self.ml}[{c0}, {i}] : {mt}")
+        lo = x.v(f"memref.load {self.ml}[{c1}, {i}] : {mt}")
+        mx = x.v(f"vector.reduction <maxnumf>, {s} : {vk} into f32")
+        mn = x.v(f"arith.maxnumf {mo}, {mx} : f32")
+        dead = x.v(f"arith.cmpf oeq, {mn}, {self.f(-math.inf)} : f32")
+        msafe = x.v(f"arith.select {dead}, {self.f(0.0)}, {mn} : f32")
+        alpha = x.v(f"math.exp {x.v(f'arith.subf {mo}, {msafe} : f32')} : f32")
+        p = self.exp(self.vbin("subf", s, x.v(f"vector.broadcast {msafe} : f32 to {vk}")))
+        masked = x.v(f"arith.cmpf oeq, {s}, {ninf} : {vk}")
+        p = x.v(f"arith.select {masked}, {self.splat(0.0)}, {p} : vector<{sp.bk}xi1>, {vk}")
+        rs = x.v(f"vector.reduction <add>, {p} : {vk} into f32")
+        x.line(f"memref.store {mn}, {self.ml}[{c0}, {i}] : {mt}")
+        x.line(f"memref.store {x.v(f'math.fma {lo}, {alpha}, {rs} : f32')}, {self.ml}[{c1}, {i}] : {mt}")
+        x.line(f"vector.store {p}, {self.pbuf}[{x.idx(k)}, {c0}] : {_memref((self.r, sp.bk))}, {vk}")
+        return rel, alpha
+
+    def apply_mask(self, s: str, keep: str, qi: str, j0: str) -> tuple[str, str]:
+        sp, x, vk = self.sp, self.x, self.vk
+        if not sp.mask:
+            return s, keep
+        c0 = x.idx(0)
+        mb, mh, mt, ms = sp.mask_shape
+        ix = ["%b" if mb > 1 else c0, "%h" if mh > 1 else c0, qi if mt > 1 else c0]
+        mty = self.types["%mask"]
+        elem = "f32" if sp.mask == "add" else "i8"
+        vty = vk if elem == "f32" else f"vector<{sp.bk}xi8>"
+        if ms > 1:
+            pad = self.f(0.0) if elem == "f32" else x.const("0", "i8")
+            row = x.v(f"vector.transfer_read %mask[{', '.join(ix)}, {j0}], {pad} {{in_bounds = [false]}} : "
+                      f"{mty}, {vty}")
+        else:
+            one = x.v(f"memref.load %mask[{', '.join(ix)}, {c0}] : {mty}")
+            row = x.v(f"vector.broadcast {one} : {elem} to {vty}")
+        if elem == "f32":
+            return self.vbin("addf", s, row), keep
+        on = x.v(f"arith.cmpi ne, {row}, {x.const('dense<0>', vty)} : {vty}")
+        return s, x.v(f"arith.andi {keep}, {on} : vector<{sp.bk}xi1>")
+
+    def write_out(self, nr: str) -> None:
+        sp, x = self.sp, self.x
+        c0, c1 = x.idx(0), x.idx(1)
+        self.for_(c0, nr, "%i")
+        li = x.v(f"memref.load {self.ml}[{c1}, %i] : {_memref((2, sp.bq))}")
+        empty = x.v(f"arith.cmpf oeq, {li}, {self.f(0.0)} : f32")
+        inv = x.v(f"arith.select {empty}, {self.f(0.0)}, {x.v(f'arith.divf {self.f(1.0)}, {li} : f32')} : f32")
+        row = x.v(f"vector.load {self.acc}[%i, {c0}] : {_memref((sp.bq, sp.dv))}, {self.vd}")
+        row = self.vbin("mulf", row, x.v(f"vector.broadcast {inv} : f32 to {self.vd}"), self.vd)
+        qi = x.v(f"arith.addi {self.i0}, %i : index")
+        x.line(f"vector.store {row}, %out[%b, %h, {qi}, {c0}] : {self.types['%out']}, {self.vd}")
+        self.end()
+
+
+def emit(spec: AttentionSpec, name: str) -> str:
+    """The MLIR func text of the attention kernel for `spec`, named `name`."""
+    return _Emitter(spec, name).text()
+
+
+def module(spec: AttentionSpec, name: str) -> str:
+    return "module {\n" + emit(spec, name) + "}\n"
