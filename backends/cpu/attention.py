@@ -229,8 +229,10 @@ class _Emitter:
         self.for_(c0, x.idx(sp.b), "%b")
         self.for_(c0, x.idx(sp.hkv), "%hk")
         self.for_(c0, x.idx(sp.d), "%d")
-        for j in range(sp.s, sp.nk * sp.bk):
-            x.line(f"memref.store {self.f(0.0)}, {self.kt}[%b, %hk, %d, {x.idx(j)}] : {kt_t}")
+        if sp.s < sp.nk * sp.bk:
+            self.for_(x.idx(sp.s), x.idx(sp.nk * sp.bk), "%j")
+            x.line(f"memref.store {self.f(0.0)}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
+            self.end()
         self.for_(c0, x.idx(sp.s), "%j")
         kv = x.v(f"memref.load %k[%b, %hk, %j, %d] : {self.types['%k']}")
         x.line(f"memref.store {kv}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
@@ -401,3 +403,129 @@ def emit(spec: AttentionSpec, name: str) -> str:
 
 def module(spec: AttentionSpec, name: str) -> str:
     return "module {\n" + emit(spec, name) + "}\n"
+
+
+# -- planning and calling -----------------------------------------------------------------------
+OPS = ("graph.attention", "graph.block_sparse_attention")
+ROUTE = "mlir: flash attention"
+SDPA_ROUTE = "library: F.scaled_dot_product_attention"
+_FLOAT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+PARALLEL_MIN_FLOPS = 1 << 22  # below this, OpenMP start-up outweighs a second thread
+
+
+@dataclass
+class AttentionPlan:
+    """How one attention op runs: `spec` set means the generated kernel (`launcher(kernel)` gives
+    the callable over the op's operands); otherwise `route` is the library call. `note` says why."""
+
+    route: str
+    note: str
+    spec: AttentionSpec | None = None
+    launcher: object = None
+
+    def arg_types(self) -> list[tuple[tuple[int, ...], str]]:
+        names = {torch.float32: "f32", torch.int8: "i8", torch.int32: "i32"}
+        return [(shape, names[dt]) for shape, dt in self.spec.arg_shapes()]
+
+
+def plan(op) -> AttentionPlan:
+    """The route of one attention op on the CPU backend (generated kernel unless it cannot be)."""
+    q, k, v = (shape_of(x.type) for x in (op.query, op.key, op.value))
+    elem = str(op.query.type.element_type)
+    sparse = op.name == "graph.block_sparse_attention"
+    bad = _unsupported(op, elem)
+    if bad:
+        if sparse:
+            return AttentionPlan("reference", f"the generated kernel does not cover {bad}")
+        return AttentionPlan(f"{SDPA_ROUTE} (the generated kernel does not cover {bad})", "")
+    flops = 4 * q[0] * q[1] * q[2] * k[2] * q[3]
+    parallel = _threads() > 1 and flops >= PARALLEL_MIN_FLOPS
+    common = dict(b=q[0], hq=q[1], t=q[2], d=q[3], hkv=k[1], s=k[2], dv=v[3],
+                  scale=op.scale.value.data, causal=op.causal is not None, parallel=parallel)
+    if sparse:
+        from compiler.sparse_attention import OpSpec
+        ospec = OpSpec.of(op)
+        lb, lh = (q[0], q[1]) if ospec.dynamic else (1, _static_heads(ospec, q[1], q[2], k[2]))
+        spec = AttentionSpec(**common, sparse=(lb, lh), bq=ospec.block, bk=ospec.block)
+        return AttentionPlan(_route(spec, "block-sparse: only the layout's key blocks"), "", spec,
+                             lambda kern: _sparse_call(spec, kern, ospec))
+    mask, mshape = "", ()
+    if op.mask is not None:
+        mt = op.mask.type
+        mask = "bool" if str(mt.element_type) == "i1" else "add"
+        mshape = (1,) * (4 - len(shape_of(mt))) + shape_of(mt)
+    spec = AttentionSpec(**common, mask=mask, mask_shape=mshape)
+    return AttentionPlan(_route(spec, "default: no TxS buffer"), "", spec,
+                         lambda kern: _dense_call(spec, kern))
+
+
+def _route(spec: AttentionSpec, why: str) -> str:
+    return f"{ROUTE} ({spec.describe()}; {why})"
+
+
+def _unsupported(op, elem: str) -> str:
+    if elem not in _FLOAT:
+        return f"element type {elem} (f32, bf16, f16 only)"
+    q, k = shape_of(op.query.type), shape_of(op.key.type)
+    if getattr(op, "mask", None) is not None:
+        ms = shape_of(op.mask.type)
+        full = (q[0], q[1], q[2], k[2])
+        ms4 = (1,) * (4 - len(ms)) + ms
+        if len(ms) > 4 or any(m not in (1, f) for m, f in zip(ms4, full)):
+            return f"a mask of shape {list(ms)} (broadcastable to {list(full)} expected)"
+        if str(op.mask.type.element_type) not in ("i1", *_FLOAT):
+            return f"a mask of element type {op.mask.type.element_type}"
+    return ""
+
+
+def _threads() -> int:
+    from backends.cpu import jit
+    return torch.get_num_threads() if jit.find_openmp() is not None else 1
+
+
+def _static_heads(ospec, n_heads: int, t: int, s: int) -> int:
+    from compiler.sparse_attention import static_layout
+    return static_layout(ospec, n_heads, t, s)[0].shape[0]
+
+
+def _f32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).contiguous()
+
+
+def _dense_call(spec: AttentionSpec, kernel):
+    out_shape = (spec.b, spec.hq, spec.t, spec.dv)
+
+    def run(q, k, v, mask=None):
+        args = [_f32(q), _f32(k), _f32(v)]
+        if spec.mask == "add":
+            args.append(_f32(mask).reshape(spec.mask_shape))
+        elif spec.mask == "bool":
+            args.append(mask.reshape(spec.mask_shape).contiguous().view(torch.int8))
+        out = torch.empty(out_shape, dtype=torch.float32)
+        kernel(*args, out)
+        return out if q.dtype == torch.float32 else out.to(q.dtype)
+    return run
+
+
+def sparse_layout_args(spec: AttentionSpec, layouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """counts [LB, LH, nQB] and indices [LB, LH, nQB, nKB] (padded) from per-batch CSR layouts."""
+    lb, lh = spec.sparse
+    counts = torch.stack([c.expand(lh, -1) for c, _ in layouts]).to(torch.int32)
+    idx = [torch.nn.functional.pad(i, (0, spec.nk - i.shape[-1])).expand(lh, -1, -1) for _, i in layouts]
+    counts, idx = counts.expand(lb, -1, -1), torch.stack(idx).to(torch.int32).expand(lb, -1, -1, -1)
+    return counts.contiguous(), idx.contiguous()
+
+
+def _sparse_call(spec: AttentionSpec, kernel, ospec):
+    from compiler.sparse_attention import call_layouts, static_layout
+    out_shape = (spec.b, spec.hq, spec.t, spec.dv)
+    fixed = None
+    if not ospec.dynamic:
+        fixed = sparse_layout_args(spec, [static_layout(ospec, spec.hq, spec.t, spec.s)])
+
+    def run(q, k, v):
+        lay = fixed if fixed is not None else sparse_layout_args(spec, call_layouts(ospec, q, k))
+        out = torch.empty(out_shape, dtype=torch.float32)
+        kernel(_f32(q), _f32(k), _f32(v), *lay, out)
+        return out if q.dtype == torch.float32 else out.to(q.dtype)
+    return run

@@ -31,6 +31,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from backends.base import Backend, Program
+from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS
@@ -60,6 +61,7 @@ class Step:
     schedule_kind: str = ""
     arg_types: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
     opt_level: int = 3
+    launch: object = None  # generated attention: kernel -> callable over the op's operands
     kernel_id: int | None = None
     note: str = ""
     operand_keys: list[list[SSAValue]] = field(default_factory=list)  # per op, resolved operands
@@ -75,7 +77,7 @@ class Plan:
         """opt level -> MLIR module text with every kernel compiled at that level."""
         by_level: dict[int, list[Step]] = {}
         for s in self.steps:
-            if s.route == "mlir":
+            if _compiled(s):
                 by_level.setdefault(s.opt_level, []).append(s)
         return {lvl: S.module_text([s.text for s in ss], [s.schedule for s in ss])
                 for lvl, ss in sorted(by_level.items())}
@@ -120,7 +122,9 @@ class _Planner:
         return Step(route, ops, ins, outs, operand_keys=keys, **kw)
 
     def top(self, op: Operation) -> None:
-        if op.name in ABSORB:
+        if op.name in ATT.OPS:
+            self.steps.append(self.attention(op))
+        elif op.name in ABSORB:
             self.steps.append(self.step("view", [op]))
         elif op.name in LIBRARY:
             self.steps.append(self.step(_library_route(op), [op]))
@@ -145,12 +149,24 @@ class _Planner:
                 break
             if op.name in LOWERINGS:
                 run.append(op)
+            elif op.name in ATT.OPS:
+                self.steps.append(self.attention(op, kid))
             elif op.name in LIBRARY:
                 self.steps.append(self.step(_library_route(op), [op], kernel_id=kid))
             else:
                 self.steps.append(self.step("reference", [op], kernel_id=kid, note="no CPU lowering"))
         for r, y in zip(kop.results, body.last_op.operands):
             self.alias[r] = self.resolve(y)
+
+    def attention(self, op: Operation, kid=None) -> Step:
+        """Attention: the generated flash kernel (attention.py), or the route it names instead."""
+        p = ATT.plan(op)
+        if p.spec is None:
+            return self.step(p.route, [op], kernel_id=kid, note=p.note)
+        name = f"k{self.n_funcs}"
+        self.n_funcs += 1
+        return self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
+                         arg_types=p.arg_types(), launch=p.launcher)
 
     def flush(self, run: list[Operation], kid) -> None:
         if not run:
@@ -197,6 +213,11 @@ class _Planner:
         st.text, st.arg_types = fb.text(), fb.arg_types
         st.opt_level = _opt_level(st)
         return st
+
+
+def _compiled(s: Step) -> bool:
+    """An MLIR function of the plan's module: a lowered kernel or a generated attention."""
+    return s.route == "mlir" or s.launch is not None
 
 
 def _opt_level(st: Step) -> int:
@@ -287,10 +308,10 @@ def compile_plan(plan: Plan) -> dict[str, object]:
     from backends.cpu import jit
 
     specs = {s.func: [jit.ArgSpec(shape, _ABI.get(dt, _TORCH[dt])) for shape, dt in s.arg_types]
-             for s in plan.steps if s.route == "mlir"}
+             for s in plan.steps if _compiled(s)}
     kernels: dict[str, object] = {}
     for lvl, text in plan.modules().items():
-        names = [s.func for s in plan.steps if s.route == "mlir" and s.opt_level == lvl]
+        names = [s.func for s in plan.steps if _compiled(s) and s.opt_level == lvl]
         first = jit.compile_mlir(text, names[0], opt_level=lvl)
         kernels[names[0]] = first
         keep = first._keepalive  # TODO(jit): a public multi-entry lookup; see the report
@@ -327,6 +348,8 @@ def build_runner(plan: Plan, kernels: dict):
         if s.route == "mlir":
             launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
             made_contiguous.update(s.outputs)
+        elif s.launch is not None:
+            launch.append(_call_launch(s.launch(kernels[s.func]), [slots[v] for v in s.operand_keys[0]], outs))
         elif len(s.ops) == 1:
             fn = _library_fn(s.ops[0]) if s.route.startswith("library") else OPS[s.ops[0].name](s.ops[0])
             launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
@@ -409,11 +432,11 @@ class CpuBackend(Backend):
     targets = ("cpu",)
 
     def supports(self, op: Operation) -> bool:
-        return op.name in LOWERINGS or op.name in LIBRARY
+        return op.name in LOWERINGS or op.name in LIBRARY or op.name in ATT.OPS
 
     def lower(self, module: ModuleOp, target=None) -> Program:
         plan = plan_module(module)
-        kernels = compile_plan(plan) if any(s.route == "mlir" for s in plan.steps) else {}
+        kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
                   "route": s.route, "reason": s.route + (f" ({s.note})" if s.note else ""),
