@@ -4,7 +4,8 @@ Each row is timed in this process: `backends.registry.get_backend(target.backend
 then, on a CPU, warm-up calls and the median of repeated wall-clock calls (`time_program`); on CUDA,
 GPU time measured with CUDA events (`time_cuda`): warm-up calls, then N back-to-back calls captured in
 one CUDA graph (the backend's own graph capture is off) and replayed between two events, the median of
-several replays divided by N. Without the graph, per-call host overhead (~30 us of Python and Triton
+several replays divided by N (the row's `spread` is (max - min) / median of those replays). Without
+the graph, per-call host overhead (~30 us of Python and Triton
 launch code) hides every kernel shorter than that. Rows are appended one by one and flushed, so an
 interrupted run loses at most one row; a rerun skips the ids already in the file.
 
@@ -114,7 +115,7 @@ def _cuda_inputs(fn, seed: int) -> list:
 
 
 def time_cuda(program, args: list, batch_s: float = 3e-3, samples: int = 5, max_calls: int = 200,
-              ) -> tuple[float, int, str]:
+              stats: dict | None = None) -> tuple[float, int, str]:
     """(median GPU seconds of one call, calls timed, method) with CUDA events, like triton.testing.do_bench.
 
     Two warm-up calls (compile, pick autotuned variants), one call timed to size the batch, then `calls`
@@ -152,7 +153,10 @@ def time_cuda(program, args: list, batch_s: float = 3e-3, samples: int = 5, max_
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e-3 / calls)
     del graph
-    return statistics.median(times), calls * samples, method
+    med = statistics.median(times)
+    if stats is not None:  # the replays' spread: what one row's measurement noise looks like
+        stats["spread"] = float(f"{(max(times) - min(times)) / med:.4g}") if med > 0 else 0.0
+    return med, calls * samples, method
 
 
 def _capture(program, args: list, calls: int):
@@ -192,7 +196,7 @@ def measure_row(row: generate.Row, target: Target, backend) -> dict:
     args = make_inputs(row.module, target.device)
     extra = {}
     if target.device == "cuda":
-        seconds, reps, extra["timing"] = time_cuda(program, args)
+        seconds, reps, extra["timing"] = time_cuda(program, args, stats=extra)
     else:
         seconds, reps = time_program(program, args, target.device)
     kernel = features.the_kernel(row.module)

@@ -31,7 +31,7 @@ ANALYTIC_NAMES = (
     "n_inputs", "n_outputs", "launches", "log_out_numel", "log_max_numel", "rank", "inner_dim", "log_inner_dim",
     "align16", "align64", "align128", "log_reduce_size", "log_reduce_outer", "n_reductions", "log_mm_m",
     "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
-    "log_bytes_internal", "log_max_buffer",
+    "log_bytes_internal", "log_max_buffer", "n_contractions",
 )
 HIST_NAMES = tuple("n_" + n.removeprefix("graph.") for n in OP_NAMES)
 TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
@@ -77,6 +77,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
     red_size = red_outer = max_numel = max_buffer = 0
     mm = (0, 0, 0, 0)
     causal = 0.0
+    n_contract = 0
     dtype = analytic.main_dtype(ops)
     for op in ops:
         name = op.name
@@ -102,6 +103,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
             if rs > red_size:
                 red_size, red_outer = rs, ro
         if name in CONTRACTIONS:
+            n_contract += 1
             mm = max(mm, _contraction_dims(op))
             causal = max(causal, 1.0 if "causal" in op.properties else 0.0)
     nbytes = nread + nwritten
@@ -115,7 +117,8 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         "log_roofline_parts": math.log2(parts_s or target.launch_overhead or 1e-9),
         "log_bytes_parts": _log2(parts_bytes), "log_flops_trans": _log2(flops_trans),
         "n_ops": float(len(ops)), "n_compute_ops": float(len(ops) - n_layout - f.get("n_constant", 0.0)),
-        "n_layout_ops": float(n_layout), "n_inputs": float(len(ins)), "n_outputs": float(len(outs)), "launches": 1.0,
+        "n_layout_ops": float(n_layout), "n_inputs": float(len(ins)), "n_outputs": float(len(outs)),
+        "launches": float(launches(ops)),
         "log_out_numel": _log2(out.numel), "log_max_numel": _log2(max_numel), "rank": float(len(out.shape)),
         "inner_dim": float(inner), "log_inner_dim": _log2(inner), "align16": float(inner % 16 == 0),
         "align64": float(inner % 64 == 0), "align128": float(inner % 128 == 0), "log_reduce_size": _log2(red_size),
@@ -124,8 +127,71 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         "frac_bf16": bf16 / len(ops) if ops else 0.0, "frac_compute_bytes_bf16": float(dtype == "bfloat16"),
         "causal": causal, "log_regs": _log2(regs), "log_smem": _log2(smem),
         "log_bytes_internal": _log2(max(0.0, parts_bytes - nbytes)), "log_max_buffer": _log2(max_buffer),
+        "n_contractions": float(n_contract),
     })
     return f
+
+
+_SOURCES = frozenset({"graph.constant", "graph.arange"})
+
+
+def launches(ops: list[Operation]) -> int:
+    """Kernels the backends launch for `ops` as one group: one per contraction (a library or template
+    call), plus one per connected run of the other compute ops between them (layout ops join runs and
+    launch nothing alone). A GEMM, its activation and a second GEMM grouped together are three launches:
+    grouping them saves no launch, which is what lets the model see that such a "fusion" is a tie."""
+    parent: dict[int, int] = {}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    contractions = 0
+    compute: set[int] = set()
+    members = {id(o) for o in ops}
+    for op in ops:
+        name = op.name
+        if name in CONTRACTIONS:
+            contractions += 1
+            continue
+        if name in _SOURCES:
+            continue
+        me = id(op)
+        parent.setdefault(me, me)
+        if name not in LAYOUT_OPS:
+            compute.add(me)
+        for v in op.operands:
+            owner = v.owner
+            if isinstance(owner, Operation) and id(owner) in members and id(owner) in parent:
+                a, b = find(me), find(id(owner))
+                if a != b:
+                    parent[a] = b
+    comps: dict[int, list[Operation]] = {}
+    for op in ops:
+        if id(op) in compute:
+            comps.setdefault(find(id(op)), []).append(op)
+    if contractions == 1 and len(comps) == 1 and _gemm_epilogue(next(iter(comps.values())), members):
+        return 1
+    return contractions + len(comps)
+
+
+_EPILOGUE_OPS = frozenset({"graph.relu", "graph.gelu", "graph.silu", "graph.sigmoid", "graph.tanh", "graph.add"})
+
+
+def _gemm_epilogue(comp: list[Operation], members: set[int]) -> bool:
+    """Whether a run of ops is an activation/bias/residual epilogue of a 16-bit GEMM, the group's only
+    other compute (the GPU matmul template then runs it inside the GEMM kernel)."""
+    if len(comp) > 3 or any(o.name not in _EPILOGUE_OPS for o in comp):
+        return False
+    head = comp[0].operands
+    for v in head:
+        owner = v.owner
+        if (isinstance(owner, Operation) and id(owner) in members and owner.name in ("graph.matmul", "graph.linear")
+                and type_info(owner.results[0].type).elem in ("bf16", "f16") and sum(1 for _ in owner.results[0].uses) == 1):
+            return True
+    return False
 
 
 def _reduce_sizes(op: Operation) -> tuple[int, int]:

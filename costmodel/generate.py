@@ -8,8 +8,13 @@ A *case* is one computation (a family, a shape signature, typed inputs and a bod
   as its own kernel (`role = "part"`), all sharing a `pair` id, so "fuse or not" can be scored against
   measured truth: fused seconds versus the sum of its parts.
 
-Row ids are `"<case>"`, `"<case>.f"`, `"<case>.p<k>"`; the same seed and profile always yield the same
-rows in the same order, which is what makes `collect` resumable.
+Row ids are `"<case>"`, `"<case>.f"`, `"<case>.p<k>"` (prefixed `s<seed>.` for seeds other than 0); the
+same seed and profile always yield the same rows in the same order, which is what makes `collect`
+resumable. Stream 0 draws the original eight families (`FAMILIES`: elementwise chains, casts,
+reductions, softmax/norms, matmul with epilogues, attention, layout ops, written-out softmax); streams
+1, 2, ... draw every family (`FAMILIES_ALL`), adding masked and grouped-query attention, attention with
+its output projection, GEMM→activation→GEMM blocks, and `zoo`: the kernels the fusion passes form on
+the zoo models, harvested by `costmodel/harvest.py` into `zoo_kernels.jsonl`.
 
 Two size profiles (`SIZES`): "small" (up to ~2M elements, ~8 MB; the CPU target's data) and "gpu" (up to
 ~67M elements, ~270 MB, GEMMs up to ~69 GFLOP) so that on a GPU bandwidth and FLOPs, not launch latency,
@@ -18,10 +23,14 @@ decide most latencies, while the log-uniform draw still yields small kernels.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import random
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
@@ -308,20 +317,169 @@ def softmax_chain(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     return Case("softmax_chain", _sig((shape, dt)), [(shape, dt)], body, chain=True)
 
 
+def _attention_shape(rng: random.Random, sz: Sizes, causal: bool) -> tuple[int, int, int, int, int, int]:
+    """(B, Hq, Hkv, T, S, D) within the profile's FLOP cap; Hkv < Hq (grouped-query) one time in four."""
+    while True:
+        bsz, h = rng.choice([1, 2, 4]), rng.choice(sz.att_heads)
+        t, d = rng.choice(sz.att_t), rng.choice([32, 64, 128])
+        s = t if causal else rng.choice(sz.att_s)
+        hkv = h // rng.choice([2, 4]) if h >= 4 and rng.random() < 0.25 else h
+        if 4 * bsz * h * t * s * d <= sz.att_flops:
+            return bsz, h, hkv, t, s, d
+
+
+def attention_masked(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
+    """graph.attention with a mask operand: boolean padding [B,1,1,S] or full [B,1,T,S] (what transformers
+    passes under export), or an additive [1,1,T,S] mask; causal with a padding mask too; GQA sometimes."""
+    kind = rng.choice(["pad", "full", "additive", "causal_pad"])
+    causal = kind == "causal_pad"
+    bsz, h, hkv, t, s, d = _attention_shape(rng, sz, causal)
+    dt = _dtype(rng, 0.3)
+    mask = {"pad": ((bsz, 1, 1, s), "bool"), "full": ((bsz, 1, t, s), "bool"), "additive": ((1, 1, t, s), dt),
+            "causal_pad": ((bsz, 1, 1, s), "bool")}[kind]
+    q, kv = ((bsz, h, t, d), dt), ((bsz, hkv, s, d), dt)
+
+    def body(b: Builder, args):
+        props = {"scale": g.float_attr(d ** -0.5), "causal": UnitAttr() if causal else None}
+        return [b.op(g.AttentionOp, [args[0], args[1], args[2], [args[3]]], (bsz, h, t, d), dt, **props)]
+
+    return Case("attention_masked", _sig(q, kv, mask) + f"|{kind}", [q, kv, kv, mask], body)
+
+
+def attention_proj(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
+    """Attention followed by its output projection (fuse-blocks' attention block): attention, permute to
+    [B,T,H,D], reshape to [B,T,H·D], linear(+bias), optionally a residual add."""
+    causal = rng.random() < 0.5
+    bsz, h, _, t, s, d = _attention_shape(rng, sz, causal)
+    dm = h * d
+    dt = _dtype(rng, 0.3)
+    residual = rng.random() < 0.5
+    q, kv = ((bsz, h, t, d), dt), ((bsz, h, s, d), dt)
+    inputs = [q, kv, kv, ((dm, dm), dt), ((dm,), dt)] + ([((bsz, t, dm), dt)] if residual else [])
+
+    def body(b: Builder, args):
+        props = {"scale": g.float_attr(d ** -0.5), "causal": UnitAttr() if causal else None}
+        y = b.op(g.AttentionOp, [args[0], args[1], args[2], []], (bsz, h, t, d), dt, **props)
+        y = b.op(g.PermuteOp, [y], (bsz, t, h, d), dt, perm=g.ints_attr([0, 2, 1, 3]))
+        y = b.op(g.ReshapeOp, [y], (bsz, t, dm), dt)
+        y = b.op(g.LinearOp, [y, args[3], [args[4]]], (bsz, t, dm), dt)
+        return [b.binary("add", y, args[5]) if residual else y]
+
+    sig = _sig(q, kv) + ("|causal" if causal else "") + ("|res" if residual else "")
+    return Case("attention_proj", sig, inputs, body, chain=True)
+
+
+def mlp_block(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
+    """GEMM→activation→GEMM (fuse-blocks' MLP block): linear, GELU/ReLU/SiLU or SwiGLU, linear, maybe a
+    residual add; tokens x d in, hidden = 2-4 d."""
+    dims = [x for x in sz.mm_dims if x >= 32]
+    act = rng.choice(["gelu", "gelu_tanh", "relu", "silu", "swiglu"])
+    while True:
+        m, d = rng.choice(dims + [1, 8, 16]), rng.choice(dims)
+        hid = d * rng.choice([2, 4]) if rng.random() < 0.7 else rng.choice(dims)
+        if 2 * m * d * hid * (3 if act == "swiglu" else 2) <= sz.mm_flops:
+            break
+    dt = _dtype(rng, 0.3)
+    residual = rng.random() < 0.4
+    x = ((m, d), dt)
+    inputs = [x, ((hid, d), dt), ((hid,), dt), ((d, hid), dt), ((d,), dt)]
+    if act == "swiglu":
+        inputs.append(((hid, d), dt))
+    if residual:
+        inputs.append(x)
+
+    def body(b: Builder, args):
+        h = b.op(g.LinearOp, [args[0], args[1], [args[2]]], (m, hid), dt)
+        if act == "swiglu":
+            up = b.op(g.LinearOp, [args[0], args[5], []], (m, hid), dt)
+            h = b.binary("mul", b.unary("silu", h), up)
+        elif act == "gelu_tanh":
+            h = b.unary("gelu", h)
+        elif act == "gelu":
+            h = b.op(g.GeluOp, [h], (m, hid), dt, approximate=StringAttr("none"))
+        else:
+            h = b.unary(act, h)
+        y = b.op(g.LinearOp, [h, args[3], [args[4]]], (m, d), dt)
+        return [b.binary("add", y, args[-1]) if residual else y]
+
+    return Case("mlp_block", _sig(*inputs) + f"|{act}" + ("|res" if residual else ""), inputs, body, chain=True)
+
+
+ZOO_KERNELS = Path(__file__).parent / "zoo_kernels.jsonl"
+
+
+@functools.cache
+def _zoo_records() -> tuple[tuple[int, str], ...]:
+    """(largest tensor's elements, module text) of each harvested zoo kernel (costmodel/harvest.py)."""
+    if not ZOO_KERNELS.exists():
+        raise ValueError(f"no harvested zoo kernels at {ZOO_KERNELS}; run `python -m costmodel.harvest`")
+    out = []
+    for line in ZOO_KERNELS.read_text().splitlines():
+        text = json.loads(line)["ir"]
+        numel = max((math.prod(int(x) for x in m.group(1).split("x") if x) or 1
+                     for m in re.finditer(r"tensor<((?:\d+x)*)\w+>", text)), default=1)
+        out.append((numel, text))
+    return tuple(out)
+
+
+def zoo(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
+    """A kernel that the fusion passes form on a zoo model (harvested at several batch sizes and dtypes)."""
+    recs = [text for numel, text in _zoo_records() if numel <= sz.mat_hi]
+    text = rng.choice(recs)
+    from compiler import ir
+
+    kernel = next(op for op in ir.parse(text).walk() if op.name == "graph.kernel")
+    inputs = list(kernel.operands)
+    specs = [(shape_of(v.type), _dt(v)) for v in inputs]
+    src = kernel.regions[0].block
+    names = [op.name.removeprefix("graph.") for op in src.ops if op.name != "graph.yield"]
+
+    def body(b: Builder, args):
+        mapping = dict(zip(src.args, args))
+        for op in src.ops:
+            if op.name == "graph.yield":
+                return [mapping[v] for v in op.operands]
+            new = op.clone(value_mapper=mapping)
+            b.block.add_op(new)
+            mapping.update(zip(op.results, new.results))
+        raise ValueError("graph.kernel body without graph.yield")
+
+    return Case("zoo", _sig(*specs) + "|" + ",".join(names), specs, body, chain=len(names) > 1)
+
+
 FAMILIES: dict[str, tuple[Callable[[random.Random, Sizes], Case], float]] = {
     "eltwise": (eltwise, 3.0), "cast": (cast, 0.7), "reduce": (reduce, 1.5), "rownorm": (rownorm, 1.5),
     "matmul": (matmul, 2.0), "attention": (attention, 1.0), "layout": (layout, 1.0), "softmax_chain": (softmax_chain, 0.8),
 }
+"""The families and weights of stream 0 (the shipped datasets' first rows; kept fixed so they stay resumable)."""
+
+FAMILIES_ALL: dict[str, tuple[Callable[[random.Random, Sizes], Case], float]] = {
+    "eltwise": (eltwise, 2.0), "cast": (cast, 0.4), "reduce": (reduce, 1.0), "rownorm": (rownorm, 1.2),
+    "matmul": (matmul, 2.0), "attention": (attention, 0.6), "layout": (layout, 0.6), "softmax_chain": (softmax_chain, 0.5),
+    "attention_masked": (attention_masked, 1.0), "attention_proj": (attention_proj, 1.0), "mlp_block": (mlp_block, 1.5),
+    "zoo": (zoo, 3.0),
+}
+"""Every family: streams with seed >= 1 draw from these (masked/GQA attention, attention + projection,
+GEMM-act-GEMM, and the kernels the fusion passes form on the zoo)."""
 
 
-def case(seed: int, index: int, profile: str = "small") -> Case:
-    """Case `index` of the stream `seed` in size `profile` (pure function of the three)."""
+def families(seed: int) -> dict:
+    return FAMILIES if seed == 0 else FAMILIES_ALL
+
+
+def case(seed: int, index: int, profile: str = "small", family: str | None = None) -> Case:
+    """Case `index` of the stream `seed` in size `profile` (pure function of the three); `family` forces one."""
     if profile not in SIZES:
         raise ValueError(f"unknown size profile {profile!r}; expected one of {sorted(SIZES)}")
+    mix = families(seed)
     rng = random.Random(f"solder-costmodel:{seed}:{index}")
-    names = list(FAMILIES)
-    family = rng.choices(names, weights=[FAMILIES[n][1] for n in names])[0]
-    return FAMILIES[family][0](rng, SIZES[profile])
+    names = list(mix)
+    chosen = rng.choices(names, weights=[mix[n][1] for n in names])[0]
+    if family is not None:
+        if family not in FAMILIES_ALL:
+            raise ValueError(f"unknown kernel family {family!r}; expected one of {sorted(FAMILIES_ALL)}")
+        chosen = family
+    return FAMILIES_ALL[chosen][0](rng, SIZES[profile])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +510,8 @@ def _parts(c: Case) -> list[ModuleOp]:
     c.body(Builder(scratch), list(scratch.args))
     mods = []
     for op in scratch.ops:
+        if not op.operands:  # constants and aranges: cloned into their readers, never a kernel alone
+            continue
         types = [v.type for v in op.operands]
 
         def body(b: Builder, args, op=op):
@@ -366,16 +526,21 @@ def _parts(c: Case) -> list[ModuleOp]:
 
 
 def rows(seed: int = 0, profile: str = "small") -> Iterator[Row]:
-    """Every row of the stream `seed` in size `profile`, in a fixed order (infinite)."""
+    """Every row of the stream `seed` in size `profile`, in a fixed order (infinite).
+
+    Ids of stream 0 are `"<case>"`, `"<case>.f"`, `"<case>.p<k>"`; other streams prefix `s<seed>.`, so
+    that several streams can grow one dataset.
+    """
     index = 0
+    pre = "" if seed == 0 else f"s{seed}."
     while True:
         c = case(seed, index, profile)
         whole = kernel_module(c.inputs, c.body)
         if not c.chain:
-            yield Row(str(index), c.family, c.shape_sig, "single", None, whole)
+            yield Row(f"{pre}{index}", c.family, c.shape_sig, "single", None, whole)
         else:
-            pair = str(index)
-            yield Row(f"{index}.f", c.family, c.shape_sig, "fused", pair, whole)
+            pair = f"{pre}{index}"
+            yield Row(f"{pair}.f", c.family, c.shape_sig, "fused", pair, whole)
             for k, m in enumerate(_parts(c)):
-                yield Row(f"{index}.p{k}", c.family, c.shape_sig, "part", pair, m)
+                yield Row(f"{pair}.p{k}", c.family, c.shape_sig, "part", pair, m)
         index += 1
