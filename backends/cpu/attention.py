@@ -23,6 +23,7 @@ key/value head h // (Hq / Hkv). Masks keep their own (broadcast) shape: size-1 d
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -410,7 +411,7 @@ OPS = ("graph.attention", "graph.block_sparse_attention")
 ROUTE = "mlir: flash attention"
 SDPA_ROUTE = "library: F.scaled_dot_product_attention"
 _FLOAT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
-PARALLEL_MIN_FLOPS = 1 << 22  # below this, OpenMP start-up outweighs a second thread
+PARALLEL_MIN_FLOPS = 1 << 26  # ~5 ms on one core: below it, waking and joining threads outweighs the second one
 
 
 @dataclass
@@ -479,8 +480,15 @@ def _unsupported(op, elem: str) -> str:
 
 
 def _threads() -> int:
+    """Threads for the kernel: torch's count when libomp is there (else 1). libomp's workers would
+    spin for 200 ms after each kernel (KMP_BLOCKTIME), taking the cores from the torch ops that
+    follow (measured: SDPA at T=256 after the kernel 8 ms instead of 0.6 ms): they sleep at once
+    unless the user set KMP_BLOCKTIME (read when libomp starts its first parallel region)."""
     from backends.cpu import jit
-    return torch.get_num_threads() if jit.find_openmp() is not None else 1
+    if torch.get_num_threads() < 2 or jit.find_openmp() is None:
+        return 1
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+    return torch.get_num_threads()
 
 
 def _static_heads(ospec, n_heads: int, t: int, s: int) -> int:
