@@ -1,9 +1,10 @@
 """The CPU backend: plan @forward into steps, compile the MLIR kernels in one go, run a flat launch list.
 
 Planning (`plan_module`): every `graph.kernel` region is split into runs of ops that lower to MLIR
-(one function each, lower.py/lower_ops.py), library calls (GEMM, convolution, attention through
-torch: MKL/OpenBLAS/oneDNN beat generated code there) and ops without a lowering (the reference
-backend's eager implementation, listed in `Program.fallbacks`). A top-level op outside any kernel is
+(one function each, lower.py/lower_ops.py), attention and block-sparse attention (one generated
+flash-attention function each, attention.py; torch SDPA only where that kernel does not apply),
+library calls (GEMM, convolution through torch: MKL/OpenBLAS/oneDNN beat generated code there) and
+ops without a lowering (the reference backend's eager implementation, listed in `Program.fallbacks`). A top-level op outside any kernel is
 a kernel of its own; the layout ops and constants feeding it are pulled into its function, so a
 permute or a broadcast becomes an indexing map instead of a copy. Layout ops whose results a
 library call or the caller needs run as torch views.
@@ -340,11 +341,18 @@ def build_runner(plan: Plan, kernels: dict):
     made_contiguous = set()  # values produced by MLIR kernels: contiguous by construction
     esc = _escaping(plan)
     launch = []
+    views: list[tuple] = []  # a run of consecutive layout-op steps, launched as one
     for s in plan.steps:
         ins = [slots[v] for v in s.inputs]
         for o in s.outputs:
             slots[o] = len(slots)
         outs = [slots[o] for o in s.outputs]
+        if s.route == "view" and s.ops[0].name in LAYOUT:
+            views.append((OPS[s.ops[0].name](s.ops[0]), [slots[v] for v in s.operand_keys[0]], outs[0]))
+            continue
+        if views:
+            launch.append(_views_launch(views))
+            views = []
         if s.route == "mlir":
             launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
             made_contiguous.update(s.outputs)
@@ -355,6 +363,8 @@ def build_runner(plan: Plan, kernels: dict):
             launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
         else:
             launch.append(_block_launch(s, slots, outs))
+    if views:
+        launch.append(_views_launch(views))
     ret = [slots[v] for v in plan.returns]
     n = len(slots)
     lock = threading.Lock()  # preallocated buffers and memref descriptors: one call at a time
@@ -392,6 +402,48 @@ def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
             vals[o] = t
             args.append(t.view(torch.int8) if b else t)
         call(*args)
+    return run
+
+
+def _views_launch(views: list[tuple]):
+    """Consecutive reshape/permute/expand/slice steps as one launch.
+
+    Run op by op, they cost a Python call and a torch view each (~3 us; attention's head split is 9 of
+    them). Shapes are static, so when the tensors coming in have the strides and offsets seen before,
+    every result is the same `as_strided` view of the same input as last time: the first call (and any
+    call with new strides) runs the ops and records, for each result, which input's storage it views and
+    how; a result that is not a view of an input (a reshape that had to copy) keeps the op-by-op path.
+    """
+    root: dict[int, int] = {}  # result slot -> the input slot whose data it shows (layout ops have one operand)
+    for _, ins, o in views:
+        root[o] = root.get(ins[0], ins[0])
+    ext = sorted({r for r in root.values()})
+    state: dict = {"key": None, "recipe": None}
+
+    def slow(vals):
+        for fn, ins, o in views:
+            vals[o] = fn(*[vals[i] for i in ins])
+
+    def record(vals, key):
+        recipe = []
+        for _, _, o in views:
+            t, i = vals[o], root[o]
+            if t.untyped_storage().data_ptr() != vals[i].untyped_storage().data_ptr() or t.dtype != vals[i].dtype:
+                recipe = None
+                break
+            recipe.append((o, i, tuple(t.shape), t.stride(), t.storage_offset()))
+        state["key"], state["recipe"] = key, recipe
+
+    def run(vals):
+        key = tuple((vals[i].stride(), vals[i].storage_offset()) for i in ext)
+        recipe = state["recipe"]
+        if recipe is not None and key == state["key"]:
+            for o, i, size, stride, off in recipe:
+                vals[o] = vals[i].as_strided(size, stride, off)
+            return
+        slow(vals)
+        if key != state["key"]:
+            record(vals, key)
     return run
 
 
