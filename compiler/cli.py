@@ -65,14 +65,15 @@ def _load_from_torch(spec: str):
         raise SolderError(f"--from-torch: {path} has no zoo entry or builder {name!r}; "
                           f"zoo entries: {', '.join(sorted(zoo)) or 'none'}")
     cap = capture(model, args, kwargs, set(TABLE))
-    return import_program(cap.program).module
+    return import_program(cap.program).module, (model, args if not kwargs else None)
 
 
 def _read_input(args) -> object:
     from compiler import ir
 
     if args.from_torch:
-        return _load_from_torch(args.from_torch)
+        module, args.torch_model = _load_from_torch(args.from_torch)
+        return module
     if args.from_torch_mlir:
         from compiler.torch_mlir_import import import_torch_mlir
 
@@ -117,7 +118,12 @@ def run(argv: list[str]) -> int:
     if args.print_ir_after_all:
         def after(spec, m):
             sys.stderr.write(f"// -----// IR Dump After {spec} //----- //\n{ir.print_ir(m)}\n")
-    run_pipeline(module, args.pipeline, target=target, verify=True, after_each=after)
+    pipeline = registry.parse(args.pipeline)
+    if getattr(args, "torch_model", None):  # a calibrate policy without a plan calibrates the model itself
+        from compiler.sparse_attention import calibrate_pipeline
+
+        pipeline = calibrate_pipeline(pipeline, *args.torch_model, target=target)
+    run_pipeline(module, pipeline, target=target, verify=True, after_each=after)
     if args.explain:
         from compiler.report import kernel_table, kernels_of
 

@@ -260,6 +260,163 @@ def user_blocks(sa: SparseAttention, n_heads: int, t: int, s: int) -> torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------
+# The `blocks` policy from text (the CLI): a layout file, named mask terms, or a mask_mod in a file
+# ---------------------------------------------------------------------------------------------
+
+MASK_TERMS = ("local", "sinks", "every")
+
+
+def named_mask_mod(spec: str, block: int) -> Callable:
+    """A causal FlexAttention-style `mask_mod(b, h, q_idx, kv_idx)` from text: the union of
+    comma-separated terms, intersected with `kv_idx <= q_idx`:
+
+        local:W   keys less than W tokens behind the query (FlexAttention's sliding window)
+        sinks:S   the first S keys (attention sinks)
+        every:K   every K-th key block (`kv_idx // block % K == 0`): strided global columns
+
+    e.g. `local:256,sinks:64` (the window policy's A-shape) or `local:64,every:4`.
+    """
+    terms = []
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        name, _, arg = part.partition(":")
+        if name not in MASK_TERMS or not arg.strip().isdigit() or int(arg) < 1:
+            raise SparseAttentionError(f"sparse attention: bad mask term {part!r} in {spec!r}; expected comma-separated "
+                                       "local:W, sinks:S or every:K with positive integers (e.g. 'local:256,sinks:64')")
+        terms.append((name, int(arg)))
+    if not terms:
+        raise SparseAttentionError(f"sparse attention: empty mask {spec!r}; expected e.g. 'local:256,sinks:64'")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = torch.zeros((), dtype=torch.bool)
+        for name, n in terms:
+            if name == "local":
+                keep = keep | (q_idx - kv_idx < n)
+            elif name == "sinks":
+                keep = keep | (kv_idx < n)
+            else:
+                keep = keep | ((kv_idx // block) % n == 0)
+        return keep & (kv_idx <= q_idx)
+
+    mask_mod.__name__ = f"mask[{spec}]"
+    return mask_mod
+
+
+def load_layout(path: str):
+    """A block layout from a file: `.pt` (torch.save of a bool block mask [H or 1, nQB, nKB] or
+    [nQB, nKB], or a (counts, indices) pair) or `.npy` (a bool or 0/1 array of the same shapes)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise SparseAttentionError(f"sparse attention: no such layout file {path!r}")
+    if path.endswith(".npy"):
+        import numpy as np
+
+        lay = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.endswith(".pt"):
+        try:
+            lay = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise SparseAttentionError(f"sparse attention: cannot read layout {path!r}: {e}") from None
+    else:
+        raise SparseAttentionError(f"sparse attention: layout file {path!r} must end in .pt or .npy")
+    if isinstance(lay, (tuple, list)) and len(lay) == 2 and all(isinstance(x, torch.Tensor) for x in lay):
+        return tuple(lay)
+    if not isinstance(lay, torch.Tensor) or lay.dim() not in (2, 3):
+        raise SparseAttentionError(f"sparse attention: layout {path!r} must hold a block mask [H or 1, nQB, nKB] "
+                                   "or [nQB, nKB], or a (counts, indices) pair")
+    if lay.dtype != torch.bool and not ((lay == 0) | (lay == 1)).all():
+        raise SparseAttentionError(f"sparse attention: layout {path!r} must be boolean (or 0/1)")
+    return lay.bool()
+
+
+def load_mask_mod(ref: str) -> Callable:
+    """A FlexAttention-style `mask_mod` named `FILE.py:NAME` or `package.module:NAME`."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    where, _, name = ref.rpartition(":")
+    if not where or not name:
+        raise SparseAttentionError(f"sparse attention: mask-mod must be FILE.py:NAME or module:NAME, got {ref!r}")
+    if where.endswith(".py"):
+        if not Path(where).is_file():
+            raise SparseAttentionError(f"sparse attention: no such file {where!r} (mask-mod={ref!r})")
+        spec = importlib.util.spec_from_file_location(f"_solder_mask_mod_{Path(where).stem}", where)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as e:
+            raise SparseAttentionError(f"sparse attention: cannot import {where!r} (mask-mod={ref!r}): {e}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise SparseAttentionError(f"sparse attention: {where} has no function {name!r} (mask-mod={ref!r})")
+    return fn
+
+
+def blocks_from_text(block: int, layout: str = "", mask: str = "", mask_mod: str = "") -> SparseAttention:
+    """The `blocks` policy of `rewrite-sparse-attention{policy=blocks layout=|mask=|mask-mod=...}`."""
+    given = [n for n, v in (("layout", layout), ("mask", mask), ("mask-mod", mask_mod)) if v]
+    if len(given) != 1:
+        raise SparseAttentionError("rewrite-sparse-attention{policy=blocks} needs exactly one of layout=\"FILE.pt|.npy\", "
+                                   "mask=\"local:W,sinks:S,every:K\" or mask-mod=\"FILE.py:NAME\"" +
+                                   (f"; got {', '.join(given)}" if given else ""))
+    if layout:
+        return SparseAttention(policy="blocks", layout=load_layout(layout), block=block)
+    fn = named_mask_mod(mask, block) if mask else load_mask_mod(mask_mod)
+    return SparseAttention(policy="blocks", mask_mod=fn, block=block)
+
+
+def load_calibration_inputs(path: str) -> list[tuple]:
+    """Calibration inputs from a `.pt` file: a tensor (one input), a tuple of tensors (one call's
+    arguments), or a list of either (several calls)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise SparseAttentionError(f"sparse attention: no such calibration file {path!r}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SparseAttentionError(f"sparse attention: cannot read calibration inputs {path!r}: {e}") from None
+    calls = data if isinstance(data, list) else [data]
+    out = []
+    for c in calls:
+        c = c if isinstance(c, tuple) else (c,)
+        if not c or not all(isinstance(x, torch.Tensor) for x in c):
+            raise SparseAttentionError(f"sparse attention: {path!r} must hold a tensor, a tuple of tensors, or a list "
+                                       "of those (one entry per calibration call)")
+        out.append(c)
+    return out
+
+
+def calibrate_pipeline(passes: list, model, example_args: tuple | None, target=None) -> list:
+    """`passes` with each `rewrite-sparse-attention{policy=calibrate}` that has no plan calibrated on `model`
+    (the CLI's `--from-torch` model): on the inputs of its `calib=` file, else on `example_args`."""
+    import dataclasses
+
+    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+
+    out = []
+    for p in passes:
+        if not (isinstance(p, RewriteSparseAttentionPass) and p.policy == "calibrate" and not p.plan):
+            out.append(p)
+            continue
+        if p.calib:
+            inputs = load_calibration_inputs(p.calib)
+        elif example_args is not None:
+            inputs = [tuple(example_args)]
+        else:
+            raise SparseAttentionError("rewrite-sparse-attention{policy=calibrate}: no calibration inputs; give "
+                                       "calib=\"inputs.pt\"")
+        sa = SparseAttention(policy="calibrate", budget=p.budget, block=p.block, max_density=p.max_density,
+                             calibration_inputs=inputs)
+        calibrate(model, sa, target)
+        out.append(dataclasses.replace(p, plan=json.dumps(sa.plan), source=sa))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Layouts of an op, cached per shape for static patterns
 # ---------------------------------------------------------------------------------------------
 

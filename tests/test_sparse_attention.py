@@ -196,3 +196,132 @@ def test_with_sparse_attention_inserts_before_fusion():
     assert names == ["canonicalize", "cse", "recognize-attention", "rewrite-sparse-attention", "fuse-ops", "dce"]
     names = [p.name for p in with_sparse_attention("recognize-attention,cse", sa)]
     assert names == ["recognize-attention", "rewrite-sparse-attention", "cse"]
+
+
+# ---- the blocks and calibrate policies from text (the CLI) ----------------------------------------
+
+
+def _cli(tmp_path, pipeline, *extra):
+    from compiler import cli
+
+    src = tmp_path / "attn.mlir"
+    if not src.exists():
+        src.write_text(ir.print_ir(_attn_module(1, 2, 2, 128, 16)))
+    out = tmp_path / "out.mlir"
+    assert cli.run([*extra, *(() if extra else (str(src),)), "-p", pipeline, "-o", str(out)]) == 0
+    return ir.parse(out.read_text())
+
+
+def _layout_of(module):
+    op = _sparse_op(module)
+    n = -(-128 // op.block.value.data)
+    return torch.tensor(op.layout.get_values(), dtype=torch.bool).view(-1, n, n)
+
+
+def test_named_mask_terms():
+    from compiler.sparse_attention import named_mask_mod
+
+    m = mask_mod_blocks(named_mask_mod("local:32,every:4", 16), 1, 128, 128, 16)[0]
+    assert m[7].tolist() == [True, False, False, False, True, True, True, True]  # block 0, 4, and the last 32 keys
+    assert m[2].tolist() == [True, True, True] + [False] * 5
+    sinks = mask_mod_blocks(named_mask_mod("local:16,sinks:32", 16), 1, 128, 128, 16)[0]
+    assert sinks[6].tolist() == [True, True, False, False, False, True, True, False]
+    for bad in ("window:32", "local:-1", "local", "local:32;every:2", ""):
+        with pytest.raises(SparseAttentionError, match="mask"):
+            named_mask_mod(bad, 16)
+
+
+def test_cli_blocks_from_mask_mask_mod_and_layout_files(tmp_path):
+    import numpy as np
+
+    from examples.sparse_lm.masks import local_strided
+
+    want = mask_mod_blocks(local_strided, 1, 128, 128, 16)
+    by_name = _layout_of(_cli(tmp_path, 'rewrite-sparse-attention{policy=blocks mask="local:64,every:4" block=16 max-density=1.0}'))
+    by_file = _layout_of(_cli(tmp_path, 'rewrite-sparse-attention{policy=blocks '
+                                        'mask-mod="examples/sparse_lm/masks.py:local_strided" block=16 max-density=1.0}'))
+    by_module = _layout_of(_cli(tmp_path, 'rewrite-sparse-attention{policy=blocks '
+                                          'mask-mod="examples.sparse_lm.masks:local_strided" block=16 max-density=1.0}'))
+    assert torch.equal(by_name, want) and torch.equal(by_file, want) and torch.equal(by_module, want)
+    per_head = torch.stack([want[0], window_blocks(8, 8, 16, 16, 0)])  # two heads, two layouts
+    torch.save(per_head, tmp_path / "lay.pt")
+    np.save(tmp_path / "lay.npy", per_head.numpy())
+    torch.save(to_csr(per_head), tmp_path / "csr.pt")
+    for f in ("lay.pt", "lay.npy", "csr.pt"):
+        got = _layout_of(_cli(tmp_path, f'rewrite-sparse-attention{{policy=blocks layout="{tmp_path / f}" block=16 max-density=1.0}}'))
+        assert torch.equal(got, per_head), f
+
+
+def test_cli_blocks_errors_are_clear(tmp_path):
+    from compiler.errors import SolderError
+
+    with pytest.raises(SolderError, match="exactly one of layout="):
+        _cli(tmp_path, "rewrite-sparse-attention{policy=blocks block=16 max-density=1.0}")
+    with pytest.raises(SolderError, match="exactly one of layout=.*got layout, mask"):
+        _cli(tmp_path, 'rewrite-sparse-attention{policy=blocks layout="x.pt" mask="local:16" block=16 max-density=1.0}')
+    with pytest.raises(SolderError, match="no such layout file"):
+        _cli(tmp_path, 'rewrite-sparse-attention{policy=blocks layout="missing.pt" block=16 max-density=1.0}')
+    torch.save(torch.ones(2, 4, 4, dtype=torch.bool), tmp_path / "small.pt")
+    with pytest.raises(SolderError, match=r"layout must be \[H or 1, 8, 8\]"):
+        _cli(tmp_path, f'rewrite-sparse-attention{{policy=blocks layout="{tmp_path / "small.pt"}" block=16 max-density=1.0}}')
+    with pytest.raises(SolderError, match="has no function 'nope'"):
+        _cli(tmp_path, 'rewrite-sparse-attention{policy=blocks mask-mod="examples/sparse_lm/masks.py:nope" block=16 max-density=1.0}')
+    with pytest.raises(SolderError, match="no such plan file"):
+        _cli(tmp_path, 'rewrite-sparse-attention{policy=calibrate plan="missing.json"}')
+    with pytest.raises(SolderError, match="--from-torch"):
+        _cli(tmp_path, "rewrite-sparse-attention{policy=calibrate budget=0.5}")
+
+
+def test_cli_named_mask_leaves_non_causal_attention_dense(tmp_path):
+    src = tmp_path / "attn.mlir"
+    src.write_text(ir.print_ir(_attn_module(1, 2, 2, 128, 16, causal=False)))
+    text = ir.print_ir(_cli(tmp_path, 'rewrite-sparse-attention{policy=blocks mask="local:32" block=16 max-density=1.0}'))
+    assert "graph.block_sparse_attention" not in text and "named masks (mask=) are causal" in text
+
+
+BUILDER = """
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class Attn(nn.Module):
+    def __init__(self, d=32, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = (z.reshape(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).split(d, -1))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+
+
+def build():
+    torch.manual_seed(0)
+    return Attn().eval(), (torch.randn(1, 512, 32),), {}
+"""
+
+
+def test_cli_calibrates_a_from_torch_model(tmp_path):
+    """policy=calibrate without a plan: solder-opt --from-torch calibrates the model, on the builder's
+    example inputs or on a calib= file, and writes the same plan as the API."""
+    import importlib.util
+
+    (tmp_path / "builder.py").write_text(BUILDER)
+    spec = importlib.util.spec_from_file_location("_calib_builder", tmp_path / "builder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model, (x,), _ = mod.build()
+    calib = torch.randn(2, 512, 32, generator=torch.Generator().manual_seed(5))
+    torch.save([(calib,)], tmp_path / "calib.pt")
+    frm = ("--from-torch", f"{tmp_path / 'builder.py'}:build")
+    for extra, inputs in (("", [(x,)]), (f' calib="{tmp_path / "calib.pt"}"', [(calib,)])):
+        module = _cli(tmp_path, "canonicalize,cse,recognize-attention,rewrite-sparse-attention"
+                                f"{{policy=calibrate budget=3.0 block=16 max-density=0.9{extra}}}", *frm)
+        sa = SparseAttention(policy="calibrate", budget=3.0, block=16, max_density=0.9, calibration_inputs=inputs)
+        (entry,) = pipeline_passes(sa, model) and sa.plan
+        assert not entry.get("dense"), entry  # a budget of 3 value norms lets every head go sparse
+        heads = json.loads(_sparse_op(module).heads.data)
+        assert [{k: v for k, v in h.items() if k != "err"} for h in heads] == entry["heads"]
+        assert all(h["err"] <= 3.0 for h in heads)
