@@ -7,11 +7,12 @@ Every view-like ATen op becomes one of `graph.reshape`, `graph.permute`, `graph.
 from __future__ import annotations
 
 import torch
-from xdsl.dialects.builtin import UnitAttr  # noqa: F401
+from xdsl.dialects.builtin import StringAttr, UnitAttr  # noqa: F401
 
 from compiler.aten_table import _dim, _rank, _reshape_to, lower
 from compiler.dialects import graph as g
-from compiler.dialects.types import tensor_type
+from compiler.dialects.types import dims_of, size_expr, tensor_type
+from compiler.errors import ImportError_
 from compiler.importer import ImportContext, torch_dtype_name, type_of_meta
 
 
@@ -27,7 +28,7 @@ lower("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", 
 def _permute_to(ctx, v, perm):
     if list(perm) == list(range(len(perm))):
         return v
-    shape = v.type.get_shape()
+    shape = dims_of(v.type)
     t = tensor_type(tuple(shape[p] for p in perm), torch_dtype_name(ctx.meta().dtype))
     return ctx.emit(g.PermuteOp(operands=[v], properties={"perm": g.ints_attr(perm)}, result_types=[t]))
 
@@ -87,7 +88,11 @@ def _repeat_interleave(ctx, x, repeats, dim=None, output_size=None):
 
 
 def _slice_to(ctx, v, dim, start, end, step, out_type):
-    size = v.type.get_shape()[dim]
+    size = dims_of(v.type)[dim]
+    start, end = (None if x is None else size_expr(ctx.meta(x) if isinstance(x, torch.fx.Node) else x)
+                  for x in (start, end))
+    if not isinstance(size, int) or isinstance(start, str) or isinstance(end, str):
+        return _dynamic_slice(ctx, v, dim, start, end, step, out_type, size)
     start = 0 if start is None else (start + size if start < 0 else start)
     end = size if end is None or end > size else (end + size if end < 0 else end)
     start, end = max(0, min(start, size)), max(0, min(end, size))
@@ -95,6 +100,37 @@ def _slice_to(ctx, v, dim, start, end, step, out_type):
     if (start, end, step) == (0, size, 1):
         return v
     props = {"dim": g.int_attr(dim), "start": g.int_attr(start), "end": g.int_attr(end), "step": g.int_attr(step)}
+    return ctx.emit(g.SliceOp(operands=[v], properties=props, result_types=[out_type]))
+
+
+_OPEN_END = 2**63 - 1
+
+
+def _from_end(bound, size):
+    """A symbolic slice bound that is `size - c` as the static negative index -c (`size` itself: open end)."""
+    if not isinstance(bound, str) or not isinstance(size, str):
+        return bound
+    import sympy
+
+    diff = sympy.sympify(size) - sympy.sympify(bound)
+    if diff.is_Integer and int(diff) >= 0:
+        return -int(diff) if int(diff) else _OPEN_END
+    return bound
+
+
+def _dynamic_slice(ctx, v, dim, start, end, step, out_type, size):
+    """A slice of a `?` dim (or with symbolic bounds): static bounds keep PyTorch's semantics at run time."""
+    start = 0 if start is None else _from_end(start, size)
+    end = None if end is None else _from_end(end, size)
+    if start == 0 and step == 1 and (end is None or end == size or isinstance(end, int) and end >= _OPEN_END):
+        return v
+    if isinstance(start, str):
+        raise ImportError_(f"{ctx.where()}: slice {start}:{end} of a dim of size {size}: a symbolic slice start "
+                           "is not supported (the dim compiles static)")
+    props = {"dim": g.int_attr(dim), "start": g.int_attr(start), "step": g.int_attr(step),
+             "end": g.int_attr(_OPEN_END if end is None or isinstance(end, str) else min(end, _OPEN_END))}
+    if isinstance(end, str):
+        props["end_expr"] = StringAttr(end)
     return ctx.emit(g.SliceOp(operands=[v], properties=props, result_types=[out_type]))
 
 

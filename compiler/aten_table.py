@@ -240,7 +240,10 @@ def _full(ctx, *args, **kwargs):
 
 @lower("aten.arange.default", "aten.arange.start", "aten.arange.start_step")
 def _arange(ctx, *args, **kwargs):
-    nums = [a for a in args if isinstance(a, (int, float))]
+    nums = [ctx.meta(a) if isinstance(a, torch.fx.Node) else a for a in args]  # SymInt bounds: the type has them
+    nums = [a for a in nums if isinstance(a, (int, float, torch.SymInt, torch.SymFloat))]
+    if len(nums) > 1 and any(isinstance(a, (torch.SymInt, torch.SymFloat)) for a in [nums[0]] + nums[2:]):
+        return NotImplemented  # a symbolic start or step: the dim compiles static
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
     from compiler.importer import scalar_attr
 
@@ -398,8 +401,9 @@ def _matmul(ctx, a, b):
         va = _reshape_to(ctx, va, [1] + sa)
     if len(sb) == 1:
         vb = _reshape_to(ctx, vb, sb + [1])
-    sa2, sb2 = list(va.type.get_shape()), list(vb.type.get_shape())
-    from compiler.dialects.types import broadcast_shapes
+    from compiler.dialects.types import broadcast_shapes, dims_of
+
+    sa2, sb2 = list(dims_of(va.type)), list(dims_of(vb.type))
 
     full = list(broadcast_shapes(tuple(sa2[:-2]), tuple(sb2[:-2]))) + [sa2[-2], sb2[-1]]
     out = ctx.emit(g.MatmulOp(va, vb, tensor_type(tuple(full), torch_dtype_name(ctx.meta().dtype))))

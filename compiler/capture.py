@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.utils._pytree as pytree
 
 from compiler import log
 from compiler.errors import CaptureError
@@ -64,22 +65,44 @@ KEEP_WHOLE = (
 
 @dataclass
 class Captured:
-    """An exported program plus how long capture took and which ops were decomposed."""
+    """An exported program plus how long capture took and which ops were decomposed.
+
+    A dynamic capture (`dynamic` given) exports the model wrapped as `_FlatInputs`: its inputs are the
+    flat pytree leaves of (args, kwargs), its state names carry the `prefix` "m.", and `refused` lists
+    the (leaf, dim) pairs asked to be dynamic that export specialized to a constant.
+    """
 
     program: torch.export.ExportedProgram
     seconds: float
     decomposed: tuple[str, ...]
+    flat: bool = False
+    prefix: str = ""
+    refused: tuple[tuple[int, int], ...] = ()
 
 
-def _export(model: torch.nn.Module, args: tuple, kwargs: dict) -> torch.export.ExportedProgram:
+class _FlatInputs(torch.nn.Module):
+    """`model` called with the flat leaves of its (args, kwargs): `dynamic_shapes` then is one spec per leaf
+    (export's own matching of specs to `**kwargs` fails for forward(*args, **kwargs) models)."""
+
+    def __init__(self, model: torch.nn.Module, spec):
+        super().__init__()
+        self.m = model
+        self.spec = spec
+
+    def forward(self, *leaves):
+        args, kwargs = pytree.tree_unflatten(list(leaves), self.spec)
+        return self.m(*args, **kwargs)
+
+
+def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes=None) -> torch.export.ExportedProgram:
     torch.fx.config.do_not_emit_stack_traces = True  # ~0.3 s saved on GPT-2 sized graphs
     try:
-        return torch.export.export(model, args, kwargs, strict=False)
+        return torch.export.export(model, args, kwargs, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as e:  # torch.export raises many types; the user needs the message whole
         first = str(e).strip().splitlines()
         quote = "\n    ".join(first[:12])
         raise CaptureError(
-            f"torch.export could not capture {type(model).__name__}: {type(e).__name__}:\n    {quote}\n"
+            f"torch.export could not capture {type(getattr(model, 'm', model)).__name__}: {type(e).__name__}:\n    {quote}\n"
             "What to change: solder compiles what torch.export can trace for the given example inputs. "
             "Remove data-dependent Python control flow (branching on tensor values, .item(), "
             "len() of tensor contents) or express it with torch.cond / torch.where, make outputs tensors or "
@@ -104,13 +127,41 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
     return todo
 
 
-def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[str]) -> Captured:
-    """Export `model(*args, **kwargs)`; decompose the ops outside `known_ops` that have a decomposition."""
+def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[str],
+            dynamic: set[tuple[int, int]] | None = None) -> Captured:
+    """Export `model(*args, **kwargs)`; decompose the ops outside `known_ops` that have a decomposition.
+
+    `dynamic`: (flat leaf index, dim) pairs to export with symbolic sizes (`Dim.AUTO`: export keeps
+    them symbolic where the model allows, infers their bounds, and specializes the others).
+    """
     t0 = time.perf_counter()
+    flat, refused = dynamic is not None, ()
     with _EXPORT_LOCK:
-        ep = _export(model, args, kwargs)
+        if flat:
+            leaves, spec = pytree.tree_flatten((args, kwargs))
+            shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in dynamic if i == k} or None
+                           if isinstance(x, torch.Tensor) else None for k, x in enumerate(leaves))
+            ep = _export(_FlatInputs(model, spec), tuple(leaves), {}, (shapes,))
+            refused = _refused(ep, dynamic)
+        else:
+            ep = _export(model, args, kwargs)
         todo = _decomposable_unknowns(ep, known_ops)
         if todo:
             _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
             ep = ep.run_decompositions(todo)
-    return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)))
+    return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)), flat, "m." if flat else "",
+                    refused)
+
+
+def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The requested dynamic (leaf, dim) pairs that export specialized to a constant size."""
+    from torch.export.graph_signature import InputKind
+
+    user = [n for n, s in zip([n for n in ep.graph.nodes if n.op == "placeholder"], ep.graph_signature.input_specs)
+            if s.kind == InputKind.USER_INPUT]
+    out = []
+    for i, d in sorted(dynamic):
+        val = user[i].meta.get("val") if i < len(user) else None
+        if isinstance(val, torch.Tensor) and d < val.dim() and not isinstance(val.shape[d], torch.SymInt):
+            out.append((i, d))
+    return tuple(out)

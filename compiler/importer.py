@@ -22,7 +22,8 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 
 from compiler import log
 from compiler.dialects import graph as g
-from compiler.dialects.types import tensor_type
+from compiler.dialects import symbolic
+from compiler.dialects.types import dims_of, tensor_type
 from compiler.errors import ImportError_
 
 _log = log.get("import")
@@ -69,10 +70,15 @@ def torch_dtype_name(dtype: torch.dtype) -> str:
 
 
 def type_of_meta(val) -> object:
+    """The tensor type of an FX value; symbolic sizes (SymInts) become `?` dims with their expression."""
     if not isinstance(val, torch.Tensor):
         raise ImportError_(f"expected a tensor value, got {type(val).__name__}")
-    shape = tuple(int(s) for s in val.shape)
-    return tensor_type(shape, torch_dtype_name(val.dtype))
+    return tensor_type(tuple(val.shape), torch_dtype_name(val.dtype))
+
+
+def is_symbolic_scalar(val) -> bool:
+    """A SymInt/SymBool/SymFloat (a size computation export recorded), or a plain number standing for one."""
+    return isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat, int, float, bool))
 
 
 def scalar_attr(v: float | int | bool):
@@ -94,6 +100,7 @@ class ImportContext:
         self.block = block
         self.values: dict[torch.fx.Node, SSAValue | list[SSAValue]] = {}
         self.node: torch.fx.Node | None = None
+        self.assumes: list[str] = []  # export's run-time assertions on sizes, as expressions
 
     def emit(self, op: Operation) -> SSAValue:
         self.block.add_op(op)
@@ -128,8 +135,7 @@ class ImportContext:
         return self.emit(g.ConstantOp(scalar_attr(value), tensor_type(shape, torch_dtype_name(dtype))))
 
     def cast(self, v: SSAValue, dtype: torch.dtype) -> SSAValue:
-        shape = tuple(v.type.get_shape())
-        t = tensor_type(shape, torch_dtype_name(dtype))
+        t = tensor_type(dims_of(v.type), torch_dtype_name(dtype))
         return v if v.type == t else self.emit(g.CastOp(v, t))
 
     def operand(self, arg, dtype: torch.dtype) -> SSAValue:
@@ -218,8 +224,13 @@ def _input_name(spec) -> tuple[str, str]:
     return (spec.target if kind != "input" else spec.arg.name), kind
 
 
-def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) -> Imported:
-    """Turn `ep` into the `graph` dialect; ops without a table entry become `graph.extern`."""
+def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, strip_prefix: str = "") -> Imported:
+    """Turn `ep` into the `graph` dialect; ops without a table entry become `graph.extern`.
+
+    Symbolic input sizes (export with `dynamic_shapes`) become `?` dims; their symbols, renamed `s0`,
+    `s1`, ... in argument order, get their bounds from `ep.range_constraints`. `strip_prefix` is taken
+    off state names (capture wraps a model as the submodule `m.` to export it with flat inputs).
+    """
     from compiler.aten_table import TABLE
 
     table = TABLE if table is None else table
@@ -232,6 +243,8 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) 
     placeholders, args, positions, user_index = [], [], [], 0
     for node, spec in zip([n for n in ep.graph.nodes if n.op == "placeholder"], sig.input_specs):
         info = ArgInfo(*_input_name(spec))
+        if strip_prefix and info.kind != "input":
+            info.name = info.name.removeprefix(strip_prefix)
         if info.kind == "input":
             user_index += 1
             if not isinstance(node.meta.get("val"), torch.Tensor):
@@ -263,7 +276,39 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None) 
     block.add_op(func.ReturnOp(*results))
     arg_attrs = [DictionaryAttr({"graph.name": StringAttr(a.name)}) for a in args]
     fn = func.FuncOp("forward", (arg_types, [r.type for r in results]), Region(block), arg_attrs=ArrayAttr(arg_attrs))
-    return Imported(ModuleOp([fn]), args, outputs, externs, positions)
+    module = ModuleOp([fn])
+    _record_symbols(module, fn, ep, placeholders, ctx.assumes)
+    return Imported(module, args, outputs, externs, positions)
+
+
+def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes: list[str]) -> None:
+    """Name the input sizes' symbols s0, s1, ... and record their bounds and example sizes on `fn`."""
+    found: dict[str, tuple[object, int]] = {}  # torch symbol name -> (sympy symbol, example size)
+    for node in placeholders:
+        val = node.meta.get("val")
+        for d in val.shape if isinstance(val, torch.Tensor) else ():
+            if isinstance(d, torch.SymInt) and d.node.maybe_as_int() is None and d.node.expr.is_Symbol:
+                found.setdefault(str(d.node.expr), (d.node.expr, int(d.node.hint)))
+    if not found:
+        return
+    names = {old: f"s{i}" for i, old in enumerate(found)}
+    syms = []
+    for old, (expr, hint) in found.items():
+        vr = ep.range_constraints.get(expr)
+        lo = _finite(vr.lower) if vr is not None else None
+        hi = _finite(vr.upper) if vr is not None else None
+        lo = 0 if lo is None else lo
+        syms.append(symbolic.Symbol(names[old], lo, hi, hint))
+    symbolic.set_symbols(fn, syms, assumes)
+    symbolic.rename(module, names)
+
+
+def _finite(bound) -> int | None:
+    """A sympy bound of a symbol's range as an int, None for (int_)oo."""
+    try:
+        return int(bound) if bound.is_number and bound.is_finite is not False and abs(bound) < 2**62 else None
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def start_function(placeholders: list[torch.fx.Node], args: list[ArgInfo]) -> ImportContext:
@@ -282,6 +327,16 @@ def _hint(name: str) -> str:
 
 
 def _import_call(ctx: ImportContext, node: torch.fx.Node, table: dict, externs: list[str]) -> None:
+    val = node.meta.get("val")
+    if str(node.target) in ("aten._assert_scalar.default",) and isinstance(node.args[0], torch.fx.Node):
+        cond = node.args[0].meta.get("val")
+        if isinstance(cond, torch.SymBool) and cond.node.maybe_as_bool() is None:
+            ctx.assumes.append(str(cond.node.expr))
+        return
+    if isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat)) or str(node.target).startswith("aten.sym_") \
+            or (not isinstance(node.target, torch._ops.OpOverload) and node.target is not operator.getitem
+                and is_symbolic_scalar(val)):
+        return  # a size computation (sym_size, SymInt arithmetic): consumers read sizes from metadata
     if node.target is operator.getitem:
         src, idx = node.args
         ctx.values[node] = ctx.values[src][idx]

@@ -3,6 +3,11 @@
 It is the correctness oracle for the other backends and their fallback for ops they do not lower.
 `lower` turns the function into a flat list of steps once (no IR walking per call); each step reads
 and writes slots of one value list.
+
+Dynamic functions (`?` dims) run for any sizes within their symbols' bounds: each call binds the
+symbols from the argument sizes (`compiler.dialects.symbolic.Binding`, which checks the bounds), and
+the few ops whose result size is not a function of their operands' sizes (reshape, expand, constant,
+arange) evaluate their `?` dims' expressions under that binding.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from xdsl.ir import Block, Operation, SSAValue
 
 from backends.base import Backend, Program
 from compiler.dialects import graph as g
-from compiler.dialects.types import shape_of, torch_dtype
+from compiler.dialects import symbolic
+from compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
 from compiler.errors import SolderError
 
 OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
@@ -79,19 +85,50 @@ def _where(op):
     return torch.where
 
 
+def sizes(t, env: dict[str, int], unknown: int | None = None) -> tuple[int, ...]:
+    """The concrete shape of type `t` under a symbol binding; an unknown `?` gives `unknown` (or an error)."""
+    out = []
+    for d in dims_of(t):
+        if isinstance(d, str):
+            if d == "?":
+                if unknown is None:
+                    raise SolderError(f"reference backend: {t} has a `?` dim without a size expression")
+                d = unknown
+            else:
+                d = int(symbolic.evaluate(d, env))
+        out.append(d)
+    return tuple(out)
+
+
+def _needs_env(fn):
+    """Mark a step function that takes the call's symbol binding as `env=`."""
+    fn.wants_env = True
+    return fn
+
+
 @impl("graph.constant")
 def _constant(op):
-    value = torch.full(shape_of(op.result.type), op.py_value, dtype=torch_dtype(op.result.type.element_type))
+    dt = torch_dtype(op.result.type.element_type)
+    if is_dynamic(op.result.type):
+        t, v = op.result.type, op.py_value
+        return _needs_env(lambda env: torch.full(sizes(t, env), v, dtype=dt))
+    value = torch.full(shape_of(op.result.type), op.py_value, dtype=dt)
     return lambda: value
+
+
+def _arange_value(n: int, start, step, dt):
+    return (torch.arange(n, dtype=torch.float64) * step + start).to(dt) if dt.is_floating_point else \
+        torch.arange(start, start + n * step, step, dtype=dt)
 
 
 @impl("graph.arange")
 def _arange(op):
-    n = shape_of(op.result.type)[0]
     dt = torch_dtype(op.result.type.element_type)
     start, step = (g.scalar_value(op.properties[k]) for k in ("start", "step"))
-    value = (torch.arange(n, dtype=torch.float64) * step + start).to(dt) if dt.is_floating_point else \
-        torch.arange(start, start + n * step, step, dtype=dt)
+    if is_dynamic(op.result.type):
+        t = op.result.type
+        return _needs_env(lambda env: _arange_value(sizes(t, env)[0], start, step, dt))
+    value = _arange_value(shape_of(op.result.type)[0], start, step, dt)
     return lambda: value
 
 
@@ -195,7 +232,10 @@ def _pool(op):
 
 @impl("graph.reshape")
 def _reshape(op):
-    shape = shape_of(op.result.type)
+    t = op.result.type
+    if is_dynamic(t):
+        return _needs_env(lambda x, env: x.reshape(sizes(t, env, unknown=-1)))
+    shape = shape_of(t)
     return lambda x: x.reshape(shape)
 
 
@@ -207,13 +247,19 @@ def _permute(op):
 
 @impl("graph.expand")
 def _expand(op):
-    shape = shape_of(op.result.type)
+    t = op.result.type
+    if is_dynamic(t):
+        return _needs_env(lambda x, env: x.expand(sizes(t, env, unknown=-1)))
+    shape = shape_of(t)
     return lambda x: x.expand(shape)
 
 
 @impl("graph.slice")
 def _slice(op):
     d, s, e, st = (_prop_int(op, k) for k in ("dim", "start", "end", "step"))
+    if op.end_expr is not None:
+        expr = op.end_expr.data
+        return _needs_env(lambda x, env: x[(slice(None),) * d + (slice(s, int(symbolic.evaluate(expr, env)), st),)])
     index = (slice(None),) * d + (slice(s, e, st),)
     return lambda x: x[index]
 
@@ -226,8 +272,8 @@ def _concat(op):
 
 @impl("graph.gather")
 def _gather(op):
-    d, shape = _prop_int(op, "dim"), shape_of(op.result.type)
-    return lambda x, idx: x.index_select(d, idx.reshape(-1)).reshape(shape)
+    d = _prop_int(op, "dim")
+    return lambda x, idx: x.index_select(d, idx.reshape(-1)).reshape(x.shape[:d] + idx.shape + x.shape[d + 1:])
 
 
 @impl("graph.index")
@@ -276,7 +322,8 @@ def _extern(op):
 
 @impl("graph.kernel")
 def _kernel(op):
-    return compile_block(op.body.block, list(op.outputs))
+    run = compile_block(op.body.block, list(op.outputs))
+    return _needs_env(lambda *xs, env=None: run(*xs, env=env))
 
 
 def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tensor]]:
@@ -295,15 +342,16 @@ def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tenso
         for r in op.results:
             slots[r] = len(slots)
             outs.append(slots[r])
-        steps.append((factory(op), ins, outs))
+        fn = factory(op)
+        steps.append((fn, ins, outs, getattr(fn, "wants_env", False)))
     ret = [slots[o] for o in term.operands]
     n = len(slots)
 
-    def run(*args):
+    def run(*args, env=None):
         vals = [None] * n
         vals[: len(args)] = args
-        for fn, ins, outs in steps:
-            out = fn(*[vals[i] for i in ins])
+        for fn, ins, outs, wants_env in steps:
+            out = fn(*[vals[i] for i in ins], env=env) if wants_env else fn(*[vals[i] for i in ins])
             if len(outs) == 1:
                 vals[outs[0]] = out[0] if isinstance(out, list) else out
             else:
@@ -331,8 +379,12 @@ class ReferenceBackend(Backend):
         return op.name in OPS
 
     def lower(self, module: ModuleOp, target=None) -> Program:
-        fn = compile_block(forward_func(module).body.block)
-        return Program(run=lambda tensors: fn(*tensors), source="", fallbacks=[])
+        f = forward_func(module)
+        fn = compile_block(f.body.block)
+        if not symbolic.is_dynamic_module(module):
+            return Program(run=lambda tensors: fn(*tensors), source="", fallbacks=[])
+        bind = symbolic.Binding.of(f)
+        return Program(run=lambda tensors: fn(*tensors, env=bind(tensors)), source="", fallbacks=[])
 
 
 def block_sparse_reference(q, k, v, counts, indices, block, scale, causal, chunk=16):

@@ -16,6 +16,8 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation
 from xdsl.utils.exceptions import VerifyException
 
+from compiler.dialects.types import DYNAMIC
+
 
 def _ttype(v: SSAValue | Attribute) -> TensorType:
     t = v.type if isinstance(v, SSAValue) else v
@@ -23,8 +25,23 @@ def _ttype(v: SSAValue | Attribute) -> TensorType:
     return t
 
 
-def _shape(v: SSAValue) -> tuple[int, ...]:
-    return tuple(_ttype(v).get_shape())
+class Shape(tuple):
+    """A value's shape in a verifier: a `?` dim (DYNAMIC) equals any size, so checks written for static
+    shapes accept dynamic ones (export has proven the sizes consistent; backends check at call time)."""
+
+    def __eq__(self, other):
+        if not isinstance(other, tuple) or len(self) != len(other):
+            return False
+        return all(a == b or a == DYNAMIC or b == DYNAMIC for a, b in zip(self, other))
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = tuple.__hash__
+
+
+def _shape(v: SSAValue) -> Shape:
+    return Shape(_ttype(v).get_shape())
 
 
 def _ints(values: Sequence[int]) -> DenseArrayBase:

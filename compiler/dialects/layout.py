@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from xdsl.dialects.builtin import (
+    StringAttr,
     DenseArrayBase,
     IntegerAttr,
     TensorType,
@@ -13,6 +14,7 @@ from xdsl.irdl import (
     ParsePropInAttrDict,
     irdl_op_definition,
     operand_def,
+    opt_prop_def,
     prop_def,
     result_def,
     traits_def,
@@ -21,7 +23,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 
 from compiler.dialects.base import _check, _shape, _ttype
-from compiler.dialects.types import broadcast_shapes
+from compiler.dialects.types import DYNAMIC, broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
 # Layout and indexing
@@ -43,6 +45,8 @@ class ReshapeOp(IRDLOperation):
 
     def verify_(self) -> None:
         a, b = _ttype(self.input), _ttype(self.result)
+        if DYNAMIC in a.get_shape() or DYNAMIC in b.get_shape():
+            return  # dynamic element counts: the backends compute the `?` sizes from the expressions
         _check(a.element_count() == b.element_count(), self, "element count", a.element_count(), b.element_count())
 
 
@@ -85,7 +89,9 @@ class ExpandOp(IRDLOperation):
 
 @irdl_op_definition
 class SliceOp(IRDLOperation):
-    """Elements `start:end:step` of `dim` (bounds already clamped, non-negative)."""
+    """Elements `start:end:step` of `dim`: bounds clamped and non-negative on a static dim; on a `?` dim
+    they keep PyTorch's slice semantics (negative from the end, past the end clamped) at run time.
+    `end_expr` (a size expression such as "s0") replaces `end` by its value at run time, clamped."""
 
     name = "graph.slice"
     input = operand_def(TensorType)
@@ -93,6 +99,7 @@ class SliceOp(IRDLOperation):
     start = prop_def(IntegerAttr)
     end = prop_def(IntegerAttr)
     step = prop_def(IntegerAttr)
+    end_expr = opt_prop_def(StringAttr)
     result = result_def(TensorType)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
@@ -101,9 +108,13 @@ class SliceOp(IRDLOperation):
     def verify_(self) -> None:
         shape = list(_shape(self.input))
         d, s, e, st = (a.value.data for a in (self.dim, self.start, self.end, self.step))
-        _check(st > 0 and 0 <= s <= e <= shape[d], self, "0 <= start <= end <= size and step > 0",
-               f"size {shape[d]}", f"{s}:{e}:{st}")
-        shape[d] = (e - s + st - 1) // st
+        if shape[d] == DYNAMIC or self.end_expr is not None:  # PyTorch's slice semantics at run time
+            _check(st > 0, self, "step > 0", "a positive step", st)
+            shape[d] = DYNAMIC
+        else:
+            _check(st > 0 and 0 <= s <= e <= shape[d], self, "0 <= start <= end <= size and step > 0",
+                   f"size {shape[d]}", f"{s}:{e}:{st}")
+            shape[d] = (e - s + st - 1) // st
         _check(tuple(shape) == _shape(self.result), self, "result shape", tuple(shape), _shape(self.result))
 
 
