@@ -196,3 +196,18 @@ def test_compile_routes_attention_to_the_generated_kernel():
     torch.testing.assert_close(cm(q, k, v), model(q, k, v), atol=2e-5, rtol=2e-5)
     text = cm.explain()
     assert re.search(r"mlir: flash attention \(64x64 blocks, online softmax, causal, .*no TxS buffer\)", text)
+
+
+def test_noncausal_d128_goes_to_sdpa_and_the_kernel_still_covers_it():
+    """Routing: SDPA keeps non-causal unmasked d=128 (measured faster); the kernel itself is exact there."""
+    from backends.cpu import jit
+
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(1, 2, 72, 128) for _ in range(3))
+    out, prog = _run(_module(q, k, v), q, k, v)
+    assert prog.kernels[0]["route"].startswith(A.SDPA_ROUTE) and "measured faster" in prog.kernels[0]["route"]
+    spec = A.AttentionSpec(1, 2, 72, 128, 2, 72, 128, 0.125, False)
+    direct = A._dense_call(spec, jit.compile_mlir(A.module(spec, "attn"), "attn"))(q, k, v)
+    ref = eager_attention(q, k, v)
+    torch.testing.assert_close(direct, ref, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
