@@ -9,7 +9,9 @@ reference backend (eager PyTorch) and are listed in `Program.fallbacks`, never a
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +27,8 @@ class Program:
     source: str = ""
     fallbacks: list[str] = field(default_factory=list)
     kernels: list[dict] = field(default_factory=list)
+    sizes: list[dict] | None = None
+    """For a dynamic module on a backend that compiles static sizes: the symbol bindings compiled so far."""
 
     def __call__(self, tensors: list) -> list:
         return self.run(tensors)
@@ -43,3 +47,40 @@ class Backend(ABC):
     @abstractmethod
     def lower(self, module: ModuleOp, target) -> Program:
         """Lower `module`'s `@forward` to a `Program`."""
+
+
+def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limit: int = 16) -> Program:
+    """A Program for a dynamic module (`?` dims) on a backend whose code generation needs static sizes.
+
+    Capture, import and the pass pipeline ran once on the dynamic IR; here each new binding of the
+    shape symbols (read off the call's argument sizes, bounds checked by `Binding`) instantiates the
+    static module and lowers it, once, keeping the `limit` most recent. The example sizes are lowered
+    up front so that the Program reports kernels and fallbacks like a static one.
+    """
+    from backends.reference import forward_func
+    from compiler.dialects import symbolic
+
+    fn = forward_func(module)
+    bind = symbolic.Binding.of(fn)
+    hints = {s.name: s.hint for s in bind.symbols.values()}
+    cache: OrderedDict[tuple, Program] = OrderedDict()
+    lock = threading.Lock()
+    first = lower_static(symbolic.instantiate(module, hints))
+    cache[tuple(hints.values())] = first
+    sizes = [dict(hints)]
+
+    def run(tensors: list) -> list:
+        env = bind(tensors)
+        key = tuple(env.values())
+        prog = cache.get(key)
+        if prog is None:
+            with lock:
+                prog = cache.get(key)
+                if prog is None:
+                    prog = cache[key] = lower_static(symbolic.instantiate(module, env))
+                    sizes.append(dict(env))
+                    if len(cache) > limit:
+                        cache.popitem(last=False)
+        return prog(tensors)
+
+    return Program(run=run, source=first.source, fallbacks=first.fallbacks, kernels=first.kernels, sizes=sizes)

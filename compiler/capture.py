@@ -120,7 +120,7 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         name = str(node.target)
-        if name in known or name in KEEP_WHOLE:
+        if name in known or name in KEEP_WHOLE or name.startswith("aten.sym_"):  # sizes: the importer reads them
             continue
         if node.target in table:
             todo[node.target] = table[node.target]

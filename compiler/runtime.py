@@ -1,8 +1,16 @@
-"""The compiled callable: parameters held once, one specialization per input signature, pytree in/out.
+"""The compiled callable: parameters held once, shape specializations, pytree in/out.
 
 `CompiledModule(model, options)(*args, **kwargs)` flattens the inputs, looks up (or compiles) the
 specialization for their shapes/dtypes/structure, runs its `Program` on [state tensors..., inputs...]
 and rebuilds the model's output structure.
+
+Shape policy (`compile(..., dynamic=...)`): inputs of one structure, ranks and dtypes form a family.
+`dynamic=None` (default) compiles the first shape of a family static; when a call's shape differs
+from the family's first in some dims, those dims are exported dynamic (`Dim.AUTO`) and compiled once
+with `?` dims; later calls whose sizes fit its bounds and constraints run it without compiling. A
+call outside them, or dims export keeps static (said in a `DynamicShapeWarning`), compile static for
+that shape. `dynamic=True` makes every dim dynamic from the first call, `dynamic=False` compiles one
+specialization per shape. At most `SOLDER_MAX_SPECIALIZATIONS` are kept (oldest dropped, warned).
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ _log = log.get("runtime")
 
 class EagerFallbackWarning(UserWarning):
     """The compiled callable ran the model eagerly instead (training mode, inputs requiring grad, ...)."""
+
+
+class DynamicShapeWarning(UserWarning):
+    """A dim asked to be dynamic compiled static (export specialized it, or the dynamic compile failed)."""
 
 
 @dataclass
@@ -68,6 +80,12 @@ class Specialization:
     decomposed: tuple[str, ...] = ()
     guards: dict[int, tuple[int, int]] = field(default_factory=dict)
     """State tensors whose values were compiled in: index -> (version counter, data pointer) at compile time."""
+    flat: bool = False
+    """Captured over the flat pytree leaves of (args, kwargs) (a dynamic capture)."""
+    binding: object = None
+    """For `?` dims: the `symbolic.Binding` whose check decides whether a call's sizes fit."""
+    dynamic_dims: frozenset = frozenset()
+    """(flat leaf, dim) pairs that were asked to be dynamic."""
 
     def still_valid(self) -> bool:
         return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
@@ -77,6 +95,16 @@ def _leaf_key(x) -> tuple:
     if isinstance(x, torch.Tensor):
         return ("T", tuple(x.shape), x.dtype, x.device.type)
     return ("V", type(x).__name__, repr(x))
+
+
+def _family_key(spec, leaves) -> tuple:
+    """What a dynamic specialization can cover: structure, ranks, dtypes, devices and non-tensor values."""
+    return (str(spec), tuple(("T", x.dim(), x.dtype, x.device.type) if isinstance(x, torch.Tensor) else _leaf_key(x)
+                             for x in leaves))
+
+
+def _shapes(leaves) -> tuple:
+    return tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in leaves)
 
 
 def _dtype_tolerance(dtype: torch.dtype) -> tuple[float, float]:
@@ -95,6 +123,11 @@ class CompiledModule:
         self._warned: set[str] = set()
         self._verified = 0
         self._fast: dict[tuple, tuple] = {}  # positional-tensor signature -> (key, specialization)
+        self._first_shape: dict[tuple, tuple] = {}  # family -> the leaf shapes of its first call
+        self._dynamic: dict[tuple, tuple] = {}  # family -> key of its dynamic specialization
+        self._no_dynamic: set[tuple] = set()  # families whose dynamic compile failed: static per shape
+        self.compile_count = 0
+        """How many times this callable captured and compiled (static and dynamic specializations)."""
 
     # ---- calling -------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -115,11 +148,13 @@ class CompiledModule:
             sp = None
         if sp is None:
             with self._lock:
-                sp = self.specializations.get(key) or self._compile(key, args, kwargs)
+                sp = self.specializations.get(key) or self._dispatch(key, spec, leaves, args, kwargs)
         else:
             self.specializations.move_to_end(key)
         if not kwargs and all(type(a) is torch.Tensor for a in args):
-            self._fast[tuple((a.shape, a.dtype, a.device) for a in args)] = (key, sp)
+            if len(self._fast) > 1024:  # a dynamic specialization sees many shapes: keep the table small
+                self._fast.clear()
+            self._fast[tuple((a.shape, a.dtype, a.device) for a in args)] = (sp.key, sp)
         out = self._run(sp, args, kwargs)
         if self.options.verify and self._verified < 3:
             self._verified += 1
@@ -156,8 +191,12 @@ class CompiledModule:
             self._warned.add(msg)
             warnings.warn(f"solder: {msg}", EagerFallbackWarning, stacklevel=3)
 
+    def _inputs(self, sp: Specialization, args, kwargs) -> list:
+        return pytree.tree_leaves((args, kwargs)) if sp.flat else fx_pytree.tree_flatten_spec((args, kwargs),
+                                                                                              sp.in_spec)
+
     def _run(self, sp: Specialization, args, kwargs):
-        return self._execute(sp, fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec))
+        return self._execute(sp, self._inputs(sp, args, kwargs))
 
     @staticmethod
     def _execute(sp: Specialization, inputs: list):
@@ -177,16 +216,82 @@ class CompiledModule:
         except ValueError:
             pass  # no inspectable signature (builtins): let export decide
 
+    # ---- the shape policy ------------------------------------------------------------------------
+    def _dispatch(self, key, spec, leaves, args, kwargs) -> Specialization:
+        """The specialization for a signature not compiled before: a dynamic one that fits, or a new one."""
+        family = _family_key(spec, leaves)
+        dkey = self._dynamic.get(family)
+        dsp = self.specializations.get(dkey) if dkey is not None else None
+        if dsp is not None and self._fits(dsp, leaves):
+            self.specializations.move_to_end(dkey)
+            return dsp
+        dims = self._dims_to_make_dynamic(family, leaves, dsp)
+        if dims:
+            sp = self._compile_dynamic(key, family, dims, leaves, args, kwargs)
+            if sp is not None:
+                return sp
+        elif dsp is not None:
+            _log.info("%s: shapes %s are outside the dynamic specialization's bounds; compiling them static",
+                      self.name, _shapes(leaves))
+        return self._compile(key, args, kwargs)
+
+    def _dims_to_make_dynamic(self, family, leaves, dsp) -> set[tuple[int, int]]:
+        """(leaf, dim) pairs to compile dynamic now; empty: compile this shape static."""
+        mode = self.options.dynamic
+        if mode is False or family in self._no_dynamic:
+            return set()
+        if mode is True:
+            dims = {(i, d) for i, x in enumerate(leaves) if isinstance(x, torch.Tensor) for d in range(x.dim())}
+            return dims if dsp is None else set()
+        first = self._first_shape.setdefault(family, _shapes(leaves))
+        differ = {(i, d) for i, (a, b) in enumerate(zip(first, _shapes(leaves))) if a is not None
+                  for d in range(len(a)) if a[d] != b[d]}
+        known = dsp.dynamic_dims if dsp is not None else frozenset()
+        return differ | known if differ - known else set()
+
+    @staticmethod
+    def _fits(sp: Specialization, leaves) -> bool:
+        from compiler.dialects.symbolic import ShapeBindError
+
+        if sp.binding is None:
+            return False
+        try:
+            sp.binding([leaves[i] for i in sp.imported.input_positions])
+        except ShapeBindError:
+            return False
+        return True
+
+    def _compile_dynamic(self, key, family, dims, leaves, args, kwargs) -> Specialization | None:
+        """Compile with `dims` dynamic; None (and a warning) when that fails, so the caller compiles static."""
+        dkey = ("dynamic " + key[0], tuple(
+            ("T", tuple(-1 if (i, d) in dims else n for d, n in enumerate(x.shape)), x.dtype, x.device.type)
+            if isinstance(x, torch.Tensor) else _leaf_key(x) for i, x in enumerate(leaves)))
+        try:
+            sp = self._compile(dkey, args, kwargs, dynamic=frozenset(dims))
+        except Exception as e:  # noqa: BLE001 - any failure of the dynamic path must leave the static one
+            self._no_dynamic.add(family)
+            warnings.warn(f"solder: {self.name}: compiling dims {sorted(dims)} (input, dim) dynamic failed; "
+                          f"compiling one specialization per shape instead. {e}", DynamicShapeWarning, stacklevel=5)
+            return None
+        self._dynamic[family] = dkey
+        if not self._fits(sp, leaves):  # cannot happen unless export's bounds exclude its own example
+            return None
+        return sp
+
     @gc_paused()
-    def _compile(self, key, args, kwargs) -> Specialization:
+    def _compile(self, key, args, kwargs, dynamic: frozenset | None = None) -> Specialization:
         from compiler.aten_table import TABLE
         from backends.registry import get_backend
 
         self._bind_check(args, kwargs)
         t0 = time.perf_counter()
-        cap = capture(self.model, args, kwargs, set(TABLE))
+        self.compile_count += 1
+        cap = capture(self.model, args, kwargs, set(TABLE), dynamic=set(dynamic) if dynamic is not None else None)
+        if cap.refused:
+            warnings.warn(f"solder: {self.name}: export specialized dims {list(cap.refused)} (input, dim) to their "
+                          "example sizes; they compile static", DynamicShapeWarning, stacklevel=5)
         t1 = time.perf_counter()
-        imported = import_program(cap.program)
+        imported = import_program(cap.program, strip_prefix=cap.prefix)
         state = self._state_tensors(cap.program, imported)
         guards = materialize_causal_buffers(imported, state)
         t2 = time.perf_counter()
@@ -203,8 +308,9 @@ class CompiledModule:
         ep = cap.program
         sp = Specialization(
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
-            state=state, pipeline=run, decomposed=cap.decomposed, guards=guards,
+            state=state, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
+            binding=_input_binding(imported), dynamic_dims=dynamic or frozenset(),
         )
         if self.options.explain:
             sp.ir_text = ir.print_ir(imported.module)
@@ -221,6 +327,7 @@ class CompiledModule:
         return sp
 
     def _state_tensors(self, ep, imported: Imported) -> list[torch.Tensor]:
+        """The parameters, buffers and constants behind the function's leading arguments, in order."""
         named = dict(self.model.named_parameters(remove_duplicate=False))
         named.update(dict(self.model.named_buffers(remove_duplicate=False)))
         state = []
@@ -229,7 +336,10 @@ class CompiledModule:
                 break
             t = named.get(a.name)
             if t is None:
-                t = ep.state_dict[a.name] if a.name in ep.state_dict else ep.constants[a.name]
+                for n in (a.name, "m." + a.name):  # a dynamic capture wraps the model as the submodule m
+                    t = ep.state_dict.get(n) if n in ep.state_dict else ep.constants.get(n)
+                    if t is not None:
+                        break
             state.append(t.detach())
         return state
 
@@ -251,7 +361,7 @@ class CompiledModule:
         from backends.registry import get_backend
         from compiler.localize import first_bad_kernel
 
-        inputs = fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
+        inputs = self._inputs(sp, args, kwargs)
         with torch.no_grad():
             culprit = first_bad_kernel(sp.imported.module, sp.state + [inputs[i] for i in sp.imported.input_positions],
                                        get_backend(self.options.target.backend), self.options.target, atol, rtol)
@@ -273,9 +383,17 @@ class CompiledModule:
             return f"{self.name}: not compiled yet (compilation happens on the first call)"
         lines = []
         for sp in self.specializations.values():
-            shapes = ", ".join(f"{tuple(k[1])}:{str(k[2]).removeprefix('torch.')}" for k in sp.key[1] if k[0] == "T")
+            shapes = ", ".join(f"{tuple('?' if n == -1 else n for n in k[1])}:{str(k[2]).removeprefix('torch.')}"
+                               for k in sp.key[1] if k[0] == "T")
             lines.append(f"== {self.name} [{shapes}] target={self.options.target.name} "
                          f"backend={self.options.target.backend}")
+            if sp.binding is not None:
+                lines.append("dynamic: " + ", ".join(
+                    f"{s.name} in [{s.lo}, {'inf' if s.hi is None else s.hi}] (example {s.hint})"
+                    for s in sp.binding.symbols.values()))
+                if sp.program.sizes is not None:
+                    lines.append(f"backend code compiled per size, for {len(sp.program.sizes)} size(s): "
+                                 + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))
             lines.append("compile: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sp.seconds.items()))
             lines.append(f"pipeline: {sp.pipeline.pipeline}")
             for name, s in sp.pipeline.timings:
@@ -294,3 +412,18 @@ class CompiledModule:
                 lines.append(backend_table(sp.program.kernels))
             lines.append(sp.ir_text or ir.print_ir(sp.imported.module))
         return "\n".join(lines)
+
+
+def _input_binding(imported: Imported):
+    """The symbol binding of a dynamic function, checking only the user inputs (state sizes never change)."""
+    from compiler.dialects import symbolic
+
+    if not symbolic.is_dynamic_module(imported.module):
+        return None
+    b = symbolic.Binding.of(imported.func)
+    n_state = len(imported.args) - len(imported.input_positions)
+    shift = lambda rows: [(i - n_state,) + tuple(r) for i, *r in rows if i >= n_state]  # noqa: E731
+    reads = {k: (i - n_state, d) for k, (i, d) in b.reads.items()}
+    if any(i < 0 for i, _ in reads.values()):
+        return None  # a symbol only a state tensor binds: cannot happen for export's input symbols
+    return symbolic.Binding(b.symbols, reads, shift(b.checks), shift(b.static), b.assumes)

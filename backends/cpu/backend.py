@@ -31,13 +31,14 @@ import torch
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from backends.base import Backend, Program
+from backends.base import Backend, Program, per_size
 from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS
 from backends.reference import OPS, attention_reference, forward_func
 from compiler import log
+from compiler.dialects.symbolic import is_dynamic_module
 from compiler.dialects.types import shape_of
 
 _log = log.get("backend")
@@ -487,6 +488,8 @@ class CpuBackend(Backend):
         return op.name in LOWERINGS or op.name in LIBRARY or op.name in ATT.OPS
 
     def lower(self, module: ModuleOp, target=None) -> Program:
+        if is_dynamic_module(module):  # kernels are generated for static sizes: one lowering per size
+            return per_size(module, lambda m: self.lower(m, target))
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})

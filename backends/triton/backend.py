@@ -27,13 +27,14 @@ from typing import Callable
 from xdsl.dialects import func
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from backends.base import Backend, Program
+from backends.base import Backend, Program, per_size
 from backends.reference import OPS as REFERENCE_OPS
 from backends.reference import forward_func
 from backends.triton import codegen
 from backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
 from compiler import log
 from compiler.dialects import graph as g
+from compiler.dialects.symbolic import is_dynamic_module
 from compiler.dialects.types import dtype_name, shape_of
 
 _log = log.get("backend")
@@ -549,6 +550,8 @@ class TritonBackend(Backend):
         return op.name in EMITTERS or op.name in TEMPLATE_OPS
 
     def lower(self, module, target) -> Program:
+        if is_dynamic_module(module):  # templates and generated kernels take static sizes: one lowering per size
+            return per_size(module, lambda m: self.lower(m, target))
         plan = plan_module(module, target, self.gemm)
         kernels = codegen.compile_source(plan.source) if any(s.fn is None for s in plan.steps) else None
         for s in plan.steps:
