@@ -1,9 +1,13 @@
-"""Differential fuzzing: random small programs (tests/fuzz_graphs.py) compiled by solder for the CPU
-target must agree with eager PyTorch: same output count, shapes and dtypes, values within a
-per-dtype tolerance, NaN in the same places.
+"""Differential fuzzing: random small programs (tests/fuzz_graphs.py) compiled by solder must agree with
+eager PyTorch: same output count, shapes and dtypes, values within a per-dtype tolerance, NaN in the
+same places. Each program is compiled twice: for the `cpu` target (MLIR-generated native code) and for
+`h100` on CPU tensors, which runs the generated Triton kernels in Triton's interpreter
+(TRITON_INTERPRET=1, set here before triton is imported).
 
-SOLDER_FUZZ_EXAMPLES sets the number of programs (100 by default, the CI budget; `make fuzz` runs
-1000). A failure prints the program's source: paste it into tests/regressions/.
+SOLDER_FUZZ_EXAMPLES sets the number of programs per target (100 by default, the CI budget, with a
+fixed seed; `make fuzz` runs 1000 with a fresh seed each time), SOLDER_FUZZ_TRITON_EXAMPLES overrides
+it for the interpreter half, SOLDER_FUZZ_SEED fixes hypothesis' seed (to split a long run in chunks or
+replay one). A failure prints the program's source: it becomes a test under tests/regressions/.
 """
 
 from __future__ import annotations
@@ -11,19 +15,30 @@ from __future__ import annotations
 import os
 import warnings
 
-import torch
-from hypothesis import HealthCheck, given, reject, settings
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anywhere
 
-from compiler import compile
-from tests.fuzz_graphs import Program, programs
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, given, reject, settings  # noqa: E402
+from hypothesis import seed as fixed_seed  # noqa: E402
+
+from compiler import compile  # noqa: E402
+from tests.fuzz_graphs import Program, programs  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "100"))
+TRITON_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_TRITON_EXAMPLES", str(EXAMPLES)))
+SEED = os.environ.get("SOLDER_FUZZ_SEED")
 TOLERANCE = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2), torch.float32: (1e-5, 1e-4),
              torch.float64: (1e-9, 1e-7)}
 
 
-def assert_same(got, want, where: str = "") -> None:
-    """Compiled vs eager, output by output: shape, dtype, values (per-dtype tolerance), NaN positions."""
+def assert_same(got, want, where: str = "", through=()) -> None:
+    """Compiled vs eager, output by output: shape, dtype, values (per-dtype tolerance), NaN positions.
+
+    A float output is compared at the tolerance of the least precise float dtype it may have passed
+    through (`through`: the program's dtypes): a fused kernel keeps fp16/bf16 intermediates in fp32
+    where eager rounds each one, so an fp32 result of a bf16 chain differs from eager by bf16 rounding.
+    """
     assert isinstance(got, tuple) and len(got) == len(want), f"{where}: {len(got)} outputs, eager has {len(want)}"
     for i, (a, b) in enumerate(zip(got, want)):
         assert isinstance(a, torch.Tensor), f"{where}: output {i} is {type(a).__name__}, eager gives a tensor"
@@ -32,7 +47,7 @@ def assert_same(got, want, where: str = "") -> None:
         if b.dtype.is_floating_point:
             nan_a, nan_b = torch.isnan(a), torch.isnan(b)
             assert torch.equal(nan_a, nan_b), f"{where}: output {i} NaN positions differ"
-            atol, rtol = TOLERANCE[b.dtype]
+            atol, rtol = max(TOLERANCE[d] for d in {b.dtype, *through} if d.is_floating_point)
             torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{where}: output {i}: {m}")
         else:
             assert torch.equal(a, b), f"{where}: output {i} differs: {a} vs {b}"
@@ -42,7 +57,8 @@ class EagerRejects(Exception):
     """Eager PyTorch itself raises on the program (a combination meta tensors let through): not a test."""
 
 
-def check_program(prog: Program, seed: int = 0) -> None:
+def check_program(prog: Program, target: str = "cpu", seed: int = 0) -> None:
+    """Run `prog` eagerly and compiled for `target` on the same inputs; assert the results agree."""
     fn = prog.function()
     inputs = prog.make_inputs(seed)
     with torch.no_grad():
@@ -52,18 +68,33 @@ def check_program(prog: Program, seed: int = 0) -> None:
             raise EagerRejects(str(e)) from e
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # graph.extern fallbacks are allowed; wrong answers are not
-            got = compile(fn, target="cpu")(*inputs)
-    assert_same(got, want, where="\n" + prog.source)
+            got = compile(fn, target=target)(*inputs)
+    assert_same(got, want, where=f"\n[target {target}]\n{prog.source}", through=prog.dtypes)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=EXAMPLES <= 100,
-          suppress_health_check=list(HealthCheck), print_blob=True)
-@given(programs())
-def test_compiled_matches_eager(prog):
-    try:
-        check_program(prog)
-    except EagerRejects:
-        reject()
+def fuzz(target: str, examples: int) -> None:
+    """`examples` random programs, each checked by `check_program` for `target`."""
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=SEED is None and examples <= 100,
+              suppress_health_check=list(HealthCheck), print_blob=True)
+    @given(programs())
+    def one(prog):
+        try:
+            check_program(prog, target)
+        except EagerRejects:
+            reject()
+
+    (fixed_seed(int(SEED))(one) if SEED is not None else one)()
+
+
+def test_cpu_matches_eager():
+    fuzz("cpu", EXAMPLES)
+
+
+def test_triton_interpreter_matches_eager():
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") in ("", "0") and not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET=0 and no GPU: the h100 target cannot run here")
+    fuzz("h100", TRITON_EXAMPLES)
 
 
 def test_generator_covers_the_op_families():
@@ -77,6 +108,11 @@ def test_generator_covers_the_op_families():
 
     collect()
     text = "\n".join(sources)
-    for needle in ("softmax", "layer_norm", "matmul", "linear", "torch.where", "masked_fill", ".to(", "torch.cat",
-                   "keepdim=True", "permute", "expand", "float('nan')", "x0[..., :1]"):
+    for needle in ("softmax", "layer_norm", "rms_norm", "batch_norm", "matmul", "linear", "addmm", "torch.bmm",
+                   "torch.where", "masked_fill", ".to(", "torch.cat", "torch.stack", "keepdim=True", "permute",
+                   "expand", "float('nan')", "x0[..., :1]", "scaled_dot_product_attention", "is_causal=True",
+                   "enable_gqa=True", "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+                   "embedding", "index_select", "torch.gather", "torch.arange", "torch.tril", "cumsum", "diff",
+                   "torch.split", "unbind", "repeat_interleave", ".narrow(", "clamp", "rounding_mode",
+                   "logical_not", "bitwise_or", "argmin", "zeros_like", "new_full"):
         assert needle in text, f"the generator never produced {needle!r} in 300 programs"

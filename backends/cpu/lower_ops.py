@@ -14,13 +14,20 @@ from typing import Callable
 from xdsl.ir import Operation
 
 from backends.cpu.lower import (
-    Aff, Const, FuncBuilder, Index, Leaf, Unsupported, Val, broadcast, ident, node, reindex,
+    Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
 )
 from compiler.dialects import graph as g
 from compiler.dialects.types import shape_of
 
 LOWERINGS: dict[str, Callable[[FuncBuilder, Operation, list[Val]], list[Val]]] = {}
 LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")
+
+
+def lowers(op: Operation) -> bool:
+    """Whether `op` has a lowering for its operands' shapes (so a kernel does not fall back whole)."""
+    if op.name == "graph.concat":
+        return len({shape_of(v.type)[op.dim.value.data] for v in op.operands}) == 1
+    return op.name in LOWERINGS
 
 
 def lowering(*names: str):
@@ -237,9 +244,38 @@ def _expand(fb, op, args):
 def _slice(fb, op, args):
     (x,) = args
     d, s, st = (op.properties[k].value.data for k in ("dim", "start", "step"))
+    if rtype(op)[0][d] == 0:
+        s = 0  # an empty slice may start at the end (x[4:] of 4 rows): no element is read, keep it in bounds
     sub = list(ident(len(x.shape)))
     sub[d] = Aff(s, ((d, st),))
     return [reindex(x, rtype(op)[0], sub)]
+
+
+@lowering("graph.concat")
+def _concat(fb, op, args):
+    """Concatenation of k equal parts along `dim` (rotate_half, stack): the result's dim of size k*n read
+    as (part, row) = (d // n, d % n), i.e. a value over [.., k, n, ..] that selects part d_dim, written
+    once into a temporary and reshaped. Parts of different sizes run on the reference backend."""
+    shape, dt = rtype(op)
+    d = op.dim.value.data
+    k, sizes = len(args), {a.shape[d] for a in args}
+    if len(sizes) != 1 or 0 in sizes:
+        raise Unsupported(f"concat of parts of sizes {sorted(a.shape[d] for a in args)} along dim {d}")
+    if k == 1:
+        return [args[0]]
+    n = sizes.pop()
+    split = shape[:d] + (k, n) + shape[d + 1:]
+    sub = [Aff.dim(j) for j in range(d)] + [Aff.dim(d + 1)] + [Aff.dim(j + 1) for j in range(d + 1, len(shape))]
+    parts = [reindex(a, split, sub) for a in args]
+    which = Index(split, "i64", Aff.dim(d))
+
+    def body(b, a, node):
+        r = a[k - 1]
+        for i in range(k - 2, -1, -1):
+            c = b.emit(f"arith.cmpi eq, {a[k]}, {b.const(i, 'i64')} : i64")
+            r = b.emit(f"arith.select {c}, {a[i]}, {r} : {dt}")
+        return r
+    return [fb.reshape(Node(split, dt, body, tuple(parts) + (which,)), shape)]
 
 
 # -- reductions and normalizations ----------------------------------------------------------------

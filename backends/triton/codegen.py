@@ -260,7 +260,8 @@ def _out_index(k: KernelContext, fidx: Index, full, red, oshape) -> tuple[Index,
         if fidx.linear:
             return fidx, fidx.linear, "rmask & cmask"
         strides = [numel(full[d + 1:]) for d in range(len(full))]
-        off = " + ".join(f"{ix.code} * {s}" for ix, s in zip(fidx.dims, strides) if ix.code != "0") or "0"
+        # a one-element row (every index is 0): still a block offset, since the value stored is a block
+        off = " + ".join(f"{ix.code} * {s}" for ix, s in zip(fidx.dims, strides) if ix.code != "0") or "rows * 0"
         return fidx, off, "rmask & cmask"
     keep_shape = tuple(1 if d in red else s for d, s in enumerate(full))
     drop_shape = tuple(s for d, s in enumerate(full) if d not in red)

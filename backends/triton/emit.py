@@ -269,7 +269,10 @@ def _constant(k, op, index):
     if ty == "tl.int1":
         return Val("True" if v else "False", frozenset(), ty, int(bool(v)))
     code = repr(float(v)) if math.isfinite(v) else f'float("{v}")'
-    return Val(code, frozenset(), ty, float(v))
+    # a typed scalar, not a Python float: an op on constants alone (1.0 / 0.0) would otherwise be
+    # Python arithmetic at trace time (ZeroDivisionError) instead of IEEE arithmetic in the kernel
+    t = k.let(f"tl.full([], {code}, {ty})", frozenset(), ty)
+    return Val(t.code, t.deps, ty, float(v))
 
 
 @emits("graph.arange")
