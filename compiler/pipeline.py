@@ -10,6 +10,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from compiler import ir, knobs, log
+from compiler.dialects import symbolic
 from compiler.errors import SolderError
 from passes import registry
 
@@ -39,6 +40,12 @@ def run_pipeline(module: ModuleOp, pipeline: str | list[ModulePass], *, target=N
     verify = knobs.verify_ir() if verify is None else verify
     ctx = ir.context()
     run = PipelineRun(",".join(pass_spec(p) for p in passes))
+    with symbolic.example_sizes(module):  # cost estimates on `?` dims use the example sizes
+        _run_passes(passes, ctx, module, run, verify, after_each)
+    return run
+
+
+def _run_passes(passes, ctx, module, run, verify, after_each) -> None:
     for p in passes:
         t0 = time.perf_counter()
         try:
@@ -53,7 +60,6 @@ def run_pipeline(module: ModuleOp, pipeline: str | list[ModulePass], *, target=N
             ir.verify(module)
         if after_each is not None:
             after_each(pass_spec(p), module)
-    return run
 
 
 def _with_target(p: ModulePass, target) -> ModulePass:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Operation
 
+from compiler.dialects.symbolic import hint_shape
+from compiler.dialects.types import is_dynamic
+
 # Bytes per element, by the element type's printed name.
 ELEMENT_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "i1": 1, "i8": 1, "ui8": 1, "i16": 2, "i32": 4, "i64": 8}
 _DTYPE_NAMES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32", "f64": "float64"}
@@ -56,6 +59,10 @@ def type_info(t: Attribute) -> TypeInfo:
     hit = _TYPE_CACHE.get(id(t))
     if hit is not None and hit[0] is t:
         return hit[1]
+    if is_dynamic(t):  # `?` dims at the example sizes (not cached: they depend on the module)
+        shape, elem = hint_shape(t), str(t.element_type)
+        numel = math.prod(shape)
+        return TypeInfo(numel, numel * ELEMENT_BYTES.get(elem, 4), shape, elem)
     if isinstance(t, TensorType):
         shape = tuple(t.get_shape())
         elem = str(t.element_type)

@@ -27,6 +27,7 @@ from xdsl.ir import Block, Operation
 from xdsl.passes import ModulePass
 
 from compiler import log
+from compiler.dialects.symbolic import hint_shape
 from compiler.errors import PipelineError
 from compiler.targets import Target, get_target
 from passes.fuse_ops import describe, op_rule
@@ -134,7 +135,7 @@ class BlockRule:
         c_names = {o.name for o in c_ops}
         for op in c_ops:
             if op.name in GEMMS and _fed_by(op, c_ops, p_ops):
-                width = op.operands[0].type.get_shape()[-1] * itemsize(op)
+                width = hint_shape(op.operands[0].type)[-1] * itemsize(op)
                 if TILE_ROWS * width > self.target.shared_mem_per_block:
                     continue
                 if "mlp" in self.patterns and names & GEMMS and names & GATES:

@@ -27,6 +27,7 @@ from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Block, Operation
 
 from compiler.dialects import graph as g
+from compiler.dialects.symbolic import hint_shape
 from compiler.errors import SolderError
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def reduction_sig(op: Operation) -> tuple[int, int, int]:
 
     Reductions share one kernel only when their rows agree; non-contiguous dims get a unique signature.
     """
-    shape = tuple(op.operands[0].type.get_shape())
+    shape = hint_shape(op.operands[0].type)  # `?` dims at the example sizes
     if op.name == "graph.reduce":
         dims = sorted(op.dims.get_values())
     elif op.name in ("graph.layer_norm", "graph.rms_norm"):

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import operator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from xdsl.dialects import func
@@ -148,11 +150,29 @@ def enclosing_func(op) -> func.FuncOp | None:
     return op
 
 
+_EXAMPLE_SIZES: ContextVar[dict[str, int]] = ContextVar("solder_example_sizes", default={})
+
+
+@contextmanager
+def example_sizes(module: ModuleOp):
+    """While passes run on `module`: `hint_shape` without an anchor uses its symbols' example sizes."""
+    env = {}
+    for op in module.ops:
+        if isinstance(op, func.FuncOp):
+            env.update(hints(op))
+    token = _EXAMPLE_SIZES.set(env)
+    try:
+        yield env
+    finally:
+        _EXAMPLE_SIZES.reset(token)
+
+
 def hint_shape(t, anchor=None, default: int = 64) -> tuple[int, ...]:
-    """A concrete shape for cost estimates: `?` dims at the example sizes of the function around `anchor`."""
+    """A concrete shape for cost estimates: `?` dims at the example sizes of the function around `anchor`
+    (or of the module passes are running on, `example_sizes`); `default` where neither knows."""
     if not is_dynamic(t):
         return tuple(t.get_shape())
-    env = hints(enclosing_func(anchor)) if anchor is not None else {}
+    env = hints(enclosing_func(anchor)) if anchor is not None else _EXAMPLE_SIZES.get()
     out = []
     for d in dims_of(t):
         if isinstance(d, int):
