@@ -136,6 +136,27 @@ def test_unlowered_ops_are_listed_as_fallbacks():
     assert "graph.cumsum" in _program(c).fallbacks
 
 
+def test_concat_of_equal_parts_is_generated_code():
+    # rotate_half's cat(-x2, x1) fuses with the rotary epilogue; a cat of unequal parts runs alone on
+    # the reference backend without dragging its neighbours along.
+    def rot(x):
+        return x * 2 + torch.cat((-x[..., 8:], x[..., :8]), dim=-1) * 3
+
+    def stack(a, b, c):
+        return torch.stack([a, b, c], dim=1).sin() + 1
+
+    def uneven(a, b):
+        return torch.cat([a, b[:, :3]], 1) * 2
+
+    x, (a, b, c) = torch.randn(2, 4, 5, 16), torch.randn(3, 6, 5).unbind(0)
+    for fn, args, lowered in ((rot, (x,), True), (stack, (a, b, c), True), (uneven, (a, b), False)):
+        compiled = compile(fn, target=CPU)
+        torch.testing.assert_close(compiled(*args), fn(*args))
+        prog = _program(compiled)
+        assert ("graph.concat" not in prog.fallbacks) == lowered, (fn.__name__, prog.fallbacks)
+        assert set(prog.fallbacks) <= {"graph.concat"}, prog.fallbacks
+
+
 def test_emit_module_is_what_the_backend_compiles():
     from backends.cpu.lower import emit_module
 

@@ -35,7 +35,7 @@ from backends.base import Backend, Program, per_size
 from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
-from backends.cpu.lower_ops import LAYOUT, LOWERINGS
+from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
 from backends.reference import OPS, attention_reference, forward_func
 from compiler import log
 from compiler.dialects.symbolic import is_dynamic_module
@@ -130,7 +130,7 @@ class _Planner:
             self.steps.append(self.step("view", [op]))
         elif op.name in LIBRARY:
             self.steps.append(self.step(_library_route(op), [op]))
-        elif op.name in LOWERINGS:
+        elif lowers(op):
             absorbed = _absorb(list(op.operands))
             ops = sorted(absorbed + [op], key=self.order.__getitem__)
             self.steps.append(self.mlir(ops, [op]))
@@ -144,12 +144,12 @@ class _Planner:
         kid = kop.attributes["kernel_id"].value.data if "kernel_id" in kop.attributes else None
         run: list[Operation] = []
         for op in body.ops:
-            if op is body.last_op or op.name not in LOWERINGS:
+            if op is body.last_op or not lowers(op):
                 self.flush(run, kid)
                 run = []
             if op is body.last_op:
                 break
-            if op.name in LOWERINGS:
+            if lowers(op):
                 run.append(op)
             elif op.name in ATT.OPS:
                 self.steps.append(self.attention(op, kid))
