@@ -162,6 +162,44 @@ def op_level(shapes, rounds: int) -> list[dict]:
     return rows
 
 
+def sparse_level(t: int, rounds: int) -> dict:
+    """Block-sparse (sliding window 512 + 64 sinks, block 64) on the generated kernel against the
+    reference backend's block-sparse loop (the CPU path before) and dense causal attention, one thread."""
+    from backends.cpu import attention as A
+    from backends.cpu import jit
+    from backends.reference import block_sparse_reference
+    from compiler.sparse_attention import OpSpec, static_layout
+
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(1)
+    b, h, d, block = 1, 4, 64, 64
+    ospec = OpSpec((json.dumps({"pattern": "window", "window": 512, "sinks": 64}, sort_keys=True),), block,
+                   d ** -0.5, True)
+    counts, idx = static_layout(ospec, h, t, t)
+    sp = A.AttentionSpec(b, h, t, d, h, t, d, d ** -0.5, True, sparse=(1, counts.shape[0]), bq=block, bk=block)
+    kern = jit.compile_mlir(A.module(sp, "attn"), "attn")
+    dense = A.AttentionSpec(b, h, t, d, h, t, d, d ** -0.5, True)
+    dkern = A._dense_call(dense, jit.compile_mlir(A.module(dense, "attn"), "attn"))
+    lay = A.sparse_layout_args(sp, [(counts, idx)])
+    q, k, v = _inputs(b, h, t, d)
+    out = torch.empty(b, h, t, d)
+    fns = {"solder_sparse": lambda: kern(q, k, v, *lay, out),
+           "reference_sparse": lambda: block_sparse_reference(q, k, v, counts, idx, block, d ** -0.5, True),
+           "solder_dense_causal": lambda: dkern(q, k, v)}
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    for f in fns.values():
+        f()
+    err = float((out - fns["reference_sparse"]()).abs().max())
+    for _ in range(rounds):
+        for n, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[n].append(time.perf_counter() - t0)
+    density = float(counts.sum()) / (counts.shape[1] * (counts.shape[1] + 1) / 2) / counts.shape[0]
+    return {"t": t, "density_vs_causal": density, "max_abs_err_vs_reference": err,
+            "ms_median": {n: statistics.median(x) * 1e3 for n, x in times.items()}}
+
+
 def _child(args: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(RESULTS.parent.parent))
     p = subprocess.run([sys.executable, "-m", "benchmarks.cpu_attention", *args], capture_output=True,
@@ -179,7 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(RESULTS / f"cpu_attention-{datetime.date.today().isoformat()}"))
-    ap.add_argument("--child", choices=("memory", "time", "ops"))
+    ap.add_argument("--child", choices=("memory", "time", "ops", "sparse"))
     ap.add_argument("--variant", choices=VARIANTS)
     ap.add_argument("--causal", type=int, default=0)
     a = ap.parse_args(argv)
@@ -189,6 +227,9 @@ def main(argv=None) -> int:
         return 0
     if a.child == "time":
         print(json.dumps(child_time(bool(a.causal), *shape, a.rounds)))
+        return 0
+    if a.child == "sparse":
+        print(json.dumps(sparse_level(a.t, a.rounds)))
         return 0
     if a.child == "ops":
         torch.set_num_threads(1)  # per-core comparison: a shared machine makes 2-thread timings erratic
@@ -213,6 +254,8 @@ def main(argv=None) -> int:
         print(f"time causal={causal}: {row['ms_median']}", flush=True)
         result["time"].append(row)
     result["ops"] = _child(["--child", "ops", "--rounds", str(a.rounds)])
+    result["sparse"] = _child(["--child", "sparse", "--rounds", str(a.rounds), "--t", str(a.t)])
+    print(f"sparse: {result['sparse']['ms_median']}", flush=True)
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
@@ -254,6 +297,15 @@ def markdown(r: dict) -> str:
     for o in r["ops"]:
         lines.append(f"| {o['b']} | {o['h']} | {o['t']} | {o['d']} | {o['causal']} | {o['threads']} | "
                      f"{o['solder_ms']:.3f} | {o['sdpa_ms']:.3f} | {o['sdpa_over_solder']:.2f}x |")
+    sp = r.get("sparse")
+    if sp:
+        t = sp["ms_median"]
+        lines += ["", f"## Block-sparse, T={sp['t']}, H=4, d=64, window 512 + 64 sinks, block 64 "
+                  f"({100 * sp['density_vs_causal']:.0f}% of the causal blocks), one thread, median ms", "",
+                  "| generated block-sparse kernel | reference backend's block-sparse loop (the CPU path before) | "
+                  "generated dense causal | max abs err vs reference |", "|---|---|---|---|",
+                  f"| {t['solder_sparse']:.1f} | {t['reference_sparse']:.1f} | {t['solder_dense_causal']:.1f} | "
+                  f"{sp['max_abs_err_vs_reference']:.1e} |"]
     return "\n".join(lines) + "\n"
 
 
