@@ -142,8 +142,8 @@ def op_level(shapes, rounds: int) -> list[dict]:
         spec = A.AttentionSpec(b, h, t, d, h, t, d, d ** -0.5, causal, parallel=parallel)
         kern = A._dense_call(spec, jit.compile_mlir(A.module(spec, "attn"), "attn"))
         q, k, v = _inputs(b, h, t, d)
-        fns = {"solder": lambda: kern(q, k, v),
-               "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal)}
+        fns = {"solder": lambda kern=kern, q=q, k=k, v=v: kern(q, k, v),
+               "sdpa": lambda q=q, k=k, v=v, c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)}
         reps = max(1, int(2e8 // (4 * b * h * t * t * d)))
         times: dict[str, list[float]] = {n: [] for n in fns}
         for f in fns.values():
@@ -203,7 +203,7 @@ def sparse_level(t: int, rounds: int) -> dict:
 def _child(args: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(RESULTS.parent.parent))
     p = subprocess.run([sys.executable, "-m", "benchmarks.cpu_attention", *args], capture_output=True,
-                       text=True, env=env, cwd=RESULTS.parent.parent)
+                       text=True, env=env, cwd=RESULTS.parent.parent, check=False)
     if p.returncode:
         raise RuntimeError(f"child {args} failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -267,8 +267,8 @@ def markdown(r: dict) -> str:
     s = r["shape"]
     lines = [f"# CPU attention, B={s['B']} H={s['H']} T={s['T']} d={s['d']} fp32",
              "",
-             f"{r['device']}, {r['date']}, commit {r['commit']}, torch {r['torch']}, {r['threads']} torch threads "
-             "(solder's kernel: OpenMP on the same cores). Reproduce: `python -m benchmarks.cpu_attention`.",
+             (f"{r['device']}, {r['date']}, commit {r['commit']}, torch {r['torch']}, {r['threads']} torch threads "
+             "(solder's kernel: OpenMP on the same cores). Reproduce: `python -m benchmarks.cpu_attention`."),
              "",
              "## Peak memory of one call (MB of RSS growth during the call, fresh process per variant)",
              "",
@@ -280,10 +280,10 @@ def markdown(r: dict) -> str:
         f = {n: x["first_call_peak_over_inputs_mb"] for n, x in rows.items()}
         lines.append(f"| {causal} | {m['eager']:.1f} | {m['sdpa']:.1f} | {m['solder']:.1f} | "
                      f"{100 * m['solder'] / m['eager']:.1f}% | {f['eager']:.0f} / {f['sdpa']:.0f} / {f['solder']:.0f} |")
-    lines += ["", "Inputs (q, k, v) are allocated before the measurement. The call's figure is VmHWM after the "
+    lines += ["", ("Inputs (q, k, v) are allocated before the measurement. The call's figure is VmHWM after the "
               "call minus VmRSS before it (high-water mark reset, freed heap trimmed first). The last column is "
               "the first call's growth of ru_maxrss over the inputs; for solder it is dominated by the compiler "
-              "itself (imports, capture, passes), not by the attention.", "",
+              "itself (imports, capture, passes), not by the attention."), "",
               "## Time (ms, interleaved rounds in one process; the machine was shared, so noisy)", "",
               "| causal | eager written out | eager SDPA | solder | solder vs SDPA | max abs err vs eager |",
               "|---|---|---|---|---|---|"]
@@ -291,8 +291,8 @@ def markdown(r: dict) -> str:
         t = row["ms_median"]
         lines.append(f"| {row['causal']} | {t['eager']:.1f} | {t['sdpa']:.1f} | {t['solder']:.1f} | "
                      f"{t['sdpa'] / t['solder']:.2f}x | {row['max_abs_err_vs_eager']['solder']:.1e} |")
-    lines += ["", "## Op level: generated kernel vs torch SDPA, one thread each (median ms; > 1x: the kernel is "
-              "faster)", "",
+    lines += ["", ("## Op level: generated kernel vs torch SDPA, one thread each (median ms; > 1x: the kernel is "
+              "faster)"), "",
               "| B | H | T | d | causal | kernel threads | solder ms | SDPA ms | SDPA / solder |", "|---|---|---|---|---|---|---|---|---|"]
     for o in r["ops"]:
         lines.append(f"| {o['b']} | {o['h']} | {o['t']} | {o['d']} | {o['causal']} | {o['threads']} | "
@@ -300,12 +300,12 @@ def markdown(r: dict) -> str:
     sp = r.get("sparse")
     if sp:
         t = sp["ms_median"]
-        lines += ["", f"## Block-sparse, T={sp['t']}, H=4, d=64, window 512 + 64 sinks, block 64 "
-                  f"({100 * sp['density_vs_causal']:.0f}% of the causal blocks), one thread, median ms", "",
-                  "| generated block-sparse kernel | reference backend's block-sparse loop (the CPU path before) | "
-                  "generated dense causal | max abs err vs reference |", "|---|---|---|---|",
-                  f"| {t['solder_sparse']:.1f} | {t['reference_sparse']:.1f} | {t['solder_dense_causal']:.1f} | "
-                  f"{sp['max_abs_err_vs_reference']:.1e} |"]
+        lines += ["", (f"## Block-sparse, T={sp['t']}, H=4, d=64, window 512 + 64 sinks, block 64 "
+                  f"({100 * sp['density_vs_causal']:.0f}% of the causal blocks), one thread, median ms"), "",
+                  ("| generated block-sparse kernel | reference backend's block-sparse loop (the CPU path before) | "
+                  "generated dense causal | max abs err vs reference |"), "|---|---|---|---|",
+                  (f"| {t['solder_sparse']:.1f} | {t['reference_sparse']:.1f} | {t['solder_dense_causal']:.1f} | "
+                  f"{sp['max_abs_err_vs_reference']:.1e} |")]
     return "\n".join(lines) + "\n"
 
 

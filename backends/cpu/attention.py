@@ -445,8 +445,8 @@ def plan(op) -> AttentionPlan:
         return AttentionPlan(f"{SDPA_ROUTE} (the generated kernel does not cover {bad})", "")
     flops = 4 * q[0] * q[1] * q[2] * k[2] * q[3]
     parallel = _threads() > 1 and flops >= PARALLEL_MIN_FLOPS
-    common = dict(b=q[0], hq=q[1], t=q[2], d=q[3], hkv=k[1], s=k[2], dv=v[3],
-                  scale=op.scale.value.data, causal=op.causal is not None, parallel=parallel)
+    common = {"b": q[0], "hq": q[1], "t": q[2], "d": q[3], "hkv": k[1], "s": k[2], "dv": v[3],
+              "scale": op.scale.value.data, "causal": op.causal is not None, "parallel": parallel}
     if sparse:
         from compiler.sparse_attention import OpSpec
         ospec = OpSpec.of(op)
