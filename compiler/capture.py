@@ -127,6 +127,26 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
     return todo
 
 
+def _unaliased(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The example inputs with every tensor that shares memory with an earlier one replaced by a copy.
+
+    torch.export traces `f(a, a)` as a graph that reads one input twice (the second placeholder is
+    dropped), which is wrong for every later call with two different tensors. The compiled graph is
+    functional, so it is traced on distinct tensors and serves aliased and distinct calls alike.
+    """
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    seen: set[int] = set()
+    out = []
+    for x in leaves:
+        if isinstance(x, torch.Tensor) and x.numel() > 0:
+            ptr = x.untyped_storage().data_ptr()
+            if ptr in seen:
+                x = x.clone()
+            seen.add(ptr)
+        out.append(x)
+    return pytree.tree_unflatten(out, spec)
+
+
 def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[str],
             dynamic: set[tuple[int, int]] | None = None) -> Captured:
     """Export `model(*args, **kwargs)`; decompose the ops outside `known_ops` that have a decomposition.
@@ -136,6 +156,7 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
     """
     t0 = time.perf_counter()
     flat, refused = dynamic is not None, ()
+    args, kwargs = _unaliased(args, kwargs)
     with _EXPORT_LOCK:
         if flat:
             leaves, spec = pytree.tree_flatten((args, kwargs))
@@ -162,6 +183,7 @@ def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) ->
     out = []
     for i, d in sorted(dynamic):
         val = user[i].meta.get("val") if i < len(user) else None
-        if isinstance(val, torch.Tensor) and d < val.dim() and not isinstance(val.shape[d], torch.SymInt):
+        size = val.shape[d] if isinstance(val, torch.Tensor) and d < val.dim() else None
+        if size is not None and (not isinstance(size, torch.SymInt) or size.node.maybe_as_int() is not None):
             out.append((i, d))
     return tuple(out)

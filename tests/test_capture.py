@@ -47,3 +47,16 @@ def test_gc_paused_nests_across_threads_and_restores():
         t.join()
         assert not gc.isenabled()
     assert inside == [False] and gc.isenabled()
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+def test_first_call_with_aliased_inputs_does_not_tie_them(target):
+    # export traces f(a, a) with one placeholder read twice; the compile must still serve f(a, b).
+    def f(x, y):
+        return x * 2 + y
+
+    compiled = solder_compile(f, target=target)
+    a, b = torch.randn(4), torch.randn(4)
+    torch.testing.assert_close(compiled(a, a), f(a, a))
+    torch.testing.assert_close(compiled(a, b), f(a, b))
+    torch.testing.assert_close(compiled(b, a[:4]), f(b, a))
