@@ -219,13 +219,25 @@ def _index(ctx, x, indices):
     pos = [i for i, t in enumerate(indices) if t is not None]
     if not pos or any(ctx.meta(indices[p]).dtype == torch.bool for p in pos):
         return NotImplemented
+    sizes = dims_of(ctx.value(x).type)
     if len(pos) == 1:
-        return ctx.emit(g.GatherOp(operands=[ctx.value(x), ctx.value(indices[pos[0]])],
+        return ctx.emit(g.GatherOp(operands=[ctx.value(x), _wrap_negative(ctx, indices[pos[0]], sizes[pos[0]])],
                                    properties={"dim": g.int_attr(pos[0])}, result_types=[ctx.out_type()]))
     if pos != list(range(len(pos))):
         return NotImplemented  # index tensors separated by slices: PyTorch moves dims around
-    return ctx.emit(g.IndexOp(operands=[ctx.value(x), [ctx.value(indices[p]) for p in pos]],
+    return ctx.emit(g.IndexOp(operands=[ctx.value(x), [_wrap_negative(ctx, indices[p], sizes[p]) for p in pos]],
                               result_types=[ctx.out_type()]))
+
+
+def _wrap_negative(ctx, index, size):
+    """x[i] reads i in [-size, size); graph.gather and graph.index take [0, size): add size to negatives."""
+    v = ctx.value(index)
+    if not isinstance(size, int):
+        return v
+    dt = ctx.meta(index).dtype
+    negative = ctx.emit(g.BINARY_OPS["lt"](v, ctx.constant(0, dt), tensor_type(dims_of(v.type), "bool")))
+    shifted = ctx.emit(g.BINARY_OPS["add"](v, ctx.constant(size, dt), v.type))
+    return ctx.emit(g.WhereOp(negative, shifted, v, v.type))
 
 
 @lower("aten.gather.default")

@@ -369,10 +369,15 @@ class FuncBuilder:
         self.lines.append("^bb0(" + ", ".join(f"%{a}: {t}" for a, t in zip(bargs, btypes)) + "):")
         body = Body(f"%{res[1:]}_t", {leaf_key(leaf): f"%{a}" for leaf, a in zip(ls, bargs)})
         ys = [body.value(x) for x in vals]
+        stored = dts
         if combine is not None:
-            ys = [combine(body, ys[0], f"%{bargs[-1]}")]
+            y = ys[0]
+            if dts[0] in STORAGE:  # bool any/all: combine in i8, where the accumulator lives (a combiner
+                y = body.emit(f"arith.extui {y} : {dts[0]} to {STORAGE[dts[0]]}")  # on the block argument
+                stored = [STORAGE[dts[0]]]  # itself keeps the reduction recognizable to the tiling)
+            ys = [combine(body, y, f"%{bargs[-1]}")]
         ys = [body.emit(f"arith.extui {y} : {dt} to {STORAGE[dt]}") if dt in STORAGE else y
-              for y, dt in zip(ys, dts)]
+              for y, dt in zip(ys, stored)]
         self.lines.extend("  " + ln for ln in body.em.lines)
         self.lines.append(f"  linalg.yield {', '.join(ys)} : {', '.join(STORAGE.get(dt, dt) for dt in dts)}")
         self.lines.append(f"}} -> {ots[0] if len(ots) == 1 else '(' + ', '.join(ots) + ')'}")

@@ -285,8 +285,8 @@ def _combine(kind: str):
         "prod": lambda b, x, acc: b.em.mul(x, acc),
         "max": lambda b, x, acc: b.em.bin("maximumf", x, acc),
         "min": lambda b, x, acc: b.em.bin("minimumf", x, acc),
-        "any": lambda b, x, acc: b.emit(f"arith.ori {x}, {acc} : i1"),
-        "all": lambda b, x, acc: b.emit(f"arith.andi {x}, {acc} : i1"),
+        "any": lambda b, x, acc: b.emit(f"arith.ori {x}, {acc} : i8"),  # bools combine as bytes (lower.py)
+        "all": lambda b, x, acc: b.emit(f"arith.andi {x}, {acc} : i8"),
     }[kind]
 
 

@@ -254,7 +254,9 @@ def _cast(k, op, index):
     if name == "bool":
         return k.let(f"{x.code} != 0", x.deps, ty)
     if name in STORAGE_TYPES:  # round to the 16-bit type, keep computing in fp32
-        return k.let(f"{x.code}.to({STORAGE_TYPES[name]}).to(tl.float32)", x.deps, ty)
+        # integers and bools go through fp32 as in eager (the interpreter turns int1 -> bf16 into 0)
+        src = x.code if is_float_ty(x.ty) else f"{x.code}.to(tl.float32)"
+        return k.let(f"{src}.to({STORAGE_TYPES[name]}).to(tl.float32)", x.deps, ty)
     if x.ty == ty:
         return x
     return k.let(f"{x.code}.to({ty})", x.deps, ty)
