@@ -1,4 +1,4 @@
-"""TinyLM: a pre-norm causal transformer (learned positions, SDPA attention), 2 layers of d=128."""
+"""TinyLM: a pre-norm causal transformer (SDPA attention), 2 layers; learned or fixed sinusoidal positions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from torch import nn
 from examples.sparse_lm.task import Task
 
 CHECKPOINT = Path(__file__).parent / "checkpoint.pt"
+
+
+def sinusoids(seq: int, d: int) -> torch.Tensor:
+    """[seq, d] sin/cos position codes with periods from 4 to 4 * seq (the short ones resolve offsets)."""
+    freq = (2 * torch.pi) / (4.0 * seq ** (torch.arange(d // 2) / max(d // 2 - 1, 1)))
+    ang = torch.arange(seq)[:, None] * freq[None]
+    return torch.cat([ang.sin(), ang.cos()], 1)
 
 
 class Block(nn.Module):
@@ -36,17 +43,32 @@ class Block(nn.Module):
 class TinyLM(nn.Module):
     """Token + position embeddings, `layers` blocks, a final norm and an untied head."""
 
-    def __init__(self, vocab: int, seq: int, d: int = 128, heads: int = 4, layers: int = 2):
+    def __init__(self, vocab: int, seq: int, d: int = 128, heads: int = 4, layers: int = 2, pos: str = "learned",
+                 shift: bool = False):
         super().__init__()
-        self.config = {"vocab": vocab, "seq": seq, "d": d, "heads": heads, "layers": layers}
+        if pos not in ("learned", "sin"):
+            raise ValueError(f"TinyLM: pos must be 'learned' or 'sin', got {pos!r}")
+        self.config = {"vocab": vocab, "seq": seq, "d": d, "heads": heads, "layers": layers, "pos": pos,
+                       "shift": shift}
         self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Embedding(seq, d)
+        # token shift: each position also sees an embedding of the token before it (as in RWKV or the
+        # "smeared keys" of induction-head studies), so one attention layer can match "the token after K"
+        self.prev = nn.Embedding(vocab, d) if shift else None
+        if pos == "learned":
+            self.pos = nn.Embedding(seq, d)
+        else:  # fixed sinusoids: a relative offset is a linear map of them, so offset heads learn fast
+            self.register_buffer("sinusoids", sinusoids(seq, d), persistent=False)
         self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.tok(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
+        t = tokens.shape[1]
+        pos = self.sinusoids[:t] if hasattr(self, "sinusoids") else self.pos(torch.arange(t, device=tokens.device))
+        x = self.tok(tokens) + pos
+        if self.prev is not None:
+            p = self.prev(tokens)
+            x = x + torch.cat([torch.zeros_like(p[:, :1]), p[:, :-1]], 1)  # shifted one position right
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln(x))

@@ -3,11 +3,12 @@
 A sequence of `seq` tokens is
 - filler made of random 4-grams each written twice (`a b c d a b c d`): the second copy is predictable
   from 4 tokens back, which a local head (a window) can do;
-- `pairs` value-key pairs `V K` written at random places in the first 3/4 of the sequence;
-- at the end, `SEP` and then `queries` of the keys again (half of them: elimination cannot answer), each
-  followed by its value: predicting the value needs a
-  retrieval head that finds the key hundreds of tokens back (and reads the value that a previous-token
-  head copied onto it).
+- `pairs` key-value pairs `K V` (distinct keys) written at random places in the first `spread` of the
+  filler;
+- at the end, `SEP` and then `queries` of those keys again (a random subset, so elimination cannot
+  answer the last one), each followed by its value. Predicting the value after a final key needs a
+  retrieval (induction) head that finds the same key up to `seq` tokens back and copies the token
+  after it, with a previous-token head below it.
 
 Accuracy is measured on the predictable targets: `retrieval` on the values after the final keys,
 `local` on the second copies of the 4-grams.
@@ -26,12 +27,23 @@ NGRAM = 4
 class Task:
     """Vocabulary layout and sizes: filler tokens [0, filler), keys, values, then SEP."""
 
-    seq: int = 512
-    pairs: int = 8
-    queries: int = 4
+    seq: int = 256
+    pairs: int = 16
+    queries: int = 12
     filler: int = 32
     keys: int = 32
     values: int = 32
+    spread: float = 0.75
+
+    def __post_init__(self) -> None:
+        if self.queries > self.pairs or self.pairs > self.keys:
+            raise ValueError(f"Task: need queries <= pairs <= keys, got {self.queries}, {self.pairs}, {self.keys}")
+        if self.pairs > self.body * self.spread / 2 - 1:
+            raise ValueError(f"Task: {self.pairs} pairs do not fit in {self.spread} of a {self.body}-token body")
+
+    @property
+    def body(self) -> int:
+        return self.seq - 1 - 2 * self.queries
 
     @property
     def key0(self) -> int:
@@ -55,18 +67,18 @@ def sample(task: Task, batch: int, g: torch.Generator) -> tuple[torch.Tensor, to
 
     Masks mark positions whose *next-token prediction* is scored: position t predicts tokens[t + 1].
     """
-    t, p, nq = task.seq, task.pairs, task.queries
-    body = t - 1 - 2 * nq
+    t, p, nq, body = task.seq, task.pairs, task.queries, task.body
     reps = -(-body // (2 * NGRAM))
     grams = torch.randint(0, task.filler, (batch, reps, NGRAM), generator=g)
     fill = torch.cat([grams, grams], 2).reshape(batch, -1)[:, :body].clone()
     pred = torch.tensor([False] * NGRAM + [True] * NGRAM).repeat(reps)[:body].expand(batch, body).clone()
     keys = torch.rand(batch, task.keys, generator=g).argsort(1)[:, :p]
     vals = torch.randint(0, task.values, (batch, p), generator=g)
-    # pair slots: distinct even offsets in the first 3/4 of the body
-    slots = torch.rand(batch, body * 3 // 8, generator=g).argsort(1)[:, :p] * 2
-    fill.scatter_(1, slots, task.value0 + vals)
-    fill.scatter_(1, slots + 1, task.key0 + keys)
+    # pair slots: distinct even offsets in the first `spread` of the body
+    n_slots = int(body * task.spread) // 2
+    slots = torch.rand(batch, n_slots, generator=g).argsort(1)[:, :p] * 2
+    fill.scatter_(1, slots, task.key0 + keys)
+    fill.scatter_(1, slots + 1, task.value0 + vals)
     for off in range(2 + NGRAM):  # the pair, and copies whose source it overwrote
         pred.scatter_(1, (slots + off).clamp(max=body - 1), False)
     order = torch.rand(batch, p, generator=g).argsort(1)[:, :nq]
