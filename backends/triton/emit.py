@@ -282,6 +282,8 @@ def _arange(k, op, index):
     start, step = (g.scalar_value(op.properties[n]) for n in ("start", "step"))
     ty = compute_type(op.result.type)
     i = index.dims[0]
+    if not i.deps:  # a one-element arange: its index is the literal 0, so the value is the start
+        return k.let(f"tl.full([], {float(start) if is_float_ty(ty) else int(start)!r}, {ty})", frozenset(), ty)
     if is_float_ty(ty):
         return k.let(f"{i.code}.to(tl.float32) * {float(step)!r} + {float(start)!r}", i.deps, ty)
     return k.let(f"({i.code} * {int(step)} + {int(start)}).to({ty})", i.deps, ty)

@@ -30,9 +30,9 @@ def test_cpu_bool_any_all(fn):
 def test_triton_bool_and_int_to_half(dtype):
     pytest.importorskip("triton")
 
-    def f(b, i):
-        return b.to(dtype), i.to(dtype)
+    def f(b, i, j):
+        return b.to(dtype), i.to(dtype), j.to(dtype)
 
-    b, i = torch.tensor([True, False, True]), torch.tensor([3, -2, 1000])
-    for got, want in zip(compile(f, target="h100")(b, i), f(b, i)):
+    b, i, j = torch.tensor([True, False, True]), torch.tensor([3, -2, 1000]), torch.tensor([-4, 4], dtype=torch.int32)
+    for got, want in zip(compile(f, target="h100")(b, i, j), f(b, i, j)):
         assert torch.equal(got, want)

@@ -39,3 +39,15 @@ def test_division_of_constants_by_zero_is_ieee(shape):
     x = torch.randn(shape)
     for got, want in zip(compile(f, target="h100")(x), f(x)):
         torch.testing.assert_close(got, want, equal_nan=True)
+
+
+def test_one_element_arange():
+    """3. `torch.arange(2, 0, -2)` has one element: its index is the literal 0, and the emitted
+    `(0 * -2 + 2).to(tl.int64)` called `.to` on a Python int (backends/triton/emit.py `_arange`)."""
+
+    def f(x):
+        return x * torch.arange(2, 0, -2), x + torch.arange(-1.0, 0.0, 1.5)
+
+    x = torch.full((1, 1), 3.0, dtype=torch.float16)
+    for got, want in zip(compile(f, target="h100")(x), f(x)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
