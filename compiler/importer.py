@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import operator
 import warnings
 from dataclasses import dataclass, field
@@ -291,6 +292,8 @@ def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes
                 found.setdefault(str(d.node.expr), (d.node.expr, int(d.node.hint)))
     if not found:
         return
+    every = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    assumes = assumes + _size_guards(ep, [n for n, a in zip(every, args_of(every, ep)) if a])
     names = {old: f"s{i}" for i, old in enumerate(found)}
     syms = []
     for old, (expr, hint) in found.items():
@@ -301,6 +304,36 @@ def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes
         syms.append(symbolic.Symbol(names[old], lo, hi, hint))
     symbolic.set_symbols(fn, syms, assumes)
     symbolic.rename(module, names)
+
+
+_GUARD_SIZE = re.compile(r"L\['leaves'\]\[(\d+)\]\.size\(\)\[(\d+)\]")
+
+
+def args_of(placeholders, ep) -> list[bool]:
+    """For each placeholder, whether it is a user input."""
+    kinds = {s.arg.name: s.kind for s in ep.graph_signature.input_specs}
+    return [kinds.get(n.name) == InputKind.USER_INPUT for n in placeholders]
+
+
+def _size_guards(ep, user: list[torch.fx.Node]) -> list[str]:
+    """Export's guards on input sizes (`ep._guards_code`, over `L['leaves'][i].size()[d]` for a flat capture)
+    as expressions over the size symbols; guards on anything but sizes are left to export's own checks."""
+    out = []
+    for code in getattr(ep, "_guards_code", None) or []:
+        def size(m):
+            i, d = int(m.group(1)), int(m.group(2))
+            dim = user[i].meta["val"].shape[d]
+            return f"({dim.node.expr})" if isinstance(dim, torch.SymInt) and dim.node.maybe_as_int() is None \
+                else str(int(dim))
+        try:
+            expr = _GUARD_SIZE.sub(size, code)
+        except (IndexError, KeyError, AttributeError):
+            expr = code
+        if "L[" in expr:
+            _log.info("guard not on input sizes, not checked by solder: %s", code)
+            continue
+        out.append(expr)
+    return out
 
 
 def _finite(bound) -> int | None:

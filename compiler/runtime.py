@@ -310,7 +310,7 @@ class CompiledModule:
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
             state=state, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
-            binding=_input_binding(imported), dynamic_dims=dynamic or frozenset(),
+            binding=_input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
         )
         if self.options.explain:
             sp.ir_text = ir.print_ir(imported.module)
@@ -387,7 +387,7 @@ class CompiledModule:
                                for k in sp.key[1] if k[0] == "T")
             lines.append(f"== {self.name} [{shapes}] target={self.options.target.name} "
                          f"backend={self.options.target.backend}")
-            if sp.binding is not None:
+            if sp.binding is not None and sp.binding.symbols:
                 lines.append("dynamic: " + ", ".join(
                     f"{s.name} in [{s.lo}, {'inf' if s.hi is None else s.hi}] (example {s.hint})"
                     for s in sp.binding.symbols.values()))
@@ -415,12 +415,11 @@ class CompiledModule:
 
 
 def _input_binding(imported: Imported):
-    """The symbol binding of a dynamic function, checking only the user inputs (state sizes never change)."""
+    """The symbol binding of a dynamically captured function, checking only the user inputs (state sizes
+    never change)."""
     from compiler.dialects import symbolic
 
-    if not symbolic.is_dynamic_module(imported.module):
-        return None
-    b = symbolic.Binding.of(imported.func)
+    b = symbolic.Binding.of(imported.func)  # a static function (export specialized every dim): static checks
     n_state = len(imported.args) - len(imported.input_positions)
     shift = lambda rows: [(i - n_state,) + tuple(r) for i, *r in rows if i >= n_state]  # noqa: E731
     reads = {k: (i - n_state, d) for k, (i, d) in b.reads.items()}
