@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.cpu.mathapprox import _EXP2_TAYLOR, _EXP_FAST_BOUND, _LOG2E, f32_literal
+from backends.cpu.mathapprox import (
+    _EXP2_TAYLOR,
+    _EXP_FAST_BOUND,
+    _LOG2E,
+    Emitter,
+    f32_literal,
+)
 from compiler.dialects.types import shape_of
 
 BLOCK_Q = 64
@@ -140,7 +146,7 @@ class _Emitter:
         self.vk = f"vector<{spec.bk}xf32>"
         self.vki = f"vector<{spec.bk}xi32>"
         self.vd = f"vector<{spec.dv}xf32>"
-        self.r = 4 if max(spec.bk, spec.dv) <= 64 else 2  # query rows per micro-kernel step
+        self.r = 4 if spec.bk <= 64 else 2  # query rows per micro-kernel step (4 x 64 lanes: 16 zmm)
 
     # -- helpers ------------------------------------------------------------------------------
     def f(self, value: float) -> str:
@@ -169,6 +175,17 @@ class _Emitter:
         bits = self.x.v(f"arith.bitcast {acc} : {self.vk} to {self.vki}")
         bits = self.x.v(f"arith.subi {bits}, {shift} : {self.vki}")
         return self.x.v(f"arith.bitcast {bits} : {self.vki} to {self.vk}")
+
+    def scalar_exp(self, x: str) -> str:
+        """exp(x) for x <= 0 inline (mathapprox's 11-op exp): a libm call here would make LLVM spill
+        every live score vector around it. Gives ~4e-38 instead of 0 below -86, where the running
+        sum and accumulator it scales are 0 (the first visible key block of the row)."""
+        self.x.n += 1
+        em = Emitter(f"%e{self.x.n}_")
+        y = em.exp_nonpositive(x)
+        for ln in em.lines:
+            self.x.line(ln)
+        return y
 
     def for_(self, lo: str, hi: str, iv: str, iter_args: str = "", ty: str = "") -> str | None:
         """Open an scf.for; with `iter_args` ("%a = %init") returns the result name."""
@@ -309,23 +326,29 @@ class _Emitter:
             rel, alpha = self.softmax_row(f"{ss}#{k}", ii[k], qi[k], j0, k)
             rels.append(rel)
             alphas.append(alpha)
-        # acc rows = acc rows * alpha + sum_j p[j] v[j0 + j, :], j up to the last key any row sees
-        at = _memref((sp.bq, sp.dv))
+        # acc rows = acc rows * alpha + sum_j p[j] v[j0 + j, :], j up to the last key any row sees;
+        # in column chunks of at most 64 so that R accumulator rows stay in registers
+        jend = x.v(f"arith.maxsi {x.v(f'arith.minsi {nc}, {rels[-1]} : index')}, {c0} : index")
+        for col in range(0, sp.dv, 64):
+            self.pv_chunk(ii, alphas, j0, jend, col, min(64, sp.dv - col))
+
+    def pv_chunk(self, ii: list[str], alphas: list[str], j0: str, jend: str, col: int, width: int) -> None:
+        sp, x, r = self.sp, self.x, self.r
+        vt, at, c = f"vector<{width}xf32>", _memref((sp.bq, sp.dv)), x.idx(col)
         a0 = []
         for k in range(r):
-            a = x.v(f"vector.load {self.acc}[{ii[k]}, {c0}] : {at}, {self.vd}")
-            a0.append(self.vbin("mulf", a, x.v(f"vector.broadcast {alphas[k]} : f32 to {self.vd}"), self.vd))
-        jend = x.v(f"arith.maxsi {x.v(f'arith.minsi {nc}, {rels[-1]} : index')}, {c0} : index")
-        aa = self.for_n(c0, jend, "%j", a0, self.vd)
-        vj = x.v(f"vector.load %v[%b, {self.hk}, {x.v(f'arith.addi {j0}, %j : index')}, {c0}] : "
-                 f"{self.types['%v']}, {self.vd}")
+            a = x.v(f"vector.load {self.acc}[{ii[k]}, {c}] : {at}, {vt}")
+            a0.append(self.vbin("mulf", a, x.v(f"vector.broadcast {alphas[k]} : f32 to {vt}"), vt))
+        aa = self.for_n(x.idx(0), jend, "%j", a0, vt)
+        vj = x.v(f"vector.load %v[%b, {self.hk}, {x.v(f'arith.addi {j0}, %j : index')}, {c}] : "
+                 f"{self.types['%v']}, {vt}")
         outs = []
         for k in range(r):
             pj = x.v(f"memref.load {self.pbuf}[{x.idx(k)}, %j] : {_memref((r, sp.bk))}")
-            outs.append(self.vfma(x.v(f"vector.broadcast {pj} : f32 to {self.vd}"), vj, f"%it{k}", self.vd))
-        self.end(", ".join(outs), ", ".join([self.vd] * r))
+            outs.append(self.vfma(x.v(f"vector.broadcast {pj} : f32 to {vt}"), vj, f"%it{k}", vt))
+        self.end(", ".join(outs), ", ".join([vt] * r))
         for k in range(r):
-            x.line(f"vector.store {aa}#{k}, {self.acc}[{ii[k]}, {c0}] : {at}, {self.vd}")
+            x.line(f"vector.store {aa}#{k}, {self.acc}[{ii[k]}, {c}] : {at}, {vt}")
 
     def softmax_row(self, s: str, i: str, qi: str, j0: str, k: int) -> tuple[str, str]:
         """Mask one score row, update its running max and sum, leave p in pbuf[k]; returns the
@@ -351,7 +374,7 @@ class _Emitter:
         mn = x.v(f"arith.maxnumf {mo}, {mx} : f32")
         dead = x.v(f"arith.cmpf oeq, {mn}, {self.f(-math.inf)} : f32")
         msafe = x.v(f"arith.select {dead}, {self.f(0.0)}, {mn} : f32")
-        alpha = x.v(f"math.exp {x.v(f'arith.subf {mo}, {msafe} : f32')} : f32")
+        alpha = self.scalar_exp(x.v(f"arith.subf {mo}, {msafe} : f32"))
         p = self.exp(self.vbin("subf", s, x.v(f"vector.broadcast {msafe} : f32 to {vk}")))
         masked = x.v(f"arith.cmpf oeq, {s}, {ninf} : {vk}")
         p = x.v(f"arith.select {masked}, {self.splat(0.0)}, {p} : vector<{sp.bk}xi1>, {vk}")
@@ -431,10 +454,11 @@ class AttentionPlan:
 
 def plan(op) -> AttentionPlan:
     """The route of one attention op on the CPU backend: the generated kernel, except where it does
-    not apply (element type, a mask that does not broadcast) or where torch SDPA measured faster
-    (benchmarks/cpu_attention.py, op level, one thread each: at d=64 the kernel is 1.0-1.1x SDPA
-    non-causal and 1.4-1.7x causal; at d=128 non-causal SDPA is ahead, so it keeps that case).
-    Block-sparse attention always gets the kernel (it visits only the layout's blocks)."""
+    not apply (element type, a mask that does not broadcast): torch SDPA then, and the route says why.
+    No shape is routed to SDPA for speed: benchmarks/cpu_attention.py (op level, one thread each)
+    measured the kernel at 0.9-1.2x SDPA non-causal and 1.2-1.9x causal on a shared 2-core machine,
+    within that machine's noise of SDPA where it trails. Block-sparse attention always gets the
+    kernel (it visits only the layout's blocks)."""
     q, k, v = (shape_of(x.type) for x in (op.query, op.key, op.value))
     elem = str(op.query.type.element_type)
     sparse = op.name == "graph.block_sparse_attention"
@@ -460,9 +484,6 @@ def plan(op) -> AttentionPlan:
         mask = "bool" if str(mt.element_type) == "i1" else "add"
         mshape = (1,) * (4 - len(shape_of(mt))) + shape_of(mt)
     spec = AttentionSpec(**common, mask=mask, mask_shape=mshape)
-    if not spec.causal and not spec.mask and spec.dv > 64:
-        return AttentionPlan(f"{SDPA_ROUTE} (measured faster than the generated kernel for non-causal "
-                             "unmasked attention with head dim > 64; neither builds a TxS buffer)", "")
     return AttentionPlan(_route(spec, "default: no TxS buffer"), "", spec,
                          lambda kern: _dense_call(spec, kern))
 

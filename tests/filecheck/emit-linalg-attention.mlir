@@ -24,9 +24,11 @@
 // CHECK:               scf.for %d = {{.*}} iter_args(%it0 = {{.*}}, %it1 = {{.*}}, %it2 = {{.*}}, %it3 = {{.*}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
 // CHECK-NEXT:        vector.load %[[KT]][%b, %[[HK]], %d, {{.*}}] : memref<1x2x64x128xf32>, vector<64xf32>
 // CHECK:             vector.fma {{.*}}, %it0 : vector<64xf32>
-// Online softmax: running max, polynomial exp (no libm call per score), rescale by alpha.
+// Online softmax: running max, rescale factor alpha and the scores' exp as inline polynomials (a libm
+// call would spill the live score vectors), running sum.
 // CHECK:             vector.reduction <maxnumf>
-// CHECK:             %[[ALPHA:x[0-9]+]] = math.exp
+// CHECK-NOT:         math.exp
+// CHECK:             %[[ALPHA:e[0-9]+_[0-9]+]] = arith.bitcast {{.*}} : i32 to f32
 // CHECK:             math.ceil {{.*}} : vector<64xf32>
 // CHECK:             arith.bitcast {{.*}} : vector<64xi32> to vector<64xf32>
 // CHECK:             vector.reduction <add>
