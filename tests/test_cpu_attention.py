@@ -206,3 +206,19 @@ def test_noncausal_d128_column_chunks():
     out, prog = _run(_module(q, k, v), q, k, v)
     assert prog.kernels[0]["route"].startswith(A.ROUTE)
     torch.testing.assert_close(out, eager_attention(q, k, v), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_parallel_kernel_matches(causal):
+    """The OpenMP variant (scf.forall; causal query blocks interleaved short/long across threads)."""
+    from backends.cpu import jit
+
+    if jit.find_openmp() is None:
+        pytest.skip("no OpenMP runtime")
+    torch.manual_seed(8)
+    q, k, v = torch.randn(1, 3, 330, 64), torch.randn(1, 1, 330, 64), torch.randn(1, 1, 330, 64)
+    spec = A.AttentionSpec(1, 3, 330, 64, 1, 330, 64, 0.125, causal, parallel=True)
+    text = A.module(spec, "attn")
+    assert "scf.forall" in text
+    out = A._dense_call(spec, jit.compile_mlir(text, "attn"))(q, k, v)
+    torch.testing.assert_close(out, eager_attention(q, k, v, causal=causal), atol=2e-5, rtol=2e-5)

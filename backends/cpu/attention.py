@@ -228,8 +228,13 @@ class _Emitter:
         x.indent = 2
         self.transpose_keys()
         if sp.parallel:
-            x.line(f"scf.forall (%b, %h, %qb) in ({sp.b}, {sp.hq}, {sp.nq}) {{")
+            x.line(f"scf.forall (%b, %h, {'%qs' if sp.causal else '%qb'}) in ({sp.b}, {sp.hq}, {sp.nq}) {{")
             x.indent += 1
+            if sp.causal:  # threads take contiguous ranges: interleave short and long query blocks
+                half = x.v(f"arith.divui %qs, {x.idx(2)} : index")
+                odd = x.v(f"arith.cmpi ne, {x.v(f'arith.remui %qs, {x.idx(2)} : index')}, {x.idx(0)} : index")
+                late = x.v(f"arith.subi {x.idx(sp.nq - 1)}, {half} : index")
+                x.line(f"%qb = arith.select {odd}, {late}, {half} : index")
         else:
             for iv, n in (("%b", sp.b), ("%h", sp.hq), ("%qb", sp.nq)):
                 self.for_(x.idx(0), x.idx(n), iv)
