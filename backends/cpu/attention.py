@@ -2,22 +2,26 @@
 
 `graph.attention` and `graph.block_sparse_attention` lower to one function (same ABI and JIT path as
 the other kernels: memref arguments, destination passing, `llvm.emit_c_interface`, jit.compile_mlir
-and its disk cache). The kernel walks (batch, head, query block) — an `scf.forall` on OpenMP threads
-when libomp is there — and, inside, the key blocks that the query block needs: all of them, up to the
-diagonal when causal, or the ones a block-sparse layout lists for that head. Per key block:
+and its disk cache). The function first copies k transposed into kT [B, Hkv, D, S padded to whole
+key blocks] (one heap buffer the size of k, zeros past S), then walks (batch, head, query block) —
+an `scf.forall` on OpenMP threads above PARALLEL_MIN_FLOPS — and, inside, the key blocks the query
+block needs: all, those up to the diagonal when causal, or those a block-sparse layout lists for the
+head (counts/indices arguments). Per key block, four query rows at a time:
 
-    kt[D, BK]   = the key block transposed (scratch on the stack, so a score row is one vector)
-    per query row i of the block:
-      s[BK]     = scale * sum_d q[i, d] * kt[d, :]          (vector<BK> FMAs, accumulator in registers)
-      s         = s + mask row | select(mask row, s, -inf); -inf past the causal diagonal and past S
-      m_new     = max(m[i], max(s));  p = exp(s - m_new);  alpha = exp(m[i] - m_new)
-      l[i]      = l[i] * alpha + sum(p);  acc[i, :] = acc[i, :] * alpha + sum_j p[j] * v[j, :]
-    out[i, :]   = acc[i, :] / l[i]   (0 for a row every key of which is masked)
+    s[r, :BK]  = scale * sum_d q[r, d] * kT[d, j0:j0+BK]     (4 vector<BK> accumulators share each load)
+    s          = s + mask row | select(mask row, s, -inf); -inf past the causal diagonal and past S
+    m_new      = max(m[r], max(s));  p = exp(s - m_new);  alpha = exp(m[r] - m_new)
+    l[r]       = l[r] * alpha + sum(p)
+    acc[r, :]  = acc[r, :] * alpha + sum_j p[r, j] * v[j0 + j, :]  (64-column chunks, 4 rows per v load)
+    out[r, :]  = acc[r, :] / l[r]   at the end (0 for a row every key of which is masked)
 
-The scratch per (batch, head, query block) is D×BK + BQ×Dv + 2·BQ + BK floats, so peak memory is the
-inputs and the output. exp is the arith-only polynomial (mathapprox's 11-op exp, written on vectors);
-scores and accumulators are fp32 (bf16/fp16 inputs are upcast at the call). GQA: query head h reads
+Scratch per (batch, head, query block): BQ×Dv + 2·BQ + 4·BK floats on the stack; with kT and the
+output that is all the memory the call takes. exp is mathapprox's 11-op polynomial, written on
+vectors for p and inline on scalars for alpha (a libm call would spill the live score vectors).
+Scores and accumulators are fp32 (bf16/fp16 inputs are upcast at the call). GQA: query head h reads
 key/value head h // (Hq / Hkv). Masks keep their own (broadcast) shape: size-1 dims index 0.
+`plan` decides the route of an op (this kernel, or torch SDPA where the kernel does not apply) and
+the route string that explain() prints says which and why.
 """
 
 from __future__ import annotations
