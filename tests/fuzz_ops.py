@@ -56,7 +56,7 @@ def _integral(b):
     got = b.pick(lambda m: not _is_float(m))
     if got is not None and b.draw(st.booleans()):
         return got
-    b.new_input(dtype=b.draw(st.sampled_from((torch.bool, torch.int64, torch.int32))))
+    b.new_input(dtype=b.choice((torch.bool, torch.int64, torch.int32)))
     return b.pool[-1]
 
 
@@ -64,18 +64,18 @@ BITWISE = ("logical_not", "bitwise_not", "logical_and", "logical_or", "bitwise_a
 
 
 def _unary(b):
-    op = b.draw(st.sampled_from(UNARY + UNARY_F + ("clamp", "clamp_min", "clamp_max", "gelu_tanh", "act_args")))
+    op = b.choice(UNARY + UNARY_F + ("clamp", "clamp_min", "clamp_max", "gelu_tanh", "act_args"))
     x = _integral(b) if op in BITWISE else b.pick()
     if op == "clamp":
-        lo, hi = b.draw(st.sampled_from(((-1, 1), (None, 0.5), (-0.5, None), (0, 0), (2, -2))))
+        lo, hi = b.choice(((-1, 1), (None, 0.5), (-0.5, None), (0, 0), (2, -2)))
         return f"torch.clamp({x[0]}, {lo}, {hi})"
     if op in ("clamp_min", "clamp_max"):
-        return f"torch.{op}({x[0]}, {b.draw(st.sampled_from((-1, 0.25, 2)))})"
+        return f"torch.{op}({x[0]}, {b.choice((-1, 0.25, 2))})"
     if op == "gelu_tanh":
         return f"{F}.gelu({x[0]}, approximate='tanh')"
     if op == "act_args":
-        form = b.draw(st.sampled_from((f"{F}.leaky_relu({{}}, 0.2)", f"{F}.elu({{}}, alpha=0.5)",
-                                       f"{F}.hardtanh({{}}, -0.5, 2.0)")))
+        form = b.choice((f"{F}.leaky_relu({{}}, 0.2)", f"{F}.elu({{}}, alpha=0.5)",
+                                       f"{F}.hardtanh({{}}, -0.5, 2.0)"))
         return form.format(x[0])
     return f"torch.{op}({x[0]})"
 
@@ -85,13 +85,13 @@ _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "remain
 
 
 def _binary(b):
-    op = b.draw(st.sampled_from(BINARY + ("div_mode", "alpha")))
+    op = b.choice(BINARY + ("div_mode", "alpha"))
     x = _integral(b) if op in BITWISE else b.pick()
     y = b.other(x[1])
     if op == "div_mode":
-        return f"torch.div({x[0]}, {y}, rounding_mode={b.draw(st.sampled_from(('floor', 'trunc')))!r})"
+        return f"torch.div({x[0]}, {y}, rounding_mode={b.choice(('floor', 'trunc'))!r})"
     if op == "alpha":
-        return f"torch.{b.draw(st.sampled_from(('add', 'sub')))}({x[0]}, {y}, alpha={b.draw(st.sampled_from((2, -1, 0.5)))})"
+        return f"torch.{b.choice(('add', 'sub'))}({x[0]}, {y}, alpha={b.choice((2, -1, 0.5))})"
     if op in _SYMBOLS and b.draw(st.booleans()):
         if not y.startswith(("x", "v")) and b.draw(st.booleans()):
             return f"({y} {_SYMBOLS[op]} {x[0]})"  # scalar on the left: rsub, rdiv, rpow, __rand__, ...
@@ -101,7 +101,7 @@ def _binary(b):
 
 def _compare(b):
     x = b.pick()
-    cmp = b.draw(st.sampled_from(COMPARE))
+    cmp = b.choice(COMPARE)
     cond = f"torch.{cmp}({x[0]}, {b.other(x[1])})"
     form = b.draw(st.integers(0, 3))
     if form == 0:
@@ -121,36 +121,36 @@ def _cast(b):
         y = b.pick()
         return f"{x[0]}.type_as({y[0]})"
     if form == 2:
-        return f"{x[0]}.to({x[0]}.device, {b.draw(st.sampled_from(DTYPES))})"
-    return f"{x[0]}.to({b.draw(st.sampled_from(DTYPES))})"
+        return f"{x[0]}.to({x[0]}.device, {b.choice(DTYPES)})"
+    return f"{x[0]}.to({b.choice(DTYPES)})"
 
 
 def _factory(b):
     """Tensor factories, alone or combined with a pool value (so they meet broadcasting and casts)."""
     x = b.pick()
-    shape, dt = list(x[1].shape), b.draw(st.sampled_from(DTYPES))
-    form = b.draw(st.sampled_from(("like", "new", "full", "arange", "scalar_tensor", "tri")))
+    shape, dt = list(x[1].shape), b.choice(DTYPES)
+    form = b.choice(("like", "new", "full", "arange", "scalar_tensor", "tri"))
     if form == "like":
-        fn = b.draw(st.sampled_from(("zeros_like({})", "ones_like({})", "full_like({}, 2.5)")))
+        fn = b.choice(("zeros_like({})", "ones_like({})", "full_like({}, 2.5)"))
         return "torch." + fn.format(x[0]) if b.draw(st.booleans()) else \
             "torch." + fn.format(x[0])[:-1] + f", dtype={dt})"
     if form == "new":
-        fn = b.draw(st.sampled_from(("new_zeros", "new_ones", "new_full")))
+        fn = b.choice(("new_zeros", "new_ones", "new_full"))
         return f"{x[0]}.{fn}({shape}{', -3' if fn == 'new_full' else ''})"
     if form == "full":
-        fn = b.draw(st.sampled_from((f"torch.full({shape}, {b.scalar()})", f"torch.zeros({shape}, dtype={dt})",
-                                     f"torch.ones({shape}, dtype={dt})")))
+        fn = b.choice((f"torch.full({shape}, {b.scalar()})", f"torch.zeros({shape}, dtype={dt})",
+                                     f"torch.ones({shape}, dtype={dt})"))
         return f"({x[0]} + {fn})" if b.draw(st.booleans()) else fn
     if form == "arange":
         n = shape[-1] if shape else 3
-        fn = b.draw(st.sampled_from((f"torch.arange({n})", f"torch.arange(1, {n + 1}, dtype={dt})",
-                                     f"torch.arange(-1.0, {n - 1.5}, 1.0)", f"torch.arange({2 * n}, 0, -2)")))
+        fn = b.choice((f"torch.arange({n})", f"torch.arange(1, {n + 1}, dtype={dt})",
+                                     f"torch.arange(-1.0, {n - 1.5}, 1.0)", f"torch.arange({2 * n}, 0, -2)"))
         return f"({x[0]} * {fn})" if b.draw(st.booleans()) else fn
     if form == "scalar_tensor":
-        return f"({x[0]} - torch.scalar_tensor({b.draw(st.sampled_from((2.0, -1, 0.5)))}))"
+        return f"({x[0]} - torch.scalar_tensor({b.choice((2.0, -1, 0.5))}))"
     if x[1].dim() < 2:
         return None
-    return f"torch.{b.draw(st.sampled_from(('tril', 'triu')))}({x[0]}, {b.draw(st.integers(-2, 2))})"
+    return f"torch.{b.choice(('tril', 'triu'))}({x[0]}, {b.draw(st.integers(-2, 2))})"
 
 
 def _reduce(b):
@@ -159,21 +159,21 @@ def _reduce(b):
         return None
     d = b.draw(st.integers(-x[1].dim(), x[1].dim() - 1))
     keep = b.draw(st.booleans())
-    op = b.draw(st.sampled_from(("sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "prod",
-                                 "all_dims", "any", "all", "cumsum", "diff", "sum_dtype")))
+    op = b.choice(("sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "prod",
+                                 "all_dims", "any", "all", "cumsum", "diff", "sum_dtype"))
     if op in ("max_dim", "min_dim"):
         return f"torch.{op[:3]}({x[0]}, dim={d}, keepdim={keep})[{b.draw(st.integers(0, 1))}]"
     if op in ("argmax", "argmin"):
         return f"torch.{op}({x[0]}, dim={d}, keepdim={keep})" if b.draw(st.integers(0, 3)) else f"torch.{op}({x[0]})"
     if op == "all_dims":
-        fn = b.draw(st.sampled_from(("sum", "mean", "amax", "amin", "max", "min", "prod", "any", "all")))
+        fn = b.choice(("sum", "mean", "amax", "amin", "max", "min", "prod", "any", "all"))
         return f"torch.{fn}({x[0]})"
     if op == "cumsum":
         return f"torch.cumsum({x[0]}, {d})"
     if op == "diff":
         return f"torch.diff({x[0]}, dim={d})"
     if op == "sum_dtype":
-        return f"torch.sum({x[0]}, {d}, dtype={b.draw(st.sampled_from((torch.float64, torch.float32, torch.int64)))})"
+        return f"torch.sum({x[0]}, {d}, dtype={b.choice((torch.float64, torch.float32, torch.int64))})"
     dims = sorted({d % x[1].dim(), b.draw(st.integers(0, x[1].dim() - 1))})
     if op == "prod":
         return f"torch.prod({x[0]}, {d}, keepdim={keep})"
@@ -187,8 +187,8 @@ def _normalize(b):
     if x is None:
         return None
     d = b.draw(st.integers(-x[1].dim(), x[1].dim() - 1))
-    op = b.draw(st.sampled_from(("softmax", "log_softmax", "softmax_dtype", "layer_norm", "layer_norm_affine",
-                                 "rms_norm", "batch_norm")))
+    op = b.choice(("softmax", "log_softmax", "softmax_dtype", "layer_norm", "layer_norm_affine",
+                                 "rms_norm", "batch_norm"))
     n, dt = x[1].shape[-1], x[1].dtype
     if op == "layer_norm":
         return f"{F}.layer_norm({x[0]}, ({n},))"
@@ -197,7 +197,7 @@ def _normalize(b):
         return f"{F}.layer_norm({x[0]}, ({n},), {w}, {b.new_input((n,), dt)}, eps=1e-3)"
     if op == "rms_norm":
         w = b.new_input((n,), dt) if b.draw(st.booleans()) else "None"
-        return f"{F}.rms_norm({x[0]}, ({n},), {w}, eps={b.draw(st.sampled_from((None, 1e-3)))})"
+        return f"{F}.rms_norm({x[0]}, ({n},), {w}, eps={b.choice((None, 1e-3))})"
     if op == "batch_norm":
         if x[1].dim() < 2:
             return None
@@ -211,7 +211,7 @@ def _normalize(b):
 
 
 def _contract(b):
-    form = b.draw(st.sampled_from(("linear", "matmul", "mm", "bmm", "addmm")))
+    form = b.choice(("linear", "matmul", "mm", "bmm", "addmm"))
     rank = {"mm": 2, "addmm": 2, "bmm": 3}.get(form)
     x = b.float_value(rank) if rank else b.pick(lambda m: m.dim() >= 1 and _is_float(m))
     if x is None:
@@ -225,9 +225,9 @@ def _contract(b):
         w = b.new_input((k, n), dt)
         if form == "mm":
             return f"torch.mm({x[0]}, {w})"
-        bias = b.new_input(b.draw(st.sampled_from(((n,), (1, n), (x[1].shape[0], n)))), dt)
-        return f"torch.addmm({bias}, {x[0]}, {w}, beta={b.draw(st.sampled_from((1, 0.5)))}, " \
-               f"alpha={b.draw(st.sampled_from((1, 2)))})"
+        bias = b.new_input(b.choice(((n,), (1, n), (x[1].shape[0], n))), dt)
+        return f"torch.addmm({bias}, {x[0]}, {w}, beta={b.choice((1, 0.5))}, " \
+               f"alpha={b.choice((1, 2))})"
     if form == "bmm" and x[1].dim() == 3:
         return f"torch.bmm({x[0]}, {b.new_input((x[1].shape[0], k, n), dt)})"
     lead = list(x[1].shape[:-2]) if x[1].dim() > 2 and b.draw(st.booleans()) else []
@@ -238,19 +238,19 @@ def _contract(b):
 def _conv(b):
     """conv1d/conv2d (stride, padding, dilation, groups) and 2-d pooling on small images."""
     two_d = b.draw(st.booleans())
-    groups = b.draw(st.sampled_from((1, 1, 2)))
+    groups = b.choice((1, 1, 2))
     c = groups * b.draw(st.integers(1, 2))
     spatial = [b.draw(st.integers(3, 6)) for _ in range(2 if two_d else 1)]
     x, meta = b.float_value(len(spatial) + 2, (b.draw(st.integers(1, 2)), c, *spatial))
     c, spatial = meta.shape[1], list(meta.shape[2:])
-    form = b.draw(st.sampled_from(("conv", "conv", "max_pool", "avg_pool", "adaptive")))
+    form = b.choice(("conv", "conv", "max_pool", "avg_pool", "adaptive"))
     if form != "conv":
         if not two_d:
             return None
         if form == "adaptive":
-            return f"{F}.adaptive_avg_pool2d({x}, {b.draw(st.sampled_from(((1, 1), 1, (2, 1), (2, 2), (3, 2))))})"
+            return f"{F}.adaptive_avg_pool2d({x}, {b.choice(((1, 1), 1, (2, 1), (2, 2), (3, 2)))})"
         k = b.draw(st.integers(1, min(3, *spatial)))
-        stride, pad = b.draw(st.sampled_from((None, 1, 2))), b.draw(st.integers(0, k // 2))
+        stride, pad = b.choice((None, 1, 2)), b.draw(st.integers(0, k // 2))
         extra = f", ceil_mode={b.draw(st.booleans())}" + (f", count_include_pad={b.draw(st.booleans())}"
                                                            if form == "avg_pool" else "")
         return f"{F}.{form}2d({x}, {k}, {stride}, {pad}{extra})"
@@ -266,13 +266,13 @@ def _conv(b):
 def _attention(b):
     """scaled_dot_product_attention: bool/additive masks, causal, scale, grouped-query heads."""
     d = b.draw
-    batch, heads, kv_heads = d(st.integers(1, 2)), d(st.sampled_from((1, 2, 4))), 1
+    batch, heads, kv_heads = d(st.integers(1, 2)), b.choice((1, 2, 4)), 1
     if heads > 1 and d(st.booleans()):
-        kv_heads = d(st.sampled_from([h for h in (1, 2) if heads % h == 0]))
+        kv_heads = b.choice([h for h in (1, 2) if heads % h == 0])
     else:
         kv_heads = heads
     lq, lk, e, ev = d(st.integers(1, 4)), d(st.integers(1, 4)), d(st.integers(1, 4)), d(st.integers(1, 4))
-    dt = d(st.sampled_from((torch.float32,) * 3 + (torch.float64, torch.float16, torch.bfloat16)))
+    dt = b.choice((torch.float32,) * 3 + (torch.float64, torch.float16, torch.bfloat16))
     if d(st.booleans()):
         q, qm = b.float_value(4, (batch, heads, lq, e))
     else:
@@ -281,15 +281,15 @@ def _attention(b):
     batch, heads, lq, e = qm.shape
     kv_heads = kv_heads if heads % kv_heads == 0 else heads
     k, v = b.new_input((batch, kv_heads, lk, e), qm.dtype), b.new_input((batch, kv_heads, lk, ev), qm.dtype)
-    mask = d(st.sampled_from(("none", "none", "causal", "bool", "float")))
+    mask = b.choice(("none", "none", "causal", "bool", "float"))
     args = ""
     if mask == "causal":
         args = ", is_causal=True"
     elif mask != "none":
-        shape = d(st.sampled_from(((lq, lk), (batch, 1, lq, lk), (1, heads, 1, lk))))
+        shape = b.choice(((lq, lk), (batch, 1, lq, lk), (1, heads, 1, lk)))
         args = f", attn_mask={b.new_input(shape, torch.bool if mask == 'bool' else qm.dtype)}"
     if d(st.booleans()):
-        args += f", scale={d(st.sampled_from((0.5, 1.0, 0.125)))}"
+        args += f", scale={b.choice((0.5, 1.0, 0.125))}"
     if kv_heads != heads:
         args += ", enable_gqa=True"
     return f"{F}.scaled_dot_product_attention({q}, {k}, {v}{args})"
@@ -303,7 +303,7 @@ def _gather(b):
     shape, r = list(x[1].shape), x[1].dim()
     d = b.draw(st.integers(0, r - 1))
     idx_shape = tuple(b.draw(st.integers(1, 3)) for _ in range(b.draw(st.integers(0, 2))))
-    form = b.draw(st.sampled_from(("embedding", "index_select", "index", "index2", "index_mid", "gather")))
+    form = b.choice(("embedding", "index_select", "index", "index2", "index_mid", "gather"))
     if form == "embedding":
         if r != 2 or not _is_float(x[1]):
             return None
@@ -326,8 +326,8 @@ def _gather(b):
 def _layout(b):
     x = b.pick()
     shape, r = list(x[1].shape), x[1].dim()
-    op = b.draw(st.sampled_from(("reshape", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "slice",
-                                 "cat", "expand", "view", "t", "contiguous", "select")))
+    op = b.choice(("reshape", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "slice",
+                                 "cat", "expand", "view", "t", "contiguous", "select"))
     if op == "reshape":
         return f"{x[0]}.reshape(-1)" if b.draw(st.booleans()) else f"{x[0]}.reshape({[1] + shape})"
     if op == "flatten":
@@ -346,7 +346,7 @@ def _layout(b):
         return f"{x[0]}.transpose({b.draw(st.integers(-r, r - 1))}, {b.draw(st.integers(-r, r - 1))})"
     d = b.draw(st.integers(0, r - 1))
     if op == "slice":
-        start, stop = b.draw(st.integers(-4, 4)), b.draw(st.sampled_from((None, -1, 1, 2, 3, 10)))
+        start, stop = b.draw(st.integers(-4, 4)), b.choice((None, -1, 1, 2, 3, 10))
         step = b.draw(st.integers(1, 2))
         return f"{x[0]}[{':, ' * d}{start}:{stop}:{step}]"
     if op == "select":
@@ -354,7 +354,7 @@ def _layout(b):
     if op == "cat":
         other = list(shape)
         other[d] = b.draw(st.integers(1, 3))
-        fn = b.draw(st.sampled_from(("cat", "cat", "concat", "concatenate")))
+        fn = b.choice(("cat", "cat", "concat", "concatenate"))
         return f"torch.{fn}([{x[0]}, {b.new_input(tuple(other), x[1].dtype)}, {x[0]}], {d})"
     if op == "expand":
         return f"{x[0]}.unsqueeze(0).expand({[b.draw(st.integers(1, 3))] + [-1] * r})"
@@ -373,9 +373,9 @@ def _layout_more(b):
     shape, r = list(x[1].shape), x[1].dim()
     d = b.draw(st.integers(0, r - 1))
     n = shape[d]
-    op = b.draw(st.sampled_from(("split", "split_sizes", "chunk", "unbind", "tensor_split", "stack", "repeat",
+    op = b.choice(("split", "split_sizes", "chunk", "unbind", "tensor_split", "stack", "repeat",
                                  "repeat_interleave", "narrow", "unflatten", "swapaxes", "broadcast_to",
-                                 "expand_as", "view_as", "reshape_as", "numpy_T", "identity")))
+                                 "expand_as", "view_as", "reshape_as", "numpy_T", "identity"))
     if op == "split":
         s = b.draw(st.integers(1, 3))
         return f"torch.split({x[0]}, {s}, {d})[{b.draw(st.integers(0, (n + s - 1) // s - 1))}]"
@@ -383,7 +383,7 @@ def _layout_more(b):
         first = b.draw(st.integers(0, n))
         return f"{x[0]}.split([{first}, {n - first}], {d})[{b.draw(st.integers(0, 1))}]"
     if op == "chunk":
-        return f"{x[0]}.chunk({b.draw(st.integers(1, 3))}, {d})[{b.draw(st.sampled_from((0, -1)))}]"
+        return f"{x[0]}.chunk({b.draw(st.integers(1, 3))}, {d})[{b.choice((0, -1))}]"
     if op == "unbind":
         return f"{x[0]}.unbind({d})[{b.draw(st.integers(0, n - 1))}]"
     if op == "tensor_split":
@@ -399,7 +399,7 @@ def _layout_more(b):
         start = b.draw(st.integers(0, n - 1))
         return f"{x[0]}.narrow({d}, {start}, {b.draw(st.integers(1, n - start))})"
     if op == "unflatten":
-        return f"{x[0]}.unflatten({d}, ({b.draw(st.sampled_from((1, n)))}, -1))"
+        return f"{x[0]}.unflatten({d}, ({b.choice((1, n))}, -1))"
     if op == "swapaxes":
         return f"{x[0]}.swapaxes({d}, {b.draw(st.integers(-r, r - 1))})"
     if op == "broadcast_to":
@@ -412,8 +412,8 @@ def _layout_more(b):
         return f"{x[0]}.{op}({y[0]})" if y else None
     if op == "numpy_T":
         return f"{x[0]}.T" if r <= 2 else None
-    fn = b.draw(st.sampled_from(("clone()", "detach()", "dropout", "alpha_dropout", "feature_alpha_dropout",
-                                 "dropout1d")))
+    fn = b.choice(("clone()", "detach()", "dropout", "alpha_dropout", "feature_alpha_dropout",
+                                 "dropout1d"))
     return f"{x[0]}.{fn}" if fn.endswith(")") else f"{F}.{fn}({x[0]}, 0.5, training=False)"
 
 

@@ -207,6 +207,8 @@ def _norm(x, weight, bias, eps, residual, return_sum, rms, out_dtype, block_m, b
         if p is not None and p.shape != (n,):
             raise ValueError(f"{'rms' if rms else 'layer'}_norm: {name} must have shape ({n},), "
                              f"got {tuple(p.shape)}")
+    # the kernel reads weight[c] and bias[c] at unit stride: a view (an expanded or strided vector) is copied
+    weight, bias = (p if p is None or p.stride(0) == 1 else p.contiguous() for p in (weight, bias))
     x2 = _as_rows(x)
     r2 = _as_rows(residual.expand(x.shape)) if residual is not None else x2
     y = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
