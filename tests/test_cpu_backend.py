@@ -233,3 +233,37 @@ def test_view_steps_replay_the_right_input():
     for args in ((s[1:17], s[20:36]), (s[::2][:16], s[1::2][:16])):
         for g_, w in zip(compiled(*args), f(*args)):
             torch.testing.assert_close(g_, w)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = torch.relu(self.b1(self.c1(x)))
+        z = torch.relu(self.b2(self.c2(y)) + y)
+        return z, z.mean((2, 3))
+
+
+def test_convolutions_run_channels_last_and_see_weight_updates():
+    from backends.cpu.backend import plan_module
+
+    model = ConvBlock().eval()
+    with torch.no_grad():
+        for bn in (model.b1, model.b2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 9, 7)
+    c = compile(model, target=CPU)
+    with torch.no_grad():
+        for got, want in zip(c(x), model(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        plan = plan_module(next(iter(c.specializations.values())).imported.module)
+        mlir = [s for s in plan.steps if s.route == "mlir"]
+        assert any(any(s.nhwc_in) for s in mlir) and any(any(s.nhwc_out) for s in mlir), \
+            [(s.nhwc_in, s.nhwc_out) for s in mlir]
+        model.c2.weight.mul_(-1.5)  # in place: the cached channels-last weight must not be reused
+        for got, want in zip(c(x), model(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
