@@ -238,7 +238,7 @@ def test_zoo_models_with_a_dynamic_sequence_length_on_cpu(name):
     entry = get(name)
     model, args, kwargs = entry.build()
     c = compile(model, target="cpu")
-    for t in (8, 12, 20, 31):
+    for t in (5, 9, 12, 16) if name == "mlp" else (9, 12, 16, 24):  # the mlp's example has 16 rows
         a, k = _sliced(args, kwargs, t)
         with torch.no_grad():
             torch.testing.assert_close(c(*a, **k), model(*a, **k), atol=max(entry.atol, 1e-5),
