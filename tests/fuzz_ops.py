@@ -28,7 +28,6 @@ F = "torch.nn.functional"
 IMPORTER_OPS_NOT_GENERATED = {
     "aten._assert_scalar.default": "emitted by export for symbolic shapes; the fuzzer's shapes are static",
     "aten.sym_constrain_range_for_size.default": "emitted for data-dependent sizes, which export rejects here",
-    "aten.to.device": "export records .to('cpu') on a CPU tensor as to.dtype_layout",
     "aten.lift_fresh_copy.default": "torch.tensor(...) constants inside the program; covered by scalars",
     "aten.convolution.default": "export keeps conv1d/conv2d; convolution appears only after decomposition",
     "aten._softmax.default": "the decomposed form; export keeps softmax.int",

@@ -395,6 +395,9 @@ class FuncBuilder:
         """Reduce `v` over `dims` (result: the kept dims only), starting from `init`."""
         dims = tuple(sorted(dims))
         kept = tuple(n for i, n in enumerate(v.shape) if i not in dims)
+        read = {d for leaf in leaves(v) for e in leaf.exprs for d, _ in e.terms}
+        if not set(dims) <= read:  # a reduced dim no operand map names (a broadcast, a size-1 or
+            v = self.materialize(v)  # constant input): the loop would have no bound, write it out first
         out = self.filled(kept, v.dtype, init)
         t = self.generic(v, out, kept, v.dtype, "red", dims, combine)
         return Leaf(kept, v.dtype, t, kept, ident(len(kept)))

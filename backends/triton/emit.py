@@ -254,8 +254,9 @@ def _cast(k, op, index):
     if name == "bool":
         return k.let(f"{x.code} != 0", x.deps, ty)
     if name in STORAGE_TYPES:  # round to the 16-bit type, keep computing in fp32
-        # integers and bools go through fp32 as in eager (the interpreter turns int1 -> bf16 into 0)
-        src = x.code if is_float_ty(x.ty) else f"{x.code}.to(tl.float32)"
+        # integers, bools and fp64 go through fp32 as in eager (the interpreter turns int1 -> bf16
+        # into 0 and some fp64 -> bf16 into NaN)
+        src = x.code if x.ty == "tl.float32" else f"{x.code}.to(tl.float32)"
         return k.let(f"{src}.to({STORAGE_TYPES[name]}).to(tl.float32)", x.deps, ty)
     if x.ty == ty:
         return x

@@ -6,7 +6,8 @@
    argument, which holds the bool as an i8 byte. The combine now runs on bytes.
 2. Triton (interpreter): `x.to(torch.bfloat16)` of a bool tensor gave zeros: backends/triton/emit.py
    `_cast` converted int1 straight to bf16, which the interpreter turns into 0; integers and bools now
-   go through fp32 first, as eager does.
+   go through fp32 first, as eager does; fp64 too (the interpreter turned fp64 -> bf16 into NaN and
+   denormals).
 """
 
 import os
@@ -36,3 +37,12 @@ def test_triton_bool_and_int_to_half(dtype):
     b, i, j = torch.tensor([True, False, True]), torch.tensor([3, -2, 1000]), torch.tensor([-4, 4], dtype=torch.int32)
     for got, want in zip(compile(f, target="h100")(b, i, j), f(b, i, j)):
         assert torch.equal(got, want)
+
+
+def test_triton_double_to_bfloat16():
+    pytest.importorskip("triton")
+    x = torch.randn(64, dtype=torch.float64) * 2
+    got = compile(lambda t: t.to(torch.bfloat16), target="h100")(x)
+    assert not got.isnan().any()
+    # the interpreter rounds fp32 -> bf16 toward zero (a GPU rounds to nearest): one bf16 ulp apart at most
+    torch.testing.assert_close(got, x.to(torch.bfloat16), atol=0, rtol=2 ** -7)
