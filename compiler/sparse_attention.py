@@ -280,8 +280,9 @@ def named_mask_mod(spec: str, block: int) -> Callable:
     for part in (x.strip() for x in spec.split(",") if x.strip()):
         name, _, arg = part.partition(":")
         if name not in MASK_TERMS or not arg.strip().isdigit() or int(arg) < 1:
-            raise SparseAttentionError(f"sparse attention: bad mask term {part!r} in {spec!r}; expected comma-separated "
-                                       "local:W, sinks:S or every:K with positive integers (e.g. 'local:256,sinks:64')")
+            raise SparseAttentionError(f"sparse attention: bad mask term {part!r} in {spec!r}; expected "
+                                       "comma-separated local:W, sinks:S or every:K with positive integers "
+                                       "(e.g. 'local:256,sinks:64')")
         terms.append((name, int(arg)))
     if not terms:
         raise SparseAttentionError(f"sparse attention: empty mask {spec!r}; expected e.g. 'local:256,sinks:64'")
@@ -359,8 +360,9 @@ def blocks_from_text(block: int, layout: str = "", mask: str = "", mask_mod: str
     """The `blocks` policy of `rewrite-sparse-attention{policy=blocks layout=|mask=|mask-mod=...}`."""
     given = [n for n, v in (("layout", layout), ("mask", mask), ("mask-mod", mask_mod)) if v]
     if len(given) != 1:
-        raise SparseAttentionError("rewrite-sparse-attention{policy=blocks} needs exactly one of layout=\"FILE.pt|.npy\", "
-                                   "mask=\"local:W,sinks:S,every:K\" or mask-mod=\"FILE.py:NAME\"" +
+        raise SparseAttentionError("rewrite-sparse-attention{policy=blocks} needs exactly one of "
+                                   "layout=\"FILE.pt|.npy\", mask=\"local:W,sinks:S,every:K\" or "
+                                   "mask-mod=\"FILE.py:NAME\"" +
                                    (f"; got {', '.join(given)}" if given else ""))
     if layout:
         return SparseAttention(policy="blocks", layout=load_layout(layout), block=block)
