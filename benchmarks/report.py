@@ -19,14 +19,15 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
             f"{meta['commit']}, torch {meta['torch']}; medians of {meta['repeats']} interleaved calls. "
             "Speed-ups > 1 mean solder is faster.\n\n")
     cols = ["case", "threads", "solder ms", "eager ms", "inductor ms", "vs eager", "vs inductor", "% of copy",
-            "compile cold s", "compile warm s", "inductor cold s", "peak MB (solder/eager)"]
+            "compile cold s", "compile warm s", "inductor cold s", "peak MB (solder/eager/inductor)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['case']} | {r.get('threads', '')} | error: {r['error'][:80]} |" + " |" * (len(cols) - 3))
             continue
         peak = "n/a" if r.get("solder_peak_bytes") is None else \
-            f"{r['solder_peak_bytes'] / 2**20:.1f} / {r.get('eager_peak_bytes', 0) / 2**20:.1f}"
+            " / ".join(f"{r[k] / 2**20:.1f}" if r.get(k) is not None else "-"
+                       for k in ("solder_peak_bytes", "eager_peak_bytes", "inductor_peak_bytes"))
         lines.append("| " + " | ".join([
             r["case"], str(r.get("threads", "")), _ms(r.get("solder_s")), _ms(r.get("eager_s")), _ms(r.get("inductor_s")),
             _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_inductor")),
