@@ -108,6 +108,7 @@ def _spec_entry(name: str, i: int, sp) -> dict:
         "outputs": outputs, "externs": list(sp.imported.externs),
         "input_positions": list(sp.imported.input_positions),
         "graph": f"spec{i}/graph.mlir", "source": f"spec{i}/source.txt",
+        "flat": sp.flat, "dynamic": sp.binding is not None,  # a dynamic specialization: see runtime.py
     }
 
 
@@ -235,9 +236,13 @@ def _specialization(entry: dict, module, program, state: dict, source: str, path
     if not program.source:
         program.source = source
     key = (entry["key"][0], tuple(_leaf_from_json(k) for k in entry["key"][1]))
+    from compiler.runtime import _input_binding
+
     return Specialization(key=key, imported=imported, program=program, in_spec=pytree.treespec_loads(entry["in_spec"]),
                           out_spec=pytree.treespec_loads(entry["out_spec"]),
-                          state=[state[a.name] for a in args if a.kind != "input"], pipeline=PipelineRun("(loaded)"))
+                          state=[state[a.name] for a in args if a.kind != "input"], pipeline=PipelineRun("(loaded)"),
+                          flat=entry.get("flat", False),
+                          binding=_input_binding(imported) if entry.get("dynamic") else None)
 
 
 class LoadedModule:
@@ -255,16 +260,30 @@ class LoadedModule:
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
         key = (str(spec), tuple(_leaf_key(x) for x in leaves))
-        sp = self.specializations.get(key)
+        sp = self.specializations.get(key) or self._dynamic_fit(leaves)
         if sp is None:
             raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
                             f"{_describe(key)}; saved: {'; '.join(_describe(k) for k in self.specializations)}. "
                             "Call the compiled model with these inputs before saving it.")
-        inputs = fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
+        inputs = leaves if sp.flat else fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
         with torch.no_grad():
             results = sp.program(sp.state + [inputs[i] for i in sp.imported.input_positions])
         flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
         return pytree.tree_unflatten(flat, sp.out_spec)
+
+    def _dynamic_fit(self, leaves):
+        """A saved dynamic specialization whose bounds and constraints these inputs meet, or None."""
+        from compiler.runtime import CompiledModule
+
+        from compiler.runtime import _family_key
+
+        for sp in self.specializations.values():
+            if sp.binding is None or len(leaves) != len(sp.key[1]):
+                continue
+            family = tuple(("T", len(k[1]), k[2], k[3]) if k[0] == "T" else k for k in sp.key[1])
+            if _family_key("", leaves)[1] == family and CompiledModule._fits(sp, leaves):
+                return sp
+        return None
 
     def explain(self) -> str:
         """The saved specializations and their IR."""

@@ -272,3 +272,18 @@ print("ok")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_a_saved_dynamic_specialization_loads_and_runs_new_sizes(tmp_path):
+    from compiler import artifact
+
+    model = _model()
+    c = compile(model, target="cpu")
+    _run_shapes(c, model, [(2, 8, 16), (2, 9, 16)])
+    loaded = artifact.load(artifact.save(c, tmp_path / "block.solder"))
+    for t in (5, 13):
+        x = torch.randn(2, t, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(SolderError, match="no saved specialization"):
+        loaded(torch.randn(2, 1, 16))  # size 1 is outside the saved bounds and was never compiled static
