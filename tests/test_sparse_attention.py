@@ -320,8 +320,15 @@ def test_cli_calibrates_a_from_torch_model(tmp_path):
         module = _cli(tmp_path, "canonicalize,cse,recognize-attention,rewrite-sparse-attention"
                                 f"{{policy=calibrate budget=3.0 block=16 max-density=0.9{extra}}}", *frm)
         sa = SparseAttention(policy="calibrate", budget=3.0, block=16, max_density=0.9, calibration_inputs=inputs)
-        (entry,) = pipeline_passes(sa, model) and sa.plan
+        pipeline_passes(sa, model)
+        (entry,) = sa.plan
         assert not entry.get("dense"), entry  # a budget of 3 value norms lets every head go sparse
         heads = json.loads(_sparse_op(module).heads.data)
         assert [{k: v for k, v in h.items() if k != "err"} for h in heads] == entry["heads"]
         assert all(h["err"] <= 3.0 for h in heads)
+    from compiler.errors import SolderError
+
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    with pytest.raises(SolderError, match="must hold a tensor, a tuple of tensors, or a list"):
+        _cli(tmp_path, f'recognize-attention,rewrite-sparse-attention{{policy=calibrate calib="{tmp_path / "bad.pt"}"}}',
+             *frm)
