@@ -21,8 +21,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# 1000 random programs for the CPU target and 1000 for Triton under its interpreter (a fresh hypothesis
+# seed each run; SOLDER_FUZZ_SEED=N replays one), then which importer entries the programs reached.
 fuzz: $(STAMP)
 	SOLDER_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_fuzz.py -p no:cacheprovider
+	-$(BIN)/python -m tests.fuzz_coverage 1000
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --target cpu

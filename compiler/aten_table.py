@@ -127,9 +127,9 @@ _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 
 def _binary(kind: str, compare: bool):
     def fn(ctx: ImportContext, a, b, alpha=1):
-        if kind.startswith("logical_") and not all(
-                not isinstance(x, torch.fx.Node) or ctx.meta(x).dtype == torch.bool for x in (a, b)):
-            return NotImplemented  # bitwise ops on integers
+        if kind.startswith("logical_") and (ctx.meta().dtype != torch.bool or not all(
+                not isinstance(x, torch.fx.Node) or ctx.meta(x).dtype == torch.bool for x in (a, b))):
+            return NotImplemented  # bitwise ops on integers (bool | 2 is the integer 3)
         dt = _promote(ctx, a, b) if compare or kind.startswith("logical_") else ctx.meta().dtype
         if kind.startswith("logical_"):
             dt = torch.bool

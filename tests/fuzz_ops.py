@@ -35,7 +35,14 @@ IMPORTER_OPS_NOT_GENERATED = {
     "aten._native_batch_norm_legit_no_training.default": "the decomposed form; export keeps batch_norm",
     "aten._adaptive_avg_pool2d.default": "the decomposed form; export keeps adaptive_avg_pool2d",
     "aten._unsafe_view.default": "the decomposed form of reshape",
+    "aten._to_copy.default": "the decomposed form of .to(); export keeps to.dtype / to.device",
+    "aten.to.dtype_layout": "export emits it for .to('cpu'), a device move, which meta tensors cannot trace",
 }
+# Scalar-with-scalar overloads: export emits them only for arithmetic on symbolic sizes (the fuzzer's shapes
+# are static); tensor-with-Python-scalar ops come out as the .Tensor overloads.
+IMPORTER_OPS_NOT_GENERATED.update({f"aten.{op}.{ov}": "scalar arithmetic on symbolic sizes only"
+                                   for op in ("add", "sub", "mul", "div") for ov in ("Scalar", "default")})
+IMPORTER_OPS_NOT_GENERATED["aten.remainder.default"] = "scalar arithmetic on symbolic sizes only"
 
 
 def _broadcastable(a, b) -> bool:
@@ -102,14 +109,19 @@ def _compare(b):
     x = b.pick()
     cmp = b.choice(COMPARE)
     cond = f"torch.{cmp}({x[0]}, {b.other(x[1])})"
-    form = b.draw(st.integers(0, 3))
-    if form == 0:
+    form = b.choice(("cond", "where", "where_scalars", "where_scalar_self", "masked_fill", "masked_fill_tensor"))
+    if form == "cond":
         return cond
     y = b.pick()
-    if form == 1:
+    if form == "where":
         return f"torch.where({cond}, {y[0]}, {b.other(y[1])})"
-    if form == 2:
+    if form == "where_scalars":
         return f"torch.where({cond}, {b.scalar()}, {b.scalar()})"  # where.Scalar
+    if form == "where_scalar_self":
+        return f"torch.where({cond}, {b.scalar()}, {y[0]})"
+    if form == "masked_fill_tensor":  # a 0-d tensor value: masked_fill.Tensor
+        v = b.pick(lambda m: m.dim() == 0)
+        return f"{y[0]}.masked_fill({cond}, {v[0] if v else b.new_input((), y[1].dtype)})"
     return f"{y[0]}.masked_fill({cond}, {b.scalar()})"
 
 
@@ -159,7 +171,7 @@ def _reduce(b):
     d = b.draw(st.integers(-x[1].dim(), x[1].dim() - 1))
     keep = b.draw(st.booleans())
     op = b.choice(("sum", "mean", "amax", "amin", "max_dim", "min_dim", "argmax", "argmin", "prod",
-                                 "all_dims", "any", "all", "cumsum", "diff", "sum_dtype"))
+                   "all_dims", "all_dims", "all_dims", "any", "all", "cumsum", "diff", "sum_dtype"))
     if op in ("max_dim", "min_dim"):
         return f"torch.{op[:3]}({x[0]}, dim={d}, keepdim={keep})[{b.draw(st.integers(0, 1))}]"
     if op in ("argmax", "argmin"):
@@ -334,8 +346,10 @@ def _layout(b):
     if op == "unsqueeze":
         return f"{x[0]}.unsqueeze({b.draw(st.integers(-r - 1, r))})"
     if op == "squeeze":
-        return f"{x[0]}.squeeze()" if r == 0 or b.draw(st.booleans()) else \
-            f"{x[0]}.squeeze({b.draw(st.integers(-r, r - 1))})"
+        if r == 0 or b.draw(st.booleans()):
+            return f"{x[0]}.squeeze()"
+        d = b.draw(st.integers(-r, r - 1))
+        return f"{x[0]}.squeeze({d})" if b.draw(st.booleans()) else f"{x[0]}.squeeze((0, {d}))"  # squeeze.dims
     if r == 0:
         return None
     if op == "permute":
