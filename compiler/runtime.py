@@ -362,9 +362,15 @@ class CompiledModule:
         from compiler.localize import first_bad_kernel
 
         inputs = self._inputs(sp, args, kwargs)
+        tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
+        module = sp.imported.module
+        if sp.binding is not None and sp.binding.symbols:  # op by op needs static sizes: this call's
+            from compiler.dialects import symbolic
+
+            module = symbolic.instantiate(module, sp.binding([inputs[i] for i in sp.imported.input_positions]))
         with torch.no_grad():
-            culprit = first_bad_kernel(sp.imported.module, sp.state + [inputs[i] for i in sp.imported.input_positions],
-                                       get_backend(self.options.target.backend), self.options.target, atol, rtol)
+            culprit = first_bad_kernel(module, tensors, get_backend(self.options.target.backend), self.options.target,
+                                       atol, rtol)
         if culprit is None:
             return "Every kernel matches the reference backend on its own; the error accumulates across kernels."
         return (f"The first kernel that differs is top-level op #{culprit.index} ({culprit.name}, max abs error "
