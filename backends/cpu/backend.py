@@ -311,10 +311,15 @@ def _absorb(values: list[SSAValue]) -> list[Operation]:
     kernel's function (a broadcast or permute becomes an indexing map, a constant an immediate)."""
     taken: list[Operation] = []
     stack = list(values)
+    top = next((v.owner.parent_op() for v in values if isinstance(v, OpResult)), None)
+    while top is not None and top.name != "func.func":
+        top = top.parent_op()
     while stack:
         v = stack.pop()
         p = v.owner if isinstance(v, OpResult) else None
-        if p is None or p.name not in ABSORB or p in taken:
+        # only top-level ops: one inside another kernel's region was planned with that kernel, which
+        # exports its result but not necessarily the values it reads
+        if p is None or p.name not in ABSORB or p in taken or p.parent_op() is not top:
             continue
         taken.append(p)
         stack.extend(p.operands)
