@@ -109,7 +109,10 @@ class ImportContext:
 
     def value(self, arg) -> SSAValue:
         if isinstance(arg, torch.fx.Node):
-            v = self.values[arg]
+            v = self.values.get(arg)
+            if v is None:
+                raise ImportError_(f"{self.where()}: operand {arg.name} ({arg.target}) is a size or scalar "
+                                   "computation, not a tensor; it cannot be an operand here")
             assert isinstance(v, SSAValue), f"{arg} has several results; expected one"
             return v
         raise ImportError_(f"{self.where()}: expected a tensor operand, got {arg!r}")
@@ -366,9 +369,9 @@ def _import_call(ctx: ImportContext, node: torch.fx.Node, table: dict, externs: 
         if isinstance(cond, torch.SymBool) and cond.node.maybe_as_bool() is None:
             ctx.assumes.append(str(cond.node.expr))
         return
-    if isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat)) or str(node.target).startswith("aten.sym_") \
-            or (not isinstance(node.target, torch._ops.OpOverload) and node.target is not operator.getitem
-                and is_symbolic_scalar(val)):
+    if str(node.target).startswith("aten.sym_") or (not isinstance(node.target, torch._ops.OpOverload)
+                                                     and node.target is not operator.getitem
+                                                     and is_symbolic_scalar(val)):
         return  # a size computation (sym_size, SymInt arithmetic): consumers read sizes from metadata
     if node.target is operator.getitem:
         src, idx = node.args
