@@ -16,9 +16,12 @@ import textwrap
 import threading
 from pathlib import Path
 
-import torch
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anywhere
 
-from compiler import compile
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from compiler import compile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,3 +147,32 @@ def test_two_processes_compile_into_one_cache_dir(tmp_path):
     assert n >= 1, "the model compiled no MLIR kernel: the test would not exercise the cache"
     out, err = _child(tmp_path).communicate(timeout=300)
     assert out.split()[1] == out.split()[3], f"a third process missed the cache: {out} {err[-2000:]}"
+
+
+def test_two_threads_call_one_triton_program():
+    """The Triton launch list pools its intermediates too (and Triton's interpreter, which runs it here,
+    is not re-entrant either): backends/triton/codegen.py `LaunchList` takes one call at a time."""
+    if os.environ["TRITON_INTERPRET"] in ("", "0") and not torch.cuda.is_available():
+        pytest.skip("triton runs neither on a GPU nor in its interpreter here")
+    pytest.importorskip("triton")
+    torch.manual_seed(3)
+    w = torch.randn(32, 32) / 6
+    xs = [torch.randn(16, 32), torch.randn(16, 32) * 3]
+    wants = [block(x, w) for x in xs]
+    fast = compile(block, target="h100")
+    for x, want in zip(xs, wants):
+        torch.testing.assert_close(fast(x, w), want, atol=1e-4, rtol=1e-4)
+    start = threading.Barrier(2)
+    bad: list[int] = []
+
+    def worker(i):
+        def go():
+            start.wait()
+            for it in range(30):
+                if not torch.allclose(fast(xs[i], w), wants[i], atol=1e-4, rtol=1e-4):
+                    bad.append(it)
+        return go
+
+    errors = _run_threads([worker(0), worker(1)])
+    assert not errors, errors
+    assert not bad, f"{len(bad)} of 60 concurrent calls returned another call's data"

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -380,7 +381,8 @@ class LaunchList:
     (parameters) and captures the graph reading those in place and private copies of the others;
     later calls copy the others in and replay. An in-place input that later changes storage becomes a
     copied one (one recapture). Outputs are cloned out of the graph's static buffers. A capture that
-    fails (an eager op that synchronizes, ...) leaves the list running plainly.
+    fails (an eager op that synchronizes, ...) leaves the list running plainly. Calls from several
+    threads take turns (the pooled buffers and the graph are shared).
     """
 
     def __init__(self, steps, args, results, cuda_graphs: bool = True):
@@ -402,6 +404,7 @@ class LaunchList:
         self._graph = None
         self._graph_state = "off" if not cuda_graphs else "first"
         self._volatile: set[int] = set()
+        self._lock = threading.Lock()  # pooled buffers and the CUDA graph state: one call at a time
 
     def _buffers(self, device):
         """Per device: every pooled output as a view of its (allocated once) buffer."""
@@ -441,6 +444,10 @@ class LaunchList:
         return [vals[i] for i in self.result_slots]
 
     def __call__(self, tensors: list):
+        with self._lock:
+            return self._call(tensors)
+
+    def _call(self, tensors: list):
         import torch
 
         on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
