@@ -20,7 +20,7 @@ import torch
 from xdsl.ir import BlockArgument, Operation, SSAValue
 
 from compiler.dialects import graph as g
-from compiler.dialects.types import is_float, shape_of, torch_dtype
+from compiler.dialects.types import dims_of, is_float, torch_dtype
 
 EVAL_BYTES = 1 << 26
 """Largest tensor (bytes) that a compile-time mask evaluation may produce."""
@@ -61,8 +61,9 @@ class ChainMatch:
     upcast: bool = False
 
 
-def shape(v: SSAValue) -> tuple[int, ...]:
-    return shape_of(v.type)
+def shape(v: SSAValue) -> tuple:
+    """v's dims: ints, and expression strings for `?` dims (so types built from them keep the expressions)."""
+    return dims_of(v.type)
 
 
 def elem(v: SSAValue):
@@ -344,7 +345,7 @@ def _is_random(op: Operation) -> bool:
 def _nbytes(v: SSAValue) -> int:
     n = torch.empty((), dtype=torch_dtype(elem(v))).element_size()
     for d in shape(v):
-        n *= d
+        n *= d if isinstance(d, int) else EVAL_BYTES  # a `?` dim: not evaluated at compile time
     return n
 
 

@@ -231,7 +231,7 @@ def _sliced(args, kwargs, t):
     return pytree.tree_map(lambda x: x[:, :t] if isinstance(x, torch.Tensor) else x, (args, kwargs))
 
 
-@pytest.mark.parametrize("name", ["mlp", "gpt2", "bert"])
+@pytest.mark.parametrize("name", ["mlp", "gpt2", "bert", "llama", "attn_masked_fill"])
 def test_zoo_models_with_a_dynamic_sequence_length_on_cpu(name):
     from examples.models import get
 
