@@ -101,7 +101,7 @@ def test_printed_dynamic_ir_shows_symbols_and_parses_back_through_solder_opt(tmp
     c = compile(model, target="cpu", explain=False)
     _run_shapes(c, model, [(2, 8, 16), (2, 9, 16)])
     text = c.explain()
-    assert "dynamic: s0 in [2, inf] (example 9)" in text
+    assert "dynamic: s0 in [2, inf] (example 9)" in text and 'tensor<2x?x16xf32, ["s0"]>' in text
     dyn = list(c.specializations.values())[-1]
     printed = ir.print_ir(dyn.imported.module)
     assert 'tensor<2x?x16xf32, ["s0"]>' in printed and "graph.symbols = {s0 = array<i64: 2, -1, 9>}" in printed

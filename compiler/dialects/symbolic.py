@@ -18,6 +18,7 @@ import ast
 import operator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from dataclasses import dataclass
 
 from xdsl.dialects import func
@@ -80,10 +81,15 @@ _CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast
 def evaluate(expr: str, env: dict[str, int]):
     """The value of a size expression (`2*s0`, `FloorDiv(s0, 2)`, `Eq(Mod(s0, 2), 0)`) under `env`."""
     try:
-        return _eval(ast.parse(expr, mode="eval").body, env)
+        return _eval(_parse(expr), env)
     except (SyntaxError, KeyError, TypeError, ZeroDivisionError) as e:
         raise ShapeBindError(f"cannot evaluate the size expression {expr!r} with {env}: {type(e).__name__}: {e}") \
             from None
+
+
+@lru_cache(maxsize=4096)
+def _parse(expr: str) -> ast.AST:
+    return ast.parse(expr, mode="eval").body
 
 
 def _eval(n: ast.AST, env: dict[str, int]):
