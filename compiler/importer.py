@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import operator
+import re
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    f64,
+    i64,
+)
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from compiler import log
@@ -82,7 +91,7 @@ def is_symbolic_scalar(val) -> bool:
     return isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat, int, float, bool))
 
 
-def scalar_attr(v: float | int | bool):
+def scalar_attr(v: float | bool):
     """The `graph.constant` value attribute of a Python scalar (non-finite floats as strings)."""
     if isinstance(v, bool):
         return IntegerAttr(int(v), i64)

@@ -30,7 +30,7 @@ from backends.base import Program
 from compiler import ir, knobs, log
 from compiler.buffer_facts import materialize_causal_buffers
 from compiler.capture import capture, gc_paused
-from compiler.errors import CallError, SolderError, VerifyError
+from compiler.errors import CallError, VerifyError
 from compiler.importer import Imported, import_program
 from compiler.pipeline import PipelineRun, run_pipeline
 from compiler.targets import Target
@@ -280,8 +280,8 @@ class CompiledModule:
 
     @gc_paused()
     def _compile(self, key, args, kwargs, dynamic: frozenset | None = None) -> Specialization:
-        from compiler.aten_table import TABLE
         from backends.registry import get_backend
+        from compiler.aten_table import TABLE
 
         self._bind_check(args, kwargs)
         t0 = time.perf_counter()
@@ -427,7 +427,7 @@ def _input_binding(imported: Imported):
 
     b = symbolic.Binding.of(imported.func)  # a static function (export specialized every dim): static checks
     n_state = len(imported.args) - len(imported.input_positions)
-    shift = lambda rows: [(i - n_state,) + tuple(r) for i, *r in rows if i >= n_state]  # noqa: E731
+    shift = lambda rows: [(i - n_state,) + tuple(r) for i, *r in rows if i >= n_state]
     reads = {k: (i - n_state, d) for k, (i, d) in b.reads.items()}
     if any(i < 0 for i, _ in reads.values()):
         return None  # a symbol only a state tensor binds: cannot happen for export's input symbols

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from xdsl.dialects.builtin import (
-    StringAttr,
     DenseArrayBase,
     IntegerAttr,
+    StringAttr,
     TensorType,
 )
 from xdsl.ir import Attribute, SSAValue

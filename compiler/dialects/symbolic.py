@@ -18,8 +18,8 @@ import ast
 import operator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -156,7 +156,7 @@ def enclosing_func(op) -> func.FuncOp | None:
     return op
 
 
-_EXAMPLE_SIZES: ContextVar[dict[str, int]] = ContextVar("solder_example_sizes", default={})
+_EXAMPLE_SIZES: ContextVar[dict[str, int] | None] = ContextVar("solder_example_sizes", default=None)
 
 
 @contextmanager
@@ -178,7 +178,7 @@ def hint_shape(t, anchor=None, default: int = 64) -> tuple[int, ...]:
     (or of the module passes are running on, `example_sizes`); `default` where neither knows."""
     if not is_dynamic(t):
         return tuple(t.get_shape())
-    env = hints(enclosing_func(anchor)) if anchor is not None else _EXAMPLE_SIZES.get()
+    env = hints(enclosing_func(anchor)) if anchor is not None else (_EXAMPLE_SIZES.get() or {})
     out = []
     for d in dims_of(t):
         if isinstance(d, int):
@@ -317,5 +317,15 @@ def is_dynamic_module(module: ModuleOp) -> bool:
     return any(isinstance(op, func.FuncOp) and SYMBOLS in op.attributes for op in module.ops)
 
 
-__all__ = ["Binding", "ShapeBindError", "Symbol", "evaluate", "hint_shape", "instantiate", "symbols",
-           "set_symbols", "is_dynamic_module", "DYNAMIC"]
+__all__ = [
+    "DYNAMIC",
+    "Binding",
+    "ShapeBindError",
+    "Symbol",
+    "evaluate",
+    "hint_shape",
+    "instantiate",
+    "is_dynamic_module",
+    "set_symbols",
+    "symbols",
+]
