@@ -27,8 +27,11 @@ def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cos
     """Compile `model` (an `nn.Module`, a module class, or a function) for `target`.
 
     Returns a callable with the model's calling convention. Compilation happens on the first call,
-    for the observed shapes and dtypes; a call with new shapes compiles again. Without `model` it is
-    a decorator: `@compile(target="cpu")` on a module class or a function.
+    for the observed shapes and dtypes. `dynamic=None` (default): a later call whose shape differs
+    in some dims compiles those dims dynamic once (`?` in the IR, bounds checked per call), and
+    shapes that fit reuse it; `dynamic=True`: every dim dynamic from the first call where export
+    allows; `dynamic=False`: one specialization per shape. Without `model` it is a decorator:
+    `@compile(target="cpu")` on a module class or a function.
     """
     options = Options(target=get_target(target), passes=passes, sparse_attention=sparse_attention,
                       cost_model=cost_model, cache_dir=cache_dir, verify=verify, explain=explain, dynamic=dynamic)
