@@ -133,6 +133,8 @@ def _binary(kind: str, compare: bool):
         dt = _promote(ctx, a, b) if compare or kind.startswith("logical_") else ctx.meta().dtype
         if kind.startswith("logical_"):
             dt = torch.bool
+        if compare and dt == torch.bool and kind not in ("eq", "ne"):
+            dt = torch.int32  # order bools as 0 < 1: as i1, True is -1 to a signed comparison
         vb = ctx.operand(b, dt)
         if alpha != 1:
             vb = ctx.emit(g.MulOp(vb, ctx.constant(alpha, dt), _like(ctx, b, dt)))

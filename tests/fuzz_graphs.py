@@ -120,8 +120,9 @@ class _Builder:
         self.pool.append((name, torch.empty(shape, dtype=dtype, device="meta")))
         return name
 
-    def pick(self, pred=lambda m: True) -> tuple[str, torch.Tensor] | None:
-        cands = [p for p in self.pool if pred(p[1])]
+    def pick(self, pred=lambda m: True, empty: bool = False) -> tuple[str, torch.Tensor] | None:
+        """A recent pool value satisfying `pred`; one with no elements (x[4:] of 4 rows) only if `empty`."""
+        cands = [p for p in self.pool if pred(p[1]) and (empty or p[1].numel() > 0)]
         if not cands:
             return None
         return self.choice(cands[-6:])  # recent values: deeper chains

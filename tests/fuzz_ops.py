@@ -71,7 +71,7 @@ BITWISE = ("logical_not", "bitwise_not", "logical_and", "logical_or", "bitwise_a
 
 def _unary(b):
     op = b.choice(UNARY + UNARY_F + ("clamp", "clamp_min", "clamp_max", "gelu_tanh", "act_args"))
-    x = _integral(b) if op in BITWISE else b.pick()
+    x = _integral(b) if op in BITWISE else b.pick(empty=True)
     if op == "clamp":
         lo, hi = b.choice(((-1, 1), (None, 0.5), (-0.5, None), (0, 0), (2, -2)))
         return f"torch.clamp({x[0]}, {lo}, {hi})"
@@ -92,7 +92,7 @@ _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "remain
 
 def _binary(b):
     op = b.choice(BINARY + ("div_mode", "alpha"))
-    x = _integral(b) if op in BITWISE else b.pick()
+    x = _integral(b) if op in BITWISE else b.pick(empty=True)
     y = b.other(x[1])
     if op == "div_mode":
         return f"torch.div({x[0]}, {y}, rounding_mode={b.choice(('floor', 'trunc'))!r})"
@@ -106,13 +106,13 @@ def _binary(b):
 
 
 def _compare(b):
-    x = b.pick()
+    x = b.pick(empty=True)
     cmp = b.choice(COMPARE)
     cond = f"torch.{cmp}({x[0]}, {b.other(x[1])})"
     form = b.choice(("cond", "where", "where_scalars", "where_scalar_self", "masked_fill", "masked_fill_tensor"))
     if form == "cond":
         return cond
-    y = b.pick()
+    y = b.pick(empty=True)
     if form == "where":
         return f"torch.where({cond}, {y[0]}, {b.other(y[1])})"
     if form == "where_scalars":
@@ -126,10 +126,10 @@ def _compare(b):
 
 
 def _cast(b):
-    x = b.pick()
+    x = b.pick(empty=True)
     form = b.draw(st.integers(0, 3))
     if form == 1:
-        y = b.pick()
+        y = b.pick(empty=True)
         return f"{x[0]}.type_as({y[0]})"
     if form == 2:
         return f"{x[0]}.to({x[0]}.device, {b.choice(DTYPES)})"
@@ -138,7 +138,7 @@ def _cast(b):
 
 def _factory(b):
     """Tensor factories, alone or combined with a pool value (so they meet broadcasting and casts)."""
-    x = b.pick()
+    x = b.pick(empty=True)
     shape, dt = list(x[1].shape), b.choice(DTYPES)
     form = b.choice(("like", "new", "full", "arange", "scalar_tensor", "tri"))
     if form == "like":
@@ -165,7 +165,7 @@ def _factory(b):
 
 
 def _reduce(b):
-    x = b.pick(lambda m: m.dim() >= 1)
+    x = b.pick(lambda m: m.dim() >= 1, empty=True)
     if x is None:
         return None
     d = b.draw(st.integers(-x[1].dim(), x[1].dim() - 1))
@@ -194,7 +194,7 @@ def _reduce(b):
 
 
 def _normalize(b):
-    x = b.pick(lambda m: m.dim() >= 1 and _is_float(m))
+    x = b.pick(lambda m: m.dim() >= 1 and _is_float(m), empty=True)
     if x is None:
         return None
     d = b.draw(st.integers(-x[1].dim(), x[1].dim() - 1))
@@ -335,7 +335,7 @@ def _gather(b):
 
 
 def _layout(b):
-    x = b.pick()
+    x = b.pick(empty=True)
     shape, r = list(x[1].shape), x[1].dim()
     op = b.choice(("reshape", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "slice",
                                  "cat", "expand", "view", "t", "contiguous", "select"))
@@ -363,6 +363,8 @@ def _layout(b):
         step = b.draw(st.integers(1, 2))
         return f"{x[0]}[{':, ' * d}{start}:{stop}:{step}]"
     if op == "select":
+        if shape[d] == 0:
+            return None
         return f"{x[0]}[{':, ' * d}{b.draw(st.integers(-shape[d], shape[d] - 1))}]"
     if op == "cat":
         other = list(shape)

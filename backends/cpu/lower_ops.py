@@ -306,7 +306,8 @@ def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) 
         n = 1
         for d in dims:
             n *= x.shape[d]
-        r = node(r.shape, "f32", lambda b, a, nd: b.em.mul(a[0], b.em.const(1.0 / n)), r)
+        inv = 1.0 / n if n else float("nan")  # the mean of nothing is NaN, as in eager
+        r = node(r.shape, "f32", lambda b, a, nd: b.em.mul(a[0], b.em.const(inv)), r)
     if not keepdim:
         return r
     shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape))

@@ -234,6 +234,8 @@ def _reduction(name, ops, outputs, canon, free, row) -> GenKernel:
     full, red = row
     k = KernelContext(set(ops), canon, free, row)
     n = k.row_size
+    if n == 0 or numel(full) == 0:
+        raise Unsupported("triton: a row kernel over an empty tensor (the reference backend runs it)")
     if n > MAX_ROW:
         raise Unsupported(f"triton: a row of {n} elements is longer than the {MAX_ROW} a row kernel holds")
     r_total = numel(full) // n

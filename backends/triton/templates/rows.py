@@ -114,8 +114,10 @@ def softmax(x: torch.Tensor, dim: int = -1, *, scale: float | None = None,
     if dim not in (-1, x.dim() - 1):
         raise ValueError(f"softmax: only the last dim is supported, got dim={dim} for {x.dim()}-D input")
     n = x.shape[-1]
-    x2 = _as_rows(x)
     y = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
+    if x.numel() == 0:  # no rows, or rows of nothing: nothing to launch
+        return y
+    x2 = _as_rows(x)
     y2 = y.view(-1, n)
     cfg = row_config(n, x.dtype, max_block_n=block_n)
     bm, bn, nw = block_m or cfg.block_m, block_n or cfg.block_n, num_warps or cfg.num_warps
@@ -209,6 +211,9 @@ def _norm(x, weight, bias, eps, residual, return_sum, rms, out_dtype, block_m, b
                              f"got {tuple(p.shape)}")
     # the kernel reads weight[c] and bias[c] at unit stride: a view (an expanded or strided vector) is copied
     weight, bias = (p if p is None or p.stride(0) == 1 else p.contiguous() for p in (weight, bias))
+    if x.numel() == 0:  # nothing to normalize (the sum of x and nothing is empty too)
+        y = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
+        return (y, torch.empty(x.shape, dtype=x.dtype, device=x.device)) if return_sum else y
     x2 = _as_rows(x)
     r2 = _as_rows(residual.expand(x.shape)) if residual is not None else x2
     y = torch.empty(x.shape, dtype=out_dtype or x.dtype, device=x.device)
