@@ -31,7 +31,7 @@ ANALYTIC_NAMES = (
     "n_inputs", "n_outputs", "launches", "log_out_numel", "log_max_numel", "rank", "inner_dim", "log_inner_dim",
     "align16", "align64", "align128", "log_reduce_size", "log_reduce_outer", "n_reductions", "log_mm_m",
     "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
-    "log_bytes_internal", "log_max_buffer", "n_contractions",
+    "log_bytes_internal", "log_max_buffer", "n_contractions", "att_mask", "log_att_mask_rows", "att_gqa",
 )
 HIST_NAMES = tuple("n_" + n.removeprefix("graph.") for n in OP_NAMES)
 TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
@@ -67,6 +67,13 @@ def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, fl
     return f
 
 
+def part_features(ops: list[Operation], target) -> list[dict[str, float]] | None:
+    """The features of each op of `ops` run as its own kernel (sources, which every reader clones, left
+    out); None when fewer than two ops remain."""
+    parts = [ops_features([o], target) for o in ops if o.operands]
+    return parts if len(parts) > 1 else None
+
+
 def ops_features(ops: list[Operation], target) -> dict[str, float]:
     """Analytic features and op histogram of `ops` fused into one kernel (no region built)."""
     trans = analytic.transcendental_weight(target)
@@ -78,6 +85,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
     mm = (0, 0, 0, 0)
     causal = 0.0
     n_contract = 0
+    att = (0.0, 0.0, 0.0)
     dtype = analytic.main_dtype(ops)
     for op in ops:
         name = op.name
@@ -106,6 +114,8 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
             n_contract += 1
             mm = max(mm, _contraction_dims(op))
             causal = max(causal, 1.0 if "causal" in op.properties else 0.0)
+            if name == "graph.attention":
+                att = _attention_facts(op)
     nbytes = nread + nwritten
     out = type_info(outs[0].type) if outs else type_info(ops[-1].results[0].type)
     inner = out.shape[-1] if out.shape else 1
@@ -127,7 +137,7 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         "frac_bf16": bf16 / len(ops) if ops else 0.0, "frac_compute_bytes_bf16": float(dtype == "bfloat16"),
         "causal": causal, "log_regs": _log2(regs), "log_smem": _log2(smem),
         "log_bytes_internal": _log2(max(0.0, parts_bytes - nbytes)), "log_max_buffer": _log2(max_buffer),
-        "n_contractions": float(n_contract),
+        "n_contractions": float(n_contract), "att_mask": att[0], "log_att_mask_rows": att[1], "att_gqa": att[2],
     })
     return f
 
@@ -192,6 +202,18 @@ def _gemm_epilogue(comp: list[Operation], members: set[int]) -> bool:
                 and type_info(owner.results[0].type).elem in ("bf16", "f16") and sum(1 for _ in owner.results[0].uses) == 1):
             return True
     return False
+
+
+def _attention_facts(op: Operation) -> tuple[float, float, float]:
+    """(mask kind: 0 none, 1 boolean, 2 additive; log2 of the mask's distinct rows B·H·T it varies over;
+    query heads per key/value head) of a `graph.attention`."""
+    kind = rows = 0.0
+    if len(op.operands) > 3:
+        m = type_info(op.operands[3].type)
+        kind = 1.0 if m.elem == "i1" else 2.0
+        rows = _log2(math.prod(m.shape[:-1]) if m.shape else 1)
+    hq, hkv = type_info(op.operands[0].type).shape[1], type_info(op.operands[1].type).shape[1]
+    return kind, rows, float(hq // max(1, hkv))
 
 
 def _reduce_sizes(op: Operation) -> tuple[int, int]:

@@ -6,6 +6,16 @@ instead of scikit-learn's per-call overhead; `predict_features_sklearn` is the r
 tests check the two agree. An adapted model (`adapt`) is a source model plus a linear correction fitted
 on a few dozen measurements of the new target.
 
+Two structures (`fit(structure=...)`):
+- "direct": one set of trees maps any kernel's features to its seconds.
+- "parts": the trees are fitted on single-op kernels only; a kernel of several ops is estimated as the
+  sum of its ops' estimates times a learned fusion factor, a second set of trees on
+  ln(fused seconds / sum of the parts' seconds) fitted on the measured fuse-or-not pairs. The fusion
+  decision (fused < sum of parts) then rests on the factor alone, which the pairs train directly,
+  instead of on the difference of two independent estimates, each ~10% off.
+With `free_views` (GPU targets), a kernel that launches nothing (layout ops only: the backend returns a
+view) is estimated as the median measured time of such rows, and is left out of the fit.
+
 Files, per target under costmodel/shipped/<target>/: `model.pkl` (pickle of the model), `data.jsonl`
 (the measurements it was trained on) and `card.json` (hardware, software versions, date, sample count,
 held-out scores).
@@ -23,7 +33,8 @@ import numpy as np
 
 from costmodel import features as feats
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+RATIO_NAMES = feats.FEATURE_NAMES + ("log_parts_pred", "n_parts", "parts_launches")
 
 
 @dataclass
@@ -38,20 +49,25 @@ class LearnedModel:
     adapter: tuple[float, ...] | None = None  # (w0, w_source, w_roofline): ln s = w0 + w1*src + w2*ln(roofline)
     log_scale: float = 0.0  # added to the trees' ln(seconds): the MAPE calibration of `fit`
     card: dict = field(default_factory=dict)
+    ratio: object | None = None  # structure "parts": trees on ln(fused / sum of parts), features RATIO_NAMES
+    view_seconds: float | None = None  # free_views: the estimate of a kernel that launches nothing
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
         self._source = tree_source(self.gbr)
         self._fast = _exec(self._source)
+        self._ratio_source = tree_source(self.ratio) if self.ratio is not None else None
+        self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
         self._sklearn_bytes = None
 
     def __getstate__(self):
         # scikit-learn objects are nested as bytes: loading a model for estimates only execs the tree
         # source, and importing scikit-learn (most of a second) waits until a batch path needs it.
-        skip = ("_fast", "gbr", "ridge", "_sklearn_bytes", "_source")
+        skip = ("_fast", "gbr", "ridge", "ratio", "_sklearn_bytes", "_source", "_ratio_fast", "_ratio_source")
         state = {k: v for k, v in self.__dict__.items() if k not in skip}
-        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge))
+        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge, self.ratio))
         state["_source_z"] = zlib.compress(self._source.encode(), 9)
+        state["_ratio_z"] = zlib.compress(self._ratio_source.encode(), 9) if self._ratio_source else None
         return state
 
     def __setstate__(self, state):
@@ -59,27 +75,52 @@ class LearnedModel:
             raise ValueError(f"model format {state.get('format_version')}, expected {FORMAT_VERSION}; retrain it")
         self.__dict__.update(state)
         self._source = zlib.decompress(self.__dict__.pop("_source_z")).decode()
-        self.gbr = self.ridge = None
+        rz = self.__dict__.pop("_ratio_z")
+        self._ratio_source = zlib.decompress(rz).decode() if rz else None
+        self.gbr = self.ridge = self.ratio = None
         self._fast = _exec(self._source)
+        self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
 
     def sklearn(self) -> tuple[object, object]:
         """(trees, Ridge baseline) as scikit-learn objects, unpickled on first use."""
         if self.gbr is None:
-            self.gbr, self.ridge = pickle.loads(self._sklearn_bytes)
+            self.gbr, self.ridge, self.ratio = pickle.loads(self._sklearn_bytes)
         return self.gbr, self.ridge
 
     # -- prediction ---------------------------------------------------------------------------
 
-    def log_seconds(self, f: dict[str, float]) -> float:
-        """ln(seconds) for one feature dict (compiled-tree path)."""
-        z = self._fast(feats.vector(f, self.names)) + self.log_scale
+    def log_seconds(self, f: dict[str, float], parts: list[dict[str, float]] | None = None) -> float:
+        """ln(seconds) for one feature dict (compiled-tree path); `parts`: the features of each op of a
+        kernel of several ops as its own kernel (used by the "parts" structure, ignored otherwise)."""
+        if self.view_seconds is not None and f.get("launches", 1.0) == 0:
+            return math.log(self.view_seconds)
+        if parts and len(parts) > 1 and self._ratio_fast is not None:
+            z = self._parts_log(f, parts)
+        else:
+            z = self._fast(feats.vector(f, self.names))
+        z += self.log_scale
         if self.adapter is None:
             return z
         w0, w1, w2 = self.adapter
         return w0 + w1 * z + w2 * f["log_roofline"] * math.log(2)
 
-    def predict_features(self, f: dict[str, float]) -> float:
-        return math.exp(self.log_seconds(f))
+    def _parts_log(self, f: dict[str, float], parts: list[dict[str, float]]) -> float:
+        """ln(sum of the parts' estimates × the learned fusion factor)."""
+        total = 0.0
+        for p in parts:
+            if self.view_seconds is not None and p.get("launches", 1.0) == 0:
+                total += self.view_seconds
+            else:
+                total += math.exp(self._fast(feats.vector(p, self.names)))
+        rf = ratio_features(f, parts, total)
+        return math.log(total) + self._ratio_fast(feats.vector(rf, RATIO_NAMES))
+
+    def predict_features(self, f: dict[str, float], parts: list[dict[str, float]] | None = None) -> float:
+        return math.exp(self.log_seconds(f, parts))
+
+    def predict_rows(self, rows: list[dict]) -> np.ndarray:
+        """Seconds of dataset rows (`features`, and `parts` for kernels of several ops) through the fast path."""
+        return np.array([self.predict_features(r["features"], r.get("parts")) for r in rows])
 
     def predict_features_sklearn(self, rows: list[dict[str, float]]) -> np.ndarray:
         """Seconds for many feature dicts through scikit-learn (batch path; used by evaluate)."""
@@ -96,7 +137,9 @@ class LearnedModel:
 
     def predict_op(self, op, target) -> float:
         """Seconds of one op or `graph.kernel` as one kernel."""
-        return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens))
+        if self._ratio_fast is None:
+            return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens))
+        return self.predict_ops(feats.body_ops(op) if op.name == "graph.kernel" else [op], target)
 
     def predict_ops(self, ops: list, target) -> float:
         """Seconds of `ops` fused as one kernel (a token model prints the ops, which is slower)."""
@@ -105,7 +148,8 @@ class LearnedModel:
             from compiler.ir import print_ir
 
             f.update(feats.ir_token_features("".join(print_ir(o) for o in ops)))
-        return self.predict_features(f)
+        parts = feats.part_features(ops, target) if self._ratio_fast is not None and len(ops) > 1 else None
+        return self.predict_features(f, parts)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -164,9 +208,16 @@ MONOTONE = frozenset({
 })
 
 
+def is_view(row: dict) -> bool:
+    """A row whose kernel launches nothing (layout ops only)."""
+    return row["features"].get("launches", 1.0) == 0
+
+
 def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_estimators: int = 300,
-        learning_rate: float = 0.05, max_leaf_nodes: int = 15, calibrate: bool = True) -> LearnedModel:
-    """Fit the trees (monotone in the size features) and the Ridge baseline on rows with `features` and `seconds`.
+        learning_rate: float = 0.05, max_leaf_nodes: int = 15, calibrate: bool = True, structure: str = "direct",
+        free_views: bool = False) -> LearnedModel:
+    """Fit the trees (monotone in the size features) and the Ridge baseline on rows with `features` and `seconds`
+    (and, for structure "parts", `parts`: see the module docstring).
 
     `calibrate` scales predictions by the factor that minimizes the out-of-fold MAPE of the training rows
     (5 folds by (family, shape) group): a log-space model predicts medians, and MAPE, which punishes
@@ -176,16 +227,86 @@ def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_es
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if structure not in ("direct", "parts"):
+        raise ValueError(f"unknown model structure {structure!r}; expected direct or parts")
+    if structure == "parts" and tokens:
+        raise ValueError("structure 'parts' does not take IR-token features")
     names = feats.ALL_NAMES if tokens else feats.FEATURE_NAMES
-    x = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
-    y = np.log(np.array([r["seconds"] for r in rows]))
+    measured: dict[str, float] = {}  # pair -> measured seconds of its parts, views included
+    for r in rows:
+        if r.get("role") == "part":
+            measured[r["pair"]] = measured.get(r["pair"], 0.0) + r["seconds"]
+    views = [r for r in rows if is_view(r)] if free_views else []
+    rows = [r for r in rows if not is_view(r)] if free_views else rows
     params = dict(max_iter=n_estimators, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes, random_state=seed,
                   monotonic_cst=[1 if n in MONOTONE else 0 for n in names])
-    gbr = _trees(**params).fit(x, y)
+    x = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
+    y = np.log(np.array([r["seconds"] for r in rows]))
     ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+    view_seconds = float(np.median([r["seconds"] for r in views])) if views else (1e-7 if free_views else None)
     groups = [f"{r.get('family')}|{r.get('shape')}" for r in rows]
-    log_scale = _mape_scale(x, y, groups, params) if calibrate else 0.0
-    return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens, log_scale=log_scale)
+    if structure == "direct":
+        gbr = _trees(**params).fit(x, y)
+        log_scale = _mape_scale(x, y, groups, params) if calibrate else 0.0
+        return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens, log_scale=log_scale,
+                            view_seconds=view_seconds)
+    gbr, ratio = _fit_parts(rows, names, params, view_seconds, measured)
+    model = LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, ratio=ratio, view_seconds=view_seconds)
+    if calibrate:
+        model.log_scale = _mape_scale_parts(rows, names, params, view_seconds, groups, measured)
+    return model
+
+
+def _single(row: dict) -> bool:
+    return not (row.get("parts") and len(row["parts"]) > 1)
+
+
+def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seconds: float | None,
+               measured: dict[str, float]):
+    """(trees on single-op rows, trees on ln(fused / sum of measured parts)) of the "parts" structure."""
+    base_rows = [r for r in rows if _single(r)]
+    xb = np.array([feats.vector(r["features"], names) for r in base_rows], dtype=np.float64)
+    gbr = _trees(**params).fit(xb, np.log(np.array([r["seconds"] for r in base_rows])))
+    base = LearnedModel(target="", names=names, gbr=gbr, view_seconds=view_seconds)
+    xr, yr = [], []
+    for r in rows:
+        if r.get("role") != "fused" or _single(r) or not measured.get(r["pair"]):
+            continue
+        total = sum(base.predict_features(p) for p in r["parts"])
+        xr.append(feats.vector(ratio_features(r["features"], r["parts"], total), RATIO_NAMES))
+        yr.append(math.log(r["seconds"] / measured[r["pair"]]))
+    if len(xr) < 10:
+        raise ValueError(f"structure 'parts' needs at least 10 fused rows with measured parts, got {len(xr)}")
+    ratio = _trees(**{**params, "monotonic_cst": None}).fit(np.array(xr), np.array(yr))
+    return gbr, ratio
+
+
+def ratio_features(f: dict[str, float], parts: list[dict[str, float]], parts_seconds: float) -> dict[str, float]:
+    """The fused kernel's features plus what its parts add up to (estimated seconds, count, launches)."""
+    out = dict(f)
+    out["log_parts_pred"] = math.log2(max(parts_seconds, 1e-12))
+    out["n_parts"] = float(len(parts))
+    out["parts_launches"] = float(sum(p.get("launches", 1.0) for p in parts))
+    return out
+
+
+def _mape_scale_parts(rows: list[dict], names, params: dict, view_seconds, groups: list[str],
+                      measured: dict[str, float]) -> float:
+    """`_mape_scale` for the "parts" structure: both tree sets refitted per fold."""
+    from sklearn.model_selection import GroupKFold
+
+    if len(set(groups)) < 10:
+        return 0.0
+    pred = np.zeros(len(rows))
+    idx = np.arange(len(rows))
+    for tr, va in GroupKFold(n_splits=5).split(idx, idx, groups):
+        gbr, ratio = _fit_parts([rows[i] for i in tr], names, params, view_seconds, measured)
+        m = LearnedModel(target="", names=names, gbr=gbr, ratio=ratio, view_seconds=view_seconds)
+        pred[va] = m.predict_rows([rows[i] for i in va])
+    meas = np.array([r["seconds"] for r in rows])
+    scales = np.linspace(0.7, 1.05, 36)
+    errs = [np.mean(np.abs(pred * c - meas) / meas) for c in scales]
+    return float(math.log(scales[int(np.argmin(errs))]))
 
 
 def _trees(**params):
@@ -212,13 +333,13 @@ def _mape_scale(x: np.ndarray, y: np.ndarray, groups: list[str], params: dict) -
 def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
     gbr, ridge = source.sklearn()
-    base = LearnedModel(target=source.target, names=source.names, gbr=gbr, ridge=ridge,
-                        tokens=source.tokens, log_scale=source.log_scale)
-    src = np.log(base.predict_features_sklearn([r["features"] for r in rows]))
+    base = LearnedModel(target=source.target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
+                        log_scale=source.log_scale, ratio=source.ratio, view_seconds=source.view_seconds)
+    src = np.log(base.predict_rows(rows))
     roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
     a = np.stack([np.ones_like(src), src, roof], axis=1)
     y = np.log(np.array([r["seconds"] for r in rows]))
     w, *_ = np.linalg.lstsq(a.T @ a + 1e-3 * np.eye(3), a.T @ y, rcond=None)
     return LearnedModel(target=target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
-                        adapter=tuple(float(v) for v in w), log_scale=source.log_scale,
-                        card={"adapted_from": source.target})
+                        adapter=tuple(float(v) for v in w), log_scale=source.log_scale, ratio=source.ratio,
+                        view_seconds=source.view_seconds, card={"adapted_from": source.target})
