@@ -24,7 +24,7 @@ test-all: $(STAMP)
 # 1000 random programs for the CPU target and 1000 for Triton under its interpreter (a fresh hypothesis
 # seed each run; SOLDER_FUZZ_SEED=N replays one), then which importer entries the programs reached.
 fuzz: $(STAMP)
-	SOLDER_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_fuzz.py -p no:cacheprovider
+	SOLDER_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_fuzz.py -p no:cacheprovider -s
 	-$(BIN)/python -m tests.fuzz_coverage 1000
 
 bench: $(STAMP)

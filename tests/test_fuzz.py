@@ -73,7 +73,9 @@ def check_program(prog: Program, target: str = "cpu", seed: int = 0) -> None:
 
 
 def fuzz(target: str, examples: int) -> None:
-    """`examples` random programs, each checked by `check_program` for `target`."""
+    """`examples` random programs, each checked by `check_program` for `target`; prints how many ran."""
+    count = {"matched": 0, "rejected": 0}
+
     @settings(max_examples=examples, deadline=None, database=None, derandomize=SEED is None and examples <= 100,
               suppress_health_check=list(HealthCheck), print_blob=True)
     @given(programs())
@@ -81,9 +83,15 @@ def fuzz(target: str, examples: int) -> None:
         try:
             check_program(prog, target)
         except EagerRejects:
+            count["rejected"] += 1
             reject()
+        count["matched"] += 1
 
     (fixed_seed(int(SEED))(one) if SEED is not None else one)()
+    print(f"\nfuzz {target}: {count['matched']} programs compiled and matched eager "
+          f"({count['rejected']} more that eager itself rejects)")
+    # hypothesis stops at `examples` valid programs; far fewer would mean the generator keeps failing
+    assert count["matched"] >= 0.9 * examples, f"only {count['matched']} of {examples} programs ran"
 
 
 def test_cpu_matches_eager():
