@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 import torch
 from hypothesis import strategies as st
 
-from tests.fuzz_ops import DTYPES, FLOATS, SCALARS, STEP_KINDS, _broadcastable, _is_float
+from tests.fuzz_ops import (
+    DTYPES,
+    FLOATS,
+    SCALARS,
+    STEP_KINDS,
+    _broadcastable,
+    _is_float,
+)
 
 
 @dataclass

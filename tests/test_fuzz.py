@@ -48,7 +48,8 @@ def assert_same(got, want, where: str = "", through=()) -> None:
             nan_a, nan_b = torch.isnan(a), torch.isnan(b)
             assert torch.equal(nan_a, nan_b), f"{where}: output {i} NaN positions differ"
             atol, rtol = max(TOLERANCE[d] for d in {b.dtype, *through} if d.is_floating_point)
-            torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True, msg=lambda m: f"{where}: output {i}: {m}")
+            torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=True,
+                                       msg=lambda m, i=i: f"{where}: output {i}: {m}")
         else:
             assert torch.equal(a, b), f"{where}: output {i} differs: {a} vs {b}"
 
