@@ -143,14 +143,16 @@ class CompiledModule:
         sp = self.specializations.get(key)
         if sp is not None and not sp.still_valid():
             _log.info("a buffer compiled in as a constant changed in place; recompiling %s", self.name)
-            del self.specializations[key]
-            self._fast = {k: v for k, v in self._fast.items() if v[0] != key}
+            self.specializations.pop(key, None)  # another thread may have dropped it already
+            self._fast = {k: v for k, v in list(self._fast.items()) if v[0] != key}
             sp = None
         if sp is None:
             with self._lock:
                 sp = self.specializations.get(key) or self._dispatch(key, spec, leaves, args, kwargs)
         else:
-            self.specializations.move_to_end(key)
+            with self._lock:  # another thread's compile may drop the oldest specialization meanwhile
+                if key in self.specializations:
+                    self.specializations.move_to_end(key)
         if not kwargs and all(type(a) is torch.Tensor for a in args):
             if len(self._fast) > 1024:  # a dynamic specialization sees many shapes: keep the table small
                 self._fast.clear()
@@ -318,7 +320,8 @@ class CompiledModule:
         limit = knobs.max_specializations()
         if len(self.specializations) > limit:
             old, _ = self.specializations.popitem(last=False)
-            self._fast = {k: v for k, v in self._fast.items() if v[0] != old}  # let the dropped program go
+            # let the dropped program go (a snapshot: calls on other threads add fast-path entries meanwhile)
+            self._fast = {k: v for k, v in list(self._fast.items()) if v[0] != old}
             warnings.warn(f"solder: {self.name} has compiled more than {limit} input signatures; the oldest was "
                           "dropped (raise SOLDER_MAX_SPECIALIZATIONS, or pass inputs of fewer shapes)", stacklevel=4)
         _log.info("compiled %s for %s in %.3f s", self.name, key[1], sp.seconds["total"])
