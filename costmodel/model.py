@@ -8,11 +8,14 @@ on a few dozen measurements of the new target.
 
 Two structures (`fit(structure=...)`):
 - "direct": one set of trees maps any kernel's features to its seconds.
-- "parts": the trees are fitted on single-op kernels only; a kernel of several ops is estimated as the
-  sum of its ops' estimates times a learned fusion factor, a second set of trees on
-  ln(fused seconds / sum of the parts' seconds) fitted on the measured fuse-or-not pairs. The fusion
-  decision (fused < sum of parts) then rests on the factor alone, which the pairs train directly,
-  instead of on the difference of two independent estimates, each ~10% off.
+- "parts": the trees are fitted on single-op kernels only; a kernel of several ops that holds a GEMM or
+  attention, or launches more than once (`uses_ratio`), is estimated as the sum of its ops' estimates
+  times a learned fusion factor, a second set of trees on ln(fused seconds / sum of the parts' seconds)
+  fitted on the measured fuse-or-not pairs. Such a fusion decision (fused < sum of parts) then rests on
+  the factor alone, which the pairs train directly, instead of on the difference of two independent
+  estimates, each ~10% off (most of these pairs launch the same library kernels either way and differ
+  by a few percent). Other kernels of several ops (one launch: elementwise and reduction chains) are
+  estimated by a third set of direct trees fitted on every row.
 With `free_views` (GPU targets), a kernel that launches nothing (layout ops only: the backend returns a
 view) is estimated as the median measured time of such rows, and is left out of the fit.
 
@@ -51,6 +54,7 @@ class LearnedModel:
     card: dict = field(default_factory=dict)
     ratio: object | None = None  # structure "parts": trees on ln(fused / sum of parts), features RATIO_NAMES
     view_seconds: float | None = None  # free_views: the estimate of a kernel that launches nothing
+    direct: object | None = None  # structure "parts": trees on all rows, for kernels of several ops in one launch
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -58,16 +62,20 @@ class LearnedModel:
         self._fast = _exec(self._source)
         self._ratio_source = tree_source(self.ratio) if self.ratio is not None else None
         self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
+        self._direct_source = tree_source(self.direct) if self.direct is not None else None
+        self._direct_fast = _exec(self._direct_source) if self._direct_source else None
         self._sklearn_bytes = None
 
     def __getstate__(self):
         # scikit-learn objects are nested as bytes: loading a model for estimates only execs the tree
         # source, and importing scikit-learn (most of a second) waits until a batch path needs it.
-        skip = ("_fast", "gbr", "ridge", "ratio", "_sklearn_bytes", "_source", "_ratio_fast", "_ratio_source")
+        skip = ("_fast", "gbr", "ridge", "ratio", "direct", "_sklearn_bytes", "_source", "_ratio_fast",
+                "_ratio_source", "_direct_fast", "_direct_source")
         state = {k: v for k, v in self.__dict__.items() if k not in skip}
-        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge, self.ratio))
+        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge, self.ratio, self.direct))
         state["_source_z"] = zlib.compress(self._source.encode(), 9)
         state["_ratio_z"] = zlib.compress(self._ratio_source.encode(), 9) if self._ratio_source else None
+        state["_direct_z"] = zlib.compress(self._direct_source.encode(), 9) if self._direct_source else None
         return state
 
     def __setstate__(self, state):
@@ -75,16 +83,18 @@ class LearnedModel:
             raise ValueError(f"model format {state.get('format_version')}, expected {FORMAT_VERSION}; retrain it")
         self.__dict__.update(state)
         self._source = zlib.decompress(self.__dict__.pop("_source_z")).decode()
-        rz = self.__dict__.pop("_ratio_z")
+        rz, dz = self.__dict__.pop("_ratio_z"), self.__dict__.pop("_direct_z")
         self._ratio_source = zlib.decompress(rz).decode() if rz else None
-        self.gbr = self.ridge = self.ratio = None
+        self._direct_source = zlib.decompress(dz).decode() if dz else None
+        self.gbr = self.ridge = self.ratio = self.direct = None
         self._fast = _exec(self._source)
         self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
+        self._direct_fast = _exec(self._direct_source) if self._direct_source else None
 
     def sklearn(self) -> tuple[object, object]:
         """(trees, Ridge baseline) as scikit-learn objects, unpickled on first use."""
         if self.gbr is None:
-            self.gbr, self.ridge, self.ratio = pickle.loads(self._sklearn_bytes)
+            self.gbr, self.ridge, self.ratio, self.direct = pickle.loads(self._sklearn_bytes)
         return self.gbr, self.ridge
 
     # -- prediction ---------------------------------------------------------------------------
@@ -95,7 +105,10 @@ class LearnedModel:
         if self.view_seconds is not None and f.get("launches", 1.0) == 0:
             return math.log(self.view_seconds)
         if parts and len(parts) > 1 and self._ratio_fast is not None:
-            z = self._parts_log(f, parts)
+            if uses_ratio(f) or self._direct_fast is None:
+                z = self._parts_log(f, parts)
+            else:
+                z = self._direct_fast(feats.vector(f, self.names))
         else:
             z = self._fast(feats.vector(f, self.names))
         z += self.log_scale
@@ -250,8 +263,9 @@ def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_es
         log_scale = _mape_scale(x, y, groups, params) if calibrate else 0.0
         return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens, log_scale=log_scale,
                             view_seconds=view_seconds)
-    gbr, ratio = _fit_parts(rows, names, params, view_seconds, measured)
-    model = LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, ratio=ratio, view_seconds=view_seconds)
+    gbr, ratio, direct = _fit_parts(rows, names, params, view_seconds, measured)
+    model = LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, ratio=ratio, view_seconds=view_seconds,
+                         direct=direct)
     if calibrate:
         model.log_scale = _mape_scale_parts(rows, names, params, view_seconds, groups, measured)
     return model
@@ -263,14 +277,15 @@ def _single(row: dict) -> bool:
 
 def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seconds: float | None,
                measured: dict[str, float]):
-    """(trees on single-op rows, trees on ln(fused / sum of measured parts)) of the "parts" structure."""
+    """(trees on single-op rows, trees on ln(fused / sum of measured parts) of the pairs `uses_ratio` picks,
+    trees on every row) of the "parts" structure."""
     base_rows = [r for r in rows if _single(r)]
     xb = np.array([feats.vector(r["features"], names) for r in base_rows], dtype=np.float64)
     gbr = _trees(**params).fit(xb, np.log(np.array([r["seconds"] for r in base_rows])))
     base = LearnedModel(target="", names=names, gbr=gbr, view_seconds=view_seconds)
     xr, yr = [], []
     for r in rows:
-        if r.get("role") != "fused" or _single(r) or not measured.get(r["pair"]):
+        if r.get("role") != "fused" or _single(r) or not measured.get(r["pair"]) or not uses_ratio(r["features"]):
             continue
         total = sum(base.predict_features(p) for p in r["parts"])
         xr.append(feats.vector(ratio_features(r["features"], r["parts"], total), RATIO_NAMES))
@@ -278,7 +293,16 @@ def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seco
     if len(xr) < 10:
         raise ValueError(f"structure 'parts' needs at least 10 fused rows with measured parts, got {len(xr)}")
     ratio = _trees(**{**params, "monotonic_cst": None}).fit(np.array(xr), np.array(yr))
-    return gbr, ratio
+    xd = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
+    direct = _trees(**params).fit(xd, np.log(np.array([r["seconds"] for r in rows])))
+    return gbr, ratio, direct
+
+
+def uses_ratio(f: dict[str, float]) -> bool:
+    """Whether the "parts" structure estimates a kernel of several ops as parts × fusion factor: it holds
+    a contraction or launches more than once. A kernel of several ops in one launch (an elementwise or
+    reduction chain) is estimated by the direct trees, whose time follows its own bytes and FLOPs."""
+    return f.get("n_contractions", 0.0) >= 1 or f.get("launches", 1.0) >= 2
 
 
 def ratio_features(f: dict[str, float], parts: list[dict[str, float]], parts_seconds: float) -> dict[str, float]:
@@ -300,8 +324,8 @@ def _mape_scale_parts(rows: list[dict], names, params: dict, view_seconds, group
     pred = np.zeros(len(rows))
     idx = np.arange(len(rows))
     for tr, va in GroupKFold(n_splits=5).split(idx, idx, groups):
-        gbr, ratio = _fit_parts([rows[i] for i in tr], names, params, view_seconds, measured)
-        m = LearnedModel(target="", names=names, gbr=gbr, ratio=ratio, view_seconds=view_seconds)
+        gbr, ratio, direct = _fit_parts([rows[i] for i in tr], names, params, view_seconds, measured)
+        m = LearnedModel(target="", names=names, gbr=gbr, ratio=ratio, view_seconds=view_seconds, direct=direct)
         pred[va] = m.predict_rows([rows[i] for i in va])
     meas = np.array([r["seconds"] for r in rows])
     scales = np.linspace(0.7, 1.05, 36)
@@ -334,7 +358,8 @@ def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
     gbr, ridge = source.sklearn()
     base = LearnedModel(target=source.target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
-                        log_scale=source.log_scale, ratio=source.ratio, view_seconds=source.view_seconds)
+                        log_scale=source.log_scale, ratio=source.ratio, view_seconds=source.view_seconds,
+                        direct=source.direct)
     src = np.log(base.predict_rows(rows))
     roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
     a = np.stack([np.ones_like(src), src, roof], axis=1)
@@ -342,4 +367,4 @@ def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     w, *_ = np.linalg.lstsq(a.T @ a + 1e-3 * np.eye(3), a.T @ y, rcond=None)
     return LearnedModel(target=target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
                         adapter=tuple(float(v) for v in w), log_scale=source.log_scale, ratio=source.ratio,
-                        view_seconds=source.view_seconds, card={"adapted_from": source.target})
+                        view_seconds=source.view_seconds, direct=source.direct, card={"adapted_from": source.target})
