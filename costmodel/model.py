@@ -83,7 +83,7 @@ class LearnedModel:
             raise ValueError(f"model format {state.get('format_version')}, expected {FORMAT_VERSION}; retrain it")
         self.__dict__.update(state)
         self._source = zlib.decompress(self.__dict__.pop("_source_z")).decode()
-        rz, dz = self.__dict__.pop("_ratio_z"), self.__dict__.pop("_direct_z")
+        rz, dz = self.__dict__.pop("_ratio_z", None), self.__dict__.pop("_direct_z", None)
         self._ratio_source = zlib.decompress(rz).decode() if rz else None
         self._direct_source = zlib.decompress(dz).decode() if dz else None
         self.gbr = self.ridge = self.ratio = self.direct = None
@@ -94,7 +94,8 @@ class LearnedModel:
     def sklearn(self) -> tuple[object, object]:
         """(trees, Ridge baseline) as scikit-learn objects, unpickled on first use."""
         if self.gbr is None:
-            self.gbr, self.ridge, self.ratio, self.direct = pickle.loads(self._sklearn_bytes)
+            objs = pickle.loads(self._sklearn_bytes)
+            self.gbr, self.ridge, self.ratio, self.direct = (tuple(objs) + (None, None))[:4]
         return self.gbr, self.ridge
 
     # -- prediction ---------------------------------------------------------------------------
