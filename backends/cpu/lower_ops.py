@@ -14,7 +14,7 @@ from typing import Callable
 from xdsl.ir import Operation
 
 from backends.cpu.lower import (
-    Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
+    DTYPES, Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
 )
 from compiler.dialects import graph as g
 from compiler.dialects.types import shape_of
@@ -190,12 +190,16 @@ def _cast(fb, op, args):
 @lowering("graph.constant")
 def _constant(fb, op, args):
     shape, dt = rtype(op)
+    if dt not in DTYPES:  # an f64 constant has no input to be refused at (FuncBuilder.arg)
+        raise Unsupported(f"element type {dt} (the CPU kernels compute in {'/'.join(DTYPES)})")
     return [Const(shape, dt, g.scalar_value(op.value))]
 
 
 @lowering("graph.arange")
 def _arange(fb, op, args):
     shape, dt = rtype(op)
+    if dt not in DTYPES:
+        raise Unsupported(f"element type {dt} (the CPU kernels compute in {'/'.join(DTYPES)})")
     start, step = (g.scalar_value(op.properties[k]) for k in ("start", "step"))
     if int(start) != start or int(step) != step:
         raise Unsupported("arange with a fractional start or step")

@@ -161,7 +161,8 @@ def _reduce(op):
 def _arg_reduce(op):
     f = torch.argmax if op.kind.data == "argmax" else torch.argmin
     d, keep = _prop_int(op, "dim"), op.keepdim is not None
-    return lambda x: f(x, dim=d, keepdim=keep)
+    # torch.argmax refuses bools, while max(dim) of bools has indices: take them on bytes
+    return lambda x: f(x.to(torch.uint8) if x.dtype == torch.bool else x, dim=d, keepdim=keep)
 
 
 @impl("graph.softmax", "graph.log_softmax", "graph.cumsum")
