@@ -116,19 +116,11 @@ def fuzz(target: str, examples: int) -> None:
     assert count["matched"] >= 0.9 * examples, f"only {count['matched']} of {examples} programs ran"
 
 
-def test_cpu_matches_eager():
-    fuzz("cpu", EXAMPLES)
-
-
-def test_triton_interpreter_matches_eager():
-    pytest.importorskip("triton")
-    if os.environ.get("TRITON_INTERPRET") in ("", "0") and not torch.cuda.is_available():
-        pytest.skip("TRITON_INTERPRET=0 and no GPU: the h100 target cannot run here")
-    fuzz("h100", TRITON_EXAMPLES)
-
-
 def test_generator_covers_the_op_families():
-    """The strategy really produces each family (a silent generator bug would make the fuzzer vacuous)."""
+    """The strategy really produces each family (a silent generator bug would make the fuzzer vacuous).
+
+    First in the file: after a long run that found (and shrank) a failure, the same derandomized draw
+    produced different, plainer programs (seen twice under `make fuzz`, not understood yet)."""
     sources: list[str] = []
 
     @settings(max_examples=300, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -149,3 +141,14 @@ def test_generator_covers_the_op_families():
         if needle not in text:
             missing.append(needle)
     assert not missing, f"the generator never produced {missing} in 300 programs"
+
+
+def test_cpu_matches_eager():
+    fuzz("cpu", EXAMPLES)
+
+
+def test_triton_interpreter_matches_eager():
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") in ("", "0") and not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET=0 and no GPU: the h100 target cannot run here")
+    fuzz("h100", TRITON_EXAMPLES)
