@@ -213,7 +213,8 @@ class _Planner:
     def _build(self, ops, outs, name, kid) -> Step:
         st = self.step("mlir", ops, kernel_id=kid, func=name)
         st.outputs = outs
-        if any(0 in _type(v)[0] for v in st.inputs + outs):  # MLIR would index into nothing
+        if any(0 in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
+            # an empty input, output or intermediate: MLIR's tiling would index into nothing
             raise L.Unsupported("an empty tensor: the reference backend runs it (nothing to compute)")
         fb = L.FuncBuilder(name)
         env = {}
