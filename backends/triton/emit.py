@@ -123,7 +123,13 @@ def broadcast_index(index: Index, result_shape, operand: SSAValue) -> Index:
 
 def operands(k, op: Operation, index: Index) -> list[Val]:
     rshape = shape_of(op.results[0].type)
-    return [k.value(o, broadcast_index(index, rshape, o)) for o in op.operands]
+    vals = [k.value(o, broadcast_index(index, rshape, o)) for o in op.operands]
+    if vals and all(v.const is not None and v.ty.startswith("tl.float") for v in vals):
+        # only literals: make one a typed scalar, or `1.0 / 0.0` is Python arithmetic at trace time
+        # (ZeroDivisionError) instead of IEEE arithmetic in the kernel
+        t = k.let(f"tl.full([], {vals[0].code}, {vals[0].ty})", frozenset(), vals[0].ty)
+        vals[0] = Val(t.code, t.deps, t.ty, vals[0].const)
+    return vals
 
 
 def _unary(fmt: Callable[[str, str], str]):
@@ -272,10 +278,7 @@ def _constant(k, op, index):
     if ty == "tl.int1":
         return Val("True" if v else "False", frozenset(), ty, int(bool(v)))
     code = repr(float(v)) if math.isfinite(v) else f'float("{v}")'
-    # a typed scalar, not a Python float: an op on constants alone (1.0 / 0.0) would otherwise be
-    # Python arithmetic at trace time (ZeroDivisionError) instead of IEEE arithmetic in the kernel
-    t = k.let(f"tl.full([], {code}, {ty})", frozenset(), ty)
-    return Val(t.code, t.deps, ty, float(v))
+    return Val(code, frozenset(), ty, float(v))
 
 
 @emits("graph.arange")
