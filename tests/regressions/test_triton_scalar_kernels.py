@@ -5,8 +5,8 @@
    type if pointer argument is not a block" (backends/triton/codegen.py `_out_index`, where every index
    of a one-element row is the literal 0).
 2. A kernel computing only on constants (`torch.reciprocal(torch.zeros_like(x))`) emitted `1.0 / 0.0`:
-   Python arithmetic at trace time, ZeroDivisionError instead of inf (backends/triton/emit.py
-   `_constant` emitted float constants as Python literals).
+   Python arithmetic at trace time, ZeroDivisionError instead of inf (float constants are Python
+   literals; backends/triton/emit.py `operands` now makes one operand of an all-literal op a typed scalar).
 """
 
 import os
