@@ -135,6 +135,33 @@ class _Planner:
             self.nhwc.add(op.results[0])
         return self.step(_library_route(op), [op], kernel_id=kid)
 
+    def absorb(self, values: list[SSAValue]) -> list[Operation]:
+        """Layout ops and constants that (transitively) produce `values` and that the kernel can
+        recompute: they join its function (a broadcast or permute becomes an indexing map, a constant
+        an immediate). Only ops whose own operands are at hand (arguments, earlier steps' outputs, or
+        themselves recomputed): a layout op inside another kernel may read a value that kernel never
+        exported."""
+        avail = set(self.fn.body.block.args) | {o for st in self.steps for o in st.outputs}
+        memo: dict[SSAValue, bool] = {}
+
+        def can(v: SSAValue) -> bool:
+            v = self.resolve(v)
+            if v not in memo:
+                p = v.owner if isinstance(v, OpResult) else None
+                memo[v] = v in avail or (p is not None and p.name in ABSORB and all(can(o) for o in p.operands))
+            return memo[v]
+
+        taken: list[Operation] = []
+        stack = list(values)
+        while stack:
+            v = self.resolve(stack.pop())
+            p = v.owner if isinstance(v, OpResult) else None
+            if p is None or p.name not in ABSORB or p in taken or not all(can(o) for o in p.operands):
+                continue
+            taken.append(p)
+            stack.extend(p.operands)
+        return taken
+
     def top(self, op: Operation) -> None:
         if op.name in ATT.OPS:
             self.steps.append(self.attention(op))
@@ -143,7 +170,7 @@ class _Planner:
         elif op.name in LIBRARY:
             self.steps.append(self.library(op))
         elif lowers(op):
-            absorbed = _absorb(list(op.operands))
+            absorbed = self.absorb(list(op.operands))
             ops = sorted(absorbed + [op], key=self.order.__getitem__)
             self.steps.append(self.mlir(ops, [op]))
         else:
@@ -191,7 +218,7 @@ class _Planner:
         inside = set(run)
         outer = [self.resolve(v) for op in run for v in op.operands
                  if not (isinstance(v, OpResult) and v.owner in inside)]
-        absorbed = sorted(_absorb(outer), key=self.order.__getitem__)
+        absorbed = sorted(self.absorb(outer), key=self.order.__getitem__)
         self.steps.append(self.mlir(absorbed + run, run, kid))
 
     def mlir(self, ops: list[Operation], core: list[Operation], kid=None) -> Step:
@@ -307,26 +334,6 @@ def _output_reshapes(ops: list[Operation], outs: list[SSAValue]) -> set[Operatio
 
 def _type(v: SSAValue) -> tuple[tuple[int, ...], str]:
     return shape_of(v.type), str(v.type.element_type)
-
-
-def _absorb(values: list[SSAValue]) -> list[Operation]:
-    """Top-level layout ops and constants that (transitively) produce `values`: they join the
-    kernel's function (a broadcast or permute becomes an indexing map, a constant an immediate)."""
-    taken: list[Operation] = []
-    stack = list(values)
-    top = next((v.owner.parent_op() for v in values if isinstance(v, OpResult)), None)
-    while top is not None and top.name != "func.func":
-        top = top.parent_op()
-    while stack:
-        v = stack.pop()
-        p = v.owner if isinstance(v, OpResult) else None
-        # only top-level ops: one inside another kernel's region was planned with that kernel, which
-        # exports its result but not necessarily the values it reads
-        if p is None or p.name not in ABSORB or p in taken or p.parent_op() is not top:
-            continue
-        taken.append(p)
-        stack.extend(p.operands)
-    return taken
 
 
 def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
