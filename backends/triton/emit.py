@@ -195,15 +195,21 @@ def _pow(k, op, index):
 
 
 def _remainder(a: Val, b: Val) -> str:
-    if is_float_ty(a.ty):
-        return f"{a.code} - tl.floor({a.code} / {b.code}) * {b.code}"
+    """PyTorch's: fmod (`%`, the sign of a), moved by b when the signs differ (so x % inf is x or inf)."""
     r = f"({a.code} % {b.code})"
     return f"tl.where(({r} != 0) & (({r} < 0) != ({b.code} < 0)), {r} + {b.code}, {r})"
 
 
 def _floor_divide(a: Val, b: Val) -> str:
     if is_float_ty(a.ty):
-        return f"tl.floor({a.code} / {b.code})"
+        # PyTorch's div_floor: (a - fmod(a, b)) / b, one less when fmod's sign differs from b's, rounded
+        # to the nearest integer; a zero keeps the sign of a / b, and b == 0 gives a / b (-3 // inf is -1)
+        m = f"({a.code} % {b.code})"
+        d = f"(({a.code} - {m}) / {b.code} - ((({m} != 0) & (({m} < 0) != ({b.code} < 0))).to({a.ty})))"
+        f = f"tl.floor({d})"
+        r = f"tl.where({d} - {f} > 0.5, {f} + 1.0, {f})"
+        z = f"tl.where({a.code} / {b.code} < 0, -0.0, 0.0)"
+        return f"tl.where({b.code} == 0, {a.code} / {b.code}, tl.where({d} != 0, {r}, {z}))"
     return (f"({a.code} // {b.code}) - ((({a.code} % {b.code}) != 0) & "
             f"(({a.code} < 0) != ({b.code} < 0))).to({a.ty})")
 
