@@ -347,8 +347,9 @@ def _layer_norm(ctx, x, shape, weight=None, bias=None, eps=1e-5, cudnn_enable=Fa
 
 @lower("aten.rms_norm.default")
 def _rms_norm(ctx, x, shape, weight=None, eps=None):
-    if eps is None:
-        eps = torch.finfo(ctx.meta(x).dtype).eps
+    if eps is None:  # eager takes the eps of the type it computes in: fp32 for fp16/bf16 inputs
+        dt = ctx.meta(x).dtype
+        eps = torch.finfo(torch.float32 if dt in (torch.float16, torch.bfloat16) else dt).eps
     return ctx.emit(g.RmsNormOp(
         operands=[ctx.value(x), _opt(ctx, weight)],
         properties={"normalized_ndim": g.int_attr(len(shape)), "eps": g.float_attr(eps)},
