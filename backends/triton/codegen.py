@@ -192,6 +192,15 @@ def _store_cvt(v: SSAValue) -> str:
         ".to(tl.bfloat16)" if dtype_name(v.type.element_type) == "bfloat16" else ""
 
 
+def _stored(k: KernelContext, v, o: SSAValue) -> str:
+    """The value stored for output `o`: a constant output (a gather from a constant folds to one) becomes
+    a typed scalar first, since a Python literal has no `.to` for the 16-bit conversion."""
+    cvt = _store_cvt(o)
+    if v.const is not None and cvt:
+        v = k.let(f"tl.full([], {v.code}, {v.ty})", frozenset(), v.ty)
+    return f"{v.code}{cvt}"
+
+
 def _pid(wide: bool) -> str:
     return "tl.program_id(0).to(tl.int64)" if wide else "tl.program_id(0)"
 
@@ -220,7 +229,7 @@ def _pointwise(name, ops, outputs, canon, free) -> GenKernel:
     stores = []
     for i, o in enumerate(outputs):
         v = k.value(o, index)
-        stores.append(f"tl.store(out{i} + offs, {v.code}{_store_cvt(o)}, mask=xmask)")
+        stores.append(f"tl.store(out{i} + offs, {_stored(k, v, o)}, mask=xmask)")
     total = numel(shape)
     xblock = min(1024, 1 << max(0, (total - 1).bit_length()))
     warps = 4 if xblock >= 512 else 2 if xblock >= 128 else 1
@@ -248,7 +257,7 @@ def _reduction(name, ops, outputs, canon, free, row) -> GenKernel:
     for i, o in enumerate(outputs):
         idx, linear, mask = _out_index(k, fidx, full, red, shape_of(o.type))
         v = k.value(o, idx)
-        stores.append(f"tl.store(out{i} + {linear}, {v.code}{_store_cvt(o)}, mask={mask})")
+        stores.append(f"tl.store(out{i} + {linear}, {_stored(k, v, o)}, mask={mask})")
     head = [f"rows = {_pid(_wide(k, outputs))} * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
             "cols = tl.arange(0, BLOCK_N)[None, :]", f"rmask = rows < {r_total}", f"cmask = cols < {n}"]
     head += _unravel("r", "rows", full, kept) + _unravel("c", "cols", full, list(red))

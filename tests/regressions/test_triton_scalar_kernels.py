@@ -51,3 +51,16 @@ def test_one_element_arange():
     x = torch.full((1, 1), 3.0, dtype=torch.float16)
     for got, want in zip(compile(f, target="h100")(x), f(x)):
         assert got.dtype == want.dtype and torch.equal(got, want)
+
+
+def test_constant_16bit_output():
+    """4. A gather from a constant (`torch.zeros([2, 1], dtype=torch.bfloat16)[i]`) folds the kernel's
+    output to the literal 0.0, and the store emitted `0.0.to(tl.bfloat16)` (backends/triton/codegen.py:
+    a Python float has no `.to`); a constant output is now a typed scalar before the conversion."""
+
+    def f(i):
+        return torch.zeros([2, 1], dtype=torch.bfloat16)[i], torch.full([3], 1.5, dtype=torch.float16)[i[0]]
+
+    i = torch.tensor([[1, 0]])
+    for got, want in zip(compile(f, target="h100")(i), f(i)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
