@@ -22,6 +22,7 @@ legal candidate, `never` puts every op in a kernel of its own (one launch per op
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from xdsl.context import Context
@@ -33,7 +34,7 @@ from xdsl.passes import ModulePass
 from compiler import log
 from compiler.errors import PipelineError
 from compiler.targets import Target, get_target
-from passes.fusion_build import flatten_kernels, kernel_attrs, materialize
+from passes.fusion_build import FusionCycleError, flatten_kernels, kernel_attrs, materialize
 from passes.fusion_plan import (
     ACTIVATION_OPS,
     ANCHOR_OPS,
@@ -85,12 +86,25 @@ class FuseOpsPass(ModulePass):
 def fuse_ops_in(block: Block, target: Target, opts: FuseOpsPass, first_id: int = 0) -> int:
     """Plan and build the kernels of one function body; returns the next free kernel id."""
     flatten_kernels(block)
+    try:
+        return _plan_and_build(block, target, opts, first_id, attach_layout=True)
+    except FusionCycleError as e:  # a planner bug; never fail the compile over it
+        _log.warning("%s; planning again without attaching layout ops to kernels", e)
+    try:
+        return _plan_and_build(block, target, opts, first_id, attach_layout=False)
+    except FusionCycleError as e:
+        _log.warning("%s; leaving this function unfused", e)
+    return _plan_and_build(block, target, dataclasses.replace(opts, mode="never"), first_id, attach_layout=False)
+
+
+def _plan_and_build(block: Block, target: Target, opts: FuseOpsPass, first_id: int, attach_layout: bool) -> int:
     graph = BodyGraph(block)
     est = CostOracle(graph, target, opts.cost_model or None)
     groups = [Group(i, {i}) for i, kind in enumerate(graph.kinds) if kind in FUSIBLE_KINDS]
     planner = Planner(graph, groups, est, lambda a, b, ops: op_rule(ops, target), mode=opts.mode,
                       max_ops=opts.max_ops, horizontal=opts.horizontal, log=_log)
-    planner.attach_layout()
+    if attach_layout:
+        planner.attach_layout()
     planner.run()
     if opts.recompute:
         planner.recompute(lambda n: graph.kinds[n] in ("elementwise", "layout"))

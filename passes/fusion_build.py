@@ -97,6 +97,10 @@ def materialize(graph: BodyGraph, groups: list[Group], attrs: list[dict]) -> lis
     return kernels
 
 
+class FusionCycleError(SolderError):
+    """The planned groups are not convex (a planner bug): the caller re-plans more conservatively."""
+
+
 def _unit_order(graph: BodyGraph, units, unit_of: dict[int, int], dropped: set[int]) -> list[int]:
     """Kahn's algorithm over units, smallest first node first."""
     succ: list[set[int]] = [set() for _ in units]
@@ -121,7 +125,7 @@ def _unit_order(graph: BodyGraph, units, unit_of: dict[int, int], dropped: set[i
             if indeg[v] == 0:
                 heapq.heappush(ready, (units[v][0], v))
     if len(order) != len(units):
-        raise SolderError(f"fusion: the planned kernels form a cycle ({len(units) - len(order)} of {len(units)} "
+        raise FusionCycleError(f"fusion: the planned kernels form a cycle ({len(units) - len(order)} of {len(units)} "
                           "units unordered); expected convex groups. This is a planner bug: report the IR")
     return order
 

@@ -436,8 +436,15 @@ class Planner:
             ops = [gg.ops[i] for i in sorted(nodes)]
             if len(nodes) > self.max_ops or not self.rule(gr, c, ops).ok:
                 return
-            if any(q not in c.nodes and gg.reaches(c.nodes, q) for q in producers):
-                return
+            # the copy makes c read p's producers; the kernels holding them must not depend on c (a node of
+            # such a kernel reachable from c would order the two kernels both ways)
+            for q in producers:
+                if q in c.nodes:
+                    continue
+                g = self.owner.get(q)
+                held = (self.groups[g].nodes | set(self.groups[g].dups)) if g is not None and g in self.groups else {q}
+                if any(n not in c.nodes and gg.reaches(c.nodes, n) for n in held):
+                    return
             saved += self.est(c.nodes) - self.est.with_copy(c.nodes, p)
         if saved <= 0:
             if self.log is not None and self.log.isEnabledFor(logging.INFO):
