@@ -58,6 +58,7 @@ def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limi
     up front so that the Program reports kernels and fallbacks like a static one.
     """
     from backends.reference import forward_func
+    from compiler import knobs
     from compiler.dialects import symbolic
 
     fn = forward_func(module)
@@ -65,6 +66,7 @@ def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limi
     hints = {s.name: s.hint for s in bind.symbols.values()}
     cache: OrderedDict[tuple, Program] = OrderedDict()
     lock = threading.Lock()
+    cache_dir = knobs.current_cache_dir_override()  # compile(cache_dir=...) also for sizes lowered later
     first = lower_static(symbolic.instantiate(module, hints))
     cache[tuple(hints.values())] = first
     sizes = [dict(hints)]
@@ -77,7 +79,8 @@ def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limi
             with lock:
                 prog = cache.get(key)
                 if prog is None:
-                    prog = cache[key] = lower_static(symbolic.instantiate(module, env))
+                    with knobs.cache_dir_override(cache_dir):
+                        prog = cache[key] = lower_static(symbolic.instantiate(module, env))
                     sizes.append(dict(env))
                     if len(cache) > limit:
                         cache.popitem(last=False)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+
+_CACHE_DIR: ContextVar[Path | None] = ContextVar("solder_cache_dir", default=None)
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -12,12 +16,33 @@ def _flag(name: str, default: bool = False) -> bool:
 
 
 def cache_dir() -> Path:
-    """SOLDER_CACHE_DIR, else $XDG_CACHE_HOME/solder, else ~/.cache/solder: compiled kernels by content hash."""
+    """compile(cache_dir=...) while that compile runs, else SOLDER_CACHE_DIR, else $XDG_CACHE_HOME/solder,
+    else ~/.cache/solder: compiled kernels by content hash."""
+    override = _CACHE_DIR.get()
+    if override is not None:
+        return override
     env = os.environ.get("SOLDER_CACHE_DIR")
     if env:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "solder"
+
+
+@contextmanager
+def cache_dir_override(path: str | os.PathLike | None):
+    """Make `cache_dir()` return `path` in this thread (and context) until the block ends; None: no change."""
+    if path is None:
+        yield
+        return
+    token = _CACHE_DIR.set(Path(path))
+    try:
+        yield
+    finally:
+        _CACHE_DIR.reset(token)
+
+
+def current_cache_dir_override() -> Path | None:
+    return _CACHE_DIR.get()
 
 
 def log_channels() -> set[str]:

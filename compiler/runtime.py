@@ -305,7 +305,8 @@ class CompiledModule:
         run = run_pipeline(imported.module, pipeline, target=self.options.target)
         t3 = time.perf_counter()
         backend = get_backend(self.options.target.backend)
-        program = backend.lower(imported.module, self.options.target)
+        with knobs.cache_dir_override(self.options.cache_dir):
+            program = backend.lower(imported.module, self.options.target)
         t4 = time.perf_counter()
         ep = cap.program
         sp = Specialization(

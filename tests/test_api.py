@@ -124,3 +124,16 @@ def test_specialization_cache_is_bounded_and_warns(monkeypatch):
     assert len(c.specializations) == 2 and len(c._fast) == 2
     x = torch.randn(1, 4)
     torch.testing.assert_close(c(x), c.model(x))
+
+
+def test_cache_dir_option_is_where_kernels_are_cached(tmp_path, monkeypatch):
+    env_dir, own_dir = tmp_path / "env", tmp_path / "own"
+    monkeypatch.setenv("SOLDER_CACHE_DIR", str(env_dir))
+
+    def f(x):
+        return torch.tanh(x) * 3 + 1
+
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(compile(f, target="cpu", cache_dir=str(own_dir))(x), f(x))
+    assert any(p.is_file() for p in own_dir.rglob("*")), "nothing cached under cache_dir"
+    assert not env_dir.exists() or not any(p.is_file() for p in env_dir.rglob("*"))
