@@ -34,7 +34,12 @@ from xdsl.passes import ModulePass
 from compiler import log
 from compiler.errors import PipelineError
 from compiler.targets import Target, get_target
-from passes.fusion_build import FusionCycleError, flatten_kernels, kernel_attrs, materialize
+from passes.fusion_build import (
+    FusionCycleError,
+    flatten_kernels,
+    kernel_attrs,
+    materialize,
+)
 from passes.fusion_plan import (
     ACTIVATION_OPS,
     ANCHOR_OPS,

@@ -50,12 +50,8 @@ def _run_threads(fns) -> list:
     return errors
 
 
-def test_two_threads_call_one_compiled_model():
-    torch.manual_seed(0)
-    w = torch.randn(256, 256) / 16
-    xs = [torch.randn(128, 256), torch.randn(128, 256) * 3]
-    wants = [block(x, w) for x in xs]
-    fast = compile(block, target="cpu")
+def _two_callers(fast, xs, w, wants, iters: int) -> None:
+    """Check `fast` alone on each input, then call it from two threads at once, `iters` calls each."""
     for x, want in zip(xs, wants):  # compile, and check the single-thread answer first
         torch.testing.assert_close(fast(x, w), want, atol=1e-4, rtol=1e-4)
     start = threading.Barrier(2)
@@ -64,15 +60,21 @@ def test_two_threads_call_one_compiled_model():
     def worker(i):
         def go():
             start.wait()
-            for it in range(400):
-                got = fast(xs[i], w)
-                if not torch.allclose(got, wants[i], atol=1e-4, rtol=1e-4):
+            for it in range(iters):
+                if not torch.allclose(fast(xs[i], w), wants[i], atol=1e-4, rtol=1e-4):
                     bad.append(it)
         return go
 
     errors = _run_threads([worker(0), worker(1)])
     assert not errors, errors
-    assert not bad, f"{len(bad)} of 800 concurrent calls returned another call's data (first at iteration {bad[0]})"
+    assert not bad, f"{len(bad)} of {2 * iters} concurrent calls returned another call's data (first at {bad[0]})"
+
+
+def test_two_threads_call_one_compiled_model():
+    torch.manual_seed(0)
+    w = torch.randn(256, 256) / 16
+    xs = [torch.randn(128, 256), torch.randn(128, 256) * 3]
+    _two_callers(compile(block, target="cpu"), xs, w, [block(x, w) for x in xs], iters=400)
 
 
 def test_two_threads_compile_the_same_model(tmp_path, monkeypatch):
@@ -159,20 +161,4 @@ def test_two_threads_call_one_triton_program():
     w = torch.randn(32, 32) / 6
     xs = [torch.randn(16, 32), torch.randn(16, 32) * 3]
     wants = [block(x, w) for x in xs]
-    fast = compile(block, target="h100")
-    for x, want in zip(xs, wants):
-        torch.testing.assert_close(fast(x, w), want, atol=1e-4, rtol=1e-4)
-    start = threading.Barrier(2)
-    bad: list[int] = []
-
-    def worker(i):
-        def go():
-            start.wait()
-            for it in range(30):
-                if not torch.allclose(fast(xs[i], w), wants[i], atol=1e-4, rtol=1e-4):
-                    bad.append(it)
-        return go
-
-    errors = _run_threads([worker(0), worker(1)])
-    assert not errors, errors
-    assert not bad, f"{len(bad)} of 60 concurrent calls returned another call's data"
+    _two_callers(compile(block, target="h100"), xs, w, wants, iters=30)
