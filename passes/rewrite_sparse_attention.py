@@ -4,7 +4,7 @@
     rewrite-sparse-attention{policy=blocks mask="local:256,sinks:64,every:4" block=64}
     rewrite-sparse-attention{policy=blocks mask-mod="masks.py:strided" block=64}
     rewrite-sparse-attention{policy=blocks layout="layout.pt" block=64}           (or a .npy file)
-    rewrite-sparse-attention{policy=calibrate plan="plan.json"}   (plan written by SparseAttention.save_plan)
+    rewrite-sparse-attention{policy=calibrate plan="plan.json"}   (plan written by compiler.sparse_calibrate.save_plan)
     rewrite-sparse-attention{policy=calibrate budget=0.5 calib="inputs.pt"}   (solder-opt --from-torch only)
 
 File names and masks are quoted strings (the pipeline syntax reads `/`, `.` and `,` as its own).
@@ -105,7 +105,7 @@ class RewriteSparseAttentionPass(ModulePass):
         if not self.plan:
             raise SparseAttentionError(
                 "rewrite-sparse-attention{policy=calibrate} needs a plan: compile with SparseAttention("
-                "policy='calibrate', calibration_inputs=...), pass plan=\"FILE.json\" from SparseAttention.save_plan, "
+                "policy='calibrate', calibration_inputs=...), pass plan=\"FILE.json\" from compiler.sparse_calibrate.save_plan, "
                 "or run solder-opt --from-torch FILE.py:NAME so that it can calibrate the model (calib=\"inputs.pt\")")
         if self.plan.lstrip().startswith("["):
             text = self.plan

@@ -2,7 +2,7 @@
 at once, and compiled from two processes into one cache directory at once.
 
 The CPU backend's launch list reuses its intermediate buffers and each JIT kernel's memref
-descriptors across calls; without the lock in `backends/cpu/backend.py` two threads calling the same
+descriptors across calls; without the lock in `backends/cpu/runner.py` two threads calling the same
 program interleave on them (a kernel reads the other thread's intermediate, or runs on the other
 thread's pointers) and `test_two_threads_call_one_compiled_model` fails within a few hundred calls.
 """

@@ -13,21 +13,13 @@ Compiling: all MLIR functions of the model go into one module per LLVM opt level
 module, one compile), through `jit.compile_mlir` and its disk cache, so a second process compiling
 the same model loads a shared object instead of running MLIR.
 
-Running: one closure per step over a flat list of values; kernel outputs that never escape to the
-caller are preallocated once (shapes are static); each MLIR kernel is called through
-`JitKernel.call_unchecked`. Non-contiguous inputs of a kernel are made contiguous at its boundary.
-Intermediates and the kernels' memref descriptors are shared between calls, so a Program runs
-one call at a time: concurrent calls from several threads take turns on a lock (uncontended, it
-adds well under a microsecond to a call; tests/test_threads.py).
+Running: runner.py (a flat launch list over preallocated intermediates, one call at a time).
 """
 
 from __future__ import annotations
 
-import ctypes
-import threading
 from dataclasses import dataclass, field
 
-import torch
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
@@ -36,7 +28,7 @@ from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
-from backends.reference import OPS, attention_reference, forward_func
+from backends.reference import forward_func
 from compiler import log
 from compiler.dialects.symbolic import is_dynamic_module
 from compiler.dialects.types import shape_of
@@ -360,226 +352,6 @@ def plan_module(module: ModuleOp) -> Plan:
     return _Planner(module).plan()
 
 
-# -- runtime ------------------------------------------------------------------------------------
-_TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
-_ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
-
-
-def _library_fn(op: Operation):
-    if _is_conv2d(op):
-        return _conv_nhwc(OPS[op.name](op))
-    if op.name != "graph.linear":
-        return OPS[op.name](op) if op.name != "graph.attention" else _attention(op)
-    shape = shape_of(op.result.type)
-    k = shape_of(op.input.type)[-1]
-    if op.bias is not None:
-        return lambda x, w, b: torch.addmm(b, x.reshape(-1, k), w.t()).view(shape)
-    return lambda x, w: torch.mm(x.reshape(-1, k), w.t()).view(shape)
-
-
-def _conv_nhwc(conv):
-    """A 2-d convolution on channels-last input and weight (output channels-last too).
-
-    The weight's channels-last copy is kept while the same weight tensor, unmodified (same version
-    counter), comes back: parameters are converted once, not per call."""
-    import weakref
-
-    cache: list = [None, -1, None]  # weakref to the weight, its _version, the converted copy
-    cl = torch.channels_last
-
-    def run(x, w, b=None):
-        if not x.is_contiguous(memory_format=cl):
-            x = x.contiguous(memory_format=cl)
-        ref, ver, wc = cache
-        if ref is None or ref() is not w or w._version != ver:
-            wc = w.contiguous(memory_format=cl)
-            cache[:] = [weakref.ref(w), w._version, wc]
-        return conv(x, wc, b)
-    return run
-
-
-def _attention(op: Operation):
-    scale, causal = op.scale.value.data, op.causal is not None
-    return lambda q, k, v, mask=None: attention_reference(q, k, v, mask, scale, causal)
-
-
-def compile_plan(plan: Plan) -> dict[str, object]:
-    """func name -> JitKernel for every MLIR step (one compile_mlir per opt level)."""
-    from backends.cpu import jit
-
-    specs = {s.func: [jit.ArgSpec(shape, _ABI.get(dt, _TORCH[dt])) for shape, dt in s.arg_types]
-             for s in plan.steps if _compiled(s)}
-    kernels: dict[str, object] = {}
-    for lvl, text in plan.modules().items():
-        names = [s.func for s in plan.steps if _compiled(s) and s.opt_level == lvl]
-        first = jit.compile_mlir(text, names[0], opt_level=lvl)
-        kernels[names[0]] = first
-        keep = first._keepalive  # TODO(jit): a public multi-entry lookup; see the report
-        for n in names[1:]:
-            if isinstance(keep, ctypes.CDLL):
-                ptr = ctypes.cast(getattr(keep, f"_mlir__mlir_ciface_{n}"), ctypes.c_void_p).value
-            else:
-                ptr = keep[2].raw_lookup(f"_mlir_ciface_{n}")
-            kernels[n] = jit.JitKernel(n, ptr, specs[n], keep, cache_hit=first.cache_hit,
-                                       compile_seconds=0.0, cache_kind=first.cache_kind)
-    return kernels
-
-
-def _escaping(plan: Plan) -> set[SSAValue]:
-    """Values the caller may see: returned ones and those that views/eager ops pass through."""
-    esc = set(plan.returns)
-    for s in reversed(plan.steps):
-        if s.route in ("view", "reference") and any(o in esc for o in s.outputs):
-            esc.update(s.inputs)
-    return esc
-
-
-def build_runner(plan: Plan, kernels: dict):
-    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
-    n_args = len(plan.args)
-    made_contiguous = set()  # values produced by MLIR kernels: contiguous by construction
-    esc = _escaping(plan)
-    launch = []
-    views: list[tuple] = []  # a run of consecutive layout-op steps, launched as one
-    for s in plan.steps:
-        ins = [slots[v] for v in s.inputs]
-        for o in s.outputs:
-            slots[o] = len(slots)
-        outs = [slots[o] for o in s.outputs]
-        if s.route == "view" and s.ops[0].name in LAYOUT:
-            views.append((OPS[s.ops[0].name](s.ops[0]), [slots[v] for v in s.operand_keys[0]], outs[0]))
-            continue
-        if views:
-            launch.append(_views_launch(views))
-            views = []
-        if s.route == "mlir":
-            launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
-            made_contiguous.update(s.outputs)
-        elif s.launch is not None:
-            launch.append(_call_launch(s.launch(kernels[s.func]), [slots[v] for v in s.operand_keys[0]], outs))
-        elif len(s.ops) == 1:
-            fn = _library_fn(s.ops[0]) if s.route.startswith("library") else OPS[s.ops[0].name](s.ops[0])
-            launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
-        else:
-            launch.append(_block_launch(s, slots, outs))
-    if views:
-        launch.append(_views_launch(views))
-    ret = [slots[v] for v in plan.returns]
-    n = len(slots)
-    lock = threading.Lock()  # preallocated buffers and memref descriptors: one call at a time
-
-    def run(tensors):
-        vals = [None] * n
-        vals[:n_args] = tensors
-        with lock:
-            for f in launch:
-                f(vals)
-        return [vals[i] for i in ret]
-    return run
-
-
-def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
-    n_in = len(s.inputs)
-    in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
-    nhwc_in = s.nhwc_in or [False] * n_in
-    need_contig = [2 if cl else v not in contiguous for v, cl in zip(s.inputs, nhwc_in)]
-    # the IR's shapes: a kernel may write an output in its pre-reshape shape (same bytes)
-    nhwc_out = s.nhwc_out or [False] * len(s.outputs)
-    out_specs = [(_to_nhwc(shape_of(v.type)) if cl else shape_of(v.type), _TORCH[dt], dt == "i1", cl)
-                 for v, (_, dt), cl in zip(s.outputs, s.arg_types[n_in:], nhwc_out)]
-    # None: allocated per call (the caller may keep it); else reused across calls
-    bufs = [None if o in esc else torch.empty(spec[0], dtype=spec[1]) for o, spec in zip(s.outputs, out_specs)]
-    call = k.call_unchecked
-
-    def run(vals):
-        args = []
-        for i, c, b in zip(ins, need_contig, in_bool):
-            t = vals[i]
-            if c == 2:  # channels-last data, passed as the contiguous NHWC tensor it is
-                t = t.permute(0, 2, 3, 1).contiguous()
-            elif c:
-                t = t.contiguous()
-            args.append(t.view(torch.int8) if b else t)
-        for o, buf, (shape, dt, b, cl) in zip(outs, bufs, out_specs):
-            t = torch.empty(shape, dtype=dt) if buf is None else buf
-            vals[o] = t.permute(0, 3, 1, 2) if cl else t
-            args.append(t.view(torch.int8) if b else t)
-        call(*args)
-    return run
-
-
-def _views_launch(views: list[tuple]):
-    """Consecutive reshape/permute/expand/slice steps as one launch.
-
-    Run op by op, they cost a Python call and a torch view each (~3 us; attention's head split is 9 of
-    them). Shapes are static, so when the tensors coming in have the strides and offsets seen before,
-    every result is the same `as_strided` view of the same input as last time: the first call (and any
-    call with new strides) runs the ops and records, for each result, which input's storage it views and
-    how; a result that is not a view of an input (a reshape that had to copy) keeps the op-by-op path.
-    """
-    root: dict[int, int] = {}  # result slot -> the input slot whose data it shows (layout ops have one operand)
-    for _, ins, o in views:
-        root[o] = root.get(ins[0], ins[0])
-    ext = sorted({r for r in root.values()})
-    state: dict = {"key": None, "recipe": None}
-
-    def slow(vals):
-        for fn, ins, o in views:
-            vals[o] = fn(*[vals[i] for i in ins])
-
-    def record(vals, key):
-        recipe = []
-        for _, _, o in views:
-            t, i = vals[o], root[o]
-            if t.untyped_storage().data_ptr() != vals[i].untyped_storage().data_ptr() or t.dtype != vals[i].dtype:
-                recipe = None
-                break
-            recipe.append((o, i, tuple(t.shape), t.stride(), t.storage_offset()))
-        state["key"], state["recipe"] = key, recipe
-
-    def run(vals):
-        key = tuple((vals[i].stride(), vals[i].storage_offset()) for i in ext)
-        recipe = state["recipe"]
-        if recipe is not None and key == state["key"]:
-            for o, i, size, stride, off in recipe:
-                vals[o] = vals[i].as_strided(size, stride, off)
-            return
-        slow(vals)
-        if key != state["key"]:
-            record(vals, key)
-    return run
-
-
-def _call_launch(fn, ins, outs):
-    if len(outs) == 1:
-        (o,) = outs
-
-        def run1(vals):
-            vals[o] = fn(*[vals[i] for i in ins])
-        return run1
-
-    def run(vals):
-        for j, t in zip(outs, fn(*[vals[i] for i in ins])):
-            vals[j] = t
-    return run
-
-
-def _block_launch(s: Step, slots: dict, outs):
-    """An eager run of several ops (a kernel that could not be lowered to MLIR)."""
-    fns = [(OPS[op.name](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
-    ins = [(v, slots[v]) for v in s.inputs]
-    wanted = list(zip(s.outputs, outs))
-
-    def run(vals):
-        env = {v: vals[i] for v, i in ins}
-        for fn, results, keys in fns:
-            res = fn(*[env[v] for v in keys])
-            env.update(zip(results, res if isinstance(res, list) else [res]))
-        for v, o in wanted:
-            vals[o] = env[v]
-    return run
-
-
 class CpuBackend(Backend):
     """Generated native code for the CPU: linalg -> LLVM through torch-mlir's MLIR; GEMMs via torch."""
 
@@ -592,6 +364,11 @@ class CpuBackend(Backend):
     def lower(self, module: ModuleOp, target=None) -> Program:
         if is_dynamic_module(module):  # kernels are generated for static sizes: one lowering per size
             return per_size(module, lambda m: self.lower(m, target))
+        from backends.cpu.runner import (  # runner imports this module's types
+            build_runner,
+            compile_plan,
+        )
+
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
