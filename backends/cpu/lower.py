@@ -292,7 +292,8 @@ class FuncBuilder:
             raise Unsupported(f"{leaf.ssa} reads one loop dim in two tensor dims (a diagonal)")
         ssa, shape = leaf.ssa, leaf.tshape
         if len(kept) != len(leaf.tshape) or tuple(sizes) != leaf.tshape or any(offs) or set(strides) - {1}:
-            key = (leaf.ssa, tuple(offs), tuple(sizes), tuple(strides))
+            # the kept dims belong in the key: x[1:2] and x[1] read the same window, one keeping the dim
+            key = (leaf.ssa, tuple(offs), tuple(sizes), tuple(strides), tuple(kept))
             if key not in self._slices:
                 shape = tuple(sizes[i] for i in kept)
                 s = self.fresh("s")

@@ -1,17 +1,16 @@
-"""Regression (found by `make fuzz`, not fixed yet): unbind + broadcast add + split on the CPU backend.
+"""Regression (found by `make fuzz`): unbind + broadcast add + split on the CPU backend.
 
-The fused kernel's MLIR does not parse: "'linalg.generic' op expected operand #1 rank (1) to match
-the result rank of indexing_map (0)": a rank-1 operand (the unbound row) is read through a map built
-for a rank-0 value. Strict xfail: it fails until the CPU lowering is fixed, then this marker must go.
+The fused kernel's MLIR did not parse: "'linalg.generic' op expected operand #1 rank (1) to match
+the result rank of indexing_map (0)". `x0[1]` (the unbound row, dim dropped) and `x0[1:2]` (the split,
+dim kept) read the same window of x0; lower.py's extract_slice cache keyed slices by offsets, sizes
+and strides only, so the rank-0 read reused the rank-1 slice. The key now includes the kept dims.
 """
 
-import pytest
 import torch
 
 from compiler import compile
 
 
-@pytest.mark.xfail(strict=True, reason="CPU lowering: indexing map rank mismatch after unbind/split (not fixed yet)")
 def test_unbind_add_split():
     def f(x0):
         v0 = x0.unbind(0)[1]
