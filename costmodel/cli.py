@@ -4,6 +4,10 @@
     solder-costmodel train    --target cpu                    # -> model.pkl + card.json beside it
     solder-costmodel evaluate --target cpu                    # held-out MAPE / Spearman / decisions + PNG
     solder-costmodel adapt    --target reference --n 50 --from cpu
+    solder-costmodel retime   --target h100 --rounds 10       # pairs re-timed interleaved -> retime.jsonl
+
+A GPU dataset's pairs re-timed by `retime` (costmodel/retime.py) live beside it in retime.jsonl; train and
+evaluate overlay them on data.jsonl (the first timing kept as `seconds_first`) unless --first-timing.
 """
 
 from __future__ import annotations
@@ -37,12 +41,29 @@ def cmd_collect(a) -> int:
     return 0
 
 
+def cmd_retime(a) -> int:
+    from costmodel.retime import retime
+
+    folder = _dir(a.target, None)
+    data = Path(a.data) if a.data else folder / "data.jsonl"
+    if not data.exists():
+        raise SolderError(f"retime: no dataset at {data}; expected JSON lines from `solder-costmodel collect`")
+    out = Path(a.out) if a.out else data.with_name(RETIMED)
+    added = retime(ev.load_rows(data), out, rounds=a.rounds, batch_s=a.batch_ms * 1e-3, jobs=a.jobs,
+                   time_budget=a.time_budget, target=a.target, progress=not a.quiet, limit=a.limit)
+    print(f"retime: {added} pairs re-timed; {out}")
+    return 0
+
+
+RETIMED = "retime.jsonl"
+
+
 def cmd_train(a) -> int:
     from costmodel.model import fit
 
     folder = _dir(a.target, a.out)
     data = Path(a.data) if a.data else folder / "data.jsonl"
-    rows = _rows(data, a.target, a.tokens)
+    rows = _rows(data, a.target, a.tokens, first_timing=a.first_timing)
     train, test = ev.split(rows)
     if len(train) < 10 or not test:
         raise SolderError(f"train: {data} has {len(train)} training and {len(test)} held-out rows; "
@@ -77,7 +98,7 @@ def cmd_evaluate(a) -> int:
     folder = _dir(a.target, a.model)
     model = LearnedModel.load(folder / "model.pkl")
     data = Path(a.data) if a.data else folder / "data.jsonl"
-    _, test = ev.split(_rows(data, a.target, model.tokens))
+    _, test = ev.split(_rows(data, a.target, model.tokens, first_timing=a.first_timing))
     results = _score(model, test, a.target)
     _report(results)
     png = Path(a.plot) if a.plot else folder / "eval.png"
@@ -117,10 +138,15 @@ def cmd_adapt(a) -> int:
     return 0
 
 
-def _rows(path: Path, target: str, tokens: bool) -> list[dict]:
+def _rows(path: Path, target: str, tokens: bool, first_timing: bool = False) -> list[dict]:
     if not path.exists():
         raise SolderError(f"no dataset at {path}; expected JSON lines from `solder-costmodel collect --target {target}`")
     rows = ev.load_rows(path)
+    if not first_timing and path.with_name(RETIMED).exists():
+        from costmodel import retime
+
+        n = retime.apply(rows, retime.load(path.with_name(RETIMED)))
+        print(f"{path.with_name(RETIMED)}: {n} rows re-timed (interleaved pairs) replace their first timing")
     ev.refeaturize(rows, target, tokens=tokens)
     return rows
 
@@ -202,6 +228,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--target", required=True)
     t.add_argument("--data")
     t.add_argument("--out", help="model folder (default costmodel/shipped/<target>/)")
+    t.add_argument("--first-timing", action="store_true", help="ignore retime.jsonl (each row's first timing)")
     t.add_argument("--tokens", action="store_true", help="add hashed IR-token features (slower estimate_ops)")
     t.add_argument("--trees", type=int, default=300)
     t.add_argument("--structure", choices=["direct", "parts"],
@@ -211,6 +238,17 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--data")
     e.add_argument("--model", help="model folder (default costmodel/shipped/<target>/)")
     e.add_argument("--plot")
+    e.add_argument("--first-timing", action="store_true", help="ignore retime.jsonl (each row's first timing)")
+    r = sub.add_parser("retime", help="GPU: re-time the fuse-or-not pairs interleaved in one process")
+    r.add_argument("--target", required=True)
+    r.add_argument("--data", help="dataset (default costmodel/shipped/<target>/data.jsonl)")
+    r.add_argument("--out", help="JSON-lines output (default retime.jsonl beside the dataset)")
+    r.add_argument("--rounds", type=int, default=10)
+    r.add_argument("--batch-ms", type=float, default=2.0, help="GPU time of one graph replay (ms)")
+    r.add_argument("--jobs", type=int, default=1, help="helper processes that compile pairs ahead of timing")
+    r.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    r.add_argument("--limit", type=int, help="re-time at most this many pairs")
+    r.add_argument("--quiet", action="store_true")
     d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")
     d.add_argument("--target", required=True)
     d.add_argument("--n", type=int, default=50)
@@ -224,7 +262,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
-    cmd = {"collect": cmd_collect, "train": cmd_train, "evaluate": cmd_evaluate, "adapt": cmd_adapt}[a.cmd]
+    cmd = {"collect": cmd_collect, "train": cmd_train, "evaluate": cmd_evaluate, "adapt": cmd_adapt,
+           "retime": cmd_retime}[a.cmd]
     try:
         return cmd(a)
     except SolderError as e:

@@ -1,0 +1,312 @@
+"""Re-time the fuse-or-not pairs of a GPU dataset: fused kernel and parts interleaved in one process.
+
+`collect` times every row on its own, one after the other, so a pair's fused kernel and its parts are
+measured seconds to minutes apart: clock and thermal drift in between moves the pair's ratio (fused /
+sum of parts) by a median 3.4% between two runs (costmodel/shipped/h100/card.json, "repeatability"),
+as large as the real difference of most pairs whose GEMM or attention runs the same library kernel
+fused or not. `retime` measures each pair as a unit instead:
+
+- every program of the pair (the fused kernel and each part, lowered from the rows' stored IR) runs
+  twice to warm up, once timed to size its batch (N back-to-back calls, ~`batch_s` of GPU time, 3..200),
+  and N calls of it are captured in one CUDA graph (the backend's own graph off), replayed once;
+- then `rounds` rounds: each round replays every program's graph once between two CUDA events, the
+  fused kernel first in even rounds and last in odd ones, so drift during a pair touches both sides alike;
+- a row's `seconds` is the median over the rounds of (replay time / N); the fused row also carries the
+  pair's `pair_ratio`, the median over rounds of fused / sum of parts within the round.
+
+Pairs whose capture fails on any program are skipped (the original timing stays). Results go to a
+JSON-lines file of their own (one line per row: id, pair, seconds, rounds' seconds, calls, method
+"interleaved"), appended pair by pair and flushed, so an interrupted run keeps its pairs and a rerun
+skips them; `apply` overlays them on the dataset rows at train/evaluate time and keeps the first timing
+as `seconds_first`.
+
+Order: held-out pairs first, then training pairs; within each, pairs with the smallest measured
+|ln(fused / parts)| first (the ones whose first timing is least trustworthy), so a run cut short by its
+time budget has re-timed the pairs that need it most. `jobs > 1` lowers and runs the same pairs in
+helper processes ahead of the timing loop to warm Triton's disk cache, as `collect` does.
+
+This module imports torch and the backends only inside the functions that time (not torch-mlir).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from compiler import log
+
+_LOG = log.get("costmodel")
+
+METHOD = "interleaved"
+TIMING = ("interleaved pairs (costmodel/retime.py): the fused kernel and each of its parts lowered in one process, each "
+          "captured as N back-to-back calls (N = 3..200, ~{batch_ms:g} ms of GPU time) in one CUDA graph (the backend's "
+          "own graph off) and replayed once to warm up; then {rounds} rounds, each replaying every program's graph once "
+          "between CUDA events (fused first in even rounds, last in odd ones); a row's seconds = the median over rounds "
+          "of replay / N; no L2 flush")
+
+
+def pairs_of(rows: list[dict]) -> dict[str, list[dict]]:
+    """pair id -> [fused row, part rows...] for complete pairs (a fused row and at least two parts)."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r.get("pair") is not None:
+            by[r["pair"]].append(r)
+    out = {}
+    for pair, rs in by.items():
+        fused = [r for r in rs if r["role"] == "fused"]
+        parts = sorted((r for r in rs if r["role"] == "part"), key=lambda r: r["id"])
+        if len(fused) == 1 and len(parts) >= 2:
+            out[pair] = fused + parts
+    return out
+
+
+def order(rows: list[dict]) -> list[str]:
+    """Pair ids in re-timing order: held-out pairs, then training pairs; each by |ln(fused / parts)| rising."""
+    from costmodel import evaluate as ev
+
+    def key(item):
+        pair, rs = item
+        gap = abs(math.log(rs[0]["seconds"] / sum(r["seconds"] for r in rs[1:])))
+        return (not ev.is_heldout(rs[0]), gap, pair)
+
+    return [p for p, _ in sorted(pairs_of(rows).items(), key=key)]
+
+
+def read_done(path: Path) -> set[str]:
+    """Pairs whose every row is already in the re-timing file (a torn last line is ignored)."""
+    if not path.exists():
+        return set()
+    seen: dict[str, int] = defaultdict(int)
+    need: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        seen[rec["pair"]] += 1
+        need[rec["pair"]] = rec["pair_rows"]
+    return {p for p, n in seen.items() if n == need[p]}
+
+
+def load(path: Path) -> dict[str, dict]:
+    """id -> re-timing record of complete pairs only (a pair cut in the middle of its lines is ignored)."""
+    done = read_done(path)
+    out = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("pair") in done:
+            out[rec["id"]] = rec
+    return out
+
+
+def apply(rows: list[dict], retimed: dict[str, dict]) -> int:
+    """Overlay re-timed seconds on `rows` (in place; the first timing kept as `seconds_first`); returns how
+    many rows changed. Only whole pairs are overlaid, so a pair never mixes the two methods."""
+    n = 0
+    for r in rows:
+        rec = retimed.get(r["id"])
+        if rec is None:
+            continue
+        r.setdefault("seconds_first", r["seconds"])
+        r.setdefault("timing_first", r.get("timing"))
+        r["seconds"] = rec["seconds"]
+        r["timing"] = METHOD
+        n += 1
+    return n
+
+
+def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3, jobs: int = 1,
+           time_budget: float | None = None, target: str = "h100", progress: bool = True,
+           limit: int | None = None) -> int:
+    """Re-time the pairs of `rows` (see the module docstring) into `out`; returns the pairs added."""
+    import torch
+
+    from compiler.errors import SolderError
+    from compiler.targets import get_target
+    from costmodel.collect import _no_backend_graphs, _setup_device, drop_torn_tail, hardware_name, load_backend
+
+    if rounds < 3:
+        raise SolderError(f"retime: rounds must be at least 3 (a median of fewer is no better than one run), got {rounds}")
+    tgt = get_target(target)
+    if tgt.device != "cuda":
+        raise SolderError(f"retime: target {tgt.name!r} is not a CUDA target; retime measures GPU pairs")
+    _setup_device(tgt)
+    deadline = time.monotonic() + time_budget if time_budget else None
+    pairs = pairs_of(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drop_torn_tail(out)
+    done = read_done(out)
+    todo = [p for p in order(rows) if p not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    backend = load_backend(tgt.backend, tgt)
+    _no_backend_graphs(backend)
+    workers = _start_warmers(tgt.name, [[r["ir"] for r in pairs[p]] for p in todo], jobs, time_budget)
+    hw = hardware_name("cuda")
+    added = failed = 0
+    t0 = time.monotonic()
+    try:
+        with out.open("a") as f:
+            for i, pair in enumerate(todo):
+                if deadline is not None and time.monotonic() > deadline:
+                    _LOG.warning("costmodel retime: time budget spent after %d pairs", added)
+                    break
+                try:
+                    recs = time_pair(pairs[pair], tgt, backend, rounds, batch_s)
+                except Exception as e:  # noqa: BLE001 - any failure skips the pair; its first timing stays
+                    _LOG.warning("costmodel retime: skipping pair %s: %s: %s", pair, type(e).__name__, str(e)[:300])
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+                    failed += 1
+                    if failed >= 25:
+                        _LOG.warning("costmodel retime: %d pairs failed in a row; stopping", failed)
+                        break
+                    continue
+                failed = 0
+                for rec in recs:
+                    rec["hardware"] = hw
+                    f.write(json.dumps(rec) + "\n")
+                f.flush()
+                added += 1
+                if progress and (added % 50 == 0 or i == len(todo) - 1):
+                    print(f"retime: {added}/{len(todo)} pairs, {time.monotonic() - t0:.0f} s", flush=True)
+    finally:
+        for w in workers:
+            w.terminate()
+    return added
+
+
+def time_pair(rs: list[dict], target, backend, rounds: int, batch_s: float) -> list[dict]:
+    """Records for the rows of one pair (fused first), timed interleaved (module docstring)."""
+    import torch
+
+    from compiler import ir
+    from costmodel.collect import _capture, make_inputs
+
+    progs = []
+    for r in rs:
+        module = ir.parse(r["ir"])
+        program = backend.lower(module, target)
+        args = make_inputs(module, "cuda")
+        progs.append((program, args))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graphs, calls = [], []
+    for program, args in progs:
+        for _ in range(2):
+            program(args)
+        start.record()
+        program(args)
+        end.record()
+        end.synchronize()
+        first = start.elapsed_time(end) * 1e-3
+        n = max(3, min(200, int(batch_s / max(first, 1e-6))))
+        graph = _capture(program, args, n)
+        if graph is None:
+            raise RuntimeError("CUDA graph capture failed")
+        graph.replay()
+        graphs.append(graph)
+        calls.append(n)
+    torch.cuda.synchronize()
+    k = len(graphs)
+    times = [[0.0] * rounds for _ in range(k)]
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(k)]
+    for rd in range(rounds):
+        idx = list(range(k)) if rd % 2 == 0 else list(reversed(range(k)))
+        for j in idx:
+            ev[j][0].record()
+            graphs[j].replay()
+            ev[j][1].record()
+        torch.cuda.synchronize()
+        for j in range(k):
+            times[j][rd] = ev[j][0].elapsed_time(ev[j][1]) * 1e-3 / calls[j]
+    del graphs
+    ratios = [times[0][rd] / sum(times[j][rd] for j in range(1, k)) for rd in range(rounds)]
+    recs = []
+    for j, r in enumerate(rs):
+        med = statistics.median(times[j])
+        rec = {"id": r["id"], "pair": r["pair"], "role": r["role"], "pair_rows": k, "seconds": float(f"{med:.5g}"),
+               "rounds": [float(f"{t:.5g}") for t in times[j]], "calls": calls[j], "timing": METHOD}
+        if j == 0:
+            rec["pair_ratio"] = float(f"{statistics.median(ratios):.5g}")
+        recs.append(rec)
+    return recs
+
+
+def _start_warmers(target: str, todo: list[list[str]], jobs: int, time_budget: float | None) -> list:
+    """`jobs` processes lowering and running every `jobs`-th pair's programs once, ahead of the timing loop."""
+    if jobs <= 1:
+        return []
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold a CUDA context
+    budget = time_budget or 24 * 3600.0
+    procs = []
+    for shard in range(jobs):
+        p = ctx.Process(target=_warm, args=(target, todo[shard::jobs], budget), daemon=True)
+        p.start()
+        procs.append(p)
+    return procs
+
+
+def _warm(target_name: str, todo: list[list[str]], budget: float) -> None:
+    import torch
+
+    from compiler import ir
+    from compiler.targets import get_target
+    from costmodel.collect import _no_backend_graphs, load_backend, make_inputs
+
+    deadline = time.monotonic() + budget
+    parent = os.getppid()
+    target = get_target(target_name)
+    backend = load_backend(target.backend, target)
+    _no_backend_graphs(backend)
+    for texts in todo:
+        for text in texts:
+            if time.monotonic() > deadline or os.getppid() != parent:
+                return
+            try:
+                module = ir.parse(text)
+                backend.lower(module, target)(make_inputs(module, "cuda"))
+                torch.cuda.synchronize()
+            except Exception:  # noqa: BLE001 - the timing loop meets and reports the same error
+                torch.cuda.empty_cache()
+
+
+def repeatability(retimed: dict[str, dict], rows: list[dict], tie: float = 0.05) -> dict:
+    """How the interleaved timing compares with the rows' first timing: the median |ln(new / first)| per row,
+    the share of pairs whose winner agrees, overall and beyond `tie`, and the median ln shift of all rows
+    (a different machine or clock moves every row alike)."""
+    by_id = {r["id"]: r for r in rows}
+    logs, shift = [], []
+    for i, rec in retimed.items():
+        first = by_id.get(i, {}).get("seconds_first", by_id.get(i, {}).get("seconds"))
+        if first:
+            d = math.log(rec["seconds"] / first)
+            logs.append(abs(d))
+            shift.append(d)
+    agree = agree_gap = n = n_gap = 0
+    for pair, rs in pairs_of(rows).items():
+        if rs[0]["id"] not in retimed or any(r["id"] not in retimed for r in rs):
+            continue
+        old = [r.get("seconds_first", r["seconds"]) for r in rs]
+        new = [retimed[r["id"]]["seconds"] for r in rs]
+        a, b = math.log(old[0] / sum(old[1:])), math.log(new[0] / sum(new[1:]))
+        n += 1
+        agree += (a < 0) == (b < 0)
+        if abs(a) > tie:
+            n_gap += 1
+            agree_gap += (a < 0) == (b < 0)
+    return {"rows": len(logs), "median_abs_ln_change": statistics.median(logs) if logs else float("nan"),
+            "median_ln_shift": statistics.median(shift) if shift else float("nan"), "pairs": n,
+            "winner_agrees": agree / n if n else float("nan"), "pairs_beyond_tie": n_gap,
+            "winner_agrees_beyond_tie": agree_gap / n_gap if n_gap else float("nan")}
