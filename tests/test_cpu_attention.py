@@ -10,6 +10,7 @@ import re
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from backends.cpu import attention as A
 from backends.cpu.backend import CpuBackend
@@ -222,3 +223,64 @@ def test_parallel_kernel_matches(causal):
     assert "scf.forall" in text
     out = A._dense_call(spec, jit.compile_mlir(text, "attn"))(q, k, v)
     torch.testing.assert_close(out, eager_attention(q, k, v, causal=causal), atol=2e-5, rtol=2e-5)
+
+
+# ---- q, k, v read in place: views of a fused projection's output, output written [B, T, H, Dv] -------
+class FusedQKV(torch.nn.Module):
+    """The zoo's head split: one projection, slices, reshape to heads, permute; merge after attention."""
+
+    def __init__(self, d=64, heads=4, kv_heads=4):
+        super().__init__()
+        self.h, self.hkv, self.hd = heads, kv_heads, d // heads
+        self.qkv = torch.nn.Linear(d, (heads + 2 * kv_heads) * self.hd)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).split([self.h * self.hd, self.hkv * self.hd, self.hkv * self.hd], -1)
+        q, k, v = (y.reshape(b, t, -1, self.hd).transpose(1, 2) for y in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.hkv != self.h)
+        return o.transpose(1, 2).reshape(b, t, -1)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_kernel_reads_head_views_in_place(kv_heads):
+    """No view step and no copy per call: the attention step takes the projection's output itself, with
+    the heads' offsets and strides in its memref types, and returns the merged [B, T, H*Dv] value."""
+    from backends.cpu.backend import plan_module
+
+    torch.manual_seed(9)
+    model = FusedQKV(kv_heads=kv_heads).eval()
+    x = torch.randn(2, 40, 64)
+    cm = solder_compile(model, target="cpu")
+    torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)
+    plan = plan_module(next(iter(cm.specializations.values())).imported.module)
+    assert [s.route.split(":")[0] for s in plan.steps] == ["library", "mlir"], [s.route for s in plan.steps]
+    att = plan.steps[1]
+    (lin,) = plan.steps[0].outputs
+    assert att.inputs == [lin]
+    width = (4 + 2 * kv_heads) * 16  # the projection's output features
+    assert f"strided<[{40 * width}, 16, {width}, 1], offset: 64>" in att.text  # k: heads after q's 64 columns
+    assert ", strided<[2560, 16, 64, 1]>" in att.text  # out: [B, T, H, Dv] memory
+    assert att.outputs == plan.returns
+
+
+def test_in_place_views_of_a_noncontiguous_input():
+    """The views' base is the caller's tensor: strides assume it contiguous, so a non-contiguous one is
+    copied first (same numbers), and a later contiguous call still reads in place."""
+    class Heads(torch.nn.Module):
+        def forward(self, x):
+            q, k, v = x.reshape(2, 24, 3, 4, 16).permute(2, 0, 3, 1, 4).unbind(0)
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 24, 64)
+
+    torch.manual_seed(10)
+    model = Heads().eval()
+    x = torch.randn(2, 24, 192)
+    cm = solder_compile(model, target="cpu")
+    torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)
+    from backends.cpu.backend import plan_module
+
+    plan = plan_module(next(iter(cm.specializations.values())).imported.module)
+    assert len(plan.steps) == 1 and plan.steps[0].inputs == plan.args[-1:]  # the kernel reads x itself
+    xt = torch.randn(192, 24, 2).permute(2, 1, 0)  # same shape, transposed memory
+    torch.testing.assert_close(cm(xt), model(xt), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)

@@ -64,6 +64,11 @@ class AttentionSpec:
     bq: int = BLOCK_Q
     bk: int = BLOCK_K
     parallel: bool = False
+    # Where q, k, v live: None = a contiguous [B, H, T, D] tensor; else (base shape, element offset,
+    # strides): the operand is a strided view of a contiguous `base shape` tensor (e.g. the heads of
+    # a fused QKV projection's output), which the kernel reads in place instead of copying.
+    views: tuple = (None, None, None)
+    out_bthd: bool = False  # write the output as [B, T, H, Dv] in memory (the heads' merge is then a view)
 
     @property
     def nq(self) -> int:
@@ -87,7 +92,16 @@ class AttentionSpec:
         if self.sparse:
             lb, lh = self.sparse
             args += [((lb, lh, self.nq), torch.int32), ((lb, lh, self.nq, self.nk), torch.int32)]
-        return args + [((self.b, self.hq, self.t, self.dv), torch.float32)]
+        args = [(v[0], dt) if v else (shape, dt) for (shape, dt), v in zip(args[:3], self.views)] + args[3:]
+        out = (self.b, self.t, self.hq, self.dv) if self.out_bthd else (self.b, self.hq, self.t, self.dv)
+        return args + [(out, torch.float32)]
+
+    def layouts(self) -> list[str]:
+        """The memref layout suffix of each argument (q, k, v, ..., out): strided views or ''."""
+        lay = [f", strided<[{', '.join(map(str, v[2]))}], offset: {v[1]}>" if v else "" for v in self.views]
+        lay += [""] * (len(self.arg_shapes()) - 4)
+        h, d = self.hq, self.dv
+        return lay + [f", strided<[{self.t * h * d}, {d}, {h * d}, 1]>" if self.out_bthd else ""]
 
     def describe(self) -> str:
         """Short text for explain(): blocks, masking, GQA, threads."""
@@ -104,8 +118,8 @@ class AttentionSpec:
         return ", ".join(bits)
 
 
-def _memref(shape, elem: str = "f32") -> str:
-    return "memref<" + "x".join(str(n) for n in shape) + f"x{elem}>"
+def _memref(shape, elem: str = "f32", layout: str = "") -> str:
+    return "memref<" + "x".join(str(n) for n in shape) + f"x{elem}{layout}>"
 
 
 class _Text:
@@ -221,7 +235,12 @@ class _Emitter:
         names = ["%q", "%k", "%v"] + (["%mask"] if sp.mask else []) + (["%cnt", "%idx"] if sp.sparse else [])
         names.append("%out")
         elems = {"%mask": "f32" if sp.mask == "add" else "i8", "%cnt": "i32", "%idx": "i32"}
-        self.types = {n: _memref(shape, elems.get(n, "f32")) for n, (shape, _) in zip(names, sp.arg_shapes())}
+        # the kernel indexes every argument as its logical [B, H, T, D] (or mask/layout) shape; a strided
+        # layout maps that onto the tensor actually passed (a view's base, a [B, T, H, Dv] output)
+        logical = [(sp.b, sp.hq, sp.t, sp.d), (sp.b, sp.hkv, sp.s, sp.d), (sp.b, sp.hkv, sp.s, sp.dv)]
+        logical += [shape for shape, _ in sp.arg_shapes()[3:-1]] + [(sp.b, sp.hq, sp.t, sp.dv)]
+        self.types = {n: _memref(shape, elems.get(n, "f32"), lay)
+                      for n, shape, lay in zip(names, logical, sp.layouts())}
         self.outer()
         head = f"  func.func @{self.name}(" + ", ".join(f"{n}: {t}" for n, t in self.types.items()) + \
             ") attributes {llvm.emit_c_interface} {"
@@ -461,7 +480,7 @@ class AttentionPlan:
         return [(shape, names[dt]) for shape, dt in self.spec.arg_shapes()]
 
 
-def plan(op) -> AttentionPlan:
+def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> AttentionPlan:
     """The route of one attention op on the CPU backend: the generated kernel, except where it does
     not apply (element type, a mask that does not broadcast): torch SDPA then, and the route says why.
     No shape is routed to SDPA for speed: benchmarks/cpu_attention.py (op level, one thread each)
@@ -478,15 +497,20 @@ def plan(op) -> AttentionPlan:
         return AttentionPlan(f"{SDPA_ROUTE} (the generated kernel does not cover {bad})", "")
     flops = 4 * q[0] * q[1] * q[2] * k[2] * q[3]
     parallel = _threads() > 1 and flops >= PARALLEL_MIN_FLOPS
+    if elem != "f32":
+        views, out_bthd = (None, None, None), False
     common = {"b": q[0], "hq": q[1], "t": q[2], "d": q[3], "hkv": k[1], "s": k[2], "dv": v[3],
-              "scale": op.scale.value.data, "causal": op.causal is not None, "parallel": parallel}
+              "scale": op.scale.value.data, "causal": op.causal is not None, "parallel": parallel,
+              "views": tuple(views), "out_bthd": out_bthd}
     if sparse:
         from compiler.sparse_attention import OpSpec
         ospec = OpSpec.of(op)
         lb, lh = (q[0], q[1]) if ospec.dynamic else (1, _static_heads(ospec, q[1], q[2], k[2]))
+        if ospec.dynamic:  # per-call layouts are computed from the [B, H, T, D] q and k themselves
+            common["views"] = (None, None, None)
         spec = AttentionSpec(**common, sparse=(lb, lh), bq=ospec.block, bk=ospec.block)
         return AttentionPlan(_route(spec, "block-sparse: only the layout's key blocks"), "", spec,
-                             lambda kern: _sparse_call(spec, kern, ospec))
+                             lambda kern, out_view=None: _sparse_call(spec, kern, ospec, out_view))
     mask, mshape = "", ()
     if op.mask is not None:
         mt = op.mask.type
@@ -494,7 +518,7 @@ def plan(op) -> AttentionPlan:
         mshape = (1,) * (4 - len(shape_of(mt))) + shape_of(mt)
     spec = AttentionSpec(**common, mask=mask, mask_shape=mshape)
     return AttentionPlan(_route(spec, "default: no TxS buffer"), "", spec,
-                         lambda kern: _dense_call(spec, kern))
+                         lambda kern, out_view=None: _dense_call(spec, kern, out_view))
 
 
 def _route(spec: AttentionSpec, why: str) -> str:
@@ -537,18 +561,32 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float32).contiguous()
 
 
-def _dense_call(spec: AttentionSpec, kernel):
-    out_shape = (spec.b, spec.hq, spec.t, spec.dv)
+def _out(spec: AttentionSpec) -> tuple[tuple[int, ...], object]:
+    """The output's allocation shape and the view of it the op returns ([B, H, T, Dv] logically)."""
+    if spec.out_bthd:
+        return (spec.b, spec.t, spec.hq, spec.dv), lambda o: o.permute(0, 2, 1, 3)
+    return (spec.b, spec.hq, spec.t, spec.dv), lambda o: o
+
+
+def _dense_call(spec: AttentionSpec, kernel, out_view=None):
+    """The launch of a dense kernel: q, k, v arrive as the planner's views' bases (contiguous f32, made so
+    here if a caller's tensor is not) or as [B, H, T, D] tensors; `out_view` maps the [B, T, H, Dv]
+    output to the value the step yields (the planner took the heads' merge into the step)."""
+    out_shape, logical = _out(spec)
+    out_view = out_view or logical
+    call = kernel.call_unchecked  # shapes, dtypes and contiguity are ensured here
 
     def run(q, k, v, mask=None):
+        dt = q.dtype
         args = [_f32(q), _f32(k), _f32(v)]
         if spec.mask == "add":
             args.append(_f32(mask).reshape(spec.mask_shape))
         elif spec.mask == "bool":
             args.append(mask.reshape(spec.mask_shape).contiguous().view(torch.int8))
         out = torch.empty(out_shape, dtype=torch.float32)
-        kernel(*args, out)
-        return out if q.dtype == torch.float32 else out.to(q.dtype)
+        call(*args, out)
+        out = out_view(out)
+        return out if dt == torch.float32 else out.to(dt)
     return run
 
 
@@ -561,9 +599,10 @@ def sparse_layout_args(spec: AttentionSpec, layouts) -> tuple[torch.Tensor, torc
     return counts.contiguous(), idx.contiguous()
 
 
-def _sparse_call(spec: AttentionSpec, kernel, ospec):
+def _sparse_call(spec: AttentionSpec, kernel, ospec, out_view=None):
     from compiler.sparse_attention import call_layouts, static_layout
-    out_shape = (spec.b, spec.hq, spec.t, spec.dv)
+    out_shape, logical = _out(spec)
+    out_view = out_view or logical
     fixed = None
     if not ospec.dynamic:
         fixed = sparse_layout_args(spec, [static_layout(ospec, spec.hq, spec.t, spec.s)])
@@ -571,6 +610,7 @@ def _sparse_call(spec: AttentionSpec, kernel, ospec):
     def run(q, k, v):
         lay = fixed if fixed is not None else sparse_layout_args(spec, call_layouts(ospec, q, k))
         out = torch.empty(out_shape, dtype=torch.float32)
-        kernel(_f32(q), _f32(k), _f32(v), *lay, out)
+        kernel.call_unchecked(_f32(q), _f32(k), _f32(v), *lay, out)
+        out = out_view(out)
         return out if q.dtype == torch.float32 else out.to(q.dtype)
     return run

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
@@ -28,7 +29,7 @@ from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
-from backends.reference import forward_func
+from backends.reference import OPS, forward_func
 from compiler import log
 from compiler.dialects.symbolic import is_dynamic_module
 from compiler.dialects.types import shape_of
@@ -92,6 +93,7 @@ class _Planner:
         # and a kernel output that a convolution reads is written NHWC (its value is a permuted view).
         self.nhwc: set[SSAValue] = set()
         self.conv_inputs = _conv_inputs(self.fn)
+        self.taken: set[Operation] = set()  # layout ops an earlier step computes as part of itself
 
     def resolve(self, v: SSAValue) -> SSAValue:
         while v in self.alias:
@@ -106,6 +108,8 @@ class _Planner:
                 returns = [self.resolve(v) for v in op.operands]
             elif op.name == "graph.kernel":
                 self.kernel(op)
+            elif op in self.taken:
+                continue
             else:
                 self.top(op)
         return Plan(list(block.args), _live(self.steps, returns), returns)
@@ -180,6 +184,8 @@ class _Planner:
                 run = []
             if op is body.last_op:
                 break
+            if op in self.taken:
+                continue
             if lowers(op):
                 run.append(op)
             elif op.name in ATT.OPS:
@@ -192,14 +198,73 @@ class _Planner:
             self.alias[r] = self.resolve(y)
 
     def attention(self, op: Operation, kid=None) -> Step:
-        """Attention: the generated flash kernel (attention.py), or the route it names instead."""
-        p = ATT.plan(op)
+        """Attention: the generated flash kernel (attention.py), or the route it names instead.
+
+        The kernel reads q, k and v where they are: an operand that is a chain of torch views (the
+        head split of a QKV projection: slice, reshape, permute) of an earlier step's output is passed
+        as that output, with the view's offset and strides in the kernel's memref type, so neither the
+        views nor a contiguous copy run per call. When the result's only use is the heads' merge
+        (permute to [B, T, H, Dv], perhaps a reshape to [B, T, H*Dv]), the kernel writes [B, T, H, Dv]
+        memory and the step yields the merged value directly."""
+        views, bases = zip(*(self._view_of(x) for x in (op.query, op.key, op.value)))
+        tail = self._heads_merge(op)
+        p = ATT.plan(op, views=views, out_bthd=bool(tail))
         if p.spec is None:
             return self.step(p.route, [op], kernel_id=kid, note=p.note)
         name = f"k{self.n_funcs}"
         self.n_funcs += 1
-        return self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
-                         arg_types=p.arg_types(), launch=p.launcher)
+        st = self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
+                       arg_types=p.arg_types(), launch=p.launcher)
+        keys = [b if view else k for k, view, b in zip(st.operand_keys[0], p.spec.views + (None,), bases + (None,))]
+        keys += st.operand_keys[0][len(keys):]
+        st.operand_keys, st.inputs = [keys], list(dict.fromkeys(keys))
+        if p.spec.out_bthd:
+            final = tail[-1].results[0]
+            shape = shape_of(final.type)
+            st.outputs = [final]
+            st.launch = lambda kern: p.launcher(kern, lambda o: o.view(shape))
+            self.taken.update(tail)
+        return st
+
+    def _view_of(self, x: SSAValue) -> tuple[tuple | None, SSAValue | None]:
+        """((base shape, offset, strides), base) when `x` is a chain of view steps over `base` that a kernel
+        can read in place (innermost stride 1, not contiguous already), else (None, None). The strides
+        are those torch gives the same views of a contiguous base (worked out on a meta tensor); a base
+        that arrives non-contiguous at run time is made contiguous first, so any base is correct."""
+        producer = {o: s for s in self.steps for o in s.outputs}
+        v, chain = self.resolve(x), []
+        while isinstance(v, OpResult) and v.owner.name in LAYOUT and getattr(producer.get(v), "route", "") == "view":
+            chain.append(v.owner)
+            v = self.resolve(v.owner.operands[0])
+        if not chain or str(v.type.element_type) != "f32":
+            return None, None
+        t = torch.empty(shape_of(v.type), device="meta")
+        try:
+            for op in reversed(chain):
+                t = t.view(shape_of(op.results[0].type)) if op.name == "graph.reshape" else OPS[op.name](op)(t)
+        except RuntimeError:  # a reshape that copies: the view steps run
+            return None, None
+        if t.stride()[-1] != 1 or (t.is_contiguous() and t.storage_offset() == 0):
+            return None, None
+        return (shape_of(v.type), t.storage_offset(), tuple(t.stride())), v
+
+    @staticmethod
+    def _heads_merge(op: Operation) -> list[Operation]:
+        """[permute(0, 2, 1, 3)] or [that permute, reshape to [B, T, H*Dv]] when they are the only use of
+        the attention's result (in the same block, so the planner meets them after it), else []."""
+        uses = list(op.results[0].uses)
+        if len(uses) != 1 or uses[0].operation.name != "graph.permute":
+            return []
+        perm = uses[0].operation
+        if list(perm.properties["perm"].get_values()) != [0, 2, 1, 3]:
+            return []
+        tail = [perm]
+        more = list(perm.results[0].uses)
+        b, t, h, dv = shape_of(perm.results[0].type)
+        if len(more) == 1 and more[0].operation.name == "graph.reshape" \
+                and shape_of(more[0].operation.results[0].type) == (b, t, h * dv):
+            tail.append(more[0].operation)
+        return tail
 
     def flush(self, run: list[Operation], kid) -> None:
         if not run:
