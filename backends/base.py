@@ -29,6 +29,8 @@ class Program:
     kernels: list[dict] = field(default_factory=list)
     sizes: list[dict] | None = None
     """For a dynamic module on a backend that compiles static sizes: the symbol bindings compiled so far."""
+    dynamic: str | None = None
+    """For a dynamic module: how the backend's code serves its sizes (a line for `explain()`)."""
 
     def __call__(self, tensors: list) -> list:
         return self.run(tensors)

@@ -401,6 +401,8 @@ class CompiledModule:
                 lines.append("dynamic: " + ", ".join(
                     f"{s.name} in [{s.lo}, {'inf' if s.hi is None else s.hi}] (example {s.hint})"
                     for s in sp.binding.symbols.values()))
+                if sp.program.dynamic:
+                    lines.append(sp.program.dynamic)
                 if sp.program.sizes is not None:
                     lines.append(f"backend code compiled per size, for {len(sp.program.sizes)} size(s): "
                                  + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))

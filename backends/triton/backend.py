@@ -34,8 +34,9 @@ from backends.triton import codegen
 from backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
 from compiler import log
 from compiler.dialects import graph as g
+from compiler.dialects import symbolic
 from compiler.dialects.symbolic import is_dynamic_module
-from compiler.dialects.types import dtype_name, shape_of
+from compiler.dialects.types import dims_of, dtype_name, shape_of
 
 _log = log.get("backend")
 ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
@@ -54,6 +55,8 @@ class Step:
     pos: tuple = ()
     est: float | None = None
     needs_device: bool = False
+    sizes: list[str] = field(default_factory=list)
+    """A size-generic kernel's size expressions (its launcher's trailing arguments)."""
 
 
 @dataclass
@@ -66,6 +69,9 @@ class Plan:
     source: str
     fallbacks: list[str]
     kernels: list[dict]
+    per_size: list[tuple[str, str]] = field(default_factory=list)
+    """A dynamic module's kernels that are generated per binding instead: (name, why)."""
+    canon: Callable | None = None
 
 
 class _Planner:
@@ -79,6 +85,9 @@ class _Planner:
         self.steps: list[Step] = []
         self.gen: list[codegen.GenKernel] = []
         self.fallbacks: list[str] = []
+        self.dynamic = bool(symbolic.symbols(self.fn))
+        self.hints = symbolic.hints(self.fn)
+        self.per_size: list[tuple[str, str]] = []
         self._index()
 
     # ---- value bookkeeping ------------------------------------------------------------------------
@@ -138,7 +147,7 @@ class _Planner:
                     "autotune": s.fn if isinstance(s.fn, Autotuned) else None}
                    for n, s in enumerate(st for st in self.steps if st.kind != "view")]
         return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
-                    self.fallbacks, kernels)
+                    self.fallbacks, kernels, self.per_size, self.canon)
 
     def add(self, step: Step) -> None:
         self.steps.append(step)
@@ -172,19 +181,34 @@ class _Planner:
         rows = any(op.name in ROW_OPS for op in ops)
         by_shape: dict[tuple, list[SSAValue]] = {}
         for o in outs:
-            by_shape.setdefault(() if rows else shape_of(o.type), []).append(o)
+            by_shape.setdefault(() if rows else dims_of(o.type), []).append(o)
         made = []
         try:
             for j, group_outs in enumerate(by_shape.values()):
                 name = f"k{len(self.gen) + len(made)}"
-                made.append(codegen.generate(name, ops, group_outs, self.canon, self.free))
+                made.append(self.generate(name, ops, group_outs))
         except Unsupported as e:
             _log.info("triton: splitting a group of %d ops: %s", len(ops), e)
             return False
-        for j, k in enumerate(made):
+        for j, (k, fn) in enumerate(made):
             self.gen.append(k)
-            self.add(Step(k.kind, k.name, k.inputs, k.outputs, None, k.ops, pos + (j,), est))
+            self.add(Step(k.kind, k.name, k.inputs, k.outputs, fn, k.ops, pos + (j,), est, sizes=k.sizes))
         return True
+
+    def generate(self, name, ops, outs) -> tuple[codegen.GenKernel, Callable | None]:
+        """(kernel, step fn or None). A dynamic module's kernel is size-generic where the code generator can
+        index it symbolically; where it cannot, the group is generated per binding (`PerSizeKernel`, the
+        kernel shown is its instance at the example sizes), and a group that fails even there is split."""
+        if not self.dynamic:
+            return codegen.generate(name, ops, outs, self.canon, self.free), None
+        try:
+            return codegen.generate(name, ops, outs, self.canon, self.free, codegen.Shapes(symbolic=True)), None
+        except Unsupported as e:
+            why = str(e).removeprefix("triton: ")
+        k = codegen.generate(name, ops, outs, self.canon, self.free, codegen.Shapes(env=self.hints))
+        self.per_size.append((name, why))
+        k.source = f"# {name}: generated per size ({why}); shown at the example sizes {self.hints}\n" + k.source
+        return k, PerSizeKernel(self.target, name, ops, outs, k.inputs, self.canon, self.free)
 
     def view(self, op: Operation, pos: tuple) -> None:
         fn, needs_device = view_fn(op)
@@ -303,28 +327,38 @@ def _use_template(planner, dtype: str, epilogue: bool) -> bool:
     return interpreting() or (dtype in ("float16", "bfloat16") and epilogue)
 
 
-def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
-    """fn(a, b, [bias], [residual]) calling the matmul template, or None if the shapes do not map."""
-    a_shape, b_shape = shape_of(anchor.operands[0].type), shape_of(anchor.operands[1].type)
+def _gemm_layout(linear: bool, a_shape, b_shape, out_shape):
+    """(shape_a, shape_b, shape_r, out_shape) the matmul template views its operands as, or None."""
     k_dim, n_dim = a_shape[-1], out_shape[-1]
-    linear = anchor.name == "graph.linear"
     m_dim = out_shape[-2] if len(out_shape) >= 2 else 1
     if linear or len(b_shape) == 2:
-        shape_a, shape_b, shape_r = (-1, k_dim), None, (-1, n_dim)
-    elif a_shape[:-2] == b_shape[:-2]:
-        shape_a, shape_b, shape_r = (-1, m_dim, k_dim), (-1, k_dim, n_dim), (-1, m_dim, n_dim)
-    else:
+        return (-1, k_dim), None, (-1, n_dim), tuple(out_shape)
+    if a_shape[:-2] == b_shape[:-2]:
+        return (-1, m_dim, k_dim), (-1, k_dim, n_dim), (-1, m_dim, n_dim), tuple(out_shape)
+    return None
+
+
+def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
+    """fn(a, b, [bias], [residual]) calling the matmul template, or None if the shapes do not map.
+
+    `out_shape` may hold size expressions (a dynamic module): the route is decided on the expressions
+    and the views' sizes are evaluated under each call's binding (`at(env)`)."""
+    a_type, b_type, out_type = anchor.operands[0].type, anchor.operands[1].type, anchor.results[0].type
+    linear = anchor.name == "graph.linear"
+    layout = _gemm_layout(linear, dims_of(a_type), dims_of(b_type), out_shape)
+    if layout is None:
         return None
 
-    def run(a, b, *rest):
+    def run(shapes, a, b, *rest):
+        shape_a, shape_b, shape_r, out = shapes
         it = iter(rest)
         bias = next(it).contiguous() if has_bias else None
         res = next(it).reshape(shape_r) if has_res else None
         b2 = b if shape_b is None else b.reshape(shape_b)
         y = T.matmul(a.reshape(shape_a), b2, trans_b=linear, bias=bias, activation=act, residual=res)
-        return y.view(out_shape)
+        return y.view(out)
 
-    def run_library(a, b, *rest):
+    def run_library(shapes, a, b, *rest):
         import torch
         import torch.nn.functional as F
 
@@ -332,9 +366,17 @@ def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
         bias = next(it) if has_bias else None
         y = F.linear(a, b, bias) if linear else (torch.matmul(a, b) if bias is None else torch.matmul(a, b) + bias)
         y = _torch_activations()[act](y)
-        return (y + next(it) if has_res else y).view(out_shape)
+        return (y + next(it) if has_res else y).view(shapes[3])
 
-    return Autotuned({"template": run, "cublas+eager epilogue": run_library})
+    if all(isinstance(d, int) for shape in (dims_of(a_type), dims_of(b_type), out_shape) for d in shape):
+        return Autotuned({"template": functools.partial(run, layout),
+                          "cublas+eager epilogue": functools.partial(run_library, layout)})
+    from backends.reference import sizes
+
+    def at(env):
+        return _gemm_layout(linear, sizes(a_type, env), sizes(b_type, env), sizes(out_type, env))
+
+    return Autotuned({"template": run, "cublas+eager epilogue": run_library}, at=at)
 
 
 @functools.cache
@@ -352,19 +394,30 @@ class Autotuned:
     candidate runs once to warm up and three times timed with CUDA events; the fastest is kept.
     Elsewhere (the interpreter, CPU tensors) the first candidate runs."""
 
-    def __init__(self, candidates: dict):
+    def __init__(self, candidates: dict, at: Callable | None = None):
         self.candidates, self.choice, self.timings = candidates, None, {}
+        self._at = at  # a dynamic module's: env -> the leading shape argument of every candidate
 
     def __call__(self, *args):
         if self.choice is None:
             self.choice = self._pick(args)
         return self.candidates[self.choice](*args)
 
+    @property
+    def wants_env(self) -> bool:
+        return self._at is not None
+
+    def at(self, env) -> Callable:
+        """The step function for one binding (the choice between candidates is made once, at the first size)."""
+        shapes = self._at(env)
+        return functools.partial(self, shapes)
+
     def _pick(self, args) -> str:
         import torch
 
         first = next(iter(self.candidates))
-        if interpreting() or not (args and getattr(args[0], "is_cuda", False)) or torch.cuda.is_current_stream_capturing():
+        lead = next((a for a in args if hasattr(a, "is_cuda")), None)
+        if interpreting() or not (lead is not None and lead.is_cuda) or torch.cuda.is_current_stream_capturing():
             return first
         for name, fn in self.candidates.items():
             fn(*args)
@@ -389,7 +442,7 @@ def gemm_epilogue_step(anchor, rest, planner):
     """(name, fn, ins, out) of `act(anchor + bias) + residual` on the matmul template, or None."""
     T = _templates()
     cur = anchor.results[0]
-    out_shape = shape_of(cur.type)
+    out_shape = dims_of(cur.type)
     has_own_bias = anchor.name == "graph.linear" and anchor.bias is not None
     bias = res = None
     act = "none"
@@ -403,9 +456,9 @@ def gemm_epilogue_step(anchor, rest, planner):
             act = _ACT.get(op.name) or ("gelu_tanh" if op.approximate.data == "tanh" else "gelu")
         elif op.name == "graph.add" and len(ins) == 2 and ins[0] is not ins[1]:
             other = ins[1] if ins[0] is cur else ins[0]
-            if shape_of(other.type) == out_shape[-1:] and not (bias or has_own_bias or act != "none" or res):
+            if dims_of(other.type) == out_shape[-1:] and not (bias or has_own_bias or act != "none" or res):
                 bias = other
-            elif shape_of(other.type) == out_shape and res is None:
+            elif dims_of(other.type) == out_shape and res is None:
                 res = other
             else:
                 return None
@@ -438,19 +491,21 @@ def _gqa_source(planner, v: SSAValue) -> SSAValue:
     if not r1:
         return v
     x = planner.canon(r1.input)
-    (b, h, s, d), gs = shape_of(x.type), shape_of(ex.result.type)
-    ok = (shape_of(r1.result.type) == (b, h, 1, s, d) and len(gs) == 5 and gs[:2] == (b, h)
-          and gs[3:] == (s, d) and shape_of(r3.result.type) == (b, h * gs[2], s, d))
+    (b, h, s, d), gs = dims_of(x.type), dims_of(ex.result.type)
+    if len(gs) != 5 or not (isinstance(h, int) and isinstance(gs[2], int)):
+        return v
+    ok = (dims_of(r1.result.type) == (b, h, 1, s, d) and gs[:2] == (b, h)
+          and gs[3:] == (s, d) and dims_of(r3.result.type) == (b, h * gs[2], s, d))
     return x if ok else v
 
 
 def _attention_step(T, op, ins, planner):
     q, k, v = ins[:3]
-    d = shape_of(q.type)[3]
-    if d not in (16, 32, 64, 128, 256) or shape_of(k.type) != shape_of(v.type):
+    d = dims_of(q.type)[3]
+    if d not in (16, 32, 64, 128, 256) or dims_of(k.type) != dims_of(v.type):
         return None
     k2, v2 = _gqa_source(planner, k), _gqa_source(planner, v)
-    if shape_of(k2.type) == shape_of(v2.type):
+    if dims_of(k2.type) == dims_of(v2.type):
         k, v = k2, v2
     scale, causal = op.scale.value.data, op.causal is not None
 
@@ -470,7 +525,7 @@ def _block_sparse_step(op, ins):
 
 
 def _row_step(T, op, ins):
-    rank = len(shape_of(op.operands[0].type))
+    rank = len(dims_of(op.operands[0].type))
     if op.name == "graph.softmax":
         if op.dim.value.data != rank - 1:
             return None
@@ -498,7 +553,7 @@ def template_step(op, ins, planner):
     if op.name in ("graph.linear", "graph.matmul"):
         if T is not None and _use_template(planner, _dtype(op.results[0]), False):
             has_bias = op.name == "graph.linear" and op.bias is not None
-            fn = _gemm_fn(T, op, shape_of(op.results[0].type), "none", has_bias, False)
+            fn = _gemm_fn(T, op, dims_of(op.results[0].type), "none", has_bias, False)
             if fn is not None:
                 return "template", f"matmul[none{'+bias' if has_bias else ''}]", fn, ins
         return "extern", f"cublas.{op.name[6:]}", _cublas_fn(op), ins
@@ -518,6 +573,12 @@ def view_fn(op):
     fn = REFERENCE_OPS[op.name](op)
     if op.name not in ("graph.constant", "graph.arange"):
         return fn, False
+    if getattr(fn, "wants_env", False):  # a constant of dynamic size: made per binding, on the device
+        def at_size(device, env):
+            return fn(env=env).to(device)
+
+        at_size.wants_env = True
+        return at_size, True
     value, cache = fn(), {}
 
     def on(device):
@@ -550,12 +611,158 @@ class TritonBackend(Backend):
         return op.name in EMITTERS or op.name in TEMPLATE_OPS
 
     def lower(self, module, target) -> Program:
-        if is_dynamic_module(module):  # templates and generated kernels take static sizes: one lowering per size
-            return per_size(module, lambda m: self.lower(m, target))
+        if not is_dynamic_module(module):
+            return self._lower(module, target)
+        try:
+            return self._lower(module, target)
+        except Exception as e:  # noqa: BLE001 - the per-size route is slower, never wrong
+            _log.warning("triton: the size-generic lowering of a dynamic module failed (%s: %s); lowering it "
+                         "once per size instead", type(e).__name__, e)
+            program = per_size(module, lambda m: self._lower(m, target))
+            program.dynamic = f"triton: lowered once per size (the size-generic lowering failed: {e})"
+            return program
+
+    def _lower(self, module, target) -> Program:
         plan = plan_module(module, target, self.gemm)
         kernels = codegen.compile_source(plan.source) if any(s.fn is None for s in plan.steps) else None
         for s in plan.steps:
             if s.fn is None:
                 s.fn = getattr(kernels, f"launch_{s.name}")
-        runner = codegen.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
-        return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels)
+                if s.sizes:
+                    s.fn = SizeGeneric(s.fn, s.sizes, _reference_group(s, plan.canon))
+        if not is_dynamic_module(module):
+            runner = codegen.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
+            return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels)
+        # one lowering for every size: size-generic kernels, templates reading sizes off their tensors,
+        # and per binding only buffers, CUDA graphs and the kernels listed in plan.per_size
+        fn = forward_func(module)
+        sizes: list[dict] = []
+        for s in plan.steps:
+            if isinstance(s.fn, PerSizeKernel):
+                s.fn.compiled = sizes
+        runner = codegen.DynamicLaunchList(plan.steps, plan.args, plan.results, symbolic.Binding.of(fn),
+                                           cuda_graphs=self.cuda_graphs)
+        generic = sum(1 for s in plan.steps if s.sizes)
+        note = (f"triton: one lowering serves every size of {', '.join(symbolic.symbols(fn))}: {generic} generated "
+                "kernel(s) take their sizes as arguments (grid, and XBLOCK / BLOCK_M / BLOCK_N / num_warps as "
+                "power-of-two buckets, picked at launch); templates and library calls read sizes off their "
+                "tensors (each template's block sizes come from the size at launch: Triton specializes those "
+                "constexprs); buffers and CUDA graphs are kept per size")
+        if plan.per_size:
+            note += "; generated per size: " + "; ".join(f"{n} ({why})" for n, why in plan.per_size)
+        return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels,
+                       sizes=sizes if plan.per_size else None, dynamic=note)
+
+
+class SizeGeneric:
+    """A size-generic kernel's step: its size arguments evaluated under the call's binding. Its launcher
+    returns False where the kernel does not apply at this size (an empty or over-long row): the group's ops
+    then run through the reference backend into the same output buffers."""
+
+    wants_env = True
+
+    def __init__(self, launch, exprs: list[str], reference):
+        self.launch, self.exprs, self.reference = launch, exprs, reference
+
+    def at(self, env) -> Callable:
+        sizes = [int(symbolic.evaluate(e, env)) for e in self.exprs]
+        launch, reference = self.launch, self.reference
+
+        def run(*tensors):
+            if launch(*tensors, *sizes) is False:
+                n_in = len(tensors) - len(reference.outs)
+                for out, r in zip(tensors[n_in:], reference(tensors[:n_in], env)):
+                    out.copy_(r)
+
+        return run
+
+
+class PerSizeKernel:
+    """A group of ops whose kernel cannot be size-generic (say, a reshape merging a symbolic dim): generated
+    with literal sizes once per binding (the code a static module of those sizes gets), compiled, cached.
+    At a size where no kernel can be generated, the group's ops run through the reference backend."""
+
+    wants_env = True
+    LIMIT = 16
+
+    def __init__(self, target, name, ops, outs, ins, canon, free):
+        from collections import OrderedDict
+        import threading
+
+        from compiler import knobs
+
+        self.target, self.name, self.ops, self.outs, self.ins = target, name, ops, outs, list(ins)
+        self.canon, self.free = canon, free
+        self.cache: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+        self.cache_dir = knobs.current_cache_dir_override()
+        self.compiled: list[dict] = []  # the bindings compiled for (shared with the Program's `sizes`)
+        self.reference = _reference_group(Step("pointwise", name, self.ins, list(outs)), canon)
+
+    def at(self, env) -> Callable:
+        key = tuple(sorted(env.items()))
+        with self.lock:
+            fn = self.cache.get(key)
+            if fn is None:
+                fn = self.cache[key] = self._instance(env)
+                if len(self.cache) > self.LIMIT:
+                    self.cache.popitem(last=False)
+            else:
+                self.cache.move_to_end(key)
+        return fn
+
+    def _instance(self, env) -> Callable:
+        from compiler import knobs
+
+        try:
+            k = codegen.generate(self.name, self.ops, self.outs, self.canon, self.free, codegen.Shapes(env=dict(env)))
+            if list(k.inputs) != self.ins:
+                raise Unsupported("triton: the kernel reads other values at this size")
+            with knobs.cache_dir_override(self.cache_dir):
+                module = codegen.compile_source(codegen.HEADER.format(target=self.target.name) + "\n\n" + k.source)
+            launch = getattr(module, f"launch_{self.name}")
+        except Unsupported as e:
+            _log.info("triton: %s at %s runs through the reference backend: %s", self.name, env, e)
+            reference, n_in = self.reference, len(self.ins)
+
+            def launch(*tensors):
+                for out, r in zip(tensors[n_in:], reference(tensors[:n_in], env)):
+                    out.copy_(r)
+        if dict(env) not in self.compiled:
+            self.compiled.append(dict(env))
+        return launch
+
+
+def _reference_group(step: Step, canon):
+    """fn(input tensors, env) -> the step's outputs, computed op by op by the reference backend from the
+    step's inputs (the kernel's ops and the layout ops / constants folded into it)."""
+    import torch
+
+    factories: dict = {}
+
+    def run(tensors, env):
+        vals = dict(zip(step.ins, tensors))
+        device = next((t.device for t in tensors if isinstance(t, torch.Tensor)), None)
+
+        def value(v):
+            v = canon(v)
+            if v in vals:
+                return vals[v]
+            op = v.owner if isinstance(v, OpResult) else None
+            if op is None:
+                raise codegen.Unsupported(f"triton: {step.name}: a value the reference ops need is not an input")
+            fn = factories.get(op)
+            if fn is None:
+                fn = factories[op] = REFERENCE_OPS[op.name](op)
+            args = [value(o) for o in op.operands]
+            out = fn(*args, env=env) if getattr(fn, "wants_env", False) else fn(*args)
+            out = out[v.index] if isinstance(out, (list, tuple)) else out
+            if isinstance(out, torch.Tensor) and device is not None and out.device != device:
+                out = out.to(device)
+            vals[v] = out
+            return out
+
+        return [value(o) for o in step.outs]
+
+    run.outs = step.outs
+    return run

@@ -33,6 +33,32 @@ class Unsupported(SolderError):
     """This group of ops cannot become one generated kernel (the backend splits it or falls back)."""
 
 
+def mul(*xs):
+    """The product of sizes: an int when every factor is one, else kernel source (`S0 * 64`)."""
+    n, names = 1, []
+    for x in xs:
+        if isinstance(x, int):
+            n *= x
+            continue
+        for part in x.split(" * "):
+            if part.isdigit():
+                n *= int(part)
+            else:
+                names.append(part)
+    if not names or n == 0:
+        return n
+    return " * ".join(names + ([str(n)] if n != 1 else []))
+
+
+def par(x) -> str:
+    """A size as an operand in source: parenthesized when it is an expression."""
+    return f"({x})" if isinstance(x, str) and " " in x else str(x)
+
+
+def minus_one(n) -> str:
+    return str(n - 1) if isinstance(n, int) else f"{par(n)} - 1"
+
+
 @dataclass(frozen=True)
 class Ix:
     """One index expression: Triton source text and the launch axes it varies along."""
@@ -113,17 +139,17 @@ def emits(*names: str):
 # ---------------------------------------------------------------------------------------------
 
 
-def broadcast_index(index: Index, result_shape, operand: SSAValue) -> Index:
-    """The operand's index for a result index under PyTorch broadcasting (trailing alignment)."""
-    shape = shape_of(operand.type)
+def broadcast_index(index: Index, result_shape, shape) -> Index:
+    """The index into an operand of sizes `shape` for a result index under PyTorch broadcasting (trailing
+    alignment). Sizes are ints or, in a size-generic kernel, argument names (equal names: equal sizes)."""
     lead = len(result_shape) - len(shape)
     dims = tuple(ZERO if s == 1 else index.dims[lead + i] for i, s in enumerate(shape))
     return Index(dims, index.linear if tuple(shape) == tuple(result_shape) else None)
 
 
 def operands(k, op: Operation, index: Index) -> list[Val]:
-    rshape = shape_of(op.results[0].type)
-    vals = [k.value(o, broadcast_index(index, rshape, o)) for o in op.operands]
+    rshape = k.shape(op.results[0])
+    vals = [k.value(o, broadcast_index(index, rshape, k.shape(o))) for o in op.operands]
     if vals and all(v.const is not None and v.ty.startswith("tl.float") for v in vals):
         # only literals: make one a typed scalar, or `1.0 / 0.0` is Python arithmetic at trace time
         # (ZeroDivisionError) instead of IEEE arithmetic in the kernel
@@ -338,7 +364,7 @@ def _permute(k, op, index):
 
 @emits("graph.expand")
 def _expand(k, op, index):
-    return k.value(op.input, broadcast_index(index, shape_of(op.result.type), op.input))
+    return k.value(op.input, broadcast_index(index, k.shape(op.result), k.shape(op.input)))
 
 
 @emits("graph.slice")
@@ -351,20 +377,38 @@ def _slice(k, op, index):
     return k.value(op.input, Index(tuple(dims)))
 
 
-def reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
-    """Groups of consecutive non-unit dims with equal element counts: [(src dims, dst dims), ...]."""
+def reshape_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]]:
+    """Groups of consecutive non-unit dims with equal element counts: [(src dims, dst dims), ...].
+
+    A symbolic size (an argument name of a size-generic kernel) must map onto the same name, one to one;
+    a reshape that merges or splits it raises Unsupported (the group then compiles per size)."""
     si = [i for i, n in enumerate(src) if n != 1]
     dj = [j for j, n in enumerate(dst) if n != 1]
     groups, a, b = [], 0, 0
+
+    def symbolic_merge():
+        return Unsupported("triton: a reshape merges or splits a symbolic dim; no size-generic index for it")
+
     while a < len(si):
+        x, y = src[si[a]], dst[dj[b]] if b < len(dj) else None
+        if isinstance(x, str) or isinstance(y, str):
+            if x != y:
+                raise symbolic_merge()
+            groups.append(([si[a]], [dj[b]]))
+            a, b = a + 1, b + 1
+            continue
         gi, gj = [si[a]], [dj[b]]
-        pi, pj = src[si[a]], dst[dj[b]]
+        pi, pj = x, y
         a, b = a + 1, b + 1
         while pi != pj:
             if pi < pj:
+                if a >= len(si) or isinstance(src[si[a]], str):
+                    raise symbolic_merge()
                 gi.append(si[a])
                 pi, a = pi * src[si[a]], a + 1
             else:
+                if b >= len(dj) or isinstance(dst[dj[b]], str):
+                    raise symbolic_merge()
                 gj.append(dj[b])
                 pj, b = pj * dst[dj[b]], b + 1
         groups.append((gi, gj))
@@ -373,7 +417,7 @@ def reshape_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[lis
 
 @emits("graph.reshape")
 def _reshape(k, op, index):
-    src, dst = shape_of(op.input.type), shape_of(op.result.type)
+    src, dst = k.shape(op.input), k.shape(op.result)
     dims: list[Ix] = [ZERO] * len(src)
     for real_i, real_j in reshape_groups(src, dst):
         if len(real_i) == 1 and len(real_j) == 1:
@@ -382,16 +426,16 @@ def _reshape(k, op, index):
         lin, deps, stride = [], frozenset(), 1
         for j in reversed(real_j):
             ix = index.dims[j]
-            lin.append(ix.code if stride == 1 else f"{ix.code} * {stride}")
+            lin.append(ix.code if stride == 1 else f"{ix.code} * {par(stride)}")
             deps |= ix.deps
-            stride *= dst[j]
+            stride = mul(stride, dst[j])
         flat = k.let(" + ".join(reversed(lin)), deps, "int").code
         stride = 1
         for i in reversed(real_i):
-            code = flat if stride == 1 else f"{flat} // {stride}"
+            code = flat if stride == 1 else f"{flat} // {par(stride)}"
             code = code if i == real_i[0] else f"({code}) % {src[i]}"
             dims[i] = Ix(k.let(code, deps, "int").code, deps)
-            stride *= src[i]
+            stride = mul(stride, src[i])
     return k.value(op.input, Index(tuple(dims), index.linear))
 
 
@@ -401,10 +445,11 @@ def _concat(k, op, index):
     i = index.dims[d]
     pieces, offset = [], 0
     for x in op.inputs:
-        n = shape_of(x.type)[d]
+        n = k.shape(x)[d]
         dims = list(index.dims)
-        dims[d] = Ix(f"tl.minimum(tl.maximum({i.code} - {offset}, 0), {n - 1})", i.deps)
-        offset += n
+        dims[d] = Ix(f"tl.minimum(tl.maximum({i.code} - {par(offset)}, 0), {minus_one(n)})", i.deps)
+        offset = offset + n if isinstance(offset, int) and isinstance(n, int) else \
+            n if offset == 0 else f"{offset} + {par(n)}"
         pieces.append((offset, k.value(x, Index(tuple(dims)))))
     code, deps = pieces[-1][1].code, i.deps | pieces[-1][1].deps
     for end, v in reversed(pieces[:-1]):  # every piece is loaded in bounds (clamped), then selected
@@ -416,10 +461,10 @@ def _concat(k, op, index):
 @emits("graph.gather")
 def _gather(k, op, index):
     d = op.dim.value.data
-    n_idx = len(shape_of(op.indices.type))
+    n_idx = len(k.shape(op.indices))
     ids = k.value(op.indices, Index(index.dims[d:d + n_idx]))
-    size = shape_of(op.input.type)[d]
-    pos = k.let(f"tl.minimum(tl.maximum({ids.code}, 0), {size - 1})", ids.deps, ids.ty)
+    size = k.shape(op.input)[d]
+    pos = k.let(f"tl.minimum(tl.maximum({ids.code}, 0), {minus_one(size)})", ids.deps, ids.ty)
     dims = index.dims[:d] + (Ix(pos.code, pos.deps),) + index.dims[d + n_idx:]
     return k.value(op.input, Index(dims))
 
@@ -427,14 +472,15 @@ def _gather(k, op, index):
 @emits("graph.index")
 def _index(k, op, index):
     """input[i0, ..., ik-1]: each index tensor is read at the broadcast leading dims (negatives wrap)."""
-    idx_shapes = [shape_of(i.type) for i in op.indices]
+    idx_shapes = [k.shape(i) for i in op.indices]
     nb = max(len(s) for s in idx_shapes)
     lead = Index(index.dims[:nb])
     dims = []
-    for d, i in enumerate(op.indices):
-        ids = k.value(i, broadcast_index(lead, index_shape(idx_shapes, nb), i))
-        size = shape_of(op.input.type)[d]
-        pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {size}, {ids.code}), 0), {size - 1})",
+    for d, (i, ishape) in enumerate(zip(op.indices, idx_shapes)):
+        ids = k.value(i, broadcast_index(lead, index_shape(idx_shapes, nb), ishape))
+        size = k.shape(op.input)[d]
+        pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {par(size)}, {ids.code}), 0), "
+                    f"{minus_one(size)})",
                     ids.deps, ids.ty)
         dims.append(Ix(pos.code, pos.deps))
     return k.value(op.input, Index(tuple(dims) + index.dims[nb:]))
@@ -445,8 +491,9 @@ def _gather_elements(k, op, index):
     """torch.gather: the index along `dim` is read from `indices` at the same point (negatives wrap)."""
     d = op.dim.value.data
     ids = k.value(op.indices, Index(index.dims))
-    size = shape_of(op.input.type)[d]
-    pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {size}, {ids.code}), 0), {size - 1})",
+    size = k.shape(op.input)[d]
+    pos = k.let(f"tl.minimum(tl.maximum(tl.where({ids.code} < 0, {ids.code} + {par(size)}, {ids.code}), 0), "
+                f"{minus_one(size)})",
                 ids.deps, ids.ty)
     dims = index.dims[:d] + (Ix(pos.code, pos.deps),) + index.dims[d + 1:]
     return k.value(op.input, Index(dims))
@@ -455,6 +502,8 @@ def _gather_elements(k, op, index):
 def index_shape(shapes, rank: int) -> tuple[int, ...]:
     from compiler.dialects.types import broadcast_shapes
 
+    if any(isinstance(d, str) for s in shapes for d in s) and len(set(shapes)) > 1:
+        raise Unsupported("triton: index tensors of different symbolic shapes")
     return broadcast_shapes(*shapes)[-rank:]
 
 
@@ -477,7 +526,7 @@ def _reduce(k, op, index):
     fn = {"sum": "sum", "mean": "sum", "max": "max", "min": "min", "any": "max", "all": "min"}[kind]
     r = k.reduce(x, fn, _NEUTRAL[kind])
     if kind == "mean":
-        return k.let(f"{r.code} / {k.row_size}", r.deps, r.ty)
+        return k.let(f"{r.code} / {par(k.row_size)}", r.deps, r.ty)
     if kind in ("any", "all"):
         return k.let(f"{r.code} != 0", r.deps, "tl.int1")
     return r
@@ -507,7 +556,7 @@ def _cumsum(k, op, index):
 
 
 def _norm_dims(k, op) -> tuple[int, ...]:
-    rank, n = len(shape_of(op.input.type)), op.normalized_ndim.value.data
+    rank, n = len(k.shape(op.input)), op.normalized_ndim.value.data
     return tuple(range(rank - n, rank))
 
 
@@ -525,10 +574,10 @@ def _affine(k, op, y: Val, index: Index, params) -> Val:
 @emits("graph.layer_norm")
 def _layer_norm(k, op, index):
     x = _row_input(k, op, _norm_dims(k, op), index)
-    mean = k.let(f"{k.reduce(x, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    mean = k.let(f"{k.reduce(x, 'sum', '0').code} / {par(k.row_size)}", k.row_deps, x.ty)
     xc = k.let(f"{x.code} - {mean.code}", x.deps | mean.deps, x.ty)
     sq = k.let(f"{xc.code} * {xc.code}", xc.deps, x.ty)
-    var = k.let(f"{k.reduce(sq, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    var = k.let(f"{k.reduce(sq, 'sum', '0').code} / {par(k.row_size)}", k.row_deps, x.ty)
     y = k.let(f"{xc.code} * tl.rsqrt({var.code} + {op.eps.value.data!r})", xc.deps, x.ty)
     return _affine(k, op, y, index, [(op.weight, "*"), (op.bias, "+")])
 
@@ -537,16 +586,16 @@ def _layer_norm(k, op, index):
 def _rms_norm(k, op, index):
     x = _row_input(k, op, _norm_dims(k, op), index)
     sq = k.let(f"{x.code} * {x.code}", x.deps, x.ty)
-    ms = k.let(f"{k.reduce(sq, 'sum', '0').code} / {k.row_size}", k.row_deps, x.ty)
+    ms = k.let(f"{k.reduce(sq, 'sum', '0').code} / {par(k.row_size)}", k.row_deps, x.ty)
     y = k.let(f"{x.code} * tl.rsqrt({ms.code} + {op.eps.value.data!r})", x.deps | ms.deps, x.ty)
     return _affine(k, op, y, index, [(op.weight, "*")])
 
 
-def row_dims(op: Operation) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """(full shape, reduced dims) of a row op, or None for other ops."""
+def row_dims(op: Operation, shapes=shape_of) -> tuple[tuple, tuple[int, ...]] | None:
+    """(full shape, reduced dims) of a row op, or None for other ops; `shapes` reads a type's sizes."""
     if op.name not in ROW_OPS:
         return None
-    shape = shape_of(op.operands[0].type)
+    shape = tuple(shapes(op.operands[0].type))
     if op.name == "graph.reduce":
         return shape, tuple(sorted(op.dims.get_values()))
     if op.name in ("graph.softmax", "graph.log_softmax", "graph.cumsum"):

@@ -20,7 +20,9 @@ HEAD_DIMS = (16, 32, 64, 128, 256)
 
 def supports(op) -> bool:
     """True when the template takes this op (head dim, equal k/v shapes); else use the reference backend."""
-    q, k, v = (tuple(x.type.get_shape()) for x in (op.query, op.key, op.value))
+    from compiler.dialects.types import dims_of
+
+    q, k, v = (dims_of(x.type) for x in (op.query, op.key, op.value))
     return q[3] in HEAD_DIMS and k == v
 
 
