@@ -50,7 +50,8 @@ def cmd_retime(a) -> int:
         raise SolderError(f"retime: no dataset at {data}; expected JSON lines from `solder-costmodel collect`")
     out = Path(a.out) if a.out else data.with_name(RETIMED)
     added = retime(ev.load_rows(data), out, rounds=a.rounds, batch_s=a.batch_ms * 1e-3, jobs=a.jobs,
-                   time_budget=a.time_budget, target=a.target, progress=not a.quiet, limit=a.limit)
+                   time_budget=a.time_budget, target=a.target, progress=not a.quiet, limit=a.limit,
+                   warm_budget=a.warm_budget)
     print(f"retime: {added} pairs re-timed; {out}")
     return 0
 
@@ -247,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-ms", type=float, default=2.0, help="GPU time of one graph replay (ms)")
     r.add_argument("--jobs", type=int, default=1, help="helper processes that compile pairs ahead of timing")
     r.add_argument("--time-budget", type=float, help="stop after this many seconds")
+    r.add_argument("--warm-budget", type=float, help="seconds the helpers may compile before timing starts "
+                   "(default half the time budget)")
     r.add_argument("--limit", type=int, help="re-time at most this many pairs")
     r.add_argument("--quiet", action="store_true")
     d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")

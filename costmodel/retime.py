@@ -127,7 +127,7 @@ def apply(rows: list[dict], retimed: dict[str, dict]) -> int:
 
 def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3, jobs: int = 1,
            time_budget: float | None = None, target: str = "h100", progress: bool = True,
-           limit: int | None = None) -> int:
+           limit: int | None = None, warm_budget: float | None = None) -> int:
     """Re-time the pairs of `rows` (see the module docstring) into `out`; returns the pairs added."""
     import torch
 
@@ -152,6 +152,18 @@ def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3,
     backend = load_backend(tgt.backend, tgt)
     _no_backend_graphs(backend)
     workers = _start_warmers(tgt.name, [[r["ir"] for r in pairs[p]] for p in todo], jobs, time_budget)
+    t_warm = time.monotonic()
+    if warm_budget is None:
+        warm_budget = time_budget / 2 if time_budget else 24 * 3600.0
+    for w in workers:  # nothing is timed while helpers run kernels on the GPU
+        w.join(timeout=max(0.0, t_warm + warm_budget - time.monotonic()))
+    for w in workers:
+        if w.is_alive():
+            _LOG.warning("costmodel retime: warm-up budget spent; the timing loop compiles what is left")
+            w.terminate()
+            w.join()
+    if progress and workers:
+        print(f"retime: warm-up {time.monotonic() - t_warm:.0f} s ({jobs} processes)", flush=True)
     hw = hardware_name("cuda")
     added = failed = 0
     t0 = time.monotonic()
