@@ -5,8 +5,10 @@
 Every row compiles the model with solder for the CPU, runs `--n` held-out sequences (seed 777;
 calibration uses 8 other sequences, seed 4242) and reports next-token accuracy on the local-copy targets
 and on the retrieval targets (examples/sparse_lm/task.py), the mean density over the model's attentions
-(a dense attention counts 1.0) and both accuracy changes against dense. Writes a markdown table (with
-notes computed from the rows: which policies stay within 1 point of dense) and a JSON file.
+(a dense attention counts 1.0) and both accuracy changes against dense; for `calibrate`, the end-to-end
+output drift on the calibration inputs before and after its back-off, and the bound. Two ablation rows
+stop `calibrate` after the per-head choice (no end-to-end check). Writes a markdown table (with notes
+computed from the rows: which policies stay within 1 point of dense) and a JSON file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from compiler import compile as solder_compile
 from compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label, pipeline_passes
+from compiler.sparse_calibrate import calibrate
 from examples.sparse_lm.masks import local_strided
 from examples.sparse_lm.model import CHECKPOINT, load
 from examples.sparse_lm.task import accuracy, sample
@@ -28,6 +31,9 @@ from passes.registry import parse
 
 BLOCK = 16
 BUDGETS = (0.1, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0)
+ABLATION = (1.75, 2.0)
+"""Budgets also run with the per-head choice only (calibrate's back-off off), to show what the back-off does."""
+NO_BACKOFF = "ablation: per-head choice only (no end-to-end back-off), budget"
 
 
 def run_policy(model, toks, sa: SparseAttention | None) -> tuple[torch.Tensor, list]:
@@ -72,6 +78,9 @@ def policies(calib: torch.Tensor) -> list[tuple[str, SparseAttention | None]]:
     for budget in BUDGETS:
         rows.append((f"calibrate budget {budget}", SparseAttention(policy="calibrate", budget=budget, block=BLOCK,
                                                                    calibration_inputs=[calib])))
+    for budget in ABLATION:
+        rows.append((f"{NO_BACKOFF} {budget}", SparseAttention(policy="calibrate", budget=budget, block=BLOCK,
+                                                               calibration_inputs=[calib])))
     return rows
 
 
@@ -90,10 +99,16 @@ def main() -> None:
     results = []
     for name, sa in policies(calib):
         t0 = time.time()
+        if name.startswith(NO_BACKOFF):
+            calibrate(model, sa, backoff=False)
         out, ops = run_policy(model, toks, sa)
         acc = accuracy(out, toks, local, retr)
         dens, pats = describe(ops)
         row = {"policy": name, "density": dens, **acc, "patterns": pats, "seconds": time.time() - t0}
+        if sa is not None and sa.calibration is not None:
+            c = sa.calibration
+            row.update(drift=c["drift"], bound=c["bound"], drift_before=c["drift_before_backoff"],
+                       backoff_steps=len(c["steps"]), budgets=c["budgets"])
         results.append(row)
         print(json.dumps(row), flush=True)
     write(a.out, results, eager, task, model.config, a.n, trained_line())
@@ -107,11 +122,27 @@ HOW = """How the policies differ here:
 - `calibrate` measures, per layer and head on 8 calibration sequences (disjoint from the evaluation
   set), each candidate's attention-output error: the max over rows of |o - o_dense| divided by the rms
   norm of the head's value rows, and keeps the sparsest candidate within the budget (then the cost model
-  may keep an attention dense). The output is a convex combination of value rows, so this error stays
-  below about twice the largest value norm whatever the pattern: a budget near 2 admits almost every
-  pattern, including ones that drop the retrieval heads. Content-dependent patterns (`topk`,
-  `vertical_slash`) are how calibrate keeps retrieval at low density: their key blocks are chosen per
-  call from q and k."""
+  may keep an attention dense). Content-dependent patterns (`topk`, `vertical_slash`) are how calibrate
+  keeps retrieval at low density: their key blocks are chosen per call from q and k.
+- Per-head errors within the budget compound over the layers, and this error stays below about twice the
+  value norm whatever the pattern, so per head a budget near 2 admits almost every pattern, including
+  ones that drop the retrieval heads (the ablation rows). `calibrate` then runs the model with its plan on
+  the calibration inputs and measures the end-to-end output drift: the max over positions of
+  |logits - logits_dense| divided by the rms norm of the dense logit rows. While it is above
+  min(budget, 2) / 2, it backs off: the attention whose densifying alone lowers the drift most gets its
+  per-head budget lowered to 0.9 x its largest chosen head error (its worst heads get denser patterns),
+  and the drift is measured again. The drift column gives the drift before -> after the back-off."""
+
+
+def drift_text(r: dict) -> str:
+    """`before -> after (bound b)` for a calibrate row, `before (bound b, no back-off)` for an ablation row."""
+    if "drift" not in r:
+        return "-"
+    if r["policy"].startswith(NO_BACKOFF):
+        return f"{r['drift_before']:.3f} (bound {r['bound']:.3f}, not enforced)"
+    if r["backoff_steps"]:
+        return f"{r['drift_before']:.3f} -> {r['drift']:.3f} (bound {r['bound']:.3f}, {r['backoff_steps']} step(s))"
+    return f"{r['drift']:.3f} (bound {r['bound']:.3f})"
 
 
 def within(row: dict, dense: dict, points: float = 1.0) -> bool:
@@ -122,8 +153,9 @@ def within(row: dict, dense: dict, points: float = 1.0) -> bool:
 def notes(rows: list[dict]) -> list[str]:
     """What the rows show, computed from them: which policies keep both accuracies within 1 point of dense."""
     dense = rows[0]
-    fixed = [r for r in rows[1:] if not r["policy"].startswith("calibrate")]
+    fixed = [r for r in rows[1:] if not r["policy"].startswith(("calibrate", "ablation"))]
     cal = [r for r in rows if r["policy"].startswith("calibrate")]
+    ablation = [r for r in rows if r["policy"].startswith(NO_BACKOFF)]
     ok_fixed = [r for r in fixed if within(r, dense)]
     ok_cal = [r for r in cal if within(r, dense)]
     out = ["What the rows show (computed from them; \"within 1 point\": both accuracies at most 1 point below dense):"]
@@ -139,10 +171,16 @@ def notes(rows: list[dict]) -> list[str]:
         out.append(f"- {len(lost)} of {len(fixed)} fixed policies lose more than 1 point; the worst, "
                    f"`{worst['policy']}` (density {worst['density']:.3f}), has local {worst['local']:.3f} and "
                    f"retrieval {worst['retrieval']:.3f}.")
-    for r in cal:
+    for r in cal + ablation:
         out.append(f"- `{r['policy']}`: density {r['density']:.3f}, local {100 * (r['local'] - dense['local']):+.1f}, "
-                   f"retrieval {100 * (r['retrieval'] - dense['retrieval']):+.1f} points: "
+                   f"retrieval {100 * (r['retrieval'] - dense['retrieval']):+.1f} points, end-to-end drift "
+                   f"{drift_text(r)}: "
                    + ("within 1 point." if within(r, dense) else "**more than 1 point below dense**."))
+    backed = [r for r in cal if r.get("backoff_steps")]
+    if backed:
+        out.append(f"- The back-off ran at {len(backed)} of {len(cal)} budgets ("
+                   + ", ".join(f"{r['policy'].removeprefix('calibrate budget ')}: {r['backoff_steps']} step(s)"
+                               for r in backed) + ").")
     if ok_cal:
         best = min(ok_cal, key=lambda r: r["density"])
         under = [r for r in fixed if r["density"] <= best["density"] + 1e-9]
@@ -167,13 +205,13 @@ def write(path: str, rows: list[dict], eager: dict, task, config: dict, n: int, 
         "(dense = 1.0).", "",
         f"Checkpoint: {trained}", "",
         "| policy | density | local acc | Δ local (points) | retrieval acc | Δ retrieval (points) | within 1 point | "
-        "patterns (per layer, per head) |",
-        "|---|---|---|---|---|---|---|---|",
+        "end-to-end drift (calibration inputs) | patterns (per layer, per head) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         dl, dr = 100 * (r["local"] - dense["local"]), 100 * (r["retrieval"] - dense["retrieval"])
         lines.append(f"| {r['policy']} | {r['density']:.3f} | {r['local']:.3f} | {dl:+.1f} | {r['retrieval']:.3f} | "
-                     f"{dr:+.1f} | {'yes' if within(r, dense) else 'no'} | {r['patterns']} |")
+                     f"{dr:+.1f} | {'yes' if within(r, dense) else 'no'} | {drift_text(r)} | {r['patterns']} |")
     lines += [""] + notes(rows) + ["", HOW] + ["", "Reproduce: `.venv/bin/python -m benchmarks.sparse_accuracy` (after "
                                     "`.venv/bin/python -m examples.sparse_lm.train` for a new checkpoint)."]
     with open(path, "w") as f:

@@ -1,7 +1,7 @@
 """Sparse attention: the user-facing `SparseAttention` options, head patterns, block layouts, calibration.
 
     compile(model, target="h100", sparse_attention=SparseAttention(policy="window", window=1024, sinks=64))
-    compile(model, sparse_attention=SparseAttention(policy="calibrate", budget=0.05,
+    compile(model, sparse_attention=SparseAttention(policy="calibrate", budget=1.0,
                                                     calibration_inputs=[(tokens,), ...]))
 
 A *pattern* says which key blocks a query block of one head visits; it is a small JSON-able dict:
@@ -51,8 +51,23 @@ class SparseAttention:
       `layout`, bool [H or 1, nQB, nKB], or a FlexAttention-style `mask_mod(b, h, q_idx, kv_idx) -> bool`,
       rounded up to whole blocks), or "calibrate" (per layer and head, the lowest-density pattern whose
       attention output stays within `budget` of dense on `calibration_inputs`, if the cost model says
-      it beats dense).
-    budget: the calibration error budget: max over query rows of |o_sparse - o_dense| / rms norm of v rows.
+      it beats dense; then the whole model's output drift is checked and the plan backed off, below).
+    budget: the `calibrate` policy's accuracy dial, one number for two limits, both measured on
+      `calibration_inputs` as "the worst row's change in units of the typical row's size":
+      - per head: max over query rows of |o_sparse - o_dense| / rms row norm of the head's values must be
+        <= budget (a head's output is a convex combination of value rows, so this error is at most about
+        2 whatever the pattern: a per-head limit of 2 or more admits any pattern);
+      - end to end: the model's outputs (each floating-point output, rows along its last dim; an LM's
+        logits per position) may move by at most min(budget, 2) / 2 in the same units: max over rows of
+        |y_sparse - y_dense| / rms row norm of y_dense. Per-head errors within the budget compound over
+        layers, so after the per-head choice `calibrate` runs the model with the plan and, while this drift
+        is over the bound, backs off: the attention whose densifying lowers the drift most gets a lower
+        per-head budget (its worst heads become denser or dense), until the drift is within the bound.
+      So budget 0 is dense, 1.0 (the default) lets no output row move by more than half the outputs' rms
+      row norm, and budgets of 2 or more all mean "any pattern per head, output rows within one rms row
+      norm of dense". `explain()` shows per attention the end-to-end drift, the bound and what the back-off
+      changed; `calibration` holds the figures. The bound holds on the calibration inputs; other inputs
+      can drift more, so calibrate on inputs like the ones the model will see.
     max_density: heads (and whole attentions) denser than this stay dense.
     """
 
@@ -68,6 +83,9 @@ class SparseAttention:
     candidates: list[dict] | None = None
     plan: list[dict] | None = field(default=None, repr=False)
     """Per attention op (in IR order): {"heads": [pattern...], "density": d} — set by `calibrate`."""
+    calibration: dict | None = field(default=None, repr=False)
+    """Set by `calibrate`: the end-to-end output drift before and after back-off, its bound, the back-off steps
+    and the final per-head budget of each attention."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

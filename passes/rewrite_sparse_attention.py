@@ -24,7 +24,9 @@ Policies (compiler/sparse_attention.py has the patterns and layouts):
   the plan must come from a file.
 
 Opt-in: it changes numerics. Attentions that stay dense say why in a `graph.sparse` attribute (an explicit
-mask operand, not causal, or a density above `max-density`, where the dense kernel wins).
+mask operand, not causal, or a density above `max-density`, where the dense kernel wins); under a plan from
+`calibrate`, every attention's `graph.sparse` also gives the model's end-to-end output drift and what the
+back-off changed.
 """
 
 from __future__ import annotations
@@ -139,10 +141,13 @@ class RewriteSparseAttentionPass(ModulePass):
             return _keep(attn, "named masks (mask=) are causal; give layout= or mask-mod= for this attention")
         q, k = shape_of(attn.query.type), shape_of(attn.key.type)
         heads, explicit, dens, errors = self._heads(attn, entry, q, k, causal, blocks)
+        note = (entry or {}).get("calibration")  # calibrate's end-to-end drift and back-off, for explain()
         if heads is None:
-            return _keep(attn, (entry or {}).get("reason", "calibration chose dense"))
+            why = (entry or {}).get("reason", "calibration chose dense")
+            return _keep(attn, f"{why}; {note}" if note else why)
         if dens > self.max_density:
-            return _keep(attn, f"density {dens:.2f} > max-density {self.max_density}: dense is faster")
+            why = f"density {dens:.2f} > max-density {self.max_density}: dense is faster"
+            return _keep(attn, f"{why}; {note}" if note else why)
         if errors is not None:
             heads = [dict(h, err=round(e, 4)) for h, e in zip(heads, errors)]
         props = {
@@ -158,6 +163,8 @@ class RewriteSparseAttentionPass(ModulePass):
                                               properties=props)
         if ORIGIN in attn.attributes:
             new.attributes[ORIGIN] = attn.attributes[ORIGIN]
+        if note:
+            new.attributes[WHY] = StringAttr(note)
         attn.parent.insert_op_before(new, attn)
         attn.result.replace_all_uses_with(new.result)
         attn.detach()

@@ -332,3 +332,65 @@ def test_cli_calibrates_a_from_torch_model(tmp_path):
     with pytest.raises(SolderError, match="must hold a tensor, a tuple of tensors, or a list"):
         _cli(tmp_path, f'recognize-attention,rewrite-sparse-attention{{policy=calibrate calib="{tmp_path / "bad.pt"}"}}',
              *frm)
+
+
+# ---- calibrate's end-to-end check and back-off ----------------------------------------------------
+
+
+class DeepAttn(nn.Module):
+    """Four pre-norm causal attention layers with residuals: per-head errors within the budget compound."""
+
+    def __init__(self, d=32, heads=2, layers=4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.ModuleList(nn.Linear(d, 3 * d) for _ in range(layers))
+        self.ln = nn.ModuleList(nn.LayerNorm(d) for _ in range(layers))
+
+    def forward(self, x):
+        b, t, d = x.shape
+        for qkv, ln in zip(self.qkv, self.ln):
+            q, k, v = (z.reshape(b, t, self.heads, -1).transpose(1, 2) for z in qkv(ln(x)).split(d, -1))
+            x = x + F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
+        return x
+
+
+def test_output_drift_and_its_bound():
+    from compiler.sparse_calibrate import drift_bound, output_drift
+
+    dense = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    moved = torch.tensor([[3.0, 4.0], [0.0, 5.0]])
+    assert output_drift([dense], [moved]) == pytest.approx(5 / (12.5 ** 0.5))  # worst row / rms row norm
+    assert output_drift([dense, torch.arange(3)], [dense, torch.arange(3) + 1]) == 0.0  # integer outputs skipped
+    assert [drift_bound(b) for b in (0.0, 0.5, 1.0, 2.0, 3.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+
+
+def test_calibrate_backs_off_until_the_end_to_end_drift_is_within_the_bound():
+    from compiler.sparse_calibrate import calibrate, drift_bound, output_drift
+
+    torch.manual_seed(0)
+    model = DeepAttn().eval()
+    calib = [torch.randn(2, 128, 32, generator=torch.Generator().manual_seed(1))]
+    budget, bound = 0.5, drift_bound(0.5)
+    # the per-head choice alone: every head within the budget, yet the model's output drifts past the bound
+    first = SparseAttention(policy="calibrate", budget=budget, block=16, calibration_inputs=calib, max_density=0.9)
+    calibrate(model, first, "reference", backoff=False)
+    assert all(not e.get("dense") and max(e["errors"]) <= budget for e in first.plan)
+    assert first.calibration["drift"] > 1.2 * bound and not first.calibration["steps"]
+
+    sa = SparseAttention(policy="calibrate", budget=budget, block=16, calibration_inputs=calib, max_density=0.9)
+    cm = solder_compile(model, target="reference", explain=False,
+                        passes=parse("canonicalize,cse") + pipeline_passes(sa, model, "reference"))
+    info = sa.calibration
+    assert info["drift_before_backoff"] == pytest.approx(first.calibration["drift"])
+    assert info["steps"] and info["drift"] <= bound
+    assert any(b < budget for b in info["budgets"])  # some attention's per-head budget was lowered ...
+    dens = [e.get("density", 1.0) if not e.get("dense") else 1.0 for e in sa.plan]
+    assert sum(dens) > sum(e["density"] for e in first.plan)  # ... and made denser
+    assert min(dens) < 0.9  # still sparse where the drift allows
+    # measured independently: the compiled model against eager on the calibration inputs
+    with torch.no_grad():
+        drift = output_drift([model(*calib)], [cm(*calib)])
+    assert drift <= bound + 1e-4, (drift, bound)
+    text = ir.print_ir(next(iter(cm.specializations.values())).imported.module)
+    assert f"end-to-end output drift {info['drift']:.3g} <= bound {bound:.3g} after back-off" in text
+    assert "per-head budget 0.5 -> " in text
