@@ -81,6 +81,13 @@ class Shapes:
             out.append(d)
         return tuple(out)
 
+    def monomial(self, d):
+        """Size `d` (an int or an argument name) as a product of symbols, for reshape grouping."""
+        from backends.triton.emit import _Mono
+
+        names = {v: k for k, v in self.params.items()}
+        return _Mono.of(d, names.get(d) if isinstance(d, str) else None)
+
     @property
     def exprs(self) -> list[str]:
         """The size expressions behind `S0, S1, ...`, in argument order."""
@@ -381,7 +388,7 @@ def _assemble(name, kind, k: KernelContext, outputs, body, grid, warps, ops, con
     wide = ["WIDE: tl.constexpr"] if any(line.startswith("if WIDE:") for line in body) else []
     params = ", ".join(ins + outs + strides + sizes + flags + wide + [f"{c}: tl.constexpr" for c in consts])
     src = [f"@triton.jit", f"def {name}({params}):"] + [f"    {line}" for line in body]
-    wide_arg = [f"WIDE=max({', '.join(f'{t}.numel()' for t in ins + outs)}) >= {INT32_LIMIT}"] if wide else []
+    wide_arg = [f"WIDE=max(0, {', '.join(f'{t}.numel()' for t in ins + outs)}) >= {INT32_LIMIT}"] if wide else []
     call = ", ".join(ins + outs + [f"*in{i}.stride()" for i in range(len(ins))] + sizes
                      + [f"C{i}=in{i}.is_contiguous()" for i in range(len(ins))] + wide_arg
                      + [f"{c}={v}" for c, v in consts.items()] + [f"num_warps={warps}"])

@@ -377,41 +377,113 @@ def _slice(k, op, index):
     return k.value(op.input, Index(tuple(dims)))
 
 
-def reshape_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]]:
+def reshape_groups(src: tuple, dst: tuple, monomial=None) -> list[tuple[list[int], list[int]]]:
     """Groups of consecutive non-unit dims with equal element counts: [(src dims, dst dims), ...].
 
-    A symbolic size (an argument name of a size-generic kernel) must map onto the same name, one to one;
-    a reshape that merges or splits it raises Unsupported (the group then compiles per size)."""
+    Symbolic sizes (argument names of a size-generic kernel) are grouped by their size expressions read as
+    products of symbols and integers (`monomial(name)`: `2*s0` is 2 * s0), so `(2, s0) -> (2*s0,)` is one
+    group; a reshape whose groups cannot be proven that way raises Unsupported (the kernel then compiles
+    per size)."""
+    if any(isinstance(n, str) for n in tuple(src) + tuple(dst)):
+        return _symbolic_reshape_groups(src, dst, monomial or (lambda d: _Mono.of(d)))
     si = [i for i, n in enumerate(src) if n != 1]
     dj = [j for j, n in enumerate(dst) if n != 1]
     groups, a, b = [], 0, 0
-
-    def symbolic_merge():
-        return Unsupported("triton: a reshape merges or splits a symbolic dim; no size-generic index for it")
-
     while a < len(si):
-        x, y = src[si[a]], dst[dj[b]] if b < len(dj) else None
-        if isinstance(x, str) or isinstance(y, str):
-            if x != y:
-                raise symbolic_merge()
-            groups.append(([si[a]], [dj[b]]))
-            a, b = a + 1, b + 1
-            continue
         gi, gj = [si[a]], [dj[b]]
-        pi, pj = x, y
+        pi, pj = src[si[a]], dst[dj[b]]
         a, b = a + 1, b + 1
         while pi != pj:
             if pi < pj:
-                if a >= len(si) or isinstance(src[si[a]], str):
-                    raise symbolic_merge()
                 gi.append(si[a])
                 pi, a = pi * src[si[a]], a + 1
             else:
-                if b >= len(dj) or isinstance(dst[dj[b]], str):
-                    raise symbolic_merge()
                 gj.append(dj[b])
                 pj, b = pj * dst[dj[b]], b + 1
         groups.append((gi, gj))
+    return groups
+
+
+@dataclass(frozen=True)
+class _Mono:
+    """A product of an integer and symbols (with powers): how reshape grouping compares symbolic sizes."""
+
+    coef: int
+    powers: tuple = ()  # sorted ((symbol, power), ...)
+
+    @staticmethod
+    def of(d, expr: str | None = None) -> "_Mono":
+        """`d` (an int, or an argument name whose size expression is `expr`) as a monomial; an expression that
+        is not a product of symbols and integers stays an opaque symbol of its own."""
+        if isinstance(d, int):
+            return _Mono(d)
+        import ast
+        from collections import Counter
+
+        coef, powers = 1, Counter()
+
+        def walk(n) -> bool:
+            nonlocal coef
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+                return walk(n.left) and walk(n.right)
+            if isinstance(n, ast.Constant) and type(n.value) is int:
+                coef *= n.value
+                return True
+            if isinstance(n, ast.Name):
+                powers[n.id] += 1
+                return True
+            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and isinstance(n.left, ast.Name)
+                    and isinstance(n.right, ast.Constant) and type(n.right.value) is int and n.right.value > 0):
+                powers[n.left.id] += n.right.value
+                return True
+            return False
+
+        try:
+            ok = expr is not None and walk(ast.parse(expr, mode="eval").body)
+        except SyntaxError:
+            ok = False
+        if not ok:
+            return _Mono(1, ((f"<{d}>", 1),))
+        return _Mono(coef, tuple(sorted(powers.items())))
+
+    def __mul__(self, o: "_Mono") -> "_Mono":
+        p = dict(self.powers)
+        for k, v in o.powers:
+            p[k] = p.get(k, 0) + v
+        return _Mono(self.coef * o.coef, tuple(sorted(p.items())))
+
+    def divides(self, o: "_Mono") -> bool:
+        mine, theirs = dict(self.powers), dict(o.powers)
+        return (self.coef != 0 and o.coef % self.coef == 0
+                and all(theirs.get(k, 0) >= v for k, v in mine.items()))
+
+
+def _symbolic_reshape_groups(src, dst, monomial) -> list[tuple[list[int], list[int]]]:
+    def fail():
+        return Unsupported(f"triton: a reshape {tuple(src)} -> {tuple(dst)} regroups symbolic dims in a way "
+                           "its size expressions do not prove; no size-generic index for it")
+
+    si = [i for i, n in enumerate(src) if n != 1]
+    dj = [j for j, n in enumerate(dst) if n != 1]
+    groups, a, b = [], 0, 0
+    while a < len(si):
+        if b >= len(dj):
+            raise fail()
+        gi, gj = [si[a]], [dj[b]]
+        pi, pj = monomial(src[si[a]]), monomial(dst[dj[b]])
+        a, b = a + 1, b + 1
+        while pi != pj:
+            if pi.divides(pj) and a < len(si):
+                gi.append(si[a])
+                pi, a = pi * monomial(src[si[a]]), a + 1
+            elif pj.divides(pi) and b < len(dj):
+                gj.append(dj[b])
+                pj, b = pj * monomial(dst[dj[b]]), b + 1
+            else:
+                raise fail()
+        groups.append((gi, gj))
+    if b < len(dj):
+        raise fail()
     return groups
 
 
@@ -419,7 +491,7 @@ def reshape_groups(src: tuple, dst: tuple) -> list[tuple[list[int], list[int]]]:
 def _reshape(k, op, index):
     src, dst = k.shape(op.input), k.shape(op.result)
     dims: list[Ix] = [ZERO] * len(src)
-    for real_i, real_j in reshape_groups(src, dst):
+    for real_i, real_j in reshape_groups(src, dst, k.shapes.monomial):
         if len(real_i) == 1 and len(real_j) == 1:
             dims[real_i[0]] = index.dims[real_j[0]]
             continue
@@ -502,8 +574,9 @@ def _gather_elements(k, op, index):
 def index_shape(shapes, rank: int) -> tuple[int, ...]:
     from compiler.dialects.types import broadcast_shapes
 
-    if any(isinstance(d, str) for s in shapes for d in s) and len(set(shapes)) > 1:
-        raise Unsupported("triton: index tensors of different symbolic shapes")
+    for i in range(1, rank + 1):  # two different symbolic sizes in one dim: which one broadcasts is unknown
+        if len({s[-i] for s in shapes if len(s) >= i and isinstance(s[-i], str)}) > 1:
+            raise Unsupported("triton: index tensors of different symbolic sizes in one dim")
     return broadcast_shapes(*shapes)[-rank:]
 
 
