@@ -246,7 +246,9 @@ def test_zoo_models_with_a_dynamic_sequence_length_on_cpu(name):
     assert c.compile_count == 2
     dyn = list(c.specializations.values())[-1]
     assert dyn.binding is not None and "s0" in dyn.binding.symbols
-    assert dyn.program.sizes is not None and len(dyn.program.sizes) == 3  # per size at the kernel level
+    # size-generic kernels: no per-size lowering, `?` dims in the MLIR the backend compiled
+    assert dyn.program.sizes is None and "size-generic" in dyn.program.dynamic, dyn.program.dynamic
+    assert "x?x" in dyn.program.source or "<?x" in dyn.program.source
     if name == "gpt2":
         assert "graph.attention" in ir.print_ir(dyn.imported.module)  # recognized on the dynamic IR
 
@@ -288,3 +290,154 @@ def test_a_saved_dynamic_specialization_loads_and_runs_new_sizes(tmp_path):
             torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-4)
     with pytest.raises(SolderError, match="no saved specialization"):
         loaded(torch.randn(2, 1, 16))  # size 1 is outside the saved bounds and was never compiled static
+
+
+# -- the CPU backend's size-generic kernels ------------------------------------------------------------------
+def _count_mlir_compiles(monkeypatch) -> list[str]:
+    """Every `compile_mlir` call from now on (disk-cache hits included) appends its entry name."""
+    from backends.cpu import jit
+
+    calls: list[str] = []
+    real = jit.compile_mlir
+
+    def counting(text, entry, **kw):
+        calls.append(entry)
+        return real(text, entry, **kw)
+    monkeypatch.setattr(jit, "compile_mlir", counting)
+    return calls
+
+
+def test_cpu_compiles_a_dynamic_module_once_for_every_size(monkeypatch):
+    """Five sizes after the dynamic compile, not one MLIR compile among them; eager's numbers at each."""
+    calls = _count_mlir_compiles(monkeypatch)
+    model = _model()
+    c = compile(model, target="cpu")
+    _run_shapes(c, model, [(2, 8, 16)])
+    static_calls = len(calls)
+    assert static_calls >= 1
+    _run_shapes(c, model, [(2, 12, 16)])
+    dyn = list(c.specializations.values())[-1]
+    generic_calls = len(calls) - static_calls
+    assert 1 <= generic_calls <= static_calls  # one module per opt level, as for the static compile
+    _run_shapes(c, model, [(2, 5, 16), (2, 33, 16), (2, 17, 16), (2, 64, 16), (2, 12, 16)])
+    assert len(calls) == static_calls + generic_calls, calls  # no compile for the new sizes
+    assert c.compile_count == 2
+    assert dyn.program.sizes is None
+    assert "memref<2x?x16xf32>" in dyn.program.source and "%sym_s0: index" in dyn.program.source
+    text = c.explain()
+    assert "size-generic MLIR kernel(s), compiled once for every size" in text and "mlir (size-generic)" in text
+    # the static specialization generated static code, as before
+    static = list(c.specializations.values())[0]
+    assert "?" not in static.program.source.split("transform.named_sequence")[0]
+
+
+_DYN_IR = """builtin.module {
+  func.func @forward(%x: tensor<?x?x8xf32, ["s0", "s1"]>, %y: tensor<?x8xf32, ["s1"]>) -> (tensor<?x?x8xf32, ["s0", "s1"]>, tensor<?x1x8xf32, ["s0"]>, tensor<?x?x8xf32, ["s0", "s1 - 1"]>, tensor<?x8xf32, ["s0*s1"]>)
+      attributes {graph.symbols = {s0 = array<i64: 2, 64, 3>, s1 = array<i64: 2, -1, 5>}} {
+    %a = graph.add %x, %y : (tensor<?x?x8xf32, ["s0", "s1"]>, tensor<?x8xf32, ["s1"]>) -> tensor<?x?x8xf32, ["s0", "s1"]>
+    %m = graph.reduce "mean" %a {dims = array<i64: 1>, keepdim} : tensor<?x?x8xf32, ["s0", "s1"]> -> tensor<?x1x8xf32, ["s0"]>
+    %s = graph.softmax %a {dim = 1 : i64} : tensor<?x?x8xf32, ["s0", "s1"]> -> tensor<?x?x8xf32, ["s0", "s1"]>
+    %d = graph.slice %s {dim = 1 : i64, start = 1 : i64, step = 1 : i64, end = 9223372036854775807 : i64} : tensor<?x?x8xf32, ["s0", "s1"]> -> tensor<?x?x8xf32, ["s0", "s1 - 1"]>
+    %r = graph.reshape %s : tensor<?x?x8xf32, ["s0", "s1"]> -> tensor<?x8xf32, ["s0*s1"]>
+    func.return %a, %m, %d, %r : tensor<?x?x8xf32, ["s0", "s1"]>, tensor<?x1x8xf32, ["s0"]>, tensor<?x?x8xf32, ["s0", "s1 - 1"]>, tensor<?x8xf32, ["s0*s1"]>
+  }
+}"""
+
+
+def test_cpu_size_generic_program_on_a_hand_written_dynamic_module(monkeypatch):
+    """Broadcast over a symbolic dim, a mean over one (its 1/n computed from the size), a softmax whose row
+    is symbolic (no vector schedule: loops), a slice to `s1 - 1` and a reshape merging two symbols: one
+    program, checked against eager at several sizes, and its bounds checked at call time."""
+    from backends.cpu.backend import CpuBackend
+
+    calls = _count_mlir_compiles(monkeypatch)
+    prog = CpuBackend().lower(ir.parse(_DYN_IR))
+    n_compiles = len(calls)
+    assert prog.sizes is None and "size-generic" in prog.dynamic and prog.fallbacks == []
+    assert "%sym_s1: index" in prog.source
+    for s0, s1 in [(3, 5), (2, 2), (7, 33), (64, 3), (5, 130)]:
+        x, y = torch.randn(s0, s1, 8), torch.randn(s1, 8)
+        a, m, d, r = prog([x, y])
+        want = x + y
+        torch.testing.assert_close(a, want)
+        torch.testing.assert_close(m, want.mean(1, keepdim=True))
+        torch.testing.assert_close(d, torch.softmax(want, 1)[:, 1:])
+        torch.testing.assert_close(r, torch.softmax(want, 1).reshape(s0 * s1, 8))
+    assert len(calls) == n_compiles  # nothing compiled per size
+    with pytest.raises(symbolic.ShapeBindError, match=r"outside the compiled range s0 in \[2, 64\]"):
+        prog([torch.randn(65, 3, 8), torch.randn(3, 8)])
+    with pytest.raises(symbolic.ShapeBindError, match="needs s1 = 3"):
+        prog([torch.randn(4, 3, 8), torch.randn(4, 8)])
+
+
+def test_cpu_dynamic_attention_calls_sdpa_and_says_so():
+    """The generated attention kernel is emitted for static sizes: a dynamic gpt2 calls SDPA there, and the
+    backend table and the dynamic line of explain() say so; the rest is size-generic MLIR."""
+    from examples.models import get
+
+    entry = get("gpt2")
+    model, args, kwargs = entry.build()
+    c = compile(model, target="cpu")
+    for t in (9, 12, 20):
+        a, k = _sliced(args, kwargs, t)
+        with torch.no_grad():
+            torch.testing.assert_close(c(*a, **k), model(*a, **k), atol=max(entry.atol, 1e-5),
+                                       rtol=max(entry.rtol, 1e-4))
+    dyn = list(c.specializations.values())[-1]
+    routes = [k["route"] for k in dyn.program.kernels]
+    assert any(r.startswith("library: F.scaled_dot_product_attention (dynamic shapes") for r in routes), routes
+    assert not any(r.startswith("mlir: flash attention") for r in routes)
+    assert "mlir (size-generic)" in routes
+    assert "attention op(s) call a library or reference op" in dyn.program.dynamic
+    static = list(c.specializations.values())[0]  # the first, static shape keeps the generated kernel
+    assert any(k["route"].startswith("mlir: flash attention") for k in static.program.kernels)
+
+
+def test_cpu_dynamic_module_falls_back_to_per_size_code_when_the_generic_compile_fails(monkeypatch):
+    """Never a wrong answer: if the size-generic module does not compile, each size is lowered static."""
+    from backends.cpu import jit
+    from backends.cpu.backend import CpuBackend
+
+    real = jit.compile_mlir
+
+    def no_generic(text, entry, **kw):
+        if "index)" in text:  # a kernel taking shape symbols
+            raise jit.JitError("no size-generic code today")
+        return real(text, entry, **kw)
+    monkeypatch.setattr(jit, "compile_mlir", no_generic)
+    prog = CpuBackend().lower(ir.parse(_DYN_IR))
+    assert prog.sizes == [{"s0": 3, "s1": 5}] and prog.dynamic is None
+    for s0, s1 in [(3, 5), (4, 6)]:
+        x, y = torch.randn(s0, s1, 8), torch.randn(s1, 8)
+        torch.testing.assert_close(prog([x, y])[0], x + y)
+    assert prog.sizes == [{"s0": 3, "s1": 5}, {"s0": 4, "s1": 6}]
+
+
+def test_jit_kernel_with_symbolic_dims_takes_sizes_per_call():
+    """The JIT's calling convention for `?` dims and `index` arguments, on its own."""
+    from backends.cpu import jit
+
+    text = """module {
+func.func @scale(%x_m: memref<?x3xf32>, %y_m: memref<?x3xf32>, %n: index) attributes {llvm.emit_c_interface} {
+  %x = bufferization.to_tensor %x_m restrict : memref<?x3xf32> to tensor<?x3xf32>
+  %e = tensor.empty(%n) : tensor<?x3xf32>
+  %i = arith.index_cast %n : index to i64
+  %f = arith.sitofp %i : i64 to f32
+  %g = linalg.generic {indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>],
+      iterator_types = ["parallel", "parallel"]} ins(%x : tensor<?x3xf32>) outs(%e : tensor<?x3xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %m = arith.mulf %a, %f : f32
+    linalg.yield %m : f32
+  } -> tensor<?x3xf32>
+  bufferization.materialize_in_destination %g in restrict writable %y_m : (tensor<?x3xf32>, memref<?x3xf32>) -> ()
+  return
+}
+}"""
+    k = jit.compile_mlir(text, "scale", use_cache=False)
+    assert [s.shape for s in k.specs] == [(-1, 3), (-1, 3), ()] and k.specs[2].dtype is None
+    for n in (1, 4, 37):
+        x, y = torch.randn(n, 3), torch.empty(n, 3)
+        k(x, y, n)
+        torch.testing.assert_close(y, x * n)
+    with pytest.raises(SolderError, match=r"shape \['\?', 3\]"):
+        k(torch.randn(4, 2), torch.empty(4, 2), 4)

@@ -14,6 +14,13 @@ module, one compile), through `jit.compile_mlir` and its disk cache, so a second
 the same model loads a shared object instead of running MLIR.
 
 Running: runner.py (a flat launch list over preallocated intermediates, one call at a time).
+
+Dynamic modules (`?` dims): the same plan, lowered once with symbolic sizes (symdims.py): the MLIR has
+`?` dims and takes the shape symbols as `index` arguments, so one compile serves every size the
+function's binding accepts. Generated attention is emitted per static size, so in a dynamic module
+attention calls torch SDPA (block-sparse attention: the reference backend) and the step's route says so;
+a kernel the symbolic lowering cannot express runs on the reference backend like any unsupported kernel.
+If the generic module fails to compile, the module falls back to one lowering per size (`per_size`).
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from backends.cpu import lower_schedule as S
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
 from backends.reference import OPS, forward_func
 from compiler import log
+from backends.cpu import symdims
+from compiler.dialects import symbolic
 from compiler.dialects.symbolic import is_dynamic_module
-from compiler.dialects.types import shape_of
+from compiler.dialects.types import dims_of, shape_of
 
 _log = log.get("backend")
 
@@ -62,6 +71,7 @@ class Step:
     operand_keys: list[list[SSAValue]] = field(default_factory=list)  # per op, resolved operands
     nhwc_in: list[bool] = field(default_factory=list)  # MLIR step: input i arrives channels-last
     nhwc_out: list[bool] = field(default_factory=list)  # MLIR step: output i is written channels-last
+    symbols: list[str] = field(default_factory=list)  # MLIR step of a dynamic module: its `index` arguments
 
 
 @dataclass
@@ -69,6 +79,7 @@ class Plan:
     args: list[SSAValue]
     steps: list[Step]
     returns: list[SSAValue]
+    binding: symbolic.Binding | None = None  # a dynamic module's: sizes are read off each call
 
     def modules(self) -> dict[int, str]:
         """opt level -> MLIR module text with every kernel compiled at that level."""
@@ -93,6 +104,9 @@ class _Planner:
         # and a kernel output that a convolution reads is written NHWC (its value is a permuted view).
         self.nhwc: set[SSAValue] = set()
         self.conv_inputs = _conv_inputs(self.fn)
+        syms = symbolic.symbols(self.fn)
+        self.binding = symbolic.Binding.of(self.fn) if syms else None
+        self.samples = symdims.sample_bindings(syms)
         self.taken: set[Operation] = set()  # layout ops an earlier step computes as part of itself
 
     def resolve(self, v: SSAValue) -> SSAValue:
@@ -112,7 +126,7 @@ class _Planner:
                 continue
             else:
                 self.top(op)
-        return Plan(list(block.args), _live(self.steps, returns), returns)
+        return Plan(list(block.args), _live(self.steps, returns), returns, self.binding)
 
     def step(self, route: str, ops: list[Operation], **kw) -> Step:
         inside = set(ops)
@@ -206,6 +220,11 @@ class _Planner:
         views nor a contiguous copy run per call. When the result's only use is the heads' merge
         (permute to [B, T, H, Dv], perhaps a reshape to [B, T, H*Dv]), the kernel writes [B, T, H, Dv]
         memory and the step yields the merged value directly."""
+        if self.binding is not None:  # a dynamic module: the generated kernel is emitted for static sizes
+            why = "dynamic shapes: the generated kernel is emitted per static size"
+            if op.name == "graph.attention":
+                return self.step(f"{ATT.SDPA_ROUTE} ({why})", [op], kernel_id=kid)
+            return self.step("reference", [op], kernel_id=kid, note=why)
         views, bases = zip(*(self._view_of(x) for x in (op.query, op.key, op.value)))
         tail = self._heads_merge(op)
         p = ATT.plan(op, views=views, out_bthd=bool(tail))
@@ -301,6 +320,7 @@ class _Planner:
             # an empty input, output or intermediate: MLIR's tiling would index into nothing
             raise L.Unsupported("an empty tensor: the reference backend runs it (nothing to compute)")
         fb = L.FuncBuilder(name)
+        fb.samples = self.samples
         env = {}
         st.nhwc_in = [v in self.nhwc for v in st.inputs]
         for v, cl in zip(st.inputs, st.nhwc_in):
@@ -313,7 +333,7 @@ class _Planner:
             # a reshape that only feeds the output: write the data in the pre-reshape shape
             vals = args[:1] if op in tail else LOWERINGS[op.name](fb, op, args)
             env.update(zip(op.results, vals))
-        st.nhwc_out = [r in self.conv_inputs and env[r].shape == shape_of(r.type) and len(env[r].shape) == 4
+        st.nhwc_out = [r in self.conv_inputs and env[r].shape == dims_of(r.type) and len(env[r].shape) == 4
                        for r in outs]
         pairs = []
         for r, cl in zip(outs, st.nhwc_out):
@@ -324,7 +344,7 @@ class _Planner:
             pairs.append((v, fb.arg(v.shape, _type(r)[1], writable=True)))
         fb.store(pairs)
         st.schedule, st.schedule_kind = S.schedule_lines(fb)
-        st.text, st.arg_types = fb.text(), fb.arg_types
+        st.text, st.arg_types, st.symbols = fb.text(), fb.arg_types, fb.symbols
         st.opt_level = _opt_level(st)
         return st
 
@@ -389,8 +409,9 @@ def _output_reshapes(ops: list[Operation], outs: list[SSAValue]) -> set[Operatio
             and all(u.operation not in ops for u in op.results[0].uses)}
 
 
-def _type(v: SSAValue) -> tuple[tuple[int, ...], str]:
-    return shape_of(v.type), str(v.type.element_type)
+def _type(v: SSAValue) -> tuple[tuple, str]:
+    """Shape (ints; expression strings for `?` dims) and element type."""
+    return dims_of(v.type), str(v.type.element_type)
 
 
 def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
@@ -412,6 +433,15 @@ def _library_route(op: Operation) -> str:
             "graph.attention": "library: F.scaled_dot_product_attention"}[op.name]
 
 
+def _dynamic_line(plan: Plan) -> str:
+    """How a dynamic plan serves its sizes, for explain()."""
+    n = sum(1 for s in plan.steps if s.route == "mlir")
+    per = [s.route for s in plan.steps if "dynamic shapes" in s.route + s.note]
+    line = f"backend code: {n} size-generic MLIR kernel(s), compiled once for every size"
+    return line + (f"; {len(per)} attention op(s) call a library or reference op instead of the generated "
+                   "kernel (emitted per static size)" if per else "")
+
+
 def plan_module(module: ModuleOp) -> Plan:
     """Split `module`'s @forward into launch steps (no compilation)."""
     return _Planner(module).plan()
@@ -427,8 +457,16 @@ class CpuBackend(Backend):
         return op.name in LOWERINGS or op.name in LIBRARY or op.name in ATT.OPS
 
     def lower(self, module: ModuleOp, target=None) -> Program:
-        if is_dynamic_module(module):  # kernels are generated for static sizes: one lowering per size
-            return per_size(module, lambda m: self.lower(m, target))
+        if is_dynamic_module(module):
+            try:  # size-generic kernels: one compile serves every size
+                return self._lower(module)
+            except Exception as e:  # noqa: BLE001 - never a wrong answer: per-size code instead
+                _log.warning("size-generic lowering failed (%s: %s); lowering once per size instead",
+                             type(e).__name__, str(e)[:300])
+                return per_size(module, self._lower)
+        return self._lower(module)
+
+    def _lower(self, module: ModuleOp) -> Program:
         from backends.cpu.runner import (  # runner imports this module's types
             build_runner,
             compile_plan,
@@ -437,9 +475,11 @@ class CpuBackend(Backend):
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
+        generic = " (size-generic)" if plan.binding is not None else ""
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
-                  "route": s.route, "reason": s.route + (f" ({s.note})" if s.note else ""),
+                  "route": s.route + (generic if s.route == "mlir" else ""), "reason": s.route + (f" ({s.note})" if s.note else ""),
                   "source": s.text, "cache_hit": getattr(kernels.get(s.func), "cache_hit", None)}
                  for i, s in enumerate(plan.steps) if s.route != "view"]
         source = "\n".join(plan.modules().values())
-        return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos)
+        return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos,
+                       dynamic=_dynamic_line(plan) if plan.binding is not None else None)

@@ -8,6 +8,8 @@ Calling: the entry must carry `llvm.emit_c_interface`; the kernel looks up the p
 of `_mlir_ciface_<entry>` once, builds one ctypes memref descriptor per argument once (shapes are
 static), and per call only checks each tensor (dtype, shape, contiguity) and refreshes the data
 pointers: ~1.5 us for 3 tensors, ~1 us unchecked (building descriptors per call costs 125-225 us).
+A size-generic kernel (memrefs with `?` dims, trailing `index` arguments: the shape symbols) also
+refreshes the `?` sizes and the strides they change, and takes the symbols' values after the tensors.
 Parallel kernels (scf.forall, see schedule.py) run on OpenMP threads; compile_mlir finds libomp.
 
 Disk cache (content hash of MLIR text, pipeline, opt level, torch-mlir version, format): the
@@ -114,12 +116,19 @@ def find_openmp() -> str | None:
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One memref argument of the entry: static shape and element type."""
+    """One argument of the entry: a memref (shape, -1 for a `?` dim, and element type) or, with dtype
+    None, an `index` scalar (a shape symbol's value)."""
 
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: torch.dtype | None
 
-    def descriptor(self) -> ctypes.Structure:
+    @property
+    def dynamic(self) -> bool:
+        return self.dtype is None or any(n < 0 for n in self.shape)
+
+    def descriptor(self) -> ctypes.Structure | None:
+        if self.dtype is None:
+            return None
         rank = len(self.shape)
         fields = [("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p),
                   ("offset", ctypes.c_int64)]
@@ -152,13 +161,16 @@ class JitKernel:
         self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(fnptr)
         self._descs = [s.descriptor() for s in specs]
         n = len(specs)
-        self._slots = (ctypes.c_void_p * n)(*[ctypes.addressof(d) for d in self._descs])
+        self._slots = (ctypes.c_void_p * n)(*[0 if d is None else ctypes.addressof(d) for d in self._descs])
         base, size = ctypes.addressof(self._slots), ctypes.sizeof(ctypes.c_void_p)
         self._packed = (ctypes.c_void_p * n)(*[base + i * size for i in range(n)])
         self._packed_addr = ctypes.addressof(self._packed)
         self._checks = tuple((s.dtype, torch.Size(s.shape), d) for s, d in zip(specs, self._descs))
         self._arity = len(specs)
-        self._fast, self._fast_unchecked = self._make_fast_call()
+        if any(s.dynamic for s in specs):
+            self._fast, self._fast_unchecked = self._make_dynamic_call()
+        else:
+            self._fast, self._fast_unchecked = self._make_fast_call()
 
     def __call__(self, *tensors: torch.Tensor) -> None:
         if len(tensors) != self._arity:
@@ -199,6 +211,49 @@ class JitKernel:
         exec(compile(src, f"<jit call {self.entry}>", "exec"), env)
         return env["fast"], env["fast_unchecked"]
 
+    def _make_dynamic_call(self):
+        """The call functions of a size-generic kernel: tensors (inputs, outputs), then the symbols' ints.
+
+        Per `?` dim the descriptor's size is refreshed, and the row-major strides that depend on it."""
+        tensors = [i for i, s in enumerate(self.specs) if s.dtype is not None]
+        scalars = [i for i, s in enumerate(self.specs) if s.dtype is None]
+        args = ", ".join([f"t{i}" for i in tensors] + [f"n{i}" for i in scalars])
+        checks, sets = ["False"], []
+        for i in tensors:
+            shape = self.specs[i].shape
+            checks.append(f"t{i}.dtype is not D{i} or not t{i}.is_contiguous() or t{i}.dim() != {len(shape)}" + "".join(
+                f" or t{i}.shape[{k}] != {n}" for k, n in enumerate(shape) if n >= 0))
+            sets.append(f"    d{i}.aligned = t{i}.data_ptr()")
+            if not any(n < 0 for n in shape):
+                continue
+            sets.append(f"    z = t{i}.shape")
+            for k, n in enumerate(shape):
+                if n < 0:
+                    sets.append(f"    d{i}.sizes[{k}] = z[{k}]")
+                if any(m < 0 for m in shape[k + 1:]):
+                    prod = "*".join(f"z[{j}]" if shape[j] < 0 else str(shape[j]) for j in range(k + 1, len(shape)))
+                    sets.append(f"    d{i}.strides[{k}] = {prod}")
+        sets += [f"    slots[{i}] = n{i}" for i in scalars]
+        body = "\n".join(sets)
+        src = (f"def fast({args}):\n    try:\n        bad = {' or '.join(checks)}\n"
+               f"    except AttributeError:\n        bad = True\n"
+               f"    if bad:\n        return slow({args})\n{body}\n    fn(addr)\n"
+               f"def fast_unchecked({args}):\n{body}\n    fn(addr)\n")
+        env: dict = {"fn": self._fn, "addr": self._packed_addr, "slow": self._dynamic_bad, "slots": self._slots}
+        for i in tensors:
+            env.update({f"D{i}": self.specs[i].dtype, f"d{i}": self._descs[i]})
+        exec(compile(src, f"<jit call {self.entry}>", "exec"), env)
+        return env["fast"], env["fast_unchecked"]
+
+    def _dynamic_bad(self, *args) -> None:
+        for i, (t, spec) in enumerate(zip(args, self.specs)):
+            if spec.dtype is None:
+                continue
+            ok = isinstance(t, torch.Tensor) and t.dtype is spec.dtype and t.is_contiguous() and \
+                t.dim() == len(spec.shape) and all(n < 0 or t.shape[k] == n for k, n in enumerate(spec.shape))
+            if not ok:
+                self._bad_arg(i, t)
+
     def call_unchecked(self, *tensors: torch.Tensor) -> None:
         """Like calling the kernel, without the dtype/shape/contiguity checks.
 
@@ -209,7 +264,7 @@ class JitKernel:
 
     def _bad_arg(self, i: int, t: object) -> None:
         spec = self.specs[i]
-        want = f"a contiguous {spec.dtype} tensor of shape {list(spec.shape)}"
+        want = f"a contiguous {spec.dtype} tensor of shape {['?' if n < 0 else n for n in spec.shape]}"
         if not isinstance(t, torch.Tensor):
             raise CallError(f"{self.entry}: argument {i}: expected {want}, got {type(t).__name__}")
         got = f"{t.dtype} {list(t.shape)}{'' if t.is_contiguous() else ' non-contiguous'}"
@@ -295,16 +350,18 @@ def _arg_specs(module: ir.Module, entry: str) -> list[ArgSpec]:
 
 
 def _spec(entry: str, i: int, t: ir.Type) -> ArgSpec:
+    if str(t) == "index":
+        return ArgSpec((), None)  # a shape symbol of a size-generic kernel
     try:
         mt = ir.MemRefType(t)
     except (ValueError, TypeError):
         raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; "
                        "expected a memref") from None
     elem = str(mt.element_type)
-    if elem not in _DTYPES or not mt.has_static_shape:
-        raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; expected a statically "
-                       f"shaped memref of {', '.join(_DTYPES)}")
-    return ArgSpec(tuple(mt.shape), _DTYPES[elem])
+    if elem not in _DTYPES or not (mt.has_static_shape or str(mt.layout).startswith("affine_map")):
+        raise JitError(f"compile_mlir({entry}): argument {i} has type {t}; expected an identity-layout "
+                       f"memref of {', '.join(_DTYPES)} or an index")
+    return ArgSpec(tuple(-1 if mt.is_dynamic_dim(k) else n for k, n in enumerate(mt.shape)), _DTYPES[elem])
 
 
 def _run_pipeline(module: ir.Module, pipe: str, entry: str, has_schedule: bool) -> None:
@@ -426,7 +483,7 @@ def _load_cached(cdir: Path, key: str, entry: str, opt_level: int,
     if got is None:
         return None
     header, payload = got
-    specs = [ArgSpec(tuple(shape), getattr(torch, dt.split(".")[-1]))
+    specs = [ArgSpec(tuple(shape), None if dt == "None" else getattr(torch, dt.split(".")[-1]))
              for shape, dt in header["args"]]
     try:
         if header["kind"] == "so":

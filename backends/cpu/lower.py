@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from backends.cpu import symdims
 from backends.cpu.mathapprox import Emitter, f32_literal
 from compiler.errors import SolderError
 
@@ -135,11 +136,13 @@ def node(shape, dtype, fn, *args: Val) -> Node:
 
 
 def ttype(shape, dtype: str) -> str:
-    return "tensor<" + "".join(f"{n}x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
+    """The tensor type; a symbolic dim (an expression string, symdims.py) prints as `?`."""
+    return "tensor<" + "".join(f"{n}x" if isinstance(n, int) else "?x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
 
 
 def mtype(shape, dtype: str) -> str:
-    return "memref<" + "".join(f"{n}x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
+    return "memref<" + "".join(f"{n}x" if isinstance(n, int) else "?x" for n in shape) + STORAGE.get(dtype, dtype) \
+        + ">"
 
 
 def literal(value, dtype: str) -> str:
@@ -242,6 +245,33 @@ class FuncBuilder:
         self.tags: set[str] = set()
         self._n = 0
         self._slices: dict[tuple, tuple[str, tuple[int, ...]]] = {}
+        # symbolic dims (a dynamic module, symdims.py): trailing `index` arguments, one per symbol used
+        self.symbols: list[str] = []
+        self.samples: list[dict[str, int]] = []  # bindings to check symbolic index ranges against
+        self._dims = symdims.IndexExprs(self._emit_index, self._symbol)
+
+    def _emit_index(self, rhs: str) -> str:
+        r = self.fresh("i")
+        self.lines.append(f"{r} = {rhs}")
+        return r
+
+    def _symbol(self, name: str) -> str:
+        if name not in self.symbols:
+            self.symbols.append(name)
+        return f"%sym_{name}"
+
+    def dim(self, d) -> str:
+        """A dim as it appears in an op's size list: the int, or the SSA index value of its expression."""
+        if isinstance(d, int):
+            return str(d)
+        try:
+            return self._dims.value(d)
+        except symdims.SymbolicUnsupported as e:
+            raise Unsupported(str(e)) from None
+
+    def dynamic_sizes(self, shape) -> str:
+        """`(%d0, %d1)` for the symbolic dims of `shape` (tensor.empty's operands)."""
+        return "(" + ", ".join(self.dim(d) for d in shape if not isinstance(d, int)) + ")"
 
     def fresh(self, stem: str = "v") -> str:
         self._n += 1
@@ -260,7 +290,7 @@ class FuncBuilder:
 
     def empty(self, shape, dtype: str) -> str:
         e = self.fresh("e")
-        self.lines.append(f"{e} = tensor.empty() : {ttype(shape, dtype)}")
+        self.lines.append(f"{e} = tensor.empty{self.dynamic_sizes(shape)} : {ttype(shape, dtype)}")
         return e
 
     def filled(self, shape, dtype: str, value) -> str:
@@ -284,7 +314,7 @@ class FuncBuilder:
                 offs.append(e.const), sizes.append(1), strides.append(1)
                 continue
             d, k = e.terms[0]
-            if k <= 0 or e.const < 0 or e.const + (domain[d] - 1) * k >= leaf.tshape[i]:
+            if not symdims.in_bounds(e.const, k, domain[d], leaf.tshape[i], self.samples):
                 raise Unsupported(f"index expression {e} of {leaf.ssa} leaves its dim of size {leaf.tshape[i]}")
             offs.append(e.const), sizes.append(domain[d]), strides.append(k)
             res.append(d), kept.append(i)
@@ -297,7 +327,7 @@ class FuncBuilder:
             if key not in self._slices:
                 shape = tuple(sizes[i] for i in kept)
                 s = self.fresh("s")
-                j = lambda xs: ", ".join(map(str, xs))  # noqa: E731
+                j = lambda xs: ", ".join(map(self.dim, xs))  # noqa: E731
                 self.lines.append(f"{s} = tensor.extract_slice {leaf.ssa}[{j(offs)}] [{j(sizes)}] "
                                   f"[{j(strides)}] : {ttype(leaf.tshape, leaf.dtype)} to "
                                   f"{ttype(shape, leaf.dtype)}")
@@ -313,6 +343,8 @@ class FuncBuilder:
                 groups.append([len(shape)])
                 shape.append(n), exprs.append(e)
                 continue
+            if not isinstance(n, int):
+                raise Unsupported(f"index expression {e} splits the symbolic dim {n}")
             terms = sorted(e.terms, key=lambda t: -t[1])
             coefs = [k for _, k in terms]
             if coefs[-1] != 1 or n % coefs[0] or any(a % b for a, b in zip(coefs, coefs[1:])):
@@ -333,7 +365,7 @@ class FuncBuilder:
             r = self.fresh("x")
             grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
             self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape "
-                              f"[{', '.join(map(str, shape))}] : {ttype(leaf.tshape, leaf.dtype)} into "
+                              f"[{', '.join(map(self.dim, shape))}] : {ttype(leaf.tshape, leaf.dtype)} into "
                               f"{ttype(shape, leaf.dtype)}")
             self._slices[key] = (r, tuple(shape))
         return Leaf(leaf.shape, leaf.dtype, self._slices[key][0], tuple(shape), tuple(exprs))
@@ -410,7 +442,8 @@ class FuncBuilder:
             return v
         if [n for n in shape if n != 1] == [n for n in v.shape if n != 1]:
             return _unit_reshape(v, shape)
-        sub = _split_sub(v.shape, shape)
+        static = symdims.is_static(v.shape) and symdims.is_static(shape)
+        sub = _split_sub(v.shape, shape) if static else symdims.split_sub(v.shape, shape)
         if sub is not None:
             return reindex(v, shape, sub)
         leaf = self.materialize(v)
@@ -420,7 +453,7 @@ class FuncBuilder:
         src, dt = leaf.tshape, leaf.dtype
         cur, cur_shape = leaf.ssa, src
         if len(src) != 1:
-            flat = (_prod(src),)
+            flat = (symdims.product(src),)
             reassoc = "[" + ", ".join(str(i) for i in range(len(src))) + "]" if src else ""
             nxt = self.fresh("r")
             self.lines.append(f"{nxt} = tensor.collapse_shape {cur} [{reassoc}] : "
@@ -429,11 +462,21 @@ class FuncBuilder:
         if len(shape) != 1:
             reassoc = "[" + ", ".join(str(i) for i in range(len(shape))) + "]" if shape else ""
             nxt = self.fresh("r")
-            out_shape = ", ".join(map(str, shape))
+            out_shape = ", ".join(map(self.dim, shape))
             self.lines.append(f"{nxt} = tensor.expand_shape {cur} [{reassoc}] output_shape [{out_shape}] : "
                               f"{ttype(cur_shape, dt)} into {ttype(shape, dt)}")
             cur = nxt
         return Leaf(shape, dt, cur, shape, ident(len(shape)))
+
+    def inv_count(self, dims) -> float | str:
+        """1/prod(dims) for a mean: a float, or (symbolic dims) the SSA f32 computed from the sizes."""
+        n = symdims.product(dims)
+        if isinstance(n, int):
+            return 1.0 / n if n else float("nan")  # the mean of nothing is NaN, as in eager
+        i64 = self._emit_index(f"arith.index_cast {self.dim(n)} : index to i64")
+        f = self._emit_index(f"arith.sitofp {i64} : i64 to f32")
+        one = self._emit_index(f"arith.constant {f32_literal(1.0)} : f32")
+        return self._emit_index(f"arith.divf {one}, {f} : f32")
 
     def store(self, pairs: list[tuple[Val, Leaf]]) -> None:
         """Write each value into its output argument: one root generic per distinct shape."""
@@ -450,15 +493,9 @@ class FuncBuilder:
                                   f"{d.ssa}_m : ({t}, {mtype(d.shape, d.dtype)}) -> ()")
 
     def text(self) -> str:
-        head = f"func.func @{self.name}({', '.join(self.args)}) attributes {{llvm.emit_c_interface}} {{"
+        args = self.args + [f"%sym_{n}: index" for n in self.symbols]
+        head = f"func.func @{self.name}({', '.join(args)}) attributes {{llvm.emit_c_interface}} {{"
         return head + "\n" + "\n".join("  " + ln for ln in self.lines) + "\n  return\n}"
-
-
-def _prod(xs) -> int:
-    p = 1
-    for x in xs:
-        p *= x
-    return p
 
 
 def _split_sub(src: tuple[int, ...], dst: tuple[int, ...]) -> list[Aff] | None:

@@ -17,7 +17,7 @@ from backends.cpu.lower import (
     DTYPES, Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
 )
 from compiler.dialects import graph as g
-from compiler.dialects.types import shape_of
+from compiler.dialects.types import dims_of
 
 LOWERINGS: dict[str, Callable[[FuncBuilder, Operation, list[Val]], list[Val]]] = {}
 LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")
@@ -26,7 +26,7 @@ LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")
 def lowers(op: Operation) -> bool:
     """Whether `op` has a lowering for its operands' shapes (so a kernel does not fall back whole)."""
     if op.name == "graph.concat":
-        return len({shape_of(v.type)[op.dim.value.data] for v in op.operands}) == 1
+        return len({dims_of(v.type)[op.dim.value.data] for v in op.operands}) == 1
     return op.name in LOWERINGS
 
 
@@ -40,7 +40,7 @@ def lowering(*names: str):
 
 def rtype(op: Operation, i: int = 0) -> tuple[tuple[int, ...], str]:
     t = op.results[i].type
-    return shape_of(t), str(t.element_type)
+    return dims_of(t), str(t.element_type)
 
 
 def _f32(*vals: Val) -> None:
@@ -307,11 +307,8 @@ def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) 
         _f32(x)
     r: Val = fb.reduce(x, dims, _INIT[kind], _combine("sum" if kind == "mean" else kind))
     if kind == "mean":
-        n = 1
-        for d in dims:
-            n *= x.shape[d]
-        inv = 1.0 / n if n else float("nan")  # the mean of nothing is NaN, as in eager
-        r = node(r.shape, "f32", lambda b, a, nd: b.em.mul(a[0], b.em.const(inv)), r)
+        inv = fb.inv_count([x.shape[d] for d in dims])
+        r = node(r.shape, "f32", lambda b, a, nd: b.em.mul(a[0], _k(b, inv)), r)
     if not keepdim:
         return r
     shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape))
@@ -358,18 +355,18 @@ def _layer_norm(fb, op, args):
     _f32(x)
     k = op.normalized_ndim.value.data
     dims = tuple(range(len(x.shape) - k, len(x.shape)))
-    inv = 1.0 / _count(x.shape, dims)
+    inv = fb.inv_count([x.shape[d] for d in dims])
     eps = op.eps.value.data
     s = reduce_keep(fb, x, dims, "sum")
-    d = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.mul(a[1], b.em.const(inv))), x, s)
+    d = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.mul(a[1], _k(b, inv))), x, s)
     sq = node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], a[0]), d)
     v = reduce_keep(fb, sq, dims, "sum")
     has_w, has_b = _params(op)
     extra = args[1:]
 
     def body(b, a, n):
-        mean = b.em.mul(a[1], b.em.const(inv))
-        rstd = b.em.rsqrt(b.em.fma(a[2], b.em.const(inv), b.em.const(eps)))
+        mean = b.em.mul(a[1], _k(b, inv))
+        rstd = b.em.rsqrt(b.em.fma(a[2], _k(b, inv), b.em.const(eps)))
         y = b.em.mul(b.em.sub(a[0], mean), rstd)
         if has_w and has_b:
             return b.em.fma(y, a[3], a[4])
@@ -385,11 +382,11 @@ def _rms_norm(fb, op, args):
     _f32(x)
     k = op.normalized_ndim.value.data
     dims = tuple(range(len(x.shape) - k, len(x.shape)))
-    inv, eps = 1.0 / _count(x.shape, dims), op.eps.value.data
+    inv, eps = fb.inv_count([x.shape[d] for d in dims]), op.eps.value.data
     ss = reduce_keep(fb, node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], a[0]), x), dims, "sum")
 
     def body(b, a, n):
-        y = b.em.mul(a[0], b.em.rsqrt(b.em.fma(a[1], b.em.const(inv), b.em.const(eps))))
+        y = b.em.mul(a[0], b.em.rsqrt(b.em.fma(a[1], _k(b, inv), b.em.const(eps))))
         return b.em.mul(y, a[2]) if len(a) > 2 else y
     return [node(x.shape, "f32", body, x, ss, *args[1:])]
 
@@ -419,8 +416,6 @@ def _channel(p: Val, shape: tuple[int, ...]) -> Val:
     return reindex(p, shape, [Aff.dim(1)])
 
 
-def _count(shape, dims) -> int:
-    n = 1
-    for d in dims:
-        n *= shape[d]
-    return n
+def _k(b, v: float | str) -> str:
+    """A constant in a generic body: a float, or an SSA f32 computed outside it (a symbolic count)."""
+    return v if isinstance(v, str) else b.em.const(v)

@@ -11,6 +11,10 @@ model and one `transform-interpreter` run schedules them all:
   `row_kernel_schedule`, at any rank);
 - elementwise kernels: every generic tiled [1, ..., 1, 64] and vectorized;
 - anything else: no schedule (loops, left to LLVM's vectorizer at -O3).
+
+Size-generic kernels (symbolic dims, symdims.py) get the same schedules when every innermost dim is
+static: the outer dims are tiled by 1 and the vectorized tiles are static. A symbolic innermost dim
+(a softmax over a dynamic sequence, say) has no static vector width: no schedule.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         f"{h}_t" + "".join(f", {h}_l{i}" for i in range(n)) + f" = transform.structured.tile_using_for "
         f"{h} tile_sizes [{', '.join(map(str, sizes))}] : ({ANY}) -> ({', '.join([ANY] * (n + 1))})")
     lines: list[str] = []
+    if any(g.domain and not isinstance(g.domain[-1], int) for g in gs):
+        return [], "none"
     if not reds:
         for g in gs:
             if g.domain:

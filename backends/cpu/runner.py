@@ -6,6 +6,11 @@ called through `JitKernel.call_unchecked`. Non-contiguous inputs of a kernel are
 are shared between calls, so a Program runs one call at a time: concurrent calls from several threads take turns
 on a lock (uncontended, it adds well under a microsecond to a call; tests/test_threads.py). The plan itself
 (which op runs where) is backend.py's.
+
+A dynamic module's plan (size-generic kernels, `plan.binding` set) binds the shape symbols once per call (the
+binding also checks the bounds) and keeps the binding in the value list's last slot: output shapes are evaluated
+from it, kernels take the symbols' values after their tensors, reference ops that need sizes read it, and an
+intermediate buffer is kept while its size stays the same.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import threading
 import torch
 from xdsl.ir import Operation, SSAValue
 
+from backends.cpu import symdims
 from backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _to_nhwc
 from backends.cpu.lower_ops import LAYOUT
 from backends.reference import OPS, attention_reference
-from compiler.dialects.types import shape_of
+from compiler.dialects.types import dims_of, shape_of
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
 _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
@@ -30,6 +36,10 @@ def _library_fn(op: Operation):
         return _conv_nhwc(OPS[op.name](op))
     if op.name != "graph.linear":
         return OPS[op.name](op) if op.name != "graph.attention" else _attention(op)
+    if not symdims.is_static(dims_of(op.result.type)):  # a dynamic module's: sizes from the input
+        if op.bias is not None:
+            return lambda x, w, b: torch.addmm(b, x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
+        return lambda x, w: torch.mm(x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
     shape = shape_of(op.result.type)
     k = shape_of(op.input.type)[-1]
     if op.bias is not None:
@@ -67,7 +77,8 @@ def compile_plan(plan: Plan) -> dict[str, object]:
     """func name -> JitKernel for every MLIR step (one compile_mlir per opt level)."""
     from backends.cpu import jit
 
-    specs = {s.func: [jit.ArgSpec(shape, _ABI.get(dt, _TORCH[dt])) for shape, dt in s.arg_types]
+    specs = {s.func: [jit.ArgSpec(tuple(n if isinstance(n, int) else -1 for n in shape), _ABI.get(dt, _TORCH[dt]))
+                      for shape, dt in s.arg_types] + [jit.ArgSpec((), None)] * len(s.symbols)
              for s in plan.steps if _compiled(s)}
     kernels: dict[str, object] = {}
     for lvl, text in plan.modules().items():
@@ -95,6 +106,8 @@ def _escaping(plan: Plan) -> set[SSAValue]:
 
 
 def build_runner(plan: Plan, kernels: dict):
+    if plan.binding is not None:
+        return _dynamic_runner(plan, kernels)
     slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
     n_args = len(plan.args)
     made_contiguous = set()  # values produced by MLIR kernels: contiguous by construction
@@ -224,9 +237,14 @@ def _call_launch(fn, ins, outs):
     return run
 
 
-def _block_launch(s: Step, slots: dict, outs):
-    """An eager run of several ops (a kernel that could not be lowered to MLIR)."""
+def _block_launch(s: Step, slots: dict, outs, envi: int | None = None):
+    """An eager run of several ops (a kernel that could not be lowered to MLIR); `envi`: the slot of a
+    dynamic module's size binding, for the ops that need it."""
     fns = [(OPS[op.name](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
+    cell: list = [None]  # a dynamic module's binding, set per call
+    if envi is not None:
+        fns = [((lambda *xs, _f=fn: _f(*xs, env=cell[0])) if getattr(fn, "wants_env", False) else fn, r, k)
+               for fn, r, k in fns]
     ins = [(v, slots[v]) for v in s.inputs]
     wanted = list(zip(s.outputs, outs))
 
@@ -237,4 +255,112 @@ def _block_launch(s: Step, slots: dict, outs):
             env.update(zip(results, res if isinstance(res, list) else [res]))
         for v, o in wanted:
             vals[o] = env[v]
+    if envi is None:
+        return run
+
+    def run_bound(vals):
+        cell[0] = vals[envi]
+        run(vals)
+    return run_bound
+
+
+# -- dynamic modules: size-generic kernels ----------------------------------------------------------
+def _dynamic_runner(plan: Plan, kernels: dict):
+    """`build_runner` for a plan with symbolic sizes: the binding of the call's sizes sits in the last slot."""
+    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
+    n_args = len(plan.args)
+    made_contiguous = set()
+    esc = _escaping(plan)
+    launch = []
+    for s in plan.steps:
+        for o in s.outputs:
+            slots[o] = len(slots)
+    envi = len(slots)
+    for s in plan.steps:
+        ins, outs = [slots[v] for v in s.inputs], [slots[o] for o in s.outputs]
+        if s.route == "mlir":
+            launch.append(_mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, made_contiguous, envi))
+            made_contiguous.update(s.outputs)
+        elif len(s.ops) == 1:
+            op = s.ops[0]
+            fn = _library_fn(op) if s.route.startswith("library") else OPS[op.name](op)
+            launch.append(_env_launch(fn, [slots[v] for v in s.operand_keys[0]], outs, envi))
+        else:
+            launch.append(_block_launch(s, slots, outs, envi))
+    ret = [slots[v] for v in plan.returns]
+    n = envi + 1
+    bind = plan.binding
+    lock = threading.Lock()  # intermediates kept between calls: one call at a time
+
+    def run(tensors):
+        vals = [None] * n
+        vals[:n_args] = tensors
+        vals[envi] = bind(tensors)  # ShapeBindError for sizes outside the compiled bounds
+        with lock:
+            for f in launch:
+                f(vals)
+        return [vals[i] for i in ret]
+    return run
+
+
+def _env_launch(fn, ins, outs, envi):
+    """A torch call (view, library, reference op); ops whose sizes depend on the symbols get the binding."""
+    if getattr(fn, "wants_env", False):
+        call = fn
+        fn = None
+
+        def with_env(vals):
+            return call(*[vals[i] for i in ins], env=vals[envi])
+    else:
+        def with_env(vals):
+            return fn(*[vals[i] for i in ins])
+    if len(outs) == 1:
+        (o,) = outs
+
+        def run1(vals):
+            vals[o] = with_env(vals)
+        return run1
+
+    def run(vals):
+        for j, t in zip(outs, with_env(vals)):
+            vals[j] = t
+    return run
+
+
+def _mlir_launch_dynamic(s: Step, k, ins, outs, esc, contiguous, envi):
+    """`_mlir_launch` for a size-generic kernel: output shapes from the binding, the symbols after the tensors."""
+    n_in = len(s.inputs)
+    in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
+    nhwc_in = s.nhwc_in or [False] * n_in
+    need_contig = [2 if cl else v not in contiguous for v, cl in zip(s.inputs, nhwc_in)]
+    nhwc_out = s.nhwc_out or [False] * len(s.outputs)
+    # allocated in the kernel's argument shape (channels-last, or the shape before a reshape that only
+    # feeds the output), then seen as the IR's value
+    out_specs = [(symdims.shape_fn(shape), _TORCH[dt], dt == "i1", cl, v not in esc,
+                  None if cl or tuple(shape) == dims_of(v.type) else symdims.shape_fn(dims_of(v.type)))
+                 for v, (shape, dt), cl in zip(s.outputs, s.arg_types[n_in:], nhwc_out)]
+    kept: list = [None] * len(outs)  # per output that never escapes: the buffer of the last size seen
+    syms = list(s.symbols)
+    call = k.call_unchecked
+
+    def run(vals):
+        env = vals[envi]
+        args = []
+        for i, c, b in zip(ins, need_contig, in_bool):
+            t = vals[i]
+            if c == 2:
+                t = t.permute(0, 2, 3, 1).contiguous()
+            elif c:
+                t = t.contiguous()
+            args.append(t.view(torch.int8) if b else t)
+        for j, (o, (shape_of_env, dt, b, cl, keep, seen)) in enumerate(zip(outs, out_specs)):
+            shape = shape_of_env(env)
+            t = kept[j]
+            if t is None or t.shape != shape:
+                t = torch.empty(shape, dtype=dt)
+                if keep:
+                    kept[j] = t
+            vals[o] = t.permute(0, 3, 1, 2) if cl else t if seen is None else t.view(seen(env))
+            args.append(t.view(torch.int8) if b else t)
+        call(*args, *[env[n] for n in syms])
     return run
