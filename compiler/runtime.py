@@ -58,6 +58,8 @@ class Options:
     verify: bool = False
     explain: bool = False
     dynamic: bool | None = None
+    dynamic_dims: frozenset | None = None
+    """(flat leaf, dim) pairs compiled dynamic from the first call (the dims Dynamo marked symbolic)."""
 
     @property
     def pipeline(self) -> str:
@@ -242,6 +244,8 @@ class CompiledModule:
         mode = self.options.dynamic
         if mode is False or family in self._no_dynamic:
             return set()
+        if self.options.dynamic_dims:
+            return set(self.options.dynamic_dims) if dsp is None else set()
         if mode is True:
             dims = {(i, d) for i, x in enumerate(leaves) if isinstance(x, torch.Tensor) for d in range(x.dim())}
             return dims if dsp is None else set()

@@ -102,3 +102,73 @@ def test_grad_inputs_run_eagerly_with_a_warning():
     assert out.requires_grad  # eager kept autograd working
     assert any("inference only" in str(m.message) for m in w)
     assert issubclass(SolderError, Exception)
+
+
+class Heads(torch.nn.Module):
+    """Reads its input's sizes in Python (`x.shape`): under dynamic shapes Dynamo passes them as SymInts."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = torch.nn.functional.gelu(self.fc(x)).reshape(b * t, 4, d // 4)
+        return h.softmax(-1).sum(1).reshape(b, t, 4) + x.mean(-1, keepdim=True)
+
+
+SIZES = [(2, 8), (3, 5), (2, 13), (4, 3), (5, 7), (2, 8)]
+
+
+def _run(compiled, model, sizes=SIZES):
+    with torch.no_grad():
+        for b, t in sizes:
+            x = torch.randn(b, t, 16)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def _compiles(backend) -> int:
+    return sum(g.compile_count for g in backend.graphs)
+
+
+def test_dynamic_true_compiles_once_for_every_size():
+    """dynamic=True: Dynamo hands one graph with SymInt placeholders; solder reads them off the tensor's
+    dims, compiles the dims Dynamo marked symbolic dynamic, once, and serves every size with it."""
+    torch.manual_seed(0)
+    model, backend = Heads().eval(), make_backend()
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    _run(compiled, model)
+    assert len(backend.graphs) == 1
+    assert _compiles(backend) == 1, [g.compile_count for g in backend.graphs]
+    (sp,) = backend.graphs[0].specializations.values()
+    assert sp.binding is not None and len(sp.binding.symbols) == 2  # batch and sequence are `?` in the IR
+    assert {op.name for op in sp.imported.module.walk()} >= {"graph.linear", "graph.softmax"}
+
+
+def test_automatic_dynamic_compiles_the_second_graph_once_for_every_later_size():
+    """Default torch.compile: the first size gives a static graph; the second makes Dynamo retrace with
+    symbolic sizes, which solder compiles dynamic once; no later size compiles again."""
+    torch.manual_seed(0)
+    model, backend = Heads().eval(), make_backend()
+    compiled = torch.compile(model, backend=backend)
+    _run(compiled, model)
+    assert len(backend.graphs) == 2
+    assert [g.compile_count for g in backend.graphs] == [1, 1]
+    assert backend.graphs[0].options.dynamic_dims is None  # the static graph keeps solder's default policy
+    assert backend.graphs[1].options.dynamic_dims  # the retraced one is dynamic from its first call
+
+
+def test_a_dynamic_int_argument_that_is_no_tensor_dim_compiles_per_value():
+    """An int argument Dynamo made a SymInt that no tensor dim carries stays an input: one compile per
+    value (tensor dims stay dynamic across them), and every result matches eager."""
+    backend = make_backend()
+
+    def f(x, n):
+        return (x * n).softmax(-1) + n
+
+    compiled = torch.compile(f, backend=backend, dynamic=True)
+    for n, t in ((2, 4), (3, 4), (2, 9), (3, 6), (2, 5)):
+        x = torch.randn(t, 8)
+        torch.testing.assert_close(compiled(x, n), f(x, n))
+    assert len(backend.graphs) == 1
+    assert _compiles(backend) == 2  # n = 2 and n = 3; the sizes of x never compile again
