@@ -1,10 +1,12 @@
 """Calibration for the `calibrate` sparse-attention policy: per layer and head, the sparsest pattern within
-the error budget, measured on the user's calibration inputs (compiler/sparse_attention.py holds the policies,
-layouts and masks this chooses among)."""
+the error budget, measured on the user's calibration inputs; then the whole model run with that plan, and a
+back-off until its end-to-end output drift is within the bound the budget sets (`SparseAttention` says what
+the budget means). compiler/sparse_attention.py holds the policies, layouts and masks this chooses among."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,7 +238,8 @@ def drift_bound(budget: float) -> float:
 
 def output_drift(dense: list, sparse: list) -> float:
     """The worst row's change of the model's outputs, in units of their rms row norm: max over outputs and
-    rows (the last dim is a row) of |y - y_dense| / sqrt(mean over rows of |y_dense|^2)."""
+    rows (the last dim is a row) of |y - y_dense| / sqrt(mean over rows of |y_dense|^2); inf when either side
+    has a NaN or inf (integer and empty outputs are skipped)."""
     worst = 0.0
     for a, b in zip(dense, sparse):
         if not isinstance(a, torch.Tensor) or not a.is_floating_point():
@@ -246,7 +249,10 @@ def output_drift(dense: list, sparse: list) -> float:
         width = a.shape[-1] if a.dim() else 1
         a2, b2 = a.detach().float().reshape(-1, width), b.detach().float().reshape(-1, width)
         rms = a2.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
-        worst = max(worst, float((b2 - a2).norm(dim=-1).max() / rms))
+        d = float((b2 - a2).norm(dim=-1).max() / rms)
+        if not math.isfinite(d):  # a NaN or inf anywhere: no bound holds
+            return math.inf
+        worst = max(worst, d)
     return worst
 
 

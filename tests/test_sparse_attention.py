@@ -361,6 +361,7 @@ def test_output_drift_and_its_bound():
     moved = torch.tensor([[3.0, 4.0], [0.0, 5.0]])
     assert output_drift([dense], [moved]) == pytest.approx(5 / (12.5 ** 0.5))  # worst row / rms row norm
     assert output_drift([dense, torch.arange(3)], [dense, torch.arange(3) + 1]) == 0.0  # integer outputs skipped
+    assert output_drift([dense], [moved.masked_fill(moved == 5, float("nan"))]) == float("inf")  # NaN: no bound holds
     assert [drift_bound(b) for b in (0.0, 0.5, 1.0, 2.0, 3.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]
 
 
