@@ -446,8 +446,46 @@ class FuncBuilder:
         sub = _split_sub(v.shape, shape) if static else symdims.split_sub(v.shape, shape)
         if sub is not None:
             return reindex(v, shape, sub)
+        how = None if static else symdims.regroup(v.shape, shape, self.samples)
+        if how is not None:  # [2*s0, 64] <-> [2, s0, 64]: the tensors it reads regrouped, no copy
+            pushed = self._push_regroup(v, shape, *how, {})
+            if pushed is not None:
+                return pushed
         leaf = self.materialize(v)
         return self._reshape_tensor(leaf, shape)
+
+    def _push_regroup(self, v: Val, shape: tuple, kind: str, groups: list[list[int]], memo: dict) -> Val | None:
+        """`v` reshaped by a symbolic regrouping, pushed through elementwise nodes to their leaves: a tensor
+        read whole is regrouped (`_regroup`), a leaf that does not read a dim being split is re-indexed.
+        None where that does not go (the caller materializes `v` first)."""
+        if id(v) in memo:
+            return memo[id(v)]
+        out: Val | None = None
+        if isinstance(v, Leaf) and v.is_identity:
+            out = self._regroup(v, shape, kind, groups)
+        elif isinstance(v, Const):
+            out = Const(shape, v.dtype, v.value)
+        elif isinstance(v, Node):
+            args = [self._push_regroup(a, shape, kind, groups, memo) for a in v.args]
+            out = None if any(a is None for a in args) else Node(shape, v.dtype, v.fn, tuple(args))
+        elif isinstance(v, Leaf) and kind == "expand":
+            split = {i for i, g in enumerate(groups) if len(g) > 1}
+            if not any(d in split for e in v.exprs for d, _ in e.terms):
+                out = reindex(v, shape, [Aff.dim(g[0]) if len(g) == 1 else Aff() for g in groups])
+        memo[id(v)] = out
+        return out
+
+    def _regroup(self, leaf: Leaf, shape: tuple, kind: str, groups: list[list[int]]) -> Leaf:
+        """A symbolic reshape of a tensor as one tensor.expand_shape / collapse_shape (`groups`: symdims.regroup)."""
+        r, dt = self.fresh("r"), leaf.dtype
+        grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
+        if kind == "expand":
+            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape [{', '.join(map(self.dim, shape))}]"
+                              f" : {ttype(leaf.tshape, dt)} into {ttype(shape, dt)}")
+        else:
+            self.lines.append(f"{r} = tensor.collapse_shape {leaf.ssa} [{grp}] : {ttype(leaf.tshape, dt)} into "
+                              f"{ttype(shape, dt)}")
+        return Leaf(shape, dt, r, shape, ident(len(shape)))
 
     def _reshape_tensor(self, leaf: Leaf, shape: tuple[int, ...]) -> Leaf:
         src, dt = leaf.tshape, leaf.dtype

@@ -275,12 +275,15 @@ def _dynamic_runner(plan: Plan, kernels: dict):
     for s in plan.steps:
         for o in s.outputs:
             slots[o] = len(slots)
-    envi = len(slots)
+    envi = len(slots)  # the binding (a dict), then the tuple of its values
     for s in plan.steps:
         ins, outs = [slots[v] for v in s.inputs], [slots[o] for o in s.outputs]
         if s.route == "mlir":
             launch.append(_mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, made_contiguous, envi))
             made_contiguous.update(s.outputs)
+        elif s.route == "view" and s.ops[0].name in ("graph.reshape", "graph.expand") and \
+                not symdims.is_static(dims_of(s.ops[0].results[0].type)) and "?" not in dims_of(s.ops[0].results[0].type):
+            launch.append(_view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi))
         elif len(s.ops) == 1:
             op = s.ops[0]
             fn = _library_fn(op) if s.route.startswith("library") else OPS[op.name](op)
@@ -288,14 +291,15 @@ def _dynamic_runner(plan: Plan, kernels: dict):
         else:
             launch.append(_block_launch(s, slots, outs, envi))
     ret = [slots[v] for v in plan.returns]
-    n = envi + 1
+    n = envi + 2
     bind = plan.binding
     lock = threading.Lock()  # intermediates kept between calls: one call at a time
 
     def run(tensors):
         vals = [None] * n
         vals[:n_args] = tensors
-        vals[envi] = bind(tensors)  # ShapeBindError for sizes outside the compiled bounds
+        env = vals[envi] = bind(tensors)  # ShapeBindError for sizes outside the compiled bounds
+        vals[envi + 1] = tuple(env.values())
         with lock:
             for f in launch:
                 f(vals)
@@ -341,10 +345,22 @@ def _mlir_launch_dynamic(s: Step, k, ins, outs, esc, contiguous, envi):
                  for v, (shape, dt), cl in zip(s.outputs, s.arg_types[n_in:], nhwc_out)]
     kept: list = [None] * len(outs)  # per output that never escapes: the buffer of the last size seen
     syms = list(s.symbols)
-    call = k.call_unchecked
+    call = getattr(k, "call_keyed", None)
+    if call is None:  # every argument static (sizes the binding does not change)
+        unkeyed = k.call_unchecked
+
+        def call(key, *args):
+            unkeyed(*args)
+    last: list = [None, None, None]  # binding key, output shapes (allocated, seen) and symbol values for it
+
+    def sized(key, env):
+        last[:] = [key, [(f(env), None if g is None else g(env)) for f, _, _, _, _, g in out_specs],
+                   [env[n] for n in syms]]
+        return last
 
     def run(vals):
-        env = vals[envi]
+        key = vals[envi + 1]
+        _, shapes, symvals = last if key == last[0] else sized(key, vals[envi])
         args = []
         for i, c, b in zip(ins, need_contig, in_bool):
             t = vals[i]
@@ -353,14 +369,27 @@ def _mlir_launch_dynamic(s: Step, k, ins, outs, esc, contiguous, envi):
             elif c:
                 t = t.contiguous()
             args.append(t.view(torch.int8) if b else t)
-        for j, (o, (shape_of_env, dt, b, cl, keep, seen)) in enumerate(zip(outs, out_specs)):
-            shape = shape_of_env(env)
+        for j, (o, (_, dt, b, cl, keep, _), (shape, seen)) in enumerate(zip(outs, out_specs, shapes)):
             t = kept[j]
             if t is None or t.shape != shape:
                 t = torch.empty(shape, dtype=dt)
                 if keep:
                     kept[j] = t
-            vals[o] = t.permute(0, 3, 1, 2) if cl else t if seen is None else t.view(seen(env))
+            vals[o] = t.permute(0, 3, 1, 2) if cl else t if seen is None else t.view(seen)
             args.append(t.view(torch.int8) if b else t)
-        call(*args, *[env[n] for n in syms])
+        call(key, *args, *symvals)
+    return run
+
+
+def _view_launch_dynamic(op: Operation, i: int, o: int, envi: int):
+    """A reshape or expand to a symbolic shape, its sizes evaluated once per binding."""
+    shape_of_env = symdims.shape_fn(dims_of(op.results[0].type))
+    last: list = [None, None]
+    reshape = op.name == "graph.reshape"
+
+    def run(vals):
+        key = vals[envi + 1]
+        if key != last[0]:
+            last[:] = [key, shape_of_env(vals[envi])]
+        vals[o] = vals[i].reshape(last[1]) if reshape else vals[i].expand(last[1])
     return run

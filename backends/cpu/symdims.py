@@ -146,6 +146,53 @@ def split_sub(src: tuple, dst: tuple):
     return sub if j == len(dst) else None
 
 
+def regroup(src: tuple, dst: tuple, samples: list[dict[str, int]]):
+    """How a reshape between `src` and `dst` regroups dims, when every group's product agrees at every
+    sampled binding: ("expand", groups of dst dims per src dim) or ("collapse", groups of src dims per
+    dst dim); None otherwise (or with nothing to sample)."""
+    if not samples:
+        return None
+    try:
+        src_v = [[evaluate(d, e) for d in src] for e in samples]
+        dst_v = [[evaluate(d, e) for d in dst] for e in samples]
+    except symbolic.ShapeBindError:
+        return None
+    for kind, a, b in (("expand", src_v, dst_v), ("collapse", dst_v, src_v)):
+        groups = _groups(a, b)
+        if groups is not None:
+            return kind, groups
+    return None
+
+
+def _groups(few: list[list[int]], many: list[list[int]]):
+    """Consecutive groups of `many`'s dims whose products are `few`'s dims, identical at every sample."""
+    groups, j = [], 0
+    n_many = len(many[0])
+    for i in range(len(few[0])):
+        group = []
+        while j < n_many:
+            group.append(j)
+            j += 1
+            prods = [_product_at(m, group) for m in many]
+            if all(p == f[i] for p, f in zip(prods, few)) and not (j < n_many and all(m[j] == 1 for m in many)
+                                                                   and i == len(few[0]) - 1):
+                break
+            if any(p > f[i] for p, f in zip(prods, few)):
+                return None
+        else:
+            if not group or any(_product_at(m, group) != f[i] for m, f in zip(many, few)):
+                return None
+        groups.append(group)
+    return groups if j == n_many and all(groups) else None
+
+
+def _product_at(vals: list[int], idx: list[int]) -> int:
+    p = 1
+    for k in idx:
+        p *= vals[k]
+    return p
+
+
 def shape_fn(dims: tuple) -> Callable[[dict[str, int]], tuple[int, ...]]:
     """A fast `env -> concrete shape` for `dims` (the runner calls it per launch)."""
     if is_static(dims):
