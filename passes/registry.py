@@ -23,6 +23,7 @@ PASSES: dict[str, tuple[str, str]] = dict(sorted({
     "dce": ("passes.dce", "DcePass"),
     "fuse-blocks": ("passes.fuse_blocks", "FuseBlocksPass"),
     "fuse-ops": ("passes.fuse_ops", "FuseOpsPass"),
+    "merge-linears": ("passes.merge_linears", "MergeLinearsPass"),
     "recognize-attention": ("passes.recognize_attention", "RecognizeAttentionPass"),
     "rewrite-sparse-attention": ("passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
 }.items()))

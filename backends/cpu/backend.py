@@ -47,6 +47,7 @@ _log = log.get("backend")
 
 ABSORB = LAYOUT + ("graph.constant", "graph.arange")
 LIBRARY = ("graph.linear", "graph.matmul", "graph.conv", "graph.attention")
+HOISTED = "library: torch.cat, once per version of its inputs"
 NORMS = ("graph.layer_norm", "graph.rms_norm")
 HEAVY = ("math.floor", "arith.divf", "math.sin", "math.cos", "math.sqrt")
 
@@ -172,8 +173,16 @@ class _Planner:
             stack.extend(p.operands)
         return taken
 
+    def hoisted(self, op: Operation) -> bool:
+        """A concatenation of function arguments only (merge-linears' stacked weights): computed once
+        per version of its inputs, not per call (runner.py)."""
+        args = self.fn.body.block.args
+        return op.name == "graph.concat" and all(self.resolve(v) in args for v in op.operands)
+
     def top(self, op: Operation) -> None:
-        if op.name in ATT.OPS:
+        if self.hoisted(op):
+            self.steps.append(self.step(HOISTED, [op]))
+        elif op.name in ATT.OPS:
             self.steps.append(self.attention(op))
         elif op.name in ABSORB:
             self.steps.append(self.step("view", [op]))
@@ -199,6 +208,11 @@ class _Planner:
             if op is body.last_op:
                 break
             if op in self.taken:
+                continue
+            if self.hoisted(op):
+                self.flush(run, kid)
+                run = []
+                self.steps.append(self.step(HOISTED, [op], kernel_id=kid))
                 continue
             if lowers(op):
                 run.append(op)

@@ -32,6 +32,8 @@ _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
 
 
 def _library_fn(op: Operation):
+    if op.name == "graph.concat":  # the planner's HOISTED steps: stacked weights
+        return _per_version(OPS[op.name](op))
     if _is_conv2d(op):
         return _conv_nhwc(OPS[op.name](op))
     if op.name != "graph.linear":
@@ -65,6 +67,25 @@ def _conv_nhwc(conv):
             wc = w.contiguous(memory_format=cl)
             cache[:] = [weakref.ref(w), w._version, wc]
         return conv(x, wc, b)
+    return run
+
+
+def _per_version(fn):
+    """`fn` of tensors, recomputed only when an input is another tensor or was modified in place (its
+    version counter or data pointer moved), e.g. weights stacked by merge-linears: parameters change
+    between calls only through an optimizer step, `load_state_dict` or `copy_` (all bump the version;
+    writes through `.data` do not, as for every cache of parameter-derived tensors in this backend)."""
+    import weakref
+
+    cache: list = [(), None]  # per input (weakref, version, data pointer); the result
+
+    def run(*ts):
+        key, out = cache
+        if len(key) != len(ts) or any(r() is not t or t._version != v or t.data_ptr() != p
+                                      for (r, v, p), t in zip(key, ts)):
+            out = fn(*ts)
+            cache[:] = [tuple((weakref.ref(t), t._version, t.data_ptr()) for t in ts), out]
+        return out
     return run
 
 
