@@ -441,3 +441,28 @@ func.func @scale(%x_m: memref<?x3xf32>, %y_m: memref<?x3xf32>, %n: index) attrib
         torch.testing.assert_close(y, x * n)
     with pytest.raises(SolderError, match=r"shape \['\?', 3\]"):
         k(torch.randn(4, 2), torch.empty(4, 2), 4)
+
+
+def test_cpu_dynamic_kernel_with_an_unknown_size_runs_on_the_reference_backend():
+    """A `?` dim without a size expression (a type a pass built from plain shapes) has no size to compute:
+    that kernel runs eagerly, says why, and the rest stays size-generic."""
+    from backends.cpu.backend import CpuBackend
+
+    text = """builtin.module {
+  func.func @forward(%x: tensor<?x8xf32, ["s0"]>) -> (tensor<?x8xf32>, tensor<?x8xf32, ["s0"]>)
+      attributes {graph.symbols = {s0 = array<i64: 2, -1, 4>}} {
+    %a = graph.add %x, %x : (tensor<?x8xf32, ["s0"]>, tensor<?x8xf32, ["s0"]>) -> tensor<?x8xf32>
+    %b = graph.exp %x : tensor<?x8xf32, ["s0"]> -> tensor<?x8xf32, ["s0"]>
+    func.return %a, %b : tensor<?x8xf32>, tensor<?x8xf32, ["s0"]>
+  }
+}"""
+    prog = CpuBackend().lower(ir.parse(text))
+    assert prog.sizes is None and prog.fallbacks == ["graph.add"]
+    reasons = [k["reason"] for k in prog.kernels]
+    assert any("without a size expression" in r for r in reasons), reasons
+    assert any(k["route"] == "mlir (size-generic)" for k in prog.kernels)
+    for n in (4, 9):
+        x = torch.randn(n, 8)
+        a, b = prog([x])
+        torch.testing.assert_close(a, x + x)
+        torch.testing.assert_close(b, torch.exp(x))

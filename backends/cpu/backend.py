@@ -333,6 +333,8 @@ class _Planner:
         if any(0 in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
             # an empty input, output or intermediate: MLIR's tiling would index into nothing
             raise L.Unsupported("an empty tensor: the reference backend runs it (nothing to compute)")
+        if any("?" in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
+            raise L.Unsupported("a `?` dim without a size expression: the reference backend reads it off the data")
         fb = L.FuncBuilder(name)
         fb.samples = self.samples
         env = {}
