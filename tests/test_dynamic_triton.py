@@ -207,7 +207,7 @@ def test_zoo_models_with_a_dynamic_sequence_length(name, monkeypatch):
     for i, t in enumerate((9, 12, 16, 5, 12)):
         if i == 2:
             compiled = _counting_compiles(monkeypatch)
-        a, k = pytree.tree_map(lambda x: x[:, :t] if isinstance(x, torch.Tensor) else x, (args, kwargs))
+        a, k = pytree.tree_map(lambda x, t=t: x[:, :t] if isinstance(x, torch.Tensor) else x, (args, kwargs))
         with torch.no_grad():
             torch.testing.assert_close(c(*a, **k), model(*a, **k), atol=tol[0], rtol=tol[1])
     assert c.compile_count == 2

@@ -36,7 +36,7 @@ from compiler import log
 from compiler.dialects import graph as g
 from compiler.dialects import symbolic
 from compiler.dialects.symbolic import is_dynamic_module
-from compiler.dialects.types import dims_of, dtype_name, shape_of
+from compiler.dialects.types import dims_of, dtype_name
 
 _log = log.get("backend")
 ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
@@ -686,8 +686,8 @@ class PerSizeKernel:
     LIMIT = 16
 
     def __init__(self, target, name, ops, outs, ins, canon, free):
-        from collections import OrderedDict
         import threading
+        from collections import OrderedDict
 
         from compiler import knobs
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xdsl.dialects.builtin import IntegerType, TensorType
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, Operation
 
 from compiler.dialects import graph as g
 from compiler.dialects.types import dtype_name, shape_of
@@ -412,7 +412,7 @@ class _Mono:
     powers: tuple = ()  # sorted ((symbol, power), ...)
 
     @staticmethod
-    def of(d, expr: str | None = None) -> "_Mono":
+    def of(d, expr: str | None = None) -> _Mono:
         """`d` (an int, or an argument name whose size expression is `expr`) as a monomial; an expression that
         is not a product of symbols and integers stays an opaque symbol of its own."""
         if isinstance(d, int):
@@ -446,13 +446,13 @@ class _Mono:
             return _Mono(1, ((f"<{d}>", 1),))
         return _Mono(coef, tuple(sorted(powers.items())))
 
-    def __mul__(self, o: "_Mono") -> "_Mono":
+    def __mul__(self, o: _Mono) -> _Mono:
         p = dict(self.powers)
         for k, v in o.powers:
             p[k] = p.get(k, 0) + v
         return _Mono(self.coef * o.coef, tuple(sorted(p.items())))
 
-    def divides(self, o: "_Mono") -> bool:
+    def divides(self, o: _Mono) -> bool:
         mine, theirs = dict(self.powers), dict(o.powers)
         return (self.coef != 0 and o.coef % self.coef == 0
                 and all(theirs.get(k, 0) >= v for k, v in mine.items()))

@@ -63,7 +63,8 @@ def _min(*a):
 
 
 _FUNCS = {
-    "Max": _max, "Min": _min, "max": _max, "min": _min, "FloorDiv": operator.floordiv, "Mod": operator.mod, "PythonMod": operator.mod,
+    "Max": _max, "Min": _min, "max": _max, "min": _min,  # torch 2.11's export writes lowercase max/min
+    "FloorDiv": operator.floordiv, "Mod": operator.mod, "PythonMod": operator.mod,
     "CeilDiv": lambda a, b: -(-a // b), "CleanDiv": operator.floordiv, "IntTrueDiv": operator.truediv,
     "Eq": operator.eq, "Ne": operator.ne, "Lt": operator.lt, "Le": operator.le, "Gt": operator.gt,
     "Ge": operator.ge, "StrictLessThan": operator.lt, "LessThan": operator.le, "GreaterThan": operator.ge,
