@@ -42,11 +42,9 @@ def _library_fn(op: Operation):
         if op.bias is not None:
             return lambda x, w, b: torch.addmm(b, x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
         return lambda x, w: torch.mm(x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
-    shape = shape_of(op.result.type)
-    k = shape_of(op.input.type)[-1]
-    if op.bias is not None:
-        return lambda x, w, b: torch.addmm(b, x.reshape(-1, k), w.t()).view(shape)
-    return lambda x, w: torch.mm(x.reshape(-1, k), w.t()).view(shape)
+    # torch's linear: one call into ATen (addmm/mm on the flattened rows, as eager runs it) instead of
+    # reshape + t + addmm + view from Python (~2 us less per GEMM at the zoo's sizes)
+    return torch._C._nn.linear
 
 
 def _conv_nhwc(conv):
