@@ -246,3 +246,36 @@ def test_zoo_models_with_a_dynamic_sequence_length(name, monkeypatch):
     dyn = list(c.specializations.values())[-1]
     assert dyn.binding is not None and dyn.program.sizes is None
     assert "one lowering serves every size of s0" in dyn.program.dynamic
+
+
+def test_a_constant_of_dynamic_size_is_made_once_per_binding_and_device():
+    """On the GPU a host-to-device copy per call cannot be captured in a CUDA graph: the capture fails and
+    every call launches each step from Python."""
+    from backends.reference import OPS
+    from backends.triton.backend import view_fn
+
+    module = ir.parse("""
+builtin.module {
+  func.func @forward(%x: tensor<?xf32, ["s0"]>) -> tensor<?xf32, ["s0"]> attributes {graph.symbols = {s0 = array<i64: 1, -1, 4>}} {
+    %a = graph.arange {start = 0 : i64, step = 2 : i64} : tensor<?xf32, ["s0"]>
+    %y = graph.add %x, %a : (tensor<?xf32, ["s0"]>, tensor<?xf32, ["s0"]>) -> tensor<?xf32, ["s0"]>
+    func.return %y : tensor<?xf32, ["s0"]>
+  }
+}""")
+    op = next(o for o in module.walk() if o.name == "graph.arange")
+    made = []
+    real = OPS["graph.arange"](op)
+
+    def counted(env):
+        made.append(env["s0"])
+        return real(env=env)
+
+    counted.wants_env = True
+    fn, needs_device = view_fn(op)
+    fn.make = counted
+    assert needs_device and fn.wants_env
+    on5, on3 = fn.at({"s0": 5}), fn.at({"s0": 3})
+    for _ in range(3):
+        torch.testing.assert_close(on5(torch.device(DEVICE)).cpu(), torch.arange(5) * 2.0)
+        torch.testing.assert_close(on3(torch.device(DEVICE)).cpu(), torch.arange(3) * 2.0)
+    assert made == [5, 3]

@@ -573,12 +573,8 @@ def view_fn(op):
     fn = REFERENCE_OPS[op.name](op)
     if op.name not in ("graph.constant", "graph.arange"):
         return fn, False
-    if getattr(fn, "wants_env", False):  # a constant of dynamic size: made per binding, on the device
-        def at_size(device, env):
-            return fn(env=env).to(device)
-
-        at_size.wants_env = True
-        return at_size, True
+    if getattr(fn, "wants_env", False):  # a constant of dynamic size: made once per binding and device
+        return _SizedConstant(fn), True
     value, cache = fn(), {}
 
     def on(device):
@@ -587,6 +583,26 @@ def view_fn(op):
         return cache[device]
 
     return on, True
+
+
+class _SizedConstant:
+    """A constant or arange of dynamic size: `at(env)` gives `on(device)`, made once per binding and device
+    (as a static constant is made once per device), so a CUDA graph capture copies nothing to the device."""
+
+    wants_env = True
+
+    def __init__(self, make):
+        self.make = make
+
+    def at(self, env) -> Callable:
+        cache: dict = {}
+
+        def on(device):
+            if device not in cache:
+                cache[device] = self.make(env=env).to(device)
+            return cache[device]
+
+        return on
 
 
 def plan_module(module, target, gemm: str = "auto") -> Plan:
