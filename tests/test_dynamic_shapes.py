@@ -466,3 +466,90 @@ def test_cpu_dynamic_kernel_with_an_unknown_size_runs_on_the_reference_backend()
         a, b = prog([x])
         torch.testing.assert_close(a, x + x)
         torch.testing.assert_close(b, torch.exp(x))
+
+
+# -- random programs, compiled dynamic ------------------------------------------------------------------------
+DYNAMIC_FUZZ_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_DYNAMIC_EXAMPLES", "30"))
+"""Random programs for the dynamic fuzz test (SOLDER_FUZZ_SEED, as tests/test_fuzz.py, picks the seed)."""
+
+
+def _resized_inputs(prog, sp, seed: int):
+    """The program's inputs at other sizes: every symbol one larger (within its bounds), the dims that read it
+    or an expression of it changed to match, values drawn as the fuzzer draws them. None if the binding's
+    constraints refuse those sizes."""
+    from dataclasses import replace
+
+    b = sp.binding
+    env = {s.name: s.hint + 1 if s.hi is None or s.hint + 1 <= s.hi else max(s.lo, s.hint - 1)
+           for s in b.symbols.values()}
+    shapes = [list(spec.shape) for spec in prog.inputs]
+    users = sp.imported.input_positions  # binding argument j is flat input users[j]
+    for name, (j, d) in b.reads.items():
+        shapes[users[j]][d] = env[name]
+    try:
+        for j, d, e in b.checks:
+            shapes[users[j]][d] = int(symbolic.evaluate(e, env))
+        if not all(symbolic.evaluate(a, env) for a in b.assumes):
+            return None
+    except symbolic.ShapeBindError:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return [replace(spec, shape=tuple(s)).make(gen) for spec, s in zip(prog.inputs, shapes)]
+
+
+def test_cpu_size_generic_code_matches_eager_on_random_programs():
+    """The fuzzer's programs compiled with `dynamic=True` on the CPU backend: checked against eager at the
+    example sizes, then (one capture, no recompile) at sizes one larger in every symbolic dim."""
+    import hypothesis
+    from hypothesis import HealthCheck, given, reject, settings
+
+    from tests.fuzz_graphs import programs
+    from tests.test_fuzz import EagerRejects, UndefinedCasts, assert_same
+
+    count = {"generic": 0, "per size": 0, "static": 0, "resized": 0}
+
+    def eager(fn, inputs):
+        try:
+            with UndefinedCasts():
+                return fn(*[x.clone() for x in inputs])
+        except EagerRejects:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise EagerRejects(str(e)) from e
+
+    seed = os.environ.get("SOLDER_FUZZ_SEED")
+
+    @settings(max_examples=DYNAMIC_FUZZ_EXAMPLES, deadline=None, database=None, derandomize=seed is None,
+              suppress_health_check=list(HealthCheck), print_blob=True)
+    @given(programs())
+    def one(prog):
+        fn = prog.function()
+        inputs = prog.make_inputs(0)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                want = eager(fn, inputs)
+            except EagerRejects:
+                reject()
+            c = compile(fn, target="cpu", dynamic=True)
+            assert_same(c(*inputs), want, where=f"\n[cpu, dynamic=True]\n{prog.source}", through=prog.dtypes)
+            sp = list(c.specializations.values())[-1]
+            if sp.binding is None or not sp.binding.symbols:
+                count["static"] += 1
+                return
+            count["per size" if sp.program.sizes is not None else "generic"] += 1
+            more = _resized_inputs(prog, sp, 1)
+            if more is None:
+                return
+            try:
+                want = eager(fn, more)
+            except EagerRejects:
+                return
+            assert_same(c(*more), want, where=f"\n[cpu, dynamic=True, resized]\n{prog.source}", through=prog.dtypes)
+            assert c.compile_count == 1
+            count["resized"] += 1
+
+    (one if seed is None else hypothesis.seed(int(seed))(one))()
+    print(f"\nfuzz cpu dynamic: {count}")
+    dynamic = count["generic"] + count["per size"]
+    assert dynamic >= DYNAMIC_FUZZ_EXAMPLES // 3 and count["generic"] >= 0.8 * dynamic, count

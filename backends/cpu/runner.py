@@ -38,10 +38,6 @@ def _library_fn(op: Operation):
         return _conv_nhwc(OPS[op.name](op))
     if op.name != "graph.linear":
         return OPS[op.name](op) if op.name != "graph.attention" else _attention(op)
-    if not symdims.is_static(dims_of(op.result.type)):  # a dynamic module's: sizes from the input
-        if op.bias is not None:
-            return lambda x, w, b: torch.addmm(b, x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
-        return lambda x, w: torch.mm(x.reshape(-1, x.shape[-1]), w.t()).view(*x.shape[:-1], w.shape[0])
     # torch's linear: one call into ATen (addmm/mm on the flattened rows, as eager runs it) instead of
     # reshape + t + addmm + view from Python (~2 us less per GEMM at the zoo's sizes)
     return torch._C._nn.linear
