@@ -24,10 +24,16 @@ def kernels_of(module: Operation) -> list[dict]:
             continue
         attrs = op.attributes
         body = [o.name.removeprefix("graph.") for o in op.regions[0].block.ops if o.name not in _SKIP]
+        reason = attrs["reason"].data if "reason" in attrs else ""
+        for o in op.regions[0].block.ops:  # merge-linears' decision, recorded on the stacked linear
+            if "merged" in o.attributes:
+                reason += (f"; {o.attributes['merged'].data} merged (merge-linears: est "
+                           f"{_us(_num(o.attributes.get('merged_est_seconds'), None))} us vs "
+                           f"{_us(_num(o.attributes.get('merged_parts_seconds'), None))} us apart)")
         out.append({
             "kernel_id": _num(attrs.get("kernel_id"), len(out)),
             "ops": body,
-            "reason": attrs["reason"].data if "reason" in attrs else "",
+            "reason": reason,
             "est_seconds": _num(attrs.get("est_seconds"), None),
             "est_parts_seconds": _num(attrs.get("est_parts_seconds"), None),
         })

@@ -53,3 +53,13 @@ def test_stacked_weights_follow_in_place_updates():
     model.load_state_dict(state)
     for got, want in zip(cm(x), model(x)):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_explain_names_the_merge():
+    torch.manual_seed(2)
+    model, x = Projections().eval(), torch.randn(2, 8, 32)
+    cm = solder_compile(model, target="cpu", explain=True)
+    cm(x)
+    text = cm.explain()
+    assert "3 linears on one input merged (merge-linears: est" in text, text
+    assert "2 linears on one input merged" in text, text
