@@ -4,7 +4,8 @@
     python -m benchmarks.ablation --target h100 [--models gpt2 bert] [--out DIR]
 
 "off" still runs attention recognition and wraps each op in its own kernel (fuse-ops{mode=never});
-"always" fuses every legal group; "cost" is the target's default pipeline. Writes
+"always" fuses every legal group (and, where the target's pipeline has merge-linears, merges every group of
+sibling linears); "cost" is the target's default pipeline. Writes
 benchmarks/results/ablation-<target>-<date>.{json,md} (the JSON after every model, so a run cut short
 keeps what it measured).
 """
@@ -29,10 +30,12 @@ from examples.models import ZOO
 def pipelines(target: str, cost_model: str) -> dict[str, str]:
     opt = f" cost-model={cost_model}" if cost_model else ""
     head = "canonicalize,cse,recognize-attention"
+    default = get_target(target).pipeline
+    merge = f",merge-linears{{mode=always{opt}}}" if "merge-linears" in default else ""  # horizontal GEMM fusion
     return {
         "off": f"{head},fuse-ops{{mode=never}},dce",
-        "always": f"{head},fuse-ops{{mode=always{opt}}},fuse-blocks{{mode=always{opt}}},dce",
-        "cost": get_target(target).pipeline,
+        "always": f"{head}{merge},fuse-ops{{mode=always{opt}}},fuse-blocks{{mode=always{opt}}},dce",
+        "cost": default,
     }
 
 
