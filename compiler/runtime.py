@@ -89,8 +89,33 @@ class Specialization:
     dynamic_dims: frozenset = frozenset()
     """(flat leaf, dim) pairs that were asked to be dynamic."""
 
+    _check: tuple | None = None  # (the sources it was generated for, the generated check)
+    sources: list = field(default_factory=list)
+    """Per state tensor: (the module's `_parameters`/`_buffers` dict, attribute name, the tensor found there),
+    or None for export's lifted constants. `state_current` compares them per call."""
+
     def still_valid(self) -> bool:
         return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
+
+    def state_current(self) -> bool:
+        """Whether every parameter and buffer is still the tensor it was when `state` was taken
+        (`module.weight = nn.Parameter(...)`, `load_state_dict(..., assign=True)` replace it; `p.data = t`
+        needs no check: `state` holds `p` itself, run under no_grad). One generated expression over all of
+        them (~1 us for GPT-2's 29 tensors)."""
+        if self._check is None or self._check[0] is not self.sources:
+            self._check = (self.sources, _state_check(self.sources))
+        return self._check[1]()
+
+
+def _state_check(sources: list):
+    """`() -> bool`: every source's dict still holds its tensor."""
+    env, terms = {}, []
+    for i, src in enumerate(sources):
+        if src is not None:
+            env[f"d{i}"], env[f"t{i}"] = src[0], src[2]
+            terms.append(f"d{i}.get({src[1]!r}) is t{i}")
+    exec(f"def check():\n    return {' and '.join(terms) or 'True'}\n", env)
+    return env["check"]
 
 
 def _leaf_key(x) -> tuple:
@@ -143,6 +168,9 @@ class CompiledModule:
         leaves, spec = pytree.tree_flatten((args, kwargs))
         key = (str(spec), tuple(_leaf_key(x) for x in leaves))
         sp = self.specializations.get(key)
+        if sp is not None and not sp.state_current():
+            with self._lock:
+                sp = self._rebind_state(key, sp)
         if sp is not None and not sp.still_valid():
             _log.info("a buffer compiled in as a constant changed in place; recompiling %s", self.name)
             self.specializations.pop(key, None)  # another thread may have dropped it already
@@ -176,6 +204,8 @@ class CompiledModule:
             return None
         key, sp = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
+            return None
+        if not sp.state_current():
             return None
         return self._execute(sp, args)
 
@@ -298,7 +328,7 @@ class CompiledModule:
                           "example sizes; they compile static", DynamicShapeWarning, stacklevel=5)
         t1 = time.perf_counter()
         imported = import_program(cap.program, strip_prefix=cap.prefix)
-        state = self._state_tensors(cap.program, imported)
+        state, sources = self._state_tensors(cap.program, imported)
         guards = materialize_causal_buffers(imported, state)
         t2 = time.perf_counter()
         pipeline = self.options.pipeline
@@ -315,7 +345,7 @@ class CompiledModule:
         ep = cap.program
         sp = Specialization(
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
-            state=state, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
+            state=state, sources=sources, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
             binding=_input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
         )
@@ -334,22 +364,62 @@ class CompiledModule:
             print(self.explain())
         return sp
 
-    def _state_tensors(self, ep, imported: Imported) -> list[torch.Tensor]:
-        """The parameters, buffers and constants behind the function's leading arguments, in order."""
+    def _state_tensors(self, ep, imported: Imported) -> tuple[list[torch.Tensor], list]:
+        """The parameters, buffers and constants behind the function's leading arguments, in order, and
+        where each parameter and buffer lives in the model (`Specialization.sources`)."""
         named = dict(self.model.named_parameters(remove_duplicate=False))
         named.update(dict(self.model.named_buffers(remove_duplicate=False)))
-        state = []
+        state, sources = [], []
         for a in imported.args:
             if a.kind == "input":
                 break
             t = named.get(a.name)
+            sources.append(self._source(a.name, t) if t is not None else None)
             if t is None:
                 for n in (a.name, "m." + a.name):  # a dynamic capture wraps the model as the submodule m
                     t = ep.state_dict.get(n) if n in ep.state_dict else ep.constants.get(n)
                     if t is not None:
                         break
-            state.append(t.detach())
-        return state
+            # the model's own tensor, not a detached alias: a later `p.data = t` is then seen too (the
+            # program runs under no_grad, so requires_grad parameters record nothing)
+            state.append(t)
+        return state, sources
+
+    def _source(self, name: str, t: torch.Tensor) -> tuple | None:
+        owner, _, attr = name.rpartition(".")
+        try:
+            mod = self.model.get_submodule(owner)
+        except AttributeError:
+            return None
+        for d in (mod._parameters, mod._buffers):
+            if d.get(attr) is t:
+                return (d, attr, t)
+        return None
+
+    def _rebind_state(self, key, sp: Specialization) -> Specialization | None:
+        """After a parameter or buffer was replaced: run on the new tensors when they have the shapes, dtypes
+        and devices compiled for (drop the specialization, to recompile, when not), never on the old ones."""
+        if sp.state_current():  # another thread rebound it meanwhile
+            return sp
+        state, sources = list(sp.state), list(sp.sources)
+        for i, src in enumerate(sp.sources):
+            if src is None:
+                continue
+            d, attr, old = src
+            new = d.get(attr)
+            if new is old:
+                continue
+            if new is None or (new.shape, new.dtype, new.device) != (old.shape, old.dtype, old.device) \
+                    or i in sp.guards:
+                _log.info("%s: parameter/buffer %s was replaced by a different kind of tensor; recompiling",
+                          self.name, attr)
+                self.specializations.pop(key, None)
+                self._fast = {k: v for k, v in list(self._fast.items()) if v[0] != key}
+                return None
+            state[i], sources[i] = new, (d, attr, new)
+        _log.info("%s: parameters/buffers replaced since compiling; running on the new ones", self.name)
+        sp.state, sp.sources = state, sources
+        return sp
 
     def _check_against_eager(self, sp, args, kwargs, out) -> None:
         with torch.no_grad():

@@ -50,16 +50,16 @@ def _conv_nhwc(conv):
     counter), comes back: parameters are converted once, not per call."""
     import weakref
 
-    cache: list = [None, -1, None]  # weakref to the weight, its _version, the converted copy
+    cache: list = [None, -1, 0, None]  # weakref to the weight, its _version and data pointer, the converted copy
     cl = torch.channels_last
 
     def run(x, w, b=None):
         if not x.is_contiguous(memory_format=cl):
             x = x.contiguous(memory_format=cl)
-        ref, ver, wc = cache
-        if ref is None or ref() is not w or w._version != ver:
+        ref, ver, ptr, wc = cache
+        if ref is None or ref() is not w or w._version != ver or w.data_ptr() != ptr:  # `w.data = t` keeps the version
             wc = w.contiguous(memory_format=cl)
-            cache[:] = [weakref.ref(w), w._version, wc]
+            cache[:] = [weakref.ref(w), w._version, w.data_ptr(), wc]
         return conv(x, wc, b)
     return run
 
