@@ -114,7 +114,7 @@ def _state_check(sources: list):
         if src is not None:
             env[f"d{i}"], env[f"t{i}"] = src[0], src[2]
             terms.append(f"d{i}.get({src[1]!r}) is t{i}")
-    exec(f"def check():\n    return {' and '.join(terms) or 'True'}\n", env)
+    exec(f"def check():\n    return {' and '.join(terms) or 'True'}\n", env)  # noqa: S102 - generated above
     return env["check"]
 
 
