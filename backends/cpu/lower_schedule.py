@@ -12,9 +12,12 @@ model and one `transform-interpreter` run schedules them all:
 - elementwise kernels: every generic tiled [1, ..., 1, 64] and vectorized;
 - anything else: no schedule (loops, left to LLVM's vectorizer at -O3).
 
-Size-generic kernels (symbolic dims, symdims.py) get the same schedules when every innermost dim is
-static: the outer dims are tiled by 1 and the vectorized tiles are static. A symbolic innermost dim
-(a softmax over a dynamic sequence, say) has no static vector width: no schedule.
+Size-generic kernels (symbolic dims, symdims.py) get the same schedules: outer dims are tiled by 1,
+so where every innermost dim is static the vectorized tiles are static and the text is the static one.
+A symbolic innermost dim (a softmax over a dynamic sequence, say) is tiled by the lane count all the
+same; elementwise tiles are vectorized with masks (`vectorize ... vector_sizes`, masks lowered before
+bufferization), and a row kernel's row loops are peeled (`transform.loop.peel`): full tiles vectorize
+as static ones, the last, partial tile runs masked.
 """
 
 from __future__ import annotations
@@ -35,15 +38,19 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
     tile = lambda h, sizes, n: (  # noqa: E731
         f"{h}_t" + "".join(f", {h}_l{i}" for i in range(n)) + f" = transform.structured.tile_using_for "
         f"{h} tile_sizes [{', '.join(map(str, sizes))}] : ({ANY}) -> ({', '.join([ANY] * (n + 1))})")
+    masked = lambda h, rank, t: (f"transform.structured.vectorize {h} vector_sizes "  # noqa: E731
+                                 f"[{', '.join(['1'] * (rank - 1) + [str(t)])}] : {ANY}")
     lines: list[str] = []
-    if any(g.domain and not isinstance(g.domain[-1], int) for g in gs):
-        return [], "none"
+    symbolic_rows = any(g.domain and not isinstance(g.domain[-1], int) for g in gs)
     if not reds:
         for g in gs:
             if g.domain:
-                sizes = [1] * (len(g.domain) - 1) + [lane_tile(g.domain[-1], 64)]
+                row = g.domain[-1]
+                sizes = [1] * (len(g.domain) - 1) + [lane_tile(row, 64) if isinstance(row, int) else 64]
                 lines += [match(f"{p}{g.uid}", g.uid), tile(f"{p}{g.uid}", sizes, len(sizes))]
-        return lines + _finish(fb), "elementwise"
+                if not isinstance(row, int):
+                    lines.append(masked(f"{p}{g.uid}_t", len(sizes), 64))
+        return lines + _finish(fb, symbolic_rows), "elementwise"
     dom = reds[0].domain
     rank = len(dom)
     if (rank < 2 or len(roots) != 1 or any(g.domain != dom or g.reduced != (rank - 1,) for g in reds)
@@ -52,7 +59,7 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
     root = roots[0].domain
     if root not in (dom, dom[:-1], dom[:-1] + (1,)):
         return [], "none"
-    t = lane_tile(dom[-1], 32)
+    t = lane_tile(dom[-1], 32) if isinstance(dom[-1], int) else 32
     fuse_sizes = [1] * (rank - 1) + [0] if root == dom else [1] * len(root)
     lines += [match(f"{p}root", "root"),
               f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(sum(1 for s in fuse_sizes if s) - 1))
@@ -68,7 +75,17 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         lines += [match(f"{p}root2", "root"), tile(f"{p}root2", [0] * (rank - 1) + [t], 1)]
     if any(g.kind == "ew" for g in gs):
         lines += [match(f"{p}ew", "ew"), tile(f"{p}ew", [0] * (rank - 1) + [t], 1)]
-    return lines + _finish(fb), "row"
+    symbolic_rows = not isinstance(dom[-1], int)
+    if symbolic_rows:  # a symbolic row: full tiles vectorize as static ones, the peeled last tile masked
+        loops = [f"{p}rloop"] + ([f"{p}root2_l0"] if root == dom else []) + \
+            ([f"{p}ew_l0"] if any(g.kind == "ew" for g in gs) else [])
+        for h in loops:
+            lines += [f"transform.foreach {h} : {ANY} {{", f"^bb0({h}_each: {ANY}):",
+                      f'  {h}_for = transform.cast {h}_each : {ANY} to !transform.op<"scf.for">',
+                      f'  {h}_full, {h}_rest = transform.loop.peel {h}_for : (!transform.op<"scf.for">) -> ({ANY}, {ANY})',
+                      f"  {h}_ops = transform.structured.match interface{{LinalgOp}} in {h}_rest : ({ANY}) -> {ANY}",
+                      "  " + masked(f"{h}_ops", rank, t), "}"]
+    return lines + _finish(fb, symbolic_rows), "row"
 
 
 def _func(fb: FuncBuilder, suffix: str = "") -> str:
@@ -76,13 +93,19 @@ def _func(fb: FuncBuilder, suffix: str = "") -> str:
             f'attributes {{sym_name = "{fb.name}"}} in %root : ({ANY}) -> {ANY}')
 
 
-def _finish(fb: FuncBuilder) -> list[str]:
+def _finish(fb: FuncBuilder, masks: bool = False) -> list[str]:
     f = f"%{fb.name}_func"
     cleanup = _cleanup(f)
+    # masked transfers lowered to selects here: left for later, canonicalization may move a constant into a
+    # vector.mask region, which must hold one op
+    lower_masks = [f"transform.apply_patterns to {f} {{", "  transform.apply_patterns.vector.lower_masked_transfers",
+                   "  transform.apply_patterns.vector.lower_masks", f"}} : {ANY}"] if masks else []
     return [
         _func(fb),
+        *(cleanup if masks else []),  # peeled loops: their tiles' sizes fold to constants
         f"{f}_ops = transform.structured.match interface{{LinalgOp}} in {f} : ({ANY}) -> {ANY}",
         f"transform.structured.vectorize {f}_ops : {ANY}",
+        *lower_masks,
         *cleanup,
         f'{f}_loops = transform.structured.match ops{{["scf.for"]}} in {f} : ({ANY}) -> {ANY}',
         f"transform.loop.hoist_loop_invariant_subsets {f}_loops : {ANY}",
