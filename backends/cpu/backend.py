@@ -35,10 +35,10 @@ from backends.base import Backend, Program, per_size
 from backends.cpu import attention as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
+from backends.cpu import symdims
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
 from backends.reference import OPS, forward_func
 from compiler import log
-from backends.cpu import symdims
 from compiler.dialects import symbolic
 from compiler.dialects.symbolic import is_dynamic_module
 from compiler.dialects.types import dims_of, shape_of
@@ -493,7 +493,8 @@ class CpuBackend(Backend):
         fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
         generic = " (size-generic)" if plan.binding is not None else ""
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
-                  "route": s.route + (generic if s.route == "mlir" else ""), "reason": s.route + (f" ({s.note})" if s.note else ""),
+                  "route": s.route + (generic if s.route == "mlir" else ""),
+                  "reason": s.route + (f" ({s.note})" if s.note else ""),
                   "source": s.text, "cache_hit": getattr(kernels.get(s.func), "cache_hit", None)}
                  for i, s in enumerate(plan.steps) if s.route != "view"]
         source = "\n".join(plan.modules().values())

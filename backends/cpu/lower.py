@@ -480,8 +480,9 @@ class FuncBuilder:
         r, dt = self.fresh("r"), leaf.dtype
         grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
         if kind == "expand":
-            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape [{', '.join(map(self.dim, shape))}]"
-                              f" : {ttype(leaf.tshape, dt)} into {ttype(shape, dt)}")
+            sizes = ", ".join(map(self.dim, shape))
+            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape [{sizes}] : "
+                              f"{ttype(leaf.tshape, dt)} into {ttype(shape, dt)}")
         else:
             self.lines.append(f"{r} = tensor.collapse_shape {leaf.ssa} [{grp}] : {ttype(leaf.tshape, dt)} into "
                               f"{ttype(shape, dt)}")

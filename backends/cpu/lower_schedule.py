@@ -80,9 +80,10 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         loops = [f"{p}rloop"] + ([f"{p}root2_l0"] if root == dom else []) + \
             ([f"{p}ew_l0"] if any(g.kind == "ew" for g in gs) else [])
         for h in loops:
+            loop = '!transform.op<"scf.for">'
             lines += [f"transform.foreach {h} : {ANY} {{", f"^bb0({h}_each: {ANY}):",
-                      f'  {h}_for = transform.cast {h}_each : {ANY} to !transform.op<"scf.for">',
-                      f'  {h}_full, {h}_rest = transform.loop.peel {h}_for : (!transform.op<"scf.for">) -> ({ANY}, {ANY})',
+                      f"  {h}_for = transform.cast {h}_each : {ANY} to {loop}",
+                      f"  {h}_full, {h}_rest = transform.loop.peel {h}_for : ({loop}) -> ({ANY}, {ANY})",
                       f"  {h}_ops = transform.structured.match interface{{LinalgOp}} in {h}_rest : ({ANY}) -> {ANY}",
                       "  " + masked(f"{h}_ops", rank, t), "}"]
     return lines + _finish(fb, symbolic_rows), "row"

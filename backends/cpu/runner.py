@@ -297,7 +297,7 @@ def _dynamic_runner(plan: Plan, kernels: dict):
             launch.append(_mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, made_contiguous, envi))
             made_contiguous.update(s.outputs)
         elif s.route == "view" and s.ops[0].name in ("graph.reshape", "graph.expand") and \
-                not symdims.is_static(dims_of(s.ops[0].results[0].type)) and "?" not in dims_of(s.ops[0].results[0].type):
+                _symbolic_sizes(dims_of(s.ops[0].results[0].type)):
             launch.append(_view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi))
         elif len(s.ops) == 1:
             op = s.ops[0]
@@ -320,6 +320,11 @@ def _dynamic_runner(plan: Plan, kernels: dict):
                 f(vals)
         return [vals[i] for i in ret]
     return run
+
+
+def _symbolic_sizes(dims: tuple) -> bool:
+    """Dims with size expressions (and no `?` without one): sizes computable from the binding."""
+    return not symdims.is_static(dims) and "?" not in dims
 
 
 def _env_launch(fn, ins, outs, envi):

@@ -46,7 +46,7 @@ def evaluate(d, env: dict[str, int]) -> int:
 
 _ARITH = {ast.Add: "addi", ast.Sub: "subi", ast.Mult: "muli", ast.FloorDiv: "floordivsi", ast.Mod: "remsi"}
 _CALLS = {"FloorDiv": "floordivsi", "Mod": "remsi", "PythonMod": "remsi", "CleanDiv": "floordivsi",
-          "CeilDiv": "ceildivsi", "Max": "maxsi", "Min": "minsi"}
+          "CeilDiv": "ceildivsi", "Max": "maxsi", "Min": "minsi", "max": "maxsi", "min": "minsi"}
 
 
 class IndexExprs:
