@@ -553,3 +553,43 @@ def test_cpu_size_generic_code_matches_eager_on_random_programs():
     print(f"\nfuzz cpu dynamic: {count}")
     dynamic = count["generic"] + count["per size"]
     assert dynamic >= DYNAMIC_FUZZ_EXAMPLES // 3 and count["generic"] >= 0.8 * dynamic, count
+
+
+def test_cpu_dynamic_steps_that_read_no_argument_run_once_per_size(monkeypatch):
+    """A causal mask built from arange(s0) (what a static compile folds into a constant) is computed when the
+    size changes and replayed while it holds; the kernel reading the input runs every call."""
+    from backends.cpu import runner
+    from backends.cpu.backend import CpuBackend
+
+    text = """builtin.module {
+  func.func @forward(%x: tensor<?x?xf32, ["s0", "s0"]>) -> tensor<?x?xf32, ["s0", "s0"]>
+      attributes {graph.symbols = {s0 = array<i64: 2, 64, 4>}} {
+    %i = graph.arange {start = 0 : i64, step = 1 : i64} : tensor<?xi64, ["s0"]>
+    %r = graph.reshape %i : tensor<?xi64, ["s0"]> -> tensor<?x1xi64, ["s0"]>
+    %m = graph.le %i, %r : (tensor<?xi64, ["s0"]>, tensor<?x1xi64, ["s0"]>) -> tensor<?x?xi1, ["s0", "s0"]>
+    %c = graph.cumsum %x {dim = 1 : i64} : tensor<?x?xf32, ["s0", "s0"]> -> tensor<?x?xf32, ["s0", "s0"]>
+    %z = graph.constant 0.0 : f64 : tensor<f32>
+    %y = graph.where %m, %c, %z : (tensor<?x?xi1, ["s0", "s0"]>, tensor<?x?xf32, ["s0", "s0"]>, tensor<f32>) -> tensor<?x?xf32, ["s0", "s0"]>
+    func.return %y : tensor<?x?xf32, ["s0", "s0"]>
+  }
+}"""
+    runs: dict[str, int] = {}
+    real = runner._dynamic_launch
+
+    def counting(s, *a):
+        f = real(s, *a)
+        name = "+".join(op.name.removeprefix("graph.") for op in s.ops)
+
+        def run(vals):
+            runs[name] = runs.get(name, 0) + 1
+            f(vals)
+        return run
+    monkeypatch.setattr(runner, "_dynamic_launch", counting)
+    prog = CpuBackend().lower(ir.parse(text))
+    for n in (4, 4, 4, 7, 7):
+        x = torch.randn(n, n)
+        want = torch.where(torch.arange(n) <= torch.arange(n)[:, None], x.cumsum(1), 0.0)
+        torch.testing.assert_close(prog([x])[0], want)
+    mask = [k for k in runs if "le" in k.split("+") and "where" not in k]
+    assert mask and all(runs[k] == 2 for k in mask), runs  # once per size
+    assert runs["cumsum"] == 5, runs  # reads the input: every call

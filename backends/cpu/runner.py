@@ -10,7 +10,8 @@ on a lock (uncontended, it adds well under a microsecond to a call; tests/test_t
 A dynamic module's plan (size-generic kernels, `plan.binding` set) binds the shape symbols once per call (the
 binding also checks the bounds) and keeps the binding in the value list's last slot: output shapes are evaluated
 from it, kernels take the symbols' values after their tensors, reference ops that need sizes read it, and an
-intermediate buffer is kept while its size stays the same.
+intermediate buffer is kept while its size stays the same. Steps that read no argument (position ids, causal
+masks: what a static compile folds into constants) run once per binding and are replayed while it holds.
 """
 
 from __future__ import annotations
@@ -291,20 +292,13 @@ def _dynamic_runner(plan: Plan, kernels: dict):
         for o in s.outputs:
             slots[o] = len(slots)
     envi = len(slots)  # the binding (a dict), then the tuple of its values
-    for s in plan.steps:
+    sized = _size_only(plan, esc)
+    for k, s in enumerate(plan.steps):
         ins, outs = [slots[v] for v in s.inputs], [slots[o] for o in s.outputs]
+        f = _dynamic_launch(s, kernels, slots, ins, outs, esc, made_contiguous, envi)
+        launch.append(_once_per_binding(f, outs, envi) if k in sized else f)
         if s.route == "mlir":
-            launch.append(_mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, made_contiguous, envi))
             made_contiguous.update(s.outputs)
-        elif s.route == "view" and s.ops[0].name in ("graph.reshape", "graph.expand") and \
-                _symbolic_sizes(dims_of(s.ops[0].results[0].type)):
-            launch.append(_view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi))
-        elif len(s.ops) == 1:
-            op = s.ops[0]
-            fn = _library_fn(op) if s.route.startswith("library") else OPS[op.name](op)
-            launch.append(_env_launch(fn, [slots[v] for v in s.operand_keys[0]], outs, envi))
-        else:
-            launch.append(_block_launch(s, slots, outs, envi))
     ret = [slots[v] for v in plan.returns]
     n = envi + 2
     bind = plan.binding
@@ -319,6 +313,49 @@ def _dynamic_runner(plan: Plan, kernels: dict):
             for f in launch:
                 f(vals)
         return [vals[i] for i in ret]
+    return run
+
+
+def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contiguous, envi):
+    """One step of a dynamic plan as a launch."""
+    if s.route == "mlir":
+        return _mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, contiguous, envi)
+    if s.route == "view" and s.ops[0].name in ("graph.reshape", "graph.expand") and \
+            _symbolic_sizes(dims_of(s.ops[0].results[0].type)):
+        return _view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi)
+    if len(s.ops) == 1:
+        op = s.ops[0]
+        fn = _library_fn(op) if s.route.startswith("library") else OPS[op.name](op)
+        return _env_launch(fn, [slots[v] for v in s.operand_keys[0]], outs, envi)
+    return _block_launch(s, slots, outs, envi)
+
+
+def _size_only(plan: Plan, esc: set) -> set[int]:
+    """Indices of the steps whose results follow from the sizes alone: no argument reaches them (arange, constants, what is
+    computed from those), no eager op whose result could differ between calls (`graph.extern`: a random op),
+    and no result the caller receives (it may write to it)."""
+    known: set = set()
+    steps = set()
+    for k, s in enumerate(plan.steps):
+        if all(v in known for v in s.inputs) and not any(op.name == "graph.extern" for op in s.ops):
+            known.update(s.outputs)
+            if not any(o in esc for o in s.outputs):
+                steps.add(k)
+    return steps
+
+
+def _once_per_binding(launch, outs: list[int], envi: int):
+    """`launch`, run when the binding changes; its results replayed while it holds."""
+    memo: list = [None, None]
+
+    def run(vals):
+        key = vals[envi + 1]
+        if key == memo[0]:
+            for o, t in zip(outs, memo[1]):
+                vals[o] = t
+            return
+        launch(vals)
+        memo[:] = [key, [vals[o] for o in outs]]
     return run
 
 
