@@ -594,6 +594,8 @@ def _reduce(k, op, index):
         raise Unsupported(f"triton: graph.reduce kind {kind!r} has no row kernel; expected one of {sorted(_NEUTRAL)}")
     dims = tuple(op.dims.get_values())
     x = k.value(op.input, k.tile_index(op.input, dims, index, op.keepdim is not None))
+    if x.const is not None:  # a folded literal: a typed scalar, so that `!=` and `.to` work on it
+        x = k.let(f"tl.full([], {x.code}, {x.ty})", frozenset(), x.ty)
     if kind in ("any", "all"):
         x = k.let(f"({x.code} != 0).to(tl.int32)", x.deps, "tl.int32")
     fn = {"sum": "sum", "mean": "sum", "max": "max", "min": "min", "any": "max", "all": "min"}[kind]
@@ -602,6 +604,10 @@ def _reduce(k, op, index):
         return k.let(f"{r.code} / {par(k.row_size)}", r.deps, r.ty)
     if kind in ("any", "all"):
         return k.let(f"{r.code} != 0", r.deps, "tl.int1")
+    if kind in ("max", "min") and x.ty.startswith("tl.float"):
+        # tl.max/tl.min skip NaN; torch's amax/amin return NaN for a row holding one (masked lanes hold +-inf)
+        nan = k.reduce(k.let(f"({x.code} != {x.code}).to(tl.int32)", x.deps, "tl.int32"), "max", "0")
+        return k.let(f'tl.where({nan.code} != 0, float("nan"), {r.code})', r.deps, r.ty)
     return r
 
 

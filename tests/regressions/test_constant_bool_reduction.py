@@ -3,10 +3,9 @@
     def f(x0):
         return torch.all(torch.ones([1], dtype=torch.int64)), torch.any(x0.new_zeros([1]))
 
-The Triton backend folds the constant operand into the kernel as a Python literal and emits
-`(1 != 0).to(tl.int32)`: a Python bool has no `.to`, the kernel raises at run time. The CPU backend
-answers as eager. Strict xfail on `h100` until the Triton backend types such a comparison (its owner
-fixes it); the CPU half passes and must keep passing.
+The Triton backend folded the constant operand into the kernel as a Python literal and emitted
+`(1 != 0).to(tl.int32)`: a Python bool has no `.to`, the kernel raised at run time. A reduction of a
+folded literal now starts from a typed scalar (`tl.full`).
 """
 
 import os
@@ -34,7 +33,6 @@ def test_cpu_any_all_of_constants():
     _check("cpu")
 
 
-@pytest.mark.xfail(strict=True, reason="Triton backend: `(1 != 0).to(tl.int32)` on a folded constant (not fixed yet)")
 def test_triton_any_all_of_constants():
     pytest.importorskip("triton")
     _check("h100")

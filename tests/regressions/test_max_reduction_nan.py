@@ -4,9 +4,8 @@
         return (torch.amax(torch.log(x0), dim=[0], keepdim=False),)   # x0 = [-1.0, 2.0]
 
 Eager propagates the NaN (log(-1)) through amax/amin; the CPU backend's `arith.maximumf`/`minimumf` do too.
-The Triton backend's row reduction (backends/triton/emit.py: `tl.max`/`tl.min`) skips NaN and returned
-log(2). Strict xfail on `h100` until that reduction propagates NaN (the Triton backend's owner fixes it);
-the CPU half passes and must keep passing.
+The Triton backend's row reduction (backends/triton/emit.py: `tl.max`/`tl.min`) skipped NaN and returned
+log(2); it now also reduces an is-NaN flag per row and returns NaN where one is set.
 """
 
 import os
@@ -38,7 +37,6 @@ def test_cpu_max_min_reductions_propagate_nan():
     _check("cpu")
 
 
-@pytest.mark.xfail(strict=True, reason="Triton backend: tl.max/tl.min reductions skip NaN (not fixed yet)")
 def test_triton_max_min_reductions_propagate_nan():
     pytest.importorskip("triton")
     _check("h100")
