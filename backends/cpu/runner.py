@@ -26,6 +26,7 @@ from backends.cpu import symdims
 from backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _to_nhwc
 from backends.cpu.lower_ops import LAYOUT
 from backends.reference import OPS, attention_reference
+from compiler.dialects import symbolic
 from compiler.dialects.types import dims_of, shape_of
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
@@ -301,7 +302,7 @@ def _dynamic_runner(plan: Plan, kernels: dict):
             made_contiguous.update(s.outputs)
     ret = [slots[v] for v in plan.returns]
     n = envi + 2
-    bind = plan.binding
+    bind = _CallBinding(plan.binding)
     lock = threading.Lock()  # intermediates kept between calls: one call at a time
 
     def run(tensors):
@@ -314,6 +315,29 @@ def _dynamic_runner(plan: Plan, kernels: dict):
                 f(vals)
         return [vals[i] for i in ret]
     return run
+
+
+class _CallBinding:
+    """The plan's binding, checked once per distinct shape of the arguments that carry a symbol.
+
+    Those arguments' sizes give every symbol (bounds, repeated symbols and export's constraints checked by
+    `symbolic.Binding`, with the static dims of the same arguments); the other arguments (parameters) are
+    trusted to have their static shapes, as a static plan trusts all of its arguments."""
+
+    def __init__(self, b: symbolic.Binding) -> None:
+        self.args = sorted({i for i, _ in b.reads.values()} | {i for i, _, _ in b.checks})
+        keep = set(self.args)
+        self.check = symbolic.Binding(b.symbols, b.reads, b.checks, [r for r in b.static if r[0] in keep], b.assumes)
+        self.last: tuple = (None, None)
+
+    def __call__(self, tensors: list) -> dict[str, int]:
+        key = tuple(tensors[i].shape for i in self.args)
+        last = self.last
+        if key == last[0]:
+            return last[1]
+        env = self.check(tensors)
+        self.last = (key, env)
+        return env
 
 
 def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contiguous, envi):
@@ -331,9 +355,9 @@ def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contigu
 
 
 def _size_only(plan: Plan, esc: set) -> set[int]:
-    """Indices of the steps whose results follow from the sizes alone: no argument reaches them (arange, constants, what is
-    computed from those), no eager op whose result could differ between calls (`graph.extern`: a random op),
-    and no result the caller receives (it may write to it)."""
+    """Indices of the steps whose results follow from the sizes alone: no argument reaches them (arange,
+    constants, what is computed from those), no eager op whose result could differ between calls
+    (`graph.extern`: a random op), and no result the caller receives (it may write to it)."""
     known: set = set()
     steps = set()
     for k, s in enumerate(plan.steps):
