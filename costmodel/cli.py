@@ -51,7 +51,7 @@ def cmd_retime(a) -> int:
     out = Path(a.out) if a.out else data.with_name(RETIMED)
     added = retime(ev.load_rows(data), out, rounds=a.rounds, batch_s=a.batch_ms * 1e-3, jobs=a.jobs,
                    time_budget=a.time_budget, target=a.target, progress=not a.quiet, limit=a.limit,
-                   warm_budget=a.warm_budget)
+                   warm_budget=a.warm_budget, run=a.run)
     print(f"retime: {added} pairs re-timed; {out}")
     return 0
 
@@ -71,16 +71,35 @@ def cmd_train(a) -> int:
                           "expected at least 10 and 1: collect more (solder-costmodel collect --n 300)")
     gpu = get_target(a.target).device == "cuda"
     structure = a.structure or ("parts" if gpu else "direct")
+    ratio_all = a.ratio_scope == "all"
     model = fit(train, get_target(a.target).name, tokens=a.tokens, n_estimators=a.trees, structure=structure,
-                free_views=gpu)
+                free_views=gpu, ratio_all=ratio_all, max_leaf_nodes=a.leaves)
     results = _score(model, test, a.target)
     model.card = _card(a.target, rows, train, test, results, data, tokens=a.tokens)
+    first = [{**r, "seconds": r["seconds_first"]} if "seconds_first" in r else r for r in test]
+    if any("seconds_first" in r for r in test):  # the same model scored on the rows' first timing
+        model.card["heldout_first_timing"] = _card_scores(_score(model, first, a.target))
+        model.card["heldout_first_timing_note"] = (
+            "the same held-out rows with each row's first timing (collect), not the re-timed pairs: the scores "
+            "before re-timing are comparable with these")
+    scope = ("every kernel of several ops" if ratio_all else
+             "a kernel of several ops that holds a contraction or launches more than once (others: direct trees)")
     kind = ("HistGradientBoostingRegressor on ln(seconds), monotone in size" if structure == "direct" else
-            "parts: HistGradientBoostingRegressor on ln(seconds) of single-op kernels (monotone in size); a kernel "
-            "of several ops = sum of its ops' estimates x exp(a second HistGradientBoostingRegressor fitted on "
+            "parts: HistGradientBoostingRegressor on ln(seconds) of single-op kernels (monotone in size); "
+            f"{scope} = sum of its ops' estimates x exp(a second HistGradientBoostingRegressor fitted on "
             "ln(measured fused / measured sum of parts) of the training pairs)")
-    model.card["model"] = {"trees": a.trees, "structure": structure, "kind": kind,
+    model.card["model"] = {"trees": a.trees, "leaves": a.leaves, "structure": structure, "kind": kind,
                            "mape_scale": round(float(np.exp(model.log_scale)), 4)}
+    if structure == "parts":
+        model.card["model"]["ratio_scope"] = a.ratio_scope
+    card_path = folder / "card.json"
+    if card_path.exists():  # notes written beside the scores (collection, repeatability, ...) are kept
+        try:
+            old = json.loads(card_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        for k, v in old.items():
+            model.card.setdefault(k, v)
     if model.view_seconds is not None:
         model.card["model"]["views"] = (
             f"kernels that launch nothing (layout ops only: the backend returns a view) are estimated as "
@@ -172,6 +191,12 @@ def _report(results: dict) -> None:
         print(f"  {name:10s} {ev.fmt(s)}")
 
 
+def _card_scores(results: dict) -> dict:
+    keys = ("mape", "spearman", "decision_accuracy", "pairs", "n", "decision_accuracy_beyond_noise",
+            "pairs_beyond_noise", "mape_all", "spearman_all", "n_all", "per_family_mape")
+    return {k: {m: v[m] for m in keys} for k, v in results.items()}
+
+
 def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> dict:
     import sklearn
     import torch
@@ -186,10 +211,7 @@ def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> 
         "data": data.name, "timing": timing_method(target, rows),
         "software": {"python": platform.python_version(), "torch": str(torch.__version__),
                                         "scikit-learn": sklearn.__version__, "xdsl": str(getattr(xdsl, "__version__", "?"))},
-        "heldout": {k: {m: v[m] for m in ("mape", "spearman", "decision_accuracy", "pairs", "n",
-                                          "decision_accuracy_beyond_noise", "pairs_beyond_noise", "mape_all",
-                                          "spearman_all", "n_all", "per_family_mape")}
-                    for k, v in results.items()},
+        "heldout": _card_scores(results),
         "decision_beyond_noise": f"pairs whose measured fused and unfused times differ by more than "
                                  f"{ev.TIE:.0%} (ln); see costmodel/evaluate.py TIE",
     }
@@ -207,10 +229,17 @@ def timing_method(target: str, rows: list[dict]) -> str:
     """How the rows were timed, for the model card (counts of rows per GPU timing method)."""
     if get_target(target).device != "cuda":
         return CPU_TIMING
+    from costmodel.retime import describe
+
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.get("timing", "wall clock (old data)")] = counts.get(r.get("timing", "wall clock (old data)"), 0) + 1
-    return CUDA_TIMING + "; rows by method: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    text = CUDA_TIMING + "; rows by method: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    retimed = describe(rows)
+    if retimed:
+        text += ". Rows 'interleaved' (the fuse-or-not pairs, re-timed by `solder-costmodel retime`; the first timing " \
+                "kept as seconds_first): " + retimed
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -232,6 +261,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--first-timing", action="store_true", help="ignore retime.jsonl (each row's first timing)")
     t.add_argument("--tokens", action="store_true", help="add hashed IR-token features (slower estimate_ops)")
     t.add_argument("--trees", type=int, default=300)
+    t.add_argument("--leaves", type=int, default=15, help="leaves per tree (max_leaf_nodes)")
+    t.add_argument("--ratio-scope", choices=["all", "contractions"], default="all",
+                   help="parts: the fusion factor estimates every kernel of several ops (all), or only those with a "
+                        "contraction or several launches (contractions; the others get direct trees)")
     t.add_argument("--structure", choices=["direct", "parts"],
                    help="direct trees, or single-op trees x a learned fusion factor (default: parts on GPUs)")
     e = sub.add_parser("evaluate", help="held-out scores of learned vs Ridge vs roofline, and a PNG")
@@ -251,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--warm-budget", type=float, help="seconds the helpers may compile before timing starts "
                    "(default half the time budget)")
     r.add_argument("--limit", type=int, help="re-time at most this many pairs")
+    r.add_argument("--run", type=int, default=0, help="pass number: another number times every pair again")
     r.add_argument("--quiet", action="store_true")
     d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")
     d.add_argument("--target", required=True)

@@ -12,7 +12,9 @@ fused or not. `retime` measures each pair as a unit instead:
 - then `rounds` rounds: each round replays every program's graph once between two CUDA events, the
   fused kernel first in even rounds and last in odd ones, so drift during a pair touches both sides alike;
 - a row's `seconds` is the median over the rounds of (replay time / N); the fused row also carries the
-  pair's `pair_ratio`, the median over rounds of fused / sum of parts within the round.
+  pair's `pair_ratio`, the median over rounds of fused / sum of parts within the round;
+- `run` numbers a full pass: a second pass (`--run 1`) times every pair again in a fresh process, and
+  `load` pools the rounds of all runs of a row (its `seconds` is then the median of all of them).
 
 Pairs whose capture fails on any program are skipped (the original timing stays). Results go to a
 JSON-lines file of their own (one line per row: id, pair, seconds, rounds' seconds, calls, method
@@ -44,7 +46,7 @@ _LOG = log.get("costmodel")
 
 METHOD = "interleaved"
 TIMING = ("interleaved pairs (costmodel/retime.py): the fused kernel and each of its parts lowered in one process, each "
-          "captured as N back-to-back calls (N = 3..200, ~{batch_ms:g} ms of GPU time) in one CUDA graph (the backend's "
+          "captured as N back-to-back calls (N = 3..200, ~{batch_ms:g} ms at the time of one call measured with CUDA events) in one CUDA graph (the backend's "
           "own graph off) and replayed once to warm up; then {rounds} rounds, each replaying every program's graph once "
           "between CUDA events (fused first in even rounds, last in odd ones); a row's seconds = the median over rounds "
           "of replay / N; no L2 flush")
@@ -77,35 +79,50 @@ def order(rows: list[dict]) -> list[str]:
     return [p for p, _ in sorted(pairs_of(rows).items(), key=key)]
 
 
-def read_done(path: Path) -> set[str]:
-    """Pairs whose every row is already in the re-timing file (a torn last line is ignored)."""
-    if not path.exists():
-        return set()
-    seen: dict[str, int] = defaultdict(int)
-    need: dict[str, int] = {}
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        seen[rec["pair"]] += 1
-        need[rec["pair"]] = rec["pair_rows"]
-    return {p for p, n in seen.items() if n == need[p]}
-
-
-def load(path: Path) -> dict[str, dict]:
-    """id -> re-timing record of complete pairs only (a pair cut in the middle of its lines is ignored)."""
-    done = read_done(path)
-    out = {}
+def _records(path: Path) -> list[dict]:
+    out = []
     if not path.exists():
         return out
     for line in path.read_text().splitlines():
         try:
-            rec = json.loads(line)
+            out.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if rec.get("pair") in done:
-            out[rec["id"]] = rec
+    return out
+
+
+def _complete(recs: list[dict]) -> set[tuple[int, str]]:
+    """(run, pair) whose every row is present (a pair cut in the middle of its lines is not)."""
+    seen: dict[tuple[int, str], int] = defaultdict(int)
+    need: dict[tuple[int, str], int] = {}
+    for rec in recs:
+        key = (rec.get("run", 0), rec["pair"])
+        seen[key] += 1
+        need[key] = rec["pair_rows"]
+    return {k for k, n in seen.items() if n == need[k]}
+
+
+def read_done(path: Path, run: int = 0) -> set[str]:
+    """Pairs whose every row run `run` already wrote to the re-timing file (a torn last line is ignored)."""
+    return {pair for r, pair in _complete(_records(path)) if r == run}
+
+
+def load(path: Path) -> dict[str, dict]:
+    """id -> re-timing of complete pairs; a row timed in several runs (field `run`) is merged: its rounds
+    are pooled and `seconds` is their median."""
+    recs = _records(path)
+    done = _complete(recs)
+    out: dict[str, dict] = {}
+    for rec in recs:
+        if (rec.get("run", 0), rec["pair"]) not in done:
+            continue
+        have = out.get(rec["id"])
+        if have is None:
+            out[rec["id"]] = {**rec, "runs": 1, "rounds_per_run": [len(rec["rounds"])]}
+            continue
+        rounds = have["rounds"] + rec["rounds"]
+        have.update(rounds=rounds, seconds=float(f"{statistics.median(rounds):.5g}"), runs=have["runs"] + 1,
+                    rounds_per_run=have["rounds_per_run"] + [len(rec["rounds"])])
     return out
 
 
@@ -121,14 +138,17 @@ def apply(rows: list[dict], retimed: dict[str, dict]) -> int:
         r.setdefault("timing_first", r.get("timing"))
         r["seconds"] = rec["seconds"]
         r["timing"] = METHOD
+        r["timing_detail"] = {"runs": rec.get("runs", 1), "rounds": rec.get("rounds_per_run", [len(rec["rounds"])]),
+                              "batch_ms": rec.get("batch_ms")}
         n += 1
     return n
 
 
 def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3, jobs: int = 1,
            time_budget: float | None = None, target: str = "h100", progress: bool = True,
-           limit: int | None = None, warm_budget: float | None = None) -> int:
-    """Re-time the pairs of `rows` (see the module docstring) into `out`; returns the pairs added."""
+           limit: int | None = None, warm_budget: float | None = None, run: int = 0) -> int:
+    """Re-time the pairs of `rows` (see the module docstring) into `out` as run number `run` (another run
+    number times every pair again, and `load` pools the runs); returns the pairs added."""
     import torch
 
     from compiler.errors import SolderError
@@ -145,7 +165,7 @@ def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3,
     pairs = pairs_of(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     drop_torn_tail(out)
-    done = read_done(out)
+    done = read_done(out, run)
     todo = [p for p in order(rows) if p not in done]
     if limit is not None:
         todo = todo[:limit]
@@ -187,6 +207,8 @@ def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3,
                 failed = 0
                 for rec in recs:
                     rec["hardware"] = hw
+                    rec["run"] = run
+                    rec["batch_ms"] = batch_s * 1e3
                     f.write(json.dumps(rec) + "\n")
                 f.flush()
                 added += 1
@@ -292,6 +314,46 @@ def _warm(target_name: str, todo: list[list[str]], budget: float) -> None:
                 torch.cuda.synchronize()
             except Exception:  # noqa: BLE001 - the timing loop meets and reports the same error
                 torch.cuda.empty_cache()
+
+
+def describe(rows: list[dict]) -> str:
+    """The re-timing method of the interleaved rows of `rows`, for the model card."""
+    details = [r["timing_detail"] for r in rows if r.get("timing") == METHOD and "timing_detail" in r]
+    if not details:
+        return ""
+    runs = sorted({d["runs"] for d in details})
+    rounds = sorted({n for d in details for n in d["rounds"]})
+    batch = sorted({d["batch_ms"] for d in details if d.get("batch_ms")})
+    text = TIMING.format(batch_ms=batch[0] if len(batch) == 1 else "/".join(map(str, batch)) or "?",
+                         rounds="/".join(map(str, rounds)))
+    return text + f"; runs pooled per row: {'/'.join(map(str, runs))} (seconds = median of all their rounds)"
+
+
+def runs_agreement(path: Path, rows: list[dict], tie: float = 0.05) -> dict:
+    """Run 0 against run 1 of a re-timing file: the median |ln(t1 / t0)| per row and the share of pairs
+    whose winner (fused < sum of parts) agrees, overall and where run 0's gap exceeds `tie`."""
+    per_run: dict[int, dict[str, float]] = defaultdict(dict)
+    recs = _records(path)
+    done = _complete(recs)
+    for rec in recs:
+        if (rec.get("run", 0), rec["pair"]) in done:
+            per_run[rec.get("run", 0)][rec["id"]] = rec["seconds"]
+    a, b = per_run.get(0, {}), per_run.get(1, {})
+    logs = [abs(math.log(b[i] / a[i])) for i in a if i in b]
+    agree = n = agree_gap = n_gap = 0
+    for rs in pairs_of(rows).values():
+        if any(r["id"] not in a or r["id"] not in b for r in rs):
+            continue
+        ga = math.log(a[rs[0]["id"]] / sum(a[r["id"]] for r in rs[1:]))
+        gb = math.log(b[rs[0]["id"]] / sum(b[r["id"]] for r in rs[1:]))
+        n += 1
+        agree += (ga < 0) == (gb < 0)
+        if abs(ga) > tie:
+            n_gap += 1
+            agree_gap += (ga < 0) == (gb < 0)
+    return {"rows": len(logs), "median_abs_ln_change": statistics.median(logs) if logs else float("nan"),
+            "pairs": n, "winner_agrees": agree / n if n else float("nan"), "pairs_beyond_tie": n_gap,
+            "winner_agrees_beyond_tie": agree_gap / n_gap if n_gap else float("nan")}
 
 
 def repeatability(retimed: dict[str, dict], rows: list[dict], tie: float = 0.05) -> dict:

@@ -334,9 +334,14 @@ def test_parts_structure_trains_and_fast_path_matches_rows(tmp_path):
     assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(out), "--trees", "40",
                      "--structure", "parts"]) == 0
     m = costmodel.load_model(out)
-    assert m._ratio_fast is not None and m._direct_fast is not None
+    assert m._ratio_fast is not None and m._direct_fast is None and m.ratio_all  # default scope: every group
     card = json.loads((out / "card.json").read_text())
     assert card["model"]["structure"] == "parts" and "decision_accuracy_beyond_noise" in card["heldout"]["learned"]
+    assert card["model"]["ratio_scope"] == "all" and "heldout_first_timing" not in card
+    narrow = tmp_path / "narrow"
+    assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(narrow), "--trees", "20",
+                     "--structure", "parts", "--ratio-scope", "contractions"]) == 0
+    assert costmodel.load_model(narrow)._direct_fast is not None
     rows = ev.load_rows(data)[:60]
     ev.refeaturize(rows, "cpu")
     from compiler import ir
@@ -367,3 +372,89 @@ def test_free_views_are_a_constant_and_left_out_of_the_fit():
     assert m.view_seconds == pytest.approx(2e-7)
     view = next(r for r in rows if r["features"]["launches"] == 0)
     assert m.predict_rows([view])[0] == pytest.approx(2e-7)
+
+
+def _pair_rows():
+    """Two pairs (fused + 2 parts), one in a held-out (family, shape) group and one in a training group."""
+    from costmodel import evaluate as ev
+
+    shapes = [f"s{i}" for i in range(40)]
+    held = next(x for x in shapes if ev.is_heldout({"family": "eltwise", "shape": x}))
+    kept = next(x for x in shapes if not ev.is_heldout({"family": "eltwise", "shape": x}))
+    rows = []
+    for pair, shape, fused in (("t", kept, 1.9), ("h", held, 1.0)):
+        rows.append({"id": f"{pair}.f", "family": "eltwise", "shape": shape, "role": "fused", "pair": pair,
+                     "seconds": fused, "timing": "graph"})
+        rows += [{"id": f"{pair}.p{k}", "family": "eltwise", "shape": shape, "role": "part", "pair": pair,
+                  "seconds": 1.0, "timing": "graph"} for k in range(2)]
+    rows.append({"id": "lone", "family": "eltwise", "shape": kept, "role": "single", "pair": None, "seconds": 1.0})
+    return rows
+
+
+def _retime_line(rid, pair, rounds, run, role="part"):
+    return json.dumps({"id": rid, "pair": pair, "role": role, "pair_rows": 3, "rounds": rounds,
+                       "seconds": float(np.median(rounds)), "run": run, "batch_ms": 1.5, "timing": "interleaved"})
+
+
+def test_retime_orders_pairs_pools_runs_and_overlays(tmp_path):
+    from costmodel import retime
+
+    rows = _pair_rows()
+    assert set(retime.pairs_of(rows)) == {"t", "h"}
+    assert retime.order(rows) == ["h", "t"]  # held-out pairs first
+    path = tmp_path / "retime.jsonl"
+    lines = [_retime_line("h.f", "h", [2.2, 2.3, 2.4], 0, "fused"), _retime_line("h.p0", "h", [1.0, 1.0, 1.0], 0),
+             _retime_line("h.p1", "h", [1.0, 1.2, 1.1], 0),
+             _retime_line("h.f", "h", [2.4, 2.3, 2.5], 1, "fused"), _retime_line("h.p0", "h", [1.0] * 3, 1),
+             _retime_line("h.p1", "h", [1.0] * 3, 1),
+             _retime_line("t.f", "t", [3.0] * 3, 0, "fused")]  # pair t cut short: never used
+    path.write_text("\n".join(lines) + "\n{torn")
+    assert retime.read_done(path, 0) == {"h"} and retime.read_done(path, 1) == {"h"}
+    assert retime.read_done(path, 2) == set()
+    got = retime.load(path)
+    assert set(got) == {"h.f", "h.p0", "h.p1"}
+    assert got["h.f"]["runs"] == 2 and got["h.f"]["seconds"] == pytest.approx(2.35)  # median of 6 pooled rounds
+    assert retime.apply(rows, got) == 3
+    by = {r["id"]: r for r in rows}
+    assert by["h.f"]["seconds"] == pytest.approx(2.35) and by["h.f"]["seconds_first"] == 1.0
+    assert by["h.f"]["timing"] == "interleaved" and by["t.f"]["seconds"] == 1.9 and "seconds_first" not in by["t.f"]
+    assert "runs pooled per row: 2" in retime.describe(rows) and "3 rounds" in retime.describe(rows)
+    agree = retime.runs_agreement(path, rows)
+    assert agree["pairs"] == 1 and agree["winner_agrees"] == 1.0  # fused slower in both runs
+    rep = retime.repeatability(got, rows)
+    assert rep["pairs"] == 1 and rep["winner_agrees"] == 0.0  # the first timing had the fused kernel faster
+
+
+def test_retime_refuses_a_cpu_target_and_too_few_rounds(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _pair_rows()))
+    assert cli.main(["retime", "--target", "cpu", "--data", str(data)]) == 2
+    assert "not a CUDA target" in capsys.readouterr().err
+    assert cli.main(["retime", "--target", "h100", "--data", str(data), "--rounds", "2"]) == 2
+    assert "rounds must be at least 3" in capsys.readouterr().err
+
+
+def test_train_overlays_retimed_pairs_and_scores_the_first_timing_too(tmp_path):
+    from costmodel import evaluate as ev
+    from costmodel import retime
+
+    data = tmp_path / "data.jsonl"
+    _synthetic_pairs(data)
+    rows = ev.load_rows(data)
+    lines = []
+    for pair, rs in retime.pairs_of(rows).items():
+        for r in rs:  # a re-timing that makes every fused kernel 10% slower than its first timing
+            t = r["seconds"] * (1.1 if r["role"] == "fused" else 1.0)
+            lines.append(json.dumps({"id": r["id"], "pair": pair, "role": r["role"], "pair_rows": len(rs),
+                                     "rounds": [t] * 3, "seconds": t, "run": 0, "batch_ms": 1.5}))
+    (tmp_path / "retime.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m"
+    assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(out), "--trees", "20",
+                     "--structure", "parts"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert set(card["heldout_first_timing"]) == set(card["heldout"])
+    assert card["heldout_first_timing"]["learned"]["mape"] != card["heldout"]["learned"]["mape"]
+    first = tmp_path / "first"
+    assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(first), "--trees", "20",
+                     "--structure", "parts", "--first-timing"]) == 0
+    assert "heldout_first_timing" not in json.loads((first / "card.json").read_text())
