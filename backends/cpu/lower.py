@@ -268,7 +268,7 @@ class FuncBuilder:
         if [n for n in shape if n != 1] == [n for n in v.shape if n != 1]:
             return _unit_reshape(v, shape)
         static = symdims.is_static(v.shape) and symdims.is_static(shape)
-        sub = _split_sub(v.shape, shape) if static else symdims.split_sub(v.shape, shape)
+        sub = symdims.split_sub(v.shape, shape)  # static shapes: the plain split
         if sub is not None:
             return reindex(v, shape, sub)
         how = None if static else symdims.regroup(v.shape, shape, self.samples)
@@ -360,25 +360,6 @@ class FuncBuilder:
         args = self.args + [f"%sym_{n}: index" for n in self.symbols]
         head = f"func.func @{self.name}({', '.join(args)}) attributes {{llvm.emit_c_interface}} {{"
         return head + "\n" + "\n".join("  " + ln for ln in self.lines) + "\n  return\n}"
-
-
-def _split_sub(src: tuple[int, ...], dst: tuple[int, ...]) -> list[Aff] | None:
-    """If `dst` only splits dims of `src` ([B*T, C] -> [B, T, C]): each src dim as dst dims."""
-    sub, j = [], 0
-    for n in src:
-        group, p = [], 1
-        while j < len(dst) and (p < n or (not group and n == 1)) and p * dst[j] <= n:
-            group.append(j)
-            p *= dst[j]
-            j += 1
-        if p != n or not group:
-            return None
-        coefs, c = [], 1
-        for k in reversed(group):
-            coefs.append((k, c))
-            c *= dst[k]
-        sub.append(Aff(0, tuple(sorted((k, c) for k, c in coefs if dst[k] != 1))))
-    return sub if j == len(dst) else None
 
 
 def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:

@@ -115,9 +115,8 @@ def sample_bindings(syms: dict[str, symbolic.Symbol]) -> list[dict[str, int]]:
 
 
 def split_sub(src: tuple, dst: tuple):
-    """`lower._split_sub` where a dim may be symbolic: a symbolic src dim must reappear as one dst dim.
-
-    Returns (groups, coefficient pairs) as lower._split_sub's `sub`, or None if `dst` is not such a split."""
+    """If `dst` only splits dims of `src` ([B*T, C] -> [B, T, C]): each src dim as an affine expression of dst
+    dims, or None. A dim may be symbolic (a string): it must reappear as one dst dim."""
     from backends.cpu.lower import Aff
 
     sub, j = [], 0
