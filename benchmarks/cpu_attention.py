@@ -132,7 +132,7 @@ def child_time(causal: bool, b: int, h: int, t: int, d: int, rounds: int) -> dic
 
 def op_level(shapes, rounds: int) -> list[dict]:
     """Generated kernel vs torch SDPA on the op alone (f32, no mask), interleaved."""
-    from backends.cpu import attention as A
+    from backends.cpu import attention_plan as A
     from backends.cpu import jit
 
     torch.set_grad_enabled(False)
@@ -165,7 +165,7 @@ def op_level(shapes, rounds: int) -> list[dict]:
 def sparse_level(t: int, rounds: int) -> dict:
     """Block-sparse (sliding window 512 + 64 sinks, block 64) on the generated kernel against the
     reference backend's block-sparse loop (the CPU path before) and dense causal attention, one thread."""
-    from backends.cpu import attention as A
+    from backends.cpu import attention_plan as A
     from backends.cpu import jit
     from backends.reference import block_sparse_reference
     from compiler.sparse_attention import OpSpec, static_layout

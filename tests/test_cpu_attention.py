@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backends.cpu import attention as A
+from backends.cpu import attention_plan as A
 from backends.cpu.backend import CpuBackend
 from compiler import compile as solder_compile
 from compiler import ir

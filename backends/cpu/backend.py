@@ -2,7 +2,7 @@
 
 Planning (`plan_module`): every `graph.kernel` region is split into runs of ops that lower to MLIR
 (one function each, lower.py/lower_ops.py), attention and block-sparse attention (one generated
-flash-attention function each, attention.py; torch SDPA only where that kernel does not apply),
+flash-attention function each, attention.py; attention_plan.py routes to torch SDPA where it does not apply),
 library calls (GEMM, convolution through torch: MKL/OpenBLAS/oneDNN beat generated code there) and
 ops without a lowering (the reference backend's eager implementation, listed in `Program.fallbacks`). A top-level op outside any kernel is
 a kernel of its own; the layout ops and constants feeding it are pulled into its function, so a
@@ -32,7 +32,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from backends.base import Backend, Program, per_size
-from backends.cpu import attention as ATT
+from backends.cpu import attention_plan as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
 from backends.cpu import symdims
