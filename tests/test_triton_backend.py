@@ -17,7 +17,8 @@ import torch  # noqa: E402
 
 from backends.reference import ReferenceBackend  # noqa: E402
 from backends.triton.backend import TritonBackend, plan_module  # noqa: E402
-from backends.triton.codegen import emit_module, plan_buffers  # noqa: E402
+from backends.triton.codegen import emit_module  # noqa: E402
+from backends.triton.launch import plan_buffers  # noqa: E402
 from compiler import ir  # noqa: E402
 from compiler.dialects.types import shape_of, torch_dtype  # noqa: E402
 from compiler.targets import get_target  # noqa: E402

@@ -13,7 +13,7 @@ op) becomes one step:
 
 A kernel group that cannot become one kernel is split (anchor, prologue, epilogue; then single ops),
 never a crash. Top-level layout ops that only generated kernels read cost nothing; others run as
-torch views. The launch list runs on the inputs' device (`codegen.LaunchList`): under
+torch views. The launch list runs on the inputs' device (`launch.LaunchList`): under
 `TRITON_INTERPRET=1` on CPU tensors, on CUDA under a CUDA graph.
 """
 
@@ -28,7 +28,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 from backends.base import Backend, Program, per_size
 from backends.reference import OPS as REFERENCE_OPS
 from backends.reference import forward_func
-from backends.triton import codegen
+from backends.triton import codegen, launch
 from backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
 from backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
     TEMPLATE_OPS,
@@ -337,7 +337,7 @@ class TritonBackend(Backend):
                 if s.sizes:
                     s.fn = SizeGeneric(s.fn, s.sizes, _reference_group(s, plan.canon))
         if not is_dynamic_module(module):
-            runner = codegen.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
+            runner = launch.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
             return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels)
         # one lowering for every size: size-generic kernels, templates reading sizes off their tensors,
         # and per binding only buffers, CUDA graphs and the kernels listed in plan.per_size
@@ -346,7 +346,7 @@ class TritonBackend(Backend):
         for s in plan.steps:
             if isinstance(s.fn, PerSizeKernel):
                 s.fn.compiled = sizes
-        runner = codegen.DynamicLaunchList(plan.steps, plan.args, plan.results, symbolic.Binding.of(fn),
+        runner = launch.DynamicLaunchList(plan.steps, plan.args, plan.results, symbolic.Binding.of(fn),
                                            cuda_graphs=self.cuda_graphs)
         generic = sum(1 for s in plan.steps if s.sizes)
         note = (f"triton: one lowering serves every size of {', '.join(symbolic.symbols(fn))}: {generic} generated "
