@@ -340,6 +340,13 @@ def runs_agreement(path: Path, rows: list[dict], tie: float = 0.05) -> dict:
             per_run[rec.get("run", 0)][rec["id"]] = rec["seconds"]
     a, b = per_run.get(0, {}), per_run.get(1, {})
     logs = [abs(math.log(b[i] / a[i])) for i in a if i in b]
+    return {"rows": len(logs), "median_abs_ln_change": statistics.median(logs) if logs else float("nan"),
+            **_winner_agreement(rows, a, b, tie)}
+
+
+def _winner_agreement(rows: list[dict], a: dict[str, float], b: dict[str, float], tie: float) -> dict:
+    """Over the fuse-or-not pairs timed in both `a` and `b` (id -> seconds): how often the winner (fused < sum
+    of parts) agrees, overall and where `a`'s gap exceeds `tie` (in ln)."""
     agree = n = agree_gap = n_gap = 0
     for rs in pairs_of(rows).values():
         if any(r["id"] not in a or r["id"] not in b for r in rs):
@@ -351,8 +358,7 @@ def runs_agreement(path: Path, rows: list[dict], tie: float = 0.05) -> dict:
         if abs(ga) > tie:
             n_gap += 1
             agree_gap += (ga < 0) == (gb < 0)
-    return {"rows": len(logs), "median_abs_ln_change": statistics.median(logs) if logs else float("nan"),
-            "pairs": n, "winner_agrees": agree / n if n else float("nan"), "pairs_beyond_tie": n_gap,
+    return {"pairs": n, "winner_agrees": agree / n if n else float("nan"), "pairs_beyond_tie": n_gap,
             "winner_agrees_beyond_tie": agree_gap / n_gap if n_gap else float("nan")}
 
 
@@ -368,19 +374,8 @@ def repeatability(retimed: dict[str, dict], rows: list[dict], tie: float = 0.05)
             d = math.log(rec["seconds"] / first)
             logs.append(abs(d))
             shift.append(d)
-    agree = agree_gap = n = n_gap = 0
-    for pair, rs in pairs_of(rows).items():
-        if rs[0]["id"] not in retimed or any(r["id"] not in retimed for r in rs):
-            continue
-        old = [r.get("seconds_first", r["seconds"]) for r in rs]
-        new = [retimed[r["id"]]["seconds"] for r in rs]
-        a, b = math.log(old[0] / sum(old[1:])), math.log(new[0] / sum(new[1:]))
-        n += 1
-        agree += (a < 0) == (b < 0)
-        if abs(a) > tie:
-            n_gap += 1
-            agree_gap += (a < 0) == (b < 0)
+    first = {r["id"]: r.get("seconds_first", r["seconds"]) for r in rows}
+    new = {i: rec["seconds"] for i, rec in retimed.items()}
     return {"rows": len(logs), "median_abs_ln_change": statistics.median(logs) if logs else float("nan"),
-            "median_ln_shift": statistics.median(shift) if shift else float("nan"), "pairs": n,
-            "winner_agrees": agree / n if n else float("nan"), "pairs_beyond_tie": n_gap,
-            "winner_agrees_beyond_tie": agree_gap / n_gap if n_gap else float("nan")}
+            "median_ln_shift": statistics.median(shift) if shift else float("nan"),
+            **_winner_agreement(rows, first, new, tie)}
