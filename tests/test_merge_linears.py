@@ -63,3 +63,29 @@ def test_explain_names_the_merge():
     text = cm.explain()
     assert "3 linears on one input merged (merge-linears: est" in text, text
     assert "2 linears on one input merged" in text, text
+
+
+def test_cost_mode_keeps_linears_apart_when_the_model_says_so(monkeypatch):
+    """mode=cost: a stacked GEMM estimated slower than its parts is not built, and nothing is left behind
+    (the detached concats and linear are erased: the weights have no stray uses)."""
+    import costmodel
+    from compiler import ir
+    from compiler.pipeline import run_pipeline
+
+    real = costmodel.estimate
+
+    def slower_when_stacked(op, target, model=None):
+        stacked = op.name == "graph.linear" and getattr(op.weight.owner, "name", "") == "graph.concat"
+        return 1.0 if stacked else real(op, target, model)
+
+    monkeypatch.setattr(costmodel, "estimate", slower_when_stacked)
+    m = ir.parse("""func.func @forward(%w1: tensor<16x8xf32>, %w2: tensor<16x8xf32>, %x: tensor<4x8xf32>) -> (tensor<4x16xf32>, tensor<4x16xf32>) {
+  %a = graph.linear %x, %w1 : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  %b = graph.linear %x, %w2 : tensor<4x8xf32>, tensor<16x8xf32> -> tensor<4x16xf32>
+  func.return %a, %b : tensor<4x16xf32>, tensor<4x16xf32>
+}""")
+    run_pipeline(m, "merge-linears{mode=cost target=cpu}")
+    names = [op.name for op in m.walk()]
+    assert names.count("graph.linear") == 2 and "graph.concat" not in names and "graph.slice" not in names
+    fn = next(op for op in m.walk() if op.name == "func.func")
+    assert [len(list(a.uses)) for a in fn.body.block.args[:2]] == [1, 1]
