@@ -48,21 +48,15 @@ def _library_fn(op: Operation):
 def _conv_nhwc(conv):
     """A 2-d convolution on channels-last input and weight (output channels-last too).
 
-    The weight's channels-last copy is kept while the same weight tensor, unmodified (same version
-    counter), comes back: parameters are converted once, not per call."""
-    import weakref
-
-    cache: list = [None, -1, 0, None]  # weakref to the weight, its _version and data pointer, the converted copy
+    The weight's channels-last copy is made once per weight version (`_per_version`): parameters are
+    converted once, not per call."""
     cl = torch.channels_last
+    weight_cl = _per_version(lambda w: w.contiguous(memory_format=cl))
 
     def run(x, w, b=None):
         if not x.is_contiguous(memory_format=cl):
             x = x.contiguous(memory_format=cl)
-        ref, ver, ptr, wc = cache
-        if ref is None or ref() is not w or w._version != ver or w.data_ptr() != ptr:  # `w.data = t` keeps the version
-            wc = w.contiguous(memory_format=cl)
-            cache[:] = [weakref.ref(w), w._version, w.data_ptr(), wc]
-        return conv(x, wc, b)
+        return conv(x, weight_cl(w), b)
     return run
 
 
