@@ -16,7 +16,7 @@ head (counts/indices arguments). Per key block, four query rows at a time:
     out[r, :]  = acc[r, :] / l[r]   at the end (0 for a row every key of which is masked)
 
 Scratch per (batch, head, query block): BQ×Dv + 2·BQ + 4·BK floats on the stack; with kT and the
-output that is all the memory the call takes. exp is mathapprox's 11-op polynomial, written on
+output that is all the memory the call takes. exp is mathapprox's 10-op polynomial, written on
 vectors for p and inline on scalars for alpha (a libm call would spill the live score vectors).
 Scores and accumulators are fp32 (bf16/fp16 inputs are upcast at the call). GQA: query head h reads
 key/value head h // (Hq / Hkv). Masks keep their own (broadcast) shape: size-1 dims index 0.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from backends.cpu.mathapprox import (
-    _EXP2_TAYLOR,
+    _EXP2_POLY,
     _EXP_FAST_BOUND,
     _LOG2E,
     Emitter,
@@ -179,12 +179,12 @@ class _Emitter:
         return self.x.v(f"vector.fma {a}, {b}, {c} : {ty or self.vk}")
 
     def exp(self, x: str) -> str:
-        """exp(x) for x <= 0 on a vector<BK>: mathapprox's 11-op exp (2^n · 2^f, Taylor 2^f)."""
+        """exp(x) for x <= 0 on a vector<BK>: mathapprox's 10-op exp (2^n · 2^f, polynomial 2^f)."""
         x = self.vbin("maximumf", x, self.splat(-_EXP_FAST_BOUND))
         nn = self.x.v(f"math.ceil {self.vfma(x, self.splat(-_LOG2E), self.splat(-0.5))} : {self.vk}")
         f = self.vfma(x, self.splat(_LOG2E), nn)
-        acc = self.splat(_EXP2_TAYLOR[0])
-        for c in _EXP2_TAYLOR[1:]:
+        acc = self.splat(_EXP2_POLY[0])
+        for c in _EXP2_POLY[1:]:
             acc = self.vfma(acc, f, self.splat(c))
         ni = self.x.v(f"arith.fptosi {nn} : {self.vk} to {self.vki}")
         shift = self.x.v(f"arith.shli {ni}, {self.x.const('dense<23>', self.vki)} : {self.vki}")
@@ -193,7 +193,7 @@ class _Emitter:
         return self.x.v(f"arith.bitcast {bits} : {self.vki} to {self.vk}")
 
     def scalar_exp(self, x: str) -> str:
-        """exp(x) for x <= 0 inline (mathapprox's 11-op exp): a libm call here would make LLVM spill
+        """exp(x) for x <= 0 inline (mathapprox's 10-op exp): a libm call here would make LLVM spill
         every live score vector around it. Gives ~4e-38 instead of 0 below -86, where the running
         sum and accumulator it scales are 0 (the first visible key block of the row)."""
         self.x.n += 1

@@ -29,13 +29,15 @@ _LN2_C2 = -2.12194440e-4
 _EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
           4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 
-# Throughput exp on [-86, 86]: exp(x) = 2^n * 2^f, n = round(x*log2(e)), f in [-0.5, 0.5], 2^f by its
-# Taylor polynomial (degree 6: 1.2e-7 truncation error), 2^n added to the exponent bits. 11 ops
+# Throughput exp on [-86, 86]: exp(x) = 2^n * 2^f, n = round(x*log2(e)), f in [-0.5, 0.5], 2^f by a
+# degree-5 polynomial (relative minimax with p(0) = 1 exactly, fitted by iteratively reweighted least
+# squares; 1.9e-7 relative error evaluated in f32, against 9.6e-8 for the degree-6 Taylor polynomial
+# and one FMA fewer: softmax 4096x1024 ran 4-8% faster), 2^n added to the exponent bits. 10 ops
 # against Cephes' 16; relative error grows to ~1e-6 at |x| = 86 (log2(e) rounded to f32), where
 # softmax's and GELU's results are ~1e-37 or absorbed by 1 + e.
 _EXP_FAST_BOUND = 86.0
-_EXP2_TAYLOR = (1.5403530393381606e-4, 1.3333558146428443e-3, 9.6181291076284772e-3,
-                5.5504108664821580e-2, 2.4022650695910071e-1, 6.9314718055994531e-1, 1.0)
+_EXP2_POLY = (1.326472731307149e-3, 9.671512991189957e-3, 5.550733581185341e-2,
+              2.4022242426872253e-1, 6.931470036506653e-1, 1.0)
 # Eigen's generic_fast_tanh_float: odd rational function of x on [-7.9053, 7.9053].
 _TANH_CLAMP = 7.90531110763549805
 _TANH_ALPHA = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
@@ -138,15 +140,15 @@ class Emitter:
         return self.emit(f"arith.select {over}, {self.const(float('inf'))}, {y} : f32")
 
     def exp_nonpositive(self, x: str) -> str:
-        """exp(x) for x <= 0 (softmax's x - max): the 11-op exp; exp(-86) ~ 4e-38 for x below."""
+        """exp(x) for x <= 0 (softmax's x - max): the 10-op exp; exp(-86) ~ 4e-38 for x below."""
         return self._exp_fast(self.bin("maximumf", x, self.const(-_EXP_FAST_BOUND)))
 
     def _exp_fast(self, x: str) -> str:
-        """exp(x) for x already in [-86, 86] (so 2^n stays a normal scale; see _EXP2_TAYLOR)."""
+        """exp(x) for x already in [-86, 86] (so 2^n stays a normal scale; see _EXP2_POLY)."""
         log2e = self.const(_LOG2E)
         # nn = -round(x*log2e) as ceil(-x*log2e - 0.5); f = x*log2e + nn with one rounding
         nn = self.emit(f"math.ceil {self.fma(x, self.const(-_LOG2E), self.const(-0.5))} : f32")
-        p = self.horner(self.fma(x, log2e, nn), _EXP2_TAYLOR)
+        p = self.horner(self.fma(x, log2e, nn), _EXP2_POLY)
         shift = self.emit(f"arith.shli {self.emit(f'arith.fptosi {nn} : f32 to i32')}, "
                           f"{self.iconst(23)} : i32")
         bits = self.emit(f"arith.subi {self.emit(f'arith.bitcast {p} : f32 to i32')}, {shift} : i32")
