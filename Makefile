@@ -12,13 +12,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The CPU backend's prebuilt attention kernels (backends/cpu/attention_lib.py), compiled once per install.
+LIBSTAMP := $(VENV)/.cpu-lib
+$(LIBSTAMP): $(STAMP) backends/cpu/attention.py backends/cpu/attention_lib.py backends/cpu/jit.py backends/cpu/mathapprox.py
+	$(BIN)/python -m backends.cpu.attention_lib build
+	touch $(LIBSTAMP)
+
+demo: $(LIBSTAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+test: $(LIBSTAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
-test-all: $(STAMP)
+test-all: $(LIBSTAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # 1000 random programs for the CPU target and 1000 for Triton under its interpreter (a fresh hypothesis
@@ -27,7 +33,7 @@ fuzz: $(STAMP)
 	SOLDER_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_fuzz.py -p no:cacheprovider -s
 	-$(BIN)/python -m tests.fuzz_coverage 1000
 
-bench: $(STAMP)
+bench: $(LIBSTAMP)
 	$(BIN)/python -m benchmarks.run --target cpu
 
 clean:

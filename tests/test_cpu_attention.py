@@ -1,4 +1,4 @@
-"""The CPU backend's generated flash-attention kernel (backends/cpu/attention.py): numerics against eager
+"""The CPU backend's generated per-shape flash-attention kernel (backends/cpu/attention.py): numerics against eager
 dense attention written out (causal, masks, GQA, T not a multiple of the block, d = 64/128, bf16),
 block-sparse against dense attention with the same token mask, the routes explain() shows, and the
 kernel's scratch (nothing of size T×S)."""
@@ -50,6 +50,13 @@ def eager_attention(q, k, v, mask=None, scale=0.125, causal=False):
     if causal:
         s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -math.inf)
     return (s.softmax(-1) @ v).float()
+
+
+@pytest.fixture(autouse=True)
+def _per_shape_kernel(monkeypatch):
+    """These tests are about the per-shape kernel: the prebuilt size-generic one (tests/test_attention_lib.py)
+    is switched off so that every route here is the kernel generated for the op's shape."""
+    monkeypatch.setenv("SOLDER_CPU_LIB", "off")
 
 
 def _run(module, *args):

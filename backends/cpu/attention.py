@@ -67,6 +67,10 @@ class AttentionSpec:
     # a fused QKV projection's output), which the kernel reads in place instead of copying.
     views: tuple = (None, None, None)
     out_bthd: bool = False  # write the output as [B, T, H, Dv] in memory (the heads' merge is then a view)
+    # Size-generic: B, H, T, S, the scale, and every operand's offset and strides are call arguments (see
+    # `generic_args`); only D, Dv, the masking and the blocks are fixed. One such kernel serves every
+    # shape of its variant: attention_lib.py builds the common variants once per install.
+    generic: bool = False
 
     @property
     def nq(self) -> int:
@@ -101,6 +105,36 @@ class AttentionSpec:
         h, d = self.hq, self.dv
         return lay + [f", strided<[{self.t * h * d}, {d}, {h * d}, 1]>" if self.out_bthd else ""]
 
+    def variant(self) -> tuple:
+        """What a size-generic kernel is specialized on (the rest are its arguments)."""
+        row = bool(self.mask) and self.mask_shape[-1] > 1
+        return (self.d, self.dv, self.causal, self.mask, row, self.parallel, self.bq, self.bk)
+
+    def generic_args(self) -> list[int]:
+        """The index arguments of the size-generic kernel for this spec's shapes and layouts, in order:
+        B, Hq, Hkv, T, S, then offset and three outer strides of q, k, v, out (and mask)."""
+        def contiguous(shape):
+            st, acc = [], 1
+            for n in reversed(shape):
+                st.append(acc)
+                acc *= n
+            return st[::-1]
+        vals = [self.b, self.hq, self.hkv, self.t, self.s]
+        logical = [(self.b, self.hq, self.t, self.d), (self.b, self.hkv, self.s, self.d),
+                   (self.b, self.hkv, self.s, self.dv)]
+        for shape, view in zip(logical, self.views):
+            off, st = (view[1], view[2]) if view else (0, contiguous(shape))
+            vals += [off, *st[:3]]
+        if self.out_bthd:
+            h, dv = self.hq, self.dv
+            vals += [0, self.t * h * dv, dv, h * dv]
+        else:
+            vals += [0, *contiguous((self.b, self.hq, self.t, self.dv))[:3]]
+        if self.mask:  # the mask is passed contiguous in its own shape: a size-1 dim broadcasts (stride 0)
+            st = contiguous(self.mask_shape)
+            vals += [0, *(0 if n == 1 else k for n, k in zip(self.mask_shape[:3], st[:3]))]
+        return vals
+
     def describe(self) -> str:
         """Short text for explain(): blocks, masking, GQA, threads."""
         bits = [f"{self.bq}x{self.bk} blocks", "online softmax"]
@@ -113,6 +147,8 @@ class AttentionSpec:
         if self.sparse:
             bits.append("block-sparse layout")
         bits.append("OpenMP" if self.parallel else "1 thread")
+        if self.generic:
+            bits.append("size-generic")
         return ", ".join(bits)
 
 
@@ -163,6 +199,16 @@ class _Emitter:
         self.vki = f"vector<{spec.bk}xi32>"
         self.vd = f"vector<{spec.dv}xf32>"
         self.r = 4 if spec.bk <= 64 else 2  # query rows per micro-kernel step (4 x 64 lanes: 16 zmm)
+        self.sizes: dict[str, str] = {}  # generic kernels: size name -> SSA index value (see `n`)
+
+    def n(self, name: str) -> str:
+        """A size as an index value: a constant, or in a size-generic kernel an argument or a value the
+        prologue derives from them (b, hq, hkv, t, s, nq, nk, nkbk = nk * bk, t1 = t - 1, group)."""
+        if self.sp.generic:
+            return self.sizes[name]
+        sp = self.sp
+        return self.x.idx({"b": sp.b, "hq": sp.hq, "hkv": sp.hkv, "t": sp.t, "s": sp.s, "nq": sp.nq,
+                           "nk": sp.nk, "nkbk": sp.nk * sp.bk, "t1": sp.t - 1, "group": sp.group}[name])
 
     # -- helpers ------------------------------------------------------------------------------
     def f(self, value: float) -> str:
@@ -235,30 +281,75 @@ class _Emitter:
         elems = {"%mask": "f32" if sp.mask == "add" else "i8", "%cnt": "i32", "%idx": "i32"}
         # the kernel indexes every argument as its logical [B, H, T, D] (or mask/layout) shape; a strided
         # layout maps that onto the tensor actually passed (a view's base, a [B, T, H, Dv] output)
-        logical = [(sp.b, sp.hq, sp.t, sp.d), (sp.b, sp.hkv, sp.s, sp.d), (sp.b, sp.hkv, sp.s, sp.dv)]
-        logical += [shape for shape, _ in sp.arg_shapes()[3:-1]] + [(sp.b, sp.hq, sp.t, sp.dv)]
-        self.types = {n: _memref(shape, elems.get(n, "f32"), lay)
-                      for n, shape, lay in zip(names, logical, sp.layouts())}
+        if sp.generic:
+            params = self.generic_prologue(names, elems)
+        else:
+            logical = [(sp.b, sp.hq, sp.t, sp.d), (sp.b, sp.hkv, sp.s, sp.d), (sp.b, sp.hkv, sp.s, sp.dv)]
+            logical += [shape for shape, _ in sp.arg_shapes()[3:-1]] + [(sp.b, sp.hq, sp.t, sp.dv)]
+            self.types = {n: _memref(shape, elems.get(n, "f32"), lay)
+                          for n, shape, lay in zip(names, logical, sp.layouts())}
+            params = list(self.types.items())
         self.outer()
-        head = f"  func.func @{self.name}(" + ", ".join(f"{n}: {t}" for n, t in self.types.items()) + \
+        head = f"  func.func @{self.name}(" + ", ".join(f"{n}: {t}" for n, t in params) + \
             ") attributes {llvm.emit_c_interface} {"
         return "\n".join([head, *self.x.const_lines(), *self.x.lines, "    return", "  }"]) + "\n"
+
+    def generic_prologue(self, names: list[str], elems: dict[str, str]) -> list[tuple[str, str]]:
+        """A size-generic kernel's parameters (flat memrefs, the scale, `index` sizes and strides: the order
+        of AttentionSpec.generic_args) and its prologue: each operand as a strided 4-d view of its flat
+        memref, the sizes derived from the arguments, the scale as a vector."""
+        sp, x = self.sp, self.x
+        x.indent = 2
+        flat = [(f"{n}_flat", f"memref<?x{elems.get(n, 'f32')}>") for n in names]
+        idx = [f"%{n}" for n in ("B", "HQ", "HKV", "T", "S")]
+        roles = ["%q", "%k", "%v", "%out"] + (["%mask"] if sp.mask else [])
+        for r in roles:
+            idx += [f"{r}_off", f"{r}_s0", f"{r}_s1", f"{r}_s2"]
+        dims = {"%q": ("%B", "%HQ", "%T", str(sp.d)), "%k": ("%B", "%HKV", "%S", str(sp.d)),
+                "%v": ("%B", "%HKV", "%S", str(sp.dv)), "%out": ("%B", "%HQ", "%T", str(sp.dv)),
+                "%mask": ("%B", "%HQ", "%T", "%S")}
+        self.types = {}
+        for r in names:
+            elem = elems.get(r, "f32")
+            inner = "1" if r != "%mask" or self.mask_row() else "0"
+            shape = "x".join("?" if d.startswith("%") else d for d in dims[r])
+            ty = f"memref<{shape}x{elem}, strided<[?, ?, ?, {inner}], offset: ?>>"
+            sizes = ", ".join(dims[r])
+            x.line(f"{r} = memref.reinterpret_cast {r}_flat to offset: [{r}_off], sizes: [{sizes}], "
+                   f"strides: [{r}_s0, {r}_s1, {r}_s2, {inner}] : memref<?x{elem}> to {ty}")
+            self.types[r] = ty
+        c1 = x.idx(1)
+        bq, bk = x.idx(sp.bq), x.idx(sp.bk)
+        nk = x.v(f"arith.ceildivui %S, {bk} : index")
+        self.sizes = {"b": "%B", "hq": "%HQ", "hkv": "%HKV", "t": "%T", "s": "%S",
+                      "nq": x.v(f"arith.ceildivui %T, {bq} : index"), "nk": nk,
+                      "nkbk": x.v(f"arith.muli {nk}, {bk} : index"), "t1": x.v(f"arith.subi %T, {c1} : index"),
+                      "group": x.v(f"arith.divui %HQ, %HKV : index")}
+        sc = x.v(f"memref.load %scale[{x.idx(0)}] : memref<1xf32>")
+        self.scale_vec = x.v(f"vector.broadcast {sc} : f32 to {self.vk}")
+        return flat + [("%scale", "memref<1xf32>")] + [(n, "index") for n in idx]
+
+    def mask_row(self) -> bool:
+        """The mask varies along the keys (a row is read per query), else one value per query row."""
+        return bool(self.sp.mask) and self.sp.mask_shape[-1] > 1
 
     def outer(self) -> None:
         sp, x = self.sp, self.x
         x.indent = 2
         self.transpose_keys()
         if sp.parallel:
-            x.line(f"scf.forall (%b, %h, {'%qs' if sp.causal else '%qb'}) in ({sp.b}, {sp.hq}, {sp.nq}) {{")
+            bounds = ", ".join(self.n(k) for k in ("b", "hq", "nq")) if sp.generic else f"{sp.b}, {sp.hq}, {sp.nq}"
+            x.line(f"scf.forall (%b, %h, {'%qs' if sp.causal else '%qb'}) in ({bounds}) {{")
             x.indent += 1
             if sp.causal:  # threads take contiguous ranges: interleave short and long query blocks
                 half = x.v(f"arith.divui %qs, {x.idx(2)} : index")
                 odd = x.v(f"arith.cmpi ne, {x.v(f'arith.remui %qs, {x.idx(2)} : index')}, {x.idx(0)} : index")
-                late = x.v(f"arith.subi {x.idx(sp.nq - 1)}, {half} : index")
+                last = x.v(f"arith.subi {self.n('nq')}, {x.idx(1)} : index")
+                late = x.v(f"arith.subi {last}, {half} : index")
                 x.line(f"%qb = arith.select {odd}, {late}, {half} : index")
         else:
-            for iv, n in (("%b", sp.b), ("%h", sp.hq), ("%qb", sp.nq)):
-                self.for_(x.idx(0), x.idx(n), iv)
+            for iv, n in (("%b", "b"), ("%h", "hq"), ("%qb", "nq")):
+                self.for_(x.idx(0), self.n(n), iv)
         self.query_block()
         for _ in range(1 if sp.parallel else 3):
             self.end()
@@ -268,16 +359,20 @@ class _Emitter:
         the size of k, so a score row is one vector load per d in every query block."""
         sp, x = self.sp, self.x
         c0 = x.idx(0)
-        kt_t = _memref((sp.b, sp.hkv, sp.d, sp.nk * sp.bk))
-        self.kt, self.kt_t = x.v(f"memref.alloc() {{alignment = 64 : i64}} : {kt_t}"), kt_t
-        self.for_(c0, x.idx(sp.b), "%b")
-        self.for_(c0, x.idx(sp.hkv), "%hk")
+        if sp.generic:
+            kt_t = f"memref<?x?x{sp.d}x?xf32>"
+            dyn = f"({self.n('b')}, {self.n('hkv')}, {self.n('nkbk')})"
+        else:
+            kt_t, dyn = _memref((sp.b, sp.hkv, sp.d, sp.nk * sp.bk)), "()"
+        self.kt, self.kt_t = x.v(f"memref.alloc{dyn} {{alignment = 64 : i64}} : {kt_t}"), kt_t
+        self.for_(c0, self.n("b"), "%b")
+        self.for_(c0, self.n("hkv"), "%hk")
         self.for_(c0, x.idx(sp.d), "%d")
-        if sp.s < sp.nk * sp.bk:
-            self.for_(x.idx(sp.s), x.idx(sp.nk * sp.bk), "%j")
+        if sp.generic or sp.s < sp.nk * sp.bk:
+            self.for_(self.n("s"), self.n("nkbk"), "%j")
             x.line(f"memref.store {self.f(0.0)}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
             self.end()
-        self.for_(c0, x.idx(sp.s), "%j")
+        self.for_(c0, self.n("s"), "%j")
         kv = x.v(f"memref.load %k[%b, %hk, %j, %d] : {self.types['%k']}")
         x.line(f"memref.store {kv}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
         for _ in range(4):
@@ -287,8 +382,9 @@ class _Emitter:
         sp, x = self.sp, self.x
         c0 = x.idx(0)
         i0 = x.v(f"arith.muli %qb, {x.idx(sp.bq)} : index")
-        nr = x.v(f"arith.minsi {x.idx(sp.bq)}, {x.v(f'arith.subi {x.idx(sp.t)}, {i0} : index')} : index")
-        self.hk = x.v(f"arith.divui %h, {x.idx(sp.group)} : index") if sp.group > 1 else "%h"
+        left = x.v(f"arith.subi {self.n('t')}, {i0} : index")
+        nr = x.v(f"arith.minsi {x.idx(sp.bq)}, {left} : index")
+        self.hk = x.v(f"arith.divui %h, {self.n('group')} : index") if sp.generic or sp.group > 1 else "%h"
         acc = x.v(f"memref.alloca() : {_memref((sp.bq, sp.dv))}")
         ml = x.v(f"memref.alloca() : {_memref((2, sp.bq))}")
         pbuf = x.v(f"memref.alloca() : {_memref((self.r, sp.bk))}")
@@ -312,8 +408,8 @@ class _Emitter:
             n = x.v(f"memref.load %cnt[{lb}, {lh}, %qb] : {self.types['%cnt']}")
             return x.v(f"arith.index_cast {n} : i32 to index")
         if not sp.causal:
-            return x.idx(sp.nk)
-        last = x.v(f"arith.minsi {x.v(f'arith.addi {i0}, {nr} : index')}, {x.idx(sp.s)} : index")
+            return self.n("nk")
+        last = x.v(f"arith.minsi {x.v(f'arith.addi {i0}, {nr} : index')}, {self.n('s')} : index")
         return x.v(f"arith.ceildivsi {last}, {x.idx(sp.bk)} : index")
 
     def key_block(self, nr: str) -> None:
@@ -324,7 +420,8 @@ class _Emitter:
             kbi = x.v(f"memref.load %idx[{lb}, {lh}, %qb, %t] : {self.types['%idx']}")
             kb = x.v(f"arith.index_cast {kbi} : i32 to index")
         j0 = x.v(f"arith.muli {kb}, {x.idx(sp.bk)} : index")
-        nc = x.v(f"arith.minsi {x.idx(sp.bk)}, {x.v(f'arith.subi {x.idx(sp.s)}, {j0} : index')} : index")
+        left = x.v(f"arith.subi {self.n('s')}, {j0} : index")
+        nc = x.v(f"arith.minsi {x.idx(sp.bk)}, {left} : index")
         x.line(f"scf.for %i = {x.idx(0)} to {nr} step {x.idx(self.r)} {{")
         x.indent += 1
         self.rows(j0, nc)
@@ -338,7 +435,7 @@ class _Emitter:
         ii = [x.v(f"arith.addi %i, {x.idx(k)} : index") if k else "%i" for k in range(r)]
         qi = [x.v(f"arith.addi {self.i0}, {i} : index") for i in ii]
         # rows past T (last query block) read row T-1; their results are never written out
-        qc = [x.v(f"arith.minsi {q}, {x.idx(sp.t - 1)} : index") for q in qi]
+        qc = [x.v(f"arith.minsi {q}, {self.n('t1')} : index") for q in qi]
         z = self.splat(0.0)
         ss = self.for_n(c0, x.idx(sp.d), "%d", [z] * r, vk)
         kv = x.v(f"vector.load {self.kt}[%b, {self.hk}, %d, {j0}] : {self.kt_t}, {vk}")
@@ -381,9 +478,9 @@ class _Emitter:
         number of keys of the block the row may see (may be <= 0) and the rescale factor alpha."""
         sp, x, vk = self.sp, self.x, self.vk
         c0, c1 = x.idx(0), x.idx(1)
-        s = self.vbin("mulf", s, self.splat(sp.scale))
+        s = self.vbin("mulf", s, self.scale_vec if sp.generic else self.splat(sp.scale))
         # keys this row may see in the block: j < limit - j0 (S, or i + 1 when causal)
-        limit = x.idx(sp.s)
+        limit = self.n("s")
         if sp.causal:
             limit = x.v(f"arith.minsi {x.v(f'arith.addi {qi}, {c1} : index')}, {limit} : index")
         rel = x.v(f"arith.subi {limit}, {j0} : index")
@@ -416,6 +513,8 @@ class _Emitter:
             return s, keep
         c0 = x.idx(0)
         mb, mh, mt, ms = sp.mask_shape
+        if sp.generic:  # broadcast dims have stride 0 (generic_args): every index is the operand's own
+            mb = mh = mt = 2
         ix = ["%b" if mb > 1 else c0, "%h" if mh > 1 else c0, qi if mt > 1 else c0]
         mty = self.types["%mask"]
         elem = "f32" if sp.mask == "add" else "i8"

@@ -20,6 +20,7 @@ from compiler.dialects.types import shape_of
 OPS = ("graph.attention", "graph.block_sparse_attention")
 ROUTE = "mlir: flash attention"
 SDPA_ROUTE = "library: F.scaled_dot_product_attention"
+LIB_ROUTE = "library: flash attention"  # attention_lib.py's prebuilt kernel
 _FLOAT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 PARALLEL_MIN_FLOPS = 1 << 26  # ~5 ms on one core: below it, waking and joining threads outweighs the second one
 

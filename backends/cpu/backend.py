@@ -32,6 +32,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from backends.base import Backend, Program, per_size
+from backends.cpu import attention_lib
 from backends.cpu import attention_plan as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
@@ -73,6 +74,7 @@ class Step:
     nhwc_in: list[bool] = field(default_factory=list)  # MLIR step: input i arrives channels-last
     nhwc_out: list[bool] = field(default_factory=list)  # MLIR step: output i is written channels-last
     symbols: list[str] = field(default_factory=list)  # MLIR step of a dynamic module: its `index` arguments
+    prebuilt: str = ""  # a step calling the install's library kernel (attention_lib.py): that kernel's MLIR
 
 
 @dataclass
@@ -244,10 +246,16 @@ class _Planner:
         p = ATT.plan(op, views=views, out_bthd=bool(tail))
         if p.spec is None:
             return self.step(p.route, [op], kernel_id=kid, note=p.note)
-        name = f"k{self.n_funcs}"
-        self.n_funcs += 1
-        st = self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
-                       arg_types=p.arg_types(), launch=p.launcher)
+        lib = attention_lib.prebuilt(p.spec)
+        if lib is not None:  # the install's size-generic kernel: nothing to compile
+            st = self.step(f"{ATT.LIB_ROUTE} ({p.spec.describe()}; prebuilt, size-generic)", [op], kernel_id=kid,
+                           launch=lambda _: p.launcher(lib))
+            st.prebuilt = lib.text
+        else:
+            name = f"k{self.n_funcs}"
+            self.n_funcs += 1
+            st = self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
+                           arg_types=p.arg_types(), launch=p.launcher)
         keys = [b if view else k for k, view, b in zip(st.operand_keys[0], p.spec.views + (None,), bases + (None,))]
         keys += st.operand_keys[0][len(keys):]
         st.operand_keys, st.inputs = [keys], list(dict.fromkeys(keys))
@@ -255,7 +263,7 @@ class _Planner:
             final = tail[-1].results[0]
             shape = shape_of(final.type)
             st.outputs = [final]
-            st.launch = lambda kern: p.launcher(kern, lambda o: o.view(shape))
+            st.launch = lambda kern: p.launcher(lib or kern, lambda o: o.view(shape))
             self.taken.update(tail)
         return st
 
@@ -401,8 +409,8 @@ def _conv_inputs(fn) -> set[SSAValue]:
 
 
 def _compiled(s: Step) -> bool:
-    """An MLIR function of the plan's module: a lowered kernel or a generated attention."""
-    return s.route == "mlir" or s.launch is not None
+    """An MLIR function of the plan's module: a lowered kernel or a generated attention (not a prebuilt one)."""
+    return s.route == "mlir" or (s.launch is not None and bool(s.text))
 
 
 def _opt_level(st: Step) -> int:

@@ -268,6 +268,33 @@ class JitKernel:
         """
         self._fast_unchecked(*tensors)
 
+    def bind(self, shapes: list[tuple[int, ...]], symbols: list[int]):
+        """A call of this size-generic kernel at fixed sizes: `shapes` gives each memref argument's shape,
+        `symbols` each `index` argument's value, in order. Returns `call(*tensors)` (memref arguments in
+        order, contiguous, with those shapes' element counts; unchecked) that per call only stores the data
+        pointers. Each binding owns its descriptors, so bindings of one kernel at different sizes coexist."""
+        mems = [i for i, s in enumerate(self.specs) if s.dtype is not None]
+        syms = [i for i, s in enumerate(self.specs) if s.dtype is None]
+        if len(shapes) != len(mems) or len(symbols) != len(syms):
+            raise CallError(f"{self.entry}: bind() takes {len(mems)} shapes and {len(syms)} symbols, "
+                            f"got {len(shapes)} and {len(symbols)}")
+        descs = [ArgSpec(tuple(shape), self.specs[i].dtype).descriptor() for i, shape in zip(mems, shapes)]
+        n = len(self.specs)
+        slots = (ctypes.c_void_p * n)()
+        for i, d in zip(mems, descs):
+            slots[i] = ctypes.addressof(d)
+        for i, v in zip(syms, symbols):
+            slots[i] = v
+        base, size = ctypes.addressof(slots), ctypes.sizeof(ctypes.c_void_p)
+        packed = (ctypes.c_void_p * n)(*[base + i * size for i in range(n)])
+        args = ", ".join(f"t{i}" for i in range(len(mems)))
+        sets = "".join(f"    d{i}.aligned = t{i}.data_ptr()\n" for i in range(len(mems)))
+        env: dict = {"fn": self._fn, "addr": ctypes.addressof(packed), **{f"d{i}": d for i, d in enumerate(descs)}}
+        exec(compile(f"def call({args}):\n{sets}    fn(addr)\n", f"<jit bound {self.entry}>", "exec"), env)
+        call = env["call"]
+        call.keepalive = (self, descs, slots, packed)  # the kernel's code and the memory the pointers name
+        return call
+
     def _bad_arg(self, i: int, t: object) -> None:
         spec = self.specs[i]
         want = f"a contiguous {spec.dtype} tensor of shape {['?' if n < 0 else n for n in spec.shape]}"
@@ -288,16 +315,7 @@ def compile_mlir(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | 
     """Compile MLIR `text` and return the callable kernel for the public function `entry`."""
     start = time.perf_counter()
     has_schedule = "transform.named_sequence" in text
-    parallel = "use_forall" in text or "scf.forall" in text
-    if parallel:
-        omp = find_openmp()
-        if omp is None:
-            raise JitError(f"compile_mlir({entry}): the kernel is parallel (scf.forall) but no "
-                           "OpenMP runtime was found; install Debian's libomp5 or PyPI's "
-                           "intel-openmp, or build the kernel with parallel=False")
-        shared_libs = tuple(shared_libs) + (omp,)
-    pipe = pipeline(schedule=has_schedule, parallel=parallel)
-    key = cache_key(text, pipe, opt_level, shared_libs)
+    pipe, shared_libs, key = _keyed(text, entry, opt_level, shared_libs)
     cdir = Path(cache_dir) if cache_dir is not None else knobs.cache_dir()
     if use_cache:
         hit = _load_cached(cdir, key, entry, opt_level, shared_libs, start)
@@ -320,6 +338,28 @@ def compile_mlir(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | 
     kind = _store(cdir, key, entry, specs, engine, lowered, shared_libs) if use_cache else None
     return JitKernel(entry, fnptr, specs, (ctx, module, engine), cache_hit=False,
                      compile_seconds=time.perf_counter() - start, cache_kind=kind)
+
+
+def _keyed(text: str, entry: str, opt_level: int, shared_libs: tuple[str, ...]) -> tuple[str, tuple[str, ...], str]:
+    """The pipeline, shared libraries (libomp added for a parallel kernel) and cache key of `text`."""
+    parallel = "use_forall" in text or "scf.forall" in text
+    if parallel:
+        omp = find_openmp()
+        if omp is None:
+            raise JitError(f"compile_mlir({entry}): the kernel is parallel (scf.forall) but no "
+                           "OpenMP runtime was found; install Debian's libomp5 or PyPI's "
+                           "intel-openmp, or build the kernel with parallel=False")
+        shared_libs = tuple(shared_libs) + (omp,)
+    pipe = pipeline(schedule="transform.named_sequence" in text, parallel=parallel)
+    return pipe, tuple(shared_libs), cache_key(text, pipe, opt_level, shared_libs)
+
+
+def load_cached(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | Path,
+                shared_libs: tuple[str, ...] = ()) -> JitKernel | None:
+    """What `compile_mlir` with these arguments would load from `cache_dir` without compiling, or None
+    (no entry, or one that fails its checks). Never compiles or writes."""
+    _, shared_libs, key = _keyed(text, entry, opt_level, shared_libs)
+    return _load_cached(Path(cache_dir), key, entry, opt_level, shared_libs, time.perf_counter())
 
 
 def cache_key(text: str, pipe: str, opt_level: int, shared_libs: tuple[str, ...] = ()) -> str:

@@ -377,4 +377,7 @@ def emit_module(module, target=None) -> str:
     from backends.cpu.backend import plan_module
 
     plan = plan_module(module)
-    return "\n".join(f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items())
+    out = [f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items()]
+    out += [f"// {s.route}: compiled once per install (backends/cpu/attention_lib.py), not with this module\n"
+            f"{s.prebuilt}" for s in plan.steps if s.prebuilt]
+    return "\n".join(out)

@@ -140,7 +140,7 @@ def build_runner(plan: Plan, kernels: dict):
             launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
             made_contiguous.update(s.outputs)
         elif s.launch is not None:
-            launch.append(_call_launch(s.launch(kernels[s.func]), [slots[v] for v in s.operand_keys[0]], outs))
+            launch.append(_call_launch(s.launch(kernels.get(s.func)), [slots[v] for v in s.operand_keys[0]], outs))
         elif len(s.ops) == 1:
             fn = _library_fn(s.ops[0]) if s.route.startswith("library") else OPS[s.ops[0].name](s.ops[0])
             launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))

@@ -1,7 +1,8 @@
-// RUN: solder-opt %s --emit linalg | filecheck %s
+// RUN: SOLDER_CPU_LIB=off solder-opt %s --emit linalg | filecheck %s
 
 // graph.attention (causal, GQA 4:2, T = 100: one full query block of 64 and a tail of 36) lowers to the
-// generated flash-attention kernel (backends/cpu/attention.py), in the kernels' ABI: memref arguments,
+// generated per-shape flash-attention kernel (backends/cpu/attention.py; the install's prebuilt size-generic
+// kernels, attention_lib.py, are switched off here), in the kernels' ABI: memref arguments,
 // destination passing, C interface. The keys are transposed once into a buffer the size of k (padded to
 // whole key blocks, zeros past S); per (batch, head, query block) the scratch is the accumulator rows,
 // running max/sum and 4 probability rows: nothing of size T x S. Small enough for one thread: scf.for.

@@ -1,0 +1,138 @@
+"""Prebuilt, size-generic flash-attention kernels: built once per install, so that no model compile pays for them.
+
+The generated attention kernel (attention.py) costs 0.1-0.7 s of MLIR and LLVM work per shape, most of a
+small model's cold compile (attn_sdpa: 0.13 of 0.18 s). Its size-generic form (`AttentionSpec(generic=True)`:
+B, H, T, S, the scale and every operand's offset and strides are call arguments; D, Dv, the masking and the
+blocks are not) runs as fast as the per-shape kernel (measured within 5% at the zoo's and GPT-2's shapes), so
+the common variants are compiled once, like a vendor library's kernels, and every model whose attention matches
+one calls it instead of generating its own.
+
+`python -m backends.cpu.attention_lib build` (run by the Makefile's set-up) compiles PREBUILT into
+`library_dir()`: $SOLDER_CPU_LIB, else <venv>/share/solder/cpu-lib, in a subdirectory named by a fingerprint
+of the host CPU and the torch-mlir build (the code is compiled for this CPU's instruction set; another CPU or
+MLIR build gets its own directory). The directory holds ordinary JIT cache entries (jit.py: atomic, verified
+by hash, never trusted when corrupt) and is only read while compiling models: a variant it lacks is generated
+per shape as before, into the model's own cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from backends.cpu import jit
+from backends.cpu.attention import AttentionSpec, module
+
+ENTRY = "attn"
+OPT_LEVEL = 3
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+def _variants() -> list[AttentionSpec]:
+    """The prebuilt set: head dims 16-128 (Dv = D), one thread; no mask (causal or not), and a mask that
+    varies along the keys (an additive padding mask, a boolean keep-mask), not causal."""
+    out = []
+    for d in HEAD_DIMS:
+        base = AttentionSpec(b=1, hq=1, t=1, d=d, hkv=1, s=1, dv=d, scale=1.0, causal=False, generic=True)
+        out += [base, dataclasses.replace(base, causal=True),
+                dataclasses.replace(base, mask="add", mask_shape=(1, 1, 1, 2)),
+                dataclasses.replace(base, mask="bool", mask_shape=(1, 1, 1, 2))]
+    return out
+
+
+PREBUILT = _variants()
+
+
+def fingerprint() -> str:
+    """Host CPU (model and feature flags) and MLIR build: what the compiled code depends on beyond its text."""
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
+        cpu += "".join(sorted(set(lines)))
+    except OSError:
+        cpu += platform.processor()
+    h = hashlib.sha256(f"{cpu}\0{jit._torch_mlir_version()}\0{jit.CACHE_FORMAT}".encode())
+    return h.hexdigest()[:16]
+
+
+def library_dir() -> Path:
+    root = os.environ.get("SOLDER_CPU_LIB") or os.path.join(sys.prefix, "share", "solder", "cpu-lib")
+    return Path(root) / fingerprint()
+
+
+@functools.lru_cache(maxsize=None)
+def _load(variant: tuple, root: str):
+    """The prebuilt kernel of `variant` from `root`, or None (not built, or an entry that fails its checks)."""
+    try:
+        return jit.load_cached(module(_generic(variant), ENTRY), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+    except jit.JitError:  # a parallel variant without an OpenMP runtime
+        return None
+
+
+def _generic(variant: tuple) -> AttentionSpec:
+    """The size-generic spec of a variant (AttentionSpec.variant()): its fixed fields, placeholder sizes."""
+    d, dv, causal, mask, row, parallel, bq, bk = variant
+    return AttentionSpec(b=1, hq=1, t=1, d=d, hkv=1, s=1, dv=dv, scale=1.0, causal=causal, mask=mask,
+                         mask_shape=(1, 1, 1, 2 if row else 1) if mask else (), parallel=parallel, bq=bq, bk=bk,
+                         generic=True)
+
+
+class Bound:
+    """A prebuilt kernel bound to one attention op's sizes and layouts: `call_unchecked(q, k, v, [mask], out)`
+    with the same operands as the per-shape kernel (attention_plan._dense_call calls it)."""
+
+    def __init__(self, kernel, spec: AttentionSpec) -> None:
+        self.text = module(_generic(spec.variant()), ENTRY)
+        shapes = [(_numel(shape),) for shape, _ in spec.arg_shapes()] + [(1,)]
+        self.scale = torch.tensor([spec.scale], dtype=torch.float32)
+        self._call = kernel.bind(shapes, spec.generic_args())
+        scale = self.scale
+        self.call_unchecked = lambda *ts: self._call(*ts, scale)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def prebuilt(spec: AttentionSpec) -> Bound | None:
+    """`spec`'s attention as a call of the installed library's kernel, or None when the library lacks its
+    variant (or is not built): the caller then generates the per-shape kernel."""
+    if spec.sparse or spec.generic or os.environ.get("SOLDER_CPU_LIB") == "off":
+        return None
+    kernel = _load(spec.variant(), str(library_dir()))
+    return None if kernel is None else Bound(kernel, spec)
+
+
+def build(root: Path | None = None, variants: list[AttentionSpec] = PREBUILT, quiet: bool = False) -> int:
+    """Compile `variants` into the library (kept ones are not rebuilt); returns how many were compiled."""
+    root = root or library_dir()
+    built = 0
+    t0 = time.perf_counter()
+    for spec in variants:
+        if _load.__wrapped__(spec.variant(), str(root)) is not None:
+            continue
+        jit.compile_mlir(module(_generic(spec.variant()), ENTRY), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+        built += 1
+    _load.cache_clear()
+    if not quiet:
+        print(f"solder CPU attention library: {built} kernel(s) built, {len(variants) - built} kept, "
+              f"{time.perf_counter() - t0:.1f} s, in {root}")
+    return built
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["build"]:
+        sys.exit("usage: python -m backends.cpu.attention_lib build")
+    build()

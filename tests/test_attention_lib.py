@@ -1,0 +1,170 @@
+"""The CPU backend's prebuilt size-generic attention kernels (backends/cpu/attention_lib.py): one kernel per
+variant serves every shape, read in place through offsets and strides given at the call; numerics against eager
+attention written out; a library that lacks a variant, or holds a corrupt entry, falls back to the per-shape
+kernel; models whose attention the library covers compile no attention code."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from backends.cpu import attention_lib as L
+from backends.cpu import attention_plan as A
+from backends.cpu import jit
+from backends.cpu.attention import AttentionSpec
+from backends.cpu.backend import plan_module
+from compiler import compile as solder_compile
+from tests.test_cpu_attention import FusedQKV, _module, _run, eager_attention
+
+D = 32  # the head dim the test library is built for (16 takes 0.7 s per variant to compile, 32 0.2 s)
+VARIANTS = [v for v in L.PREBUILT if v.d == D]
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cpu-lib")
+    assert L.build(root, VARIANTS, quiet=True) == len(VARIANTS)
+    assert L.build(root, VARIANTS, quiet=True) == 0  # kept, not rebuilt
+    return root
+
+
+@pytest.fixture
+def use_library(library, monkeypatch):
+    monkeypatch.setattr(L, "library_dir", lambda: library)
+    monkeypatch.delenv("SOLDER_CPU_LIB", raising=False)
+    L._load.cache_clear()
+    yield library
+    L._load.cache_clear()
+
+
+CASES = [  # b, hq, hkv, t, s, causal, mask
+    (1, 2, 2, 100, 100, False, None),    # T, S not multiples of the 64 block
+    (2, 4, 2, 70, 70, True, None),       # GQA, causal
+    (1, 2, 2, 1, 130, False, None),      # one query row
+    (2, 2, 2, 33, 65, False, "add"),     # additive padding mask [B, 1, 1, S]
+    (1, 3, 3, 50, 50, False, "bool"),    # boolean keep-mask [1, 1, T, S]
+]
+
+
+@pytest.mark.parametrize("b,hq,hkv,t,s,causal,mask", CASES)
+def test_generic_kernel_matches_eager(use_library, b, hq, hkv, t, s, causal, mask):
+    torch.manual_seed(t + s)
+    q, k, v = torch.randn(b, hq, t, D), torch.randn(b, hkv, s, D), torch.randn(b, hkv, s, D)
+    m = None
+    if mask == "add":
+        m = torch.where(torch.rand(b, 1, 1, s) > 0.2, 0.0, float("-inf"))
+        m[..., 0] = 0.0
+    elif mask == "bool":
+        m = torch.rand(1, 1, t, s) > 0.3
+        m[..., 0] = True
+    args = (q, k, v) if m is None else (q, k, v, m)
+    out, prog = _run(_module(*args, scale=D ** -0.5, causal=causal), *args)
+    assert prog.kernels[0]["route"].startswith(A.LIB_ROUTE), prog.kernels[0]["route"]
+    torch.testing.assert_close(out, eager_attention(q, k, v, m, scale=D ** -0.5, causal=causal), atol=2e-5, rtol=2e-5)
+
+
+def test_two_bindings_of_one_kernel_at_different_sizes(use_library):
+    """Bindings own their descriptors: calls at one size do not disturb the other's."""
+    spec = AttentionSpec(b=1, hq=2, t=40, d=D, hkv=2, s=40, dv=D, scale=0.2, causal=True)
+    other = dataclasses.replace(spec, b=2, t=90, s=90)
+    calls = [A._dense_call(sp, L.prebuilt(sp)) for sp in (spec, other)]
+    for _ in range(2):
+        for sp, call in zip((spec, other), calls):
+            q, k, v = (torch.randn(sp.b, 2, sp.t, D) for _ in range(3))
+            ref = eager_attention(q, k, v, scale=0.2, causal=True)
+            torch.testing.assert_close(call(q, k, v), ref, atol=2e-5, rtol=2e-5)
+
+
+def test_model_reads_head_views_in_place_and_compiles_no_attention(use_library):
+    """The zoo's head split (GQA too): the library kernel takes the projection's output with the heads' offsets
+    and strides as arguments and writes the merged [B, T, H*Dv] value; the plan has no MLIR module to compile."""
+    for kv_heads in (4, 2):
+        torch.manual_seed(kv_heads)
+        model = FusedQKV(d=128, heads=4, kv_heads=kv_heads).eval()
+        x = torch.randn(2, 40, 128)
+        cm = solder_compile(model, target="cpu")
+        torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)
+        plan = plan_module(next(iter(cm.specializations.values())).imported.module)
+        assert [s.route.split(":")[0] for s in plan.steps] == ["library", "library"]
+        assert plan.steps[1].route.startswith(A.LIB_ROUTE) and "prebuilt" in plan.steps[1].route
+        assert plan.steps[1].inputs == plan.steps[0].outputs and plan.steps[1].outputs == plan.returns
+        assert plan.modules() == {}
+        assert "prebuilt, size-generic" in cm.explain()
+
+
+def test_variant_the_library_lacks_gets_the_per_shape_kernel(use_library):
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 20, 24) for _ in range(3))  # head dim 24: not prebuilt
+    out, prog = _run(_module(q, k, v, scale=0.2), q, k, v)
+    assert prog.kernels[0]["route"].startswith(A.ROUTE)
+    torch.testing.assert_close(out, eager_attention(q, k, v, scale=0.2), atol=2e-5, rtol=2e-5)
+
+
+def test_corrupt_library_entry_is_never_loaded(library, tmp_path, monkeypatch):
+    """A damaged entry fails its hash check: the op gets the per-shape kernel, and the answer is right."""
+    import shutil
+
+    bad = tmp_path / "lib"
+    shutil.copytree(library, bad)
+    for f in bad.rglob("*.bin"):
+        data = bytearray(f.read_bytes())
+        data[-100] ^= 0xFF
+        f.write_bytes(bytes(data))
+    monkeypatch.setattr(L, "library_dir", lambda: bad)
+    L._load.cache_clear()
+    try:
+        torch.manual_seed(2)
+        q, k, v = (torch.randn(1, 2, 30, D) for _ in range(3))
+        out, prog = _run(_module(q, k, v, scale=0.2, causal=True), q, k, v)
+        assert prog.kernels[0]["route"].startswith(A.ROUTE)
+        torch.testing.assert_close(out, eager_attention(q, k, v, scale=0.2, causal=True), atol=2e-5, rtol=2e-5)
+    finally:
+        L._load.cache_clear()
+
+
+def test_switched_off_or_absent_library(tmp_path, monkeypatch):
+    spec = AttentionSpec(b=1, hq=2, t=8, d=D, hkv=2, s=8, dv=D, scale=0.2, causal=False)
+    monkeypatch.setattr(L, "library_dir", lambda: tmp_path / "empty")
+    L._load.cache_clear()
+    assert L.prebuilt(spec) is None
+    monkeypatch.setenv("SOLDER_CPU_LIB", "off")
+    assert L.prebuilt(spec) is None
+    L._load.cache_clear()
+
+
+def test_library_dir_is_per_host_and_mlir_build(monkeypatch):
+    """Compiled for this CPU's instruction set: another CPU model/flags or MLIR build reads another directory."""
+    first = L.fingerprint()
+    monkeypatch.setattr(jit, "_torch_mlir_version", lambda: "another-build")
+    assert L.fingerprint() != first
+
+
+def test_bind_checks_its_arity():
+    spec = dataclasses.replace(VARIANTS[0])
+    kern = jit.compile_mlir(A.module(spec, "attn"), "attn", use_cache=False)
+    with pytest.raises(jit.CallError, match="bind\\(\\) takes 5 shapes and 21 symbols"):
+        kern.bind([(1,)], [])
+
+
+def test_sdpa_model_matches_with_library(use_library):
+    class M(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    torch.manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 45, D) for _ in range(3))
+    cm = solder_compile(M().eval(), target="cpu")
+    torch.testing.assert_close(cm(q, k, v), M()(q, k, v), atol=2e-5, rtol=2e-5)
+    assert "prebuilt, size-generic" in cm.explain()
+
+
+def test_emit_linalg_shows_the_prebuilt_kernel(use_library):
+    """`solder-opt --emit linalg` prints what runs: the prebuilt kernel's MLIR, marked as compiled per install."""
+    from backends.cpu.lower import emit_module
+
+    q, k, v = (torch.randn(1, 2, 20, D) for _ in range(3))
+    text = emit_module(_module(q, k, v, scale=0.2, causal=True))
+    assert "// library: flash attention" in text and "compiled once per install" in text
+    assert "func.func @attn(%q_flat: memref<?xf32>" in text and "memref.reinterpret_cast %q_flat" in text
+    assert "// opt_level" not in text  # nothing compiled with the module
