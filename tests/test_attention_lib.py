@@ -168,3 +168,23 @@ def test_emit_linalg_shows_the_prebuilt_kernel(use_library):
     assert "// library: flash attention" in text and "compiled once per install" in text
     assert "func.func @attn(%q_flat: memref<?xf32>" in text and "memref.reinterpret_cast %q_flat" in text
     assert "// opt_level" not in text  # nothing compiled with the module
+
+
+def test_dynamic_module_calls_the_prebuilt_kernel_per_size(use_library):
+    """A dynamic module's attention (sizes known per call only) runs the size-generic kernel, bound once per size."""
+    class M(torch.nn.Module):
+        def forward(self, q, k, v, m):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    torch.manual_seed(4)
+    model = M().eval()
+    cm = solder_compile(model, target="cpu")  # the second length makes the sequence dims dynamic
+    for t in (17, 40, 17, 70):
+        q, k, v = (torch.randn(2, 2, t, D) for _ in range(3))
+        m = torch.where(torch.rand(2, 1, 1, t) > 0.2, 0.0, float("-inf"))
+        m[..., 0] = 0.0
+        torch.testing.assert_close(cm(q, k, v, m), model(q, k, v, m), atol=2e-5, rtol=2e-5)
+    dyn = list(cm.specializations.values())[-1]
+    assert dyn.program.dynamic
+    routes = [k["route"] for k in dyn.program.kernels]
+    assert any(r.startswith(A.LIB_ROUTE) and "sizes per call" in r for r in routes), routes

@@ -324,7 +324,7 @@ class _Emitter:
         self.sizes = {"b": "%B", "hq": "%HQ", "hkv": "%HKV", "t": "%T", "s": "%S",
                       "nq": x.v(f"arith.ceildivui %T, {bq} : index"), "nk": nk,
                       "nkbk": x.v(f"arith.muli {nk}, {bk} : index"), "t1": x.v(f"arith.subi %T, {c1} : index"),
-                      "group": x.v(f"arith.divui %HQ, %HKV : index")}
+                      "group": x.v("arith.divui %HQ, %HKV : index")}
         sc = x.v(f"memref.load %scale[{x.idx(0)}] : memref<1xf32>")
         self.scale_vec = x.v(f"vector.broadcast {sc} : f32 to {self.vk}")
         return flat + [("%scale", "memref<1xf32>")] + [(n, "index") for n in idx]

@@ -99,6 +99,57 @@ class Bound:
         self.call_unchecked = lambda *ts: self._call(*ts, scale)
 
 
+class PerCall:
+    """A prebuilt kernel for an attention op of a dynamic module: `(q, k, v[, mask]) -> out` with the sizes
+    read off each call's tensors ([B, H, T, D] q/k/v, made contiguous f32; the mask in its own broadcastable
+    shape). One binding per distinct size, kept (a few per module in practice; at most `keep`). `variant` may
+    leave the head dims open (-1: every dim of the module is symbolic): a call whose head dims have no
+    prebuilt kernel runs torch SDPA (`fallback`)."""
+
+    def __init__(self, variant: tuple, scale: float, fallback, keep: int = 64) -> None:
+        self.variant, self.scale, self.fallback, self.keep = variant, scale, fallback, keep
+        self.bound: dict[tuple, object] = {}
+        self.text = "\n".join(module(_generic(v), ENTRY) for v in self._known())
+
+    def _known(self) -> list[tuple]:
+        d, dv, *rest = self.variant
+        if d > 0 and dv > 0:
+            return [self.variant]
+        return [p.variant() for p in PREBUILT if p.variant()[2:] == tuple(rest)]
+
+    def __call__(self, q, k, v, mask=None):
+        from backends.cpu.attention_plan import _dense_call
+
+        _, _, causal, kind, row, parallel, bq, bk = self.variant
+        b, hq, t, d = q.shape
+        hkv, s, dv = k.shape[1], k.shape[2], v.shape[3]
+        mshape = (1,) * (4 - mask.dim()) + tuple(mask.shape) if mask is not None else ()
+        key = (b, hq, hkv, t, s, d, dv, mshape)
+        call = self.bound.get(key)
+        if call is None:
+            if len(self.bound) >= self.keep:
+                self.bound.clear()
+            kernel = _load((d, dv) + self.variant[2:], str(library_dir()))
+            if kernel is None:
+                call = self.fallback
+            else:
+                spec = AttentionSpec(b=b, hq=hq, t=t, d=d, hkv=hkv, s=s, dv=dv, scale=self.scale, causal=causal,
+                                     mask=kind, mask_shape=mshape, parallel=parallel, bq=bq, bk=bk)
+                call = _dense_call(spec, Bound(kernel, spec))
+            self.bound[key] = call
+        return call(q, k, v, mask) if mask is not None else call(q, k, v)
+
+
+def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
+    """The prebuilt kernel of `variant` (head dims -1: those of each call) for an op whose sizes are known per
+    call only, or None when the library has no kernel for it."""
+    if os.environ.get("SOLDER_CPU_LIB") == "off":
+        return None
+    call = PerCall(variant, scale, fallback)
+    known = [v for v in call._known() if _load(v, str(library_dir())) is not None]
+    return call if known else None
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:

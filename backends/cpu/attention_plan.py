@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.cpu.attention import AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
+from backends.cpu.attention import BLOCK_K, BLOCK_Q, AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
 from compiler.dialects.types import shape_of
 
 OPS = ("graph.attention", "graph.block_sparse_attention")
@@ -79,6 +79,34 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
     spec = AttentionSpec(**common, mask=mask, mask_shape=mshape)
     return AttentionPlan(_route(spec, "default: no TxS buffer"), "", spec,
                          lambda kern, out_view=None: _dense_call(spec, kern, out_view))
+
+
+def dynamic_prebuilt(op):
+    """The install's size-generic kernel for an attention op of a dynamic module (static head dims, f32/bf16/f16,
+    a mask broadcastable along fixed dims), as `(q, k, v[, mask]) -> out` with a `describe` text; else None."""
+    from backends.cpu import attention_lib
+
+    from backends.reference import attention_reference
+
+    q, v = shape_of(op.query.type), shape_of(op.value.type)
+    if _unsupported(op, str(op.query.type.element_type)):
+        return None
+    mask, row = "", False
+    if op.mask is not None:
+        mask = "bool" if str(op.mask.type.element_type) == "i1" else "add"
+        row = shape_of(op.mask.type)[-1] != 1
+    causal, scale = op.causal is not None, op.scale.value.data
+    variant = (max(q[3], -1), max(v[3], -1), causal, mask, row, False, BLOCK_Q, BLOCK_K)
+
+    def sdpa(q, k, v, mask=None):
+        return attention_reference(q, k, v, mask, scale, causal)
+    call = attention_lib.dynamic(variant, scale, sdpa)
+    if call is not None:
+        bits = ["64x64 blocks", "online softmax"] + (["causal"] if causal else []) + ([f"{mask} mask"] if mask else [])
+        if q[3] < 0 or v[3] < 0:
+            bits.append("SDPA for a head dim without a prebuilt kernel")
+        call.describe = ", ".join(bits + ["1 thread"])
+    return call
 
 
 def _route(spec: AttentionSpec, why: str) -> str:

@@ -32,11 +32,10 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from backends.base import Backend, Program, per_size
-from backends.cpu import attention_lib
+from backends.cpu import attention_lib, symdims
 from backends.cpu import attention_plan as ATT
 from backends.cpu import lower as L
 from backends.cpu import lower_schedule as S
-from backends.cpu import symdims
 from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
 from backends.reference import OPS, forward_func
 from compiler import log
@@ -236,9 +235,16 @@ class _Planner:
         views nor a contiguous copy run per call. When the result's only use is the heads' merge
         (permute to [B, T, H, Dv], perhaps a reshape to [B, T, H*Dv]), the kernel writes [B, T, H, Dv]
         memory and the step yields the merged value directly."""
-        if self.binding is not None:  # a dynamic module: the generated kernel is emitted for static sizes
+        if self.binding is not None:  # a dynamic module: the install's size-generic kernel, else SDPA
             why = "dynamic shapes: the generated kernel is emitted per static size"
             if op.name == "graph.attention":
+                call = ATT.dynamic_prebuilt(op)
+                if call is not None:
+                    st = self.step(f"{ATT.LIB_ROUTE} ({call.describe}; prebuilt, size-generic, sizes per call)",
+                                   [op], kernel_id=kid, launch=lambda _: call)
+                    st.prebuilt = call.text
+                    return st
+                why += " and the install's size-generic kernels lack this variant"
                 return self.step(f"{ATT.SDPA_ROUTE} ({why})", [op], kernel_id=kid)
             return self.step("reference", [op], kernel_id=kid, note=why)
         views, bases = zip(*(self._view_of(x) for x in (op.query, op.key, op.value)))
