@@ -20,7 +20,8 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
             "Speed-ups > 1 mean solder is faster.\n\n")
     cols = ["case", "threads", "solder ms", "eager ms", "inductor ms", "vs eager", "vs inductor",
             "% of copy (median / best round)",
-            "compile cold s", "compile warm s", "inductor cold s", "peak MB (solder/eager/inductor)"]
+            "compile cold s", "cold, no prebuilt attention s", "compile warm s", "inductor cold s",
+            "peak MB (solder/eager/inductor)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
@@ -34,7 +35,9 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
             _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_inductor")),
             (f"{r['pct_of_copy']:.0f}% / {r['pct_of_copy_best']:.0f}%" if "pct_of_copy_best" in r
              else f"{r['pct_of_copy']:.0f}%") if "pct_of_copy" in r else "",
-            f"{r.get('solder_compile_cold_s', 0):.2f}", f"{r.get('solder_compile_warm_s', 0):.2f}",
+            f"{r.get('solder_compile_cold_s', 0):.2f}",
+            f"{r['solder_compile_cold_nolib_s']:.2f}" if "solder_compile_cold_nolib_s" in r else "",
+            f"{r.get('solder_compile_warm_s', 0):.2f}",
             f"{r['inductor_compile_cold_s']:.2f}" if "inductor_compile_cold_s" in r else "", peak]) + " |")
     models = [r for r in rows if r.get("kind") == "model" and "speedup_vs_eager" in r]
     tail = ""

@@ -5,7 +5,8 @@
 
 For every zoo model and kernel-level case: medians of interleaved timed calls after warm-up, the ratios
 solder/eager and solder/inductor (as speed-ups: >1 means solder is faster), cold compile time (empty
-caches) and warm compile time (a second `compile()` of the same model, disk caches full), peak memory of
+caches; on the CPU also without the install's prebuilt attention kernels, backends/cpu/attention_lib.py,
+which are not a cache: built once by the set-up, model-independent) and warm compile time (a second `compile()` of the same model, disk caches full), peak memory of
 one call, and for memory-bound kernels the achieved bandwidth as % of a plain copy of the same tensor,
 timed in the same interleaved rounds (so it sees the same cache state): the median over rounds of each
 round's ratio, and the fastest round's against the fastest copy. Writes JSON (with the device line, date, commit and versions) and a markdown table to
@@ -183,6 +184,15 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
             warnings.simplefilter("ignore")
             os.environ["SOLDER_CACHE_DIR"] = cache
             solder, row["solder_compile_cold_s"] = _timed_compile(lambda: solder_compile(model, target=target), call)
+            if target == "cpu":  # the same, without the install's prebuilt attention kernels (attention_lib.py)
+                with tempfile.TemporaryDirectory() as other:
+                    os.environ.update(SOLDER_CACHE_DIR=other, SOLDER_CPU_LIB="off")
+                    try:
+                        _, row["solder_compile_cold_nolib_s"] = _timed_compile(
+                            lambda: solder_compile(model, target=target), call)
+                    finally:
+                        del os.environ["SOLDER_CPU_LIB"]
+                        os.environ["SOLDER_CACHE_DIR"] = cache
             _, row["solder_compile_warm_s"] = _timed_compile(lambda: solder_compile(model, target=target), call)
             out = call(solder)
             row["max_abs_err"] = _max_err(out, ref)

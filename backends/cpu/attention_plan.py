@@ -82,10 +82,10 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
 
 
 def dynamic_prebuilt(op):
-    """The install's size-generic kernel for an attention op of a dynamic module (static head dims, f32/bf16/f16,
-    a mask broadcastable along fixed dims), as `(q, k, v[, mask]) -> out` with a `describe` text; else None."""
+    """The install's size-generic kernel for an attention op of a dynamic module (f32/bf16/f16, a mask that
+    broadcasts), as `(q, k, v[, mask]) -> out` with a `describe` text; else None. Symbolic head dims are read per
+    call (SDPA for a call whose head dims have no prebuilt kernel)."""
     from backends.cpu import attention_lib
-
     from backends.reference import attention_reference
 
     q, v = shape_of(op.query.type), shape_of(op.value.type)
