@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -26,6 +27,15 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "solder"
+
+
+def cpu_library_root() -> Path | None:
+    """SOLDER_CPU_LIB, else <sys.prefix>/share/solder/cpu-lib: where the CPU backend's prebuilt attention kernels
+    live (backends/cpu/attention_lib.py); None when SOLDER_CPU_LIB=off (attention is then generated per shape)."""
+    env = os.environ.get("SOLDER_CPU_LIB")
+    if env == "off":
+        return None
+    return Path(env) if env else Path(sys.prefix) / "share" / "solder" / "cpu-lib"
 
 
 @contextmanager

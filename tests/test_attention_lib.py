@@ -123,14 +123,19 @@ def test_corrupt_library_entry_is_never_loaded(library, tmp_path, monkeypatch):
         L._load.cache_clear()
 
 
-def test_switched_off_or_absent_library(tmp_path, monkeypatch):
+def test_absent_library(tmp_path, monkeypatch):
     spec = AttentionSpec(b=1, hq=2, t=8, d=D, hkv=2, s=8, dv=D, scale=0.2, causal=False)
     monkeypatch.setattr(L, "library_dir", lambda: tmp_path / "empty")
     L._load.cache_clear()
-    assert L.prebuilt(spec) is None
+    assert L.prebuilt(spec) is None and L.dynamic(spec.variant(), 0.2, None) is None
+
+
+def test_switched_off_library(monkeypatch, tmp_path):
+    spec = AttentionSpec(b=1, hq=2, t=8, d=D, hkv=2, s=8, dv=D, scale=0.2, causal=False)
     monkeypatch.setenv("SOLDER_CPU_LIB", "off")
-    assert L.prebuilt(spec) is None
-    L._load.cache_clear()
+    assert L.library_dir() is None and L.prebuilt(spec) is None and L.dynamic(spec.variant(), 0.2, None) is None
+    monkeypatch.setenv("SOLDER_CPU_LIB", str(tmp_path))
+    assert L.library_dir().parent == tmp_path
 
 
 def test_library_dir_is_per_host_and_mlir_build(monkeypatch):

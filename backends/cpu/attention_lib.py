@@ -8,7 +8,7 @@ the common variants are compiled once, like a vendor library's kernels, and ever
 one calls it instead of generating its own.
 
 `python -m backends.cpu.attention_lib build` (run by the Makefile's set-up) compiles PREBUILT into
-`library_dir()`: $SOLDER_CPU_LIB, else <venv>/share/solder/cpu-lib, in a subdirectory named by a fingerprint
+`library_dir()`: $SOLDER_CPU_LIB, else <venv>/share/solder/cpu-lib (compiler/knobs.py), in a subdirectory named by a fingerprint
 of the host CPU and the torch-mlir build (the code is compiled for this CPU's instruction set; another CPU or
 MLIR build gets its own directory). The directory holds ordinary JIT cache entries (jit.py: atomic, verified
 by hash, never trusted when corrupt) and is only read while compiling models: a variant it lacks is generated
@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import os
 import platform
 import sys
 import time
@@ -30,6 +29,7 @@ import torch
 
 from backends.cpu import jit
 from backends.cpu.attention import AttentionSpec, module
+from compiler import knobs
 
 ENTRY = "attn"
 OPT_LEVEL = 3
@@ -64,9 +64,10 @@ def fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def library_dir() -> Path:
-    root = os.environ.get("SOLDER_CPU_LIB") or os.path.join(sys.prefix, "share", "solder", "cpu-lib")
-    return Path(root) / fingerprint()
+def library_dir() -> Path | None:
+    """This host's directory of the library (knobs.cpu_library_root()), or None when it is switched off."""
+    root = knobs.cpu_library_root()
+    return None if root is None else root / fingerprint()
 
 
 @functools.lru_cache(maxsize=None)
@@ -129,7 +130,8 @@ class PerCall:
         if call is None:
             if len(self.bound) >= self.keep:
                 self.bound.clear()
-            kernel = _load((d, dv) + self.variant[2:], str(library_dir()))
+            root = library_dir()
+            kernel = None if root is None else _load((d, dv) + self.variant[2:], str(root))
             if kernel is None:
                 call = self.fallback
             else:
@@ -143,10 +145,11 @@ class PerCall:
 def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
     """The prebuilt kernel of `variant` (head dims -1: those of each call) for an op whose sizes are known per
     call only, or None when the library has no kernel for it."""
-    if os.environ.get("SOLDER_CPU_LIB") == "off":
+    root = library_dir()
+    if root is None:
         return None
     call = PerCall(variant, scale, fallback)
-    known = [v for v in call._known() if _load(v, str(library_dir())) is not None]
+    known = [v for v in call._known() if _load(v, str(root)) is not None]
     return call if known else None
 
 
@@ -160,15 +163,18 @@ def _numel(shape) -> int:
 def prebuilt(spec: AttentionSpec) -> Bound | None:
     """`spec`'s attention as a call of the installed library's kernel, or None when the library lacks its
     variant (or is not built): the caller then generates the per-shape kernel."""
-    if spec.sparse or spec.generic or os.environ.get("SOLDER_CPU_LIB") == "off":
+    root = library_dir()
+    if spec.sparse or spec.generic or root is None:
         return None
-    kernel = _load(spec.variant(), str(library_dir()))
+    kernel = _load(spec.variant(), str(root))
     return None if kernel is None else Bound(kernel, spec)
 
 
 def build(root: Path | None = None, variants: list[AttentionSpec] = PREBUILT, quiet: bool = False) -> int:
     """Compile `variants` into the library (kept ones are not rebuilt); returns how many were compiled."""
     root = root or library_dir()
+    if root is None:
+        raise SystemExit("SOLDER_CPU_LIB=off: no library directory to build into")
     built = 0
     t0 = time.perf_counter()
     for spec in variants:
