@@ -193,3 +193,32 @@ def test_dynamic_module_calls_the_prebuilt_kernel_per_size(use_library):
     assert dyn.program.dynamic
     routes = [k["route"] for k in dyn.program.kernels]
     assert any(r.startswith(A.LIB_ROUTE) and "sizes per call" in r for r in routes), routes
+
+
+def test_dynamic_module_reads_strided_heads_in_place(use_library):
+    """The head split's views reach a dynamic module's attention non-contiguous: their strides go to the kernel
+    (no copy), per distinct shape and strides; GQA and the merged output as in the static plan."""
+    torch.manual_seed(5)
+    model = FusedQKV(d=128, heads=4, kv_heads=2).eval()
+    cm = solder_compile(model, target="cpu")
+    for t in (20, 33, 20, 50):
+        x = torch.randn(2, t, 128)
+        torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)
+    dyn = list(cm.specializations.values())[-1]
+    assert dyn.program.dynamic
+    assert any(k["route"].startswith(A.LIB_ROUTE) for k in dyn.program.kernels)
+
+
+def test_per_call_binding_copies_nothing_for_strided_inputs(use_library):
+    assert L.dynamic((D, D, True, "bool", True, False, 64, 64), 0.2, None) is None  # causal + mask: not prebuilt
+    call = L.dynamic((D, D, False, "bool", True, False, 64, 64), 0.2, None)
+    torch.manual_seed(6)
+    base = torch.randn(2, 30, 3, 2, D)  # [B, T, qkv, H, D]: q, k, v are strided views of it
+    q, k, v = (base[:, :, i].transpose(1, 2) for i in range(3))
+    keep = torch.rand(2, 1, 1, 30) > 0.3
+    keep[..., 0] = True
+    keep = keep.expand(2, 2, 30, 30)  # broadcast dims have stride 0
+    out = call(q, k, v, keep)
+    torch.testing.assert_close(out, eager_attention(q, k, v, keep, scale=0.2), atol=2e-5, rtol=2e-5)
+    ((shapes, bound),) = call.bound.items()
+    assert shapes[0][1] == q.stride()  # bound to the view's own strides

@@ -101,9 +101,9 @@ class Bound:
 
 
 class PerCall:
-    """A prebuilt kernel for an attention op of a dynamic module: `(q, k, v[, mask]) -> out` with the sizes
-    read off each call's tensors ([B, H, T, D] q/k/v, made contiguous f32; the mask in its own broadcastable
-    shape). One binding per distinct size, kept (a few per module in practice; at most `keep`). `variant` may
+    """A prebuilt kernel for an attention op of a dynamic module: `(q, k, v[, mask]) -> out` with the sizes and
+    strides read off each call's tensors. One binding per distinct shape and strides, kept (a few per module in
+    practice; at most `keep`). `variant` may
     leave the head dims open (-1: every dim of the module is symbolic): a call whose head dims have no
     prebuilt kernel runs torch SDPA (`fallback`)."""
 
@@ -119,27 +119,46 @@ class PerCall:
         return [p.variant() for p in PREBUILT if p.variant()[2:] == tuple(rest)]
 
     def __call__(self, q, k, v, mask=None):
-        from backends.cpu.attention_plan import _dense_call
-
-        _, _, causal, kind, row, parallel, bq, bk = self.variant
-        b, hq, t, d = q.shape
-        hkv, s, dv = k.shape[1], k.shape[2], v.shape[3]
-        mshape = (1,) * (4 - mask.dim()) + tuple(mask.shape) if mask is not None else ()
-        key = (b, hq, hkv, t, s, d, dv, mshape)
+        """q, k, v are read where they are (any strides with the head dim's stride 1, as the head split's views
+        come), the mask too (broadcast dims stride 0); the output is a fresh [B, Hq, T, Dv] f32 tensor."""
+        dt = q.dtype
+        ts = [x if x.dtype == torch.float32 and x.stride(-1) == 1 else x.float().contiguous() for x in (q, k, v)]
+        if mask is not None:
+            m = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+            m = m.view(torch.int8) if m.dtype == torch.bool else m.float()
+            if m.shape[-1] > 1 and m.stride(-1) != 1:
+                m = m.contiguous()
+            ts.append(m)
+        key = tuple((x.shape, x.stride()) for x in ts)
         call = self.bound.get(key)
         if call is None:
             if len(self.bound) >= self.keep:
                 self.bound.clear()
-            root = library_dir()
-            kernel = None if root is None else _load((d, dv) + self.variant[2:], str(root))
-            if kernel is None:
-                call = self.fallback
-            else:
-                spec = AttentionSpec(b=b, hq=hq, t=t, d=d, hkv=hkv, s=s, dv=dv, scale=self.scale, causal=causal,
-                                     mask=kind, mask_shape=mshape, parallel=parallel, bq=bq, bk=bk)
-                call = _dense_call(spec, Bound(kernel, spec))
-            self.bound[key] = call
-        return call(q, k, v, mask) if mask is not None else call(q, k, v)
+            call = self.bound[key] = self._bind(ts)
+        if call is self.fallback:
+            return call(q, k, v, mask) if mask is not None else call(q, k, v)
+        b, hq, t, _ = q.shape
+        out = torch.empty((b, hq, t, v.shape[3]), dtype=torch.float32)
+        call(*ts, out, self.scale_t)
+        return out if dt == torch.float32 else out.to(dt)
+
+    def _bind(self, ts: list):
+        """The kernel call for these tensors' shapes and strides (the fallback where no kernel is prebuilt)."""
+        q, k, v = ts[:3]
+        (b, hq, t, d), (_, hkv, s, _), dv = q.shape, k.shape, v.shape[3]
+        root = library_dir()
+        kernel = None if root is None else _load((d, dv) + self.variant[2:], str(root))
+        if kernel is None:
+            return self.fallback
+        self.scale_t = torch.tensor([self.scale], dtype=torch.float32)
+        args = [b, hq, hkv, t, s]
+        for x in (q, k, v):
+            args += [0, *x.stride()[:3]]  # the data pointer is the view's first element: offset 0
+        args += [0, hq * t * dv, t * dv, dv]  # out: contiguous [B, Hq, T, Dv]
+        if len(ts) > 3:
+            args += [0, *(0 if n == 1 else st for n, st in zip(ts[3].shape[:3], ts[3].stride()[:3]))]
+        extent = [1 + sum((n - 1) * st for n, st in zip(x.shape, x.stride())) for x in ts]
+        return kernel.bind([(n,) for n in extent] + [(b * hq * t * dv,), (1,)], args)
 
 
 def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
