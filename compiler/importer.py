@@ -297,12 +297,18 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, 
 def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes: list[str]) -> None:
     """Name the input sizes' symbols s0, s1, ... and record their bounds and example sizes on `fn`."""
     found: dict[str, tuple[object, int]] = {}  # torch symbol name -> (sympy symbol, example size)
+    fixed: dict[str, str] = {}  # symbols export specialized to a number after some types named them (s27 -> 32)
     for node in placeholders:
         val = node.meta.get("val")
         for d in val.shape if isinstance(val, torch.Tensor) else ():
-            if isinstance(d, torch.SymInt) and d.node.maybe_as_int() is None and d.node.expr.is_Symbol:
+            if not isinstance(d, torch.SymInt):
+                continue
+            env = d.node.shape_env
+            fixed.update({str(k): str(int(v)) for k, v in env.replacements.items() if v.is_Integer})
+            if d.node.maybe_as_int() is None and d.node.expr.is_Symbol:
                 found.setdefault(str(d.node.expr), (d.node.expr, int(d.node.hint)))
     if not found:
+        symbolic.rename(module, fixed)
         return
     every = [n for n in ep.graph.nodes if n.op == "placeholder"]
     assumes = assumes + _size_guards(ep, [n for n, a in zip(every, args_of(every, ep)) if a])
@@ -315,7 +321,7 @@ def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes
         lo = 0 if lo is None else lo
         syms.append(symbolic.Symbol(names[old], lo, hi, hint))
     symbolic.set_symbols(fn, syms, assumes)
-    symbolic.rename(module, names)
+    symbolic.rename(module, {**fixed, **names})
 
 
 _GUARD_SIZE = re.compile(r"L\['leaves'\]\[(\d+)\]\.size\(\)\[(\d+)\]")

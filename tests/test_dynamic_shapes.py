@@ -599,3 +599,22 @@ def test_cpu_dynamic_steps_that_read_no_argument_run_once_per_size(monkeypatch):
     mask = [k for k in runs if "le" in k.split("+") and "where" not in k]
     assert mask and all(runs[k] == 2 for k in mask), runs  # once per size
     assert runs["cumsum"] == 5, runs  # reads the input: every call
+
+
+def test_dim_export_specializes_late_is_static_not_an_unbound_symbol():
+    """With dynamic=True export first names SDPA's head dim (s27) and specializes it to 32 while tracing, after some
+    types were made: those dims must become static 32, not a symbol no argument binds (which made every call
+    miss the dynamic specialization and compile static, one per length)."""
+    class M(torch.nn.Module):
+        def forward(self, q, k, v):
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+
+    model = M().eval()
+    c = compile(model, target="cpu", dynamic=True)
+    for t in (17, 40, 9):
+        q, k, v = (torch.randn(2, 2, t, 32) for _ in range(3))
+        with torch.no_grad():
+            torch.testing.assert_close(c(q, k, v), model(q, k, v), atol=2e-5, rtol=2e-5)
+    assert len(c.specializations) == 1
+    (spec,) = c.specializations.values()
+    assert spec.binding is not None and all(n == 32 for _, d, n in spec.binding.static if d == 3)

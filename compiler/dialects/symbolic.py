@@ -277,7 +277,8 @@ def instantiate(module: ModuleOp, env: dict[str, int]) -> ModuleOp:
 
 
 def rename(module: ModuleOp, names: dict[str, str]) -> None:
-    """Rename shape symbols in every type expression of `module` (`{"s70": "s0"}`), in one pass."""
+    """Rename shape symbols in every type expression of `module` (`{"s70": "s0"}`), in one pass; a symbol
+    mapped to a number (`{"s27": "32"}`) makes the dims it alone determines static."""
     import re
 
     if not names:
@@ -287,10 +288,16 @@ def rename(module: ModuleOp, names: dict[str, str]) -> None:
     def sub(e: str) -> str:
         return pat.sub(lambda m: names[m.group(1)], e)
 
+    def one(d):
+        if not isinstance(d, str):
+            return d
+        d = sub(d)  # a name mapped to a number (a symbol export specialized) can leave a constant expression
+        return d if re.search(r"[A-Za-z_]", d) else int(evaluate(d, {}))
+
     def fix(t):
         if not is_dynamic(t):
             return t
-        return with_dims(t, tuple(sub(d) if isinstance(d, str) else d for d in dims_of(t)))
+        return with_dims(t, tuple(one(d) for d in dims_of(t)))
 
     map_types(module, fix)
     for op in module.walk():
