@@ -71,10 +71,16 @@ def library_dir() -> Path | None:
 
 
 @functools.lru_cache(maxsize=None)
+def _text(variant: tuple) -> str:
+    """The MLIR of a variant's size-generic kernel (what the library holds compiled)."""
+    return module(_generic(variant), ENTRY)
+
+
+@functools.lru_cache(maxsize=None)
 def _load(variant: tuple, root: str):
     """The prebuilt kernel of `variant` from `root`, or None (not built, or an entry that fails its checks)."""
     try:
-        return jit.load_cached(module(_generic(variant), ENTRY), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+        return jit.load_cached(_text(variant), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
     except jit.JitError:  # a parallel variant without an OpenMP runtime
         return None
 
@@ -92,7 +98,7 @@ class Bound:
     with the same operands as the per-shape kernel (attention_plan._dense_call calls it)."""
 
     def __init__(self, kernel, spec: AttentionSpec) -> None:
-        self.text = module(_generic(spec.variant()), ENTRY)
+        self.text = _text(spec.variant())
         shapes = [(_numel(shape),) for shape, _ in spec.arg_shapes()] + [(1,)]
         self.scale = torch.tensor([spec.scale], dtype=torch.float32)
         self._call = kernel.bind(shapes, spec.generic_args())
@@ -110,7 +116,7 @@ class PerCall:
     def __init__(self, variant: tuple, scale: float, fallback, keep: int = 64) -> None:
         self.variant, self.scale, self.fallback, self.keep = variant, scale, fallback, keep
         self.bound: dict[tuple, object] = {}
-        self.text = "\n".join(module(_generic(v), ENTRY) for v in self._known())
+        self.text = "\n".join(_text(v) for v in self._known())
 
     def _known(self) -> list[tuple]:
         d, dv, *rest = self.variant
@@ -199,7 +205,7 @@ def build(root: Path | None = None, variants: list[AttentionSpec] = PREBUILT, qu
     for spec in variants:
         if _load.__wrapped__(spec.variant(), str(root)) is not None:
             continue
-        jit.compile_mlir(module(_generic(spec.variant()), ENTRY), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+        jit.compile_mlir(_text(spec.variant()), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
         built += 1
     _load.cache_clear()
     if not quiet:
