@@ -130,6 +130,17 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path):
     assert jit.compile_mlir(text, entry, cache_dir=tmp_path).cache_hit
 
 
+def test_entry_compiled_on_another_host_is_not_loaded(tmp_path, monkeypatch):
+    """Code is compiled for the host's instruction set: a cache directory shared with a machine of another CPU
+    (or MLIR build) keeps one entry per host and never loads the other's."""
+    text, entry = kernels.softmax(37, 100)
+    assert not jit.compile_mlir(text, entry, cache_dir=tmp_path).cache_hit
+    monkeypatch.setattr(jit, "host_fingerprint", lambda: "another-cpu")
+    assert not jit.compile_mlir(text, entry, cache_dir=tmp_path).cache_hit
+    assert len(_entries(tmp_path)) == 2
+    assert jit.compile_mlir(text, entry, cache_dir=tmp_path).cache_hit
+
+
 def test_concurrent_writers_both_succeed(tmp_path):
     procs = [_compile_in_subprocess(tmp_path, "layer_norm") for _ in range(2)]
     outs = [_run(p) for p in procs]

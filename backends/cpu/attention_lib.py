@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -53,15 +51,7 @@ PREBUILT = _variants()
 
 def fingerprint() -> str:
     """Host CPU (model and feature flags) and MLIR build: what the compiled code depends on beyond its text."""
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags"))]
-        cpu += "".join(sorted(set(lines)))
-    except OSError:
-        cpu += platform.processor()
-    h = hashlib.sha256(f"{cpu}\0{jit._torch_mlir_version()}\0{jit.CACHE_FORMAT}".encode())
-    return h.hexdigest()[:16]
+    return jit.host_fingerprint()
 
 
 def library_dir() -> Path | None:

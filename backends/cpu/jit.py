@@ -362,10 +362,26 @@ def load_cached(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | P
     return _load_cached(Path(cache_dir), key, entry, opt_level, shared_libs, time.perf_counter())
 
 
+@functools.lru_cache(maxsize=None)
+def host_fingerprint() -> str:
+    """The host CPU (model and feature flags) and the MLIR build: what compiled code depends on beyond its text
+    (the ExecutionEngine compiles for this CPU's instruction set), so a cache directory shared with another
+    machine never hands it code it cannot run."""
+    import platform
+
+    cpu = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu += "".join(sorted({ln for ln in f if ln.startswith(("model name", "flags"))}))
+    except OSError:
+        cpu += platform.processor()
+    return hashlib.sha256(f"{cpu}\0{_torch_mlir_version()}\0{CACHE_FORMAT}".encode()).hexdigest()[:16]
+
+
 def cache_key(text: str, pipe: str, opt_level: int, shared_libs: tuple[str, ...] = ()) -> str:
-    """Content hash of everything that determines the compiled code."""
+    """Content hash of everything that determines the compiled code, the host it is compiled for included."""
     h = hashlib.sha256()
-    for part in (CACHE_FORMAT, _torch_mlir_version(), pipe, str(opt_level),
+    for part in (CACHE_FORMAT, host_fingerprint(), pipe, str(opt_level),
                  "\0".join(shared_libs), text):
         h.update(part.encode())
         h.update(b"\0")
