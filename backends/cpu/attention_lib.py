@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import sys
 import time
 from pathlib import Path
@@ -89,22 +90,21 @@ class Bound:
 
     def __init__(self, kernel, spec: AttentionSpec) -> None:
         self.text = _text(spec.variant())
-        shapes = [(_numel(shape),) for shape, _ in spec.arg_shapes()] + [(1,)]
-        self.scale = torch.tensor([spec.scale], dtype=torch.float32)
-        self._call = kernel.bind(shapes, spec.generic_args())
-        scale = self.scale
-        self.call_unchecked = lambda *ts: self._call(*ts, scale)
+        shapes = [(math.prod(shape),) for shape, _ in spec.arg_shapes()] + [(1,)]
+        call = kernel.bind(shapes, spec.generic_args())
+        scale = torch.tensor([spec.scale], dtype=torch.float32)
+        self.call_unchecked = lambda *ts: call(*ts, scale)
 
 
 class PerCall:
     """A prebuilt kernel for an attention op of a dynamic module: `(q, k, v[, mask]) -> out` with the sizes and
-    strides read off each call's tensors. One binding per distinct shape and strides, kept (a few per module in
-    practice; at most `keep`). `variant` may
-    leave the head dims open (-1: every dim of the module is symbolic): a call whose head dims have no
-    prebuilt kernel runs torch SDPA (`fallback`)."""
+    strides read off each call's tensors. One binding per distinct shapes and strides, kept (a few per module in
+    practice; at most `keep`). `variant` may leave the head dims open (-1 where the module's are symbolic): a
+    call whose head dims have no prebuilt kernel runs torch SDPA (`fallback`)."""
 
     def __init__(self, variant: tuple, scale: float, fallback, keep: int = 64) -> None:
-        self.variant, self.scale, self.fallback, self.keep = variant, scale, fallback, keep
+        self.variant, self.fallback, self.keep = variant, fallback, keep
+        self.scale_t = torch.tensor([scale], dtype=torch.float32)
         self.bound: dict[tuple, object] = {}
         self.text = "\n".join(_text(v) for v in self._known())
 
@@ -146,7 +146,6 @@ class PerCall:
         kernel = None if root is None else _load((d, dv) + self.variant[2:], str(root))
         if kernel is None:
             return self.fallback
-        self.scale_t = torch.tensor([self.scale], dtype=torch.float32)
         args = [b, hq, hkv, t, s]
         for x in (q, k, v):
             args += [0, *x.stride()[:3]]  # the data pointer is the view's first element: offset 0
@@ -166,13 +165,6 @@ def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
     call = PerCall(variant, scale, fallback)
     known = [v for v in call._known() if _load(v, str(root)) is not None]
     return call if known else None
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def prebuilt(spec: AttentionSpec) -> Bound | None:
