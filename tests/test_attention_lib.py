@@ -226,3 +226,12 @@ def test_per_call_binding_copies_nothing_for_strided_inputs(use_library):
     torch.testing.assert_close(out, eager_attention(q, k, v, keep, scale=0.2), atol=2e-5, rtol=2e-5)
     ((shapes, bound),) = call.bound.items()
     assert shapes[0][1] == q.stride()  # bound to the view's own strides
+
+
+def test_bf16_inputs_run_on_the_f32_prebuilt_kernel(use_library):
+    torch.manual_seed(7)
+    q, k, v = (torch.randn(1, 2, 40, D, dtype=torch.bfloat16) for _ in range(3))
+    out, prog = _run(_module(q, k, v, scale=0.2, causal=True), q, k, v)
+    assert out.dtype == torch.bfloat16 and prog.kernels[0]["route"].startswith(A.LIB_ROUTE)
+    ref = eager_attention(q.float(), k.float(), v.float(), scale=0.2, causal=True)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
