@@ -1,8 +1,8 @@
 """The size-generic flash-attention kernel (the install's prebuilt library, backends/cpu/attention_lib.py) against
-the per-shape one it replaces, on the CPU at one thread: time per call (median of interleaved rounds), compile time
-of each, and their largest difference in output.
+the per-shape one it replaces, on the CPU at one thread: time per call (benchmarks.run.interleaved: medians of
+alternating calls after warm-up), compile time of each, and their largest difference in output.
 
-    python -m benchmarks.cpu_attention_generic [--rounds 25]
+    python -m benchmarks.cpu_attention_generic [--repeats 200]
 
 Writes benchmarks/results/cpu_attention_generic-<date>.md (device line, date, commit).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import statistics
 import time
 from pathlib import Path
 
@@ -41,8 +40,9 @@ def _compile(spec):
     return kern, time.perf_counter() - t0
 
 
-def measure(spec, rounds: int) -> dict:
+def measure(spec, repeats: int) -> dict:
     from backends.cpu.attention_lib import Bound
+    from benchmarks.run import interleaved
 
     per_shape, c_static = _compile(spec)
     generic, c_generic = _compile(dataclasses.replace(spec, b=1, hq=1, t=1, hkv=1, s=1, scale=1.0, generic=True,
@@ -61,24 +61,14 @@ def measure(spec, rounds: int) -> dict:
     args = (q, k, v) if mask is None else (q, k, v, mask)
     err = (fs(*args) - fg(*args)).abs().nan_to_num(0).max().item()
     fns = {"per-shape": lambda: fs(*args), "size-generic": lambda: fg(*args)}
-    reps = max(1, int(2e7 // (4 * spec.b * spec.hq * spec.t * spec.s * spec.d)))
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    for f in fns.values():
-        f()
-    for _ in range(rounds):
-        for n, f in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                f()
-            times[n].append((time.perf_counter() - t0) / reps)
-    med = {n: statistics.median(x) * 1e6 for n, x in times.items()}
+    med = {n: t * 1e6 for n, t in interleaved(fns, "cpu", repeats).items()}
     return {"per_shape_us": med["per-shape"], "generic_us": med["size-generic"], "compile_per_shape_s": c_static,
             "compile_generic_s": c_generic, "max_abs_diff": err}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=200)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
@@ -89,7 +79,7 @@ def main(argv=None) -> int:
              "", "| attention | per-shape us | size-generic us | generic / per-shape | compile per-shape s | "
              "compile generic s | max abs diff |", "|---|---|---|---|---|---|---|"]
     for label, spec in SHAPES:
-        r = measure(spec, a.rounds)
+        r = measure(spec, a.repeats)
         row = (f"| {label} | {r['per_shape_us']:.1f} | {r['generic_us']:.1f} | "
                f"{r['generic_us'] / r['per_shape_us']:.2f}x | {r['compile_per_shape_s']:.2f} | "
                f"{r['compile_generic_s']:.2f} | {r['max_abs_diff']:.1e} |")
