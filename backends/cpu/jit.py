@@ -269,10 +269,12 @@ class JitKernel:
         self._fast_unchecked(*tensors)
 
     def bind(self, shapes: list[tuple[int, ...]], symbols: list[int]):
-        """A call of this size-generic kernel at fixed sizes: `shapes` gives each memref argument's shape,
-        `symbols` each `index` argument's value, in order. Returns `call(*tensors)` (memref arguments in
-        order, contiguous, with those shapes' element counts; unchecked) that per call only stores the data
-        pointers. Each binding owns its descriptors, so bindings of one kernel at different sizes coexist."""
+        """A call of this size-generic kernel at fixed sizes: `shapes` gives each memref argument's descriptor
+        shape (row-major strides), `symbols` each `index` argument's value, in order. Returns `call(*tensors)`
+        (one tensor per memref argument, unchecked: its data pointer becomes the descriptor's, offset 0, and the
+        kernel reads it as the shapes and symbols say, e.g. a flat memref viewed through strides given as
+        symbols) that per call only stores the data pointers. Each binding owns its descriptors, so bindings of
+        one kernel at different sizes coexist."""
         mems = [i for i, s in enumerate(self.specs) if s.dtype is not None]
         syms = [i for i, s in enumerate(self.specs) if s.dtype is None]
         if len(shapes) != len(mems) or len(symbols) != len(syms):
