@@ -102,10 +102,9 @@ def dynamic_prebuilt(op):
         return attention_reference(q, k, v, mask, scale, causal)
     call = attention_lib.dynamic(variant, scale, sdpa)
     if call is not None:
-        bits = ["64x64 blocks", "online softmax"] + (["causal"] if causal else []) + ([f"{mask} mask"] if mask else [])
+        call.describe = attention_lib._generic(variant).describe()
         if q[3] < 0 or v[3] < 0:
-            bits.append("SDPA for a head dim without a prebuilt kernel")
-        call.describe = ", ".join(bits + ["1 thread"])
+            call.describe += ", SDPA for a head dim without a prebuilt kernel"
     return call
 
 

@@ -240,7 +240,7 @@ class _Planner:
             if op.name == "graph.attention":
                 call = ATT.dynamic_prebuilt(op)
                 if call is not None:
-                    st = self.step(f"{ATT.LIB_ROUTE} ({call.describe}; prebuilt, size-generic, sizes per call)",
+                    st = self.step(f"{ATT.LIB_ROUTE} ({call.describe}; prebuilt, sizes per call)",
                                    [op], kernel_id=kid, launch=lambda _: call)
                     st.prebuilt = call.text
                     return st
