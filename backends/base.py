@@ -37,7 +37,7 @@ class Program:
 
 
 class Backend(ABC):
-    """Base class of every backend; register subclasses in `backends.registry.BACKENDS`."""
+    """Base class of every backend; register subclasses in `solder.backends.registry.BACKENDS`."""
 
     name: str = ""
     targets: tuple[str, ...] = ()
@@ -59,9 +59,9 @@ def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limi
     static module and lowers it, once, keeping the `limit` most recent. The example sizes are lowered
     up front so that the Program reports kernels and fallbacks like a static one.
     """
-    from backends.reference import forward_func
-    from compiler import knobs
-    from compiler.dialects import symbolic
+    from solder.backends.reference import forward_func
+    from solder.compiler import knobs
+    from solder.compiler.dialects import symbolic
 
     fn = forward_func(module)
     bind = symbolic.Binding.of(fn)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import importlib
 
-from backends.base import Backend
-from compiler.errors import TargetError
+from solder.backends.base import Backend
+from solder.compiler.errors import TargetError
 
 BACKENDS = {
-    "reference": ("backends.reference", "ReferenceBackend"),
-    "cpu": ("backends.cpu.backend", "CpuBackend"),
-    "triton": ("backends.triton.backend", "TritonBackend"),
+    "reference": ("solder.backends.reference", "ReferenceBackend"),
+    "cpu": ("solder.backends.cpu.backend", "CpuBackend"),
+    "triton": ("solder.backends.triton.backend", "TritonBackend"),
 }
 
 

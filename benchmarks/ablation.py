@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.run import RESULTS, commit, device_line, interleaved, malloc_mode_reuse
-from compiler import compile as solder_compile
-from compiler.targets import get_target
+from solder import compile as solder_compile
+from solder.compiler.targets import get_target
 from examples.models import ZOO
 
 

@@ -72,7 +72,7 @@ def _fn(variant: str, causal: bool, inputs):
         return WrittenOut(causal).eval()
     if variant == "sdpa":
         return Sdpa(causal).eval()
-    from compiler import compile as solder_compile
+    from solder import compile as solder_compile
     return solder_compile(WrittenOut(causal).eval(), target="cpu")
 
 
@@ -132,8 +132,8 @@ def child_time(causal: bool, b: int, h: int, t: int, d: int, rounds: int) -> dic
 
 def op_level(shapes, rounds: int) -> list[dict]:
     """Generated kernel vs torch SDPA on the op alone (f32, no mask), interleaved."""
-    from backends.cpu import attention_plan as A
-    from backends.cpu import jit
+    from solder.backends.cpu import attention_plan as A
+    from solder.backends.cpu import jit
 
     torch.set_grad_enabled(False)
     rows = []
@@ -165,10 +165,10 @@ def op_level(shapes, rounds: int) -> list[dict]:
 def sparse_level(t: int, rounds: int) -> dict:
     """Block-sparse (sliding window 512 + 64 sinks, block 64) on the generated kernel against the
     reference backend's block-sparse loop (the CPU path before) and dense causal attention, one thread."""
-    from backends.cpu import attention_plan as A
-    from backends.cpu import jit
-    from backends.reference import block_sparse_reference
-    from compiler.sparse_attention import OpSpec, static_layout
+    from solder.backends.cpu import attention_plan as A
+    from solder.backends.cpu import jit
+    from solder.backends.reference import block_sparse_reference
+    from solder.compiler.sparse_attention import OpSpec, static_layout
 
     torch.set_grad_enabled(False)
     torch.set_num_threads(1)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from backends.cpu import attention_plan as A
-from backends.cpu import jit
+from solder.backends.cpu import attention_plan as A
+from solder.backends.cpu import jit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,7 +41,7 @@ def _compile(spec):
 
 
 def measure(spec, repeats: int) -> dict:
-    from backends.cpu.attention_lib import Bound
+    from solder.backends.cpu.attention_lib import Bound
     from benchmarks.run import interleaved
 
     per_shape, c_static = _compile(spec)

@@ -10,7 +10,7 @@ the row length too (masked tiles, peeled row loops).
 
 Compiles: gpt2 at six sequence lengths with an empty kernel cache, counting `compile_mlir` calls (the first
 length compiles static, the second the dynamic module; the other four compile nothing), against one lowering
-per size (the behaviour before size-generic kernels, forced through `backends.base.per_size`).
+per size (the behaviour before size-generic kernels, forced through `solder.backends.base.per_size`).
 
 The machine may be shared: timings are noisy, compile counts are not.
 """
@@ -27,11 +27,11 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from backends.base import per_size
-from backends.cpu import jit
-from backends.cpu.backend import CpuBackend
-from compiler import compile as solder_compile
-from compiler.dialects.symbolic import is_dynamic_module
+from solder.backends.base import per_size
+from solder.backends.cpu import jit
+from solder.backends.cpu.backend import CpuBackend
+from solder import compile as solder_compile
+from solder.compiler.dialects.symbolic import is_dynamic_module
 from examples.models import get
 
 

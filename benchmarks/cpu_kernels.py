@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from backends.cpu import jit, kernels
+from solder.backends.cpu import jit, kernels
 
 
 def _time(fn, reps: int) -> float:

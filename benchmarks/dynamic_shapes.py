@@ -19,7 +19,7 @@ import time
 import torch
 
 from benchmarks.run import RESULTS, _sync, commit, device_line, interleaved
-from compiler import compile as solder_compile
+from solder import compile as solder_compile
 from examples.models import ZOO
 
 SEQ_MODELS = ("gpt2", "llama", "bert")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
-from backends.triton.templates import (
+from solder.backends.triton.templates import (
     block_sparse_attention,
     copy,
     flash_attention,

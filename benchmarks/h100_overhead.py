@@ -15,9 +15,9 @@ import time
 import torch
 from triton.testing import do_bench
 
-from backends.triton.backend import TritonBackend
-from backends.triton.templates import layer_norm
-from compiler import compile
+from solder.backends.triton.backend import TritonBackend
+from solder.backends.triton.templates import layer_norm
+from solder import compile
 from examples.models import mlp_block
 
 

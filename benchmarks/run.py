@@ -163,7 +163,7 @@ def _timed_compile(make, call) -> tuple[object, float]:
 
 
 def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
-    from compiler import compile as solder_compile
+    from solder import compile as solder_compile
 
     built = case.build()
     model, args = built[0], built[1]

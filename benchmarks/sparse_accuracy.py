@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from compiler import compile as solder_compile
-from compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label, pipeline_passes
-from compiler.sparse_calibrate import calibrate, output_drift
+from solder import compile as solder_compile
+from solder.compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label, pipeline_passes
+from solder.compiler.sparse_calibrate import calibrate, output_drift
 from examples.sparse_lm.masks import local_strided
 from examples.sparse_lm.model import CHECKPOINT, load
 from examples.sparse_lm.task import accuracy, sample
-from passes.registry import parse
+from solder.passes.registry import parse
 
 BLOCK = 16
 BUDGETS = (0.1, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 3.0)

@@ -20,9 +20,9 @@ import subprocess
 import torch
 import torch.nn.functional as F
 
-from backends.triton.sparse import lower_block_sparse_attention
+from solder.backends.triton.sparse import lower_block_sparse_attention
 from benchmarks.gpu_kernels import bench, rel_err
-from compiler.sparse_attention import OpSpec, head_masks, static_layout, to_csr
+from solder.compiler.sparse_attention import OpSpec, head_masks, static_layout, to_csr
 
 BF16 = torch.bfloat16
 
@@ -31,9 +31,9 @@ def window_op(t: int, block: int, window: int, sinks: int):
     """The `graph.block_sparse_attention` that the pass writes for one [1,16,t,128] bf16 attention."""
     from xdsl.dialects.builtin import ModuleOp
 
-    from compiler import ir
-    from compiler.dialects import graph as g
-    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+    from solder.compiler import ir
+    from solder.compiler.dialects import graph as g
+    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
     ty = f"tensor<1x16x{t}x128xbf16>"
     text = (f"func.func @forward(%q: {ty}, %k: {ty}, %v: {ty}) -> {ty} {{\n"
@@ -97,7 +97,7 @@ def run(t: int = 65536) -> list[dict]:
         m = head_masks(spec.patterns, 16, t, t, block, spec.scale, True)
         static_layout(spec, 16, t, t, q.device)  # computed once at lowering; cached
         rows.append(case(f"window 1024 sinks {sinks} T={t}", lower_block_sparse_attention(op), m, block, t, q, k, v))
-    from backends.triton.templates.attention import block_sparse_attention
+    from solder.backends.triton.templates.attention import block_sparse_attention
 
     for dens in (0.5, 0.25, 0.08, 0.04):
         block = 128

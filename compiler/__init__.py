@@ -1,22 +1,5 @@
-"""solder's front door: `compile(model, target=...)`, `load(path)`, and the IR pipeline beneath them."""
+"""The compiler's own layers: the IR (`dialects`, `ir`), capture and import, the runtime, the API and the CLI.
 
-from __future__ import annotations
-
-
-def __getattr__(name):  # keep `import compiler.dialects` light: the API pulls in torch
-    if name == "load":
-        from compiler.artifact import load
-
-        return load
-    if name == "compile":
-        from compiler import api
-
-        return api.compile
-    if name == "SparseAttention":
-        from compiler.sparse_attention import SparseAttention
-
-        return SparseAttention
-    raise AttributeError(f"module 'compiler' has no attribute {name!r}")
-
-
-__all__ = ["compile", "load", "SparseAttention"]
+Users import `solder` (`solder.compile`, `solder.load`, `solder.SparseAttention`); this package holds what
+those names are made of.
+"""

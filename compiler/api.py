@@ -6,8 +6,8 @@ import functools
 
 import torch
 
-from compiler.runtime import CompiledModule, Options
-from compiler.targets import get_target
+from solder.compiler.runtime import CompiledModule, Options
+from solder.compiler.targets import get_target
 
 
 class _FunctionModule(torch.nn.Module):

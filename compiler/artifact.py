@@ -9,7 +9,7 @@ An artifact is a zip archive:
     spec<i>/source.txt         the backend's generated kernel source (for reading; not executed)
     state.pt                   the parameters and buffers, `torch.save` of {state_dict key: tensor}
 
-`load(path)` parses each IR with `compiler.ir.parse`, lowers it with the target's backend and returns a
+`load(path)` parses each IR with `solder.compiler.ir.parse`, lowers it with the target's backend and returns a
 callable with the model's calling convention: no model class, no torch.export. A file of another
 format version, for another target, or damaged (truncated, a member whose sha256 does not match) is
 refused with an `ArtifactError` that says what is wrong and what to do.
@@ -30,8 +30,8 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
-from compiler import ir, log
-from compiler.errors import CallError, SolderError
+from solder.compiler import ir, log
+from solder.compiler.errors import CallError, SolderError
 
 FORMAT = "solder-artifact"
 FORMAT_VERSION = 1
@@ -145,8 +145,8 @@ def _write_atomically(path: Path, members: dict[str, bytes]) -> None:
 
 def load(path: str | os.PathLike, *, target: str | None = None) -> LoadedModule:
     """Rebuild the callable saved at `path`; `target`, when given, must be the target it was compiled for."""
-    from backends.registry import get_backend
-    from compiler.targets import get_target
+    from solder.backends.registry import get_backend
+    from solder.compiler.targets import get_target
 
     path = Path(path)
     members = _read_members(path)
@@ -208,7 +208,7 @@ def _check_manifest(path: Path, members: dict[str, bytes], target: str | None) -
 
 
 def _check_runnable(path: Path, m: dict) -> None:
-    from compiler.targets import TARGETS
+    from solder.compiler.targets import TARGETS
 
     tgt = TARGETS.get(m["target"])
     if tgt is None:
@@ -223,9 +223,9 @@ def _check_runnable(path: Path, m: dict) -> None:
 
 
 def _specialization(entry: dict, module, program, state: dict, source: str, path: Path):
-    from compiler.importer import ArgInfo, Imported, OutputInfo
-    from compiler.pipeline import PipelineRun
-    from compiler.runtime import Specialization
+    from solder.compiler.importer import ArgInfo, Imported, OutputInfo
+    from solder.compiler.pipeline import PipelineRun
+    from solder.compiler.runtime import Specialization
 
     args = [ArgInfo(a["name"], a["kind"]) for a in entry["args"]]
     outputs = [OutputInfo(o["result"]) if "result" in o else OutputInfo(None, o["constant"]) for o in entry["outputs"]]
@@ -236,7 +236,7 @@ def _specialization(entry: dict, module, program, state: dict, source: str, path
     if not program.source:
         program.source = source
     key = (entry["key"][0], tuple(_leaf_from_json(k) for k in entry["key"][1]))
-    from compiler.runtime import _input_binding
+    from solder.compiler.runtime import _input_binding
 
     return Specialization(key=key, imported=imported, program=program, in_spec=pytree.treespec_loads(entry["in_spec"]),
                           out_spec=pytree.treespec_loads(entry["out_spec"]),
@@ -256,7 +256,7 @@ class LoadedModule:
         self.specializations[sp.key] = sp
 
     def __call__(self, *args, **kwargs):
-        from compiler.runtime import _leaf_key
+        from solder.compiler.runtime import _leaf_key
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
         key = (str(spec), tuple(_leaf_key(x) for x in leaves))
@@ -273,9 +273,9 @@ class LoadedModule:
 
     def _dynamic_fit(self, leaves):
         """A saved dynamic specialization whose bounds and constraints these inputs meet, or None."""
-        from compiler.runtime import CompiledModule
+        from solder.compiler.runtime import CompiledModule
 
-        from compiler.runtime import _family_key
+        from solder.compiler.runtime import _family_key
 
         for sp in self.specializations.values():
             if sp.binding is None or len(leaves) != len(sp.key[1]):

@@ -12,9 +12,9 @@ import math
 import torch
 from xdsl.dialects.builtin import StringAttr, UnitAttr
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import tensor_type
-from compiler.importer import ImportContext, torch_dtype_name, type_of_meta
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import tensor_type
+from solder.compiler.importer import ImportContext, torch_dtype_name, type_of_meta
 
 TABLE: dict[str, object] = {}
 
@@ -247,7 +247,7 @@ def _arange(ctx, *args, **kwargs):
     if len(nums) > 1 and any(isinstance(a, (torch.SymInt, torch.SymFloat)) for a in [nums[0]] + nums[2:]):
         return NotImplemented  # a symbolic start or step: the dim compiles static
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
-    from compiler.importer import scalar_attr
+    from solder.compiler.importer import scalar_attr
 
     return ctx.emit(g.ArangeOp(properties={"start": scalar_attr(start), "step": scalar_attr(step)},
                                result_types=[ctx.out_type()]))
@@ -391,7 +391,7 @@ def _reshape_to(ctx, v, shape):
 
 
 def _elem_dtype(v):
-    from compiler.dialects.types import torch_dtype
+    from solder.compiler.dialects.types import torch_dtype
 
     return torch_dtype(v.type.element_type)
 
@@ -404,7 +404,7 @@ def _matmul(ctx, a, b):
         va = _reshape_to(ctx, va, [1] + sa)
     if len(sb) == 1:
         vb = _reshape_to(ctx, vb, sb + [1])
-    from compiler.dialects.types import broadcast_shapes, dims_of
+    from solder.compiler.dialects.types import broadcast_shapes, dims_of
 
     sa2, sb2 = list(dims_of(va.type)), list(dims_of(vb.type))
 
@@ -485,4 +485,4 @@ def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
                                   properties=props, result_types=[ctx.out_type()]))
 
 
-import compiler.aten_layout  # noqa: E402,F401  (registers the layout entries in TABLE)
+import solder.compiler.aten_layout  # noqa: E402,F401  (registers the layout entries in TABLE)

@@ -16,9 +16,9 @@ import torch
 from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Block
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import tensor_type
-from compiler.importer import Imported, scalar_attr, torch_dtype_name
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import tensor_type
+from solder.compiler.importer import Imported, scalar_attr, torch_dtype_name
 
 MAX_ELEMENTS = 1 << 24
 

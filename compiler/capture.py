@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.utils._pytree as pytree
 
-from compiler import log
-from compiler.errors import CaptureError
+from solder.compiler import log
+from solder.compiler.errors import CaptureError
 
 _log = log.get("capture")
 # torch.export is not thread-safe (module-level tracer state: "CURRENT_PATCHER is None"): one capture

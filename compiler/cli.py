@@ -14,7 +14,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from compiler.errors import SolderError
+from solder.compiler.errors import SolderError
 
 EMITS = ("graph", "linalg", "triton")
 
@@ -41,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_from_torch(spec: str):
-    from compiler.capture import capture
-    from compiler.aten_table import TABLE
-    from compiler.importer import import_program
+    from solder.compiler.capture import capture
+    from solder.compiler.aten_table import TABLE
+    from solder.compiler.importer import import_program
 
     path, _, name = spec.rpartition(":")
     if not path or not name:
@@ -69,13 +69,13 @@ def _load_from_torch(spec: str):
 
 
 def _read_input(args) -> object:
-    from compiler import ir
+    from solder.compiler import ir
 
     if args.from_torch:
         module, args.torch_model = _load_from_torch(args.from_torch)
         return module
     if args.from_torch_mlir:
-        from compiler.torch_mlir_import import import_torch_mlir
+        from solder.compiler.torch_mlir_import import import_torch_mlir
 
         return import_torch_mlir(Path(args.from_torch_mlir).read_text())
     if not args.file:
@@ -88,25 +88,25 @@ def _read_input(args) -> object:
 
 
 def _emit(module, kind: str, target) -> str:
-    from compiler import ir
+    from solder.compiler import ir
 
     if kind == "graph":
         return ir.print_ir(module)
     if kind == "linalg":
-        from backends.cpu.lower import emit_module
+        from solder.backends.cpu.lower import emit_module
 
         return emit_module(module, target)
-    from backends.triton.codegen import emit_module
+    from solder.backends.triton.codegen import emit_module
 
     return emit_module(module, target)
 
 
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from compiler import ir
-    from compiler.pipeline import run_pipeline
-    from compiler.targets import get_target
-    from passes import registry
+    from solder.compiler import ir
+    from solder.compiler.pipeline import run_pipeline
+    from solder.compiler.targets import get_target
+    from solder.passes import registry
 
     if args.list_passes:
         for name, doc in registry.describe():
@@ -120,12 +120,12 @@ def run(argv: list[str]) -> int:
             sys.stderr.write(f"// -----// IR Dump After {spec} //----- //\n{ir.print_ir(m)}\n")
     pipeline = registry.parse(args.pipeline)
     if getattr(args, "torch_model", None):  # a calibrate policy without a plan calibrates the model itself
-        from compiler.sparse_attention import calibrate_pipeline
+        from solder.compiler.sparse_attention import calibrate_pipeline
 
         pipeline = calibrate_pipeline(pipeline, *args.torch_model, target=target)
     run_pipeline(module, pipeline, target=target, verify=True, after_each=after)
     if args.explain:
-        from compiler.report import kernel_table, kernels_of
+        from solder.compiler.report import kernel_table, kernels_of
 
         sys.stderr.write(kernel_table(kernels_of(module)) + "\n")
     text = _emit(module, args.emit, target)

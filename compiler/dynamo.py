@@ -3,7 +3,7 @@
 TorchDynamo captures each straight-line piece of the Python program as an FX `GraphModule` (a graph
 break — `print()`, a branch on a tensor value — ends one graph and starts the next) and hands each to
 its backend with example inputs. solder's backend wraps the graph module as an `nn.Module` and
-compiles it with `compiler.compile()`, so every captured graph goes through the same
+compiles it with `solder.compile()`, so every captured graph goes through the same
 export → import → passes → backend path as a directly compiled model.
 
 Shapes: a graph Dynamo traced with symbolic sizes (`torch.compile(dynamic=True)`, or the graph Dynamo
@@ -16,7 +16,7 @@ tensor's dim (a Python int argument Dynamo made dynamic) stays an input, and sol
 value of it. A graph with static sizes follows solder's default policy.
 
 The backend is registered through the `torch_dynamo_backends` entry point in pyproject.toml
-(`solder = "compiler.dynamo:solder_backend"`); Dynamo finds it by name with no import needed.
+(`solder = "solder.compiler.dynamo:solder_backend"`); Dynamo finds it by name with no import needed.
 Options reach it as `torch.compile(m, backend="solder", options={"target": "cpu", "passes": ...})`.
 """
 
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compiler import log
-from compiler.errors import SolderError
+from solder.compiler import log
+from solder.compiler.errors import SolderError
 
 _log = log.get("runtime")
 
@@ -52,7 +52,7 @@ class _GraphModuleWrapper(torch.nn.Module):
 
 @dataclass(eq=False)  # hashable by identity: Dynamo keeps backends in a dict
 class SolderBackend:
-    """A Dynamo backend that compiles every captured graph with `compiler.compile()`.
+    """A Dynamo backend that compiles every captured graph with `solder.compile()`.
 
     `graphs` holds the compiled callable of each graph Dynamo handed over (one per graph break
     segment and per Dynamo recompilation), so tests and users can count them.
@@ -62,7 +62,7 @@ class SolderBackend:
     graphs: list = field(default_factory=list)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, mode=None):
-        from compiler.api import compile as solder_compile
+        from solder.compiler.api import compile as solder_compile
 
         merged = {**self.options, **(options or {})}
         unknown = sorted(set(merged) - set(_COMPILE_OPTIONS))

@@ -2,7 +2,7 @@
 
 Parameters, buffers and lifted constants become leading function arguments named by their
 state_dict key (`{graph.name = "h.0.attn.c_attn.weight"}`), user inputs follow; nothing is inlined.
-Each ATen op is lowered by one entry in `compiler.aten_table.TABLE`; an op without an entry becomes a
+Each ATen op is lowered by one entry in `solder.compiler.aten_table.TABLE`; an op without an entry becomes a
 `graph.extern` that runs the ATen op eagerly, with one warning naming the op.
 """
 
@@ -30,11 +30,11 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from compiler import log
-from compiler.dialects import graph as g
-from compiler.dialects import symbolic
-from compiler.dialects.types import dims_of, tensor_type
-from compiler.errors import ImportError_
+from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.types import dims_of, tensor_type
+from solder.compiler.errors import ImportError_
 
 _log = log.get("import")
 
@@ -244,7 +244,7 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, 
     `s1`, ... in argument order, get their bounds from `ep.range_constraints`. `strip_prefix` is taken
     off state names (capture wraps a model as the submodule `m.` to export it with flat inputs).
     """
-    from compiler.aten_table import TABLE
+    from solder.compiler.aten_table import TABLE
 
     table = TABLE if table is None else table
     sig = ep.graph_signature

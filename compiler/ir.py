@@ -13,8 +13,8 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
-from compiler.dialects.graph import Graph
-from compiler.errors import IRParseError, VerifyError
+from solder.compiler.dialects.graph import Graph
+from solder.compiler.errors import IRParseError, VerifyError
 
 
 def context() -> Context:

@@ -15,8 +15,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Region
 
-from backends.reference import OPS, forward_func
-from compiler import ir
+from solder.backends.reference import OPS, forward_func
+from solder.compiler import ir
 
 
 @dataclass

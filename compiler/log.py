@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from compiler import knobs
+from solder.compiler import knobs
 
 CHANNELS = ("capture", "import", "passes", "fusion", "costmodel", "backend", "runtime", "attention")
 

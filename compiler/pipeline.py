@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
-from compiler import ir, knobs, log
-from compiler.dialects import symbolic
-from compiler.errors import SolderError
-from passes import registry
+from solder.compiler import ir, knobs, log
+from solder.compiler.dialects import symbolic
+from solder.compiler.errors import SolderError
+from solder.passes import registry
 
 _log = log.get("passes")
 

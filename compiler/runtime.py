@@ -26,14 +26,14 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
-from backends.base import Program
-from compiler import ir, knobs, log
-from compiler.buffer_facts import materialize_causal_buffers
-from compiler.capture import capture, gc_paused
-from compiler.errors import CallError, VerifyError
-from compiler.importer import Imported, import_program
-from compiler.pipeline import PipelineRun, run_pipeline
-from compiler.targets import Target
+from solder.backends.base import Program
+from solder.compiler import ir, knobs, log
+from solder.compiler.buffer_facts import materialize_causal_buffers
+from solder.compiler.capture import capture, gc_paused
+from solder.compiler.errors import CallError, VerifyError
+from solder.compiler.importer import Imported, import_program
+from solder.compiler.pipeline import PipelineRun, run_pipeline
+from solder.compiler.targets import Target
 
 _log = log.get("runtime")
 
@@ -287,7 +287,7 @@ class CompiledModule:
 
     @staticmethod
     def _fits(sp: Specialization, leaves) -> bool:
-        from compiler.dialects.symbolic import ShapeBindError
+        from solder.compiler.dialects.symbolic import ShapeBindError
 
         if sp.binding is None:
             return False
@@ -316,8 +316,8 @@ class CompiledModule:
 
     @gc_paused()
     def _compile(self, key, args, kwargs, dynamic: frozenset | None = None) -> Specialization:
-        from backends.registry import get_backend
-        from compiler.aten_table import TABLE
+        from solder.backends.registry import get_backend
+        from solder.compiler.aten_table import TABLE
 
         self._bind_check(args, kwargs)
         t0 = time.perf_counter()
@@ -333,7 +333,7 @@ class CompiledModule:
         t2 = time.perf_counter()
         pipeline = self.options.pipeline
         if self.options.sparse_attention is not None:  # opt-in: it changes numerics
-            from compiler.sparse_attention import with_sparse_attention
+            from solder.compiler.sparse_attention import with_sparse_attention
 
             pipeline = with_sparse_attention(pipeline, self.options.sparse_attention, self.model, self.options.target)
         run = run_pipeline(imported.module, pipeline, target=self.options.target)
@@ -436,14 +436,14 @@ class CompiledModule:
 
     def _localize(self, sp, args, kwargs, atol, rtol) -> str:
         """Which kernel is wrong: each top-level op re-run alone against the reference backend."""
-        from backends.registry import get_backend
-        from compiler.localize import first_bad_kernel
+        from solder.backends.registry import get_backend
+        from solder.compiler.localize import first_bad_kernel
 
         inputs = self._inputs(sp, args, kwargs)
         tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
         module = sp.imported.module
         if sp.binding is not None and sp.binding.symbols:  # op by op needs static sizes: this call's
-            from compiler.dialects import symbolic
+            from solder.compiler.dialects import symbolic
 
             module = symbolic.instantiate(module, sp.binding([inputs[i] for i in sp.imported.input_positions]))
         with torch.no_grad():
@@ -455,8 +455,8 @@ class CompiledModule:
                 f"{culprit.max_error:.3g} against the reference backend):\n{culprit.ir_text}")
 
     def save(self, path) -> None:
-        """Write the compiled specializations (IR, generated sources, weights) to `path`; `compiler.load` reads it."""
-        from compiler import artifact
+        """Write the compiled specializations (IR, generated sources, weights) to `path`; `solder.load` reads it."""
+        from solder.compiler import artifact
 
         artifact.save(self, path)
 
@@ -491,7 +491,7 @@ class CompiledModule:
             if sp.program.fallbacks:
                 lines.append("ops the backend did not lower (ran on the reference backend): " +
                              ", ".join(sp.program.fallbacks))
-            from compiler.report import backend_table, kernel_table, kernels_of
+            from solder.compiler.report import backend_table, kernel_table, kernels_of
 
             lines.append(kernel_table(kernels_of(sp.imported.module)))
             if sp.program.kernels:
@@ -503,7 +503,7 @@ class CompiledModule:
 def _input_binding(imported: Imported):
     """The symbol binding of a dynamically captured function, checking only the user inputs (state sizes
     never change)."""
-    from compiler.dialects import symbolic
+    from solder.compiler.dialects import symbolic
 
     b = symbolic.Binding.of(imported.func)  # a static function (export specialized every dim): static checks
     n_state = len(imported.args) - len(imported.input_positions)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from compiler.errors import SolderError
+from solder.compiler.errors import SolderError
 
 POLICIES = ("window", "blocks", "calibrate")
 STATIC = ("dense", "window", "blocks")
@@ -416,7 +416,7 @@ def calibrate_pipeline(passes: list, model, example_args: tuple | None, target=N
     (the CLI's `--from-torch` model): on the inputs of its `calib=` file, else on `example_args`."""
     import dataclasses
 
-    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
     out = []
     for p in passes:
@@ -432,7 +432,7 @@ def calibrate_pipeline(passes: list, model, example_args: tuple | None, target=N
                                        "calib=\"inputs.pt\"")
         sa = SparseAttention(policy="calibrate", budget=p.budget, block=p.block, max_density=p.max_density,
                              calibration_inputs=inputs)
-        from compiler.sparse_calibrate import calibrate
+        from solder.compiler.sparse_calibrate import calibrate
 
         calibrate(model, sa, target)
         out.append(dataclasses.replace(p, plan=json.dumps(sa.plan), source=sa))
@@ -522,7 +522,7 @@ def with_sparse_attention(pipeline, sa: SparseAttention, model=None, target=None
     """`pipeline` (a string or a list of passes) with the sparse rewrite inserted where it belongs: right
     after its recognize-attention, else recognize-attention + the rewrite before the first fuse-* pass
     (fusion must see graph.block_sparse_attention, not graph.attention), else at the end."""
-    from passes.registry import parse
+    from solder.passes.registry import parse
 
     passes = parse(pipeline) if isinstance(pipeline, str) else list(pipeline)
     recog, rewrite = pipeline_passes(sa, model, target)
@@ -537,13 +537,13 @@ def with_sparse_attention(pipeline, sa: SparseAttention, model=None, target=None
 def pipeline_passes(sa: SparseAttention, model=None, target=None) -> list:
     """[recognize-attention, rewrite-sparse-attention] configured from `sa`; calibrates `sa` on `model`
     first when its policy is `calibrate` and no plan exists yet."""
-    from passes.recognize_attention import RecognizeAttentionPass
-    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+    from solder.passes.recognize_attention import RecognizeAttentionPass
+    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
     if sa.policy == "calibrate" and sa.plan is None:
         if model is None:
             raise SparseAttentionError("sparse attention: policy 'calibrate' needs the model to calibrate on")
-        from compiler.sparse_calibrate import calibrate
+        from solder.compiler.sparse_calibrate import calibrate
 
         calibrate(model, sa, target)
     return [RecognizeAttentionPass(), RewriteSparseAttentionPass.from_options(sa)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from compiler.sparse_attention import (
+from solder.compiler.sparse_attention import (
     DYNAMIC,
     SparseAttention,
     density,
@@ -70,11 +70,11 @@ def trace(model, inputs: list) -> tuple[list[AttentionSample], list[Trace]]:
     every `graph.attention` (interpreted with the reference backend), in IR order, and one `Trace` per input."""
     import torch.fx._pytree as fx_pytree
 
-    from backends.reference import OPS
-    from compiler.aten_table import TABLE
-    from compiler.capture import capture
-    from compiler.importer import import_program
-    from compiler.pipeline import run_pipeline
+    from solder.backends.reference import OPS
+    from solder.compiler.aten_table import TABLE
+    from solder.compiler.capture import capture
+    from solder.compiler.importer import import_program
+    from solder.compiler.pipeline import run_pipeline
 
     seen: list[list] = []
     traces: list[Trace] = []
@@ -112,7 +112,7 @@ def _state(model, ep, imported) -> list[torch.Tensor]:
 
 def _interpret(fn, values, ops) -> tuple[list, list]:
     """(attention records, returned values) of the function `fn` run op by op with the reference backend."""
-    from compiler.dialects import graph as g
+    from solder.compiler.dialects import graph as g
 
     env = dict(zip(fn.body.block.args, values))
     recs = []
@@ -140,7 +140,7 @@ def pattern_error(x: AttentionSample, pattern: dict, block: int, dense: torch.Te
     Error: max over samples and query rows of |o - o_dense| / rms row norm of the head's values (the
     output is a convex combination of value rows, so this is an error in units of the values' size).
     """
-    from backends.reference import attention_reference
+    from solder.backends.reference import attention_reference
 
     n, hq, t, _ = x.q.shape
     s = x.k.shape[2]
@@ -168,7 +168,7 @@ class CandidateTable:
 
 
 def candidate_table(x: AttentionSample, sa: SparseAttention) -> CandidateTable:
-    from backends.reference import attention_reference
+    from solder.backends.reference import attention_reference
 
     dense = attention_reference(x.q, x.k, x.v, None, x.scale, True)
     cands = list(sa.candidates or default_candidates(x.q.shape[2], sa.block))
@@ -210,8 +210,8 @@ def calibrate_attention(x: AttentionSample, sa: SparseAttention, target=None, bu
 def _cost_check(entry: dict, x: AttentionSample, target) -> dict:
     """Stay dense unless the cost model's dense time, scaled by density (+ the per-call layout work of
     content-dependent heads), comes out lower than dense."""
-    import costmodel
-    from compiler.targets import get_target
+    from solder import costmodel
+    from solder.compiler.targets import get_target
 
     tgt = get_target(target or "cpu")
     dense_s = costmodel.estimate(x.op, tgt)
@@ -259,9 +259,9 @@ def output_drift(dense: list, sparse: list) -> float:
 def plan_outputs(tr: Trace, plan: list[dict], block: int, max_density: float) -> list:
     """The model's outputs on one calibration input with `plan` applied by rewrite-sparse-attention (the
     same pass and reference kernels as a compiled model's, on a copy of the traced function)."""
-    from backends.reference import OPS
-    from compiler import ir
-    from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+    from solder.backends.reference import OPS
+    from solder.compiler import ir
+    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
     module = tr.imported.module.clone()
     RewriteSparseAttentionPass(policy="calibrate", plan=json.dumps(plan), block=block,

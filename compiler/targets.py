@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compiler.errors import TargetError
+from solder.compiler.errors import TargetError
 
 
 @dataclass(frozen=True)

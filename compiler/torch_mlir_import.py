@@ -8,7 +8,7 @@
 xDSL does not know the torch dialect, so the text is parsed with torch-mlir's own MLIR bindings
 (`torch_mlir.ir`) and walked once into an FX graph whose `call_function` nodes carry the same ATen
 overloads and `meta["val"]` that `torch.export` produces. That graph is then lowered by the importer's
-own table (`compiler.aten_table.TABLE`), so an op means exactly the same thing whichever way it came
+own table (`solder.compiler.aten_table.TABLE`), so an op means exactly the same thing whichever way it came
 in, and an ATen op without an entry becomes `graph.extern` as usual.
 
 Weights become leading function arguments (like parameters in `compiler/importer.py`), named after
@@ -26,8 +26,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
 from xdsl.ir import Region
 
-from compiler.errors import ImportError_, IRParseError
-from compiler.importer import ArgInfo, Imported, OutputInfo, _hint, _import_call, start_function
+from solder.compiler.errors import ImportError_, IRParseError
+from solder.compiler.importer import ArgInfo, Imported, OutputInfo, _hint, _import_call, start_function
 
 _VTENSOR = re.compile(r"^!torch\.vtensor<\[([^\]]*)\],([a-z0-9]+)>$")
 _ELEMENT = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64,
@@ -279,7 +279,7 @@ class _Walker:
 
     def lower(self) -> TorchMlirImport:
         """Lower the FX graph with the importer's table into `func.func @forward`."""
-        from compiler.aten_table import TABLE
+        from solder.compiler.aten_table import TABLE
 
         placeholders = self.weights + self.inputs
         args = [ArgInfo(n.meta["solder_name"], "constant") for n in self.weights] + \

@@ -1,12 +1,12 @@
 """solder's hardware cost model: predicted seconds of a kernel on a target.
 
-    from costmodel import estimate, estimate_ops
+    from solder.costmodel import estimate, estimate_ops
     estimate(kernel_op, "cpu")          # a graph.kernel region as one kernel, or any single graph op
     estimate_ops([op1, op2, op3], tgt)  # those ops fused as one kernel, without building the region
 
 Both use the learned model shipped for `target.cost_model` (costmodel/shipped/<name>/) when it exists and
 loads, else the roofline of costmodel/analytic.py. `model` overrides the choice: "roofline", a path to a
-model file, or an already loaded `costmodel.model.LearnedModel`. A model file that does not load falls
+model file, or an already loaded `solder.costmodel.model.LearnedModel`. A model file that does not load falls
 back to the roofline with one warning on the `costmodel` log channel.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from xdsl.ir import Operation
 
-from compiler import log
-from compiler.targets import Target, get_target
-from costmodel import analytic
+from solder.compiler import log
+from solder.compiler.targets import Target, get_target
+from solder.costmodel import analytic
 
 SHIPPED = Path(__file__).parent / "shipped"
 
@@ -75,7 +75,7 @@ def _load_cached(path: str):
     if not p.exists():
         return None  # no model trained for this target: the roofline, silently
     try:
-        from costmodel.model import LearnedModel
+        from solder.costmodel.model import LearnedModel
 
         return LearnedModel.load(p)
     except Exception as e:  # a corrupt or incompatible file must never break compilation

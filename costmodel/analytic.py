@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Operation
 
-from compiler.dialects.symbolic import hint_shape
-from compiler.dialects.types import is_dynamic
+from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.dialects.types import is_dynamic
 
 # Bytes per element, by the element type's printed name.
 ELEMENT_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "i1": 1, "i8": 1, "ui8": 1, "i16": 2, "i32": 4, "i64": 8}

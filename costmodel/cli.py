@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.errors import SolderError
-from compiler.targets import get_target
-from costmodel import SHIPPED
-from costmodel import evaluate as ev
+from solder.compiler.errors import SolderError
+from solder.compiler.targets import get_target
+from solder.costmodel import SHIPPED
+from solder.costmodel import evaluate as ev
 
 
 def _dir(target: str, given: str | None) -> Path:
@@ -32,7 +32,7 @@ def _dir(target: str, given: str | None) -> Path:
 
 
 def cmd_collect(a) -> int:
-    from costmodel.collect import collect
+    from solder.costmodel.collect import collect
 
     out = Path(a.out) if a.out else _dir(a.target, None) / "data.jsonl"
     added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet, backend=a.backend, jobs=a.jobs,
@@ -42,7 +42,7 @@ def cmd_collect(a) -> int:
 
 
 def cmd_retime(a) -> int:
-    from costmodel.retime import retime
+    from solder.costmodel.retime import retime
 
     folder = _dir(a.target, None)
     data = Path(a.data) if a.data else folder / "data.jsonl"
@@ -60,7 +60,7 @@ RETIMED = "retime.jsonl"
 
 
 def cmd_train(a) -> int:
-    from costmodel.model import fit
+    from solder.costmodel.model import fit
 
     folder = _dir(a.target, a.out)
     data = Path(a.data) if a.data else folder / "data.jsonl"
@@ -113,7 +113,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from costmodel.model import LearnedModel
+    from solder.costmodel.model import LearnedModel
 
     folder = _dir(a.target, a.model)
     model = LearnedModel.load(folder / "model.pkl")
@@ -136,8 +136,8 @@ def beats_roofline(learned: dict, roofline: dict) -> bool:
 
 
 def cmd_adapt(a) -> int:
-    from costmodel.collect import collect
-    from costmodel.model import LearnedModel, adapt
+    from solder.costmodel.collect import collect
+    from solder.costmodel.model import LearnedModel, adapt
 
     folder = _dir(a.target, a.out)
     data = folder / "data.jsonl"
@@ -163,7 +163,7 @@ def _rows(path: Path, target: str, tokens: bool, first_timing: bool = False) -> 
         raise SolderError(f"no dataset at {path}; expected JSON lines from `solder-costmodel collect --target {target}`")
     rows = ev.load_rows(path)
     if not first_timing and path.with_name(RETIMED).exists():
-        from costmodel import retime
+        from solder.costmodel import retime
 
         n = retime.apply(rows, retime.load(path.with_name(RETIMED)))
         print(f"{path.with_name(RETIMED)}: {n} rows re-timed (interleaved pairs) replace their first timing")
@@ -229,7 +229,7 @@ def timing_method(target: str, rows: list[dict]) -> str:
     """How the rows were timed, for the model card (counts of rows per GPU timing method)."""
     if get_target(target).device != "cuda":
         return CPU_TIMING
-    from costmodel.retime import describe
+    from solder.costmodel.retime import describe
 
     counts: dict[str, int] = {}
     for r in rows:

@@ -1,6 +1,6 @@
 """Measure generated kernels on the real backend of a target and append them to a JSON-lines dataset.
 
-Each row is timed in this process: `backends.registry.get_backend(target.backend).lower(module, target)`,
+Each row is timed in this process: `solder.backends.registry.get_backend(target.backend).lower(module, target)`,
 then, on a CPU, warm-up calls and the median of repeated wall-clock calls (`time_program`); on CUDA,
 GPU time measured with CUDA events (`time_cuda`): warm-up calls, then N back-to-back calls captured in
 one CUDA graph (the backend's own graph capture is off) and replayed between two events, the median of
@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from compiler import ir, log
-from compiler.dialects.types import shape_of, torch_dtype
-from compiler.errors import SolderError
-from compiler.targets import Target, get_target
-from costmodel import features, generate
+from solder.compiler import ir, log
+from solder.compiler.dialects.types import shape_of, torch_dtype
+from solder.compiler.errors import SolderError
+from solder.compiler.targets import Target, get_target
+from solder.costmodel import features, generate
 
 _LOG = log.get("costmodel")
 
@@ -268,7 +268,7 @@ def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bo
 
 def load_backend(name: str, target: Target):
     """The backend instance, or a SolderError that says which module is missing and what else to run."""
-    from backends.registry import get_backend
+    from solder.backends.registry import get_backend
 
     try:
         return get_backend(name)

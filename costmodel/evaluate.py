@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.targets import get_target
-from costmodel import analytic, features
+from solder.compiler.targets import get_target
+from solder.costmodel import analytic, features
 
 HOLDOUT_MOD = 5  # one group in five is held out
 
@@ -33,7 +33,7 @@ def load_rows(path: Path) -> list[dict]:
 
 def refeaturize(rows: list[dict], target, tokens: bool = False) -> None:
     """Recompute `features` (and the `roofline` prediction) of every row from its IR with the current code."""
-    from compiler import ir
+    from solder.compiler import ir
 
     target = get_target(target)
     for r in rows:

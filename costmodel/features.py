@@ -15,9 +15,9 @@ import zlib
 
 from xdsl.ir import Operation
 
-from compiler.dialects.graph import Graph
-from costmodel import analytic
-from costmodel.analytic import CONTRACTIONS, LAYOUT_OPS, TRANSCENDENTAL, type_info
+from solder.compiler.dialects.graph import Graph
+from solder.costmodel import analytic
+from solder.costmodel.analytic import CONTRACTIONS, LAYOUT_OPS, TRANSCENDENTAL, type_info
 
 TOKEN_BUCKETS = 64
 OP_NAMES = tuple(sorted(op.name for op in Graph.operations if op.name not in ("graph.yield", "graph.kernel")))
@@ -61,7 +61,7 @@ def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, fl
     ops = body_ops(op) if op.name == "graph.kernel" else [op]
     f = ops_features(ops, target)
     if tokens:
-        from compiler.ir import print_ir
+        from solder.compiler.ir import print_ir
 
         f.update(ir_token_features(print_ir(op)))
     return f

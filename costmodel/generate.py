@@ -37,8 +37,8 @@ from xdsl.dialects.builtin import ModuleOp, StringAttr, UnitAttr
 from xdsl.ir import Block, Region, SSAValue
 from xdsl.irdl import IRDLOperation
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import shape_of, tensor_type
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import shape_of, tensor_type
 
 Spec = tuple[tuple[int, ...], str]  # (shape, dtype name)
 
@@ -90,13 +90,13 @@ class Row:
 
 
 def _dt(v: SSAValue) -> str:
-    from compiler.dialects.types import dtype_name
+    from solder.compiler.dialects.types import dtype_name
 
     return dtype_name(v.type.element_type)
 
 
 def _broadcast(a, b):
-    from compiler.dialects.types import broadcast_shapes
+    from solder.compiler.dialects.types import broadcast_shapes
 
     return broadcast_shapes(tuple(a), tuple(b))
 
@@ -412,7 +412,7 @@ ZOO_KERNELS = Path(__file__).parent / "zoo_kernels.jsonl"
 def _zoo_records() -> tuple[tuple[int, str], ...]:
     """(largest tensor's elements, module text) of each harvested zoo kernel (costmodel/harvest.py)."""
     if not ZOO_KERNELS.exists():
-        raise ValueError(f"no harvested zoo kernels at {ZOO_KERNELS}; run `python -m costmodel.harvest`")
+        raise ValueError(f"no harvested zoo kernels at {ZOO_KERNELS}; run `python -m solder.costmodel.harvest`")
     out = []
     for line in ZOO_KERNELS.read_text().splitlines():
         text = json.loads(line)["ir"]
@@ -426,7 +426,7 @@ def zoo(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     """A kernel that the fusion passes form on a zoo model (harvested at several batch sizes and dtypes)."""
     recs = [text for numel, text in _zoo_records() if numel <= sz.mat_hi]
     text = rng.choice(recs)
-    from compiler import ir
+    from solder.compiler import ir
 
     kernel = next(op for op in ir.parse(text).walk() if op.name == "graph.kernel")
     inputs = list(kernel.operands)

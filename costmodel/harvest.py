@@ -1,6 +1,6 @@
 """Harvest the kernels that the fusion passes propose on the zoo, as standalone modules for `generate`.
 
-    python -m costmodel.harvest [--out costmodel/zoo_kernels.jsonl] [--target h100]
+    python -m solder.costmodel.harvest [--out costmodel/zoo_kernels.jsonl] [--target h100]
 
 Each zoo model is built, its inputs repeated along the batch dimension (x1, x4, x16, x64, x256), in float32
 and bfloat16, captured, imported and run through `canonicalize,cse,recognize-attention` followed by
@@ -32,7 +32,7 @@ def pipelines() -> dict[str, str]:
 
 def kernel_module(kernel):
     """A module whose `@forward(operands...)` runs a copy of `kernel` alone."""
-    from costmodel.generate import kernel_module as build
+    from solder.costmodel.generate import kernel_module as build
 
     block = kernel.regions[0].block
 
@@ -67,12 +67,12 @@ def _scaled(entry, batch: int, dtype: str):
 
 def harvest(target: str = "h100", batches=BATCHES, dtypes=DTYPES, models=None, progress: bool = True) -> list[dict]:
     """Records {model, batch, dtype, mode, ops, ir}, one per distinct kernel."""
-    from compiler import ir
-    from compiler.aten_table import TABLE
-    from compiler.capture import capture
-    from compiler.importer import import_program
-    from compiler.pipeline import run_pipeline
-    from compiler.targets import get_target
+    from solder.compiler import ir
+    from solder.compiler.aten_table import TABLE
+    from solder.compiler.capture import capture
+    from solder.compiler.importer import import_program
+    from solder.compiler.pipeline import run_pipeline
+    from solder.compiler.targets import get_target
     from examples.models import ZOO
 
     tgt = get_target(target)

@@ -1,6 +1,6 @@
 """Learned latency models: gradient-boosted trees on log-seconds, a Ridge baseline, save/load, adaptation.
 
-A `LearnedModel` predicts ln(seconds) from `costmodel.features` with histogram gradient-boosted trees. Its trees are also compiled into one
+A `LearnedModel` predicts ln(seconds) from `solder.costmodel.features` with histogram gradient-boosted trees. Its trees are also compiled into one
 plain Python function (nested `if`s) at load time, so that `predict_ops` costs tens of microseconds
 instead of scikit-learn's per-call overhead; `predict_features_sklearn` is the reference path and the
 tests check the two agree. An adapted model (`adapt`) is a source model plus a linear correction fitted
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from costmodel import features as feats
+from solder.costmodel import features as feats
 
 FORMAT_VERSION = 3
 RATIO_NAMES = feats.FEATURE_NAMES + ("log_parts_pred", "n_parts", "parts_launches")
@@ -162,7 +162,7 @@ class LearnedModel:
         """Seconds of `ops` fused as one kernel (a token model prints the ops, which is slower)."""
         f = feats.ops_features(ops, target)
         if self.tokens:
-            from compiler.ir import print_ir
+            from solder.compiler.ir import print_ir
 
             f.update(feats.ir_token_features("".join(print_ir(o) for o in ops)))
         parts = feats.part_features(ops, target) if self._ratio_fast is not None and len(ops) > 1 else None

@@ -40,7 +40,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from compiler import log
+from solder.compiler import log
 
 _LOG = log.get("costmodel")
 
@@ -69,7 +69,7 @@ def pairs_of(rows: list[dict]) -> dict[str, list[dict]]:
 
 def order(rows: list[dict]) -> list[str]:
     """Pair ids in re-timing order: held-out pairs, then training pairs; each by |ln(fused / parts)| rising."""
-    from costmodel import evaluate as ev
+    from solder.costmodel import evaluate as ev
 
     def key(item):
         pair, rs = item
@@ -151,9 +151,9 @@ def retime(rows: list[dict], out: Path, rounds: int = 10, batch_s: float = 2e-3,
     number times every pair again, and `load` pools the runs); returns the pairs added."""
     import torch
 
-    from compiler.errors import SolderError
-    from compiler.targets import get_target
-    from costmodel.collect import _no_backend_graphs, _setup_device, drop_torn_tail, hardware_name, load_backend
+    from solder.compiler.errors import SolderError
+    from solder.compiler.targets import get_target
+    from solder.costmodel.collect import _no_backend_graphs, _setup_device, drop_torn_tail, hardware_name, load_backend
 
     if rounds < 3:
         raise SolderError(f"retime: rounds must be at least 3 (a median of fewer is no better than one run), got {rounds}")
@@ -224,8 +224,8 @@ def time_pair(rs: list[dict], target, backend, rounds: int, batch_s: float) -> l
     """Records for the rows of one pair (fused first), timed interleaved (module docstring)."""
     import torch
 
-    from compiler import ir
-    from costmodel.collect import _capture, make_inputs
+    from solder.compiler import ir
+    from solder.costmodel.collect import _capture, make_inputs
 
     progs = []
     for r in rs:
@@ -295,9 +295,9 @@ def _start_warmers(target: str, todo: list[list[str]], jobs: int, time_budget: f
 def _warm(target_name: str, todo: list[list[str]], budget: float) -> None:
     import torch
 
-    from compiler import ir
-    from compiler.targets import get_target
-    from costmodel.collect import _no_backend_graphs, load_backend, make_inputs
+    from solder.compiler import ir
+    from solder.compiler.targets import get_target
+    from solder.costmodel.collect import _no_backend_graphs, load_backend, make_inputs
 
     deadline = time.monotonic() + budget
     parent = os.getppid()

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 from examples.models import ZOO, gpt_block  # noqa: E402
 
 

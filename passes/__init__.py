@@ -1,1 +1,1 @@
-"""IR passes over the `graph` dialect, one per file, registered in `passes.registry`."""
+"""IR passes over the `graph` dialect, one per file, registered in `solder.passes.registry`."""

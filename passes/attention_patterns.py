@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from xdsl.ir import BlockArgument, Operation, SSAValue
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import dims_of, is_float, torch_dtype
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import dims_of, is_float, torch_dtype
 
 EVAL_BYTES = 1 << 26
 """Largest tensor (bytes) that a compile-time mask evaluation may produce."""
@@ -286,7 +286,7 @@ def evaluate(value: SSAValue, cache: dict) -> torch.Tensor | None:
 
 
 def _slice_ops(value: SSAValue) -> list[Operation] | None:
-    from backends.reference import OPS
+    from solder.backends.reference import OPS
 
     seen: set[Operation] = set()
     stack = [value]
@@ -311,7 +311,7 @@ def _slice_ops(value: SSAValue) -> list[Operation] | None:
 
 
 def _interpret(ops: list[Operation], value: SSAValue) -> torch.Tensor | None:
-    from backends.reference import OPS
+    from solder.backends.reference import OPS
 
     vals: dict[SSAValue, torch.Tensor] = {}
     try:

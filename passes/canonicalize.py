@@ -20,8 +20,8 @@ from xdsl.pattern_rewriter import (
 )
 from xdsl.transforms.dead_code_elimination import region_dce
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import is_float
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import is_float
 
 
 class FoldIdentity(RewritePattern):
@@ -72,13 +72,13 @@ class FoldCastOfConstant(RewritePattern):
         v = c.py_value
         et = op.result.type.element_type
         if is_float(et):
-            from compiler.importer import scalar_attr
+            from solder.compiler.importer import scalar_attr
 
             attr = scalar_attr(float(v))
         elif isinstance(v, float) and not v.is_integer():
             return
         else:
-            from compiler.importer import scalar_attr
+            from solder.compiler.importer import scalar_attr
 
             attr = scalar_attr(int(v))
         rewriter.replace_op(op, g.ConstantOp(attr, op.result.type))

@@ -26,13 +26,13 @@ from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
 from xdsl.ir import Block, Operation
 from xdsl.passes import ModulePass
 
-from compiler import log
-from compiler.dialects.symbolic import hint_shape
-from compiler.errors import PipelineError
-from compiler.targets import Target, get_target
-from passes.fuse_ops import describe, op_rule
-from passes.fusion_build import flatten_kernels, former_attrs, kernel_attrs, materialize
-from passes.fusion_plan import (
+from solder.compiler import log
+from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.errors import PipelineError
+from solder.compiler.targets import Target, get_target
+from solder.passes.fuse_ops import describe, op_rule
+from solder.passes.fusion_build import flatten_kernels, former_attrs, kernel_attrs, materialize
+from solder.passes.fusion_plan import (
     ACTIVATION_OPS,
     CONV_OPS,
     LAYOUT_OPS,

@@ -31,16 +31,16 @@ from xdsl.dialects.builtin import FloatAttr, ModuleOp, f64
 from xdsl.ir import Block, Operation
 from xdsl.passes import ModulePass
 
-from compiler import log
-from compiler.errors import PipelineError
-from compiler.targets import Target, get_target
-from passes.fusion_build import (
+from solder.compiler import log
+from solder.compiler.errors import PipelineError
+from solder.compiler.targets import Target, get_target
+from solder.passes.fusion_build import (
     FusionCycleError,
     flatten_kernels,
     kernel_attrs,
     materialize,
 )
-from passes.fusion_plan import (
+from solder.passes.fusion_plan import (
     ACTIVATION_OPS,
     ANCHOR_OPS,
     CONV_OPS,
@@ -132,7 +132,7 @@ def refresh_estimates(kernels: list[Operation], plan: list[Group], target: Targe
     """Kernels holding recomputed copies get their fused estimate from the built region."""
     if not any(gr.dups for gr in plan):
         return
-    import costmodel
+    from solder import costmodel
 
     for k, gr in zip(sorted(kernels, key=lambda k: k.attributes["kernel_id"].value.data), plan):
         if gr.dups:

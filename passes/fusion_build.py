@@ -1,6 +1,6 @@
 """From planned groups to `graph.kernel` ops and back: building kernels, reading former ones apart.
 
-`fuse-ops` and `fuse-blocks` plan with `passes.fusion_plan`; this module turns the planned groups into
+`fuse-ops` and `fuse-blocks` plan with `solder.passes.fusion_plan`; this module turns the planned groups into
 `graph.kernel` regions (isolated from above, with the planner's reason and estimates as attributes) and
 flattens existing kernels when a pass re-plans them.
 """
@@ -12,9 +12,9 @@ import heapq
 from xdsl.dialects.builtin import FloatAttr, IntegerAttr, StringAttr, f64, i64
 from xdsl.ir import Block, Operation, Region
 
-from compiler.dialects import graph as g
-from compiler.errors import SolderError
-from passes.fusion_plan import SOURCE_OPS, BodyGraph, Group
+from solder.compiler.dialects import graph as g
+from solder.compiler.errors import SolderError
+from solder.passes.fusion_plan import SOURCE_OPS, BodyGraph, Group
 
 
 def kernel_attrs(kernel_id: int, reason: str, est: float, parts: float) -> dict:

@@ -26,9 +26,9 @@ import networkx as nx
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Block, Operation
 
-from compiler.dialects import graph as g
-from compiler.dialects.symbolic import hint_shape
-from compiler.errors import SolderError
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.errors import SolderError
 
 # ---------------------------------------------------------------------------------------------
 # What each op is to the planner
@@ -168,11 +168,11 @@ class BodyGraph:
 
 
 class CostOracle:
-    """`costmodel.estimate_ops` for node sets of one BodyGraph, cached by the set."""
+    """`solder.costmodel.estimate_ops` for node sets of one BodyGraph, cached by the set."""
 
     def __init__(self, graph: BodyGraph, target, model=None):
         try:
-            import costmodel
+            from solder import costmodel
         except ImportError as e:  # pragma: no cover - the package ships with solder
             raise SolderError(f"fusion: the cost model package is missing ({e}); expected costmodel/ beside passes/") from None
         self._estimate_ops = costmodel.estimate_ops

@@ -40,12 +40,12 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 
-from compiler import log
-from compiler.dialects.layout import ConcatOp, SliceOp
-from compiler.dialects.nn import LinearOp
-from compiler.dialects.types import dims_of, shape_of, with_dims
-from compiler.errors import PipelineError
-from compiler.targets import get_target
+from solder.compiler import log
+from solder.compiler.dialects.layout import ConcatOp, SliceOp
+from solder.compiler.dialects.nn import LinearOp
+from solder.compiler.dialects.types import dims_of, shape_of, with_dims
+from solder.compiler.errors import PipelineError
+from solder.compiler.targets import get_target
 
 _log = log.get("fusion")
 
@@ -89,7 +89,7 @@ def sibling_linears(block: Block) -> list[list[LinearOp]]:
 
 def decide_and_merge(group: list[LinearOp], target, opts: MergeLinearsPass) -> Operation | None:
     """Merge `group` if the mode (and the cost model) says so; returns the merged linear or None."""
-    import costmodel
+    from solder import costmodel
 
     model = opts.cost_model or None
     parts = sum(costmodel.estimate(op, target, model) for op in group)

@@ -32,11 +32,11 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.traits import Pure
 
-from compiler import log
-from compiler.dialects import graph as g
-from compiler.dialects.types import broadcast_shapes, dtype_name, is_float, tensor_type
-from compiler.importer import scalar_attr
-from passes.attention_patterns import (
+from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import broadcast_shapes, dtype_name, is_float, tensor_type
+from solder.compiler.importer import scalar_attr
+from solder.passes.attention_patterns import (
     BAD,
     CAUSAL,
     NONE,

@@ -14,18 +14,18 @@ from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 
-from compiler.errors import PipelineError
+from solder.compiler.errors import PipelineError
 
 # name -> (module, class). Kebab-case name == snake_case file == CamelCase class + "Pass".
 PASSES: dict[str, tuple[str, str]] = dict(sorted({
-    "canonicalize": ("passes.canonicalize", "CanonicalizePass"),
-    "cse": ("passes.cse", "CsePass"),
-    "dce": ("passes.dce", "DcePass"),
-    "fuse-blocks": ("passes.fuse_blocks", "FuseBlocksPass"),
-    "fuse-ops": ("passes.fuse_ops", "FuseOpsPass"),
-    "merge-linears": ("passes.merge_linears", "MergeLinearsPass"),
-    "recognize-attention": ("passes.recognize_attention", "RecognizeAttentionPass"),
-    "rewrite-sparse-attention": ("passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
+    "canonicalize": ("solder.passes.canonicalize", "CanonicalizePass"),
+    "cse": ("solder.passes.cse", "CsePass"),
+    "dce": ("solder.passes.dce", "DcePass"),
+    "fuse-blocks": ("solder.passes.fuse_blocks", "FuseBlocksPass"),
+    "fuse-ops": ("solder.passes.fuse_ops", "FuseOpsPass"),
+    "merge-linears": ("solder.passes.merge_linears", "MergeLinearsPass"),
+    "recognize-attention": ("solder.passes.recognize_attention", "RecognizeAttentionPass"),
+    "rewrite-sparse-attention": ("solder.passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
 }.items()))
 
 

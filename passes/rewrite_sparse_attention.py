@@ -39,10 +39,10 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import DenseArrayBase, ModuleOp, StringAttr, UnitAttr, i32
 from xdsl.passes import ModulePass
 
-from compiler import log
-from compiler.dialects import graph as g
-from compiler.dialects.types import shape_of
-from compiler.sparse_attention import (
+from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import shape_of
+from solder.compiler.sparse_attention import (
     SparseAttention,
     SparseAttentionError,
     blocks_from_text,

@@ -16,7 +16,7 @@ import warnings
 import torch
 from hypothesis import HealthCheck, given, seed, settings
 
-from compiler.aten_table import TABLE
+from solder.compiler.aten_table import TABLE
 from tests.fuzz_graphs import programs
 from tests.fuzz_ops import IMPORTER_OPS_NOT_GENERATED
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compiler import compile
-from compiler.runtime import EagerFallbackWarning
+from solder import compile
+from solder.compiler.runtime import EagerFallbackWarning
 
 
 class Nested(nn.Module):

@@ -9,9 +9,11 @@ import zipfile
 import pytest
 import torch
 
-from compiler import artifact, compile
-from compiler.artifact import ArtifactError
-from compiler.errors import CallError, SolderError
+from solder import compile
+
+from solder.compiler import artifact
+from solder.compiler.artifact import ArtifactError
+from solder.compiler.errors import CallError, SolderError
 from examples.models import get
 
 
@@ -74,13 +76,13 @@ def test_manifest_contents(saved):
 
 
 def test_load_does_not_export(saved, monkeypatch):
-    import compiler.capture
+    from solder.compiler import capture as capture_mod
 
     def boom(*a, **k):
         raise AssertionError("load re-exported the model")
 
     monkeypatch.setattr(torch.export, "export", boom)
-    monkeypatch.setattr(compiler.capture, "capture", boom)
+    monkeypatch.setattr(capture_mod, "capture", boom)
     path, calls, outs = saved
     assert torch.equal(artifact.load(path)(*calls[0])["y"][0], outs[0]["y"][0])
 

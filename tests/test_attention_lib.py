@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from backends.cpu import attention_lib as L
-from backends.cpu import attention_plan as A
-from backends.cpu import jit
-from backends.cpu.attention import AttentionSpec
-from backends.cpu.backend import plan_module
-from compiler import compile as solder_compile
+from solder.backends.cpu import attention_lib as L
+from solder.backends.cpu import attention_plan as A
+from solder.backends.cpu import jit
+from solder.backends.cpu.attention import AttentionSpec
+from solder.backends.cpu.backend import plan_module
+from solder import compile as solder_compile
 from tests.test_cpu_attention import FusedQKV, _module, _run, eager_attention
 
 D = 32  # the head dim the test library is built for (16 takes 0.7 s per variant to compile, 32 0.2 s)
@@ -170,7 +170,7 @@ def test_sdpa_model_matches_with_library(use_library):
 
 def test_emit_linalg_shows_the_prebuilt_kernel(use_library):
     """`solder-opt --emit linalg` prints what runs: the prebuilt kernel's MLIR, marked as compiled per install."""
-    from backends.cpu.lower import emit_module
+    from solder.backends.cpu.lower import emit_module
 
     q, k, v = (torch.randn(1, 2, 20, D) for _ in range(3))
     text = emit_module(_module(q, k, v, scale=0.2, causal=True))

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from compiler import compile
-from compiler.buffer_facts import classify
+from solder import compile
+from solder.compiler.buffer_facts import classify
 from examples.models import ZOO
 
 

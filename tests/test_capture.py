@@ -6,9 +6,9 @@ import threading
 import pytest
 import torch
 
-from compiler import compile as solder_compile
-from compiler.aten_table import TABLE
-from compiler.capture import capture, gc_paused
+from solder import compile as solder_compile
+from solder.compiler.aten_table import TABLE
+from solder.compiler.capture import capture, gc_paused
 from examples.models import ZOO, get
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from compiler import compile
+from solder import compile
 from examples.models import ZOO
 
 

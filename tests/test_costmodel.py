@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-import costmodel
-from compiler.dialects import graph as g
-from compiler.targets import get_target
-from costmodel import analytic, features, generate
-from costmodel import cli
-from costmodel.model import LearnedModel
+from solder import costmodel
+from solder.compiler.dialects import graph as g
+from solder.compiler.targets import get_target
+from solder.costmodel import analytic, features, generate
+from solder.costmodel import cli
+from solder.costmodel.model import LearnedModel
 
 
 def _module(inputs, body):
@@ -115,7 +115,7 @@ def _rows(n):
 @pytest.fixture
 def quick_timing(monkeypatch):
     """Time each generated kernel only a few times (the tests check bookkeeping, not the numbers)."""
-    from costmodel import collect
+    from solder.costmodel import collect
 
     fast = functools.partial(collect.time_program, budget_s=0.002, min_reps=2, max_reps=5)
     monkeypatch.setattr(collect, "time_program", fast)
@@ -140,7 +140,7 @@ def _synthetic(path, n=160):
     cpu = get_target("cpu")
     with path.open("w") as f:
         for r in _rows(n):
-            from compiler.ir import print_ir
+            from solder.compiler.ir import print_ir
 
             k = _kernel(r.module)
             secs = 3 * analytic.estimate(k, cpu) + 4e-6 * len(features.body_ops(k))
@@ -218,7 +218,7 @@ def test_gpu_profile_is_larger_and_small_profile_is_default():
 
 
 def test_gpu_targets_use_the_gpu_profile_and_cuda_timing_card():
-    from costmodel import collect
+    from solder.costmodel import collect
 
     assert collect.profile_of(get_target("h100")) == "gpu" and collect.profile_of(get_target("cpu")) == "small"
     assert cli.timing_method("cpu", []) == cli.CPU_TIMING
@@ -255,7 +255,7 @@ def test_streams_other_than_zero_draw_every_family_with_prefixed_ids():
 
 @pytest.mark.parametrize("family", ["attention_masked", "attention_proj", "mlp_block", "zoo"])
 def test_new_families_build_verified_kernels_and_parts(family):
-    from compiler import ir
+    from solder.compiler import ir
 
     for i in range(6):
         c = generate.case(1, i, "gpu", family=family)
@@ -297,7 +297,7 @@ def test_launch_count_feature():
 
 
 def test_decision_accuracy_beyond_noise_skips_ties():
-    from costmodel import evaluate as ev
+    from solder.costmodel import evaluate as ev
 
     rows = [{"pair": "a", "role": "fused", "seconds": 1.00}, {"pair": "a", "role": "part", "seconds": 0.5},
             {"pair": "a", "role": "part", "seconds": 0.51},  # a tie: fused 1.00 vs parts 1.01
@@ -312,7 +312,7 @@ def _synthetic_pairs(path, n=400):
     """Stream-1 rows whose 'measured' seconds are known: parts by the roofline, fused kernels cheaper by a
     factor that depends on the group (so the fusion-factor trees have something to learn)."""
     import itertools
-    from compiler.ir import print_ir
+    from solder.compiler.ir import print_ir
 
     cpu = get_target("cpu")
     with path.open("w") as f:
@@ -325,8 +325,8 @@ def _synthetic_pairs(path, n=400):
 
 
 def test_parts_structure_trains_and_fast_path_matches_rows(tmp_path):
-    from costmodel import evaluate as ev
-    from costmodel.model import fit
+    from solder.costmodel import evaluate as ev
+    from solder.costmodel.model import fit
 
     data = tmp_path / "data.jsonl"
     _synthetic_pairs(data)
@@ -344,7 +344,7 @@ def test_parts_structure_trains_and_fast_path_matches_rows(tmp_path):
     assert costmodel.load_model(narrow)._direct_fast is not None
     rows = ev.load_rows(data)[:60]
     ev.refeaturize(rows, "cpu")
-    from compiler import ir
+    from solder.compiler import ir
 
     for r in rows:  # estimate() on the kernel agrees with the dataset path (features + parts)
         k = _kernel(ir.parse(r["ir"]))
@@ -354,11 +354,11 @@ def test_parts_structure_trains_and_fast_path_matches_rows(tmp_path):
 
 
 def test_free_views_are_a_constant_and_left_out_of_the_fit():
-    from costmodel import evaluate as ev
-    from costmodel.model import fit
+    from solder.costmodel import evaluate as ev
+    from solder.costmodel.model import fit
 
     import itertools
-    from compiler.ir import print_ir
+    from solder.compiler.ir import print_ir
 
     rows = []
     for r in itertools.islice(generate.rows(0, "gpu"), 300):
@@ -376,7 +376,7 @@ def test_free_views_are_a_constant_and_left_out_of_the_fit():
 
 def _pair_rows():
     """Two pairs (fused + 2 parts), one in a held-out (family, shape) group and one in a training group."""
-    from costmodel import evaluate as ev
+    from solder.costmodel import evaluate as ev
 
     shapes = [f"s{i}" for i in range(40)]
     held = next(x for x in shapes if ev.is_heldout({"family": "eltwise", "shape": x}))
@@ -397,7 +397,7 @@ def _retime_line(rid, pair, rounds, run, role="part"):
 
 
 def test_retime_orders_pairs_pools_runs_and_overlays(tmp_path):
-    from costmodel import retime
+    from solder.costmodel import retime
 
     rows = _pair_rows()
     assert set(retime.pairs_of(rows)) == {"t", "h"}
@@ -435,8 +435,8 @@ def test_retime_refuses_a_cpu_target_and_too_few_rounds(tmp_path, capsys):
 
 
 def test_train_overlays_retimed_pairs_and_scores_the_first_timing_too(tmp_path):
-    from costmodel import evaluate as ev
-    from costmodel import retime
+    from solder.costmodel import evaluate as ev
+    from solder.costmodel import retime
 
     data = tmp_path / "data.jsonl"
     _synthetic_pairs(data)

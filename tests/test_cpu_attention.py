@@ -12,12 +12,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from backends.cpu import attention_plan as A
-from backends.cpu.backend import CpuBackend
-from compiler import compile as solder_compile
-from compiler import ir
-from compiler.sparse_attention import head_masks, token_mask
-from passes.rewrite_sparse_attention import RewriteSparseAttentionPass
+from solder.backends.cpu import attention_plan as A
+from solder.backends.cpu.backend import CpuBackend
+from solder import compile as solder_compile
+from solder.compiler import ir
+from solder.compiler.sparse_attention import head_masks, token_mask
+from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
 TYPES = {torch.float32: "f32", torch.bfloat16: "bf16", torch.float16: "f16", torch.bool: "i1",
          torch.float64: "f64"}
@@ -219,7 +219,7 @@ def test_noncausal_d128_column_chunks():
 @pytest.mark.parametrize("causal", [True, False])
 def test_parallel_kernel_matches(causal):
     """The OpenMP variant (scf.forall; causal query blocks interleaved short/long across threads)."""
-    from backends.cpu import jit
+    from solder.backends.cpu import jit
 
     if jit.find_openmp() is None:
         pytest.skip("no OpenMP runtime")
@@ -253,7 +253,7 @@ class FusedQKV(torch.nn.Module):
 def test_kernel_reads_head_views_in_place(kv_heads):
     """No view step and no copy per call: the attention step takes the projection's output itself, with
     the heads' offsets and strides in its memref types, and returns the merged [B, T, H*Dv] value."""
-    from backends.cpu.backend import plan_module
+    from solder.backends.cpu.backend import plan_module
 
     torch.manual_seed(9)
     model = FusedQKV(kv_heads=kv_heads).eval()
@@ -284,7 +284,7 @@ def test_in_place_views_of_a_noncontiguous_input():
     x = torch.randn(2, 24, 192)
     cm = solder_compile(model, target="cpu")
     torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)
-    from backends.cpu.backend import plan_module
+    from solder.backends.cpu.backend import plan_module
 
     plan = plan_module(next(iter(cm.specializations.values())).imported.module)
     assert len(plan.steps) == 1 and plan.steps[0].inputs == plan.args[-1:]  # the kernel reads x itself

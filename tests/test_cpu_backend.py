@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compiler import compile
-from compiler.targets import TARGETS
+from solder import compile
+from solder.compiler.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = dataclasses.replace(TARGETS["cpu"], backend="cpu")  # independent of the default backend
@@ -158,7 +158,7 @@ def test_concat_of_equal_parts_is_generated_code():
 
 
 def test_emit_module_is_what_the_backend_compiles():
-    from backends.cpu.lower import emit_module
+    from solder.backends.cpu.lower import emit_module
 
     model = BiasGelu().eval()
     c = compile(model, target=CPU)
@@ -174,8 +174,8 @@ _CHILD = """
 import json, sys, torch
 from examples.models import ZOO
 import dataclasses
-from compiler import compile
-from compiler.targets import TARGETS
+from solder import compile
+from solder.compiler.targets import TARGETS
 model, args, kwargs = ZOO["gpt_block"].build()
 c = compile(model, target=dataclasses.replace(TARGETS["cpu"], backend="cpu"))
 with torch.no_grad():
@@ -248,7 +248,7 @@ class ConvBlock(nn.Module):
 
 
 def test_convolutions_run_channels_last_and_see_weight_updates():
-    from backends.cpu.backend import plan_module
+    from solder.backends.cpu.backend import plan_module
 
     model = ConvBlock().eval()
     with torch.no_grad():

@@ -11,15 +11,17 @@ import warnings
 import pytest
 import torch
 
-from compiler import compile, ir
-from compiler.dialects import symbolic
-from compiler.errors import SolderError
+from solder import compile
+
+from solder.compiler import ir
+from solder.compiler.dialects import symbolic
+from solder.compiler.errors import SolderError
 from tests.test_dynamic_shapes import _model, _run_shapes, _sliced
 
 
 def _count_mlir_compiles(monkeypatch) -> list[str]:
     """Every `compile_mlir` call from now on (disk-cache hits included) appends its entry name."""
-    from backends.cpu import jit
+    from solder.backends.cpu import jit
 
     calls: list[str] = []
     real = jit.compile_mlir
@@ -72,7 +74,7 @@ def test_cpu_size_generic_program_on_a_hand_written_dynamic_module(monkeypatch):
     """Broadcast over a symbolic dim, a mean over one (its 1/n computed from the size), a softmax whose row
     is symbolic (no vector schedule: loops), a slice to `s1 - 1` and a reshape merging two symbols: one
     program, checked against eager at several sizes, and its bounds checked at call time."""
-    from backends.cpu.backend import CpuBackend
+    from solder.backends.cpu.backend import CpuBackend
 
     calls = _count_mlir_compiles(monkeypatch)
     prog = CpuBackend().lower(ir.parse(_DYN_IR))
@@ -123,8 +125,8 @@ def test_cpu_dynamic_attention_calls_sdpa_and_says_so(monkeypatch):
 
 def test_cpu_dynamic_module_falls_back_to_per_size_code_when_the_generic_compile_fails(monkeypatch):
     """Never a wrong answer: if the size-generic module does not compile, each size is lowered static."""
-    from backends.cpu import jit
-    from backends.cpu.backend import CpuBackend
+    from solder.backends.cpu import jit
+    from solder.backends.cpu.backend import CpuBackend
 
     real = jit.compile_mlir
 
@@ -143,7 +145,7 @@ def test_cpu_dynamic_module_falls_back_to_per_size_code_when_the_generic_compile
 
 def test_jit_kernel_with_symbolic_dims_takes_sizes_per_call():
     """The JIT's calling convention for `?` dims and `index` arguments, on its own."""
-    from backends.cpu import jit
+    from solder.backends.cpu import jit
 
     text = """module {
 func.func @scale(%x_m: memref<?x3xf32>, %y_m: memref<?x3xf32>, %n: index) attributes {llvm.emit_c_interface} {
@@ -174,7 +176,7 @@ func.func @scale(%x_m: memref<?x3xf32>, %y_m: memref<?x3xf32>, %n: index) attrib
 def test_cpu_dynamic_kernel_with_an_unknown_size_runs_on_the_reference_backend():
     """A `?` dim without a size expression (a type a pass built from plain shapes) has no size to compute:
     that kernel runs eagerly, says why, and the rest stays size-generic."""
-    from backends.cpu.backend import CpuBackend
+    from solder.backends.cpu.backend import CpuBackend
 
     text = """builtin.module {
   func.func @forward(%x: tensor<?x8xf32, ["s0"]>) -> (tensor<?x8xf32>, tensor<?x8xf32, ["s0"]>)
@@ -286,8 +288,8 @@ def test_cpu_size_generic_code_matches_eager_on_random_programs():
 def test_cpu_dynamic_steps_that_read_no_argument_run_once_per_size(monkeypatch):
     """A causal mask built from arange(s0) (what a static compile folds into a constant) is computed when the
     size changes and replayed while it holds; the kernel reading the input runs every call."""
-    from backends.cpu import runner
-    from backends.cpu.backend import CpuBackend
+    from solder.backends.cpu import runner
+    from solder.backends.cpu.backend import CpuBackend
 
     text = """builtin.module {
   func.func @forward(%x: tensor<?x?xf32, ["s0", "s0"]>) -> tensor<?x?xf32, ["s0", "s0"]>

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from backends.cpu import jit, kernels
-from compiler.errors import CallError, SolderError
+from solder.backends.cpu import jit, kernels
+from solder.compiler.errors import CallError, SolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_polynomial_math_special_values(tmp_path):
 def _compile_in_subprocess(cache_dir: Path, name: str = "softmax") -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import torch
-        from backends.cpu import jit, kernels
+        from solder.backends.cpu import jit, kernels
         text, entry = kernels.{name}(37, 100)
         k = jit.compile_mlir(text, entry, cache_dir={str(cache_dir)!r})
         args = kernels.example_args({name!r}, 37, 100)

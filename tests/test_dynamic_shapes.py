@@ -17,12 +17,13 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
-from backends.reference import ReferenceBackend
-from compiler import compile, ir
-from compiler.dialects import symbolic
-from compiler.dialects.types import dims_of
-from compiler.errors import SolderError
-from compiler.runtime import DynamicShapeWarning
+from solder.backends.reference import ReferenceBackend
+from solder import compile
+from solder.compiler import ir
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.types import dims_of
+from solder.compiler.errors import SolderError
+from solder.compiler.runtime import DynamicShapeWarning
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -192,7 +193,7 @@ def test_a_dim_export_keeps_static_is_said_and_still_correct():
 
 
 def test_a_failed_dynamic_compile_falls_back_to_static_per_shape(monkeypatch):
-    from compiler import importer
+    from solder.compiler import importer
 
     def broken(*a, **k):
         raise importer.ImportError_("no dynamic import today")
@@ -201,7 +202,7 @@ def test_a_failed_dynamic_compile_falls_back_to_static_per_shape(monkeypatch):
     c = compile(model, target="reference")
     _run_shapes(c, model, [(2, 8, 16)])
     real = importer.import_program
-    monkeypatch.setattr("compiler.runtime.import_program",
+    monkeypatch.setattr("solder.compiler.runtime.import_program",
                         lambda ep, **k: broken() if k.get("strip_prefix") else real(ep, **k))
     with pytest.warns(DynamicShapeWarning, match="no dynamic import today"):
         _run_shapes(c, model, [(2, 9, 16)])
@@ -258,7 +259,7 @@ def test_triton_backend_runs_a_dynamic_module_with_one_lowering():
     second size compiles the dynamic module, whose one lowering serves the third size too."""
     code = """
 import torch
-from compiler import compile
+from solder import compile
 from examples.models import get
 entry = get("mlp")
 model, args, kwargs = entry.build()
@@ -280,7 +281,7 @@ print("ok")
 
 
 def test_a_saved_dynamic_specialization_loads_and_runs_new_sizes(tmp_path):
-    from compiler import artifact
+    from solder.compiler import artifact
 
     model = _model()
     c = compile(model, target="cpu")

@@ -16,12 +16,13 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anyw
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from backends.reference import ReferenceBackend  # noqa: E402
-from backends.triton import codegen  # noqa: E402
-from backends.triton.backend import PerSizeKernel, SizeGeneric, TritonBackend, plan_module  # noqa: E402
-from compiler import compile, ir  # noqa: E402
-from compiler.dialects.symbolic import ShapeBindError  # noqa: E402
-from compiler.targets import get_target  # noqa: E402
+from solder.backends.reference import ReferenceBackend  # noqa: E402
+from solder.backends.triton import codegen  # noqa: E402
+from solder.backends.triton.backend import PerSizeKernel, SizeGeneric, TritonBackend, plan_module  # noqa: E402
+from solder import compile
+from solder.compiler import ir  # noqa: E402
+from solder.compiler.dialects.symbolic import ShapeBindError  # noqa: E402
+from solder.compiler.targets import get_target  # noqa: E402
 
 INTERPRET = os.environ["TRITON_INTERPRET"] not in ("", "0")
 if not INTERPRET and not torch.cuda.is_available():
@@ -251,8 +252,8 @@ def test_zoo_models_with_a_dynamic_sequence_length(name, monkeypatch):
 def test_a_constant_of_dynamic_size_is_made_once_per_binding_and_device():
     """On the GPU a host-to-device copy per call cannot be captured in a CUDA graph: the capture fails and
     every call launches each step from Python."""
-    from backends.reference import OPS
-    from backends.triton.backend import view_fn
+    from solder.backends.reference import OPS
+    from solder.backends.triton.backend import view_fn
 
     module = ir.parse("""
 builtin.module {

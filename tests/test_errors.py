@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compiler import compile
-from compiler.errors import CallError, CaptureError, IRParseError, PipelineError, TargetError
-from compiler.importer import UnsupportedOpWarning
+from solder import compile
+from solder.compiler.errors import CallError, CaptureError, IRParseError, PipelineError, TargetError
+from solder.compiler.importer import UnsupportedOpWarning
 
 
 def test_unknown_target_lists_known_ones():
@@ -30,14 +30,14 @@ def test_unknown_pass_lists_known_ones():
 
 @pytest.mark.parametrize("pipeline", ["cse{", "cse,,dce", "canonicalize{bogus=1}"])
 def test_malformed_pipeline(pipeline):
-    from passes.registry import parse
+    from solder.passes.registry import parse
 
     with pytest.raises(PipelineError, match="malformed pipeline|bad options for pass"):
         parse(pipeline)
 
 
 def test_malformed_mlir_reports_line_and_column():
-    from compiler.ir import parse
+    from solder.compiler.ir import parse
 
     text = "func.func @forward(%x: tensor<2xf32>) -> tensor<2xf32> {\n  %0 = graph.exp %x : tensor<2xf32>\n}\n"
     with pytest.raises(IRParseError, match=r"(?s)bad.mlir:3:1.*Expected '->'"):
@@ -45,8 +45,8 @@ def test_malformed_mlir_reports_line_and_column():
 
 
 def test_ill_typed_mlir_is_rejected_with_expected_and_got():
-    from compiler.ir import parse
-    from compiler.errors import VerifyError
+    from solder.compiler.ir import parse
+    from solder.compiler.errors import VerifyError
 
     text = ("func.func @forward(%x: tensor<2x3xf32>) -> tensor<3x3xf32> {\n"
             "  %0 = graph.exp %x : tensor<2x3xf32> -> tensor<3x3xf32>\n  func.return %0 : tensor<3x3xf32>\n}\n")
@@ -93,7 +93,7 @@ def test_compile_rejects_non_callables():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "solder.compiler.cli", *args], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
 
 

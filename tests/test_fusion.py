@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
-from compiler import compile, ir
-from compiler.errors import PipelineError
-from compiler.pipeline import run_pipeline
-from compiler.report import kernel_table, kernels_of
+from solder import compile
+
+from solder.compiler import ir
+from solder.compiler.errors import PipelineError
+from solder.compiler.pipeline import run_pipeline
+from solder.compiler.report import kernel_table, kernels_of
 from examples.models import ZOO
 
 FUSE = "canonicalize,cse,fuse-ops,fuse-blocks,dce"
@@ -25,9 +27,9 @@ ROOF = "canonicalize,cse,fuse-ops{cost-model=roofline},fuse-blocks{cost-model=ro
 
 @functools.lru_cache(maxsize=None)
 def _imported(name: str):
-    from compiler.aten_table import TABLE
-    from compiler.capture import capture
-    from compiler.importer import import_program
+    from solder.compiler.aten_table import TABLE
+    from solder.compiler.capture import capture
+    from solder.compiler.importer import import_program
 
     model, args, kwargs = ZOO[name].build()
     return import_program(capture(model, args, kwargs, set(TABLE)).program).module
@@ -119,8 +121,8 @@ def _synthetic(layers: int) -> str:
 def test_planner_speed_on_gpt2_sized_graph():
     from xdsl.dialects import func
 
-    from compiler.targets import get_target
-    from passes.fuse_ops import FuseOpsPass, fuse_ops_in
+    from solder.compiler.targets import get_target
+    from solder.passes.fuse_ops import FuseOpsPass, fuse_ops_in
 
     module = ir.parse(_synthetic(31))
     block = next(o for o in module.walk() if isinstance(o, func.FuncOp)).body.block
@@ -166,7 +168,7 @@ def test_bad_options_are_pipeline_errors(pipeline, match):
 def test_planner_cycle_is_replanned_not_raised():
     # llama at 9 tokens: attaching layout ops to kernels made two planned kernels depend on each other.
     # fuse-ops plans again without attaching them; the compile must succeed and match eager.
-    from compiler import compile as solder_compile
+    from solder import compile as solder_compile
     from examples.models import get
 
     entry = get("llama")

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from hypothesis import HealthCheck, given, reject, settings  # noqa: E402
 from hypothesis import seed as fixed_seed  # noqa: E402
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 from tests.fuzz_graphs import Program, programs  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "100"))

@@ -4,8 +4,8 @@ weight version — numerics, the plan, and weights updated in place between call
 import torch
 from torch import nn
 
-from backends.cpu.backend import HOISTED, plan_module
-from compiler import compile as solder_compile
+from solder.backends.cpu.backend import HOISTED, plan_module
+from solder import compile as solder_compile
 
 
 class Projections(nn.Module):
@@ -68,9 +68,9 @@ def test_explain_names_the_merge():
 def test_cost_mode_keeps_linears_apart_when_the_model_says_so(monkeypatch):
     """mode=cost: a stacked GEMM estimated slower than its parts is not built, and nothing is left behind
     (the detached concats and linear are erased: the weights have no stray uses)."""
-    import costmodel
-    from compiler import ir
-    from compiler.pipeline import run_pipeline
+    from solder import costmodel
+    from solder.compiler import ir
+    from solder.compiler.pipeline import run_pipeline
 
     real = costmodel.estimate
 

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends.reference import ReferenceBackend
-from compiler.aten_table import TABLE
-from compiler.capture import capture
-from compiler.importer import import_program
-from compiler.pipeline import run_pipeline
+from solder.backends.reference import ReferenceBackend
+from solder.compiler.aten_table import TABLE
+from solder.compiler.capture import capture
+from solder.compiler.importer import import_program
+from solder.compiler.pipeline import run_pipeline
 
 PIPELINE = "canonicalize,cse,recognize-attention,canonicalize,cse,dce"
 B, H, T, D = 2, 4, 8, 16
@@ -280,7 +280,7 @@ def test_multi_query_heads(spelling):
 
 
 def test_pass_is_idempotent():
-    from compiler import ir
+    from solder.compiler import ir
 
     model = Fn(_tril_masked_fill).eval()
     with warnings.catch_warnings():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.report import backend_table
+from solder.compiler.report import backend_table
 
 
 class _Tuned:

@@ -12,16 +12,16 @@ from torch import nn
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from backends.reference import attention_reference, block_sparse_reference  # noqa: E402
-from compiler import compile as solder_compile  # noqa: E402
-from compiler import ir  # noqa: E402
-from compiler.dialects import graph as g  # noqa: E402
-from compiler.sparse_attention import (  # noqa: E402
+from solder.backends.reference import attention_reference, block_sparse_reference  # noqa: E402
+from solder import compile as solder_compile  # noqa: E402
+from solder.compiler import ir  # noqa: E402
+from solder.compiler.dialects import graph as g  # noqa: E402
+from solder.compiler.sparse_attention import (  # noqa: E402
     OpSpec, SparseAttention, SparseAttentionError, call_layouts, density, head_masks, mask_mod_blocks,
     pipeline_passes, to_csr, token_mask, user_blocks, window_blocks,
 )
-from passes.registry import parse  # noqa: E402
-from passes.rewrite_sparse_attention import RewriteSparseAttentionPass  # noqa: E402
+from solder.passes.registry import parse  # noqa: E402
+from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass  # noqa: E402
 
 
 def _attn_module(b, hq, hkv, t, d, causal=True):
@@ -40,7 +40,7 @@ def _sparse_op(module):
 
 
 def test_window_layout_matches_the_template_helper():
-    from backends.triton.templates.attention import sliding_window_layout
+    from solder.backends.triton.templates.attention import sliding_window_layout
 
     for t, block, window, sink in [(256, 16, 64, 16), (200, 32, 32, 0), (1024, 64, 256, 64)]:
         n = -(-t // block)
@@ -50,7 +50,7 @@ def test_window_layout_matches_the_template_helper():
 
 
 def test_density_and_csr_round_trip():
-    from backends.triton.templates.attention import layout_to_mask
+    from solder.backends.triton.templates.attention import layout_to_mask
 
     m = window_blocks(8, 8, 16, 32, 16)[None]
     assert density(m, True) == pytest.approx(26 / 36)
@@ -110,7 +110,7 @@ def test_reference_op_runs_per_batch_dynamic_layouts():
         [{"heads": PATTERNS, "density": 0.5}]), block=16).apply(ir.context(), module)
     op = _sparse_op(module)
     q, k, v = (torch.randn(2, 4, 64, 16) for _ in range(3))
-    from backends.reference import OPS
+    from solder.backends.reference import OPS
 
     out = OPS[op.name](op)(q, k, v)
     for b in range(2):
@@ -121,7 +121,7 @@ def test_reference_op_runs_per_batch_dynamic_layouts():
 
 def test_triton_template_through_the_lowering():
     pytest.importorskip("triton")
-    from backends.triton.sparse import lower_block_sparse_attention
+    from solder.backends.triton.sparse import lower_block_sparse_attention
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(2)
@@ -189,7 +189,7 @@ def test_calibrate_picks_within_budget_and_explains():
 
 
 def test_with_sparse_attention_inserts_before_fusion():
-    from compiler.sparse_attention import with_sparse_attention
+    from solder.compiler.sparse_attention import with_sparse_attention
 
     sa = SparseAttention(policy="window", block=64)
     names = [p.name for p in with_sparse_attention("canonicalize,cse,fuse-ops,dce", sa)]
@@ -202,7 +202,7 @@ def test_with_sparse_attention_inserts_before_fusion():
 
 
 def _cli(tmp_path, pipeline, *extra):
-    from compiler import cli
+    from solder.compiler import cli
 
     src = tmp_path / "attn.mlir"
     if not src.exists():
@@ -219,7 +219,7 @@ def _layout_of(module):
 
 
 def test_named_mask_terms():
-    from compiler.sparse_attention import named_mask_mod
+    from solder.compiler.sparse_attention import named_mask_mod
 
     m = mask_mod_blocks(named_mask_mod("local:32,every:4", 16), 1, 128, 128, 16)[0]
     assert m[7].tolist() == [True, False, False, False, True, True, True, True]  # block 0, 4, and the last 32 keys
@@ -253,7 +253,7 @@ def test_cli_blocks_from_mask_mask_mod_and_layout_files(tmp_path):
 
 
 def test_cli_blocks_errors_are_clear(tmp_path):
-    from compiler.errors import SolderError
+    from solder.compiler.errors import SolderError
 
     with pytest.raises(SolderError, match="exactly one of layout="):
         _cli(tmp_path, "rewrite-sparse-attention{policy=blocks block=16 max-density=1.0}")
@@ -326,7 +326,7 @@ def test_cli_calibrates_a_from_torch_model(tmp_path):
         heads = json.loads(_sparse_op(module).heads.data)
         assert [{k: v for k, v in h.items() if k != "err"} for h in heads] == entry["heads"]
         assert all(h["err"] <= 3.0 for h in heads)
-    from compiler.errors import SolderError
+    from solder.compiler.errors import SolderError
 
     torch.save({"x": 1}, tmp_path / "bad.pt")
     with pytest.raises(SolderError, match="must hold a tensor, a tuple of tensors, or a list"):
@@ -355,7 +355,7 @@ class DeepAttn(nn.Module):
 
 
 def test_output_drift_and_its_bound():
-    from compiler.sparse_calibrate import drift_bound, output_drift
+    from solder.compiler.sparse_calibrate import drift_bound, output_drift
 
     dense = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     moved = torch.tensor([[3.0, 4.0], [0.0, 5.0]])
@@ -366,7 +366,7 @@ def test_output_drift_and_its_bound():
 
 
 def test_calibrate_backs_off_until_the_end_to_end_drift_is_within_the_bound():
-    from compiler.sparse_calibrate import calibrate, drift_bound, output_drift
+    from solder.compiler.sparse_calibrate import calibrate, drift_bound, output_drift
 
     torch.manual_seed(0)
     model = DeepAttn().eval()

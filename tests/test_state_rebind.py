@@ -4,7 +4,7 @@
 import torch
 from torch import nn
 
-from compiler import compile as solder_compile
+from solder import compile as solder_compile
 
 
 class Net(nn.Module):

@@ -21,7 +21,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anyw
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ _CHILD = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
     from tests.test_threads import block
-    from compiler import compile
+    from solder import compile
     torch.manual_seed(2)
     x, w = torch.randn(24, 40), torch.randn(40, 12)
     fast = compile(block, target="cpu")

@@ -9,14 +9,14 @@ import warnings
 import pytest
 import torch
 
-from backends.reference import ReferenceBackend
-from compiler import ir
-from compiler.aten_table import TABLE
-from compiler.capture import capture
-from compiler.errors import ImportError_, IRParseError
-from compiler.importer import import_program
-from compiler.pipeline import run_pipeline
-from compiler.torch_mlir_import import import_torch_mlir, import_torch_mlir_with_state
+from solder.backends.reference import ReferenceBackend
+from solder.compiler import ir
+from solder.compiler.aten_table import TABLE
+from solder.compiler.capture import capture
+from solder.compiler.errors import ImportError_, IRParseError
+from solder.compiler.importer import import_program
+from solder.compiler.pipeline import run_pipeline
+from solder.compiler.torch_mlir_import import import_torch_mlir, import_torch_mlir_with_state
 from examples.models import get
 
 fx = pytest.importorskip("torch_mlir.fx")

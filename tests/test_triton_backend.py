@@ -15,13 +15,13 @@ os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from backends.reference import ReferenceBackend  # noqa: E402
-from backends.triton.backend import TritonBackend, plan_module  # noqa: E402
-from backends.triton.codegen import emit_module  # noqa: E402
-from backends.triton.launch import plan_buffers  # noqa: E402
-from compiler import ir  # noqa: E402
-from compiler.dialects.types import shape_of, torch_dtype  # noqa: E402
-from compiler.targets import get_target  # noqa: E402
+from solder.backends.reference import ReferenceBackend  # noqa: E402
+from solder.backends.triton.backend import TritonBackend, plan_module  # noqa: E402
+from solder.backends.triton.codegen import emit_module  # noqa: E402
+from solder.backends.triton.launch import plan_buffers  # noqa: E402
+from solder.compiler import ir  # noqa: E402
+from solder.compiler.dialects.types import shape_of, torch_dtype  # noqa: E402
+from solder.compiler.targets import get_target  # noqa: E402
 
 H100 = get_target("h100")
 
@@ -295,7 +295,7 @@ def test_wide_tensors_index_in_int64():
 
 @pytest.mark.parametrize("name", ["mlp", "gpt_block", "llama"])
 def test_zoo_model_end_to_end(name):
-    from compiler import compile
+    from solder import compile
     from examples.models import get
 
     entry = get(name)
@@ -345,7 +345,7 @@ FUSED = "canonicalize,cse,recognize-attention,fuse-ops{mode=always},dce"
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gpt_block_after_fuse_ops(dtype):
     """fuse-ops' graph.kernel regions: GEMM epilogues on the template, residual + layer_norm as one row kernel."""
-    from compiler import compile
+    from solder import compile
     from examples.models import gpt_block
 
     model, args, _ = gpt_block(dtype=dtype)

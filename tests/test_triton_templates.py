@@ -15,7 +15,7 @@ pytest.importorskip("triton", reason="the Triton templates need the triton packa
 
 import torch.nn.functional as F  # noqa: E402
 
-from backends.triton.templates import (  # noqa: E402
+from solder.backends.triton.templates import (  # noqa: E402
     block_sparse_attention,
     copy,
     flash_attention,
@@ -248,7 +248,7 @@ def test_gpu_block_sparse_bf16():
 def test_tma_paths_under_interpreter(monkeypatch):
     import sys
 
-    att, mm = (sys.modules[f"backends.triton.templates.{m}"] for m in ("attention", "matmul"))
+    att, mm = (sys.modules[f"solder.backends.triton.templates.{m}"] for m in ("attention", "matmul"))
     monkeypatch.setattr(att, "_tma_legal", lambda k, v, block_n: k.shape[2] % block_n == 0)
     monkeypatch.setattr(mm, "_tma_ok", lambda *ts: True)
     monkeypatch.setattr(mm, "_num_sms", lambda device: 3)

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from backends import registry
-from backends.reference import OPS, ReferenceBackend
-from compiler import compile
-from compiler.errors import VerifyError
-from compiler.targets import get_target
+from solder.backends import registry
+from solder.backends.reference import OPS, ReferenceBackend
+from solder import compile
+from solder.compiler.errors import VerifyError
+from solder.compiler.targets import get_target
 
 
 class TanhIsWrongBackend(ReferenceBackend):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.cpu.mathapprox import (
+from solder.backends.cpu.mathapprox import (
     _EXP2_POLY,
     _EXP_FAST_BOUND,
     _LOG2E,

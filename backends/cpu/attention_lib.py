@@ -7,7 +7,7 @@ blocks are not) runs as fast as the per-shape kernel (measured within 5% at the 
 the common variants are compiled once, like a vendor library's kernels, and every model whose attention matches
 one calls it instead of generating its own.
 
-`python -m backends.cpu.attention_lib build` (run by the Makefile's set-up) compiles PREBUILT into
+`python -m solder.backends.cpu.attention_lib build` (run by the Makefile's set-up) compiles PREBUILT into
 `library_dir()`: $SOLDER_CPU_LIB, else <venv>/share/solder/cpu-lib (compiler/knobs.py), in a subdirectory named by a fingerprint
 of the host CPU and the torch-mlir build (the code is compiled for this CPU's instruction set; another CPU or
 MLIR build gets its own directory). The directory holds ordinary JIT cache entries (jit.py: atomic, verified
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from backends.cpu import jit
-from backends.cpu.attention import AttentionSpec, module
-from compiler import knobs
+from solder.backends.cpu import jit
+from solder.backends.cpu.attention import AttentionSpec, module
+from solder.compiler import knobs
 
 ENTRY = "attn"
 OPT_LEVEL = 3
@@ -198,5 +198,5 @@ def build(root: Path | None = None, variants: list[AttentionSpec] = PREBUILT, qu
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["build"]:
-        sys.exit("usage: python -m backends.cpu.attention_lib build")
+        sys.exit("usage: python -m solder.backends.cpu.attention_lib build")
     build()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.cpu.attention import BLOCK_K, BLOCK_Q, AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
-from compiler.dialects.types import shape_of
+from solder.backends.cpu.attention import BLOCK_K, BLOCK_Q, AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
+from solder.compiler.dialects.types import shape_of
 
 OPS = ("graph.attention", "graph.block_sparse_attention")
 ROUTE = "mlir: flash attention"
@@ -63,7 +63,7 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
               "scale": op.scale.value.data, "causal": op.causal is not None, "parallel": parallel,
               "views": tuple(views), "out_bthd": out_bthd}
     if sparse:
-        from compiler.sparse_attention import OpSpec
+        from solder.compiler.sparse_attention import OpSpec
         ospec = OpSpec.of(op)
         lb, lh = (q[0], q[1]) if ospec.dynamic else (1, _static_heads(ospec, q[1], q[2], k[2]))
         if ospec.dynamic:  # per-call layouts are computed from the [B, H, T, D] q and k themselves
@@ -85,8 +85,8 @@ def dynamic_prebuilt(op):
     """The install's size-generic kernel for an attention op of a dynamic module (f32/bf16/f16, a mask that
     broadcasts), as `(q, k, v[, mask]) -> out` with a `describe` text; else None. Symbolic head dims are read per
     call (SDPA for a call whose head dims have no prebuilt kernel)."""
-    from backends.cpu import attention_lib
-    from backends.reference import attention_reference
+    from solder.backends.cpu import attention_lib
+    from solder.backends.reference import attention_reference
 
     q, v = shape_of(op.query.type), shape_of(op.value.type)
     if _unsupported(op, str(op.query.type.element_type)):
@@ -132,7 +132,7 @@ def _threads() -> int:
     spin for 200 ms after each kernel (KMP_BLOCKTIME), taking the cores from the torch ops that
     follow (measured: SDPA at T=256 after the kernel 8 ms instead of 0.6 ms): they sleep at once
     unless the user set KMP_BLOCKTIME (read when libomp starts its first parallel region)."""
-    from backends.cpu import jit
+    from solder.backends.cpu import jit
     if torch.get_num_threads() < 2 or jit.find_openmp() is None:
         return 1
     os.environ.setdefault("KMP_BLOCKTIME", "0")
@@ -140,7 +140,7 @@ def _threads() -> int:
 
 
 def _static_heads(ospec, n_heads: int, t: int, s: int) -> int:
-    from compiler.sparse_attention import static_layout
+    from solder.compiler.sparse_attention import static_layout
     return static_layout(ospec, n_heads, t, s)[0].shape[0]
 
 
@@ -187,7 +187,7 @@ def sparse_layout_args(spec: AttentionSpec, layouts) -> tuple[torch.Tensor, torc
 
 
 def _sparse_call(spec: AttentionSpec, kernel, ospec, out_view=None):
-    from compiler.sparse_attention import call_layouts, static_layout
+    from solder.compiler.sparse_attention import call_layouts, static_layout
     out_shape, logical = _out(spec)
     out_view = out_view or logical
     fixed = None

@@ -31,17 +31,17 @@ import torch
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from backends.base import Backend, Program, per_size
-from backends.cpu import attention_lib, symdims
-from backends.cpu import attention_plan as ATT
-from backends.cpu import lower as L
-from backends.cpu import lower_schedule as S
-from backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
-from backends.reference import OPS, forward_func
-from compiler import log
-from compiler.dialects import symbolic
-from compiler.dialects.symbolic import is_dynamic_module
-from compiler.dialects.types import dims_of, shape_of
+from solder.backends.base import Backend, Program, per_size
+from solder.backends.cpu import attention_lib, symdims
+from solder.backends.cpu import attention_plan as ATT
+from solder.backends.cpu import lower as L
+from solder.backends.cpu import lower_schedule as S
+from solder.backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
+from solder.backends.reference import OPS, forward_func
+from solder.compiler import log
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.symbolic import is_dynamic_module
+from solder.compiler.dialects.types import dims_of, shape_of
 
 _log = log.get("backend")
 
@@ -497,7 +497,7 @@ class CpuBackend(Backend):
         return self._lower(module)
 
     def _lower(self, module: ModuleOp) -> Program:
-        from backends.cpu.runner import (  # runner imports this module's types
+        from solder.backends.cpu.runner import (  # runner imports this module's types
             build_runner,
             compile_plan,
         )

@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 from torch_mlir import execution_engine, ir, passmanager
 
-from compiler import knobs
-from compiler.errors import CallError, SolderError
+from solder.compiler import knobs
+from solder.compiler.errors import CallError, SolderError
 
 CACHE_FORMAT = "solder-jit-1"
 _MAGIC = b"SOLDERJIT1\n"

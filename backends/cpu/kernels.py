@@ -16,8 +16,8 @@ Every generator returns (mlir_text, entry_name). The transform schedule is appen
 
 from __future__ import annotations
 
-from backends.cpu import schedule as sched
-from backends.cpu.mathapprox import Emitter, f32_literal
+from solder.backends.cpu import schedule as sched
+from solder.backends.cpu.mathapprox import Emitter, f32_literal
 
 ID = "affine_map<(d0, d1) -> (d0, d1)>"
 ROW = "affine_map<(d0, d1) -> (d0)>"

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from backends.cpu import symdims
-from backends.cpu.lower_values import (  # noqa: F401 - re-exported: lower_ops and backend import them here
+from solder.backends.cpu import symdims
+from solder.backends.cpu.lower_values import (  # noqa: F401 - re-exported: lower_ops and backend import them here
     DTYPES,
     LOOP_FM,
     STORAGE,
@@ -46,7 +46,7 @@ from backends.cpu.lower_values import (  # noqa: F401 - re-exported: lower_ops a
     reindex,
     ttype,
 )
-from backends.cpu.mathapprox import f32_literal
+from solder.backends.cpu.mathapprox import f32_literal
 
 
 # -- one function -------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
 
 def emit_module(module, target=None) -> str:
     """The MLIR text the CPU backend compiles for `module`'s @forward (all kernels, all opt levels)."""
-    from backends.cpu.backend import plan_module
+    from solder.backends.cpu.backend import plan_module
 
     plan = plan_module(module)
     out = [f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items()]

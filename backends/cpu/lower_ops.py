@@ -13,11 +13,11 @@ from typing import Callable
 
 from xdsl.ir import Operation
 
-from backends.cpu.lower import (
+from solder.backends.cpu.lower import (
     DTYPES, Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
 )
-from compiler.dialects import graph as g
-from compiler.dialects.types import dims_of
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import dims_of
 
 LOWERINGS: dict[str, Callable[[FuncBuilder, Operation, list[Val]], list[Val]]] = {}
 LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")

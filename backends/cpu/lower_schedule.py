@@ -22,8 +22,8 @@ as static ones, the last, partial tile runs masked.
 
 from __future__ import annotations
 
-from backends.cpu.lower import FuncBuilder
-from backends.cpu.schedule import _cleanup, lane_tile
+from solder.backends.cpu.lower import FuncBuilder
+from solder.backends.cpu.schedule import _cleanup, lane_tile
 
 ANY = "!transform.any_op"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backends.cpu.mathapprox import Emitter, f32_literal
-from compiler.errors import SolderError
+from solder.backends.cpu.mathapprox import Emitter, f32_literal
+from solder.compiler.errors import SolderError
 
 LOOP_FM = "nsz,arcp,contract,afn"  # no `reassoc` in loop bodies (notes: it serializes accumulators)
 STORAGE = {"i1": "i8"}  # element type in memory where it differs from the one in registers

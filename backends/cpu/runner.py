@@ -22,12 +22,12 @@ import threading
 import torch
 from xdsl.ir import Operation, SSAValue
 
-from backends.cpu import symdims
-from backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _to_nhwc
-from backends.cpu.lower_ops import LAYOUT
-from backends.reference import OPS, attention_reference
-from compiler.dialects import symbolic
-from compiler.dialects.types import dims_of, shape_of
+from solder.backends.cpu import symdims
+from solder.backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _to_nhwc
+from solder.backends.cpu.lower_ops import LAYOUT
+from solder.backends.reference import OPS, attention_reference
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.types import dims_of, shape_of
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
 _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
@@ -86,7 +86,7 @@ def _attention(op: Operation):
 
 def compile_plan(plan: Plan) -> dict[str, object]:
     """func name -> JitKernel for every MLIR step (one compile_mlir per opt level)."""
-    from backends.cpu import jit
+    from solder.backends.cpu import jit
 
     specs = {s.func: [jit.ArgSpec(tuple(n if isinstance(n, int) else -1 for n in shape), _ABI.get(dt, _TORCH[dt]))
                       for shape, dt in s.arg_types] + [jit.ArgSpec((), None)] * len(s.symbols)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ast
 from typing import Callable
 
-from compiler.dialects import symbolic
-from compiler.errors import SolderError
+from solder.compiler.dialects import symbolic
+from solder.compiler.errors import SolderError
 
 
 class SymbolicUnsupported(SolderError):
@@ -117,7 +117,7 @@ def sample_bindings(syms: dict[str, symbolic.Symbol]) -> list[dict[str, int]]:
 def split_sub(src: tuple, dst: tuple):
     """If `dst` only splits dims of `src` ([B*T, C] -> [B, T, C]): each src dim as an affine expression of dst
     dims, or None. A dim may be symbolic (a string): it must reappear as one dst dim."""
-    from backends.cpu.lower import Aff
+    from solder.backends.cpu.lower import Aff
 
     sub, j = [], 0
     for n in src:

@@ -5,7 +5,7 @@ It is the correctness oracle for the other backends and their fallback for ops t
 and writes slots of one value list.
 
 Dynamic functions (`?` dims) run for any sizes within their symbols' bounds: each call binds the
-symbols from the argument sizes (`compiler.dialects.symbolic.Binding`, which checks the bounds), and
+symbols from the argument sizes (`solder.compiler.dialects.symbolic.Binding`, which checks the bounds), and
 the few ops whose result size is not a function of their operands' sizes (reshape, expand, constant,
 arange) evaluate their `?` dims' expressions under that binding.
 """
@@ -21,11 +21,11 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from backends.base import Backend, Program
-from compiler.dialects import graph as g
-from compiler.dialects import symbolic
-from compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
-from compiler.errors import SolderError
+from solder.backends.base import Backend, Program
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
+from solder.compiler.errors import SolderError
 
 OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
 OPS: dict[str, Callable[[Operation], OpFn]] = {}
@@ -306,7 +306,7 @@ def _attention(op):
 
 @impl("graph.extern")
 def _extern(op):
-    from compiler.importer import decode_extern_args
+    from solder.compiler.importer import decode_extern_args
 
     target = torch.ops
     for part in op.callee.data.split("."):
@@ -434,7 +434,7 @@ def block_sparse_reference(q, k, v, counts, indices, block, scale, causal, chunk
 
 @impl("graph.block_sparse_attention")
 def _block_sparse_attention(op):
-    from compiler.sparse_attention import OpSpec, call_layouts
+    from solder.compiler.sparse_attention import OpSpec, call_layouts
 
     spec = OpSpec.of(op)
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from xdsl.dialects import func
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from backends.base import Backend, Program, per_size
-from backends.reference import OPS as REFERENCE_OPS
-from backends.reference import forward_func
-from backends.triton import codegen, launch
-from backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
-from backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
+from solder.backends.base import Backend, Program, per_size
+from solder.backends.reference import OPS as REFERENCE_OPS
+from solder.backends.reference import forward_func
+from solder.backends.triton import codegen, launch
+from solder.backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
+from solder.backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
     TEMPLATE_OPS,
     Autotuned,
     _dtype,
@@ -41,11 +41,11 @@ from backends.triton.library import (  # noqa: F401  (re-exported: tests and cod
     template_step,
     view_fn,
 )
-from compiler import log
-from compiler.dialects import graph as g
-from compiler.dialects import symbolic
-from compiler.dialects.symbolic import is_dynamic_module
-from compiler.dialects.types import dims_of
+from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.symbolic import is_dynamic_module
+from solder.compiler.dialects.types import dims_of
 
 _log = log.get("backend")
 ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
@@ -395,7 +395,7 @@ class PerSizeKernel:
         import threading
         from collections import OrderedDict
 
-        from compiler import knobs
+        from solder.compiler import knobs
 
         self.target, self.name, self.ops, self.outs, self.ins = target, name, ops, outs, list(ins)
         self.canon, self.free = canon, free
@@ -418,7 +418,7 @@ class PerSizeKernel:
         return fn
 
     def _instance(self, env) -> Callable:
-        from compiler import knobs
+        from solder.compiler import knobs
 
         try:
             k = codegen.generate(self.name, self.ops, self.outs, self.canon, self.free, codegen.Shapes(env=dict(env)))

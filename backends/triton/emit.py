@@ -24,9 +24,9 @@ from typing import Callable
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Attribute, Operation
 
-from compiler.dialects import graph as g
-from compiler.dialects.types import dtype_name, shape_of
-from compiler.errors import SolderError
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.types import dtype_name, shape_of
+from solder.compiler.errors import SolderError
 
 
 class Unsupported(SolderError):
@@ -572,7 +572,7 @@ def _gather_elements(k, op, index):
 
 
 def index_shape(shapes, rank: int) -> tuple[int, ...]:
-    from compiler.dialects.types import broadcast_shapes
+    from solder.compiler.dialects.types import broadcast_shapes
 
     for i in range(1, rank + 1):  # two different symbolic sizes in one dim: which one broadcasts is unknown
         if len({s[-i] for s in shapes if len(s) >= i and isinstance(s[-i], str)}) > 1:
@@ -593,4 +593,4 @@ def row_dims(op: Operation, shapes=shape_of) -> tuple[tuple, tuple[int, ...]] | 
     return shape, tuple(range(len(shape) - n, len(shape)))
 
 
-from backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters)
+from solder.backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters)

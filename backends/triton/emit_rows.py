@@ -4,7 +4,7 @@ Registered in `emit.EMITTERS` when emit.py is imported."""
 
 from __future__ import annotations
 
-from backends.triton.emit import Index, Unsupported, Val, emits, par
+from solder.backends.triton.emit import Index, Unsupported, Val, emits, par
 
 _NEUTRAL = {"sum": "0", "mean": "0", "max": 'float("-inf")', "min": 'float("inf")', "any": "0", "all": "1"}
 

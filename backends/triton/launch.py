@@ -9,8 +9,8 @@ import threading
 
 from xdsl.ir import SSAValue
 
-from backends.triton.codegen import numel
-from compiler.dialects.types import shape_of
+from solder.backends.triton.codegen import numel
+from solder.compiler.dialects.types import shape_of
 
 GENERATED = ("pointwise", "reduction")
 ALIASING = ("view", "extern", "fallback")  # steps whose outputs may share storage with their inputs
@@ -55,7 +55,7 @@ def plan_buffers(steps, results, shape=None) -> tuple[dict, list[int]]:
 def _itemsize(v: SSAValue) -> int:
     import torch
 
-    from compiler.dialects.types import torch_dtype
+    from solder.compiler.dialects.types import torch_dtype
 
     return torch.empty((), dtype=torch_dtype(v.type.element_type)).element_size()
 
@@ -72,7 +72,7 @@ class LaunchList:
     """
 
     def __init__(self, steps, args, results, cuda_graphs: bool = True, env: dict[str, int] | None = None):
-        from compiler.dialects.types import torch_dtype
+        from solder.compiler.dialects.types import torch_dtype
 
         self.steps, self.cuda_graphs = steps, cuda_graphs
         slot: dict[SSAValue, int] = {a: i for i, a in enumerate(args)}
@@ -83,7 +83,7 @@ class LaunchList:
         self.result_slots = [slot[v] for v in results]
         shape = shape_of
         if env is not None:  # one binding of a dynamic module: its sizes, and step functions bound to it
-            from backends.reference import sizes
+            from solder.backends.reference import sizes
 
             shape = lambda t: sizes(t, env)
         self.assign, self.sizes = plan_buffers(steps, results, shape)
@@ -146,7 +146,7 @@ class LaunchList:
 
         on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
         if not on_cuda and not _interpreting() and any(s.kind in GENERATED + ("template",) for s in self.steps):
-            from compiler.errors import TargetError
+            from solder.compiler.errors import TargetError
 
             raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
                               "model and inputs to a GPU, or set TRITON_INTERPRET=1 before triton is imported "
@@ -249,6 +249,6 @@ def _interpreting() -> bool:
 
 
 def _warn(msg: str) -> None:
-    from compiler import log
+    from solder.compiler import log
 
     log.get("backend").warning("triton: %s", msg)

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from xdsl.ir import OpResult, SSAValue
 
-from backends.reference import OPS as REFERENCE_OPS
-from compiler import log
-from compiler.dialects.types import dims_of, dtype_name
+from solder.backends.reference import OPS as REFERENCE_OPS
+from solder.compiler import log
+from solder.compiler.dialects.types import dims_of, dtype_name
 
 _log = log.get("backend")
 ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
@@ -31,7 +31,7 @@ def interpreting() -> bool:
 def _templates():
     """The templates package, or None while it is missing or broken (its ops then fall back)."""
     try:
-        from backends.triton import templates
+        from solder.backends.triton import templates
     except Exception as e:  # noqa: BLE001 - any import failure means "no templates"
         _log.warning("triton: templates unavailable (%s); their ops run through the reference backend", e)
         return None
@@ -100,7 +100,7 @@ def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
     if all(isinstance(d, int) for shape in (dims_of(a_type), dims_of(b_type), out_shape) for d in shape):
         return Autotuned({"template": functools.partial(run, layout),
                           "cublas+eager epilogue": functools.partial(run_library, layout)})
-    from backends.reference import sizes
+    from solder.backends.reference import sizes
 
     def at(env):
         return _gemm_layout(linear, sizes(a_type, env), sizes(b_type, env), sizes(out_type, env))
@@ -246,7 +246,7 @@ def _attention_step(T, op, ins, planner):
 
 def _block_sparse_step(op, ins):
     """The block-sparse flash template through `backends/triton/sparse.py` (layouts cached there)."""
-    from backends.triton import sparse
+    from solder.backends.triton import sparse
 
     if not sparse.supports(op):
         return None

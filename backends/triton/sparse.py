@@ -13,14 +13,14 @@ from typing import Callable
 
 import torch
 
-from compiler.sparse_attention import OpSpec, call_layouts
+from solder.compiler.sparse_attention import OpSpec, call_layouts
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 def supports(op) -> bool:
     """True when the template takes this op (head dim, equal k/v shapes); else use the reference backend."""
-    from compiler.dialects.types import dims_of
+    from solder.compiler.dialects.types import dims_of
 
     q, k, v = (dims_of(x.type) for x in (op.query, op.key, op.value))
     return q[3] in HEAD_DIMS and k == v
@@ -28,7 +28,7 @@ def supports(op) -> bool:
 
 def block_sparse_fn(op) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """fn(q, k, v) -> out running `op` with the Triton template; op properties are read here, once."""
-    from backends.triton.templates.attention import block_sparse_attention
+    from solder.backends.triton.templates.attention import block_sparse_attention
 
     spec = OpSpec.of(op)
 

@@ -1,5 +1,5 @@
 """IR dialects: `graph` (tensor-level ops) and the helpers for their types."""
 
-from compiler.dialects.graph import Graph
+from solder.compiler.dialects.graph import Graph
 
 __all__ = ["Graph"]

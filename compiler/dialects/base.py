@@ -16,7 +16,7 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation
 from xdsl.utils.exceptions import VerifyException
 
-from compiler.dialects.types import DYNAMIC
+from solder.compiler.dialects.types import DYNAMIC
 
 
 def _ttype(v: SSAValue | Attribute) -> TensorType:

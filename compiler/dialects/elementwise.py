@@ -26,8 +26,8 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
-from compiler.dialects.base import _check, _shape, _ttype
-from compiler.dialects.types import broadcast_shapes
+from solder.compiler.dialects.base import _check, _shape, _ttype
+from solder.compiler.dialects.types import broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
 # Elementwise ops

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from xdsl.ir import Dialect
 
-from compiler.dialects.base import float_attr, int_attr, ints_attr
-from compiler.dialects.elementwise import *  # noqa: F401,F403
-from compiler.dialects.elementwise import BINARY_OPS, UNARY_OPS, scalar_value
-from compiler.dialects.layout import *  # noqa: F401,F403
-from compiler.dialects.nn import *  # noqa: F401,F403
-from compiler.dialects.structure import *  # noqa: F401,F403
+from solder.compiler.dialects.base import float_attr, int_attr, ints_attr
+from solder.compiler.dialects.elementwise import *  # noqa: F401,F403
+from solder.compiler.dialects.elementwise import BINARY_OPS, UNARY_OPS, scalar_value
+from solder.compiler.dialects.layout import *  # noqa: F401,F403
+from solder.compiler.dialects.nn import *  # noqa: F401,F403
+from solder.compiler.dialects.structure import *  # noqa: F401,F403
 
 Graph = Dialect(
     "graph",

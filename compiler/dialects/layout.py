@@ -22,8 +22,8 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 
-from compiler.dialects.base import _check, _shape, _ttype
-from compiler.dialects.types import DYNAMIC, broadcast_shapes
+from solder.compiler.dialects.base import _check, _shape, _ttype
+from solder.compiler.dialects.types import DYNAMIC, broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
 # Layout and indexing

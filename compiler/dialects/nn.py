@@ -25,9 +25,9 @@ from xdsl.irdl import (
 )
 from xdsl.traits import Pure
 
-from compiler.dialects.base import _check, _shape
-from compiler.dialects.elementwise import _define
-from compiler.dialects.types import broadcast_shapes
+from solder.compiler.dialects.base import _check, _shape
+from solder.compiler.dialects.elementwise import _define
+from solder.compiler.dialects.types import broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
 # Reductions and normalizations

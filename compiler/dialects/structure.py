@@ -25,7 +25,7 @@ from xdsl.traits import (
     RecursiveMemoryEffect,
 )
 
-from compiler.dialects.base import _check
+from solder.compiler.dialects.base import _check
 
 # ---------------------------------------------------------------------------------------------
 # Structure: kernels and extern calls

@@ -33,7 +33,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 
-from compiler.dialects.types import DYNAMIC, dims_of, is_dynamic, with_dims
+from solder.compiler.dialects.types import DYNAMIC, dims_of, is_dynamic, with_dims
 
 SYMBOLS = "graph.symbols"
 ASSUMES = "graph.assumes"

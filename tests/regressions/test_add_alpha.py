@@ -9,7 +9,7 @@ positionally, which `fn(ctx, a, b, *, alpha=1)` does not accept.
 import pytest
 import torch
 
-from compiler import compile
+from solder import compile
 
 BUG = "compiler/aten_table.py:136-138 _binary: alpha-scaled operand passed to ctx.operand() as if a scalar"
 

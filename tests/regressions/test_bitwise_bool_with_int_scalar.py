@@ -15,7 +15,7 @@ import importlib.util  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 
 
 @pytest.mark.parametrize("target", ["cpu"] + (["h100"] if importlib.util.find_spec("triton") else []))

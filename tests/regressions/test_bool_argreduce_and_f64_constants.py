@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.utils._pytree as pytree  # noqa: E402
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 
 TARGETS = ["cpu"] + (["h100"] if importlib.util.find_spec("triton") else [])
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anyw
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from compiler import compile  # noqa: E402
+from solder import compile  # noqa: E402
 
 
 def f(x0):

@@ -9,7 +9,7 @@ from offset 0.
 
 import torch
 
-from compiler import compile
+from solder import compile
 
 
 def test_empty_slices_at_the_end_of_a_dim():

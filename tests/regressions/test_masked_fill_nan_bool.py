@@ -9,7 +9,7 @@ only; bool should take `bool(value)` first.
 import pytest
 import torch
 
-from compiler import compile
+from solder import compile
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])

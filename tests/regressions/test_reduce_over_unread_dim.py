@@ -10,7 +10,7 @@ backends/cpu/lower.py `FuncBuilder.reduce` now writes such an input out first.
 import pytest
 import torch
 
-from compiler import compile
+from solder import compile
 
 
 @pytest.mark.parametrize("fn", [lambda x: torch.mean(torch.prod(x, 0, keepdim=True), dim=[0]),

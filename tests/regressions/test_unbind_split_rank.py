@@ -8,7 +8,7 @@ and strides only, so the rank-0 read reused the rank-1 slice. The key now includ
 
 import torch
 
-from compiler import compile
+from solder import compile
 
 
 def test_unbind_add_split():

@@ -13,15 +13,15 @@ wrapper runs under `TRITON_INTERPRET=1` on CPU tensors (for tests) and natively 
 These modules import only torch and triton (the GPU machine has no xDSL).
 """
 
-from backends.triton.templates.attention import (
+from solder.backends.triton.templates.attention import (
     block_sparse_attention,
     flash_attention,
     layout_to_mask,
     sliding_window_layout,
 )
-from backends.triton.templates.elementwise import copy
-from backends.triton.templates.matmul import ACTIVATIONS, matmul
-from backends.triton.templates.rows import layer_norm, rms_norm, softmax
+from solder.backends.triton.templates.elementwise import copy
+from solder.backends.triton.templates.matmul import ACTIVATIONS, matmul
+from solder.backends.triton.templates.rows import layer_norm, rms_norm, softmax
 
 __all__ = [
     "ACTIVATIONS",

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from backends.triton.templates.configs import attention_config, interpreting
+from solder.backends.triton.templates.configs import attention_config, interpreting
 
 try:  # host-side TMA descriptors (Triton >= 3.3); plain pointer loads serve where they are missing
     from triton.tools.tensor_descriptor import TensorDescriptor

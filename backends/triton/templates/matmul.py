@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from backends.triton.templates.configs import interpreting, matmul_config
+from solder.backends.triton.templates.configs import interpreting, matmul_config
 
 try:  # host-side TMA descriptors (Triton >= 3.3); the pointer kernel serves where they are missing
     from triton.tools.tensor_descriptor import TensorDescriptor

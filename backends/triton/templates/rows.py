@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from backends.triton.templates.configs import row_config
+from solder.backends.triton.templates.configs import row_config
 
 _LOG2E = 1.4426950408889634
 
