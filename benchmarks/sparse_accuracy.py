@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from solder import compile as solder_compile
-from solder.compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label, pipeline_passes
+from solder.compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label
+from solder.compiler.sparse_calibrate import pipeline_passes
 from solder.compiler.sparse_calibrate import calibrate, output_drift
 from examples.sparse_lm.masks import local_strided
 from examples.sparse_lm.model import CHECKPOINT, load

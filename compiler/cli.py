@@ -120,7 +120,7 @@ def run(argv: list[str]) -> int:
             sys.stderr.write(f"// -----// IR Dump After {spec} //----- //\n{ir.print_ir(m)}\n")
     pipeline = registry.parse(args.pipeline)
     if getattr(args, "torch_model", None):  # a calibrate policy without a plan calibrates the model itself
-        from solder.compiler.sparse_attention import calibrate_pipeline
+        from solder.compiler.sparse_calibrate import calibrate_pipeline
 
         pipeline = calibrate_pipeline(pipeline, *args.torch_model, target=target)
     run_pipeline(module, pipeline, target=target, verify=True, after_each=after)

@@ -333,7 +333,7 @@ class CompiledModule:
         t2 = time.perf_counter()
         pipeline = self.options.pipeline
         if self.options.sparse_attention is not None:  # opt-in: it changes numerics
-            from solder.compiler.sparse_attention import with_sparse_attention
+            from solder.compiler.sparse_calibrate import with_sparse_attention
 
             pipeline = with_sparse_attention(pipeline, self.options.sparse_attention, self.model, self.options.target)
         run = run_pipeline(imported.module, pipeline, target=self.options.target)

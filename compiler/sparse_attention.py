@@ -1,4 +1,4 @@
-"""Sparse attention: the user-facing `SparseAttention` options, head patterns, block layouts, calibration.
+"""Sparse attention: the user-facing `SparseAttention` options, head patterns and block layouts.
 
     compile(model, target="h100", sparse_attention=SparseAttention(policy="window", window=1024, sinks=64))
     compile(model, sparse_attention=SparseAttention(policy="calibrate", budget=1.0,
@@ -18,7 +18,8 @@ A *pattern* says which key blocks a query block of one head visits; it is a smal
 Layouts are block masks [H, nQB, nKB] (True = visit), turned into the CSR form of the kernels
 `(counts [H, nQB], indices [H, nQB, maxK])` by `to_csr`. Every visited block also gets the causal mask
 inside it when the attention is causal; the diagonal block is always visited (no empty rows).
-This module is torch-only: the reference backend, the Triton backend and the pass share it.
+This module is torch-only (it sits below the passes and backends, which share it); calibration and putting
+the rewrite into a pipeline live in compiler/sparse_calibrate.py, above them.
 """
 
 from __future__ import annotations
@@ -411,33 +412,6 @@ def load_calibration_inputs(path: str) -> list[tuple]:
     return out
 
 
-def calibrate_pipeline(passes: list, model, example_args: tuple | None, target=None) -> list:
-    """`passes` with each `rewrite-sparse-attention{policy=calibrate}` that has no plan calibrated on `model`
-    (the CLI's `--from-torch` model): on the inputs of its `calib=` file, else on `example_args`."""
-    import dataclasses
-
-    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
-
-    out = []
-    for p in passes:
-        if not (isinstance(p, RewriteSparseAttentionPass) and p.policy == "calibrate" and not p.plan):
-            out.append(p)
-            continue
-        if p.calib:
-            inputs = load_calibration_inputs(p.calib)
-        elif example_args is not None:
-            inputs = [tuple(example_args)]
-        else:
-            raise SparseAttentionError("rewrite-sparse-attention{policy=calibrate}: no calibration inputs; give "
-                                       "calib=\"inputs.pt\"")
-        sa = SparseAttention(policy="calibrate", budget=p.budget, block=p.block, max_density=p.max_density,
-                             calibration_inputs=inputs)
-        from solder.compiler.sparse_calibrate import calibrate
-
-        calibrate(model, sa, target)
-        out.append(dataclasses.replace(p, plan=json.dumps(sa.plan), source=sa))
-    return out
-
 
 # ---------------------------------------------------------------------------------------------
 # Layouts of an op, cached per shape for static patterns
@@ -518,35 +492,6 @@ def pattern_label(p: dict) -> str:
     return str(kind)
 
 
-def with_sparse_attention(pipeline, sa: SparseAttention, model=None, target=None) -> list:
-    """`pipeline` (a string or a list of passes) with the sparse rewrite inserted where it belongs: right
-    after its recognize-attention, else recognize-attention + the rewrite before the first fuse-* pass
-    (fusion must see graph.block_sparse_attention, not graph.attention), else at the end."""
-    from solder.passes.registry import parse
-
-    passes = parse(pipeline) if isinstance(pipeline, str) else list(pipeline)
-    recog, rewrite = pipeline_passes(sa, model, target)
-    names = [p.name for p in passes]
-    if "recognize-attention" in names:
-        at = len(names) - names[::-1].index("recognize-attention")
-        return passes[:at] + [rewrite] + passes[at:]
-    at = next((i for i, n in enumerate(names) if n.startswith("fuse-")), len(passes))
-    return passes[:at] + [recog, rewrite] + passes[at:]
-
-
-def pipeline_passes(sa: SparseAttention, model=None, target=None) -> list:
-    """[recognize-attention, rewrite-sparse-attention] configured from `sa`; calibrates `sa` on `model`
-    first when its policy is `calibrate` and no plan exists yet."""
-    from solder.passes.recognize_attention import RecognizeAttentionPass
-    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
-
-    if sa.policy == "calibrate" and sa.plan is None:
-        if model is None:
-            raise SparseAttentionError("sparse attention: policy 'calibrate' needs the model to calibrate on")
-        from solder.compiler.sparse_calibrate import calibrate
-
-        calibrate(model, sa, target)
-    return [RecognizeAttentionPass(), RewriteSparseAttentionPass.from_options(sa)]
 
 
 def token_mask(m: torch.Tensor, block: int, t: int, s: int, causal: bool) -> torch.Tensor:

@@ -1,25 +1,42 @@
 """Calibration for the `calibrate` sparse-attention policy: per layer and head, the sparsest pattern within
 the error budget, measured on the user's calibration inputs; then the whole model run with that plan, and a
 back-off until its end-to-end output drift is within the bound the budget sets (`SparseAttention` says what
-the budget means). compiler/sparse_attention.py holds the policies, layouts and masks this chooses among."""
+the budget means). compiler/sparse_attention.py holds the policies, layouts and masks this chooses among; the
+functions at the end put the sparse rewrite (calibrated first where asked) into a pass pipeline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx._pytree as fx_pytree
 
+from solder import costmodel
+from solder.backends.reference import OPS, attention_reference
+from solder.compiler import ir
+from solder.compiler.aten_table import TABLE
+from solder.compiler.capture import capture
+from solder.compiler.dialects import graph as g
+from solder.compiler.importer import import_program
+from solder.compiler.pipeline import run_pipeline
 from solder.compiler.sparse_attention import (
     DYNAMIC,
     SparseAttention,
+    SparseAttentionError,
     density,
     head_masks,
     is_dynamic,
+    load_calibration_inputs,
     token_mask,
 )
+from solder.compiler.targets import get_target
+from solder.passes.recognize_attention import RecognizeAttentionPass
+from solder.passes.registry import parse
+from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
 DRIFT_PER_BUDGET = 0.5
 """End-to-end output drift allowed per unit of budget (see `SparseAttention`)."""
@@ -68,13 +85,7 @@ class Trace:
 def trace(model, inputs: list) -> tuple[list[AttentionSample], list[Trace]]:
     """Run `model` through capture, import and recognize-attention on each calibration input: the q/k/v of
     every `graph.attention` (interpreted with the reference backend), in IR order, and one `Trace` per input."""
-    import torch.fx._pytree as fx_pytree
 
-    from solder.backends.reference import OPS
-    from solder.compiler.aten_table import TABLE
-    from solder.compiler.capture import capture
-    from solder.compiler.importer import import_program
-    from solder.compiler.pipeline import run_pipeline
 
     seen: list[list] = []
     traces: list[Trace] = []
@@ -112,7 +123,6 @@ def _state(model, ep, imported) -> list[torch.Tensor]:
 
 def _interpret(fn, values, ops) -> tuple[list, list]:
     """(attention records, returned values) of the function `fn` run op by op with the reference backend."""
-    from solder.compiler.dialects import graph as g
 
     env = dict(zip(fn.body.block.args, values))
     recs = []
@@ -140,7 +150,6 @@ def pattern_error(x: AttentionSample, pattern: dict, block: int, dense: torch.Te
     Error: max over samples and query rows of |o - o_dense| / rms row norm of the head's values (the
     output is a convex combination of value rows, so this is an error in units of the values' size).
     """
-    from solder.backends.reference import attention_reference
 
     n, hq, t, _ = x.q.shape
     s = x.k.shape[2]
@@ -168,7 +177,6 @@ class CandidateTable:
 
 
 def candidate_table(x: AttentionSample, sa: SparseAttention) -> CandidateTable:
-    from solder.backends.reference import attention_reference
 
     dense = attention_reference(x.q, x.k, x.v, None, x.scale, True)
     cands = list(sa.candidates or default_candidates(x.q.shape[2], sa.block))
@@ -210,8 +218,6 @@ def calibrate_attention(x: AttentionSample, sa: SparseAttention, target=None, bu
 def _cost_check(entry: dict, x: AttentionSample, target) -> dict:
     """Stay dense unless the cost model's dense time, scaled by density (+ the per-call layout work of
     content-dependent heads), comes out lower than dense."""
-    from solder import costmodel
-    from solder.compiler.targets import get_target
 
     tgt = get_target(target or "cpu")
     dense_s = costmodel.estimate(x.op, tgt)
@@ -259,9 +265,6 @@ def output_drift(dense: list, sparse: list) -> float:
 def plan_outputs(tr: Trace, plan: list[dict], block: int, max_density: float) -> list:
     """The model's outputs on one calibration input with `plan` applied by rewrite-sparse-attention (the
     same pass and reference kernels as a compiled model's, on a copy of the traced function)."""
-    from solder.backends.reference import OPS
-    from solder.compiler import ir
-    from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass
 
     module = tr.imported.module.clone()
     RewriteSparseAttentionPass(policy="calibrate", plan=json.dumps(plan), block=block,
@@ -336,3 +339,58 @@ def save_plan(sa: SparseAttention, path: str) -> None:
     """Write `sa.plan` as JSON, for `solder-opt -p 'rewrite-sparse-attention{policy=calibrate plan=FILE}'`."""
     with open(path, "w") as f:
         json.dump(sa.plan, f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Wiring the sparse rewrite into a pipeline (calibrating first where the policy asks for it)
+# ---------------------------------------------------------------------------------------------
+
+
+def calibrate_pipeline(passes: list, model, example_args: tuple | None, target=None) -> list:
+    """`passes` with each `rewrite-sparse-attention{policy=calibrate}` that has no plan calibrated on `model`
+    (the CLI's `--from-torch` model): on the inputs of its `calib=` file, else on `example_args`."""
+
+
+    out = []
+    for p in passes:
+        if not (isinstance(p, RewriteSparseAttentionPass) and p.policy == "calibrate" and not p.plan):
+            out.append(p)
+            continue
+        if p.calib:
+            inputs = load_calibration_inputs(p.calib)
+        elif example_args is not None:
+            inputs = [tuple(example_args)]
+        else:
+            raise SparseAttentionError("rewrite-sparse-attention{policy=calibrate}: no calibration inputs; give "
+                                       "calib=\"inputs.pt\"")
+        sa = SparseAttention(policy="calibrate", budget=p.budget, block=p.block, max_density=p.max_density,
+                             calibration_inputs=inputs)
+        calibrate(model, sa, target)
+        out.append(dataclasses.replace(p, plan=json.dumps(sa.plan), source=sa))
+    return out
+
+
+def with_sparse_attention(pipeline, sa: SparseAttention, model=None, target=None) -> list:
+    """`pipeline` (a string or a list of passes) with the sparse rewrite inserted where it belongs: right
+    after its recognize-attention, else recognize-attention + the rewrite before the first fuse-* pass
+    (fusion must see graph.block_sparse_attention, not graph.attention), else at the end."""
+
+    passes = parse(pipeline) if isinstance(pipeline, str) else list(pipeline)
+    recog, rewrite = pipeline_passes(sa, model, target)
+    names = [p.name for p in passes]
+    if "recognize-attention" in names:
+        at = len(names) - names[::-1].index("recognize-attention")
+        return passes[:at] + [rewrite] + passes[at:]
+    at = next((i for i, n in enumerate(names) if n.startswith("fuse-")), len(passes))
+    return passes[:at] + [recog, rewrite] + passes[at:]
+
+
+def pipeline_passes(sa: SparseAttention, model=None, target=None) -> list:
+    """[recognize-attention, rewrite-sparse-attention] configured from `sa`; calibrates `sa` on `model`
+    first when its policy is `calibrate` and no plan exists yet."""
+
+    if sa.policy == "calibrate" and sa.plan is None:
+        if model is None:
+            raise SparseAttentionError("sparse attention: policy 'calibrate' needs the model to calibrate on")
+        calibrate(model, sa, target)
+    return [RecognizeAttentionPass(), RewriteSparseAttentionPass.from_options(sa)]

@@ -18,8 +18,9 @@ from solder.compiler import ir  # noqa: E402
 from solder.compiler.dialects import graph as g  # noqa: E402
 from solder.compiler.sparse_attention import (  # noqa: E402
     OpSpec, SparseAttention, SparseAttentionError, call_layouts, density, head_masks, mask_mod_blocks,
-    pipeline_passes, to_csr, token_mask, user_blocks, window_blocks,
+    to_csr, token_mask, user_blocks, window_blocks,
 )
+from solder.compiler.sparse_calibrate import pipeline_passes  # noqa: E402
 from solder.passes.registry import parse  # noqa: E402
 from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass  # noqa: E402
 
@@ -189,7 +190,7 @@ def test_calibrate_picks_within_budget_and_explains():
 
 
 def test_with_sparse_attention_inserts_before_fusion():
-    from solder.compiler.sparse_attention import with_sparse_attention
+    from solder.compiler.sparse_calibrate import with_sparse_attention
 
     sa = SparseAttention(policy="window", block=64)
     names = [p.name for p in with_sparse_attention("canonicalize,cse,fuse-ops,dce", sa)]
