@@ -9,11 +9,10 @@ from __future__ import annotations
 import torch
 from xdsl.dialects.builtin import StringAttr, UnitAttr  # noqa: F401
 
-from solder.compiler.aten_table import _dim, _rank, _reshape_to, lower
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import dims_of, size_expr, tensor_type
 from solder.compiler.errors import ImportError_
-from solder.compiler.importer import ImportContext, torch_dtype_name, type_of_meta
+from solder.compiler.import_context import ImportContext, _dim, _rank, _reshape_to, lower, torch_dtype_name, type_of_meta
 
 
 def _reshape(ctx: ImportContext, x, *args, **kwargs):

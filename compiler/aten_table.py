@@ -14,33 +14,22 @@ from xdsl.dialects.builtin import StringAttr, UnitAttr
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import tensor_type
-from solder.compiler.importer import ImportContext, torch_dtype_name, type_of_meta
-
-TABLE: dict[str, object] = {}
-
-
-def lower(*names: str):
-    """Register the decorated function as the entry for each ATen overload in `names`."""
-
-    def deco(fn):
-        for n in names:
-            assert n not in TABLE, f"duplicate importer entry for {n}"
-            TABLE[n] = fn
-        return fn
-
-    return deco
-
+from solder.compiler import aten_layout  # noqa: F401  (its entries join TABLE: importing this module gives all)
+from solder.compiler.import_context import (
+    TABLE,
+    ImportContext,
+    _dim,
+    _elem_dtype,
+    _rank,
+    _reshape_to,
+    lower,
+    scalar_attr,
+    torch_dtype_name,
+    type_of_meta,
+)
 
 def _dtype(ctx: ImportContext, arg) -> torch.dtype:
     return ctx.meta(arg).dtype
-
-
-def _rank(ctx: ImportContext, x) -> int:
-    return ctx.meta(x).dim()
-
-
-def _dim(d: int, rank: int) -> int:
-    return d + rank if d < 0 else d
 
 
 def _promote(ctx: ImportContext, *xs) -> torch.dtype:
@@ -247,7 +236,6 @@ def _arange(ctx, *args, **kwargs):
     if len(nums) > 1 and any(isinstance(a, (torch.SymInt, torch.SymFloat)) for a in [nums[0]] + nums[2:]):
         return NotImplemented  # a symbolic start or step: the dim compiles static
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
-    from solder.compiler.importer import scalar_attr
 
     return ctx.emit(g.ArangeOp(properties={"start": scalar_attr(start), "step": scalar_attr(step)},
                                result_types=[ctx.out_type()]))
@@ -385,17 +373,6 @@ def _linear(ctx, x, w, b=None):
     return ctx.emit(g.LinearOp(operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)], result_types=[ctx.out_type()]))
 
 
-def _reshape_to(ctx, v, shape):
-    t = tensor_type(tuple(shape), torch_dtype_name(_elem_dtype(v)))
-    return v if v.type == t else ctx.emit(g.ReshapeOp(v, t))
-
-
-def _elem_dtype(v):
-    from solder.compiler.dialects.types import torch_dtype
-
-    return torch_dtype(v.type.element_type)
-
-
 @lower("aten.matmul.default", "aten.mm.default", "aten.bmm.default")
 def _matmul(ctx, a, b):
     sa, sb = list(ctx.meta(a).shape), list(ctx.meta(b).shape)
@@ -484,5 +461,3 @@ def _sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=No
     return ctx.emit(g.AttentionOp(operands=[ctx.value(q), ctx.value(k), ctx.value(v), _opt(ctx, attn_mask)],
                                   properties=props, result_types=[ctx.out_type()]))
 
-
-import solder.compiler.aten_layout  # noqa: E402,F401  (registers the layout entries in TABLE)
