@@ -13,10 +13,18 @@ An artifact is a zip archive:
 callable with the model's calling convention: no model class, no torch.export. A file of another
 format version, for another target, or damaged (truncated, a member whose sha256 does not match) is
 refused with an `ArtifactError` that says what is wrong and what to do.
+
+An artifact is data, never code: the sha256 values only detect damage (anyone can recompute them), so `load`
+checks what it reads before anything runs. The manifest must have the fields and types `save` writes; each
+`graph.extern` must name an allowlisted operator overload with a plain-data argument spec (compiler/externs.py);
+every size expression in the IR must be arithmetic over shape symbols; dtypes are looked up in torch's namespace
+dict; the state is read with `torch.load(weights_only=True)`. The kernels are regenerated from the IR by the
+target's backend; the saved `source.txt` is only shown by `explain()`, never compiled or executed.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -30,16 +38,16 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
-from solder.compiler import ir, log
-from solder.compiler.errors import CallError, SolderError
+from xdsl.dialects.builtin import FunctionType
+
+from solder.compiler import externs, ir, log
+from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
+
+__all__ = ["ArtifactError", "LoadedModule", "load", "save"]
 
 FORMAT = "solder-artifact"
 FORMAT_VERSION = 1
 _log = log.get("runtime")
-
-
-class ArtifactError(SolderError):
-    """A saved artifact that cannot be written or read: wrong version or target, damaged, or incomplete."""
 
 
 def solder_version() -> str:
@@ -120,13 +128,23 @@ def _leaf_json(k: tuple) -> list:
 
 def _leaf_from_json(j: list) -> tuple:
     if j[0] == "T":
-        return ("T", tuple(j[1]), getattr(torch, j[2]), j[3])
+        dtype = vars(torch).get(j[2]) if isinstance(j[2], str) else None
+        if not isinstance(dtype, torch.dtype):
+            raise ArtifactError(f"load: manifest names dtype {j[2]!r}, which is not a torch dtype")
+        return ("T", tuple(j[1]), dtype, j[3])
     return tuple(j)
 
 
 def _write_atomically(path: Path, members: dict[str, bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise ArtifactError(f"save({str(path)!r}): that is a directory; give a file path such as "
+                            f"{str(path / 'model.solder')!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise ArtifactError(f"save({str(path)!r}): cannot write into {str(path.parent)!r} ({e.strerror or e}); "
+                            "choose a writable location") from None
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -151,16 +169,121 @@ def load(path: str | os.PathLike, *, target: str | None = None) -> LoadedModule:
     path = Path(path)
     members = _read_members(path)
     manifest = _check_manifest(path, members, target)
+    modules = [_checked_ir(path, members, entry) for entry in manifest["specializations"]]
     tgt = get_target(manifest["target"])
     backend = get_backend(tgt.backend)
-    state = torch.load(io.BytesIO(members["state.pt"]), weights_only=True)
+    state = _read_state(path, members)
     loaded = LoadedModule(manifest["name"], tgt, manifest["pipeline"], path)
-    for i, entry in enumerate(manifest["specializations"]):
-        text = members[entry["graph"]].decode()
-        module = ir.parse(text, f"{path}:{entry['graph']}")
+    for entry, module in zip(manifest["specializations"], modules):
         program = backend.lower(module, tgt)
-        loaded.add(_specialization(entry, module, program, state, members[entry["source"]].decode(), path))
+        source = members[entry["source"]].decode(errors="replace")
+        try:
+            loaded.add(_specialization(entry, module, program, state, source, path))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ArtifactError(f"load: {path}: specialization {entry['graph']} is malformed ({type(e).__name__}: "
+                                f"{e}); save the model again") from None
     return loaded
+
+
+def _read_state(path: Path, members: dict[str, bytes]) -> dict:
+    try:
+        state = torch.load(io.BytesIO(members["state.pt"]), weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise ArtifactError(f"load: {path}: state.pt is not a plain tensor dict ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}); save the model again") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise ArtifactError(f"load: {path}: state.pt is not a dict of tensors; save the model again")
+    return state
+
+
+def _checked_ir(path: Path, members: dict[str, bytes], entry: dict):
+    """The parsed IR of a specialization, after checking that it holds data only: allowlisted extern callees
+    with plain-data arguments, and size expressions that are arithmetic over shape symbols."""
+    where = f"{path}:{entry['graph']}"
+    try:
+        text = members[entry["graph"]].decode()
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"load: {where} is not UTF-8 text ({e}); the file is damaged. Save the model again.")
+    try:
+        module = ir.parse(text, where)
+    except (IRParseError, VerifyError) as e:
+        raise ArtifactError(f"load: {e}; the file is damaged. Save the model again.") from None
+    for op in module.walk():
+        _check_op(where, op)
+    for name in entry["externs"]:
+        _checked_extern(where, name)
+    return module
+
+
+def _checked_extern(where: str, callee: str):
+    try:
+        return externs.resolve(callee)
+    except ExternError as e:
+        raise ArtifactError(f"load: {where}: {e}; refusing to load a file that calls it") from None
+
+
+def _check_op(where: str, op) -> None:
+    if op.name == "graph.extern":
+        _checked_extern(where, op.callee.data)
+        try:
+            externs.check_args(op.args.data, len(op.operands))
+        except ExternError as e:
+            raise ArtifactError(f"load: {where}: {e}; refusing to load it") from None
+    exprs = [a.data for a in _string_attrs(op)]
+    for t in [r.type for r in op.results] + [a.type for reg in op.regions for b in reg.blocks for a in b.args]:
+        exprs += _type_exprs(t)
+    ftype = op.properties.get("function_type") or op.attributes.get("function_type")
+    if isinstance(ftype, FunctionType):
+        exprs += [e for t in (*ftype.inputs.data, *ftype.outputs.data) for e in _type_exprs(t)]
+    for e in exprs:
+        if not _is_size_expression(e):
+            raise ArtifactError(f"load: {where}: {op.name} holds the expression {e[:80]!r}, which is not "
+                                "arithmetic over shape symbols; refusing to load it")
+
+
+def _string_attrs(op) -> list:
+    """The size expressions an op keeps as strings: `end_expr` of graph.slice, `graph.assumes` of a function."""
+    from xdsl.dialects.builtin import ArrayAttr, StringAttr
+
+    out = []
+    end = op.properties.get("end_expr")
+    if isinstance(end, StringAttr):
+        out.append(end)
+    assumes = op.attributes.get("graph.assumes")
+    if isinstance(assumes, ArrayAttr):
+        out += [a for a in assumes.data if isinstance(a, StringAttr)]
+    return out
+
+
+def _type_exprs(t) -> list[str]:
+    from solder.compiler.dialects.types import dims_of, is_dynamic
+
+    return [d for d in dims_of(t) if isinstance(d, str) and d != "?"] if is_dynamic(t) else []
+
+
+_SIZE_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Call, ast.Name, ast.Constant,
+               ast.Load, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
+
+
+def _is_size_expression(expr: str) -> bool:
+    """Whether `expr` is a size expression (`2*s0`, `FloorDiv(s0, 2)`): numbers, symbol names, operators and calls
+    of the functions `symbolic` knows, no attributes, subscripts, strings or dunder names."""
+    from solder.compiler.dialects.symbolic import _FUNCS
+
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError):
+        return False
+    for n in ast.walk(tree):
+        if not isinstance(n, _SIZE_NODES):
+            return False
+        if isinstance(n, ast.Constant) and not isinstance(n.value, (int, float, bool)):
+            return False
+        if isinstance(n, ast.Name) and n.id.startswith("_"):
+            return False
+        if isinstance(n, ast.Call) and (not isinstance(n.func, ast.Name) or n.func.id not in _FUNCS or n.keywords):
+            return False
+    return True
 
 
 def _read_members(path: Path) -> dict[str, bytes]:
@@ -183,6 +306,9 @@ def _check_manifest(path: Path, members: dict[str, bytes], target: str | None) -
     except ValueError as e:
         raise ArtifactError(f"load: {path}: manifest.json is not valid JSON ({e}); the file is damaged. "
                             "Save the model again.") from None
+    if not isinstance(m, dict):
+        raise ArtifactError(f"load: {path}: manifest.json holds a JSON {type(m).__name__}, expected an object; "
+                            "not a solder artifact (or damaged). Save the model again.")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"load: {path}: expected format {FORMAT!r}, found {m.get('format')!r}; not a solder artifact")
     if m.get("format_version") != FORMAT_VERSION:
@@ -190,6 +316,7 @@ def _check_manifest(path: Path, members: dict[str, bytes], target: str | None) -
             f"load: {path} has artifact format version {m.get('format_version')} (written by solder "
             f"{m.get('solder_version')}); this solder ({solder_version()}) reads version {FORMAT_VERSION} only. "
             "Recompile the model with this solder and save it again.")
+    _check_fields(path, m)
     if target is not None and target != m["target"]:
         raise ArtifactError(f"load: {path} was compiled for target {m['target']!r}, not {target!r}; "
                             f"compile the model for {target!r} and save it again, or load it without target=")
@@ -205,6 +332,49 @@ def _check_manifest(path: Path, members: dict[str, bytes], target: str | None) -
     if m.get("torch_version") != torch.__version__:
         _log.info("%s was saved with torch %s, running with %s", path, m.get("torch_version"), torch.__version__)
     return m
+
+
+_FIELDS = {"name": str, "target": str, "backend": str, "pipeline": str, "specializations": list, "sha256": dict}
+_SPEC_FIELDS = {"key": list, "in_spec": str, "out_spec": str, "args": list, "outputs": list, "externs": list,
+                "input_positions": list, "graph": str, "source": str}
+
+
+def _check_fields(path: Path, m: dict) -> None:
+    """Refuse a manifest without the fields and types `save` writes, naming the first one that is wrong."""
+    _check_types(path, "manifest", m, _FIELDS)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in m["sha256"].items()):
+        _bad_field(path, "manifest", "sha256", "an object of member name -> hex digest")
+    for i, sp in enumerate(m["specializations"]):
+        where = f"specializations[{i}]"
+        if not isinstance(sp, dict):
+            _bad_field(path, "manifest", where, "an object")
+        _check_types(path, where, sp, _SPEC_FIELDS)
+        for field in ("graph", "source"):
+            if sp[field] not in m["sha256"]:
+                _bad_field(path, where, field, "a member listed in sha256")
+        if not all(isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("kind"), str)
+                   for a in sp["args"]):
+            _bad_field(path, where, "args", "a list of {name, kind} objects")
+        if not all(isinstance(o, dict) and ("result" in o or "constant" in o) for o in sp["outputs"]):
+            _bad_field(path, where, "outputs", "a list of {result} or {constant} objects")
+        if not all(isinstance(x, str) for x in sp["externs"]):
+            _bad_field(path, where, "externs", "a list of operator names")
+        if not all(isinstance(x, int) for x in sp["input_positions"]):
+            _bad_field(path, where, "input_positions", "a list of integers")
+        key = sp["key"]
+        if len(key) != 2 or not isinstance(key[0], str) or not all(isinstance(k, list) and k for k in key[1]):
+            _bad_field(path, where, "key", "[pytree spec, list of leaf keys]")
+
+
+def _check_types(path: Path, where: str, obj: dict, fields: dict) -> None:
+    for name, typ in fields.items():
+        if not isinstance(obj.get(name), typ):
+            _bad_field(path, where, name, f"a JSON {'object' if typ is dict else 'array' if typ is list else 'string'}")
+
+
+def _bad_field(path: Path, where: str, name: str, expected: str):
+    raise ArtifactError(f"load: {path}: {where} field {name!r} is missing or malformed; expected {expected}. "
+                        "The file is damaged or not written by artifact.save; save the model again.")
 
 
 def _check_runnable(path: Path, m: dict) -> None:

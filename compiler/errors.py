@@ -32,3 +32,25 @@ class CallError(SolderError):
 
 class VerifyError(SolderError):
     """IR that breaks an invariant (use before def, bad types), or a compiled result that differs from eager."""
+
+
+class ArtifactError(SolderError):
+    """A saved artifact that cannot be written or read: wrong version or target, damaged, incomplete, or holding
+    something that is not data (an extern call outside the allowlist, an expression that is not arithmetic)."""
+
+
+class ExternError(SolderError):
+    """A `graph.extern` callee or argument spec outside what solder runs: not an allowlisted operator overload."""
+
+
+class CacheTrustError(SolderError):
+    """A compiled-kernel cache entry that this process did not write (other owner, writable by others)."""
+
+
+class OptionError(SolderError):
+    """A `compile()` option with a value it cannot take (`dynamic="yes"`, a cost model that does not load)."""
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """The backend generates no code for the model's dtype (bf16/fp16 on the CPU): those ops run op by op on the
+    reference backend (eager PyTorch), slower than generated kernels."""

@@ -4,6 +4,7 @@ kind of bad file (other format version, other target, truncated, bad checksum) r
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -161,3 +162,113 @@ def test_save_before_compiling_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="has not been compiled yet"):
         artifact.save(compiled, tmp_path / "x.solder")
     assert not (tmp_path / "x.solder").exists()
+
+
+# ---- an artifact is data: forged members are refused before anything runs ----------------------------------
+
+
+class WithExtern(torch.nn.Module):
+    """cumprod has no lowering: it becomes a `graph.extern "aten.cumprod.default"` in the saved IR."""
+
+    def forward(self, x):
+        return torch.cumprod(x, 1) + 1
+
+
+@pytest.fixture(scope="module")
+def extern_saved(tmp_path_factory):
+    compiled = compile(WithExtern().eval(), target="cpu")
+    with pytest.warns(Warning), torch.no_grad():
+        compiled(torch.randn(2, 3))
+    return artifact.save(compiled, tmp_path_factory.mktemp("ext") / "ext.solder")
+
+
+def _forge(src, dst, edit_ir=None, edit_manifest=None):
+    """What an attacker can write: members edited and their sha256 recomputed, so the damage check passes."""
+    import hashlib
+
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    m = json.loads(members.pop("manifest.json"))
+    for name in [n for n in members if n.endswith("/graph.mlir")] if edit_ir else []:
+        members[name] = edit_ir(members[name].decode()).encode()
+    if edit_manifest:
+        edit_manifest(m)
+    m["sha256"] = {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}
+    with zipfile.ZipFile(dst, "w") as z:
+        z.writestr("manifest.json", json.dumps(m))
+        for n, d in members.items():
+            z.writestr(n, d)
+    return dst
+
+
+def test_extern_artifact_roundtrip(extern_saved):
+    assert torch.equal(artifact.load(extern_saved)(torch.ones(2, 3)), torch.full((2, 3), 2.0))
+
+
+@pytest.mark.parametrize("callee", ["import_module", "load_library", "torch.ops.import_module", "ops.load_library.x",
+                                    "debugprims.load_tensor.default", "aten.from_file.default"])
+def test_forged_extern_callee_refused_and_nothing_runs(extern_saved, tmp_path, monkeypatch, callee):
+    sentinel = tmp_path / "solder_sentinel_mod.py"
+    sentinel.write_text("import builtins\nbuiltins.SOLDER_SENTINEL_RAN = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    calls = []
+    monkeypatch.setattr(torch.ops, "load_library", lambda *a: calls.append(a))
+    monkeypatch.setattr(torch.ops, "import_module", lambda *a: calls.append(a))
+    forged = _forge(extern_saved, tmp_path / "f.solder",
+                    edit_ir=lambda t: t.replace('"aten.cumprod.default"', f'"{callee}"')
+                    .replace(r"[[{\22$t\22: 0}, 1], {}]", r"[[\22solder_sentinel_mod\22], {}]"),
+                    edit_manifest=lambda m: m["specializations"][0].update(externs=[callee]))
+    with pytest.raises(ArtifactError, match=rf"spec0/graph.mlir: graph.extern callee '{callee}': .*refusing"):
+        artifact.load(forged)
+    import builtins
+    assert calls == [] and not hasattr(builtins, "SOLDER_SENTINEL_RAN")
+
+
+def test_forged_extern_args_refused(extern_saved, tmp_path):
+    forged = _forge(extern_saved, tmp_path / "a.solder",
+                    edit_ir=lambda t: t.replace(r"[[{\22$t\22: 0}, 1], {}]", r"[[{\22$t\22: 0}, {\22$dtype\22: \22onnx\22}], {}]"))
+    with pytest.raises(ArtifactError, match=r"graph.extern args: '\$dtype' with 'onnx' is not .*refusing"):
+        artifact.load(forged)
+
+
+def test_forged_size_expression_refused(saved, tmp_path):
+    evil = "().__class__.__base__.__subclasses__()"  # what symdims would eval to build a shape function
+    forged = _forge(saved[0], tmp_path / "e.solder", edit_ir=lambda t: re.sub(r'\["(s\d+)"\]', f'["{evil}"]', t))
+    with pytest.raises(ArtifactError, match=r"holds the expression .*__subclasses__.*not arithmetic"):
+        artifact.load(forged)
+
+
+def test_forged_dtype_in_manifest_refused(saved, tmp_path):
+    def edit(m):
+        m["specializations"][0]["key"][1][1][2] = "onnx"  # a lazily imported torch submodule, not a dtype
+
+    forged = _forge(saved[0], tmp_path / "d.solder", edit_manifest=edit)
+    with pytest.raises(ArtifactError, match="names dtype 'onnx', which is not a torch dtype"):
+        artifact.load(forged)
+
+
+@pytest.mark.parametrize("manifest, match", [
+    ([], "manifest.json holds a JSON list, expected an object"),
+    ({"format": "solder-artifact", "format_version": 1}, "manifest field 'name' is missing or malformed"),
+])
+def test_malformed_manifest_refused(tmp_path, manifest, match):
+    bad = tmp_path / "m.solder"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("manifest.json", json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=match):
+        artifact.load(bad)
+
+
+def test_malformed_specialization_refused(saved, tmp_path):
+    forged = _forge(saved[0], tmp_path / "s.solder",
+                    edit_manifest=lambda m: m["specializations"][0].update(graph="elsewhere.mlir"))
+    with pytest.raises(ArtifactError, match=r"specializations\[0\] field 'graph' .*a member listed in sha256"):
+        artifact.load(forged)
+
+
+def test_save_onto_a_directory_is_a_clear_error(saved, tmp_path):
+    compiled = compile(torch.nn.Linear(2, 2).eval(), target="cpu")
+    with torch.no_grad():
+        compiled(torch.randn(1, 2))
+    with pytest.raises(ArtifactError, match=r"that is a directory; give a file path such as .*model.solder"):
+        artifact.save(compiled, tmp_path)

@@ -22,6 +22,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
 from solder.backends.base import Backend, Program
+from solder.compiler import externs
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
@@ -308,10 +309,9 @@ def _attention(op):
 def _extern(op):
     from solder.compiler.importer import decode_extern_args
 
-    target = torch.ops
-    for part in op.callee.data.split("."):
-        target = getattr(target, part)
+    target = externs.resolve(op.callee.data)  # an allowlisted operator overload, or ExternError
     spec = op.args.data
+    externs.check_args(spec, len(op.operands))
 
     def run(*tensors):
         args, kwargs = decode_extern_args(spec, list(tensors))
