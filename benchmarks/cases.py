@@ -80,12 +80,15 @@ def kernel_cases(target: str) -> list[Case]:
 
 
 def model_cases(target: str) -> list[Case]:
+    """On the GPU, realistic sizes first (GPT-2 124M at batch 8 x 1024 tokens, a GPT block and an MLP block at
+    that scale), then the small zoo models."""
     cases = []
-    for name, entry in sorted(models.ZOO.items()):
-        cases.append(Case(name, "model", entry.build))
     if target != "cpu":
+        cases.append(Case("gpt2_124m_b8_t1024", "model", lambda: models.gpt2_124m(batch=8, seq=1024)))
         cases.append(Case("gpt_block_large", "model", lambda: models.gpt_block(d=1024, heads=16, batch=8, seq=1024,
                                                                                 dtype=torch.bfloat16)))
         cases.append(Case("mlp_block_large", "model", lambda: models.mlp_block(d=4096, tokens=8192,
                                                                                 dtype=torch.bfloat16)))
+    for name, entry in sorted(models.ZOO.items()):
+        cases.append(Case(name, "model", entry.build))
     return cases

@@ -18,7 +18,8 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
     head = (f"solder benchmarks — target `{meta['target']}` on {meta['device']}, {meta['date']}, commit "
             f"{meta['commit']}, torch {meta['torch']}; medians of {meta['repeats']} interleaved calls. "
             "Speed-ups > 1 mean solder is faster.\n\n")
-    cols = ["case", "threads", "solder ms", "eager ms", "inductor ms", "vs eager", "vs inductor",
+    cols = ["case", "threads", "solder ms", "eager ms", "inductor ms", "inductor-ro ms", "vs eager", "vs inductor",
+            "vs inductor-ro",
             "% of copy (median / best round)",
             "compile cold s", "cold, no prebuilt attention s", "compile warm s", "inductor cold s",
             "peak MB (solder/eager/inductor)"]
@@ -32,7 +33,8 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
                        for k in ("solder_peak_bytes", "eager_peak_bytes", "inductor_peak_bytes"))
         lines.append("| " + " | ".join([
             r["case"], str(r.get("threads", "")), _ms(r.get("solder_s")), _ms(r.get("eager_s")), _ms(r.get("inductor_s")),
-            _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_inductor")),
+            _ms(r.get("inductor_ro_s")), _x(r.get("speedup_vs_eager")), _x(r.get("speedup_vs_inductor")),
+            _x(r.get("speedup_vs_inductor_ro")),
             (f"{r['pct_of_copy']:.0f}% / {r['pct_of_copy_best']:.0f}%" if "pct_of_copy_best" in r
              else f"{r['pct_of_copy']:.0f}%") if "pct_of_copy" in r else "",
             f"{r.get('solder_compile_cold_s', 0):.2f}",
@@ -44,9 +46,11 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
     for n in sorted({r.get("threads") for r in models}, key=str):
         sel = [r for r in models if r.get("threads") == n]
         ge = math.exp(sum(math.log(r["speedup_vs_eager"]) for r in sel) / len(sel))
-        gi = [r["speedup_vs_inductor"] for r in sel if "speedup_vs_inductor" in r]
-        gi_s = f", vs inductor {math.exp(sum(map(math.log, gi)) / len(gi)):.2f}x" if gi else ""
-        tail += f"\nZoo geomean at threads={n}: vs eager {ge:.2f}x{gi_s} over {len(sel)} models."
+        gi_s = ""
+        for peer, label in (("inductor", "inductor"), ("inductor_ro", "inductor reduce-overhead")):
+            gi = [r[f"speedup_vs_{peer}"] for r in sel if f"speedup_vs_{peer}" in r]
+            gi_s += f", vs {label} {math.exp(sum(map(math.log, gi)) / len(gi)):.2f}x ({len(gi)})" if gi else ""
+        tail += f"\nModel geomean at threads={n}: vs eager {ge:.2f}x{gi_s} over {len(sel)} models."
     text = head + "\n".join(lines) + "\n" + tail + "\n"
     path.write_text(text)
     return text

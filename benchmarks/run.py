@@ -1,10 +1,13 @@
 """The benchmark harness: solder vs eager PyTorch vs torch.compile (Inductor), side by side in one process.
 
-    python -m benchmarks.run --target cpu [--threads 1,all] [--only layer_norm,gpt2] [--repeats 20]
+    python -m benchmarks.run --target cpu [--threads all,1] [--only layer_norm,gpt2] [--repeats 20]
     python -m benchmarks.run --target h100
 
+Peers: on the CPU torch.compile's default mode, at torch's default thread count first, then at one thread;
+on the GPU, where solder runs under CUDA graphs, torch.compile mode="reduce-overhead" (its CUDA-graph mode,
+the fair peer) beside the default mode; realistic sizes (GPT-2 124M at batch 8 x 1024 tokens) come first.
 For every zoo model and kernel-level case: medians of interleaved timed calls after warm-up, the ratios
-solder/eager and solder/inductor (as speed-ups: >1 means solder is faster), cold compile time (empty
+solder/eager and solder/each peer (as speed-ups: >1 means solder is faster), cold compile time (empty
 caches; on the CPU also without the install's prebuilt attention kernels, backends/cpu/attention_lib.py,
 which are not a cache: built once by the set-up, model-independent) and warm compile time (a second `compile()` of the same model, disk caches full), peak memory of
 one call, and for memory-bound kernels the achieved bandwidth as % of a plain copy of the same tensor,
@@ -202,15 +205,9 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
                 dst = torch.empty_like(src)
                 fns["copy"] = lambda: dst.copy_(src)
             if inductor:
-                try:
-                    torch._dynamo.reset()
-                    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-                    ind, row["inductor_compile_cold_s"] = _timed_compile(lambda: torch.compile(model), call)
-                    torch._dynamo.reset()
-                    _, row["inductor_compile_warm_s"] = _timed_compile(lambda: torch.compile(model), call)
-                    fns["inductor"] = lambda: ind(*args, **kwargs)
-                except Exception as e:  # report, don't hide: the row says why inductor is missing
-                    row["inductor_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+                for peer, mode in PEERS[target == "cpu"]:
+                    _add_peer(fns, row, peer, mode, model, call, lambda f: (lambda: f(*args, **kwargs)))
             raw: dict = {}
             # kernel cases take ms per call: more rounds, and their copy baseline is paired per round below
             med = interleaved(fns, target, max(repeats, KERNEL_REPEATS) if "copy" in fns else repeats, samples=raw)
@@ -218,9 +215,10 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
                 row[f"{k}_s"] = v
                 row[f"{k}_peak_bytes"] = peak_memory(fns[k], target)
     row["speedup_vs_eager"] = row["eager_s"] / row["solder_s"]
-    if "inductor_s" in row:
-        row["speedup_vs_inductor"] = row["inductor_s"] / row["solder_s"]
-        row["compile_vs_inductor"] = row["solder_compile_cold_s"] / row["inductor_compile_cold_s"]
+    for peer in ("inductor", "inductor_ro"):
+        if f"{peer}_s" in row:
+            row[f"speedup_vs_{peer}"] = row[f"{peer}_s"] / row["solder_s"]
+            row[f"compile_vs_{peer}"] = row["solder_compile_cold_s"] / row[f"{peer}_compile_cold_s"]
     if case.bytes_moved is not None:
         row["bytes"] = case.bytes_moved(args)
         copy_bytes = 2 * args[0].numel() * args[0].element_size()
@@ -229,13 +227,33 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
         # % of copy bandwidth per round (the copy timed right beside the kernel), median over rounds: a
         # neighbour's memory traffic that comes and goes moves both sides of a pair alike. `_best`: the
         # fastest round of each against the fastest copy (the least disturbed measurement of both)
-        for k in ("solder", "eager", "inductor"):
+        for k in ("solder", "eager", "inductor", "inductor_ro"):
             if k in raw:
                 pct = [100 * row["bytes"] * c / (copy_bytes * t) for t, c in zip(raw[k], raw["copy"])]
                 pre = "" if k == "solder" else f"{k}_"
                 row[pre + "pct_of_copy"] = statistics.median(pct)
                 row[pre + "pct_of_copy_best"] = 100 * row["bytes"] * min(raw["copy"]) / (copy_bytes * min(raw[k]))
     return row
+
+
+# The torch.compile modes each target is compared with: on the GPU solder runs its launch list under a CUDA
+# graph, so the fair peer is mode="reduce-overhead" (CUDA graphs too); the default mode is kept beside it.
+PEERS = {True: (("inductor", "default"),),
+         False: (("inductor", "default"), ("inductor_ro", "reduce-overhead"))}
+
+
+def _add_peer(fns: dict, row: dict, peer: str, mode: str, model, call, bind) -> None:
+    """Compile `model` with torch.compile(mode=...) cold then warm, and add its call to `fns` as `peer`."""
+    try:
+        torch._dynamo.reset()
+        comp, row[f"{peer}_compile_cold_s"] = _timed_compile(lambda: torch.compile(model, mode=mode), call)
+        torch._dynamo.reset()
+        _, row[f"{peer}_compile_warm_s"] = _timed_compile(lambda: torch.compile(model, mode=mode), call)
+        for _ in range(3):  # reduce-overhead records its CUDA graph over the first calls
+            call(comp)
+        fns[peer] = bind(comp)
+    except Exception as e:  # report, don't hide: the row says why the peer is missing
+        row[f"{peer}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def _max_err(a, b) -> float:
@@ -249,7 +267,8 @@ def _max_err(a, b) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="cpu", choices=["cpu", "h100", "h200"])
-    p.add_argument("--threads", default="1,all", help="CPU thread counts to run at: e.g. 1,all")
+    p.add_argument("--threads", default="all,1", help="CPU thread counts to run at, in order: all of the machine's "
+                   "threads (torch's default) first, then one")
     p.add_argument("--only", default="", help="comma-separated case names")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--no-inductor", action="store_true")
@@ -260,7 +279,8 @@ def main(argv=None) -> int:
     all_cases = C.kernel_cases(args.target) + C.model_cases(args.target)
     only = {s for s in args.only.split(",") if s}
     selected = [c for c in all_cases if not only or c.name in only]
-    threads = [os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")] if args.target == "cpu" else [0]
+    default = torch.get_num_threads()  # torch's own default: what a user who sets nothing gets
+    threads = [default if t == "all" else int(t) for t in args.threads.split(",")] if args.target == "cpu" else [0]
     rows = []
     for n in threads:
         if n:
@@ -295,6 +315,8 @@ def _line(row: dict) -> str:
         f"x{row['speedup_vs_eager']:.2f} vs eager"
     if "speedup_vs_inductor" in row:
         s += f"  x{row['speedup_vs_inductor']:.2f} vs inductor"
+    if "speedup_vs_inductor_ro" in row:
+        s += f"  x{row['speedup_vs_inductor_ro']:.2f} vs inductor reduce-overhead"
     if "pct_of_copy" in row:
         s += f"  {row['pct_of_copy']:.0f}% of copy (best round {row['pct_of_copy_best']:.0f}%)"
     return s

@@ -422,6 +422,17 @@ def gpt_block(d: int = 64, heads: int = 4, batch: int = 2, seq: int = 32,
     return model, (torch.randn(batch, seq, d, dtype=dtype),), {}
 
 
+def gpt2_124m(batch: int = 8, seq: int = 1024, dtype: torch.dtype = torch.bfloat16) -> Built:
+    """GPT-2 small at its real size (12 layers, d=768, 12 heads, vocab 50257, 1024 positions; random weights) on
+    input_ids [batch, seq]; returns logits. The realistic GPU benchmark: batch 8 x 1024 tokens in bf16."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_positions=max(1024, seq), attn_implementation="sdpa", use_cache=False)
+    model = LogitsOnly(GPT2LMHeadModel(config)).to(dtype).eval()
+    return model, (torch.randint(0, config.vocab_size, (batch, seq)),), {}
+
+
 def mlp_block(d: int = 64, tokens: int = 64, dtype: torch.dtype = torch.float32) -> Built:
     """MLPBlock of width ``d`` on x [tokens, d]."""
     torch.manual_seed(0)
