@@ -27,15 +27,14 @@ from xdsl.ir import Block, Operation
 from xdsl.passes import ModulePass
 
 from solder.compiler import log
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.dialects.traits import Activation, Layout
 from solder.compiler.errors import PipelineError
 from solder.compiler.targets import Target, get_target
 from solder.passes.fuse_ops import describe, op_rule
 from solder.passes.fusion_build import flatten_kernels, former_attrs, kernel_attrs, materialize
 from solder.passes.fusion_plan import (
-    ACTIVATION_OPS,
-    CONV_OPS,
-    LAYOUT_OPS,
     BodyGraph,
     CostOracle,
     Group,
@@ -47,11 +46,14 @@ from solder.passes.fusion_plan import (
 _log = log.get("fusion")
 
 PATTERNS = ("mlp", "attention", "conv")
-GEMMS = frozenset({"graph.linear", "graph.matmul"})
-GATES = ACTIVATION_OPS | {"graph.mul"}
-"""An activation, or the product of a gated MLP (silu(x W1) * x W3), between the two GEMMs."""
+GEMMS = (g.LinearOp, g.MatmulOp)
 TILE_ROWS = 64
 """Rows of the intermediate that one block kernel keeps on chip (hidden activation, attention output)."""
+
+
+def _is_gate(op: Operation) -> bool:
+    """An activation, or the product of a gated MLP (silu(x W1) * x W3), between the two GEMMs."""
+    return op.has_trait(Activation) or isinstance(op, g.MulOp)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def fuse_blocks_in(block: Block, target: Target, opts: FuseBlocksPass, first_id:
         k = member.get(op)
         if k is not None:
             by_kernel.setdefault(k, set()).add(i)
-        elif op.name in CONV_OPS and "conv" in opts.patterns:
+        elif isinstance(op, g.ConvOp) and "conv" in opts.patterns:
             groups.append(Group(i, {i}))
     groups += [Group(min(nodes), nodes, attrs=before[k]) for k, nodes in by_kernel.items()]
     est = CostOracle(graph, target, opts.cost_model or None)
@@ -123,7 +125,7 @@ class BlockRule:
         tag = self.match(p_ops, c_ops)
         if not tag:
             return Verdict(False, "no block pattern")
-        convs = sum(o.name in CONV_OPS for o in ops)
+        convs = sum(isinstance(o, g.ConvOp) for o in ops)
         verdict = op_rule(ops, self.target, max_anchors=3 if tag == "gated-mlp" else 2, prologues=True)
         if not verdict.ok or convs > 1:
             return verdict if not verdict.ok else Verdict(False, "two convolutions")
@@ -131,23 +133,23 @@ class BlockRule:
 
     def match(self, p_ops: set[Operation], c_ops: set[Operation]) -> str:
         """The name of the pattern that joins producer ops `p_ops` to consumer ops `c_ops`, or ''."""
-        names = {o.name for o in p_ops}
-        c_names = {o.name for o in c_ops}
+        gemm_in = any(isinstance(o, GEMMS) for o in p_ops)
         for op in c_ops:
-            if op.name in GEMMS and _fed_by(op, c_ops, p_ops):
+            if isinstance(op, GEMMS) and _fed_by(op, c_ops, p_ops):
                 width = hint_shape(op.operands[0].type)[-1] * itemsize(op)
                 if TILE_ROWS * width > self.target.shared_mem_per_block:
                     continue
-                if "mlp" in self.patterns and names & GEMMS and names & GATES:
+                if "mlp" in self.patterns and gemm_in and any(_is_gate(o) for o in p_ops):
                     return "mlp"
-                if "attention" in self.patterns and "graph.attention" in names:
+                if "attention" in self.patterns and any(isinstance(o, g.AttentionOp) for o in p_ops):
                     return "attention"
-            if ("mlp" in self.patterns and op.name == "graph.mul" and names & GEMMS and names & ACTIVATION_OPS
-                    and c_names & GEMMS and any(v.owner in p_ops for v in op.operands)):
+            if ("mlp" in self.patterns and isinstance(op, g.MulOp) and gemm_in
+                    and any(o.has_trait(Activation) for o in p_ops) and any(isinstance(o, GEMMS) for o in c_ops)
+                    and any(v.owner in p_ops for v in op.operands)):
                 return "gated-mlp"  # the gate of a SwiGLU/GeGLU MLP joining its up- and down-projection
-            if op.name == "graph.batch_norm" and "conv" in self.patterns:
+            if isinstance(op, g.BatchNormOp) and "conv" in self.patterns:
                 src = op.operands[0].owner
-                if src in p_ops and src.name in CONV_OPS:
+                if src in p_ops and isinstance(src, g.ConvOp):
                     return "conv-bn-act"
         return ""
 
@@ -159,6 +161,6 @@ def _fed_by(op: Operation, own: set[Operation], producers: set[Operation]) -> bo
         owner = v.owner
         if owner in producers:
             return True
-        if owner not in own or getattr(owner, "name", "") not in LAYOUT_OPS:
+        if owner not in own or not owner.has_trait(Layout):
             return False
         v = owner.operands[0]

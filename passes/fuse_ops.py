@@ -32,6 +32,8 @@ from xdsl.ir import Block, Operation
 from xdsl.passes import ModulePass
 
 from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.traits import Activation, Anchor, Layout, Reduction
 from solder.compiler.errors import PipelineError
 from solder.compiler.targets import Target, get_target
 from solder.passes.fusion_build import (
@@ -41,11 +43,6 @@ from solder.passes.fusion_build import (
     materialize,
 )
 from solder.passes.fusion_plan import (
-    ACTIVATION_OPS,
-    ANCHOR_OPS,
-    CONV_OPS,
-    LAYOUT_OPS,
-    REDUCTION_OPS,
     BodyGraph,
     CostOracle,
     Group,
@@ -122,13 +119,13 @@ def _plan_and_build(block: Block, target: Target, opts: FuseOpsPass, first_id: i
         nodes = gr.nodes | set(gr.dups)
         attrs.append(kernel_attrs(first_id + i, reason, est(gr.nodes), est.parts(nodes)))
     kernels = materialize(graph, plan, attrs)
-    refresh_estimates(kernels, plan, target)
+    refresh_estimates(kernels, plan, target, opts.cost_model or None)
     _log.info("fuse-ops: %d ops -> %d kernels (%d merges, %d cost-model calls)", len(graph.ops), len(kernels),
               planner.merges, est.calls)
     return first_id + len(plan)
 
 
-def refresh_estimates(kernels: list[Operation], plan: list[Group], target: Target) -> None:
+def refresh_estimates(kernels: list[Operation], plan: list[Group], target: Target, model=None) -> None:
     """Kernels holding recomputed copies get their fused estimate from the built region."""
     if not any(gr.dups for gr in plan):
         return
@@ -136,7 +133,7 @@ def refresh_estimates(kernels: list[Operation], plan: list[Group], target: Targe
 
     for k, gr in zip(sorted(kernels, key=lambda k: k.attributes["kernel_id"].value.data), plan):
         if gr.dups:
-            k.attributes["est_seconds"] = FloatAttr(costmodel.estimate(k, target), f64)
+            k.attributes["est_seconds"] = FloatAttr(costmodel.estimate(k, target, model), f64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,14 +146,14 @@ def op_rule(ops: list[Operation], target: Target, max_anchors: int = 1, prologue
 
     `prologues` lets computed ops feed an anchor (block kernels: GEMM -> activation -> GEMM).
     """
-    anchors = [o for o in ops if o.name in ANCHOR_OPS or o.name in CONV_OPS]
+    anchors = [o for o in ops if _is_anchor(o)]
     if len(anchors) > max_anchors:
         return Verdict(False, f"{len(anchors)} matmul/attention/conv anchors (at most {max_anchors}; fuse-blocks joins them)")
     members = set(ops)
     for a in anchors:
         if not prologues and _computed_prologue(a, members):
             return Verdict(False, f"computed ops before {short(a)} (only layout prologues fuse into an anchor)")
-    reductions = [o for o in ops if o.name in REDUCTION_OPS]
+    reductions = [o for o in ops if o.has_trait(Reduction)]
     if not reductions:
         return Verdict(True)
     sigs = {reduction_sig(o) for o in reductions}
@@ -171,12 +168,17 @@ def op_rule(ops: list[Operation], target: Target, max_anchors: int = 1, prologue
     return Verdict(True)
 
 
+def _is_anchor(op: Operation) -> bool:
+    """An op a kernel is built around: a contraction that takes epilogues, or a convolution."""
+    return op.has_trait(Anchor) or isinstance(op, g.ConvOp)
+
+
 def _computed_prologue(anchor: Operation, members: set[Operation]) -> bool:
     """Whether a non-layout member of the group feeds `anchor` (directly or through layout ops)."""
     stack = [v.owner for v in anchor.operands if v.owner in members]
     while stack:
         op = stack.pop()
-        if op.name not in LAYOUT_OPS:
+        if not op.has_trait(Layout):
             return True
         stack.extend(v.owner for v in op.operands if v.owner in members)
     return False
@@ -196,8 +198,8 @@ def describe(graph: BodyGraph, gr: Group) -> str:
         return gr.tag
     if len(ops) == 1:
         return f"single: {short(ops[0])}"
-    core = [o for o in ops if o.name not in LAYOUT_OPS]
-    anchors = [o for o in core if o.name in ANCHOR_OPS or o.name in CONV_OPS]
+    core = [o for o in ops if not o.has_trait(Layout)]
+    anchors = [o for o in core if _is_anchor(o)]
     if anchors:
         tail = [o for o in core if o not in anchors]
         rest = [_named_pattern(tail)] if _named_pattern(tail) else _unique(short(o) for o in tail)[:4]
@@ -212,23 +214,23 @@ def describe(graph: BodyGraph, gr: Group) -> str:
 
 
 def _named_pattern(core: list[Operation]) -> str:
-    names = {o.name for o in core}
-    kinds = [o.kind.data for o in core if o.name == "graph.reduce"]
-    if "graph.rms_norm" in names or ("graph.rsqrt" in names and kinds.count("mean") == 1):
+    kinds = {type(o) for o in core}
+    reduces = [o.kind.data for o in core if isinstance(o, g.ReduceOp)]
+    if g.RmsNormOp in kinds or (g.RsqrtOp in kinds and reduces.count("mean") == 1):
         return "rms-norm"
-    if "graph.layer_norm" in names or ("graph.rsqrt" in names and kinds.count("mean") >= 2):
-        return "add-layer-norm" if _add_feeds(core, "graph.layer_norm") else "layer-norm"
-    if "graph.softmax" in names or ("graph.exp" in names and "max" in kinds and "sum" in kinds):
-        extra = ["scale"] * bool(names & {"graph.div", "graph.mul"}) + ["mask"] * bool(names & {"graph.where", "graph.add"})
+    if g.LayerNormOp in kinds or (g.RsqrtOp in kinds and reduces.count("mean") >= 2):
+        return "add-layer-norm" if _add_feeds(core, g.LayerNormOp) else "layer-norm"
+    if g.SoftmaxOp in kinds or (g.ExpOp in kinds and "max" in reduces and "sum" in reduces):
+        extra = ["scale"] * bool(kinds & {g.DivOp, g.MulOp}) + ["mask"] * bool(kinds & {g.WhereOp, g.AddOp})
         return "+".join(["softmax", *extra])
-    acts = names & ACTIVATION_OPS
-    if acts and "graph.add" in names and not names & REDUCTION_OPS:
-        return "bias-" + short(next(o for o in core if o.name in acts))
+    acts = [o for o in core if o.has_trait(Activation)]
+    if acts and g.AddOp in kinds and not any(o.has_trait(Reduction) for o in core):
+        return "bias-" + short(acts[0])
     return ""
 
 
-def _add_feeds(core: list[Operation], name: str) -> bool:
-    return any(o.name == name and getattr(o.operands[0].owner, "name", "") == "graph.add" for o in core)
+def _add_feeds(core: list[Operation], cls: type[Operation]) -> bool:
+    return any(isinstance(o, cls) and isinstance(o.operands[0].owner, g.AddOp) for o in core)
 
 
 def _unique(items) -> list[str]:

@@ -14,7 +14,7 @@ from xdsl.ir import Block, Operation, Region
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.errors import SolderError
-from solder.passes.fusion_plan import SOURCE_OPS, BodyGraph, Group
+from solder.passes.fusion_plan import BodyGraph, Group, is_source
 
 
 def kernel_attrs(kernel_id: int, reason: str, est: float, parts: float) -> dict:
@@ -72,7 +72,7 @@ def materialize(graph: BodyGraph, groups: list[Group], attrs: list[dict]) -> lis
             unit_of[n] = len(units)
             units.append((n, None))
     order = _unit_order(graph, units, unit_of, dropped)
-    sources = [op for op in block.ops if op.name in SOURCE_OPS]
+    sources = [op for op in block.ops if is_source(op)]
     for op in list(block.ops):
         if op is not term:
             op.detach()
@@ -144,7 +144,7 @@ def _build_kernel(graph: BodyGraph, gr: Group, attrs: dict, dropped_ops: set) ->
             owner = v.owner
             if v in mapping or owner in members or graph.index.get(owner) in dups:
                 continue
-            if isinstance(owner, Operation) and owner.name in SOURCE_OPS:
+            if is_source(owner):
                 c = owner.clone()
                 consts.append(c)
                 mapping[v] = c.results[0]

@@ -28,47 +28,41 @@ from xdsl.ir import Block, Operation
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.dialects.traits import Anchor, Elementwise, Layout, Reduction, Source
 from solder.compiler.errors import SolderError
 
 # ---------------------------------------------------------------------------------------------
 # What each op is to the planner
 # ---------------------------------------------------------------------------------------------
 
-SOURCE_OPS = frozenset({"graph.constant", "graph.arange"})
-"""No operands and trivially cheap: cloned into every kernel that reads them, never planned."""
-LAYOUT_OPS = frozenset({"graph.reshape", "graph.permute", "graph.expand", "graph.slice", "graph.concat"})
-REDUCTION_OPS = frozenset({"graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm",
-                           "graph.rms_norm", "graph.arg_reduce", "graph.cumsum"})
-ANCHOR_OPS = frozenset({"graph.matmul", "graph.linear", "graph.attention"})
-CONV_OPS = frozenset({"graph.conv"})
-ELEMENTWISE_OPS = frozenset(
-    {op.name for op in g.UNARY_OPS.values()} | {op.name for op in g.BINARY_OPS.values()}
-    | {"graph.gelu", "graph.cast", "graph.isnan", "graph.logical_not", "graph.where", "graph.triangular",
-       "graph.batch_norm"})
-ACTIVATION_OPS = frozenset({"graph.gelu", "graph.relu", "graph.silu", "graph.sigmoid", "graph.tanh"})
-
 
 def op_kind(op: Operation) -> str:
-    """source | layout | elementwise | reduction | anchor | conv | opaque (extern, gather, pool, ...)."""
-    name = op.name
-    if name in ELEMENTWISE_OPS:
+    """source | layout | elementwise | reduction | anchor | conv | opaque (extern, gather, pool, ...),
+    read off the op's traits (compiler/dialects/traits.py)."""
+    if op.has_trait(Elementwise):
         return "elementwise"
-    if name in LAYOUT_OPS:
+    if op.has_trait(Layout):
         return "layout"
-    if name in REDUCTION_OPS:
+    if op.has_trait(Reduction):
         return "reduction"
-    if name in ANCHOR_OPS:
+    if op.has_trait(Anchor):
         return "anchor"
-    if name in SOURCE_OPS:
+    if op.has_trait(Source):
         return "source"
-    if name in CONV_OPS:
+    if isinstance(op, g.ConvOp):
         return "conv"
     return "opaque"
 
 
+def is_source(op: object) -> bool:
+    """Whether `op` is a source op (no operands, trivially cheap): cloned into every kernel that reads
+    it, never planned. False for block arguments and anything that is not an op."""
+    return isinstance(op, Operation) and op.has_trait(Source)
+
+
 def short(op: Operation) -> str:
     """`graph.layer_norm` -> `layer-norm`: the op's name as kernel reasons print it."""
-    return op.name.removeprefix("graph.").replace("_", "-")
+    return op.name.split(".", 1)[-1].replace("_", "-")
 
 
 def itemsize(op: Operation) -> int:
@@ -86,9 +80,9 @@ def reduction_sig(op: Operation) -> tuple[int, int, int]:
     Reductions share one kernel only when their rows agree; non-contiguous dims get a unique signature.
     """
     shape = hint_shape(op.operands[0].type)  # `?` dims at the example sizes
-    if op.name == "graph.reduce":
+    if isinstance(op, g.ReduceOp):
         dims = sorted(op.dims.get_values())
-    elif op.name in ("graph.layer_norm", "graph.rms_norm"):
+    elif isinstance(op, (g.LayerNormOp, g.RmsNormOp)):
         n = op.normalized_ndim.value.data
         dims = list(range(len(shape) - n, len(shape)))
     else:
@@ -113,7 +107,7 @@ class BodyGraph:
     def __init__(self, block: Block):
         term = block.last_op
         self.block = block
-        self.ops: list[Operation] = [op for op in block.ops if op is not term and op.name not in SOURCE_OPS]
+        self.ops: list[Operation] = [op for op in block.ops if op is not term and not is_source(op)]
         self.index: dict[Operation, int] = {op: i for i, op in enumerate(self.ops)}
         self.kinds: list[str] = [op_kind(op) for op in self.ops]
         self.g = nx.DiGraph()
@@ -124,7 +118,7 @@ class BodyGraph:
                 j = self.index.get(v.owner)  # type: ignore[arg-type]
                 if j is not None:
                     self.g.add_edge(j, i)
-                if v.owner.name not in SOURCE_OPS if isinstance(v.owner, Operation) else True:
+                if not is_source(v.owner):
                     r = self.readers.setdefault(v, [])
                     if not r or r[-1] != i:
                         r.append(i)
@@ -324,7 +318,7 @@ class Planner:
 
     def describe_nodes(self, nodes) -> str:
         ops = [self.graph.ops[i] for i in sorted(nodes)]
-        names = [short(o) for o in ops if o.name not in LAYOUT_OPS] or [short(ops[0])]
+        names = [short(o) for o in ops if not o.has_trait(Layout)] or [short(ops[0])]
         return "+".join(names[:3]) + ("+..." if len(names) > 3 else "")
 
     # ---- layout ops --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
 from solder.compiler.dialects.base import _check, _shape, _ttype
+from solder.compiler.dialects.traits import Activation, Elementwise, Source, Transcendental
 from solder.compiler.dialects.types import broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +40,7 @@ class UnaryOp(IRDLOperation):
 
     input = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Elementwise())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
@@ -59,7 +60,7 @@ class BinaryOp(IRDLOperation):
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Elementwise())
     assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
     IS_COMPARISON: ClassVar[bool] = False
 
@@ -85,23 +86,30 @@ class CompareOp(BinaryOp):
     IS_COMPARISON: ClassVar[bool] = True
 
 
-def _define(base: type, name: str, doc: str, **extra) -> type[IRDLOperation]:
+def _define(base: type, name: str, doc: str, *more_traits, **extra) -> type[IRDLOperation]:
+    """An op class `<Name>Op` named `graph.<name>` on `base`, with `more_traits` added to the base's traits."""
     cls_name = "".join(p.capitalize() for p in name.split("_")) + "Op"
+    if more_traits:
+        extra["traits"] = traits_def(*base.traits.traits, *more_traits)
     return irdl_op_definition(type(cls_name, (base,), {"name": f"graph.{name}", "__doc__": doc, **extra}))
 
 
+_T, _A = Transcendental(), Activation()
+
+
 UNARY_OPS: dict[str, type[IRDLOperation]] = {
-    n: _define(UnaryOp, n, d)
-    for n, d in [
-        ("neg", "-x"), ("abs", "|x|"), ("exp", "e^x"), ("log", "natural log"), ("sqrt", "square root"),
-        ("rsqrt", "1/sqrt(x)"), ("tanh", "hyperbolic tangent"), ("sigmoid", "1/(1+e^-x)"),
-        ("relu", "max(x, 0)"), ("silu", "x*sigmoid(x)"), ("erf", "error function"), ("sin", "sine"),
-        ("cos", "cosine"), ("reciprocal", "1/x"), ("floor", "round down"), ("ceil", "round up"),
-        ("log1p", "log(1 + x), accurate near 0"), ("expm1", "e^x - 1, accurate near 0"), ("sign", "-1, 0 or 1"),
+    n: _define(UnaryOp, n, d, *t)
+    for n, d, *t in [
+        ("neg", "-x"), ("abs", "|x|"), ("exp", "e^x", _T), ("log", "natural log", _T), ("sqrt", "square root", _T),
+        ("rsqrt", "1/sqrt(x)", _T), ("tanh", "hyperbolic tangent", _T, _A), ("sigmoid", "1/(1+e^-x)", _T, _A),
+        ("relu", "max(x, 0)", _A), ("silu", "x*sigmoid(x)", _T, _A), ("erf", "error function", _T), ("sin", "sine", _T),
+        ("cos", "cosine", _T), ("reciprocal", "1/x"), ("floor", "round down"), ("ceil", "round up"),
+        ("log1p", "log(1 + x), accurate near 0", _T), ("expm1", "e^x - 1, accurate near 0", _T), ("sign", "-1, 0 or 1"),
         ("round", "round half to even"), ("trunc", "round toward zero"),
     ]
 }
-NegOp, ExpOp, RsqrtOp, TanhOp = UNARY_OPS["neg"], UNARY_OPS["exp"], UNARY_OPS["rsqrt"], UNARY_OPS["tanh"]
+(NegOp, AbsOp, ExpOp, LogOp, SqrtOp, RsqrtOp, TanhOp, SigmoidOp, ReluOp, SiluOp, ErfOp, SinOp, CosOp, ReciprocalOp,
+ FloorOp, CeilOp, Log1pOp, Expm1Op, SignOp, RoundOp, TruncOp) = UNARY_OPS.values()
 
 
 @irdl_op_definition
@@ -110,6 +118,7 @@ class GeluOp(UnaryOp):
 
     name = "graph.gelu"
     approximate = prop_def(StringAttr)
+    traits = traits_def(Pure(), Elementwise(), Transcendental(), Activation())
 
     def verify_(self) -> None:
         super().verify_()
@@ -138,10 +147,10 @@ class LogicalNotOp(UnaryOp):
 
 
 BINARY_OPS: dict[str, type[IRDLOperation]] = {
-    n: _define(BinaryOp, n, d)
-    for n, d in [
+    n: _define(BinaryOp, n, d, *t)
+    for n, d, *t in [
         ("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"), ("div", "a / b (true division)"),
-        ("pow", "a ** b"), ("maximum", "max(a, b)"), ("minimum", "min(a, b)"),
+        ("pow", "a ** b", _T), ("maximum", "max(a, b)"), ("minimum", "min(a, b)"),
         ("logical_and", "a and b"), ("logical_or", "a or b"), ("remainder", "Python-style a % b"),
         ("floor_divide", "floor(a / b)"),
     ]
@@ -151,7 +160,8 @@ BINARY_OPS.update({
     for n, d in [("eq", "a == b"), ("ne", "a != b"), ("lt", "a < b"), ("le", "a <= b"), ("gt", "a > b"),
                  ("ge", "a >= b")]
 })
-AddOp, SubOp, MulOp, DivOp = (BINARY_OPS[n] for n in ("add", "sub", "mul", "div"))
+(AddOp, SubOp, MulOp, DivOp, PowOp, MaximumOp, MinimumOp, LogicalAndOp, LogicalOrOp, RemainderOp, FloorDivideOp,
+ EqOp, NeOp, LtOp, LeOp, GtOp, GeOp) = BINARY_OPS.values()
 
 
 @irdl_op_definition
@@ -163,7 +173,7 @@ class WhereOp(IRDLOperation):
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Elementwise())
     assembly_format = "$cond `,` $lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
 
     def __init__(self, cond: SSAValue, a: SSAValue, b: SSAValue, result_type: Attribute):
@@ -185,7 +195,7 @@ class ConstantOp(IRDLOperation):
     name = "graph.constant"
     value = prop_def(Attribute)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Source())
     assembly_format = "$value attr-dict `:` type($result)"
 
     def __init__(self, value: Attribute, result_type: Attribute):
@@ -216,7 +226,7 @@ class ArangeOp(IRDLOperation):
     start = prop_def(Attribute)
     step = prop_def(Attribute)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Source())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "attr-dict `:` type($result)"
 
@@ -233,6 +243,6 @@ class TriangularOp(IRDLOperation):
     diagonal = prop_def(IntegerAttr)
     upper = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Elementwise())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"

@@ -23,6 +23,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 
 from solder.compiler.dialects.base import _check, _shape, _ttype
+from solder.compiler.dialects.traits import Layout, ViewLike
 from solder.compiler.dialects.types import DYNAMIC, broadcast_shapes
 
 # ---------------------------------------------------------------------------------------------
@@ -37,7 +38,7 @@ class ReshapeOp(IRDLOperation):
     name = "graph.reshape"
     input = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ViewLike())
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
     def __init__(self, x: SSAValue, result_type: Attribute):
@@ -58,7 +59,7 @@ class PermuteOp(IRDLOperation):
     input = operand_def(TensorType)
     perm = prop_def(DenseArrayBase)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ViewLike())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
@@ -76,7 +77,7 @@ class ExpandOp(IRDLOperation):
     name = "graph.expand"
     input = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ViewLike())
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
     def verify_(self) -> None:
@@ -101,7 +102,7 @@ class SliceOp(IRDLOperation):
     step = prop_def(IntegerAttr)
     end_expr = opt_prop_def(StringAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), ViewLike())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
@@ -126,7 +127,7 @@ class ConcatOp(IRDLOperation):
     inputs = var_operand_def(TensorType)
     dim = prop_def(IntegerAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Layout())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$inputs attr-dict `:` functional-type(operands, results)"
 

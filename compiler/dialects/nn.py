@@ -26,6 +26,7 @@ from xdsl.irdl import (
 from xdsl.traits import Pure
 
 from solder.compiler.dialects.base import _check, _shape
+from solder.compiler.dialects.traits import Anchor, Attention, Elementwise, Reduction, RowReduction, RowWise
 from solder.compiler.dialects.elementwise import _define
 from solder.compiler.dialects.types import broadcast_shapes
 
@@ -46,7 +47,7 @@ class ReduceOp(IRDLOperation):
     dims = prop_def(DenseArrayBase)
     keepdim = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), RowReduction())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$kind $input attr-dict `:` type($input) `->` type($result)"
 
@@ -69,7 +70,7 @@ class ArgReduceOp(IRDLOperation):
     dim = prop_def(IntegerAttr)
     keepdim = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Reduction())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$kind $input attr-dict `:` type($input) `->` type($result)"
 
@@ -78,7 +79,7 @@ class _AlongDim(IRDLOperation):
     input = operand_def(TensorType)
     dim = prop_def(IntegerAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), RowWise())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
 
@@ -104,7 +105,7 @@ class LayerNormOp(IRDLOperation):
     normalized_ndim = prop_def(IntegerAttr)
     eps = prop_def(FloatAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), RowWise())
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     assembly_format = (
         "$input (`weight` $weight^ `:` type($weight))? (`bias` $bias^ `:` type($bias))? attr-dict `:` type($input) `->` type($result)"
@@ -128,7 +129,7 @@ class RmsNormOp(IRDLOperation):
     normalized_ndim = prop_def(IntegerAttr)
     eps = prop_def(FloatAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), RowWise())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$input (`weight` $weight^ `:` type($weight))? attr-dict `:` type($input) `->` type($result)"
 
@@ -145,7 +146,7 @@ class BatchNormOp(IRDLOperation):
     bias = opt_operand_def(TensorType)
     eps = prop_def(FloatAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Elementwise())
     irdl_options = (AttrSizedOperandSegments(as_property=True), ParsePropInAttrDict())
     assembly_format = (
         "$input `,` $mean `,` $var (`weight` $weight^ `:` type($weight))? (`bias` $bias^ `:` type($bias))? attr-dict `:` "
@@ -166,7 +167,7 @@ class MatmulOp(IRDLOperation):
     lhs = operand_def(TensorType)
     rhs = operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Anchor())
     assembly_format = "$lhs `,` $rhs attr-dict `:` functional-type(operands, results)"
 
     def __init__(self, a: SSAValue, b: SSAValue, result_type: Attribute):
@@ -189,7 +190,7 @@ class LinearOp(IRDLOperation):
     weight = operand_def(TensorType)
     bias = opt_operand_def(TensorType)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Anchor())
     assembly_format = "$input `,` $weight (`bias` $bias^ `:` type($bias))? attr-dict `:` type($input) `,` type($weight) `->` type($result)"
 
     def verify_(self) -> None:
@@ -254,7 +255,7 @@ class AttentionOp(IRDLOperation):
     scale = prop_def(FloatAttr)
     causal = opt_prop_def(UnitAttr)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Anchor(), Attention())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = (
         "$query `,` $key `,` $value (`mask` $mask^ `:` type($mask))? attr-dict `:` type($query) `,` type($key) `,` "
@@ -296,7 +297,7 @@ class BlockSparseAttentionOp(IRDLOperation):
     density = prop_def(FloatAttr)
     layout = opt_prop_def(DenseArrayBase)
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), Anchor(), Attention())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$query `,` $key `,` $value attr-dict `:` type($query) `,` type($key) `,` type($value) `->` type($result)"
 
