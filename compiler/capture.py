@@ -5,15 +5,26 @@ scaled_dot_product_attention, ...), which is what the passes want to see. A full
 `run_decompositions()` is a second trace that costs more than the export itself
 (shared/notes/compile-time.md), so it runs only when the graph holds an op that the importer has no
 entry for and PyTorch has a decomposition for; then only those ops are decomposed.
+
+`export()` is not functionalized: in-place ops (`x.mul_(3)`, `x[0] = 5`, `self.cache[:, pos] = k`) stay in
+its graph as they are, and a compiled program that reorders, merges or drops them gives wrong answers.
+When the graph holds one, capture runs `run_decompositions` (with no more decompositions than above),
+which functionalizes it: every op becomes pure, and the graph signature's BUFFER_MUTATION and
+USER_INPUT_MUTATION outputs carry the values export writes back into buffers and inputs, which the
+importer turns into `graph.writes` results. Functionalizing keeps `KEEP_WHOLE` ops whole except
+`batch_norm`, which becomes `_native_batch_norm_legit_no_training` (the importer takes both).
 """
 
 from __future__ import annotations
 
+import copy
 import gc
+import logging
 import threading
 import time
+import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.utils._pytree as pytree
@@ -78,6 +89,9 @@ class Captured:
     flat: bool = False
     prefix: str = ""
     refused: tuple[tuple[int, int], ...] = ()
+    same_as_input: dict[int, int] = field(default_factory=dict)
+    """For a model that mutates inputs or buffers: user output index -> input spec index, for each output
+    that eager returns as that (mutated) input or buffer itself (`x.mul_(3); return x`)."""
 
 
 class _FlatInputs(torch.nn.Module):
@@ -157,7 +171,8 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
     t0 = time.perf_counter()
     flat, refused = dynamic is not None, ()
     args, kwargs = _unaliased(args, kwargs)
-    with _EXPORT_LOCK:
+    with _EXPORT_LOCK, _torch_internals_quiet():
+        model = private_view(model)
         if flat:
             leaves, spec = pytree.tree_flatten((args, kwargs))
             shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in dynamic if i == k} or None
@@ -167,11 +182,13 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
         else:
             ep = _export(model, args, kwargs)
         todo = _decomposable_unknowns(ep, known_ops)
+        same = _returned_inputs(ep) if _mutating_ops(ep) else None
         if todo:
             _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
-            ep = ep.run_decompositions(todo)
+        if todo or same is not None:
+            ep = _functionalize(ep, todo)
     return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)), flat, "m." if flat else "",
-                    refused)
+                    refused, same or {})
 
 
 def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -187,3 +204,100 @@ def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) ->
         if size is not None and (not isinstance(size, torch.SymInt) or size.node.maybe_as_int() is not None):
             out.append((i, d))
     return tuple(out)
+
+
+def _mutating_ops(ep: torch.export.ExportedProgram) -> list[str]:
+    """The ops of `ep`'s graph that write into an argument (`Tensor(a!)` in their schema: add_, copy_, ...)."""
+    return sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function"
+                   and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable})
+
+
+def _functionalize(ep: torch.export.ExportedProgram, todo: dict) -> torch.export.ExportedProgram:
+    """`ep` retraced functional (and with `todo` decomposed); CaptureError if an in-place op survives."""
+    mutating = _mutating_ops(ep)
+    if mutating:
+        _log.info("functionalizing in-place ops %s", ", ".join(mutating))
+    ep = ep.run_decompositions(todo)
+    left = _mutating_ops(ep)
+    if left:
+        raise CaptureError(f"capture: in-place ops {', '.join(left)} are still in the graph after "
+                           "functionalization; solder cannot keep their writes in order. Write the update "
+                           "out of place (y = x.add(1) instead of x.add_(1)) or keep it outside the model.")
+    return ep
+
+
+def _returned_inputs(ep: torch.export.ExportedProgram) -> dict[int, int]:
+    """User output index -> input spec index, for each output that is an input or buffer itself, possibly
+    through in-place ops that return their first argument (`return x.mul_(3)`). Read on the graph before
+    functionalization, which no longer tells `return x` after `x.mul_(3)` from a fresh tensor equal to it."""
+    from torch.export.graph_signature import OutputKind
+
+    placeholders = {n: i for i, n in enumerate(n for n in ep.graph.nodes if n.op == "placeholder")}
+    out_node = next(n for n in ep.graph.nodes if n.op == "output")
+    user = [x for x, s in zip(out_node.args[0], ep.graph_signature.output_specs) if s.kind == OutputKind.USER_OUTPUT]
+    same = {}
+    for k, x in enumerate(user):
+        while isinstance(x, torch.fx.Node) and x not in placeholders and _returns_first_argument(x):
+            x = x.args[0]
+        if isinstance(x, torch.fx.Node) and x in placeholders:
+            same[k] = placeholders[x]
+    return same
+
+
+def _returns_first_argument(node: torch.fx.Node) -> bool:
+    """An in-place op (`add_`, `copy_`, `index_put_`): its one result is its first argument, written."""
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload) or not node.args:
+        return False
+    schema = node.target._schema
+    if len(schema.returns) != 1 or not schema.arguments:
+        return False
+    ret, first = schema.returns[0].alias_info, schema.arguments[0].alias_info
+    return ret is not None and first is not None and ret.is_write and first.is_write \
+        and set(ret.before_set) == set(first.before_set)
+
+
+def private_view(model: torch.nn.Module) -> torch.nn.Module:
+    """A structural copy of `model` for export to trace: every submodule copied, with its own `_parameters`,
+    `_buffers`, `_modules`, hook and other container attributes, holding `model`'s own tensor objects.
+
+    Non-strict export swaps a module's parameters and buffers for fake tensors while it traces; on the copy,
+    another thread calling `model` meanwhile still reads its real tensors. A module that cannot be copied is
+    traced itself, with a warning that other threads must not call it until the compile ends.
+    """
+    try:
+        return _view(model, {})
+    except Exception as e:  # noqa: BLE001 - any copy failure leaves the plain (unshared) capture
+        warnings.warn(f"solder: cannot copy {type(model).__name__} for capture ({type(e).__name__}: {e}); export "
+                      "traces the module itself, so do not call it from other threads until this compile ends",
+                      UserWarning, stacklevel=4)
+        return model
+
+
+def _view(m: torch.nn.Module, done: dict) -> torch.nn.Module:
+    if id(m) in done:  # a submodule shared by two parents stays shared
+        return done[id(m)]
+    c = done[id(m)] = copy.copy(m)
+    for k, v in m.__dict__.items():
+        if k == "_modules":
+            c.__dict__[k] = type(v)((n, None if s is None else _view(s, done)) for n, s in v.items())
+        elif isinstance(v, (dict, list, set)):  # parameters, buffers, hooks, lists of tensors: the copy's own
+            c.__dict__[k] = copy.copy(v)
+    return c
+
+
+@contextmanager
+def _torch_internals_quiet():
+    """What torch reports about its own internals during capture, not shown: the FutureWarning that
+    `run_decompositions` raises by deep-copying its own tree specs, and fake-tensor error logs of this thread
+    (a shape error's traceback, which the CaptureError or CallError then says in one line)."""
+    me = threading.get_ident()
+    drop = lambda record: record.thread != me  # noqa: E731 - a logging filter
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+            yield
+    finally:
+        logger.removeFilter(drop)
+

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
+from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
 from xdsl.ir import Block, Operation, SSAValue
 
 from solder.compiler.dialects import graph as g
@@ -193,6 +193,7 @@ def extern(ctx: ImportContext, node: torch.fx.Node) -> SSAValue | list[SSAValue]
     """Lower `node` to a `graph.extern` that calls its ATen overload eagerly."""
     operands: list[torch.fx.Node] = []
     spec = json.dumps([_encode(list(node.args), operands), _encode(dict(node.kwargs), operands)["$dict"]])
+    writes = _written_operands(node)
     val = node.meta["val"]
     vals = list(val) if isinstance(val, (tuple, list)) else [val]
     if not all(isinstance(v, torch.Tensor) for v in vals):
@@ -200,10 +201,35 @@ def extern(ctx: ImportContext, node: torch.fx.Node) -> SSAValue | list[SSAValue]
     op = g.ExternOp(
         operands=[[ctx.value(o) for o in operands]],
         result_types=[[type_of_meta(v) for v in vals]],
-        properties={"callee": StringAttr(op_name(node.target)), "args": StringAttr(spec)},
+        properties={"callee": StringAttr(op_name(node.target)), "args": StringAttr(spec),
+                    **({"writes": DenseArrayBase.from_list(i64, writes)} if writes else {})},
     )
     ctx.block.add_op(op)
     return list(op.results) if isinstance(val, (tuple, list)) else op.results[0]
+
+
+def _written_operands(node: torch.fx.Node) -> list[int]:
+    """The operand indices (in `_encode` order: args, then kwargs) that `node`'s op writes in place: the
+    tensors passed to its schema's `Tensor(a!)` arguments."""
+    schema = node.target._schema.arguments
+    by_name = {a.name: a for a in schema}
+    given = [(schema[i] if i < len(schema) else None, x) for i, x in enumerate(node.args)]
+    given += [(by_name.get(k), x) for k, x in node.kwargs.items()]
+    out: list[int] = []
+    count = 0
+    for arg, x in given:
+        n = len(_encode_operands(x))
+        if arg is not None and arg.alias_info is not None and arg.alias_info.is_write:
+            out.extend(range(count, count + n))
+        count += n
+    return out
+
+
+def _encode_operands(x) -> list[torch.fx.Node]:
+    """The operands `_encode(x, ...)` adds, in order."""
+    operands: list[torch.fx.Node] = []
+    _encode(x, operands)
+    return operands
 
 
 def op_name(target) -> str:

@@ -18,7 +18,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
 from xdsl.ir import Block, Region, SSAValue
 
-from solder.compiler import log
+from solder.compiler import log, write_back
 from solder.compiler.aten_table import TABLE
 from solder.compiler.dialects import symbolic
 from solder.compiler.errors import ImportError_
@@ -48,20 +48,21 @@ def _input_name(spec) -> tuple[str, str]:
     return (spec.target if kind != "input" else spec.arg.name), kind
 
 
-def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, strip_prefix: str = "") -> Imported:
+def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, strip_prefix: str = "",
+                   same_as_input: dict[int, int] | None = None) -> Imported:
     """Turn `ep` into the `graph` dialect; ops without a table entry become `graph.extern`.
 
     Symbolic input sizes (export with `dynamic_shapes`) become `?` dims; their symbols, renamed `s0`,
     `s1`, ... in argument order, get their bounds from `ep.range_constraints`. `strip_prefix` is taken
     off state names (capture wraps a model as the submodule `m.` to export it with flat inputs).
+
+    A functionalized program's BUFFER_MUTATION / USER_INPUT_MUTATION outputs become leading results
+    marked `graph.writes = <argument index>` (compiler/write_back.py). `same_as_input` (user output index
+    -> input spec index, `Captured.same_as_input`) names the outputs that eager returns as a mutated
+    input or buffer itself: they map to that write-back result, so the caller gets the tensor itself.
     """
     table = TABLE if table is None else table
     sig = ep.graph_signature
-    if sig.buffers_to_mutate or getattr(sig, "user_inputs_to_mutate", None):
-        mutated = sorted(set(sig.buffers_to_mutate.values()) | set(getattr(sig, "user_inputs_to_mutate", {}).values()))
-        raise ImportError_(
-            f"the model mutates {', '.join(mutated)} in place during forward; solder compiles inference graphs "
-            "without side effects. Put the model in eval() mode or remove the in-place update.")
     placeholders, args, positions, user_index = [], [], [], 0
     for node, spec in zip([n for n in ep.graph.nodes if n.op == "placeholder"], sig.input_specs):
         info = ArgInfo(*_input_name(spec))
@@ -80,27 +81,59 @@ def import_program(ep: torch.export.ExportedProgram, table: dict | None = None, 
     externs: list[str] = []
     results: list[SSAValue] = []
     outputs: list[OutputInfo] = []
+    res_attrs: list[DictionaryAttr] = []
     for node in ep.graph.nodes:
         ctx.node = node
         if node.op == "call_function":
             _import_call(ctx, node, table, externs)
         elif node.op == "output":
-            for spec, out in zip(sig.output_specs, node.args[0]):
-                if spec.kind != OutputKind.USER_OUTPUT:
-                    raise ImportError_(f"output {spec.arg} of kind {spec.kind} is not supported for inference")
-                if isinstance(out, torch.fx.Node):
-                    outputs.append(OutputInfo(len(results)))
-                    results.append(ctx.value(out))
-                else:
-                    outputs.append(OutputInfo(None, out))
+            arg_of = {n.name: i for i, n in enumerate(placeholders)}
+            _import_outputs(ctx, ep, node, arg_of, same_as_input or {}, (results, outputs, res_attrs))
         elif node.op != "placeholder":
             raise ImportError_(f"FX node kind {node.op} ({node.name}) is not supported")
     block.add_op(func.ReturnOp(*results))
     arg_attrs = [DictionaryAttr({"graph.name": StringAttr(a.name)}) for a in args]
-    fn = func.FuncOp("forward", (arg_types, [r.type for r in results]), Region(block), arg_attrs=ArrayAttr(arg_attrs))
+    fn = func.FuncOp("forward", (arg_types, [r.type for r in results]), Region(block), arg_attrs=ArrayAttr(arg_attrs),
+                     res_attrs=ArrayAttr(res_attrs) if any(d.data for d in res_attrs) else None)
     module = ModuleOp([fn])
     _record_symbols(module, fn, ep, placeholders, ctx.assumes)
     return Imported(module, args, outputs, externs, positions)
+
+
+def _import_outputs(ctx: ImportContext, ep, node: torch.fx.Node, arg_of: dict[str, int],
+                    same_as_input: dict[int, int], into: tuple[list, list, list]) -> None:
+    """The function's results from export's outputs: a write-back result per mutated buffer or input (in
+    export's order), then the user outputs, each a result of its own unless eager returns the mutated
+    input itself."""
+    results, outputs, res_attrs = into
+    sig = ep.graph_signature
+    placeholder_of = {s.target: s.arg.name for s in sig.input_specs if s.kind == InputKind.BUFFER}
+    placeholder_of.update({s.arg.name: s.arg.name for s in sig.input_specs if s.kind == InputKind.USER_INPUT})
+    spec_arg = [arg_of.get(s.arg.name) for s in sig.input_specs]
+    written: dict[int, int] = {}  # argument index -> its write-back result
+    user = 0
+    for spec, out in zip(sig.output_specs, node.args[0]):
+        if spec.kind in (OutputKind.BUFFER_MUTATION, OutputKind.USER_INPUT_MUTATION):
+            arg = arg_of.get(placeholder_of.get(spec.target, ""))
+            if arg is None or not isinstance(out, torch.fx.Node):
+                raise ImportError_(f"output {spec.arg.name} writes {spec.target}, which is not a tensor argument "
+                                   "of the compiled function; keep the in-place update outside the model")
+            written[arg] = len(results)
+            results.append(ctx.value(out))
+            res_attrs.append(write_back.writes_attr(arg))
+        elif spec.kind != OutputKind.USER_OUTPUT:
+            raise ImportError_(f"output {spec.arg} of kind {spec.kind} is not supported for inference")
+        else:
+            same = same_as_input.get(user)
+            user += 1
+            if same is not None and spec_arg[same] in written:
+                outputs.append(OutputInfo(written[spec_arg[same]]))
+            elif isinstance(out, torch.fx.Node):
+                outputs.append(OutputInfo(len(results)))
+                results.append(ctx.value(out))
+                res_attrs.append(DictionaryAttr({}))
+            else:
+                outputs.append(OutputInfo(None, out))
 
 
 def _record_symbols(module: ModuleOp, fn: func.FuncOp, ep, placeholders, assumes: list[str]) -> None:

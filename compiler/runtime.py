@@ -27,13 +27,14 @@ import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
 from solder.backends.base import Program
-from solder.compiler import ir, knobs, log
+from solder.compiler import ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
-from solder.compiler.errors import CallError, VerifyError
+from solder.compiler.errors import CallError, OptionError, VerifyError
 from solder.compiler.importer import Imported, import_program
-from solder.compiler.pipeline import PipelineRun, run_pipeline
+from solder.compiler.pipeline import PipelineRun, cost_model_option, run_pipeline
 from solder.compiler.targets import Target
+from solder.passes import registry
 
 _log = log.get("runtime")
 
@@ -60,6 +61,18 @@ class Options:
     dynamic: bool | None = None
     dynamic_dims: frozenset | None = None
     """(flat leaf, dim) pairs compiled dynamic from the first call (the dims Dynamo marked symbolic)."""
+
+    def __post_init__(self):
+        """Every option checked here, at `compile()`, not at the first call: a bad one raises a one-line
+        `OptionError`/`PipelineError`; `cost_model` becomes the checked `pipeline.CostModel`."""
+        if self.dynamic not in (None, True, False):
+            raise OptionError(f"compile(dynamic={self.dynamic!r}): expected None (dims that vary become dynamic), "
+                              "True (every dim dynamic) or False (one specialization per shape)")
+        if self.passes is not None and not isinstance(self.passes, str):
+            raise OptionError(f"compile(passes=...) got a {type(self.passes).__name__}; expected a pipeline string "
+                              "such as 'canonicalize,cse,fuse-ops{max-ops=16}'")
+        self.cost_model = cost_model_option(self.cost_model)
+        registry.parse(self.pipeline)  # PipelineError naming the pass and option
 
     @property
     def pipeline(self) -> str:
@@ -88,11 +101,16 @@ class Specialization:
     """For `?` dims: the `symbolic.Binding` whose check decides whether a call's sizes fit."""
     dynamic_dims: frozenset = frozenset()
     """(flat leaf, dim) pairs that were asked to be dynamic."""
+    writes: list = field(init=False)
+    """(result, argument) pairs: results copied into the mutated inputs and buffers after each call."""
 
     _check: tuple | None = None  # (the sources it was generated for, the generated check)
     sources: list = field(default_factory=list)
     """Per state tensor: (the module's `_parameters`/`_buffers` dict, attribute name, the tensor found there),
     or None for export's lifted constants. `state_current` compares them per call."""
+
+    def __post_init__(self):
+        self.writes = write_back.write_backs(self.imported.func)
 
     def still_valid(self) -> bool:
         return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
@@ -187,11 +205,10 @@ class CompiledModule:
             if len(self._fast) > 1024:  # a dynamic specialization sees many shapes: keep the table small
                 self._fast.clear()
             self._fast[tuple((a.shape, a.dtype, a.device) for a in args)] = (sp.key, sp)
-        out = self._run(sp, args, kwargs)
         if self.options.verify and self._verified < 3:
             self._verified += 1
-            self._check_against_eager(sp, args, kwargs, out)
-        return out
+            return self._verified_run(sp, args, kwargs)
+        return self._run(sp, args, kwargs)
 
     def _fast_path(self, args, kwargs):
         """Positional tensors only, a signature seen before, nothing to re-check: skip the pytree work."""
@@ -234,9 +251,15 @@ class CompiledModule:
 
     @staticmethod
     def _execute(sp: Specialization, inputs: list):
-        """Run the program on [state..., tensor inputs...] and rebuild the model's output structure."""
+        """Run the program on [state..., tensor inputs...], write the mutated inputs and buffers back, and
+        rebuild the model's output structure.
+
+        An output that eager returns as the mutated input or buffer itself is that tensor here too; any other
+        output is a tensor of its own, also where eager returns a view of a mutated input (same values, but
+        a later write through it does not reach the input)."""
         with torch.no_grad():
-            results = sp.program(sp.state + [inputs[i] for i in sp.imported.input_positions])
+            tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
+            results = write_back.apply(sp.writes, tensors, sp.program(tensors))
         flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
         return pytree.tree_unflatten(flat, sp.out_spec)
 
@@ -327,7 +350,7 @@ class CompiledModule:
             warnings.warn(f"solder: {self.name}: export specialized dims {list(cap.refused)} (input, dim) to their "
                           "example sizes; they compile static", DynamicShapeWarning, stacklevel=5)
         t1 = time.perf_counter()
-        imported = import_program(cap.program, strip_prefix=cap.prefix)
+        imported = import_program(cap.program, strip_prefix=cap.prefix, same_as_input=cap.same_as_input)
         state, sources = self._state_tensors(cap.program, imported)
         guards = materialize_causal_buffers(imported, state)
         t2 = time.perf_counter()
@@ -336,7 +359,7 @@ class CompiledModule:
             from solder.compiler.sparse_calibrate import with_sparse_attention
 
             pipeline = with_sparse_attention(pipeline, self.options.sparse_attention, self.model, self.options.target)
-        run = run_pipeline(imported.module, pipeline, target=self.options.target)
+        run = run_pipeline(imported.module, pipeline, target=self.options.target, cost_model=self.options.cost_model)
         t3 = time.perf_counter()
         backend = get_backend(self.options.target.backend)
         with knobs.cache_dir_override(self.options.cache_dir):
@@ -421,26 +444,42 @@ class CompiledModule:
         sp.state, sp.sources = state, sources
         return sp
 
-    def _check_against_eager(self, sp, args, kwargs, out) -> None:
+    def _verified_run(self, sp: Specialization, args, kwargs):
+        """A call compared with eager (`verify=True`). Each in-place update happens once: the compiled run's
+        writes are kept aside and undone, eager then runs on the inputs and buffers as they were and makes
+        them, and the compiled ones are compared with eager's (as the outputs are)."""
+        inputs = self._inputs(sp, args, kwargs)
+        tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
         with torch.no_grad():
+            before = {a: tensors[a].clone() for _, a in sp.writes}
+            out = self._execute(sp, inputs)
+            after = {a: tensors[a].clone() for a in before}
+            for a, t in before.items():
+                tensors[a].copy_(t)
             ref = self.model(*args, **kwargs)
-        got, want = pytree.tree_leaves(out), pytree.tree_leaves(ref)
-        for i, (a, b) in enumerate(zip(got, want)):
+        written = {f"written {sp.imported.args[a].kind} {sp.imported.args[a].name}": (after[a], tensors[a])
+                   for a in after}
+        pairs = list(zip(pytree.tree_leaves(out), pytree.tree_leaves(ref)))
+        for what, (a, b) in [(f"output {i}", p) for i, p in enumerate(pairs)] + list(written.items()):
             if not isinstance(b, torch.Tensor):
                 continue
             atol, rtol = _dtype_tolerance(b.dtype)
             if a.shape != b.shape or not torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol, equal_nan=True):
                 err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else "shape"
-                raise VerifyError(f"{self.name}: output {i} differs from eager (max abs error {err}, "
-                                  f"tolerance atol={atol} rtol={rtol}). {self._localize(sp, args, kwargs, atol, rtol)}")
+                where = self._localize(sp, args, kwargs, atol, rtol, before)
+                raise VerifyError(f"{self.name}: {what} differs from eager (max abs error {err}, "
+                                  f"tolerance atol={atol} rtol={rtol}). {where}")
+        return out
 
-    def _localize(self, sp, args, kwargs, atol, rtol) -> str:
-        """Which kernel is wrong: each top-level op re-run alone against the reference backend."""
+    def _localize(self, sp, args, kwargs, atol, rtol, before: dict | None = None) -> str:
+        """Which kernel is wrong: each top-level op re-run alone against the reference backend (on the
+        mutated arguments' values from `before` the call)."""
         from solder.backends.registry import get_backend
         from solder.compiler.localize import first_bad_kernel
 
         inputs = self._inputs(sp, args, kwargs)
         tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
+        tensors = [(before or {}).get(a, t) for a, t in enumerate(tensors)]
         module = sp.imported.module
         if sp.binding is not None and sp.binding.symbols:  # op by op needs static sizes: this call's
             from solder.compiler.dialects import symbolic
@@ -482,12 +521,21 @@ class CompiledModule:
                                  + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))
             lines.append("compile: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sp.seconds.items()))
             lines.append(f"pipeline: {sp.pipeline.pipeline}")
+            models = sp.pipeline.cost_models
+            if models:
+                same = len(set(models.values())) == 1
+                lines.append("cost model: " + (next(iter(models.values())) if same else
+                                               "; ".join(f"{k}: {v}" for k, v in models.items())))
             for name, s in sp.pipeline.timings:
                 lines.append(f"  {name:<28} {s * 1e3:8.2f} ms")
             if sp.decomposed:
                 lines.append("decomposed at capture (no importer entry): " + ", ".join(sp.decomposed))
             if sp.imported.externs:
                 lines.append("eager fallbacks (graph.extern): " + ", ".join(sp.imported.externs))
+            if sp.writes:
+                lines.append("written back after each call (in place, as eager does): " + ", ".join(
+                    f"result {r} -> {sp.imported.args[a].kind} {sp.imported.args[a].name}" for r, a in sp.writes)
+                    + "; verify=True runs the compiled and the eager call on the same starting values")
             if sp.program.fallbacks:
                 lines.append("ops the backend did not lower (ran on the reference backend): " +
                              ", ".join(sp.program.fallbacks))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from xdsl.dialects.builtin import (
+    DenseArrayBase,
     StringAttr,
     TensorType,
 )
-from xdsl.ir import SSAValue
+from xdsl.ir import Operation, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     ParsePropInAttrDict,
     irdl_op_definition,
+    opt_prop_def,
     prop_def,
     region_def,
     traits_def,
@@ -18,9 +22,12 @@ from xdsl.irdl import (
     var_result_def,
 )
 from xdsl.traits import (
+    EffectInstance,
     HasParent,
     IsolatedFromAbove,
     IsTerminator,
+    MemoryEffect,
+    MemoryEffectKind,
     Pure,
     RecursiveMemoryEffect,
 )
@@ -70,19 +77,45 @@ class YieldOp(IRDLOperation):
         super().__init__(operands=[list(values)])
 
 
+class ExternEffects(MemoryEffect):
+    """`graph.extern`'s memory effects: none for a functional callee, so cse and dce treat it as pure; a read
+    and a write for a callee that writes into operands (`writes`), so dce keeps it and cse never merges it."""
+
+    @classmethod
+    def get_effects(cls, op: Operation) -> Set[EffectInstance]:
+        if not isinstance(op, ExternOp) or not op.written_operands():
+            return frozenset()
+        return frozenset(EffectInstance(kind, op.inputs[i]) for i in op.written_operands()
+                         for kind in (MemoryEffectKind.READ, MemoryEffectKind.WRITE))
+
+
 @irdl_op_definition
 class ExternOp(IRDLOperation):
     """A call into eager PyTorch (or a library): `callee` names an ATen overload, e.g. "aten.cumprod.default".
 
     `args` is the JSON of the call's (args, kwargs) where `{"$t": i}` stands for operand i; the results
-    are the op's tensor outputs in order.
+    are the op's tensor outputs in order. `writes` lists the operands the callee writes in place (its
+    schema's `Tensor(a!)` arguments); such an extern has a write effect (`ExternEffects`), every other one
+    is pure. The importer only meets in-place ops when capture did not functionalize the graph:
+
+        %z2 = graph.extern "aten.scatter_add_.default"(%z, %i, %s) {args = "...", writes = array<i64: 0>}
+              : (tensor<4x2xf32>, tensor<3x2xi64>, tensor<3x2xf32>) -> tensor<4x2xf32>
     """
 
     name = "graph.extern"
     inputs = var_operand_def(TensorType)
     callee = prop_def(StringAttr)
     args = prop_def(StringAttr)
+    writes = opt_prop_def(DenseArrayBase)
     outputs = var_result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(ExternEffects())
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$callee `(` $inputs `)` attr-dict `:` functional-type($inputs, $outputs)"
+
+    def written_operands(self) -> tuple[int, ...]:
+        """The indices of the operands this call writes in place (empty for a functional callee)."""
+        return tuple(self.writes.get_values()) if self.writes is not None else ()
+
+    def verify_(self) -> None:
+        bad = [i for i in self.written_operands() if not 0 <= i < len(self.inputs)]
+        _check(not bad, self, "written operand indices", f"in [0, {len(self.inputs)})", bad)
