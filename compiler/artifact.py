@@ -435,11 +435,10 @@ class LoadedModule:
             raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
                             f"{_describe(key)}; saved: {'; '.join(_describe(k) for k in self.specializations)}. "
                             "Call the compiled model with these inputs before saving it.")
+        from solder.compiler.runtime import CompiledModule
+
         inputs = leaves if sp.flat else fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
-        with torch.no_grad():
-            results = sp.program(sp.state + [inputs[i] for i in sp.imported.input_positions])
-        flat = [results[o.result] if o.result is not None else o.constant for o in sp.imported.outputs]
-        return pytree.tree_unflatten(flat, sp.out_spec)
+        return CompiledModule._execute(sp, inputs)  # the compiled callable's own run, write-backs included
 
     def _dynamic_fit(self, leaves):
         """A saved dynamic specialization whose bounds and constraints these inputs meet, or None."""
