@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from solder.backends.cpu.attention import BLOCK_K, BLOCK_Q, AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
+from solder.backends.routes import Route
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import shape_of
 
-OPS = ("graph.attention", "graph.block_sparse_attention")
 ROUTE = "mlir: flash attention"
 SDPA_ROUTE = "library: F.scaled_dot_product_attention"
 LIB_ROUTE = "library: flash attention"  # attention_lib.py's prebuilt kernel
@@ -34,6 +35,7 @@ class AttentionPlan:
     note: str
     spec: AttentionSpec | None = None
     launcher: object = None
+    kind: Route = Route.LIBRARY  # GENERATED with a spec; EAGER where the reference backend runs the op
 
     def arg_types(self) -> list[tuple[tuple[int, ...], str]]:
         names = {torch.float32: "f32", torch.int8: "i8", torch.int32: "i32"}
@@ -49,11 +51,11 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
     kernel (it visits only the layout's blocks)."""
     q, k, v = (shape_of(x.type) for x in (op.query, op.key, op.value))
     elem = str(op.query.type.element_type)
-    sparse = op.name == "graph.block_sparse_attention"
+    sparse = isinstance(op, g.BlockSparseAttentionOp)
     bad = _unsupported(op, elem)
     if bad:
         if sparse:
-            return AttentionPlan("reference", f"the generated kernel does not cover {bad}")
+            return AttentionPlan("reference", f"the generated kernel does not cover {bad}", kind=Route.EAGER)
         return AttentionPlan(f"{SDPA_ROUTE} (the generated kernel does not cover {bad})", "")
     flops = 4 * q[0] * q[1] * q[2] * k[2] * q[3]
     parallel = _threads() > 1 and flops >= PARALLEL_MIN_FLOPS
@@ -70,7 +72,7 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
             common["views"] = (None, None, None)
         spec = AttentionSpec(**common, sparse=(lb, lh), bq=ospec.block, bk=ospec.block)
         return AttentionPlan(_route(spec, "block-sparse: only the layout's key blocks"), "", spec,
-                             lambda kern, out_view=None: _sparse_call(spec, kern, ospec, out_view))
+                             lambda kern, out_view=None: _sparse_call(spec, kern, ospec, out_view), Route.GENERATED)
     mask, mshape = "", ()
     if op.mask is not None:
         mt = op.mask.type
@@ -78,7 +80,7 @@ def plan(op, views: tuple = (None, None, None), out_bthd: bool = False) -> Atten
         mshape = (1,) * (4 - len(shape_of(mt))) + shape_of(mt)
     spec = AttentionSpec(**common, mask=mask, mask_shape=mshape)
     return AttentionPlan(_route(spec, "default: no TxS buffer"), "", spec,
-                         lambda kern, out_view=None: _dense_call(spec, kern, out_view))
+                         lambda kern, out_view=None: _dense_call(spec, kern, out_view), Route.GENERATED)
 
 
 def dynamic_prebuilt(op):

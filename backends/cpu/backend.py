@@ -36,26 +36,37 @@ from solder.backends.cpu import attention_lib, symdims
 from solder.backends.cpu import attention_plan as ATT
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
-from solder.backends.cpu.lower_ops import LAYOUT, LOWERINGS, lowers
+from solder.backends.cpu.lower_ops import LOWERINGS, lowers
 from solder.backends.reference import OPS, forward_func
+from solder.backends.routes import Route
 from solder.compiler import log
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.symbolic import is_dynamic_module
+from solder.compiler.dialects.traits import Attention, Source, ViewLike
 from solder.compiler.dialects.types import dims_of, shape_of
 
 _log = log.get("backend")
 
-ABSORB = LAYOUT + ("graph.constant", "graph.arange")
-LIBRARY = ("graph.linear", "graph.matmul", "graph.conv", "graph.attention")
+LIBRARY = (g.LinearOp, g.MatmulOp, g.ConvOp, g.AttentionOp)
+"""Ops that run as a torch library call (MKL/OpenBLAS/oneDNN GEMMs and convolutions, SDPA)."""
 HOISTED = "library: torch.cat, once per version of its inputs"
-NORMS = ("graph.layer_norm", "graph.rms_norm")
+NORMS = (g.LayerNormOp, g.RmsNormOp)
 HEAVY = ("math.floor", "arith.divf", "math.sin", "math.cos", "math.sqrt")
+
+
+def absorbable(op: Operation) -> bool:
+    """A view or a source op: a kernel recomputes it as an indexing map or an immediate (no step of its own)."""
+    return op.has_trait(ViewLike) or op.has_trait(Source)
 
 
 @dataclass
 class Step:
-    """One launch: an MLIR kernel, a library call, a torch view or a reference (eager) op."""
+    """One launch: an MLIR kernel, a library call, a torch view or a reference (eager) op.
 
+    `kind` says which (the runner branches on it); `route` is the text explain() prints."""
+
+    kind: Route
     route: str
     ops: list[Operation]
     inputs: list[SSAValue]
@@ -122,7 +133,7 @@ class _Planner:
         for op in block.ops:
             if op is block.last_op:
                 returns = [self.resolve(v) for v in op.operands]
-            elif op.name == "graph.kernel":
+            elif isinstance(op, g.KernelOp):
                 self.kernel(op)
             elif op in self.taken:
                 continue
@@ -130,7 +141,7 @@ class _Planner:
                 self.top(op)
         return Plan(list(block.args), _live(self.steps, returns), returns, self.binding)
 
-    def step(self, route: str, ops: list[Operation], **kw) -> Step:
+    def step(self, kind: Route, route: str, ops: list[Operation], **kw) -> Step:
         inside = set(ops)
         ins: list[SSAValue] = []
         for op in ops:
@@ -140,12 +151,12 @@ class _Planner:
                     ins.append(r)
         outs = [r for op in ops for r in op.results]
         keys = [[self.resolve(v) for v in op.operands] for op in ops]
-        return Step(route, ops, ins, outs, operand_keys=keys, **kw)
+        return Step(kind, route, ops, ins, outs, operand_keys=keys, **kw)
 
     def library(self, op: Operation, kid=None) -> Step:
         if _is_conv2d(op):
             self.nhwc.add(op.results[0])
-        return self.step(_library_route(op), [op], kernel_id=kid)
+        return self.step(Route.LIBRARY, _library_route(op), [op], kernel_id=kid)
 
     def absorb(self, values: list[SSAValue]) -> list[Operation]:
         """Layout ops and constants that (transitively) produce `values` and that the kernel can
@@ -160,7 +171,7 @@ class _Planner:
             v = self.resolve(v)
             if v not in memo:
                 p = v.owner if isinstance(v, OpResult) else None
-                memo[v] = v in avail or (p is not None and p.name in ABSORB and all(can(o) for o in p.operands))
+                memo[v] = v in avail or (p is not None and absorbable(p) and all(can(o) for o in p.operands))
             return memo[v]
 
         taken: list[Operation] = []
@@ -168,7 +179,7 @@ class _Planner:
         while stack:
             v = self.resolve(stack.pop())
             p = v.owner if isinstance(v, OpResult) else None
-            if p is None or p.name not in ABSORB or p in taken or not all(can(o) for o in p.operands):
+            if p is None or not absorbable(p) or p in taken or not all(can(o) for o in p.operands):
                 continue
             taken.append(p)
             stack.extend(p.operands)
@@ -178,23 +189,23 @@ class _Planner:
         """A concatenation of function arguments only (merge-linears' stacked weights): computed once
         per version of its inputs, not per call (runner.py)."""
         args = self.fn.body.block.args
-        return op.name == "graph.concat" and all(self.resolve(v) in args for v in op.operands)
+        return isinstance(op, g.ConcatOp) and all(self.resolve(v) in args for v in op.operands)
 
     def top(self, op: Operation) -> None:
         if self.hoisted(op):
-            self.steps.append(self.step(HOISTED, [op]))
-        elif op.name in ATT.OPS:
+            self.steps.append(self.step(Route.HOISTED, HOISTED, [op]))
+        elif op.has_trait(Attention):
             self.steps.append(self.attention(op))
-        elif op.name in ABSORB:
-            self.steps.append(self.step("view", [op]))
-        elif op.name in LIBRARY:
+        elif absorbable(op):
+            self.steps.append(self.step(Route.VIEW, "view", [op]))
+        elif isinstance(op, LIBRARY):
             self.steps.append(self.library(op))
         elif lowers(op):
             absorbed = self.absorb(list(op.operands))
             ops = sorted(absorbed + [op], key=self.order.__getitem__)
             self.steps.append(self.mlir(ops, [op]))
         else:
-            self.steps.append(self.step("reference", [op], note="no CPU lowering"))
+            self.steps.append(self.step(Route.EAGER, "reference", [op], note="no CPU lowering"))
 
     def kernel(self, kop: Operation) -> None:
         body = kop.regions[0].block
@@ -213,16 +224,16 @@ class _Planner:
             if self.hoisted(op):
                 self.flush(run, kid)
                 run = []
-                self.steps.append(self.step(HOISTED, [op], kernel_id=kid))
+                self.steps.append(self.step(Route.HOISTED, HOISTED, [op], kernel_id=kid))
                 continue
             if lowers(op):
                 run.append(op)
-            elif op.name in ATT.OPS:
+            elif op.has_trait(Attention):
                 self.steps.append(self.attention(op, kid))
-            elif op.name in LIBRARY:
+            elif isinstance(op, LIBRARY):
                 self.steps.append(self.library(op, kid))
             else:
-                self.steps.append(self.step("reference", [op], kernel_id=kid, note="no CPU lowering"))
+                self.steps.append(self.step(Route.EAGER, "reference", [op], kernel_id=kid, note="no CPU lowering"))
         for r, y in zip(kop.results, body.last_op.operands):
             self.alias[r] = self.resolve(y)
 
@@ -237,30 +248,30 @@ class _Planner:
         memory and the step yields the merged value directly."""
         if self.binding is not None:  # a dynamic module: the install's size-generic kernel, else SDPA
             why = "dynamic shapes: the generated kernel is emitted per static size"
-            if op.name == "graph.attention":
+            if isinstance(op, g.AttentionOp):
                 call = ATT.dynamic_prebuilt(op)
                 if call is not None:
-                    st = self.step(f"{ATT.LIB_ROUTE} ({call.describe}; prebuilt, sizes per call)",
+                    st = self.step(Route.LIBRARY, f"{ATT.LIB_ROUTE} ({call.describe}; prebuilt, sizes per call)",
                                    [op], kernel_id=kid, launch=lambda _: call)
                     st.prebuilt = call.text
                     return st
                 why += " and the install's size-generic kernels lack this variant"
-                return self.step(f"{ATT.SDPA_ROUTE} ({why})", [op], kernel_id=kid)
-            return self.step("reference", [op], kernel_id=kid, note=why)
+                return self.step(Route.LIBRARY, f"{ATT.SDPA_ROUTE} ({why})", [op], kernel_id=kid)
+            return self.step(Route.EAGER, "reference", [op], kernel_id=kid, note=why)
         views, bases = zip(*(self._view_of(x) for x in (op.query, op.key, op.value)))
         tail = self._heads_merge(op)
         p = ATT.plan(op, views=views, out_bthd=bool(tail))
         if p.spec is None:
-            return self.step(p.route, [op], kernel_id=kid, note=p.note)
+            return self.step(p.kind, p.route, [op], kernel_id=kid, note=p.note)
         lib = attention_lib.prebuilt(p.spec)
         if lib is not None:  # the install's size-generic kernel: nothing to compile
-            st = self.step(f"{ATT.LIB_ROUTE} ({p.spec.describe()}; prebuilt, size-generic)", [op], kernel_id=kid,
+            st = self.step(Route.LIBRARY, f"{ATT.LIB_ROUTE} ({p.spec.describe()}; prebuilt, size-generic)", [op], kernel_id=kid,
                            launch=lambda _: p.launcher(lib))
             st.prebuilt = lib.text
         else:
             name = f"k{self.n_funcs}"
             self.n_funcs += 1
-            st = self.step(p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
+            st = self.step(p.kind, p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
                            arg_types=p.arg_types(), launch=p.launcher)
         keys = [b if view else k for k, view, b in zip(st.operand_keys[0], p.spec.views + (None,), bases + (None,))]
         keys += st.operand_keys[0][len(keys):]
@@ -280,7 +291,8 @@ class _Planner:
         that arrives non-contiguous at run time is made contiguous first, so any base is correct."""
         producer = {o: s for s in self.steps for o in s.outputs}
         v, chain = self.resolve(x), []
-        while isinstance(v, OpResult) and v.owner.name in LAYOUT and getattr(producer.get(v), "route", "") == "view":
+        while isinstance(v, OpResult) and v.owner.has_trait(ViewLike) and \
+                getattr(producer.get(v), "kind", None) is Route.VIEW:
             chain.append(v.owner)
             v = self.resolve(v.owner.operands[0])
         if not chain or str(v.type.element_type) != "f32":
@@ -288,7 +300,7 @@ class _Planner:
         t = torch.empty(shape_of(v.type), device="meta")
         try:
             for op in reversed(chain):
-                t = t.view(shape_of(op.results[0].type)) if op.name == "graph.reshape" else OPS[op.name](op)(t)
+                t = t.view(shape_of(op.results[0].type)) if isinstance(op, g.ReshapeOp) else OPS[type(op)](op)(t)
         except RuntimeError:  # a reshape that copies: the view steps run
             return None, None
         if t.stride()[-1] != 1 or (t.is_contiguous() and t.storage_offset() == 0):
@@ -300,7 +312,7 @@ class _Planner:
         """[permute(0, 2, 1, 3)] or [that permute, reshape to [B, T, H*Dv]] when they are the only use of
         the attention's result (in the same block, so the planner meets them after it), else []."""
         uses = list(op.results[0].uses)
-        if len(uses) != 1 or uses[0].operation.name != "graph.permute":
+        if len(uses) != 1 or not isinstance(uses[0].operation, g.PermuteOp):
             return []
         perm = uses[0].operation
         if list(perm.properties["perm"].get_values()) != [0, 2, 1, 3]:
@@ -308,7 +320,7 @@ class _Planner:
         tail = [perm]
         more = list(perm.results[0].uses)
         b, t, h, dv = shape_of(perm.results[0].type)
-        if len(more) == 1 and more[0].operation.name == "graph.reshape" \
+        if len(more) == 1 and isinstance(more[0].operation, g.ReshapeOp) \
                 and shape_of(more[0].operation.results[0].type) == (b, t, h * dv):
             tail.append(more[0].operation)
         return tail
@@ -316,8 +328,8 @@ class _Planner:
     def flush(self, run: list[Operation], kid) -> None:
         if not run:
             return
-        if all(op.name in ABSORB for op in run):
-            self.steps += [self.step("view", [op], kernel_id=kid) for op in run]
+        if all(absorbable(op) for op in run):
+            self.steps += [self.step(Route.VIEW, "view", [op], kernel_id=kid) for op in run]
             return
         inside = set(run)
         outer = [self.resolve(v) for op in run for v in op.operands
@@ -337,12 +349,12 @@ class _Planner:
             return st
         except L.Unsupported as e:
             _log.info("kernel %s falls back to the reference backend: %s", [o.name for o in core], e)
-            st = self.step("reference", ops, kernel_id=kid, note=str(e))
+            st = self.step(Route.EAGER, "reference", ops, kernel_id=kid, note=str(e))
             st.outputs = outs
             return st
 
     def _build(self, ops, outs, name, kid) -> Step:
-        st = self.step("mlir", ops, kernel_id=kid, func=name)
+        st = self.step(Route.GENERATED, "mlir", ops, kernel_id=kid, func=name)
         st.outputs = outs
         if any(0 in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
             # an empty input, output or intermediate: MLIR's tiling would index into nothing
@@ -361,7 +373,7 @@ class _Planner:
         for op in ops:
             args = [env[self.resolve(v)] for v in op.operands]
             # a reshape that only feeds the output: write the data in the pre-reshape shape
-            vals = args[:1] if op in tail else LOWERINGS[op.name](fb, op, args)
+            vals = args[:1] if op in tail else LOWERINGS[type(op)](fb, op, args)
             env.update(zip(op.results, vals))
         st.nhwc_out = [r in self.conv_inputs and env[r].shape == dims_of(r.type) and len(env[r].shape) == 4
                        for r in outs]
@@ -388,7 +400,7 @@ def _to_nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _is_conv2d(op: Operation) -> bool:
-    return op.name == "graph.conv" and len(shape_of(op.results[0].type)) == 4 and \
+    return isinstance(op, g.ConvOp) and len(shape_of(op.results[0].type)) == 4 and \
         str(op.results[0].type.element_type) == "f32"
 
 
@@ -402,7 +414,7 @@ def _conv_inputs(fn) -> set[SSAValue]:
         return v
     out = set()
     for op in fn.body.block.ops:
-        if op.name == "graph.kernel":
+        if isinstance(op, g.KernelOp):
             body = op.regions[0].block
             alias.update(zip(body.args, op.operands))
             for inner in body.ops:
@@ -416,7 +428,12 @@ def _conv_inputs(fn) -> set[SSAValue]:
 
 def _compiled(s: Step) -> bool:
     """An MLIR function of the plan's module: a lowered kernel or a generated attention (not a prebuilt one)."""
-    return s.route == "mlir" or (s.launch is not None and bool(s.text))
+    return s.kind is Route.GENERATED
+
+
+def _lowered(s: Step) -> bool:
+    """A kernel lowered by lower.py (not a generated attention, which has its own launcher)."""
+    return s.kind is Route.GENERATED and s.launch is None
 
 
 def _opt_level(st: Step) -> int:
@@ -427,15 +444,15 @@ def _opt_level(st: Step) -> int:
     108-117% at -O3."""
     if st.schedule_kind == "row":
         # a lone norm: at O2/O3 LLVM unrolls the row loops and spills (kernels.OPT_LEVEL)
-        core = [op.name for op in st.ops if op.name not in ABSORB]
-        return 0 if len(core) == 1 and core[0] in NORMS else 3
+        core = [op for op in st.ops if not absorbable(op)]
+        return 0 if len(core) == 1 and isinstance(core[0], NORMS) else 3
     heavy = any(w in st.text for w in HEAVY)
     return 3 if st.schedule_kind == "none" or heavy else 0
 
 
 def _output_reshapes(ops: list[Operation], outs: list[SSAValue]) -> set[Operation]:
     """Reshapes whose result is only a kernel output (same bytes in either shape: no copy)."""
-    return {op for op in ops if op.name == "graph.reshape" and op.results[0] in outs
+    return {op for op in ops if isinstance(op, g.ReshapeOp) and op.results[0] in outs
             and all(u.operation not in ops for u in op.results[0].uses)}
 
 
@@ -449,7 +466,7 @@ def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
     needed = set(returns)
     kept = []
     for s in reversed(steps):
-        if s.route == "view" and not any(o in needed for o in s.outputs):
+        if s.kind is Route.VIEW and not any(o in needed for o in s.outputs):
             continue
         needed.update(s.inputs)
         kept.append(s)
@@ -457,16 +474,16 @@ def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
 
 
 def _library_route(op: Operation) -> str:
-    if op.name == "graph.linear":
+    if isinstance(op, g.LinearOp):
         return "library: torch.addmm" if op.bias is not None else "library: torch.mm"
-    return {"graph.matmul": "library: torch.matmul", "graph.conv": "library: torch.conv",
-            "graph.attention": "library: F.scaled_dot_product_attention"}[op.name]
+    return {g.MatmulOp: "library: torch.matmul", g.ConvOp: "library: torch.conv",
+            g.AttentionOp: "library: F.scaled_dot_product_attention"}[type(op)]
 
 
 def _dynamic_line(plan: Plan) -> str:
     """How a dynamic plan serves its sizes, for explain()."""
-    n = sum(1 for s in plan.steps if s.route == "mlir")
-    per = [s.route for s in plan.steps if "dynamic shapes" in s.route + s.note]
+    n = sum(1 for s in plan.steps if _lowered(s))
+    per = [s for s in plan.steps if s.ops[0].has_trait(Attention) and s.kind is not Route.GENERATED and not s.prebuilt]
     line = f"backend code: {n} size-generic MLIR kernel(s), compiled once for every size"
     return line + (f"; {len(per)} attention op(s) call a library or reference op instead of the generated "
                    "kernel (emitted per static size)" if per else "")
@@ -484,7 +501,7 @@ class CpuBackend(Backend):
     targets = ("cpu",)
 
     def supports(self, op: Operation) -> bool:
-        return op.name in LOWERINGS or op.name in LIBRARY or op.name in ATT.OPS
+        return type(op) in LOWERINGS or isinstance(op, LIBRARY) or op.has_trait(Attention)
 
     def lower(self, module: ModuleOp, target=None) -> Program:
         if is_dynamic_module(module):
@@ -504,13 +521,13 @@ class CpuBackend(Backend):
 
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
-        fallbacks = sorted({op.name for s in plan.steps if s.route == "reference" for op in s.ops})
+        fallbacks = sorted({op.name for s in plan.steps if s.kind is Route.EAGER for op in s.ops})
         generic = " (size-generic)" if plan.binding is not None else ""
-        infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.removeprefix("graph.") for o in s.ops],
-                  "route": s.route + (generic if s.route == "mlir" else ""),
+        infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.split(".", 1)[-1] for o in s.ops],
+                  "route": s.route + (generic if _lowered(s) else ""),
                   "reason": s.route + (f" ({s.note})" if s.note else ""),
                   "source": s.text, "cache_hit": getattr(kernels.get(s.func), "cache_hit", None)}
-                 for i, s in enumerate(plan.steps) if s.route != "view"]
+                 for i, s in enumerate(plan.steps) if s.kind is not Route.VIEW]
         source = "\n".join(plan.modules().values())
         return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos,
                        dynamic=_dynamic_line(plan) if plan.binding is not None else None)

@@ -1,4 +1,4 @@
-"""The per-op lowering table of the CPU backend: `graph` op name -> fn(builder, op, operand vals) -> vals.
+"""The per-op lowering table of the CPU backend: `graph` op class -> fn(builder, op, operand vals) -> vals.
 
 Each entry turns one op into lazy values (lower.py): elementwise ops become `Node`s with a body
 emitter, layout ops re-index their operand, reductions and normalizations emit their reduction
@@ -17,25 +17,19 @@ from solder.backends.cpu.lower import (
     DTYPES, Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
 )
 from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.types import dims_of
 
-LOWERINGS: dict[str, Callable[[FuncBuilder, Operation, list[Val]], list[Val]]] = {}
-LAYOUT = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice")
+LOWERINGS: OpTable = OpTable("cpu lowering")
+"""op class -> fn(builder, op, operand vals) -> result vals."""
+lowering = LOWERINGS.register
 
 
 def lowers(op: Operation) -> bool:
     """Whether `op` has a lowering for its operands' shapes (so a kernel does not fall back whole)."""
-    if op.name == "graph.concat":
+    if isinstance(op, g.ConcatOp):
         return len({dims_of(v.type)[op.dim.value.data] for v in op.operands}) == 1
-    return op.name in LOWERINGS
-
-
-def lowering(*names: str):
-    def deco(fn):
-        for n in names:
-            LOWERINGS[n] = fn
-        return fn
-    return deco
+    return type(op) in LOWERINGS
 
 
 def rtype(op: Operation, i: int = 0) -> tuple[tuple[int, ...], str]:
@@ -50,37 +44,37 @@ def _f32(*vals: Val) -> None:
 
 
 # -- elementwise --------------------------------------------------------------------------------
-_UNARY_F32: dict[str, Callable] = {
-    "neg": lambda b, x: b.emit(f"arith.negf {x} : f32"),
-    "abs": lambda b, x: b.emit(f"math.absf {x} : f32"),
-    "exp": lambda b, x: b.em.exp(x),
-    "log": lambda b, x: b.em.log(x),
-    "sqrt": lambda b, x: b.emit(f"math.sqrt {x} : f32"),
-    "rsqrt": lambda b, x: b.em.rsqrt(x),
-    "tanh": lambda b, x: b.em.tanh(x),
-    "sigmoid": lambda b, x: b.em.sigmoid(x),
-    "relu": lambda b, x: b.em.bin("maximumf", x, b.em.const(0.0)),
-    "silu": lambda b, x: b.em.silu(x),
-    "erf": lambda b, x: b.em.erf(x),
-    "reciprocal": lambda b, x: b.em.div(b.em.const(1.0), x),
-    "floor": lambda b, x: b.emit(f"math.floor {x} : f32"),
-    "ceil": lambda b, x: b.emit(f"math.ceil {x} : f32"),
-    "round": lambda b, x: b.emit(f"math.roundeven {x} : f32"),
-    "trunc": lambda b, x: b.emit(f"math.trunc {x} : f32"),
-    "sin": lambda b, x: b.emit(f"math.sin {x} : f32"),
-    "cos": lambda b, x: b.emit(f"math.cos {x} : f32"),
+_UNARY_F32: dict[type[Operation], Callable] = {
+    g.NegOp: lambda b, x: b.emit(f"arith.negf {x} : f32"),
+    g.AbsOp: lambda b, x: b.emit(f"math.absf {x} : f32"),
+    g.ExpOp: lambda b, x: b.em.exp(x),
+    g.LogOp: lambda b, x: b.em.log(x),
+    g.SqrtOp: lambda b, x: b.emit(f"math.sqrt {x} : f32"),
+    g.RsqrtOp: lambda b, x: b.em.rsqrt(x),
+    g.TanhOp: lambda b, x: b.em.tanh(x),
+    g.SigmoidOp: lambda b, x: b.em.sigmoid(x),
+    g.ReluOp: lambda b, x: b.em.bin("maximumf", x, b.em.const(0.0)),
+    g.SiluOp: lambda b, x: b.em.silu(x),
+    g.ErfOp: lambda b, x: b.em.erf(x),
+    g.ReciprocalOp: lambda b, x: b.em.div(b.em.const(1.0), x),
+    g.FloorOp: lambda b, x: b.emit(f"math.floor {x} : f32"),
+    g.CeilOp: lambda b, x: b.emit(f"math.ceil {x} : f32"),
+    g.RoundOp: lambda b, x: b.emit(f"math.roundeven {x} : f32"),
+    g.TruncOp: lambda b, x: b.emit(f"math.trunc {x} : f32"),
+    g.SinOp: lambda b, x: b.emit(f"math.sin {x} : f32"),
+    g.CosOp: lambda b, x: b.emit(f"math.cos {x} : f32"),
 }
 
 
-@lowering(*(f"graph.{n}" for n in _UNARY_F32))
+@lowering(*_UNARY_F32)
 def _unary(fb, op, args):
     (x,) = args
     _f32(x)
-    f = _UNARY_F32[op.name.removeprefix("graph.")]
+    f = _UNARY_F32[type(op)]
     return [node(x.shape, "f32", lambda b, a, n: f(b, a[0]), x)]
 
 
-@lowering("graph.gelu")
+@lowering(g.GeluOp)
 def _gelu(fb, op, args):
     (x,) = args
     _f32(x)
@@ -89,13 +83,13 @@ def _gelu(fb, op, args):
                  else b.em.gelu_erf(a[0]), x)]
 
 
-@lowering("graph.isnan")
+@lowering(g.IsNanOp)
 def _isnan(fb, op, args):
     _f32(args[0])
     return [node(args[0].shape, "i1", lambda b, a, n: b.emit(f"arith.cmpf uno, {a[0]}, {a[0]} : f32"), args[0])]
 
 
-@lowering("graph.logical_not")
+@lowering(g.LogicalNotOp)
 def _logical_not(fb, op, args):
     if args[0].dtype != "i1":
         raise Unsupported("logical_not of a non-boolean")
@@ -103,18 +97,19 @@ def _logical_not(fb, op, args):
                  args[0])]
 
 
-_FLOAT_BIN = {"add": "addf", "sub": "subf", "mul": "mulf", "div": "divf", "maximum": "maximumf",
-              "minimum": "minimumf"}
-_INT_BIN = {"add": "addi", "sub": "subi", "mul": "muli", "maximum": "maxsi", "minimum": "minsi",
-            "logical_and": "andi", "logical_or": "ori"}
-_CMP_F = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}
-_CMP_I = {"eq": "eq", "ne": "ne", "lt": "slt", "le": "sle", "gt": "sgt", "ge": "sge"}
+_FLOAT_BIN = {g.AddOp: "addf", g.SubOp: "subf", g.MulOp: "mulf", g.DivOp: "divf", g.MaximumOp: "maximumf",
+              g.MinimumOp: "minimumf"}
+_INT_BIN = {g.AddOp: "addi", g.SubOp: "subi", g.MulOp: "muli", g.MaximumOp: "maxsi", g.MinimumOp: "minsi",
+            g.LogicalAndOp: "andi", g.LogicalOrOp: "ori"}
+_CMP_F = {g.EqOp: "oeq", g.NeOp: "une", g.LtOp: "olt", g.LeOp: "ole", g.GtOp: "ogt", g.GeOp: "oge"}
+_CMP_I = {g.EqOp: "eq", g.NeOp: "ne", g.LtOp: "slt", g.LeOp: "sle", g.GtOp: "sgt", g.GeOp: "sge"}
+_LOGICAL = (g.LogicalAndOp, g.LogicalOrOp)
 
 
-@lowering(*(f"graph.{n}" for n in set(_FLOAT_BIN) | set(_INT_BIN) | set(_CMP_F)))
+@lowering(*dict.fromkeys([*_FLOAT_BIN, *_INT_BIN, *_CMP_F]))
 def _binary(fb, op, args):
     x, y = args
-    kind = op.name.removeprefix("graph.")
+    kind = type(op)
     shape, dt = rtype(op)
     t = x.dtype
     if kind in _CMP_F:
@@ -122,12 +117,12 @@ def _binary(fb, op, args):
         return [node(shape, "i1", lambda b, a, n: b.emit(f"arith.{cmp} {pred}, {a[0]}, {a[1]} : {t}"), x, y)]
     if t == "f32" and kind in _FLOAT_BIN:
         return [node(shape, t, lambda b, a, n: b.em.bin(_FLOAT_BIN[kind], a[0], a[1]), x, y)]
-    if t != "f32" and kind in _INT_BIN and (t == "i1") == kind.startswith("logical"):
+    if t != "f32" and kind in _INT_BIN and (t == "i1") == (kind in _LOGICAL):
         return [node(shape, t, lambda b, a, n: b.emit(f"arith.{_INT_BIN[kind]} {a[0]}, {a[1]} : {t}"), x, y)]
     raise Unsupported(f"{op.name} on {t}")
 
 
-@lowering("graph.pow")
+@lowering(g.PowOp)
 def _pow(fb, op, args):
     x, y = args
     _f32(x)
@@ -150,7 +145,7 @@ def _pow(fb, op, args):
     return [node(rtype(op)[0], "f32", body, x)]
 
 
-@lowering("graph.where")
+@lowering(g.WhereOp)
 def _where(fb, op, args):
     c, x, y = args
     shape, dt = rtype(op)
@@ -162,7 +157,7 @@ def _where(fb, op, args):
 _WIDTH = {"i1": 1, "i8": 8, "i32": 32, "i64": 64}
 
 
-@lowering("graph.cast")
+@lowering(g.CastOp)
 def _cast(fb, op, args):
     (x,) = args
     shape, dt = rtype(op)
@@ -187,7 +182,7 @@ def _cast(fb, op, args):
     return [node(shape, dt, body, x)]
 
 
-@lowering("graph.constant")
+@lowering(g.ConstantOp)
 def _constant(fb, op, args):
     shape, dt = rtype(op)
     if dt not in DTYPES:  # an f64 constant has no input to be refused at (FuncBuilder.arg)
@@ -195,7 +190,7 @@ def _constant(fb, op, args):
     return [Const(shape, dt, g.scalar_value(op.value))]
 
 
-@lowering("graph.arange")
+@lowering(g.ArangeOp)
 def _arange(fb, op, args):
     shape, dt = rtype(op)
     if dt not in DTYPES:
@@ -206,7 +201,7 @@ def _arange(fb, op, args):
     return [Index(shape, dt, Aff(int(start), ((0, int(step)),)))]
 
 
-@lowering("graph.triangular")
+@lowering(g.TriangularOp)
 def _triangular(fb, op, args):
     (x,) = args
     shape, dt = rtype(op)
@@ -224,12 +219,12 @@ def _triangular(fb, op, args):
 
 
 # -- layout -------------------------------------------------------------------------------------
-@lowering("graph.reshape")
+@lowering(g.ReshapeOp)
 def _reshape(fb, op, args):
     return [fb.reshape(args[0], rtype(op)[0])]
 
 
-@lowering("graph.permute")
+@lowering(g.PermuteOp)
 def _permute(fb, op, args):
     (x,) = args
     perm = list(op.perm.get_values())
@@ -239,12 +234,12 @@ def _permute(fb, op, args):
     return [reindex(x, rtype(op)[0], sub)]
 
 
-@lowering("graph.expand")
+@lowering(g.ExpandOp)
 def _expand(fb, op, args):
     return [broadcast(args[0], rtype(op)[0])]
 
 
-@lowering("graph.slice")
+@lowering(g.SliceOp)
 def _slice(fb, op, args):
     (x,) = args
     d, s, st = (op.properties[k].value.data for k in ("dim", "start", "step"))
@@ -255,7 +250,7 @@ def _slice(fb, op, args):
     return [reindex(x, rtype(op)[0], sub)]
 
 
-@lowering("graph.concat")
+@lowering(g.ConcatOp)
 def _concat(fb, op, args):
     """Concatenation of k equal parts along `dim` (rotate_half, stack): the result's dim of size k*n read
     as (part, row) = (d // n, d % n), i.e. a value over [.., k, n, ..] that selects part d_dim, written
@@ -316,7 +311,7 @@ def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) 
     return reindex(r, shape, [Aff.dim(i) for i in kept])
 
 
-@lowering("graph.reduce")
+@lowering(g.ReduceOp)
 def _reduce(fb, op, args):
     kind = op.kind.data
     if kind not in _INIT:
@@ -329,14 +324,14 @@ def _row_input(fb: FuncBuilder, x: Val) -> Val:
     return x if isinstance(x, Leaf) else fb.materialize(x)
 
 
-@lowering("graph.softmax", "graph.log_softmax")
+@lowering(g.SoftmaxOp, g.LogSoftmaxOp)
 def _softmax(fb, op, args):
     x = _row_input(fb, args[0])
     _f32(x)
     d = op.dim.value.data
     mx = reduce_keep(fb, x, (d,), "max")
     shifted = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], a[1]), x, mx)
-    if op.name == "graph.log_softmax":
+    if isinstance(op, g.LogSoftmaxOp):
         e = node(x.shape, "f32", lambda b, a, n: b.em.exp_nonpositive(a[0]), shifted)
         s = reduce_keep(fb, e, (d,), "sum")
         return [node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.log(a[1])), shifted, s)]
@@ -349,7 +344,7 @@ def _params(op) -> tuple[bool, bool]:
     return getattr(op, "weight", None) is not None, getattr(op, "bias", None) is not None
 
 
-@lowering("graph.layer_norm")
+@lowering(g.LayerNormOp)
 def _layer_norm(fb, op, args):
     x = _row_input(fb, args[0])
     _f32(x)
@@ -376,7 +371,7 @@ def _layer_norm(fb, op, args):
     return [node(x.shape, "f32", body, x, s, v, *extra)]
 
 
-@lowering("graph.rms_norm")
+@lowering(g.RmsNormOp)
 def _rms_norm(fb, op, args):
     x = _row_input(fb, args[0])
     _f32(x)
@@ -391,7 +386,7 @@ def _rms_norm(fb, op, args):
     return [node(x.shape, "f32", body, x, ss, *args[1:])]
 
 
-@lowering("graph.batch_norm")
+@lowering(g.BatchNormOp)
 def _batch_norm(fb, op, args):
     x, mean, var, *params = args
     _f32(x)

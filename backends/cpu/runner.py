@@ -23,10 +23,13 @@ import torch
 from xdsl.ir import Operation, SSAValue
 
 from solder.backends.cpu import symdims
-from solder.backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _to_nhwc
-from solder.backends.cpu.lower_ops import LAYOUT
+from solder.backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
 from solder.backends.reference import OPS, attention_reference
+from solder.backends.weights import Stack
+from solder.backends.routes import Route
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.traits import ViewLike
 from solder.compiler.dialects.types import dims_of, shape_of
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
@@ -34,49 +37,39 @@ _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
 
 
 def _library_fn(op: Operation):
-    if op.name == "graph.concat":  # the planner's HOISTED steps: stacked weights
-        return _per_version(OPS[op.name](op))
+    if isinstance(op, g.ConcatOp):  # the planner's HOISTED steps: stacked weights
+        return Stack(_concat_dim(op))
     if _is_conv2d(op):
-        return _conv_nhwc(OPS[op.name](op))
-    if op.name != "graph.linear":
-        return OPS[op.name](op) if op.name != "graph.attention" else _attention(op)
+        return _conv_nhwc(OPS[type(op)](op))
+    if not isinstance(op, g.LinearOp):
+        return OPS[type(op)](op) if not isinstance(op, g.AttentionOp) else _attention(op)
     # torch's linear: one call into ATen (addmm/mm on the flattened rows, as eager runs it) instead of
     # reshape + t + addmm + view from Python (~2 us less per GEMM at the zoo's sizes)
     return torch._C._nn.linear
 
 
-def _conv_nhwc(conv):
-    """A 2-d convolution on channels-last input and weight (output channels-last too).
+def _is_library(s: Step) -> bool:
+    """A step that calls a library op (GEMM, convolution, SDPA, a hoisted concatenation), not an eager one."""
+    return s.kind in (Route.LIBRARY, Route.HOISTED)
 
-    The weight's channels-last copy is made once per weight version (`_per_version`): parameters are
-    converted once, not per call."""
-    cl = torch.channels_last
-    weight_cl = _per_version(lambda w: w.contiguous(memory_format=cl))
+
+def _conv_nhwc(conv):
+    """A 2-d convolution on channels-last input (output channels-last too).
+
+    The weight is passed as the module holds it: a channels-last copy kept between calls would miss writes
+    that bump no version counter (`w.data.copy_(t)`); torch reorders it for oneDNN as eager does."""
 
     def run(x, w, b=None):
-        if not x.is_contiguous(memory_format=cl):
-            x = x.contiguous(memory_format=cl)
-        return conv(x, weight_cl(w), b)
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return conv(x, w, b)
     return run
 
 
-def _per_version(fn):
-    """`fn` of tensors, recomputed only when an input is another tensor or was modified in place (its
-    version counter or data pointer moved), e.g. weights stacked by merge-linears: parameters change
-    between calls only through an optimizer step, `load_state_dict` or `copy_` (all bump the version;
-    writes through `.data` do not, as for every cache of parameter-derived tensors in this backend)."""
-    import weakref
+def _concat_dim(op: Operation) -> int:
+    d = op.dim.value.data
+    return d + len(dims_of(op.results[0].type)) if d < 0 else d
 
-    cache: list = [(), None]  # per input (weakref, version, data pointer); the result
-
-    def run(*ts):
-        key, out = cache
-        if len(key) != len(ts) or any(r() is not t or t._version != v or t.data_ptr() != p
-                                      for (r, v, p), t in zip(key, ts)):
-            out = fn(*ts)
-            cache[:] = [tuple((weakref.ref(t), t._version, t.data_ptr()) for t in ts), out]
-        return out
-    return run
 
 
 def _attention(op: Operation):
@@ -111,7 +104,7 @@ def _escaping(plan: Plan) -> set[SSAValue]:
     """Values the caller may see: returned ones and those that views/eager ops pass through."""
     esc = set(plan.returns)
     for s in reversed(plan.steps):
-        if s.route in ("view", "reference") and any(o in esc for o in s.outputs):
+        if s.kind in (Route.VIEW, Route.EAGER) and any(o in esc for o in s.outputs):
             esc.update(s.inputs)
     return esc
 
@@ -130,19 +123,19 @@ def build_runner(plan: Plan, kernels: dict):
         for o in s.outputs:
             slots[o] = len(slots)
         outs = [slots[o] for o in s.outputs]
-        if s.route == "view" and s.ops[0].name in LAYOUT:
-            views.append((OPS[s.ops[0].name](s.ops[0]), [slots[v] for v in s.operand_keys[0]], outs[0]))
+        if s.kind is Route.VIEW and s.ops[0].has_trait(ViewLike):
+            views.append((OPS[type(s.ops[0])](s.ops[0]), [slots[v] for v in s.operand_keys[0]], outs[0]))
             continue
         if views:
             launch.append(_views_launch(views))
             views = []
-        if s.route == "mlir":
+        if _lowered(s):
             launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
             made_contiguous.update(s.outputs)
         elif s.launch is not None:
             launch.append(_call_launch(s.launch(kernels.get(s.func)), [slots[v] for v in s.operand_keys[0]], outs))
         elif len(s.ops) == 1:
-            fn = _library_fn(s.ops[0]) if s.route.startswith("library") else OPS[s.ops[0].name](s.ops[0])
+            fn = _library_fn(s.ops[0]) if _is_library(s) else OPS[type(s.ops[0])](s.ops[0])
             launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
         else:
             launch.append(_block_launch(s, slots, outs))
@@ -251,7 +244,7 @@ def _call_launch(fn, ins, outs):
 def _block_launch(s: Step, slots: dict, outs, envi: int | None = None):
     """An eager run of several ops (a kernel that could not be lowered to MLIR); `envi`: the slot of a
     dynamic module's size binding, for the ops that need it."""
-    fns = [(OPS[op.name](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
+    fns = [(OPS[type(op)](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
     cell: list = [None]  # a dynamic module's binding, set per call
     if envi is not None:
         fns = [((lambda *xs, _f=fn: _f(*xs, env=cell[0])) if getattr(fn, "wants_env", False) else fn, r, k)
@@ -292,7 +285,7 @@ def _dynamic_runner(plan: Plan, kernels: dict):
         ins, outs = [slots[v] for v in s.inputs], [slots[o] for o in s.outputs]
         f = _dynamic_launch(s, kernels, slots, ins, outs, esc, made_contiguous, envi)
         launch.append(_once_per_binding(f, outs, envi) if k in sized else f)
-        if s.route == "mlir":
+        if _lowered(s):
             made_contiguous.update(s.outputs)
     ret = [slots[v] for v in plan.returns]
     n = envi + 2
@@ -336,9 +329,9 @@ class _CallBinding:
 
 def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contiguous, envi):
     """One step of a dynamic plan as a launch."""
-    if s.route == "mlir":
+    if _lowered(s):
         return _mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, contiguous, envi)
-    if s.route == "view" and s.ops[0].name in ("graph.reshape", "graph.expand") and \
+    if s.kind is Route.VIEW and isinstance(s.ops[0], (g.ReshapeOp, g.ExpandOp)) and \
             _symbolic_sizes(dims_of(s.ops[0].results[0].type)):
         return _view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi)
     if len(s.ops) == 1:
@@ -346,7 +339,7 @@ def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contigu
         if s.launch is not None:  # the install's size-generic attention, sizes read per call
             fn = s.launch(None)
         else:
-            fn = _library_fn(op) if s.route.startswith("library") else OPS[op.name](op)
+            fn = _library_fn(op) if _is_library(s) else OPS[type(op)](op)
         return _env_launch(fn, [slots[v] for v in s.operand_keys[0]], outs, envi)
     return _block_launch(s, slots, outs, envi)
 
@@ -358,7 +351,7 @@ def _size_only(plan: Plan, esc: set) -> set[int]:
     known: set = set()
     steps = set()
     for k, s in enumerate(plan.steps):
-        if all(v in known for v in s.inputs) and not any(op.name == "graph.extern" for op in s.ops):
+        if all(v in known for v in s.inputs) and not any(isinstance(op, g.ExternOp) for op in s.ops):
             known.update(s.outputs)
             if not any(o in esc for o in s.outputs):
                 steps.add(k)
@@ -463,7 +456,7 @@ def _view_launch_dynamic(op: Operation, i: int, o: int, envi: int):
     """A reshape or expand to a symbolic shape, its sizes evaluated once per binding."""
     shape_of_env = symdims.shape_fn(dims_of(op.results[0].type))
     last: list = [None, None]
-    reshape = op.name == "graph.reshape"
+    reshape = isinstance(op, g.ReshapeOp)
 
     def run(vals):
         key = vals[envi + 1]

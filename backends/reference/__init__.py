@@ -25,21 +25,14 @@ from solder.backends.base import Backend, Program
 from solder.compiler import externs
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
+from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
 from solder.compiler.errors import SolderError
 
 OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
-OPS: dict[str, Callable[[Operation], OpFn]] = {}
-"""op name -> factory(op) -> fn(*input tensors) -> output tensor(s); factories read attributes once."""
-
-
-def impl(*names: str):
-    def deco(factory):
-        for n in names:
-            OPS[n] = factory
-        return factory
-
-    return deco
+OPS: OpTable = OpTable("reference")
+"""op class -> factory(op) -> fn(*input tensors) -> output tensor(s); factories read attributes once."""
+impl = OPS.register
 
 
 def _prop_int(op, name) -> int:
@@ -50,38 +43,35 @@ def _prop_ints(op, name) -> list[int]:
     return list(op.properties[name].get_values())
 
 
-_UNARY_FNS = {
-    "neg": torch.neg, "abs": torch.abs, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt,
-    "rsqrt": torch.rsqrt, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu, "silu": F.silu,
-    "erf": torch.erf, "sin": torch.sin, "cos": torch.cos, "reciprocal": torch.reciprocal, "floor": torch.floor,
-    "ceil": torch.ceil, "isnan": torch.isnan, "log1p": torch.log1p, "expm1": torch.expm1, "sign": torch.sign,
-    "round": torch.round, "trunc": torch.trunc, "logical_not": torch.logical_not,
+_ELEMENTWISE_FNS = {
+    g.NegOp: torch.neg, g.AbsOp: torch.abs, g.ExpOp: torch.exp, g.LogOp: torch.log, g.SqrtOp: torch.sqrt,
+    g.RsqrtOp: torch.rsqrt, g.TanhOp: torch.tanh, g.SigmoidOp: torch.sigmoid, g.ReluOp: torch.relu, g.SiluOp: F.silu,
+    g.ErfOp: torch.erf, g.SinOp: torch.sin, g.CosOp: torch.cos, g.ReciprocalOp: torch.reciprocal,
+    g.FloorOp: torch.floor, g.CeilOp: torch.ceil, g.IsNanOp: torch.isnan, g.Log1pOp: torch.log1p,
+    g.Expm1Op: torch.expm1, g.SignOp: torch.sign, g.RoundOp: torch.round, g.TruncOp: torch.trunc,
+    g.LogicalNotOp: torch.logical_not,
+    g.AddOp: torch.add, g.SubOp: torch.sub, g.MulOp: torch.mul, g.DivOp: torch.div, g.PowOp: torch.pow,
+    g.MaximumOp: torch.maximum, g.MinimumOp: torch.minimum, g.LogicalAndOp: torch.logical_and,
+    g.LogicalOrOp: torch.logical_or, g.RemainderOp: torch.remainder, g.FloorDivideOp: torch.floor_divide,
+    g.EqOp: torch.eq, g.NeOp: torch.ne, g.LtOp: torch.lt, g.LeOp: torch.le, g.GtOp: torch.gt, g.GeOp: torch.ge,
 }
-_BINARY_FNS = {
-    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "pow": torch.pow,
-    "maximum": torch.maximum, "minimum": torch.minimum, "logical_and": torch.logical_and,
-    "logical_or": torch.logical_or, "remainder": torch.remainder, "floor_divide": torch.floor_divide,
-    "eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
-}
-for _n, _f in _UNARY_FNS.items():
-    OPS[f"graph.{_n}"] = (lambda f: lambda op: f)(_f)
-for _n, _f in _BINARY_FNS.items():
-    OPS[f"graph.{_n}"] = (lambda f: lambda op: f)(_f)
+for _c, _f in _ELEMENTWISE_FNS.items():
+    OPS[_c] = (lambda f: lambda op: f)(_f)
 
 
-@impl("graph.gelu")
+@impl(g.GeluOp)
 def _gelu(op):
     approx = op.approximate.data
     return lambda x: F.gelu(x, approximate=approx)
 
 
-@impl("graph.cast")
+@impl(g.CastOp)
 def _cast(op):
     dt = torch_dtype(op.result.type.element_type)
     return lambda x: x.to(dt)
 
 
-@impl("graph.where")
+@impl(g.WhereOp)
 def _where(op):
     return torch.where
 
@@ -107,7 +97,7 @@ def _needs_env(fn):
     return fn
 
 
-@impl("graph.constant")
+@impl(g.ConstantOp)
 def _constant(op):
     dt = torch_dtype(op.result.type.element_type)
     if is_dynamic(op.result.type):
@@ -122,7 +112,7 @@ def _arange_value(n: int, start, step, dt):
         torch.arange(start, start + n * step, step, dtype=dt)
 
 
-@impl("graph.arange")
+@impl(g.ArangeOp)
 def _arange(op):
     dt = torch_dtype(op.result.type.element_type)
     start, step = (g.scalar_value(op.properties[k]) for k in ("start", "step"))
@@ -133,7 +123,7 @@ def _arange(op):
     return lambda: value
 
 
-@impl("graph.triangular")
+@impl(g.TriangularOp)
 def _triangular(op):
     d, upper = _prop_int(op, "diagonal"), op.upper is not None
     return (lambda x: torch.triu(x, d)) if upper else (lambda x: torch.tril(x, d))
@@ -142,7 +132,7 @@ def _triangular(op):
 _REDUCE = {"sum": torch.sum, "mean": torch.mean, "max": torch.amax, "min": torch.amin}
 
 
-@impl("graph.reduce")
+@impl(g.ReduceOp)
 def _reduce(op):
     kind, dims, keep = op.kind.data, _prop_ints(op, "dims"), op.keepdim is not None
     if kind in _REDUCE:
@@ -158,7 +148,7 @@ def _reduce(op):
     return run
 
 
-@impl("graph.arg_reduce")
+@impl(g.ArgReduceOp)
 def _arg_reduce(op):
     f = torch.argmax if op.kind.data == "argmax" else torch.argmin
     d, keep = _prop_int(op, "dim"), op.keepdim is not None
@@ -166,14 +156,14 @@ def _arg_reduce(op):
     return lambda x: f(x.to(torch.uint8) if x.dtype == torch.bool else x, dim=d, keepdim=keep)
 
 
-@impl("graph.softmax", "graph.log_softmax", "graph.cumsum")
+@impl(g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp)
 def _along(op):
-    f = {"graph.softmax": torch.softmax, "graph.log_softmax": torch.log_softmax, "graph.cumsum": torch.cumsum}[op.name]
+    f = {g.SoftmaxOp: torch.softmax, g.LogSoftmaxOp: torch.log_softmax, g.CumsumOp: torch.cumsum}[type(op)]
     d = _prop_int(op, "dim")
     return lambda x: f(x, d)
 
 
-@impl("graph.layer_norm")
+@impl(g.LayerNormOp)
 def _layer_norm(op):
     n, eps = _prop_int(op, "normalized_ndim"), op.eps.value.data
     has_w, has_b = op.weight is not None, op.bias is not None
@@ -187,13 +177,13 @@ def _layer_norm(op):
     return run
 
 
-@impl("graph.rms_norm")
+@impl(g.RmsNormOp)
 def _rms_norm(op):
     n, eps = _prop_int(op, "normalized_ndim"), op.eps.value.data
     return lambda x, w=None: F.rms_norm(x, x.shape[-n:], w, eps)
 
 
-@impl("graph.batch_norm")
+@impl(g.BatchNormOp)
 def _batch_norm(op):
     eps, has_w, has_b = op.eps.value.data, op.weight is not None, op.bias is not None
 
@@ -206,17 +196,17 @@ def _batch_norm(op):
     return run
 
 
-@impl("graph.matmul")
+@impl(g.MatmulOp)
 def _matmul(op):
     return torch.matmul
 
 
-@impl("graph.linear")
+@impl(g.LinearOp)
 def _linear(op):
     return F.linear
 
 
-@impl("graph.conv")
+@impl(g.ConvOp)
 def _conv(op):
     stride, padding, dilation = (_prop_ints(op, k) for k in ("stride", "padding", "dilation"))
     groups = _prop_int(op, "groups")
@@ -224,7 +214,7 @@ def _conv(op):
     return lambda x, w, b=None: f(x, w, b, stride, padding, dilation, groups)
 
 
-@impl("graph.pool")
+@impl(g.PoolOp)
 def _pool(op):
     k, s, p = (_prop_ints(op, n) for n in ("kernel", "stride", "padding"))
     if op.kind.data == "max":
@@ -232,7 +222,7 @@ def _pool(op):
     return lambda x: F.avg_pool2d(x, k, s, p)
 
 
-@impl("graph.reshape")
+@impl(g.ReshapeOp)
 def _reshape(op):
     t = op.result.type
     if is_dynamic(t):
@@ -241,13 +231,13 @@ def _reshape(op):
     return lambda x: x.reshape(shape)
 
 
-@impl("graph.permute")
+@impl(g.PermuteOp)
 def _permute(op):
     perm = _prop_ints(op, "perm")
     return lambda x: x.permute(perm)
 
 
-@impl("graph.expand")
+@impl(g.ExpandOp)
 def _expand(op):
     t = op.result.type
     if is_dynamic(t):
@@ -256,7 +246,7 @@ def _expand(op):
     return lambda x: x.expand(shape)
 
 
-@impl("graph.slice")
+@impl(g.SliceOp)
 def _slice(op):
     d, s, e, st = (_prop_int(op, k) for k in ("dim", "start", "end", "step"))
     if op.end_expr is not None:
@@ -266,24 +256,24 @@ def _slice(op):
     return lambda x: x[index]
 
 
-@impl("graph.concat")
+@impl(g.ConcatOp)
 def _concat(op):
     d = _prop_int(op, "dim")
     return lambda *xs: torch.cat(xs, d)
 
 
-@impl("graph.gather")
+@impl(g.GatherOp)
 def _gather(op):
     d = _prop_int(op, "dim")
     return lambda x, idx: x.index_select(d, idx.reshape(-1)).reshape(x.shape[:d] + idx.shape + x.shape[d + 1:])
 
 
-@impl("graph.index")
+@impl(g.IndexOp)
 def _index(op):
     return lambda x, *idx: x[tuple(idx)]
 
 
-@impl("graph.gather_elements")
+@impl(g.GatherElementsOp)
 def _gather_elements(op):
     d = _prop_int(op, "dim")
     return lambda x, idx: torch.gather(x, d, idx)
@@ -299,13 +289,13 @@ def attention_reference(q, k, v, mask=None, scale=None, causal=False):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=gqa)
 
 
-@impl("graph.attention")
+@impl(g.AttentionOp)
 def _attention(op):
     scale, causal = op.scale.value.data, op.causal is not None
     return lambda q, k, v, mask=None: attention_reference(q, k, v, mask, scale, causal)
 
 
-@impl("graph.extern")
+@impl(g.ExternOp)
 def _extern(op):
     from solder.compiler.importer import decode_extern_args
 
@@ -321,7 +311,7 @@ def _extern(op):
     return run
 
 
-@impl("graph.kernel")
+@impl(g.KernelOp)
 def _kernel(op):
     run = compile_block(op.body.block, list(op.outputs))
     return _needs_env(lambda *xs, env=None: run(*xs, env=env))
@@ -335,9 +325,9 @@ def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tenso
     for op in block.ops:
         if op is term:
             break
-        factory = OPS.get(op.name)
+        factory = OPS.get(type(op))
         if factory is None:
-            raise SolderError(f"reference backend: no implementation for {op.name}; known: {', '.join(sorted(OPS))}")
+            raise SolderError(f"reference backend: no implementation for {op.name}; known: {', '.join(sorted(c.name for c in OPS))}")
         ins = [slots[o] for o in op.operands]
         outs = []
         for r in op.results:
@@ -377,7 +367,7 @@ class ReferenceBackend(Backend):
     targets = ("cpu", "h100")
 
     def supports(self, op: Operation) -> bool:
-        return op.name in OPS
+        return type(op) in OPS
 
     def lower(self, module: ModuleOp, target=None) -> Program:
         f = forward_func(module)
@@ -432,7 +422,7 @@ def block_sparse_reference(q, k, v, counts, indices, block, scale, causal, chunk
     return out
 
 
-@impl("graph.block_sparse_attention")
+@impl(g.BlockSparseAttentionOp)
 def _block_sparse_attention(op):
     from solder.compiler.sparse_attention import OpSpec, call_layouts
 
