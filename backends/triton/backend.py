@@ -29,6 +29,7 @@ from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
 from solder.backends.reference import forward_func
 from solder.backends.triton import codegen, launch
+from solder.backends.weights import Stack
 from solder.backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
 from solder.backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
     TEMPLATE_OPS,
@@ -162,6 +163,13 @@ class _Planner:
         self.steps.append(step)
 
     def lower_group(self, ops: list[Operation], pos: tuple, est) -> None:
+        stacks = [op for op in ops if self.stacks_weights(op)]
+        if stacks:  # before the rest of the group, which then reads the stack like any argument
+            for j, op in enumerate(stacks):
+                self.add(Step("extern", "stacked weights", [self.canon(v) for v in op.operands],
+                              [self.canon(r) for r in op.results], Stack(0), [op.name], pos + (-1, j), None))
+            rest = [op for op in ops if op not in stacks]
+            return self.lower_group(rest, pos + (0,), est) if rest else None
         outs = self.outputs(ops)
         if not outs:
             return
@@ -223,6 +231,13 @@ class _Planner:
         fn, needs_device = view_fn(op)
         ins = [self.canon(o) for o in op.operands]
         self.add(Step("view", op.name, ins, [op.results[0]], fn, [op.name], pos, None, needs_device))
+
+    def stacks_weights(self, op: Operation) -> bool:
+        """A concatenation along dim 0 of function arguments (merge-linears' stacked weights): made once and
+        held as the parameters' storage (backends/weights.py), not copied per call."""
+        if not isinstance(op, g.ConcatOp) or op.dim.value.data not in (0, -len(dims_of(op.results[0].type))):
+            return False
+        return all(self.canon(v) in self.block.args for v in op.operands)
 
     def lower_single(self, op: Operation, pos: tuple, est) -> None:
         if op.name in FREE_OPS:

@@ -154,8 +154,8 @@ class LaunchList:
         if not on_cuda or self._graph_state in ("off", "failed"):
             return self.run_plain(tensors)
         if self._graph_state == "first":
+            out = self.run_plain(tensors)  # first: it may move parameters into a stack (backends/weights.py)
             self._ptrs = [t.data_ptr() if isinstance(t, torch.Tensor) else None for t in tensors]
-            out = self.run_plain(tensors)
             self._graph_state = "capture" if self._graph_pays(out) else "off"
             return out
         if self._graph_state == "capture":
