@@ -34,7 +34,7 @@ class FoldIdentity(RewritePattern):
             return
         if isinstance(op, g.PermuteOp) and list(op.perm.get_values()) != sorted(op.perm.get_values()):
             return
-        rewriter.replace_op(op, [], [op.input])
+        rewriter.replace(op, [], [op.input])
 
 
 class MergeReshapes(RewritePattern):
@@ -45,7 +45,7 @@ class MergeReshapes(RewritePattern):
         inner = op.input.owner
         if not isinstance(inner, g.ReshapeOp):
             return
-        rewriter.replace_op(op, g.ReshapeOp(inner.input, op.result.type))
+        rewriter.replace(op, g.ReshapeOp(inner.input, op.result.type))
 
 
 class MergePermutes(RewritePattern):
@@ -57,7 +57,7 @@ class MergePermutes(RewritePattern):
         if not isinstance(inner, g.PermuteOp):
             return
         p, q = inner.perm.get_values(), op.perm.get_values()
-        rewriter.replace_op(op, g.PermuteOp(operands=[inner.input], properties={"perm": g.ints_attr([p[i] for i in q])},
+        rewriter.replace(op, g.PermuteOp(operands=[inner.input], properties={"perm": g.ints_attr([p[i] for i in q])},
                                             result_types=[op.result.type]))
 
 
@@ -81,7 +81,7 @@ class FoldCastOfConstant(RewritePattern):
             from solder.compiler.importer import scalar_attr
 
             attr = scalar_attr(int(v))
-        rewriter.replace_op(op, g.ConstantOp(attr, op.result.type))
+        rewriter.replace(op, g.ConstantOp(attr, op.result.type))
 
 
 class MergeLosslessCasts(RewritePattern):
@@ -96,7 +96,7 @@ class MergeLosslessCasts(RewritePattern):
             return
         a, b = str(op.result.type.element_type), str(inner.result.type.element_type)
         if (a, b) in self.WIDER:
-            rewriter.replace_op(op, [], [inner.input])
+            rewriter.replace(op, [], [inner.input])
 
 
 PATTERNS = (FoldIdentity(), MergeReshapes(), MergePermutes(), FoldCastOfConstant(), MergeLosslessCasts())

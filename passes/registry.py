@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 from xdsl.passes import ModulePass
 from xdsl.utils.arg_spec import parse_pipeline
@@ -46,7 +48,7 @@ def parse(pipeline: str) -> list[ModulePass]:
     if not pipeline.strip():
         return []
     try:
-        specs = list(parse_pipeline(pipeline))
+        specs = list(parse_pipeline(quote_option_values(pipeline)))
     except (Exception, ArgSpecParseError) as e:  # xDSL's parse error derives from BaseException
         msg = " ".join(str(e).split())
         raise PipelineError(f"malformed pipeline {pipeline!r}: {msg}. Expected e.g. 'canonicalize,cse,fuse-ops{{max-ops=16}}'") from None
@@ -58,7 +60,52 @@ def parse(pipeline: str) -> list[ModulePass]:
         except Exception as e:
             fields = ", ".join(f.replace("_", "-") for f in getattr(cls, "__dataclass_fields__", {}) if f != "name")
             raise PipelineError(f"bad options for pass {spec.name!r}: {e}. Its options: {fields or 'none'}") from None
+        model = getattr(out[-1], "cost_model", "")
+        problem = cost_model_problem(model) if isinstance(model, str) and model not in ("", "roofline") else None
+        if problem:
+            raise PipelineError(f"{spec.name}: cost-model={model!r}: {problem}. Pass a model file or folder "
+                                "written by `solder-costmodel train`, or cost-model=roofline")
     return out
+
+
+_BARE_VALUE = re.compile(r"[A-Za-z0-9_-]+|[-+]?[0-9]+(\.[0-9]*([eE][-+]?[0-9]+)?)?")
+
+
+def quote_option_values(pipeline: str) -> str:
+    """`pipeline` with option values that xDSL's lexer cannot read bare (a path: `cost-model=/m/model.pkl`)
+    put in double quotes; quoted values and every other character stay as they are."""
+    out, depth, i = [], 0, 0
+    while i < len(pipeline):
+        c = pipeline[i]
+        if c == '"':  # a quoted value: copied through its closing quote
+            end = pipeline.find('"', i + 1)
+            end = len(pipeline) - 1 if end < 0 else end
+            out.append(pipeline[i:end + 1])
+            i = end + 1
+            continue
+        depth += (c == "{") - (c == "}")
+        out.append(c)
+        i += 1
+        if c == "=" and depth > 0:
+            m = re.compile(r'[^\s,{}="]+').match(pipeline, i)
+            if m and not _BARE_VALUE.fullmatch(m.group()):
+                out.append(f'"{m.group()}"')
+                i = m.end()
+    return "".join(out)
+
+
+def cost_model_problem(spec) -> str | None:
+    """Why the cost model `spec` (a path to a model file or folder) cannot be used, or None when it loads."""
+    from solder import costmodel
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        return "no such file or folder"
+    try:
+        model = costmodel.load_model(path)
+    except Exception as e:  # noqa: BLE001 - any loader failure is the answer to "why not"
+        return f"it does not load ({type(e).__name__}: {e})"
+    return None if model is not None else "it does not load as a solder cost model"
 
 
 def describe() -> list[tuple[str, str]]:
