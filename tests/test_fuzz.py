@@ -6,7 +6,9 @@ same places. Each program is compiled twice: for the `cpu` target (MLIR-generate
 
 SOLDER_FUZZ_EXAMPLES sets the number of programs per target (100 by default, the CI budget, with a
 fixed seed; `make fuzz` runs 1000 with a fresh seed each time), SOLDER_FUZZ_TRITON_EXAMPLES overrides
-it for the interpreter half, SOLDER_FUZZ_SEED fixes hypothesis' seed (to split a long run in chunks or
+it for the interpreter half, and also sets the number of modules that write in place (tests/fuzz_mutations.py:
+outputs, inputs and buffers compared after each of two calls; 12 per target by default, they compile
+slower), SOLDER_FUZZ_SEED fixes hypothesis' seed (to split a long run in chunks or
 replay one). A failure prints the program's source: it becomes a test under tests/regressions/.
 """
 
@@ -24,10 +26,12 @@ from hypothesis import seed as fixed_seed  # noqa: E402
 
 from solder import compile  # noqa: E402
 from tests.fuzz_graphs import Program, programs  # noqa: E402
+from tests.fuzz_mutations import MutationProgram, mutation_programs  # noqa: E402
 
 EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "100"))
 TRITON_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_TRITON_EXAMPLES", str(EXAMPLES)))
 SEED = os.environ.get("SOLDER_FUZZ_SEED")
+MUTATION_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "12"))
 TOLERANCE = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2), torch.float32: (1e-5, 1e-4),
              torch.float64: (1e-9, 1e-7)}
 
@@ -107,16 +111,39 @@ def check_program(prog: Program, target: str = "cpu", seed: int = 0) -> None:
     assert_same(got, want, where=f"\n[target {target}]\n{prog.source}", through=prog.dtypes)
 
 
-def fuzz(target: str, examples: int) -> None:
-    """`examples` random programs, each checked by `check_program` for `target`; prints how many ran."""
+def check_mutation_program(prog: MutationProgram, target: str = "cpu", calls: int = 2) -> None:
+    """Run `prog`'s module eagerly and compiled for `target` on twin inputs and state, `calls` times; assert
+    the outputs, the inputs and the buffers agree after every call."""
+    eager = prog.model()
+    twin = prog.model()
+    compiled = compile(twin, target=target)
+    for call in range(calls):
+        xs = prog.make_inputs(call)
+        ys = [x.clone() for x in xs]
+        with torch.no_grad():
+            try:
+                want = eager(*xs)
+            except Exception as e:  # noqa: BLE001  (overlapping writes and the like: eager refuses)
+                raise EagerRejects(str(e)) from e
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = compiled(*ys)
+        where = f"\n[target {target}, call {call}]\n{prog!r}"
+        assert_same(got, want, where=where)
+        assert_same(tuple(ys), tuple(xs), where=where + "\n(the inputs after the call)")
+        assert_same(tuple(twin.buffers()), tuple(eager.buffers()), where=where + "\n(the buffers after the call)")
+
+
+def fuzz(target: str, examples: int, strategy=programs, check=check_program) -> None:
+    """`examples` random programs of `strategy`, each checked by `check` for `target`; prints how many ran."""
     count = {"matched": 0, "rejected": 0, "skipped": 0}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=SEED is None and examples <= 100,
               suppress_health_check=list(HealthCheck), print_blob=True)
-    @given(programs())
+    @given(strategy())
     def one(prog):
         try:
-            check_program(prog, target)
+            check(prog, target)
         except IllConditioned:
             count["skipped"] += 1
             reject()
@@ -126,7 +153,7 @@ def fuzz(target: str, examples: int) -> None:
         count["matched"] += 1
 
     (fixed_seed(int(SEED))(one) if SEED is not None else one)()
-    print(f"\nfuzz {target}: {count['matched']} programs compiled and matched eager "
+    print(f"\nfuzz {target} ({strategy.__name__}): {count['matched']} programs compiled and matched eager "
           f"({count['rejected']} more that eager itself rejects, {count['skipped']} skipped: 16-bit floats into "
           "a discontinuous op)")
     # hypothesis stops at `examples` valid programs; far fewer would mean the generator keeps failing
@@ -169,3 +196,32 @@ def test_triton_interpreter_matches_eager():
     if os.environ.get("TRITON_INTERPRET") in ("", "0") and not torch.cuda.is_available():
         pytest.skip("TRITON_INTERPRET=0 and no GPU: the h100 target cannot run here")
     fuzz("h100", TRITON_EXAMPLES)
+
+
+def test_mutations_cpu_match_eager():
+    fuzz("cpu", MUTATION_EXAMPLES, mutation_programs, check_mutation_program)
+
+
+def test_mutations_triton_interpreter_match_eager():
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") in ("", "0") and not torch.cuda.is_available():
+        pytest.skip("TRITON_INTERPRET=0 and no GPU: the h100 target cannot run here")
+    fuzz("h100", MUTATION_EXAMPLES, mutation_programs, check_mutation_program)
+
+
+def test_mutation_generator_covers_the_write_kinds():
+    """Each in-place op, target kind and view is produced (a generator bug must not make the family vacuous)."""
+    sources: list[str] = []
+
+    @settings(max_examples=200, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(mutation_programs())
+    def collect(prog):
+        sources.append(prog.source)
+
+    collect()
+    text = "\n".join(sources)
+    missing = [n for n in (".add_(", ".mul_(", ".copy_(", ".fill_(", ".masked_fill_(", ".clamp_(", "] = ",
+                           ".index_copy_(", ".scatter_add_(", "new_zeros", "torch.zeros(", ".clone()", "self.b0",
+                           "persistent=False", "[1:].", ".t().", ".select(1, 0).", ".view(-1).", "alpha=")
+               if n not in text]
+    assert not missing, f"the mutation generator never produced {missing} in 200 programs"
