@@ -28,9 +28,10 @@ from xdsl.ir import Operation, OpResult, SSAValue
 from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
 from solder.backends.reference import forward_func
+from solder.backends.routes import StepKind
 from solder.backends.triton import codegen, launch
 from solder.backends.weights import Stack
-from solder.backends.triton.emit import EMITTERS, FREE_OPS, ROW_OPS, Unsupported
+from solder.backends.triton.emit import EMITTERS, Unsupported, is_free, is_row_op
 from solder.backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
     TEMPLATE_OPS,
     Autotuned,
@@ -46,17 +47,17 @@ from solder.compiler import log
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.symbolic import is_dynamic_module
+from solder.compiler.dialects.traits import Anchor, Attention
 from solder.compiler.dialects.types import dims_of
 
 _log = log.get("backend")
-ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
 
 
 @dataclass
 class Step:
     """One entry of the launch list; `fn` is None for generated kernels until the module is imported."""
 
-    kind: str  # pointwise | reduction | template | extern | fallback | view
+    kind: StepKind
     name: str
     ins: list[SSAValue]
     outs: list[SSAValue]
@@ -126,7 +127,7 @@ class _Planner:
         return v
 
     def free(self, op: Operation) -> bool:
-        return op.name in FREE_OPS and op.parent_block() is self.block
+        return is_free(op) and op.parent_block() is self.block
 
     def outputs(self, ops: list[Operation]) -> list[SSAValue]:
         """Results of `ops` read outside the group or returned."""
@@ -155,7 +156,7 @@ class _Planner:
         source += "\n\n" + launch_list_comment(self.steps)
         kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est,
                     "autotune": s.fn if isinstance(s.fn, Autotuned) else None}
-                   for n, s in enumerate(st for st in self.steps if st.kind != "view")]
+                   for n, s in enumerate(st for st in self.steps if st.kind is not StepKind.VIEW)]
         return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
                     self.fallbacks, kernels, self.per_size, self.canon)
 
@@ -166,7 +167,7 @@ class _Planner:
         stacks = [op for op in ops if self.stacks_weights(op)]
         if stacks:  # before the rest of the group, which then reads the stack like any argument
             for j, op in enumerate(stacks):
-                self.add(Step("extern", "stacked weights", [self.canon(v) for v in op.operands],
+                self.add(Step(StepKind.EXTERN, "stacked weights", [self.canon(v) for v in op.operands],
                               [self.canon(r) for r in op.results], Stack(0), [op.name], pos + (-1, j), None))
             rest = [op for op in ops if op not in stacks]
             return self.lower_group(rest, pos + (0,), est) if rest else None
@@ -175,11 +176,11 @@ class _Planner:
             return
         if len(ops) == 1:
             return self.lower_single(ops[0], pos, est)
-        if all(op.name in FREE_OPS for op in ops):  # layout only: views cost nothing, a copy kernel does
+        if all(is_free(op) for op in ops):  # layout only: views cost nothing, a copy kernel does
             for j, op in enumerate(ops):
                 self.view(op, pos + (j,))
             return
-        anchors = [i for i, op in enumerate(ops) if op.name in ANCHORS]
+        anchors = [i for i, op in enumerate(ops) if op.has_trait(Anchor)]
         if anchors:
             a = anchors[0]
             if self.try_gemm_epilogue(ops[a], ops[a + 1:], ops[:a], pos, est):
@@ -193,9 +194,9 @@ class _Planner:
             self.lower_group([op], pos + (j,), None)
 
     def try_generate(self, ops, outs, pos, est) -> bool:
-        if any(op.name not in EMITTERS for op in ops):
+        if any(type(op) not in EMITTERS for op in ops):
             return False
-        rows = any(op.name in ROW_OPS for op in ops)
+        rows = any(is_row_op(op) for op in ops)
         by_shape: dict[tuple, list[SSAValue]] = {}
         for o in outs:
             by_shape.setdefault(() if rows else dims_of(o.type), []).append(o)
@@ -230,7 +231,7 @@ class _Planner:
     def view(self, op: Operation, pos: tuple) -> None:
         fn, needs_device = view_fn(op)
         ins = [self.canon(o) for o in op.operands]
-        self.add(Step("view", op.name, ins, [op.results[0]], fn, [op.name], pos, None, needs_device))
+        self.add(Step(StepKind.VIEW, op.name, ins, [op.results[0]], fn, [op.name], pos, None, needs_device))
 
     def stacks_weights(self, op: Operation) -> bool:
         """A concatenation along dim 0 of function arguments (merge-linears' stacked weights): made once and
@@ -240,7 +241,7 @@ class _Planner:
         return all(self.canon(v) in self.block.args for v in op.operands)
 
     def lower_single(self, op: Operation, pos: tuple, est) -> None:
-        if op.name in FREE_OPS:
+        if is_free(op):
             return self.view(op, pos)
         outs = [self.canon(r) for r in op.results]
         ins = [self.canon(v) for v in op.operands]
@@ -248,20 +249,20 @@ class _Planner:
         if made is not None:
             kind, name, fn, ins = made
             return self.add(Step(kind, name, ins, outs, fn, [op.name], pos, est))
-        if op.name in EMITTERS and self.try_generate([op], self.outputs([op]), pos, est):
+        if type(op) in EMITTERS and self.try_generate([op], self.outputs([op]), pos, est):
             return
         self.fallback(op, ins, outs, pos, est)
 
     def fallback(self, op, ins, outs, pos, est) -> None:
-        kind = "extern" if op.name in ("graph.conv", "graph.extern") else "fallback"
+        kind = StepKind.EXTERN if isinstance(op, (g.ConvOp, g.ExternOp)) else StepKind.FALLBACK
         reason = "no Triton lowering"
-        if op.name == "graph.conv":
+        if isinstance(op, g.ConvOp):
             reason = "no Triton lowering; torch runs it (cuDNN on the GPU)"
-        elif "attention" in op.name and _interpreter_dot_broken(_dtype(op.results[0])):
+        elif op.has_trait(Attention) and _interpreter_dot_broken(_dtype(op.results[0])):
             reason = "bf16 tl.dot is wrong in Triton's CPU interpreter; the flash template runs on the GPU"
-        elif op.name in TEMPLATE_OPS and _templates() is None:
+        elif isinstance(op, TEMPLATE_OPS) and _templates() is None:
             reason = "its template is missing"
-        factory = REFERENCE_OPS.get(op.name)
+        factory = REFERENCE_OPS.get(type(op))
         if factory is None:
             raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
                                       f"implementation")
@@ -269,13 +270,13 @@ class _Planner:
         self.add(Step(kind, op.name, ins, outs, factory(op), [op.name], pos, est))
 
     def try_gemm_epilogue(self, anchor, rest, before, pos, est) -> bool:
-        if before or anchor.name == "graph.attention":
+        if before or isinstance(anchor, g.AttentionOp):
             return False
         made = gemm_epilogue_step(anchor, rest, self)
         if made is None:
             return False
         name, fn, ins, out = made
-        self.add(Step("template", name, ins, [out], fn, [anchor.name] + [o.name for o in rest], pos, est))
+        self.add(Step(StepKind.TEMPLATE, name, ins, [out], fn, [anchor.name] + [o.name for o in rest], pos, est))
         return True
 
     def _materialize_views(self) -> None:
@@ -297,7 +298,7 @@ def launch_list_comment(steps: list[Step]) -> str:
     """The launch order as comments, so `--emit triton` shows templates and fallbacks too."""
     lines = ["# launch list (views are free; kN are the kernels above):"]
     for s in steps:
-        if s.kind != "view":
+        if s.kind is not StepKind.VIEW:
             lines.append(f"#   {s.name:<28} {s.kind:<10} {', '.join(s.ops)}")
     return "\n".join(lines) + "\n"
 
@@ -418,7 +419,7 @@ class PerSizeKernel:
         self.lock = threading.Lock()
         self.cache_dir = knobs.current_cache_dir_override()
         self.compiled: list[dict] = []  # the bindings compiled for (shared with the Program's `sizes`)
-        self.reference = _reference_group(Step("pointwise", name, self.ins, list(outs)), canon)
+        self.reference = _reference_group(Step(StepKind.POINTWISE, name, self.ins, list(outs)), canon)
 
     def at(self, env) -> Callable:
         key = tuple(sorted(env.items()))
@@ -474,7 +475,7 @@ def _reference_group(step: Step, canon):
                 raise codegen.Unsupported(f"triton: {step.name}: a value the reference ops need is not an input")
             fn = factories.get(op)
             if fn is None:
-                fn = factories[op] = REFERENCE_OPS[op.name](op)
+                fn = factories[op] = REFERENCE_OPS[type(op)](op)
             args = [value(o) for o in op.operands]
             out = fn(*args, env=env) if getattr(fn, "wants_env", False) else fn(*args)
             out = out[v.index] if isinstance(out, (list, tuple)) else out

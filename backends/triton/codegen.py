@@ -27,6 +27,7 @@ from pathlib import Path
 
 from xdsl.ir import Operation, OpResult, SSAValue
 
+from solder.backends.routes import StepKind
 from solder.backends.triton.emit import (
     EMITTERS,
     STORAGE_TYPES,
@@ -111,7 +112,7 @@ class GenKernel:
     """One generated kernel: its source, the canonical values it reads and writes, launch facts."""
 
     name: str
-    kind: str  # "pointwise" | "reduction"
+    kind: StepKind  # POINTWISE or REDUCTION
     source: str
     inputs: list[SSAValue]
     outputs: list[SSAValue]
@@ -156,7 +157,7 @@ class KernelContext:
             return self.memo[key]
         op = v.owner if isinstance(v, OpResult) else None
         if op is not None and (op in self.ops or self.free(op)):
-            emitter = EMITTERS.get(op.name)
+            emitter = EMITTERS.get(type(op))
             if emitter is None or len(op.results) != 1:
                 raise Unsupported(f"triton: no emitter for {op.name}")
             val = emitter(self, op, index)
@@ -322,11 +323,11 @@ def _pointwise(name, ops, outputs, canon, free, shapes=STATIC) -> GenKernel:
         head = pre + [f"offs = {pid} * {xblock} + tl.arange(0, {xblock})", f"xmask = offs < {total}"]
         head += _unravel("x", "offs", shape, list(range(rank)))
         grid = -(-total // xblock)
-        return _assemble(name, "pointwise", k, outputs, head + k.lines + stores, grid, warps, ops)
+        return _assemble(name, StepKind.POINTWISE, k, outputs, head + k.lines + stores, grid, warps, ops)
     head = pre + [f"offs = {pid} * XBLOCK + tl.arange(0, XBLOCK)", f"xmask = offs < {total}"]
     head += _unravel("x", "offs", shape, list(range(rank)))
     launch = [f"total = {total}", "if total == 0:", "    return", "XBLOCK = min(1024, 1 << (total - 1).bit_length())"]
-    return _assemble(name, "pointwise", k, outputs, head + k.lines + stores, "-(-total // XBLOCK)",
+    return _assemble(name, StepKind.POINTWISE, k, outputs, head + k.lines + stores, "-(-total // XBLOCK)",
                      "4 if XBLOCK >= 512 else 2 if XBLOCK >= 128 else 1", ops, {"XBLOCK": "XBLOCK"}, launch)
 
 
@@ -356,14 +357,14 @@ def _reduction(name, ops, outputs, canon, free, row, shapes=STATIC) -> GenKernel
         warps = 4 if block_m * block_n <= 2048 else 8 if block_m * block_n <= 8192 else 16
         consts = {"BLOCK_M": block_m, "BLOCK_N": block_n}
         grid = -(-r_total // block_m)
-        return _assemble(name, "reduction", k, outputs, head + k.lines + stores, grid, warps, ops, consts)
+        return _assemble(name, StepKind.REDUCTION, k, outputs, head + k.lines + stores, grid, warps, ops, consts)
     # sizes known at launch: an empty or over-long row returns False (the caller runs the reference ops)
     launch = [f"n_rows, n_cols = {r_total}, {n}", "if n_rows == 0:", "    return",
               f"if n_cols == 0 or n_cols > {MAX_ROW}:", "    return False",
               "BLOCK_N = 1 << (n_cols - 1).bit_length()",
               "BLOCK_M = max(1, min(1 << (n_rows - 1).bit_length(), 4096 // BLOCK_N, 64))"]
     warps = "4 if BLOCK_M * BLOCK_N <= 2048 else 8 if BLOCK_M * BLOCK_N <= 8192 else 16"
-    return _assemble(name, "reduction", k, outputs, head + k.lines + stores, "-(-n_rows // BLOCK_M)", warps, ops,
+    return _assemble(name, StepKind.REDUCTION, k, outputs, head + k.lines + stores, "-(-n_rows // BLOCK_M)", warps, ops,
                      {"BLOCK_M": "BLOCK_M", "BLOCK_N": "BLOCK_N"}, launch)
 
 

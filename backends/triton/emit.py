@@ -9,7 +9,7 @@ layer_norm, rms_norm) ask the context for a whole-row tile and reduce it along t
 Values are computed in fp32 for f16/bf16/f32 tensors (rounding only on the final store, or where a
 `graph.cast` to a 16-bit type asks for it); integers and booleans keep their own types.
 
-    @emits("graph.add")
+    @emits(g.AddOp)
     def _add(k, op, index): ...
 
 Adding an op touches one function here; `codegen.KernelContext` is the only caller.
@@ -25,6 +25,8 @@ from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Attribute, Operation
 
 from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.optable import OpTable
+from solder.compiler.dialects.traits import RowReduction, Source, ViewLike
 from solder.compiler.dialects.types import dtype_name, shape_of
 from solder.compiler.errors import SolderError
 
@@ -114,24 +116,20 @@ def is_float_ty(ty: str) -> bool:
     return ty.startswith("tl.float")
 
 
-EMITTERS: dict[str, Callable] = {}
-"""op name -> emitter(k, op, index) -> Val; `index` addresses the op's (single) result."""
-
-ROW_OPS = ("graph.reduce", "graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm",
-           "graph.cumsum")
-FREE_OPS = ("graph.reshape", "graph.permute", "graph.expand", "graph.slice", "graph.constant", "graph.arange")
-"""Ops that are only index arithmetic or literals: folded into every generated kernel that reads them."""
+EMITTERS: OpTable = OpTable("triton emitter")
+"""op class -> emitter(k, op, index) -> Val; `index` addresses the op's (single) result."""
+emits = EMITTERS.register
 
 
-def emits(*names: str):
-    """Registers the decorated function as the emitter of `names`."""
+def is_row_op(op: Operation) -> bool:
+    """A row op: one program reduces a tile of whole rows (reduce, softmax, layer_norm, ...)."""
+    return op.has_trait(RowReduction)
 
-    def deco(fn):
-        for n in names:
-            EMITTERS[n] = fn
-        return fn
 
-    return deco
+def is_free(op: Operation) -> bool:
+    """Only index arithmetic or a literal (a view or a source op): folded into every generated kernel that
+    reads it."""
+    return op.has_trait(ViewLike) or op.has_trait(Source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,30 +165,30 @@ def _unary(fmt: Callable[[str, str], str]):
 
 
 _FLOAT_UNARY = {
-    "neg": lambda x, t: f"-{x}",
-    "abs": lambda x, t: f"tl.abs({x})",
-    "exp": lambda x, t: f"tl.exp({x})",
-    "log": lambda x, t: f"tl.log({x})",
-    "sqrt": lambda x, t: f"tl.sqrt({x})",
-    "rsqrt": lambda x, t: f"tl.rsqrt({x})",
-    "tanh": lambda x, t: f"2.0 * tl.sigmoid(2.0 * {x}) - 1.0",
-    "sigmoid": lambda x, t: f"tl.sigmoid({x})",
-    "relu": lambda x, t: f"tl.where({x} < 0, 0, {x})",
-    "silu": lambda x, t: f"{x} * tl.sigmoid({x})",
-    "erf": lambda x, t: f"tl.math.erf({x})",
-    "sin": lambda x, t: f"tl.sin({x})",
-    "cos": lambda x, t: f"tl.cos({x})",
-    "reciprocal": lambda x, t: f"1.0 / {x}",
-    "floor": lambda x, t: f"tl.floor({x})" if is_float_ty(t) else x,
-    "ceil": lambda x, t: f"tl.ceil({x})" if is_float_ty(t) else x,
+    g.NegOp: lambda x, t: f"-{x}",
+    g.AbsOp: lambda x, t: f"tl.abs({x})",
+    g.ExpOp: lambda x, t: f"tl.exp({x})",
+    g.LogOp: lambda x, t: f"tl.log({x})",
+    g.SqrtOp: lambda x, t: f"tl.sqrt({x})",
+    g.RsqrtOp: lambda x, t: f"tl.rsqrt({x})",
+    g.TanhOp: lambda x, t: f"2.0 * tl.sigmoid(2.0 * {x}) - 1.0",
+    g.SigmoidOp: lambda x, t: f"tl.sigmoid({x})",
+    g.ReluOp: lambda x, t: f"tl.where({x} < 0, 0, {x})",
+    g.SiluOp: lambda x, t: f"{x} * tl.sigmoid({x})",
+    g.ErfOp: lambda x, t: f"tl.math.erf({x})",
+    g.SinOp: lambda x, t: f"tl.sin({x})",
+    g.CosOp: lambda x, t: f"tl.cos({x})",
+    g.ReciprocalOp: lambda x, t: f"1.0 / {x}",
+    g.FloorOp: lambda x, t: f"tl.floor({x})" if is_float_ty(t) else x,
+    g.CeilOp: lambda x, t: f"tl.ceil({x})" if is_float_ty(t) else x,
 }
-for _n, _f in _FLOAT_UNARY.items():
-    EMITTERS[f"graph.{_n}"] = _unary(_f)
-EMITTERS["graph.isnan"] = _unary(lambda x, t: f"{x} != {x}")
-EMITTERS["graph.logical_not"] = _unary(lambda x, t: f"{x} == 0")
+for _c, _f in _FLOAT_UNARY.items():
+    EMITTERS[_c] = _unary(_f)
+EMITTERS[g.IsNanOp] = _unary(lambda x, t: f"{x} != {x}")
+EMITTERS[g.LogicalNotOp] = _unary(lambda x, t: f"{x} == 0")
 
 
-@emits("graph.gelu")
+@emits(g.GeluOp)
 def _gelu(k, op, index):
     (x,) = operands(k, op, index)
     if op.approximate.data == "tanh":
@@ -203,7 +201,7 @@ _EXACT_POW = {1: "{a}", 2: "{a} * {a}", 3: "{a} * {a} * {a}", 0.5: "tl.sqrt({a})
               -1: "1.0 / {a}", 0: "{a} * 0 + 1"}
 
 
-@emits("graph.pow")
+@emits(g.PowOp)
 def _pow(k, op, index):
     """a ** b: constant exponents fold; otherwise |a|^b with the sign of odd integer powers, as torch."""
     a, b = operands(k, op, index)
@@ -246,23 +244,23 @@ def _div(a: Val, b: Val) -> str:
     return f"{a.code} / {b.code}"
 
 
-_BINARY: dict[str, Callable[[Val, Val], str]] = {
-    "add": lambda a, b: f"{a.code} + {b.code}",
-    "sub": lambda a, b: f"{a.code} - {b.code}",
-    "mul": lambda a, b: f"{a.code} * {b.code}",
-    "div": _div,
-    "maximum": lambda a, b: f"tl.maximum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
-    "minimum": lambda a, b: f"tl.minimum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
-    "logical_and": lambda a, b: f"({a.code} != 0) & ({b.code} != 0)",
-    "logical_or": lambda a, b: f"({a.code} != 0) | ({b.code} != 0)",
-    "remainder": _remainder,
-    "floor_divide": _floor_divide,
-    "eq": lambda a, b: f"{a.code} == {b.code}",
-    "ne": lambda a, b: f"{a.code} != {b.code}",
-    "lt": lambda a, b: f"{a.code} < {b.code}",
-    "le": lambda a, b: f"{a.code} <= {b.code}",
-    "gt": lambda a, b: f"{a.code} > {b.code}",
-    "ge": lambda a, b: f"{a.code} >= {b.code}",
+_BINARY: dict[type[Operation], Callable[[Val, Val], str]] = {
+    g.AddOp: lambda a, b: f"{a.code} + {b.code}",
+    g.SubOp: lambda a, b: f"{a.code} - {b.code}",
+    g.MulOp: lambda a, b: f"{a.code} * {b.code}",
+    g.DivOp: _div,
+    g.MaximumOp: lambda a, b: f"tl.maximum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
+    g.MinimumOp: lambda a, b: f"tl.minimum({a.code}, {b.code}, propagate_nan=tl.PropagateNan.ALL)",
+    g.LogicalAndOp: lambda a, b: f"({a.code} != 0) & ({b.code} != 0)",
+    g.LogicalOrOp: lambda a, b: f"({a.code} != 0) | ({b.code} != 0)",
+    g.RemainderOp: _remainder,
+    g.FloorDivideOp: _floor_divide,
+    g.EqOp: lambda a, b: f"{a.code} == {b.code}",
+    g.NeOp: lambda a, b: f"{a.code} != {b.code}",
+    g.LtOp: lambda a, b: f"{a.code} < {b.code}",
+    g.LeOp: lambda a, b: f"{a.code} <= {b.code}",
+    g.GtOp: lambda a, b: f"{a.code} > {b.code}",
+    g.GeOp: lambda a, b: f"{a.code} >= {b.code}",
 }
 
 
@@ -274,17 +272,17 @@ def _binary(fn: Callable[[Val, Val], str]):
     return emit
 
 
-for _n, _f in _BINARY.items():
-    EMITTERS[f"graph.{_n}"] = _binary(_f)
+for _c, _f in _BINARY.items():
+    EMITTERS[_c] = _binary(_f)
 
 
-@emits("graph.where")
+@emits(g.WhereOp)
 def _where(k, op, index):
     c, a, b = operands(k, op, index)
     return k.let(f"tl.where({c.code}, {a.code}, {b.code})", c.deps | a.deps | b.deps, a.ty)
 
 
-@emits("graph.cast")
+@emits(g.CastOp)
 def _cast(k, op, index):
     (x,) = operands(k, op, index)
     name = dtype_name(op.results[0].type.element_type)
@@ -301,7 +299,7 @@ def _cast(k, op, index):
     return k.let(f"{x.code}.to({ty})", x.deps, ty)
 
 
-@emits("graph.constant")
+@emits(g.ConstantOp)
 def _constant(k, op, index):
     v = op.py_value
     ty = compute_type(op.result.type)
@@ -313,7 +311,7 @@ def _constant(k, op, index):
     return Val(code, frozenset(), ty, float(v))
 
 
-@emits("graph.arange")
+@emits(g.ArangeOp)
 def _arange(k, op, index):
     start, step = (g.scalar_value(op.properties[n]) for n in ("start", "step"))
     ty = compute_type(op.result.type)
@@ -325,7 +323,7 @@ def _arange(k, op, index):
     return k.let(f"({i.code} * {int(step)} + {int(start)}).to({ty})", i.deps, ty)
 
 
-@emits("graph.triangular")
+@emits(g.TriangularOp)
 def _triangular(k, op, index):
     (x,) = operands(k, op, index)
     d = op.diagonal.value.data
@@ -334,7 +332,7 @@ def _triangular(k, op, index):
     return k.let(f"tl.where({keep}, {x.code}, 0)", x.deps | i.deps | j.deps, x.ty)
 
 
-@emits("graph.batch_norm")
+@emits(g.BatchNormOp)
 def _batch_norm(k, op, index):
     x = k.value(op.input, index)
     ch = Index((index.dims[1],))
@@ -352,7 +350,7 @@ def _batch_norm(k, op, index):
 # ---------------------------------------------------------------------------------------------
 
 
-@emits("graph.permute")
+@emits(g.PermuteOp)
 def _permute(k, op, index):
     perm = list(op.perm.get_values())
     dims = [ZERO] * len(perm)
@@ -362,12 +360,12 @@ def _permute(k, op, index):
     return k.value(op.input, Index(tuple(dims), linear))
 
 
-@emits("graph.expand")
+@emits(g.ExpandOp)
 def _expand(k, op, index):
     return k.value(op.input, broadcast_index(index, k.shape(op.result), k.shape(op.input)))
 
 
-@emits("graph.slice")
+@emits(g.SliceOp)
 def _slice(k, op, index):
     d, start, step = (op.properties[n].value.data for n in ("dim", "start", "step"))
     dims = list(index.dims)
@@ -487,7 +485,7 @@ def _symbolic_reshape_groups(src, dst, monomial) -> list[tuple[list[int], list[i
     return groups
 
 
-@emits("graph.reshape")
+@emits(g.ReshapeOp)
 def _reshape(k, op, index):
     src, dst = k.shape(op.input), k.shape(op.result)
     dims: list[Ix] = [ZERO] * len(src)
@@ -511,7 +509,7 @@ def _reshape(k, op, index):
     return k.value(op.input, Index(tuple(dims), index.linear))
 
 
-@emits("graph.concat")
+@emits(g.ConcatOp)
 def _concat(k, op, index):
     d = op.dim.value.data
     i = index.dims[d]
@@ -530,7 +528,7 @@ def _concat(k, op, index):
     return k.let(code, deps, pieces[0][1].ty)
 
 
-@emits("graph.gather")
+@emits(g.GatherOp)
 def _gather(k, op, index):
     d = op.dim.value.data
     n_idx = len(k.shape(op.indices))
@@ -541,7 +539,7 @@ def _gather(k, op, index):
     return k.value(op.input, Index(dims))
 
 
-@emits("graph.index")
+@emits(g.IndexOp)
 def _index(k, op, index):
     """input[i0, ..., ik-1]: each index tensor is read at the broadcast leading dims (negatives wrap)."""
     idx_shapes = [k.shape(i) for i in op.indices]
@@ -558,7 +556,7 @@ def _index(k, op, index):
     return k.value(op.input, Index(tuple(dims) + index.dims[nb:]))
 
 
-@emits("graph.gather_elements")
+@emits(g.GatherElementsOp)
 def _gather_elements(k, op, index):
     """torch.gather: the index along `dim` is read from `indices` at the same point (negatives wrap)."""
     d = op.dim.value.data
@@ -582,12 +580,12 @@ def index_shape(shapes, rank: int) -> tuple[int, ...]:
 
 def row_dims(op: Operation, shapes=shape_of) -> tuple[tuple, tuple[int, ...]] | None:
     """(full shape, reduced dims) of a row op, or None for other ops; `shapes` reads a type's sizes."""
-    if op.name not in ROW_OPS:
+    if not is_row_op(op):
         return None
     shape = tuple(shapes(op.operands[0].type))
-    if op.name == "graph.reduce":
+    if isinstance(op, g.ReduceOp):
         return shape, tuple(sorted(op.dims.get_values()))
-    if op.name in ("graph.softmax", "graph.log_softmax", "graph.cumsum"):
+    if isinstance(op, (g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp)):
         return shape, (op.dim.value.data,)
     n = op.normalized_ndim.value.data
     return shape, tuple(range(len(shape) - n, len(shape)))

@@ -5,11 +5,12 @@ Registered in `emit.EMITTERS` when emit.py is imported."""
 from __future__ import annotations
 
 from solder.backends.triton.emit import Index, Unsupported, Val, emits, par
+from solder.compiler.dialects import graph as g
 
 _NEUTRAL = {"sum": "0", "mean": "0", "max": 'float("-inf")', "min": 'float("inf")', "any": "0", "all": "1"}
 
 
-@emits("graph.reduce")
+@emits(g.ReduceOp)
 def _reduce(k, op, index):
     kind = op.kind.data
     if kind not in _NEUTRAL:
@@ -38,18 +39,18 @@ def _row_input(k, op, dims, index) -> Val:
     return k.value(op.input, k.tile_index(op.input, dims, index, True))
 
 
-@emits("graph.softmax", "graph.log_softmax")
+@emits(g.SoftmaxOp, g.LogSoftmaxOp)
 def _softmax(k, op, index):
     x = _row_input(k, op, (op.dim.value.data,), index)
     m = k.reduce(x, "max", _NEUTRAL["max"])
     e = k.let(f"tl.exp({x.code} - {m.code})", x.deps | m.deps, x.ty)
     s = k.reduce(e, "sum", "0")
-    if op.name == "graph.log_softmax":
+    if isinstance(op, g.LogSoftmaxOp):
         return k.let(f"{x.code} - {m.code} - tl.log({s.code})", e.deps, x.ty)
     return k.let(f"{e.code} / {s.code}", e.deps, x.ty)
 
 
-@emits("graph.cumsum")
+@emits(g.CumsumOp)
 def _cumsum(k, op, index):
     x = _row_input(k, op, (op.dim.value.data,), index)
     t = k.masked(x, "0")
@@ -72,7 +73,7 @@ def _affine(k, op, y: Val, index: Index, params) -> Val:
     return k.let(code, deps, y.ty) if code != y.code else y
 
 
-@emits("graph.layer_norm")
+@emits(g.LayerNormOp)
 def _layer_norm(k, op, index):
     x = _row_input(k, op, _norm_dims(k, op), index)
     mean = k.let(f"{k.reduce(x, 'sum', '0').code} / {par(k.row_size)}", k.row_deps, x.ty)
@@ -83,7 +84,7 @@ def _layer_norm(k, op, index):
     return _affine(k, op, y, index, [(op.weight, "*"), (op.bias, "+")])
 
 
-@emits("graph.rms_norm")
+@emits(g.RmsNormOp)
 def _rms_norm(k, op, index):
     x = _row_input(k, op, _norm_dims(k, op), index)
     sq = k.let(f"{x.code} * {x.code}", x.deps, x.ty)

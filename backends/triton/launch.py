@@ -9,11 +9,10 @@ import threading
 
 from xdsl.ir import SSAValue
 
+from solder.backends.routes import StepKind
 from solder.backends.triton.codegen import numel
 from solder.compiler.dialects.types import shape_of
 
-GENERATED = ("pointwise", "reduction")
-ALIASING = ("view", "extern", "fallback")  # steps whose outputs may share storage with their inputs
 
 
 def plan_buffers(steps, results, shape=None) -> tuple[dict, list[int]]:
@@ -28,14 +27,14 @@ def plan_buffers(steps, results, shape=None) -> tuple[dict, list[int]]:
         for v in s.ins:
             last[root.get(v, v)] = i
         for o in s.outs:
-            root[o] = root.get(s.ins[0], s.ins[0]) if s.kind in ALIASING and s.ins else o
+            root[o] = root.get(s.ins[0], s.ins[0]) if s.kind.aliasing and s.ins else o
     pinned = {root.get(v, v) for v in results}
     sizes: list[int] = []
     free: list[int] = []
     assign: dict[SSAValue, int] = {}
     release: dict[int, list[int]] = {}
     for i, s in enumerate(steps):
-        if s.kind in GENERATED:
+        if s.kind.generated:
             for o in s.outs:
                 if o in pinned:
                     continue
@@ -124,7 +123,7 @@ class LaunchList:
         vals[: len(tensors)] = tensors
         for idx, (s, ins, outs, allocs, fn) in enumerate(self.prog):
             args = [vals[i] for i in ins]
-            if s.kind in GENERATED:
+            if s.kind.generated:
                 res = [views.get((idx, j)) if b is not None else torch.empty(shape, dtype=dtype, device=device)
                        for j, (shape, dtype, b) in enumerate(allocs)]
                 fn(*args, *res)
@@ -145,7 +144,7 @@ class LaunchList:
         import torch
 
         on_cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors)
-        if not on_cuda and not _interpreting() and any(s.kind in GENERATED + ("template",) for s in self.steps):
+        if not on_cuda and not _interpreting() and any(s.kind.generated or s.kind is StepKind.TEMPLATE for s in self.steps):
             from solder.compiler.errors import TargetError
 
             raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
@@ -168,7 +167,7 @@ class LaunchList:
     def _graph_pays(self, outputs) -> bool:
         """A replay saves a launch per step but costs a clone of every output out of the graph's buffers:
         worth it only when the launches cost more than the copies (many small kernels, small outputs)."""
-        launches = sum(1 for s in self.steps if s.kind != "view")
+        launches = sum(1 for s in self.steps if s.kind is not StepKind.VIEW)
         out_bytes = sum(t.numel() * t.element_size() for t in outputs if hasattr(t, "numel"))
         return launches * self.LAUNCH_SECONDS > out_bytes / self.COPY_BYTES_PER_SECOND
 

@@ -12,15 +12,17 @@ from collections.abc import Callable
 from xdsl.ir import OpResult, SSAValue
 
 from solder.backends.reference import OPS as REFERENCE_OPS
+from solder.backends.routes import StepKind
 from solder.compiler import log
+from solder.compiler.dialects import graph as g
+from solder.compiler.dialects.traits import Attention, Source
 from solder.compiler.dialects.types import dims_of, dtype_name
 
 _log = log.get("backend")
-ANCHORS = ("graph.linear", "graph.matmul", "graph.attention", "graph.block_sparse_attention")
-
-
-TEMPLATE_OPS = ANCHORS + ("graph.softmax", "graph.layer_norm", "graph.rms_norm", "graph.block_sparse_attention")
-_ACT = {"graph.relu": "relu", "graph.silu": "silu"}
+GEMMS = (g.LinearOp, g.MatmulOp)
+TEMPLATE_OPS = (*GEMMS, g.AttentionOp, g.BlockSparseAttentionOp, g.SoftmaxOp, g.LayerNormOp, g.RmsNormOp)
+"""Ops with a Triton template (GEMMs also have cuBLAS as their library route)."""
+_ACT = {g.ReluOp: "relu", g.SiluOp: "silu"}
 _TEMPLATE_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -73,7 +75,7 @@ def _gemm_fn(T, anchor, out_shape, act: str, has_bias: bool, has_res: bool):
     `out_shape` may hold size expressions (a dynamic module): the route is decided on the expressions
     and the views' sizes are evaluated under each call's binding (`at(env)`)."""
     a_type, b_type, out_type = anchor.operands[0].type, anchor.operands[1].type, anchor.results[0].type
-    linear = anchor.name == "graph.linear"
+    linear = isinstance(anchor, g.LinearOp)
     layout = _gemm_layout(linear, dims_of(a_type), dims_of(b_type), out_shape)
     if layout is None:
         return None
@@ -164,7 +166,7 @@ def _cublas_fn(op):
     import torch
     import torch.nn.functional as F
 
-    return F.linear if op.name == "graph.linear" else torch.matmul
+    return F.linear if isinstance(op, g.LinearOp) else torch.matmul
 
 
 def gemm_epilogue_step(anchor, rest, planner):
@@ -172,18 +174,18 @@ def gemm_epilogue_step(anchor, rest, planner):
     T = _templates()
     cur = anchor.results[0]
     out_shape = dims_of(cur.type)
-    has_own_bias = anchor.name == "graph.linear" and anchor.bias is not None
+    has_own_bias = isinstance(anchor, g.LinearOp) and anchor.bias is not None
     bias = res = None
     act = "none"
     for op in rest:
         ins = [planner.canon(o) for o in op.operands]
         if cur not in ins or cur in planner.results or len(planner.users.get(cur, [])) != 1:
             return None
-        if op.name in _ACT or op.name == "graph.gelu":
+        if type(op) in _ACT or isinstance(op, g.GeluOp):
             if act != "none" or res is not None:
                 return None
-            act = _ACT.get(op.name) or ("gelu_tanh" if op.approximate.data == "tanh" else "gelu")
-        elif op.name == "graph.add" and len(ins) == 2 and ins[0] is not ins[1]:
+            act = _ACT.get(type(op)) or ("gelu_tanh" if op.approximate.data == "tanh" else "gelu")
+        elif isinstance(op, g.AddOp) and len(ins) == 2 and ins[0] is not ins[1]:
             other = ins[1] if ins[0] is cur else ins[0]
             if dims_of(other.type) == out_shape[-1:] and not (bias or has_own_bias or act != "none" or res):
                 bias = other
@@ -207,16 +209,16 @@ def gemm_epilogue_step(anchor, rest, planner):
     return f"matmul[{act}{'+bias' if has_own_bias or bias else ''}{'+res' if res else ''}]", fn, ins, cur
 
 
-def _owner(planner, v: SSAValue, name: str):
+def _owner(planner, v: SSAValue, cls: type):
     op = v.owner if isinstance(v, OpResult) else None
-    return op if op is not None and op.name == name and planner.free(op) else None
+    return op if isinstance(op, cls) and planner.free(op) else None
 
 
 def _gqa_source(planner, v: SSAValue) -> SSAValue:
     """k/v before `reshape(expand(reshape(x)))` repeats its heads (GQA), else `v` itself."""
-    r3 = _owner(planner, v, "graph.reshape")
-    ex = r3 and _owner(planner, planner.canon(r3.input), "graph.expand")
-    r1 = ex and _owner(planner, planner.canon(ex.input), "graph.reshape")
+    r3 = _owner(planner, v, g.ReshapeOp)
+    ex = r3 and _owner(planner, planner.canon(r3.input), g.ExpandOp)
+    r1 = ex and _owner(planner, planner.canon(ex.input), g.ReshapeOp)
     if not r1:
         return v
     x = planner.canon(r1.input)
@@ -241,7 +243,7 @@ def _attention_step(T, op, ins, planner):
     def run(q, k, v, mask=None):
         return T.flash_attention(q, k, v, mask=mask, causal=causal, scale=scale)
 
-    return "template", "flash_attention", run, [q, k, v] + ins[3:]
+    return StepKind.TEMPLATE, "flash_attention", run, [q, k, v] + ins[3:]
 
 
 def _block_sparse_step(op, ins):
@@ -250,20 +252,20 @@ def _block_sparse_step(op, ins):
 
     if not sparse.supports(op):
         return None
-    return "template", "block_sparse_attention", sparse.block_sparse_fn(op), ins[:3]
+    return StepKind.TEMPLATE, "block_sparse_attention", sparse.block_sparse_fn(op), ins[:3]
 
 
 def _row_step(T, op, ins):
     rank = len(dims_of(op.operands[0].type))
-    if op.name == "graph.softmax":
+    if isinstance(op, g.SoftmaxOp):
         if op.dim.value.data != rank - 1:
             return None
-        return "template", "softmax", lambda x: T.softmax(x), ins
+        return StepKind.TEMPLATE, "softmax", lambda x: T.softmax(x), ins
     if op.normalized_ndim.value.data != 1:
         return None
     eps = op.eps.value.data
-    if op.name == "graph.rms_norm":
-        return "template", "rms_norm", (lambda x, w=None: T.rms_norm(x, w, eps)), ins
+    if isinstance(op, g.RmsNormOp):
+        return StepKind.TEMPLATE, "rms_norm", (lambda x, w=None: T.rms_norm(x, w, eps)), ins
     has_w, has_b = op.weight is not None, op.bias is not None
 
     def run(x, *p):
@@ -271,27 +273,27 @@ def _row_step(T, op, ins):
         b = p[-1] if has_b else None
         return T.layer_norm(x, w, b, eps)
 
-    return "template", "layer_norm", run, ins
+    return StepKind.TEMPLATE, "layer_norm", run, ins
 
 
 def template_step(op, ins, planner):
     """(kind, name, fn, ins) for an op that runs as a template or a library call, else None."""
-    if op.name not in TEMPLATE_OPS or _dtype(op.results[0]) not in _TEMPLATE_DTYPES:
+    if not isinstance(op, TEMPLATE_OPS) or _dtype(op.results[0]) not in _TEMPLATE_DTYPES:
         return None
     T = _templates()
-    if op.name in ("graph.linear", "graph.matmul"):
+    if isinstance(op, GEMMS):
         if T is not None and _use_template(planner, _dtype(op.results[0]), False):
-            has_bias = op.name == "graph.linear" and op.bias is not None
+            has_bias = isinstance(op, g.LinearOp) and op.bias is not None
             fn = _gemm_fn(T, op, dims_of(op.results[0].type), "none", has_bias, False)
             if fn is not None:
-                return "template", f"matmul[none{'+bias' if has_bias else ''}]", fn, ins
-        return "extern", f"cublas.{op.name[6:]}", _cublas_fn(op), ins
+                return StepKind.TEMPLATE, f"matmul[none{'+bias' if has_bias else ''}]", fn, ins
+        return StepKind.EXTERN, f"cublas.{op.name[6:]}", _cublas_fn(op), ins
     if T is None:
         return None
-    if op.name in ("graph.attention", "graph.block_sparse_attention"):
+    if op.has_trait(Attention):
         if _interpreter_dot_broken(_dtype(op.results[0])):
             return None
-        if op.name == "graph.block_sparse_attention":
+        if isinstance(op, g.BlockSparseAttentionOp):
             return _block_sparse_step(op, ins)
         return _attention_step(T, op, ins, planner)
     return _row_step(T, op, ins)
@@ -299,8 +301,8 @@ def template_step(op, ins, planner):
 
 def view_fn(op):
     """(fn, needs_device) materializing a top-level layout op (a torch view) or constant."""
-    fn = REFERENCE_OPS[op.name](op)
-    if op.name not in ("graph.constant", "graph.arange"):
+    fn = REFERENCE_OPS[type(op)](op)
+    if not op.has_trait(Source):
         return fn, False
     if getattr(fn, "wants_env", False):  # a constant of dynamic size: made once per binding and device
         return _SizedConstant(fn), True
