@@ -27,10 +27,10 @@ import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
 from solder.backends.base import Program
-from solder.compiler import ir, knobs, log, write_back
+from solder.compiler import call_checks, ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
-from solder.compiler.errors import CallError, OptionError, VerifyError
+from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning, VerifyError
 from solder.compiler.importer import Imported, import_program
 from solder.compiler.pipeline import PipelineRun, cost_model_option, run_pipeline
 from solder.compiler.targets import Target
@@ -65,7 +65,7 @@ class Options:
     def __post_init__(self):
         """Every option checked here, at `compile()`, not at the first call: a bad one raises a one-line
         `OptionError`/`PipelineError`; `cost_model` becomes the checked `pipeline.CostModel`."""
-        if self.dynamic not in (None, True, False):
+        if not any(self.dynamic is v for v in (None, True, False)):  # 1 and 1.0 equal True but are not it
             raise OptionError(f"compile(dynamic={self.dynamic!r}): expected None (dims that vary become dynamic), "
                               "True (every dim dynamic) or False (one specialization per shape)")
         if self.passes is not None and not isinstance(self.passes, str):
@@ -272,6 +272,18 @@ class CompiledModule:
             raise CallError(f"{self.name}: the call does not match forward{sig}: {e}") from None
         except ValueError:
             pass  # no inspectable signature (builtins): let export decide
+        leaves = pytree.tree_leaves((args, kwargs))
+        err = call_checks.meta_input_error(self.name, leaves, call_checks.leaf_names(self.model.forward, args, kwargs),
+                                           self.options.target.device)
+        if err is not None:
+            raise err
+
+    def _size_error(self, args, kwargs, e: CaptureError) -> CallError | None:
+        """The one-line error when this call's sizes differ from a compiled call's and do not trace."""
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        compiled = [(sp.key[0], call_checks.compiled_shapes(sp.imported)) for sp in self.specializations.values()]
+        return call_checks.size_error(self.name, leaves, call_checks.leaf_names(self.model.forward, args, kwargs),
+                                      str(spec), compiled, e)
 
     # ---- the shape policy ------------------------------------------------------------------------
     def _dispatch(self, key, spec, leaves, args, kwargs) -> Specialization:
@@ -327,6 +339,8 @@ class CompiledModule:
             if isinstance(x, torch.Tensor) else _leaf_key(x) for i, x in enumerate(leaves)))
         try:
             sp = self._compile(dkey, args, kwargs, dynamic=frozenset(dims))
+        except CallError:  # sizes the model does not take: the static compile says so, in one line
+            return None
         except Exception as e:  # noqa: BLE001 - any failure of the dynamic path must leave the static one
             self._no_dynamic.add(family)
             warnings.warn(f"solder: {self.name}: compiling dims {sorted(dims)} (input, dim) dynamic failed; "
@@ -345,7 +359,10 @@ class CompiledModule:
         self._bind_check(args, kwargs)
         t0 = time.perf_counter()
         self.compile_count += 1
-        cap = capture(self.model, args, kwargs, set(TABLE), dynamic=set(dynamic) if dynamic is not None else None)
+        try:
+            cap = capture(self.model, args, kwargs, set(TABLE), dynamic=set(dynamic) if dynamic is not None else None)
+        except CaptureError as e:
+            raise self._size_error(args, kwargs, e) or e from e.__cause__
         if cap.refused:
             warnings.warn(f"solder: {self.name}: export specialized dims {list(cap.refused)} (input, dim) to their "
                           "example sizes; they compile static", DynamicShapeWarning, stacklevel=5)
@@ -383,6 +400,10 @@ class CompiledModule:
             warnings.warn(f"solder: {self.name} has compiled more than {limit} input signatures; the oldest was "
                           "dropped (raise SOLDER_MAX_SPECIALIZATIONS, or pass inputs of fewer shapes)", stacklevel=4)
         _log.info("compiled %s for %s in %.3f s", self.name, key[1], sp.seconds["total"])
+        slow = call_checks.precision_fallback(self.name, imported, program, self.options.target)
+        if slow and "precision" not in self._warned:  # once per compiled callable
+            self._warned.add("precision")
+            warnings.warn(slow, PrecisionFallbackWarning, stacklevel=5)
         if self.options.explain:
             print(self.explain())
         return sp

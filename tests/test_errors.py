@@ -23,9 +23,8 @@ def test_unknown_target_lists_known_ones():
 
 
 def test_unknown_pass_lists_known_ones():
-    c = compile(nn.Linear(2, 2).eval(), target="cpu", passes="canonicalize,fuse-everything")
     with pytest.raises(PipelineError, match=r"unknown pass 'fuse-everything'; known passes: canonicalize, cse"):
-        c(torch.randn(1, 2))
+        compile(nn.Linear(2, 2).eval(), target="cpu", passes="canonicalize,fuse-everything")  # at compile()
 
 
 @pytest.mark.parametrize("pipeline", ["cse{", "cse,,dce", "canonicalize{bogus=1}"])
@@ -127,3 +126,49 @@ def test_capture_decomposes_only_what_the_importer_lacks():
     assert not sp.imported.externs
     assert "aten.hardswish.default" in sp.decomposed and "aten.mish.default" in sp.decomposed
     assert "decomposed at capture" in c.explain()
+
+
+class Proj(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x, scale=1.0):
+        return torch.relu(self.lin(x)) * scale
+
+
+@pytest.mark.parametrize("dynamic", [None, False, True])
+def test_later_call_with_another_feature_size_names_argument_and_dim(dynamic, capfd):
+    """The size the model cannot take is named in one line, without torch's fake-tensor log tracebacks."""
+    c = compile(Proj().eval(), target="cpu", dynamic=dynamic)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dynamic=True: export keeps the feature dim static, as it says
+        c(torch.randn(4, 8))
+        capfd.readouterr()
+        with pytest.raises(CallError, match=r"Proj: argument x dim 1 is 16 here but 8 in the call compiled before, "
+                                            r"and the model does not trace with it \(.*\)\. Pass x with dim 1 = 8") as e:
+            c(torch.randn(4, 16))
+    assert "\n" not in str(e.value)
+    assert "fake_tensor" not in capfd.readouterr().err
+
+
+def test_meta_device_input_is_refused_with_its_own_message():
+    c = compile(Proj().eval(), target="cpu")
+    with torch.no_grad(), pytest.raises(CallError, match=r"argument x is on the meta device, which holds no data; "
+                                                         r"compiled code runs on real tensors: pass x as a cpu tensor"):
+        c(torch.randn(4, 8, device="meta"))
+
+
+def test_cpu_low_precision_fallback_warns_once():
+    from solder.compiler.errors import PrecisionFallbackWarning
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)).eval().to(torch.bfloat16)
+    c = compile(model, target="cpu", dynamic=False)
+    with torch.no_grad(), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for rows in (4, 5, 4):
+            c(torch.randn(rows, 8, dtype=torch.bfloat16))
+    slow = [w for w in seen if issubclass(w.category, PrecisionFallbackWarning)]
+    assert len(slow) == 1, [str(w.message) for w in seen]
+    assert "generates no code for bf16" in str(slow[0].message) and "graph.gelu" in str(slow[0].message)
+    assert len(c.specializations) == 2
