@@ -53,6 +53,15 @@ class CloneThenMutate(torch.nn.Module):
         return y, x * 2
 
 
+class ViewBeforeWrite(torch.nn.Module):
+    """Eager's `v` is a view of `x`: it shows the write made after it was taken."""
+
+    def forward(self, x):
+        v = x[1:]
+        x.mul_(2)
+        return v + 0, x.sum()
+
+
 class BufferCopy(torch.nn.Module):
     def __init__(self, persistent: bool = True):
         super().__init__()
@@ -145,10 +154,10 @@ def check_like_eager(model: torch.nn.Module, target: str, calls: int = 3, inputs
 
 
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("make", [SetItem, MulInPlace, ReturnsMutated, CloneThenMutate, BufferCopy,
+@pytest.mark.parametrize("make", [SetItem, MulInPlace, ReturnsMutated, CloneThenMutate, ViewBeforeWrite, BufferCopy,
                                   lambda: BufferCopy(persistent=False), Counter, KVCache,
                                   lambda: KVCache(index_copy=True), GraphNet],
-                         ids=["setitem", "mul_", "returns-mutated", "clone-then-mutate", "buffer-copy_",
+                         ids=["setitem", "mul_", "returns-mutated", "clone-then-mutate", "view-before-write", "buffer-copy_",
                               "non-persistent-buffer", "counter", "kv-setitem", "kv-index_copy_", "graphnet"])
 def test_matches_eager_outputs_and_writes(make, target):
     check_like_eager(make(), target)
@@ -168,6 +177,33 @@ def test_returned_mutated_input_is_the_input_itself(target):
     for n in range(1, 4):
         out = compiled(x)
         assert out is x and x.tolist() == [3.0 ** n] * 3
+
+
+def test_returned_mutated_buffer_is_the_buffer_itself():
+    class Bump(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("steps", torch.zeros(2))
+
+        def forward(self, x):
+            return self.steps.add_(x)
+
+    model = Bump().eval()
+    compiled = compile(model, target="cpu")
+    for n in range(1, 3):
+        assert compiled(torch.ones(2)) is model.steps and model.steps.tolist() == [float(n)] * 2
+
+
+def test_torch_compile_backend_writes_back():
+    """torch.compile(backend="solder"): Dynamo's graph of a KV-cache update writes the cache like eager."""
+    model, twin = KVCache().eval(), KVCache().eval()
+    compiled = torch.compile(twin, backend="solder")
+    for call in range(3):
+        k, pos = _inputs(model, call)
+        with torch.no_grad():
+            want, got = model(k, pos), compiled(k.clone(), pos.clone())
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(twin.cache, model.cache)
 
 
 def test_buffer_read_before_its_write_sees_the_old_value():
