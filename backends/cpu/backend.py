@@ -119,7 +119,7 @@ class _Planner:
         self.conv_inputs = _conv_inputs(self.fn)
         syms = symbolic.symbols(self.fn)
         self.binding = symbolic.Binding.of(self.fn) if syms else None
-        self.samples = symdims.sample_bindings(syms)
+        self.samples = symdims.sample_bindings(syms, symbolic.assumes(self.fn))
         self.taken: set[Operation] = set()  # layout ops an earlier step computes as part of itself
 
     def resolve(self, v: SSAValue) -> SSAValue:

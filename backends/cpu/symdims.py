@@ -6,16 +6,19 @@ the MLIR it prints has `?` there (`memref<?x16xf32>`), and every size the IR nee
 (`tensor.empty`, a slice size, an `expand_shape` output) is computed from the kernel's symbol
 arguments: one trailing `index` argument per shape symbol the kernel uses (`%sym_s0: index`), which
 the runner fills from the call's binding. This module holds what that needs and nothing static
-code uses: emitting a size expression as `arith` on `index`, checking an index range over sampled
-bindings, and compiling size expressions into Python for the runner.
+code uses: emitting a size expression as `arith` on `index`, proving an index range or a reshape's
+regrouping from the size expressions (symbolic.prove, with the symbols' bounds and export's assertions;
+sampled bindings only where sympy cannot decide), and compiling size expressions into Python for the
+runner.
 """
 
 from __future__ import annotations
 
-import ast
 from typing import Callable
 
-from solder.compiler.dialects import symbolic
+import sympy
+
+from solder.compiler.dialects import size_expr, symbolic
 from solder.compiler.errors import SolderError
 
 
@@ -28,25 +31,17 @@ def is_static(dims) -> bool:
 
 
 def product(dims) -> int | str:
-    """The product of `dims`: an int when all are static, else an expression string."""
-    const, syms = 1, []
-    for d in dims:
-        if isinstance(d, int):
-            const *= d
-        else:
-            syms.append(f"({d})")
-    if not syms:
-        return const
-    return "*".join(([str(const)] if const != 1 else []) + syms)
+    """The product of `dims`: an int when all are static, else its expression's canonical text."""
+    if is_static(dims):
+        p = 1
+        for d in dims:
+            p *= d
+        return p
+    return symbolic.to_str(sympy.Mul(*[symbolic.expr(d) for d in dims]))
 
 
 def evaluate(d, env: dict[str, int]) -> int:
     return d if isinstance(d, int) else int(symbolic.evaluate(d, env))
-
-
-_ARITH = {ast.Add: "addi", ast.Sub: "subi", ast.Mult: "muli", ast.FloorDiv: "floordivsi", ast.Mod: "remsi"}
-_CALLS = {"FloorDiv": "floordivsi", "Mod": "remsi", "PythonMod": "remsi", "CleanDiv": "floordivsi",
-          "CeilDiv": "ceildivsi", "Max": "maxsi", "Min": "minsi", "max": "maxsi", "min": "minsi"}
 
 
 class IndexExprs:
@@ -56,62 +51,132 @@ class IndexExprs:
         self._emit, self._symbol = emit, symbol
         self._memo: dict[object, str] = {}
 
-    def value(self, d: int | str) -> str:
-        if d not in self._memo:
-            if isinstance(d, int):
-                self._memo[d] = self._emit(f"arith.constant {d} : index")
-            elif d == "?":
-                raise SymbolicUnsupported("a `?` dim without a size expression")
-            else:
-                try:
-                    tree = ast.parse(d, mode="eval").body
-                except SyntaxError as e:
-                    raise SymbolicUnsupported(f"size expression {d!r} does not parse: {e}") from None
-                self._memo[d] = self._node(tree, d)
-        return self._memo[d]
+    def value(self, d) -> str:
+        if d == "?":
+            raise SymbolicUnsupported("a `?` dim without a size expression")
+        try:
+            e = symbolic.expr(d)
+        except symbolic.ShapeBindError as err:
+            raise SymbolicUnsupported(str(err)) from None
+        return self._value(e, d)
 
-    def _node(self, n: ast.AST, src: str) -> str:
-        if isinstance(n, ast.Constant) and type(n.value) is int:
-            return self.value(n.value)
-        if isinstance(n, ast.Name):
-            return self._symbol(n.id)
-        if isinstance(n, ast.BinOp) and type(n.op) in _ARITH:
-            a, b = self._node(n.left, src), self._node(n.right, src)
-            return self._emit(f"arith.{_ARITH[type(n.op)]} {a}, {b} : index")
-        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
-            return self._emit(f"arith.subi {self.value(0)}, {self._node(n.operand, src)} : index")
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _CALLS and len(n.args) >= 2:
-            acc = self._node(n.args[0], src)
-            for a in n.args[1:]:
-                acc = self._emit(f"arith.{_CALLS[n.func.id]} {acc}, {self._node(a, src)} : index")
-            return acc
-        raise SymbolicUnsupported(f"size expression {src!r}: cannot compute {ast.dump(n)[:60]} as index arithmetic")
+    def _value(self, e, src) -> str:
+        if e not in self._memo:
+            self._memo[e] = self._node(e, src)
+        return self._memo[e]
+
+    def _const(self, n: int) -> str:
+        return self._value(sympy.Integer(n), n)
+
+    def _chain(self, op: str, args, src) -> str:
+        acc = self._value(args[0], src)
+        for a in args[1:]:
+            acc = self._emit(f"arith.{op} {acc}, {self._value(a, src)} : index")
+        return acc
+
+    def _node(self, e, src) -> str:
+        if e.is_Integer:
+            return self._emit(f"arith.constant {int(e)} : index")
+        if e.is_Symbol:
+            return self._symbol(e.name)
+        if isinstance(e, (sympy.floor, sympy.ceiling)):
+            num, den = sympy.fraction(sympy.together(e.args[0]))
+            if den != 1:
+                op = "floordivsi" if isinstance(e, sympy.floor) else "ceildivsi"
+                return self._emit(f"arith.{op} {self._value(num, src)}, {self._value(den, src)} : index")
+        elif isinstance(e, sympy.Mod):
+            return self._chain("remsi", e.args, src)
+        elif isinstance(e, (sympy.Max, sympy.Min)):
+            return self._chain("maxsi" if isinstance(e, sympy.Max) else "minsi", e.args, src)
+        elif isinstance(e, sympy.Add):
+            return self._chain("addi", e.args, src)
+        elif isinstance(e, sympy.Mul) and all(a.is_Integer or not a.is_Rational for a in e.args):
+            return self._chain("muli", e.args, src)
+        elif isinstance(e, sympy.Pow) and e.exp.is_Integer and e.exp > 0:
+            return self._chain("muli", [e.base] * int(e.exp), src)
+        raise SymbolicUnsupported(f"size expression {src!r}: cannot compute {symbolic.to_str(e)!r} as index "
+                                  "arithmetic")
+
+
+class Samples(list):
+    """Sampled bindings of a function's symbols (a list of dicts), with the facts that prove sizes symbolically:
+    `bounds` ((name, lo, hi), ...) and export's `assumes`."""
+
+    bounds: tuple = ()
+    assumes: tuple = ()
+
+
+def _facts(samples) -> tuple[tuple, tuple]:
+    return getattr(samples, "bounds", ()), getattr(samples, "assumes", ())
 
 
 def in_bounds(const: int, k: int, n, size, samples: list[dict[str, int]]) -> bool:
     """Whether reading `const + k*i` for i in [0, n) stays inside a dim of `size`.
 
     Static sizes are checked exactly; with a symbolic one, a read of the whole dim is accepted, anything
-    else only if it holds at every sampled binding (the function's example, smallest and a large size)."""
+    else where the size expressions prove it, or (sympy cannot decide) where it holds at every sampled binding
+    (the function's example, smallest and a large size)."""
     if isinstance(n, int) and isinstance(size, int):
         return k > 0 and const >= 0 and const + (n - 1) * k < size
     if k == 1 and const == 0 and n == size:
         return True
-    if k <= 0 or const < 0 or not samples:
+    if k <= 0 or const < 0:
         return False
+    try:
+        n_e, size_e = symbolic.expr(n), symbolic.expr(size)
+        proof = symbolic.prove(sympy.Lt(const + (n_e - 1) * k, size_e), *_facts(samples))
+    except (symbolic.ShapeBindError, TypeError):
+        proof = None
+    if proof is not None or not samples:
+        return bool(proof)
     try:
         return all(const + (evaluate(n, env) - 1) * k < evaluate(size, env) for env in samples)
     except symbolic.ShapeBindError:
         return False
 
 
-def sample_bindings(syms: dict[str, symbolic.Symbol]) -> list[dict[str, int]]:
-    """A few bindings of the function's symbols to check symbolic index ranges against."""
+def sample_bindings(syms: dict[str, symbolic.Symbol], assumes=()) -> Samples:
+    """A few bindings of the function's symbols to check symbolic index ranges against (the example sizes, the
+    smallest and a large one, each moved up to the next binding that meets export's `assumes`), carrying the
+    bounds and assumptions that prove sizes without them."""
     def clip(s, n):
         return n if s.hi is None else min(n, s.hi)
-    envs = [{s.name: s.hint for s in syms.values()}, {s.name: max(s.lo, 2) for s in syms.values()},
-            {s.name: clip(s, 4 * s.hint + 7) for s in syms.values()}]
-    return [e for e in envs if e]
+    out = Samples()
+    out.bounds = tuple((s.name, s.lo, s.hi) for s in syms.values())
+    out.assumes = tuple(assumes)
+    if not syms:
+        return out
+    for pick in (lambda s: s.hint, lambda s: max(s.lo, 2), lambda s: clip(s, 4 * s.hint + 7)):
+        env = _meeting(syms, {s.name: pick(s) for s in syms.values()}, out.assumes)
+        if env is not None:
+            out.append(env)
+    return out
+
+
+def _meeting(syms, env: dict[str, int], assumes: tuple, tries: int = 16) -> dict[str, int] | None:
+    """`env`, or the first of `env + i` (every symbol moved up by i < tries, within bounds) that meets `assumes`."""
+    for i in range(tries):
+        cand = {n: v + i for n, v in env.items()}
+        if any(syms[n].hi is not None and v > syms[n].hi for n, v in cand.items()):
+            return None
+        try:
+            if all(symbolic.evaluate(a, cand) for a in assumes):
+                return cand
+        except symbolic.ShapeBindError:
+            return env
+    return None
+
+
+def _same(a, b) -> bool:
+    """Whether two dims are the same size expression (the same text, or texts sympy reads as one)."""
+    if a == b:
+        return True
+    if isinstance(a, int) or isinstance(b, int):
+        return False
+    try:
+        return symbolic.expr(a) == symbolic.expr(b)
+    except symbolic.ShapeBindError:
+        return False
 
 
 def split_sub(src: tuple, dst: tuple):
@@ -123,9 +188,9 @@ def split_sub(src: tuple, dst: tuple):
     for n in src:
         group, p = [], 1
         if isinstance(n, str):
-            if j < len(dst) and dst[j] == n:
+            if j < len(dst) and _same(dst[j], n):
                 group, j = [j], j + 1
-            while j < len(dst) and dst[j] == 1 and (j + 1 == len(dst) or dst[j + 1] != n):
+            while j < len(dst) and dst[j] == 1 and (j + 1 == len(dst) or not _same(dst[j + 1], n)):
                 j += 1  # unit dims after it belong to it (no stride)
             if not group:
                 return None
@@ -146,9 +211,15 @@ def split_sub(src: tuple, dst: tuple):
 
 
 def regroup(src: tuple, dst: tuple, samples: list[dict[str, int]]):
-    """How a reshape between `src` and `dst` regroups dims, when every group's product agrees at every
-    sampled binding: ("expand", groups of dst dims per src dim) or ("collapse", groups of src dims per
-    dst dim); None otherwise (or with nothing to sample)."""
+    """How a reshape between `src` and `dst` regroups dims: ("expand", groups of dst dims per src dim) or
+    ("collapse", groups of src dims per dst dim), where every group's product equals its dim. Proved from the
+    size expressions first (with `samples`' bounds and assumptions); where sympy cannot decide, accepted if it
+    holds at every sampled binding. None otherwise."""
+    bounds, assumes = _facts(samples)
+    for kind, few, many in (("expand", src, dst), ("collapse", dst, src)):
+        groups = _proved_groups(few, many, bounds, assumes)
+        if groups is not None:
+            return kind, groups
     if not samples:
         return None
     try:
@@ -161,6 +232,32 @@ def regroup(src: tuple, dst: tuple, samples: list[dict[str, int]]):
         if groups is not None:
             return kind, groups
     return None
+
+
+def _proved_groups(few: tuple, many: tuple, bounds: tuple, assumes: tuple):
+    """Consecutive groups of `many`'s dims whose products are proved equal to `few`'s dims (trailing unit dims
+    join the last group), or None."""
+    try:
+        few_e = [symbolic.expr(d) for d in few]
+        many_e = [symbolic.expr(d) for d in many]
+    except symbolic.ShapeBindError:
+        return None
+    groups, j = [], 0
+    for i, f in enumerate(few_e):
+        group, p = [], sympy.Integer(1)
+        while j < len(many_e):
+            group.append(j)
+            p, j = p * many_e[j], j + 1
+            if symbolic.equal(p, f, bounds, assumes):
+                break
+        else:
+            return None
+        if i == len(few_e) - 1:
+            while j < len(many_e) and many_e[j] == 1:
+                group.append(j)
+                j += 1
+        groups.append(group)
+    return groups if j == len(many_e) and all(groups) else None
 
 
 def _groups(few: list[list[int]], many: list[list[int]]):
@@ -193,29 +290,11 @@ def _product_at(vals: list[int], idx: list[int]) -> int:
 
 
 def shape_fn(dims: tuple) -> Callable[[dict[str, int]], tuple[int, ...]]:
-    """A fast `env -> concrete shape` for `dims` (the runner calls it per launch)."""
+    """A fast `env -> concrete shape` for `dims` (the runner calls it per launch), compiled once."""
     if is_static(dims):
         shape = tuple(dims)
         return lambda env: shape
-    parts = []
-    for d in dims:
-        if isinstance(d, int):
-            parts.append(str(d))
-            continue
-        tree = ast.parse(d, mode="eval").body
-        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(symbolic._FUNCS)
-        body = d
-        for nm in names:
-            body = _sub_name(body, nm, f"env[{nm!r}]")
-        parts.append(f"int({body})")
-    src = f"lambda env: ({', '.join(parts)},)"
     try:
-        return eval(src, dict(symbolic._FUNCS))  # noqa: S307 - our own expressions, names replaced above
-    except SyntaxError:
+        return size_expr.compile_shape(tuple(d if isinstance(d, int) else symbolic.expr(d) for d in dims))
+    except (symbolic.ShapeBindError, size_expr.SizeExprError):
         return lambda env: tuple(evaluate(d, env) for d in dims)
-
-
-def _sub_name(expr: str, name: str, repl: str) -> str:
-    import re
-
-    return re.sub(rf"\b{re.escape(name)}\b", repl, expr)

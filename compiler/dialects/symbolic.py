@@ -6,21 +6,23 @@ A function with `?` dims carries
         graph.symbols = {s0 = array<i64: 2, 512, 8>},      // min, max (-1: unbounded), example size
         graph.assumes = ["Eq(Mod(s0, 2), 0)"]}            // export's extra run-time assertions, if any
 
-`bind` reads the symbols' values off the argument tensors' sizes and checks bounds, repeated
-symbols and assertions (`ShapeBindError` says which); `evaluate` computes a size expression;
-`instantiate` turns a dynamic module into the static module for one binding (what a backend that
+A size expression is text in the IR and a sympy expression in memory (`expr`, parsed once; size_expr.py
+has the algebra): `evaluate` computes one under a binding (compiled to Python once per expression),
+`prove`/`equal` decide equalities of sizes from the symbols' bounds and export's assertions (`facts`).
+`Binding` reads the symbols' values off the argument tensors' sizes and checks bounds, repeated
+symbols and assertions (`ShapeBindError` says which); `instantiate` turns a dynamic module into the static module for one binding (what a backend that
 needs static sizes compiles, once per binding).
 """
 
 from __future__ import annotations
 
-import ast
-import operator
+import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
+import sympy
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -33,6 +35,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 
+from solder.compiler.dialects import size_expr
 from solder.compiler.dialects.types import DYNAMIC, dims_of, is_dynamic, with_dims
 
 SYMBOLS = "graph.symbols"
@@ -54,70 +57,65 @@ class Symbol:
     hint: int
 
 
-def _max(*a):
-    return max(a)
+_FUNCS = size_expr.FUNCS  # the function names a size expression may call (artifact.py checks loaded ones)
 
 
-def _min(*a):
-    return min(a)
-
-
-_FUNCS = {
-    "Max": _max, "Min": _min, "max": _max, "min": _min,  # torch 2.11's export writes lowercase max/min
-    "FloorDiv": operator.floordiv, "Mod": operator.mod, "PythonMod": operator.mod,
-    "CeilDiv": lambda a, b: -(-a // b), "CleanDiv": operator.floordiv, "IntTrueDiv": operator.truediv,
-    "Eq": operator.eq, "Ne": operator.ne, "Lt": operator.lt, "Le": operator.le, "Gt": operator.gt,
-    "Ge": operator.ge, "StrictLessThan": operator.lt, "LessThan": operator.le, "GreaterThan": operator.ge,
-    "StrictGreaterThan": operator.gt, "And": lambda *a: all(a), "Or": lambda *a: any(a),
-    "Not": operator.not_, "TruncToInt": int, "FloorToInt": int, "CeilToInt": lambda a: -int(-a // 1),
-    "Abs": abs,
-}
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
-           ast.Mod: operator.mod, ast.Pow: operator.pow, ast.Div: operator.truediv, ast.BitAnd: operator.and_,
-           ast.BitOr: operator.or_}
-_CMPOPS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-           ast.Gt: operator.gt, ast.GtE: operator.ge}
-
-
-def evaluate(expr: str, env: dict[str, int]):
-    """The value of a size expression (`2*s0`, `FloorDiv(s0, 2)`, `Eq(Mod(s0, 2), 0)`) under `env`."""
+def expr(e) -> sympy.Expr:
+    """The sympy expression of a size: an int, the IR's text (`"2*s0"`, `"FloorDiv(s0, 2)"`, parsed once and
+    cached) or a sympy expression; ShapeBindError if the text is not a size expression."""
     try:
-        return _eval(_parse(expr), env)
-    except (SyntaxError, KeyError, TypeError, ZeroDivisionError) as e:
-        raise ShapeBindError(f"cannot evaluate the size expression {expr!r} with {env}: {type(e).__name__}: {e}") \
+        return size_expr.as_expr(e)
+    except size_expr.SizeExprError as err:
+        raise ShapeBindError(str(err)) from None
+
+
+def to_str(e) -> str:
+    """The canonical text of a size expression, as the IR stores it (`(s0//2)`, `2*s0`, `Mod(s0, 2)`)."""
+    return size_expr.to_str(expr(e))
+
+
+def evaluate(e, env: dict[str, int]):
+    """The value of a size expression (`2*s0`, `FloorDiv(s0, 2)`, `Eq(Mod(s0, 2), 0)`) under `env`; an int is
+    itself. Each expression is compiled to Python once (integer `//`, `%`), so a call is a dict lookup and a
+    few integer operations."""
+    if type(e) is int:
+        return e
+    try:
+        return _compiled(e)(env)
+    except (KeyError, TypeError, ZeroDivisionError) as err:
+        raise ShapeBindError(f"cannot evaluate the size expression {e!r} with {env}: {type(err).__name__}: {err}") \
             from None
 
 
-@lru_cache(maxsize=4096)
-def _parse(expr: str) -> ast.AST:
-    return ast.parse(expr, mode="eval").body
+@lru_cache(maxsize=8192)
+def _compiled(e):
+    try:
+        return size_expr.compile_expr(size_expr.as_expr(e))
+    except size_expr.SizeExprError as err:
+        raise ShapeBindError(str(err)) from None
 
 
-def _eval(n: ast.AST, env: dict[str, int]):
-    if isinstance(n, ast.Constant) and isinstance(n.value, (int, bool, float)):
-        return n.value
-    if isinstance(n, ast.Name):
-        if n.id in ("True", "False"):
-            return n.id == "True"
-        return env[n.id]
-    if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
-        return _BINOPS[type(n.op)](_eval(n.left, env), _eval(n.right, env))
-    if isinstance(n, ast.UnaryOp) and isinstance(n.op, (ast.USub, ast.Not, ast.Invert)):
-        v = _eval(n.operand, env)
-        return -v if isinstance(n.op, ast.USub) else not v
-    if isinstance(n, ast.Compare):
-        left, ok = _eval(n.left, env), True
-        for op, right in zip(n.ops, n.comparators):
-            r = _eval(right, env)
-            ok = ok and _CMPOPS[type(op)](left, r)
-            left = r
-        return ok
-    if isinstance(n, ast.BoolOp):
-        vals = [_eval(v, env) for v in n.values]
-        return all(vals) if isinstance(n.op, ast.And) else any(vals)
-    if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords:
-        return _FUNCS[n.func.id](*[_eval(a, env) for a in n.args])
-    raise TypeError(f"unsupported expression node {ast.dump(n)[:60]}")
+def simplify(e) -> sympy.Expr:
+    """`e` simplified by sympy (cached)."""
+    return size_expr.simplify(expr(e))
+
+
+def facts(fn: func.FuncOp | None) -> tuple[tuple, tuple]:
+    """(bounds, assumes) of `fn`'s symbols, in the form `prove` and `equal` take."""
+    if fn is None:
+        return (), ()
+    return tuple((s.name, s.lo, s.hi) for s in symbols(fn).values()), tuple(assumes(fn))
+
+
+def prove(claim, bounds: tuple = (), assumes: tuple = ()) -> bool | None:
+    """Whether `claim` (an `Eq`/`Lt`/... of sizes) holds at every binding within `bounds` ((name, lo, hi), ...,
+    `facts`) that meets `assumes` (export's assertions): True/False where sympy decides it, else None."""
+    return size_expr.prove(expr(claim), tuple(bounds), tuple(assumes))
+
+
+def equal(a, b, bounds: tuple = (), assumes: tuple = ()) -> bool:
+    """Whether sizes `a` and `b` (ints, text, sympy) are proved equal under `bounds` and `assumes`."""
+    return size_expr.equal(expr(a), expr(b), tuple(bounds), tuple(assumes))
 
 
 def symbols(fn: func.FuncOp) -> dict[str, Symbol]:
@@ -277,35 +275,42 @@ def instantiate(module: ModuleOp, env: dict[str, int]) -> ModuleOp:
 
 
 def rename(module: ModuleOp, names: dict[str, str]) -> None:
-    """Rename shape symbols in every type expression of `module` (`{"s70": "s0"}`), in one pass; a symbol
-    mapped to a number (`{"s27": "32"}`) makes the dims it alone determines static."""
-    import re
-
+    """Rename shape symbols in every size expression of `module` (`{"s70": "s0"}`, all at once) and print the
+    results canonically (`to_str`); a symbol mapped to a number (`{"s27": "32"}`, one export specialized)
+    makes the dims it alone determines static."""
     if not names:
         return
-    pat = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    table = {size_expr.symbol(old): expr(new) for old, new in names.items()}
+    memo: dict[str, str | int] = {}
 
-    def sub(e: str) -> str:
-        return pat.sub(lambda m: names[m.group(1)], e)
-
-    def one(d):
-        if not isinstance(d, str):
-            return d
-        d = sub(d)  # a name mapped to a number (a symbol export specialized) can leave a constant expression
-        return d if re.search(r"[A-Za-z_]", d) else int(evaluate(d, {}))
+    def sub(text: str) -> str | int:
+        if text not in memo:
+            memo[text] = _substitute(text, table, names)
+        return memo[text]
 
     def fix(t):
         if not is_dynamic(t):
             return t
-        return with_dims(t, tuple(one(d) for d in dims_of(t)))
+        return with_dims(t, tuple(sub(d) if isinstance(d, str) and d != "?" else d for d in dims_of(t)))
 
     map_types(module, fix)
     for op in module.walk():
         if op.properties.get("end_expr") is not None:
-            op.properties["end_expr"] = StringAttr(sub(op.properties["end_expr"].data))
+            op.properties["end_expr"] = StringAttr(str(sub(op.properties["end_expr"].data)))
     for op in module.ops:
         if isinstance(op, func.FuncOp) and ASSUMES in op.attributes:
-            op.attributes[ASSUMES] = ArrayAttr([StringAttr(sub(a)) for a in assumes(op)])
+            op.attributes[ASSUMES] = ArrayAttr([StringAttr(str(sub(a))) for a in assumes(op)])
+
+
+def _substitute(text: str, table: dict, names: dict[str, str]) -> str | int:
+    """`text` with its symbols replaced by `table`: an int where nothing symbolic is left, else canonical text.
+    Text that is not a size expression (a guard export wrote in a form sizes do not have) is renamed word by
+    word and left to fail where it is evaluated."""
+    try:
+        e = expr(text).xreplace(table)
+    except ShapeBindError:
+        return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], text)
+    return int(e) if e.is_Integer else to_str(e)
 
 
 def _static(t, env: dict[str, int]):
@@ -330,10 +335,16 @@ __all__ = [
     "Binding",
     "ShapeBindError",
     "Symbol",
+    "equal",
     "evaluate",
+    "expr",
+    "facts",
     "hint_shape",
     "instantiate",
     "is_dynamic_module",
+    "prove",
     "set_symbols",
+    "simplify",
     "symbols",
+    "to_str",
 ]
