@@ -347,3 +347,24 @@ def test_functional_models_are_not_retraced():
 
     cap = capture(Plain().eval(), (torch.randn(3),), {}, set(TABLE))
     assert cap.same_as_input == {} and not cap.program.graph_signature.buffers_to_mutate
+
+
+def test_an_in_place_extern_is_marked_as_writing():
+    """Imported without functionalization (export's raw graph), `index_put_` becomes a `graph.extern` that
+    declares the operand it writes, so cse and dce see a write effect, not a pure op."""
+    from xdsl.traits import MemoryEffectKind, get_effects
+
+    from solder.compiler import ir
+    from solder.compiler.dialects.structure import ExternOp
+    from solder.compiler.importer import import_program
+
+    class Put(torch.nn.Module):
+        def forward(self, x, i, v):
+            return torch.ops.aten.index_put_.default(x.clone(), [i], v)
+
+    ep = torch.export.export(Put(), (torch.zeros(4, 2), torch.tensor([1, 3]), torch.ones(2, 2)), strict=False)
+    with pytest.warns(UserWarning, match="index_put_"):
+        module = import_program(ep).module
+    op = next(o for o in module.walk() if isinstance(o, ExternOp) and "index_put_" in o.callee.data)
+    assert op.written_operands() == (0,) and "writes = array<i64: 0>" in ir.print_ir(module)
+    assert {e.kind for e in get_effects(op)} == {MemoryEffectKind.READ, MemoryEffectKind.WRITE}
