@@ -60,3 +60,59 @@ def test_first_call_with_aliased_inputs_does_not_tie_them(target):
     torch.testing.assert_close(compiled(a, a), f(a, a))
     torch.testing.assert_close(compiled(a, b), f(a, b))
     torch.testing.assert_close(compiled(b, a[:4]), f(b, a))
+
+
+def test_eager_calls_on_other_threads_see_real_weights_while_it_compiles():
+    """Export traces a private view of the module: another thread calling it eagerly meanwhile never reads
+    the fake tensors export puts in place of parameters, and the compile succeeds."""
+    import threading
+
+    from torch import nn
+
+    from solder import compile as solder_compile
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.GELU(), nn.Linear(64, 32)).eval()
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        want = model(x)
+    stop, calls, bad = threading.Event(), [0], []
+
+    def eager():
+        while not stop.is_set():
+            try:
+                with torch.no_grad():
+                    y = model(x)
+                    total = y.sum().item()
+            except Exception as e:  # noqa: BLE001 - any failure is what the test looks for
+                bad.append(f"{type(e).__name__}: {e}")
+                return
+            if type(y) is not torch.Tensor or not isinstance(total, float) or not torch.allclose(y, want, atol=1e-5, rtol=1e-5):
+                bad.append(f"{type(y).__name__} {total!r}")
+            calls[0] += 1
+
+    t = threading.Thread(target=eager, daemon=True)
+    t.start()
+    try:
+        with torch.no_grad():
+            got = solder_compile(model, target="cpu", dynamic=False)(x)
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert not bad, bad[:5]
+    assert calls[0] > 0
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_module_that_cannot_be_copied_is_traced_itself_with_a_warning():
+    from torch import nn
+
+    class NoCopy(nn.Linear):
+        def __copy__(self):
+            raise TypeError("no copies of this one")
+
+    model, x = NoCopy(4, 4).eval(), torch.randn(2, 4)
+    with torch.no_grad(), pytest.warns(UserWarning, match=r"cannot copy NoCopy for capture \(TypeError: no copies "
+                                                          r"of this one\); export traces the module itself"):
+        got = solder_compile(model, target="cpu")(x)
+    torch.testing.assert_close(got, model(x))
