@@ -18,6 +18,10 @@ from typing import Callable
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 
+from solder.compiler import knobs
+from solder.compiler.dialects import symbolic
+from solder.compiler.ir import forward_func
+
 
 @dataclass
 class Program:
@@ -59,10 +63,6 @@ def per_size(module: ModuleOp, lower_static: Callable[[ModuleOp], Program], limi
     static module and lowers it, once, keeping the `limit` most recent. The example sizes are lowered
     up front so that the Program reports kernels and fallbacks like a static one.
     """
-    from solder.backends.reference import forward_func
-    from solder.compiler import knobs
-    from solder.compiler.dialects import symbolic
-
     fn = forward_func(module)
     bind = symbolic.Binding.of(fn)
     hints = {s.name: s.hint for s in bind.symbols.values()}

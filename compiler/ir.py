@@ -7,14 +7,14 @@ import io
 from xdsl.context import Context
 from xdsl.dialects.arith import Arith
 from xdsl.dialects.builtin import Builtin, ModuleOp
-from xdsl.dialects.func import Func
+from xdsl.dialects.func import Func, FuncOp
 from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from solder.compiler.dialects.graph import Graph
-from solder.compiler.errors import IRParseError, VerifyError
+from solder.compiler.errors import IRParseError, SolderError, VerifyError
 
 
 def context() -> Context:
@@ -63,3 +63,11 @@ def verify(module: ModuleOp) -> None:
 def _defined_in(value, block) -> bool:
     owner = value.owner
     return getattr(owner, "parent", None) is block
+
+
+def forward_func(module: ModuleOp) -> FuncOp:
+    """The module's `func.func @forward`: the function every stage after import works on."""
+    for op in module.ops:
+        if isinstance(op, FuncOp) and op.sym_name.data == "forward":
+            return op
+    raise SolderError("expected a func.func @forward in the module")

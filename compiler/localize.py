@@ -15,7 +15,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Region
 
-from solder.backends.reference import OPS, forward_func
+from solder.backends.reference import OPS
+from solder.compiler.ir import forward_func
 from solder.compiler import ir
 
 

@@ -37,7 +37,8 @@ from solder.backends.cpu import attention_plan as ATT
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
 from solder.backends.cpu.lower_ops import LOWERINGS, lowers
-from solder.backends.reference import OPS, forward_func
+from solder.backends.reference import OPS
+from solder.compiler.ir import forward_func
 from solder.backends.routes import Route
 from solder.compiler import log
 from solder.compiler.dialects import graph as g

@@ -27,6 +27,7 @@ from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
+from solder.compiler.ir import forward_func  # noqa: F401  (re-exported for existing callers)
 from solder.compiler.errors import SolderError
 
 OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
@@ -351,13 +352,6 @@ def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tenso
         return [vals[i] for i in ret]
 
     return run
-
-
-def forward_func(module: ModuleOp) -> func.FuncOp:
-    for op in module.ops:
-        if isinstance(op, func.FuncOp) and op.sym_name.data == "forward":
-            return op
-    raise SolderError("expected a func.func @forward in the module")
 
 
 class ReferenceBackend(Backend):

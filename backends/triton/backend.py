@@ -27,7 +27,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 
 from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
-from solder.backends.reference import forward_func
+from solder.compiler.ir import forward_func
 from solder.backends.routes import StepKind
 from solder.backends.triton import codegen, launch
 from solder.backends.weights import Stack
