@@ -218,3 +218,105 @@ def test_parallel_kernel_matches_torch(name, tmp_path):
     out = torch.empty_like(args[-1])
     again(*args[:-1], out)
     assert torch.equal(out, args[-1])
+
+
+# -- trust: entries are loaded only where this user's process wrote them (cache_files.py) ---------------------
+
+def _make_foreign(path: Path, how: str, monkeypatch) -> None:
+    """Make `path` look written by someone else: another owner, or writable by the group."""
+    if how == "group-writable":
+        path.chmod(path.stat().st_mode | 0o020)
+    elif os.getuid() == 0:
+        os.chown(path, 4242, -1)
+    else:  # an unprivileged user cannot give a file away: this process pretends to be another user instead
+        monkeypatch.setattr(os, "getuid", lambda: os.geteuid() + 4242)
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Every shared library the cache dlopens, recorded; a fresh private directory (no kernels of other tests)."""
+    from solder.backends.cpu import cache_files
+
+    monkeypatch.setattr(cache_files, "_private", None)
+    loaded = []
+    real = cache_files.load_library
+    monkeypatch.setattr(cache_files, "load_library", lambda payload: loaded.append(payload) or real(payload))
+    return loaded
+
+
+@pytest.mark.parametrize("where", ["entry", "directory"])
+@pytest.mark.parametrize("how", ["other owner", "group-writable"])
+def test_foreign_entry_is_refused_and_not_loaded(tmp_path, monkeypatch, caplog, no_load, where, how):
+    text, entry = kernels.softmax(19, 40)
+    jit.compile_mlir(text, entry, cache_dir=tmp_path)
+    (path,) = _entries(tmp_path)
+    _make_foreign(path if where == "entry" else path.parent, how, monkeypatch)
+    with caplog.at_level("WARNING", logger="solder.backend"):
+        k = jit.compile_mlir(text, entry, cache_dir=tmp_path)
+    assert not k.cache_hit and no_load == []
+    assert caplog.text.count("refusing entries this user did not write") == 1
+    args = kernels.example_args("softmax", 19, 40)
+    k(*args)
+    torch.testing.assert_close(args[-1], kernels.reference("softmax", *args[:-1]))
+
+
+def _snapshot(root: Path) -> dict:
+    """Every file and directory under `root` with its mtime: creating and removing a temporary file changes it."""
+    return {str(p): p.stat().st_mtime_ns for p in [root, *root.rglob("*")]}
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A populated cache directory made read-only (for root, which may write anyway, the cache is told so)."""
+    from solder.backends.cpu import cache_files
+
+    monkeypatch.setattr(cache_files, "_private", None)
+    text, entry = kernels.softmax(37, 100)
+    jit.compile_mlir(text, entry, cache_dir=tmp_path)
+    for p in [tmp_path, *tmp_path.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~0o222)
+    if os.getuid() == 0:
+        monkeypatch.setattr(cache_files, "_writable", lambda d: False)
+    yield tmp_path
+    for p in [tmp_path, *tmp_path.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+
+
+def test_read_only_cache_is_read_and_never_written(read_only, caplog):
+    before = _snapshot(read_only)
+    text, entry = kernels.softmax(37, 100)
+    assert jit.compile_mlir(text, entry, cache_dir=read_only).cache_hit
+    other, entry2 = kernels.rms_norm(37, 100)
+    with caplog.at_level("WARNING", logger="solder.backend"):
+        assert not jit.compile_mlir(other, entry2, cache_dir=read_only).cache_hit
+        assert jit.compile_mlir(other, entry2, cache_dir=read_only).cache_hit  # kept for this process
+    assert caplog.text.count("cannot take new kernels") == 1
+    assert _snapshot(read_only) == before
+
+
+def test_read_only_cache_hits_in_another_process(read_only):
+    before = _snapshot(read_only)
+    assert _run(_compile_in_subprocess(read_only)).startswith("HIT")
+    assert _snapshot(read_only) == before
+
+
+def test_prebuilt_attention_library_trust_and_read_only(tmp_path, monkeypatch):
+    from solder.backends.cpu import attention_lib as L
+    from solder.backends.cpu.attention import AttentionSpec
+
+    spec = AttentionSpec(b=1, hq=2, t=40, d=32, hkv=2, s=40, dv=32, scale=0.2, causal=True)
+    assert L.build(tmp_path, [v for v in L.PREBUILT if v.variant() == spec.variant()], quiet=True) == 1
+    monkeypatch.setattr(L, "library_dir", lambda: tmp_path)
+    L._load.cache_clear()
+    for p in [tmp_path, *tmp_path.rglob("*")]:  # a read-only install
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        assert L.prebuilt(spec) is not None
+        L._load.cache_clear()
+        (path,) = _entries(tmp_path)
+        path.chmod(0o464)  # writable by the group: refused, the per-shape kernel is generated instead
+        assert L.prebuilt(spec) is None
+    finally:
+        L._load.cache_clear()
+        for p in [tmp_path, *tmp_path.rglob("*")]:
+            p.chmod(p.stat().st_mode | 0o200)

@@ -12,7 +12,9 @@ one calls it instead of generating its own.
 of the host CPU and the torch-mlir build (the code is compiled for this CPU's instruction set; another CPU or
 MLIR build gets its own directory). The directory holds ordinary JIT cache entries (jit.py: atomic, verified
 by hash, never trusted when corrupt) and is only read while compiling models: a variant it lacks is generated
-per shape as before, into the model's own cache.
+per shape as before, into the model's own cache. Its entries are machine code, so they follow the cache's trust
+rule (cache_files.py): read only when they and their directories are owned by this user or root and not writable
+by group or others; a library on a read-only mount is read in place (nothing is written into it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from solder.backends.cpu import jit
+from solder.backends.cpu import cache_files, jit
 from solder.backends.cpu.attention import AttentionSpec, module
 from solder.compiler import knobs
 
@@ -36,15 +38,16 @@ HEAD_DIMS = (16, 32, 64, 128)
 
 
 def _variants() -> list[AttentionSpec]:
-    """The prebuilt set: head dims 16-128 (Dv = D), one thread; no mask (causal or not), and a mask that
-    varies along the keys (an additive padding mask, a boolean keep-mask), not causal."""
+    """The prebuilt set: head dims 16-128 (Dv = D); no mask (causal or not), and a mask that varies along the
+    keys (an additive padding mask, a boolean keep-mask), not causal; each on one thread and on torch's threads
+    (batch x heads x query blocks across them: threads.py; built where the OpenMP shim can be)."""
     out = []
     for d in HEAD_DIMS:
         base = AttentionSpec(b=1, hq=1, t=1, d=d, hkv=1, s=1, dv=d, scale=1.0, causal=False, generic=True)
         out += [base, dataclasses.replace(base, causal=True),
                 dataclasses.replace(base, mask="add", mask_shape=(1, 1, 1, 2)),
                 dataclasses.replace(base, mask="bool", mask_shape=(1, 1, 1, 2))]
-    return out
+    return out + [dataclasses.replace(v, parallel=True) for v in out]
 
 
 PREBUILT = _variants()
@@ -139,11 +142,17 @@ class PerCall:
         return out if dt == torch.float32 else out.to(dt)
 
     def _bind(self, ts: list):
-        """The kernel call for these tensors' shapes and strides (the fallback where no kernel is prebuilt)."""
+        """The kernel call for these tensors' shapes and strides (the fallback where no kernel is prebuilt): the
+        variant on torch's threads where the call is big enough (`_threaded`) and that variant is built."""
         q, k, v = ts[:3]
         (b, hq, t, d), (_, hkv, s, _), dv = q.shape, k.shape, v.shape[3]
         root = library_dir()
-        kernel = None if root is None else _load((d, dv) + self.variant[2:], str(root))
+        kernel = None
+        if root is not None:
+            variant = (d, dv) + self.variant[2:]
+            if _threaded(4 * b * hq * t * s * d):
+                kernel = _load(variant[:5] + (True,) + variant[6:], str(root))
+            kernel = kernel or _load(variant, str(root))
         if kernel is None:
             return self.fallback
         args = [b, hq, hkv, t, s]
@@ -156,6 +165,13 @@ class PerCall:
         return kernel.bind([(n,) for n in extent] + [(b * hq * t * dv,), (1,)], args)
 
 
+def _threaded(flops: int) -> bool:
+    """Whether an attention call of `flops` runs on torch's threads (the threshold is attention_plan's)."""
+    from solder.backends.cpu import threads
+    from solder.backends.cpu.attention_plan import PARALLEL_MIN_FLOPS
+    return flops >= PARALLEL_MIN_FLOPS and threads.torch_threads() > 1 and threads.runtime() is not None
+
+
 def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
     """The prebuilt kernel of `variant` (head dims -1: those of each call) for an op whose sizes are known per
     call only, or None when the library has no kernel for it."""
@@ -164,6 +180,10 @@ def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
         return None
     call = PerCall(variant, scale, fallback)
     known = [v for v in call._known() if _load(v, str(root)) is not None]
+    if known:
+        from solder.backends.cpu import threads
+        if threads.torch_threads() > 1:
+            threads.runtime()  # load the OpenMP shim now: the runner built next then syncs torch's thread count
     return call if known else None
 
 
@@ -182,12 +202,20 @@ def build(root: Path | None = None, variants: list[AttentionSpec] = PREBUILT, qu
     root = root or library_dir()
     if root is None:
         raise SystemExit("SOLDER_CPU_LIB=off: no library directory to build into")
+    if cache_files.writable_root(root, root / "jit" / "00" / "probe") != root:
+        raise SystemExit(f"{root}: cannot build the CPU attention library there (not writable, or writable by "
+                         "others); set SOLDER_CPU_LIB to a directory of yours")
     built = 0
     t0 = time.perf_counter()
     for spec in variants:
         if _load.__wrapped__(spec.variant(), str(root)) is not None:
             continue
-        jit.compile_mlir(_text(spec.variant()), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+        try:
+            jit.compile_mlir(_text(spec.variant()), ENTRY, opt_level=OPT_LEVEL, cache_dir=root)
+        except jit.JitError:
+            if not spec.parallel:
+                raise
+            continue  # no OpenMP shim here (threads.py): attention stays on one thread
         built += 1
     _load.cache_clear()
     if not quiet:

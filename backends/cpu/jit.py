@@ -10,7 +10,7 @@ static), and per call only checks each tensor (dtype, shape, contiguity) and ref
 pointers: ~1.5 us for 3 tensors, ~1 us unchecked (building descriptors per call costs 125-225 us).
 A size-generic kernel (memrefs with `?` dims, trailing `index` arguments: the shape symbols) also
 refreshes the `?` sizes and the strides they change, and takes the symbols' values after the tensors.
-Parallel kernels (scf.forall, see schedule.py) run on OpenMP threads; compile_mlir finds libomp.
+Parallel kernels (scf.forall, see schedule.py) run on torch's OpenMP pool through threads.py's shim.
 
 Disk cache (content hash of MLIR text, pipeline, opt level, torch-mlir version, format): the
 bindings cannot load an object file back into an ExecutionEngine, so an entry holds either
@@ -20,21 +20,24 @@ bindings cannot load an object file back into an ExecutionEngine, so an entry ho
     used when no C compiler is found.
 Each entry is one file: a magic line, a JSON header (key, kind, payload length and sha256) and
 the payload. Writes are atomic (tempfile + os.replace); an entry whose header or hash does not
-match is ignored and rebuilt, never loaded.
+match is ignored and rebuilt, never loaded. The hash only detects damage: what makes an entry
+trusted is who could have written it (cache_files.py): the entry and its directories up to the
+cache root must be owned by this user (or root) and not writable by group or others, else the
+entry is refused and its kernel compiled again into this process's private directory, with one
+warning. A read-only cache is read in place; temporary files go to the private directory, and
+kernels that cannot be stored are kept there until the process exits (said once).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import glob
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ from pathlib import Path
 import torch
 from torch_mlir import execution_engine, ir, passmanager
 
+from solder.backends.cpu import cache_files
 from solder.compiler import knobs
 from solder.compiler.errors import CallError, SolderError
 
@@ -80,7 +84,7 @@ class JitError(SolderError):
     """MLIR text that does not parse, a pass pipeline that fails, or a missing entry point."""
 
 
-# scf.forall (from a schedule's `use_forall`) -> scf.parallel -> OpenMP; needs libomp at run time.
+# scf.forall (from a schedule's `use_forall`) -> scf.parallel -> OpenMP; runs on torch's libgomp (threads.py).
 PARALLEL = ("func.func(scf-forall-to-parallel)", "convert-scf-to-openmp")
 
 
@@ -98,20 +102,11 @@ def pipeline(*, schedule: bool, parallel: bool = False) -> str:
     return "builtin.module(" + ",".join(stages) + ")"
 
 
-@functools.lru_cache(maxsize=None)
 def find_openmp() -> str | None:
-    """A loadable OpenMP runtime: LLVM's libomp (Debian libomp5) or Intel's (PyPI intel-openmp)."""
-    # The ExecutionEngine needs a path (ctypes.util.find_library gives a bare soname).
-    candidates = sorted(glob.glob("/usr/lib/*-linux-gnu/libomp.so*"))
-    candidates += sorted(glob.glob("/usr/lib/llvm-*/lib/libomp.so*"))
-    candidates += sorted(glob.glob(os.path.join(sys.prefix, "lib", "libiomp5.so")))
-    for c in candidates:
-        try:
-            ctypes.CDLL(c, mode=ctypes.RTLD_GLOBAL)
-            return c
-        except OSError:
-            continue
-    return None
+    """The OpenMP runtime parallel kernels run on: torch's own libgomp pool through the `__kmpc_*` shim
+    (threads.py), loaded into the process; a stable name of it for cache keys, or None (kernels stay serial)."""
+    from solder.backends.cpu import threads
+    return threads.runtime()
 
 
 @dataclass(frozen=True)
@@ -343,17 +338,19 @@ def compile_mlir(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | 
 
 
 def _keyed(text: str, entry: str, opt_level: int, shared_libs: tuple[str, ...]) -> tuple[str, tuple[str, ...], str]:
-    """The pipeline, shared libraries (libomp added for a parallel kernel) and cache key of `text`."""
+    """The pipeline, shared libraries and cache key of `text` (a parallel kernel's key names the OpenMP shim;
+    its `__kmpc_*` symbols resolve from the process, where threads.py loaded the shim)."""
     parallel = "use_forall" in text or "scf.forall" in text
+    key_libs = tuple(shared_libs)
     if parallel:
         omp = find_openmp()
         if omp is None:
-            raise JitError(f"compile_mlir({entry}): the kernel is parallel (scf.forall) but no "
-                           "OpenMP runtime was found; install Debian's libomp5 or PyPI's "
-                           "intel-openmp, or build the kernel with parallel=False")
-        shared_libs = tuple(shared_libs) + (omp,)
+            raise JitError(f"compile_mlir({entry}): the kernel is parallel (scf.forall) but torch's OpenMP "
+                           "runtime or a C compiler to build the shim for it is missing (threads.py); "
+                           "build the kernel with parallel=False")
+        key_libs += (omp,)
     pipe = pipeline(schedule="transform.named_sequence" in text, parallel=parallel)
-    return pipe, tuple(shared_libs), cache_key(text, pipe, opt_level, shared_libs)
+    return pipe, tuple(shared_libs), cache_key(text, pipe, opt_level, key_libs)
 
 
 def load_cached(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | Path,
@@ -480,27 +477,36 @@ def _entry_path(cdir: Path, key: str) -> Path:
 
 def _store(cdir: Path, key: str, entry: str, specs: list[ArgSpec], engine, lowered: str,
            shared_libs: tuple[str, ...]) -> str | None:
-    """Write the cache entry; returns its kind, or None when the cache dir is not writable."""
-    path = _entry_path(cdir, key)
+    """Write the cache entry into `cdir`, or into the private directory when `cdir` cannot take it or is not
+    trusted; returns its kind, or None when it could be written nowhere."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload, kind = _shared_object(engine, path.parent, shared_libs), "so"
-        if payload is None:
-            payload, kind = lowered.encode(), "mlir"
-        header = {"key": key, "kind": kind, "entry": entry, "len": len(payload),
-                  "sha256": hashlib.sha256(payload).hexdigest(),
-                  "args": [[list(s.shape), str(s.dtype)] for s in specs]}
-        _atomic_write(path, _MAGIC + json.dumps(header).encode() + b"\n" + payload)
-        return kind
+        payload, kind = _shared_object(engine, shared_libs), "so"
     except OSError:
-        return None
+        payload = None
+    if payload is None:
+        payload, kind = lowered.encode(), "mlir"
+    header = {"key": key, "kind": kind, "entry": entry, "len": len(payload),
+              "sha256": hashlib.sha256(payload).hexdigest(),
+              "args": [[list(s.shape), str(s.dtype)] for s in specs]}
+    data = _MAGIC + json.dumps(header).encode() + b"\n" + payload
+    root = cache_files.writable_root(cdir, _entry_path(cdir, key))
+    for place in dict.fromkeys([root, cache_files.private_dir()]):
+        try:
+            path = _entry_path(place, key)
+            cache_files._make_dirs(place, path.parent)
+            cache_files.atomic_write(path, data)
+            return kind
+        except OSError:
+            continue
+    return None
 
 
-def _shared_object(engine, tmpdir: Path, shared_libs: tuple[str, ...]) -> bytes | None:
+def _shared_object(engine, shared_libs: tuple[str, ...]) -> bytes | None:
+    """The engine's code linked into a shared library (in the private directory), or None without a C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         return None
-    with tempfile.TemporaryDirectory(dir=tmpdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=cache_files.private_dir()) as tmp:
         obj, so = os.path.join(tmp, "k.o"), os.path.join(tmp, "k.so")
         engine.dump_to_object_file(obj)
         cmd = [cc, "-shared", "-Wl,-Bsymbolic", "-o", so, obj, *shared_libs, "-lm"]
@@ -509,25 +515,10 @@ def _shared_object(engine, tmpdir: Path, shared_libs: tuple[str, ...]) -> bytes 
         return Path(so).read_bytes()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _read_entry(path: Path, key: str) -> tuple[dict, bytes] | None:
-    """The verified (header, payload) of a cache entry, or None if missing, foreign or corrupt."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if not data.startswith(_MAGIC):
+def _read_entry(root: Path, path: Path, key: str) -> tuple[dict, bytes] | None:
+    """The verified (header, payload) of a cache entry under `root`, or None if missing, foreign or corrupt."""
+    data = cache_files.read_trusted(root, path)
+    if data is None or not data.startswith(_MAGIC):
         return None
     head, sep, payload = data[len(_MAGIC):].partition(b"\n")
     try:
@@ -542,16 +533,22 @@ def _read_entry(path: Path, key: str) -> tuple[dict, bytes] | None:
 
 def _load_cached(cdir: Path, key: str, entry: str, opt_level: int,
                  shared_libs: tuple[str, ...], start: float) -> JitKernel | None:
-    path = _entry_path(cdir, key)
-    got = _read_entry(path, key)
+    """The kernel of `key` from this process's private directory or from `cdir`, or None."""
+    got = None
+    for root in dict.fromkeys(r for r in (cache_files.private_root(), cdir) if r is not None):
+        got = _read_entry(root, _entry_path(root, key), key)
+        if got is not None:
+            break
     if got is None:
         return None
     header, payload = got
-    specs = [ArgSpec(tuple(shape), None if dt == "None" else getattr(torch, dt.split(".")[-1]))
-             for shape, dt in header["args"]]
+    try:
+        specs = [ArgSpec(tuple(shape), _dtype(dt)) for shape, dt in header["args"]]
+    except (TypeError, ValueError):
+        return None
     try:
         if header["kind"] == "so":
-            lib = _load_shared(path.parent, payload)
+            lib = cache_files.load_library(payload)
             fnptr = ctypes.cast(getattr(lib, f"_mlir__mlir_ciface_{entry}"), ctypes.c_void_p).value
             keep: object = lib
         else:
@@ -562,15 +559,14 @@ def _load_cached(cdir: Path, key: str, entry: str, opt_level: int,
                      compile_seconds=time.perf_counter() - start, cache_kind=header["kind"])
 
 
-def _load_shared(cdir: Path, payload: bytes) -> ctypes.CDLL:
-    # dlopen needs a file: write the verified bytes to a private temp file, load, then unlink.
-    fd, tmp = tempfile.mkstemp(dir=cdir, prefix=".load-", suffix=".so")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        return ctypes.CDLL(tmp)
-    finally:
-        os.unlink(tmp)
+def _dtype(name: str) -> torch.dtype | None:
+    """An entry header's dtype ("torch.float32", or "None" for an index argument), looked up without getattr."""
+    if name == "None":
+        return None
+    dtype = vars(torch).get(str(name).removeprefix("torch."))
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"not a dtype: {name!r}")
+    return dtype
 
 
 def _load_lowered(text: str, entry: str, opt_level: int, shared_libs: tuple[str, ...]):
