@@ -53,8 +53,9 @@ builtin.module {
 }
 """
 
-# a reshape whose grouping no product of the size expressions proves (s0 -> s0 // 2): generated per size
-PER_SIZE = """
+# a reshape s0 -> s0 // 2, proved by export's assertion that s0 is even (HALVED: size-generic) or proved by
+# nothing without it (PER_SIZE: generated per size)
+HALVED = """
 builtin.module {
   func.func @forward(%x: tensor<?x4xf32, ["s0"]>, %b: tensor<8xf32>)
       -> (tensor<?x8xf32, ["FloorDiv(s0, 2)"]>, tensor<?xf32, ["s0"]>)
@@ -71,6 +72,7 @@ builtin.module {
   }
 }
 """
+PER_SIZE = HALVED.replace(', graph.assumes = ["Eq(Mod(s0, 2), 0)"]', "")
 
 
 # layout ops over a symbolic dim as index arithmetic: a gather with s0 ids, a concat along s0 (offsets are
@@ -167,11 +169,22 @@ def test_a_size_where_the_kernel_does_not_apply_runs_the_reference_ops():
 
 
 def test_out_of_bounds_sizes_are_refused():
-    program = TritonBackend().lower(ir.parse(PER_SIZE), H100)
+    program = TritonBackend().lower(ir.parse(HALVED), H100)
     with pytest.raises(ShapeBindError, match="outside the compiled range"):
         program([torch.randn(66, 4, device=DEVICE), torch.randn(8, device=DEVICE)])
     with pytest.raises(ShapeBindError, match="Mod"):
         program([torch.randn(5, 4, device=DEVICE), torch.randn(8, device=DEVICE)])
+
+
+def test_a_reshape_export_assertions_prove_is_size_generic(monkeypatch):
+    """[s0, 4] -> [s0 // 2, 8] with Eq(Mod(s0, 2), 0): sympy proves the grouping, so the kernel is indexed
+    symbolically, compiled once at lowering and right at every even size."""
+    assert plan_module(ir.parse(HALVED), H100).per_size == []
+    compiled = _counting_compiles(monkeypatch)
+    program = TritonBackend().lower(ir.parse(HALVED), H100)
+    assert len(compiled) == 1 and program.sizes is None and "generated per size" not in program.dynamic
+    _check_sizes(program, HALVED, lambda n: [(n, 4), (8,)], (6, 2, 10, 64))
+    assert len(compiled) == 1 and program.sizes is None
 
 
 def test_a_kernel_that_cannot_be_size_generic_is_generated_per_size(monkeypatch):

@@ -220,7 +220,8 @@ class _Planner:
         if not self.dynamic:
             return codegen.generate(name, ops, outs, self.canon, self.free), None
         try:
-            return codegen.generate(name, ops, outs, self.canon, self.free, codegen.Shapes(symbolic=True)), None
+            shapes = codegen.Shapes(symbolic=True, facts=symbolic.facts(self.fn))
+            return codegen.generate(name, ops, outs, self.canon, self.free, shapes), None
         except Unsupported as e:
             why = str(e).removeprefix("triton: ")
         k = codegen.generate(name, ops, outs, self.canon, self.free, codegen.Shapes(env=self.hints))

@@ -21,10 +21,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import sympy
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.ir import Attribute, Operation
 
 from solder.compiler.dialects import graph as g
+from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.traits import RowReduction, Source, ViewLike
 from solder.compiler.dialects.types import dtype_name, shape_of
@@ -375,15 +377,16 @@ def _slice(k, op, index):
     return k.value(op.input, Index(tuple(dims)))
 
 
-def reshape_groups(src: tuple, dst: tuple, monomial=None) -> list[tuple[list[int], list[int]]]:
+def reshape_groups(src: tuple, dst: tuple, size=None) -> list[tuple[list[int], list[int]]]:
     """Groups of consecutive non-unit dims with equal element counts: [(src dims, dst dims), ...].
 
-    Symbolic sizes (argument names of a size-generic kernel) are grouped by their size expressions read as
-    products of symbols and integers (`monomial(name)`: `2*s0` is 2 * s0), so `(2, s0) -> (2*s0,)` is one
-    group; a reshape whose groups cannot be proven that way raises Unsupported (the kernel then compiles
-    per size)."""
+    Symbolic sizes (argument names of a size-generic kernel) are grouped by their size expressions:
+    `size(name)` gives a dim's sympy expression with the symbols' bounds and export's assertions built in
+    (`Shapes.size`), so `(2, s0) -> (2*s0,)` is one group, and so is `(s0, 4) -> (s0 // 2, 8)` where export
+    asserts `Eq(Mod(s0, 2), 0)`; a reshape whose groups sympy cannot prove raises Unsupported (the kernel then
+    compiles per size)."""
     if any(isinstance(n, str) for n in tuple(src) + tuple(dst)):
-        return _symbolic_reshape_groups(src, dst, monomial or (lambda d: _Mono.of(d)))
+        return _symbolic_reshape_groups(src, dst, size or _plain_size)
     si = [i for i, n in enumerate(src) if n != 1]
     dj = [j for j, n in enumerate(dst) if n != 1]
     groups, a, b = [], 0, 0
@@ -402,61 +405,17 @@ def reshape_groups(src: tuple, dst: tuple, monomial=None) -> list[tuple[list[int
     return groups
 
 
-@dataclass(frozen=True)
-class _Mono:
-    """A product of an integer and symbols (with powers): how reshape grouping compares symbolic sizes."""
-
-    coef: int
-    powers: tuple = ()  # sorted ((symbol, power), ...)
-
-    @staticmethod
-    def of(d, expr: str | None = None) -> _Mono:
-        """`d` (an int, or an argument name whose size expression is `expr`) as a monomial; an expression that
-        is not a product of symbols and integers stays an opaque symbol of its own."""
-        if isinstance(d, int):
-            return _Mono(d)
-        import ast
-        from collections import Counter
-
-        coef, powers = 1, Counter()
-
-        def walk(n) -> bool:
-            nonlocal coef
-            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
-                return walk(n.left) and walk(n.right)
-            if isinstance(n, ast.Constant) and type(n.value) is int:
-                coef *= n.value
-                return True
-            if isinstance(n, ast.Name):
-                powers[n.id] += 1
-                return True
-            if (isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) and isinstance(n.left, ast.Name)
-                    and isinstance(n.right, ast.Constant) and type(n.right.value) is int and n.right.value > 0):
-                powers[n.left.id] += n.right.value
-                return True
-            return False
-
-        try:
-            ok = expr is not None and walk(ast.parse(expr, mode="eval").body)
-        except SyntaxError:
-            ok = False
-        if not ok:
-            return _Mono(1, ((f"<{d}>", 1),))
-        return _Mono(coef, tuple(sorted(powers.items())))
-
-    def __mul__(self, o: _Mono) -> _Mono:
-        p = dict(self.powers)
-        for k, v in o.powers:
-            p[k] = p.get(k, 0) + v
-        return _Mono(self.coef * o.coef, tuple(sorted(p.items())))
-
-    def divides(self, o: _Mono) -> bool:
-        mine, theirs = dict(self.powers), dict(o.powers)
-        return (self.coef != 0 and o.coef % self.coef == 0
-                and all(theirs.get(k, 0) >= v for k, v in mine.items()))
+def _plain_size(d):
+    """A dim as a sympy expression when no kernel's `Shapes` says more: an int, or a size expression's text."""
+    return symbolic.expr(d)
 
 
-def _symbolic_reshape_groups(src, dst, monomial) -> list[tuple[list[int], list[int]]]:
+def _divides(a, b) -> bool:
+    """Whether size `a` provably divides size `b` (their quotient is an integer expression)."""
+    return a != 0 and sympy.cancel(b / a).is_integer is True
+
+
+def _symbolic_reshape_groups(src, dst, size) -> list[tuple[list[int], list[int]]]:
     def fail():
         return Unsupported(f"triton: a reshape {tuple(src)} -> {tuple(dst)} regroups symbolic dims in a way "
                            "its size expressions do not prove; no size-generic index for it")
@@ -468,15 +427,15 @@ def _symbolic_reshape_groups(src, dst, monomial) -> list[tuple[list[int], list[i
         if b >= len(dj):
             raise fail()
         gi, gj = [si[a]], [dj[b]]
-        pi, pj = monomial(src[si[a]]), monomial(dst[dj[b]])
+        pi, pj = size(src[si[a]]), size(dst[dj[b]])
         a, b = a + 1, b + 1
-        while pi != pj:
-            if pi.divides(pj) and a < len(si):
+        while sympy.expand(pi - pj) != 0:
+            if _divides(pi, pj) and a < len(si):
                 gi.append(si[a])
-                pi, a = pi * monomial(src[si[a]]), a + 1
-            elif pj.divides(pi) and b < len(dj):
+                pi, a = pi * size(src[si[a]]), a + 1
+            elif _divides(pj, pi) and b < len(dj):
                 gj.append(dj[b])
-                pj, b = pj * monomial(dst[dj[b]]), b + 1
+                pj, b = pj * size(dst[dj[b]]), b + 1
             else:
                 raise fail()
         groups.append((gi, gj))
@@ -489,7 +448,7 @@ def _symbolic_reshape_groups(src, dst, monomial) -> list[tuple[list[int], list[i
 def _reshape(k, op, index):
     src, dst = k.shape(op.input), k.shape(op.result)
     dims: list[Ix] = [ZERO] * len(src)
-    for real_i, real_j in reshape_groups(src, dst, k.shapes.monomial):
+    for real_i, real_j in reshape_groups(src, dst, k.shapes.size):
         if len(real_i) == 1 and len(real_j) == 1:
             dims[real_i[0]] = index.dims[real_j[0]]
             continue

@@ -276,6 +276,7 @@ def simplify(e) -> sympy.Expr:
 _fresh = count()
 
 
+@lru_cache(maxsize=256)
 def _facts(bounds: tuple, assumes: tuple, shift: bool = False) -> dict:
     """Substitutions that build export's assertions and the symbols' bounds into an expression:
     `Eq(Mod(s, m), 0)` makes `s` `m*k` for a fresh integer `k`, `Eq(s, e)` makes `s` `e`; then a symbol
@@ -296,6 +297,15 @@ def _facts(bounds: tuple, assumes: tuple, shift: bool = False) -> dict:
         elif lo >= 1:
             sub[s] = sympy.Symbol(name, integer=True, positive=True)
     return sub
+
+
+def with_facts(e, bounds: tuple = (), assumes: tuple = ()) -> sympy.Expr:
+    """`e` with the symbols' bounds and export's assertions built in (`_facts`, the same fresh symbols for the
+    same facts): where export asserts `Eq(Mod(s0, 2), 0)`, `(s0//2)` is `k` and `s0` is `2*k`, so products of
+    sizes compare and divide as sympy expressions."""
+    e = as_expr(e)
+    sub = _facts(tuple(bounds), tuple(assumes))
+    return e.xreplace(sub) if sub else e
 
 
 def _assume(a, sub: dict, lows: dict) -> None:

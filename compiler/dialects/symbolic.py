@@ -113,6 +113,11 @@ def prove(claim, bounds: tuple = (), assumes: tuple = ()) -> bool | None:
     return size_expr.prove(expr(claim), tuple(bounds), tuple(assumes))
 
 
+def with_facts(e, bounds: tuple = (), assumes: tuple = ()) -> sympy.Expr:
+    """Size `e` with `bounds` and `assumes` (`facts`) substituted in, for comparing products of sizes."""
+    return size_expr.with_facts(expr(e), tuple(bounds), tuple(assumes))
+
+
 def equal(a, b, bounds: tuple = (), assumes: tuple = ()) -> bool:
     """Whether sizes `a` and `b` (ints, text, sympy) are proved equal under `bounds` and `assumes`."""
     return size_expr.equal(expr(a), expr(b), tuple(bounds), tuple(assumes))
@@ -347,4 +352,5 @@ __all__ = [
     "simplify",
     "symbols",
     "to_str",
+    "with_facts",
 ]
