@@ -4,7 +4,8 @@
     solder-opt --from-torch examples/models.py:gpt2 -p canonicalize --print-ir-after-all
     solder-opt --list-passes
 
-Its output parses back: `solder-opt x.mlir | solder-opt -` gives the same text.
+Its output parses back: `solder-opt x.mlir | solder-opt -` gives the same text. Bad input (a missing, binary
+or unreadable file, a directory, an unwritable `-o`) exits with status 1 and one line `solder-opt: error: ...`.
 """
 
 from __future__ import annotations
@@ -77,14 +78,41 @@ def _read_input(args) -> object:
     if args.from_torch_mlir:
         from solder.compiler.torch_mlir_import import import_torch_mlir
 
-        return import_torch_mlir(Path(args.from_torch_mlir).read_text())
+        return import_torch_mlir(_read_text(args.from_torch_mlir))
     if not args.file:
         raise SolderError("no input: give a .mlir file, '-' for stdin, or --from-torch FILE.py:NAME")
     if args.file == "-":
-        return ir.parse(sys.stdin.read(), "<stdin>")
-    if not Path(args.file).exists():
-        raise SolderError(f"no such file: {args.file}")
-    return ir.parse(Path(args.file).read_text(), args.file)
+        return ir.parse(_decode(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
+    return ir.parse(_read_text(args.file), args.file)
+
+
+def _read_text(name: str) -> str:
+    """The text of the input file `name`, or a SolderError that says why it cannot be read."""
+    path = Path(name)
+    if not path.exists():
+        raise SolderError(f"no such file: {name}")
+    if path.is_dir():
+        raise SolderError(f"{name} is a directory; expected a .mlir file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SolderError(f"cannot read {name}: {e.strerror or e}") from None
+    return _decode(data, name)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SolderError(f"{name} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); expected a "
+                          ".mlir file in the graph dialect") from None
+
+
+def _write_text(name: str, text: str) -> None:
+    try:
+        Path(name).write_text(text)
+    except OSError as e:
+        raise SolderError(f"cannot write -o {name}: {e.strerror or e}") from None
 
 
 def _emit(module, kind: str, target) -> str:
@@ -130,7 +158,7 @@ def run(argv: list[str]) -> int:
         sys.stderr.write(kernel_table(kernels_of(module)) + "\n")
     text = _emit(module, args.emit, target)
     if args.output:
-        Path(args.output).write_text(text)
+        _write_text(args.output, text)
     else:
         sys.stdout.write(text)
     return 0

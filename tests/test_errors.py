@@ -172,3 +172,39 @@ def test_cpu_low_precision_fallback_warns_once():
     assert len(slow) == 1, [str(w.message) for w in seen]
     assert "generates no code for bf16" in str(slow[0].message) and "graph.gelu" in str(slow[0].message)
     assert len(c.specializations) == 2
+
+
+@pytest.mark.parametrize("case, match", [
+    ("binary", r"binary.mlir is not UTF-8 text \(byte 0xff at offset 1\); expected a .mlir file"),
+    ("directory", r"is a directory; expected a .mlir file"),
+    ("missing", r"no such file: .*missing.mlir"),
+    ("unwritable -o", r"cannot write -o .*no-such-dir/out.mlir: No such file or directory"),
+    ("directory -o", r"cannot write -o .*: Is a directory"),
+])
+def test_cli_bad_files_are_one_line_errors(tmp_path, capsys, case, match):
+    import re
+
+    from solder.compiler import cli
+
+    (tmp_path / "binary.mlir").write_bytes(b"\x00\xff\xfe")
+    good = tmp_path / "good.mlir"
+    good.write_text("func.func @forward(%x: tensor<2xf32>) -> tensor<2xf32> {\n"
+                    "  %0 = graph.exp %x : tensor<2xf32> -> tensor<2xf32>\n  func.return %0 : tensor<2xf32>\n}\n")
+    argv = {"binary": [str(tmp_path / "binary.mlir")], "directory": [str(tmp_path)],
+            "missing": [str(tmp_path / "missing.mlir")],
+            "unwritable -o": [str(good), "-o", str(tmp_path / "no-such-dir" / "out.mlir")],
+            "directory -o": [str(good), "-o", str(tmp_path)]}[case]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("solder-opt: error: ") and err.count("\n") == 1 and re.search(match, err), err
+
+
+def test_cli_binary_stdin_is_a_one_line_error(capsys, monkeypatch):
+    import io
+
+    from solder.compiler import cli
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe")))
+    assert cli.main(["-"]) == 1
+    assert capsys.readouterr().err == ("solder-opt: error: <stdin> is not UTF-8 text (byte 0xff at offset 0); "
+                                       "expected a .mlir file in the graph dialect\n")
