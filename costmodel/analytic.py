@@ -2,7 +2,7 @@
 
     seconds = max(flops / target.flops(dtype), bytes / target.mem_bandwidth) + launches * launch_overhead
 
-FLOPs come from one table keyed by op name (matmul 2MNK, attention 4·B·H·T·S·D, halved when causal,
+FLOPs come from one function over the op classes and traits (matmul 2MNK, attention 4·B·H·T·S·D, halved when causal,
 elementwise 1 per element, transcendental functions more on a CPU, reductions 1 per input element).
 Bytes are counted at the group boundary: every value entering the group from outside is read once and
 every value leaving it is written once; values made and used inside a fused kernel never touch memory,
@@ -15,30 +15,48 @@ asks for many candidate groups, so type facts are cached per type object.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
+from xdsl.dialects import func
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Operation
 
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.symbolic import hint_shape
+from solder.compiler.dialects.traits import Transcendental, ViewLike
 from solder.compiler.dialects.types import is_dynamic
 
 # Bytes per element, by the element type's printed name.
 ELEMENT_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "i1": 1, "i8": 1, "ui8": 1, "i16": 2, "i32": 4, "i64": 8}
 _DTYPE_NAMES = {"bf16": "bfloat16", "f16": "float16", "f32": "float32", "f64": "float64"}
 
-LAYOUT_OPS = frozenset({"graph.reshape", "graph.permute", "graph.expand", "graph.slice"})
-FREE_OPS = LAYOUT_OPS | {"graph.constant", "graph.yield", "func.return"}
-TRANSCENDENTAL = frozenset({
-    "graph.exp", "graph.log", "graph.tanh", "graph.sigmoid", "graph.silu", "graph.erf", "graph.sin", "graph.cos",
-    "graph.gelu", "graph.pow", "graph.sqrt", "graph.rsqrt",
-})
-CONTRACTIONS = frozenset({"graph.matmul", "graph.linear", "graph.conv", "graph.attention"})
+CONTRACTIONS = (g.MatmulOp, g.LinearOp, g.ConvOp, g.AttentionOp)
+"""Ops whose FLOPs are a contraction's and whose input type picks the peak rate."""
+_MOVES_ONLY = (g.GatherOp, g.IndexOp, g.GatherElementsOp, g.ConcatOp, g.ExternOp)
+"""Ops counted as data movement only (an extern's FLOPs are unknown)."""
 # FLOPs per element of the (first) input for row-wise ops; `t` is the transcendental weight.
 _ROW_FLOPS = {
-    "graph.softmax": lambda t: 4 + t, "graph.log_softmax": lambda t: 4 + t, "graph.layer_norm": lambda t: 8,
-    "graph.rms_norm": lambda t: 5, "graph.batch_norm": lambda t: 4, "graph.cumsum": lambda t: 1,
+    g.SoftmaxOp: lambda t: 4 + t, g.LogSoftmaxOp: lambda t: 4 + t, g.LayerNormOp: lambda t: 8,
+    g.RmsNormOp: lambda t: 5, g.BatchNormOp: lambda t: 4, g.CumsumOp: lambda t: 1,
 }
+
+
+def is_layout(op: Operation) -> bool:
+    """A view (reshape, permute, expand, slice): no FLOPs, and no bytes inside a kernel."""
+    return _has(type(op), ViewLike)
+
+
+def is_transcendental(op: Operation) -> bool:
+    """An op charged the transcendental weight per element."""
+    return _has(type(op), Transcendental)
+
+
+@cache
+def _has(cls: type[Operation], trait) -> bool:
+    """`cls.has_trait(trait)`, cached: the planner asks for every op of every candidate group."""
+    return cls.has_trait(trait)
 
 
 @dataclass(frozen=True)
@@ -88,34 +106,59 @@ def transcendental_weight(target) -> float:
 
 def op_flops(op: Operation, trans: float = 10.0) -> float:
     """Floating-point operations of one op (a `graph.kernel` is the sum of its body)."""
-    name = op.name
-    if name in FREE_OPS:
-        return 0.0
-    if name == "graph.kernel":
-        return sum(op_flops(o, trans) for o in op.regions[0].block.ops)
-    out = type_info(op.results[0].type) if op.results else None
-    if name in ("graph.matmul", "graph.linear"):
-        k = type_info(op.operands[0].type).shape[-1]
-        bias = out.numel if name == "graph.linear" and len(op.operands) > 2 else 0
-        return 2.0 * out.numel * k + bias
-    if name == "graph.attention":
-        return attention_flops(op, trans)
-    if name == "graph.conv":
-        w = type_info(op.operands[1].type).shape  # [Cout, Cin/groups, *kernel]
-        return 2.0 * out.numel * math.prod(w[1:])
-    if name == "graph.pool":
-        return float(out.numel * math.prod(op.properties["kernel"].get_values()))
-    if name in _ROW_FLOPS:
-        return type_info(op.operands[0].type).numel * _ROW_FLOPS[name](trans)
-    if name == "graph.reduce":
-        return float(type_info(op.operands[0].type).numel + out.numel)
-    if name == "graph.arg_reduce":
-        return float(type_info(op.operands[0].type).numel)
-    if name in ("graph.gather", "graph.index", "graph.gather_elements", "graph.concat", "graph.extern"):
-        return 0.0
-    if out is None:
-        return 0.0
-    return out.numel * (trans if name in TRANSCENDENTAL else 1.0)
+    rule = _FLOPS.get(type(op))
+    if rule is None:
+        rule = _FLOPS[type(op)] = _flops_rule(type(op))
+    return rule(op, trans)
+
+
+def _flops_rule(cls: type[Operation]) -> Callable[[Operation, float], float]:
+    """The FLOP count of ops of class `cls`, chosen once per class."""
+    if _has(cls, ViewLike) or issubclass(cls, (g.ConstantOp, g.YieldOp, func.ReturnOp, *_MOVES_ONLY)):
+        return _no_flops
+    if issubclass(cls, g.KernelOp):
+        return lambda op, t: sum(op_flops(o, t) for o in op.regions[0].block.ops)
+    if issubclass(cls, (g.MatmulOp, g.LinearOp)):
+        return _gemm_flops
+    if issubclass(cls, g.AttentionOp):
+        return attention_flops
+    if issubclass(cls, g.ConvOp):
+        return _conv_flops
+    if issubclass(cls, g.PoolOp):
+        return lambda op, t: float(_out(op).numel * math.prod(op.properties["kernel"].get_values()))
+    if cls in _ROW_FLOPS:
+        per = _ROW_FLOPS[cls]
+        return lambda op, t: type_info(op.operands[0].type).numel * per(t)
+    if issubclass(cls, g.ReduceOp):
+        return lambda op, t: float(type_info(op.operands[0].type).numel + _out(op).numel)
+    if issubclass(cls, g.ArgReduceOp):
+        return lambda op, t: float(type_info(op.operands[0].type).numel)
+    if _has(cls, Transcendental):
+        return lambda op, t: _out(op).numel * t if op.results else 0.0
+    return lambda op, t: _out(op).numel * 1.0 if op.results else 0.0
+
+
+_FLOPS: dict[type[Operation], Callable[[Operation, float], float]] = {}
+
+
+def _out(op: Operation) -> TypeInfo:
+    return type_info(op.results[0].type)
+
+
+def _no_flops(op: Operation, trans: float) -> float:
+    return 0.0
+
+
+def _gemm_flops(op: Operation, trans: float) -> float:
+    out = _out(op)
+    k = type_info(op.operands[0].type).shape[-1]
+    bias = out.numel if isinstance(op, g.LinearOp) and len(op.operands) > 2 else 0
+    return 2.0 * out.numel * k + bias
+
+
+def _conv_flops(op: Operation, trans: float) -> float:
+    w = type_info(op.operands[1].type).shape  # [Cout, Cin/groups, *kernel]
+    return 2.0 * _out(op).numel * math.prod(w[1:])
 
 
 def attention_flops(op: Operation, trans: float = 10.0) -> float:
@@ -165,9 +208,9 @@ def main_dtype(ops: list[Operation]) -> str:
     """The dtype whose peak rate bounds the group: a contraction's input type, else the first float result."""
     first = None
     for op in ops:
-        if op.name in CONTRACTIONS:
+        if isinstance(op, CONTRACTIONS):
             return dtype_name(type_info(op.operands[0].type).elem)
-        if op.name == "graph.kernel":
+        if isinstance(op, g.KernelOp):
             inner = main_dtype(list(op.regions[0].block.ops))
             if inner != "float32":
                 return inner
@@ -193,7 +236,7 @@ def estimate_ops(ops: list[Operation], target) -> float:
 
 def estimate(op: Operation, target) -> float:
     """Roofline seconds of one op or one `graph.kernel` region, launched as one kernel."""
-    if op.name != "graph.kernel":
+    if not isinstance(op, g.KernelOp):
         return estimate_ops([op], target)
     nread, nwritten = kernel_io(op)
     flops = op_flops(op, transcendental_weight(target))

@@ -14,16 +14,16 @@ import re
 import zlib
 
 from xdsl.ir import Operation
+from xdsl.traits import IsTerminator
 
+from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.graph import Graph
+from solder.compiler.dialects.traits import Activation, Reduction, Source
 from solder.costmodel import analytic
-from solder.costmodel.analytic import CONTRACTIONS, LAYOUT_OPS, TRANSCENDENTAL, type_info
+from solder.costmodel.analytic import CONTRACTIONS, is_layout, is_transcendental, type_info
 
 TOKEN_BUCKETS = 64
-OP_NAMES = tuple(sorted(op.name for op in Graph.operations if op.name not in ("graph.yield", "graph.kernel")))
-_ROW_OPS = frozenset({"graph.softmax", "graph.log_softmax", "graph.layer_norm", "graph.rms_norm", "graph.cumsum"})
-_REDUCTIONS = frozenset({"graph.reduce", "graph.arg_reduce"}) | _ROW_OPS
-_NOT_OPS = frozenset({"graph.yield", "func.return"})
+OP_NAMES = tuple(sorted(op.name for op in Graph.operations if op not in (g.YieldOp, g.KernelOp)))
 
 ANALYTIC_NAMES = (
     "log_flops", "log_bytes", "log_bytes_read", "log_bytes_written", "log_intensity", "log_roofline",
@@ -33,7 +33,7 @@ ANALYTIC_NAMES = (
     "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
     "log_bytes_internal", "log_max_buffer", "n_contractions", "att_mask", "log_att_mask_rows", "att_gqa",
 )
-HIST_NAMES = tuple("n_" + n.removeprefix("graph.") for n in OP_NAMES)
+HIST_NAMES = tuple("n_" + n.removeprefix(g.PREFIX) for n in OP_NAMES)
 TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
 FEATURE_NAMES = ANALYTIC_NAMES + HIST_NAMES
 ALL_NAMES = FEATURE_NAMES + TOKEN_NAMES
@@ -45,20 +45,20 @@ def _log2(x: float) -> float:
 
 def body_ops(kernel: Operation) -> list[Operation]:
     """The ops of a `graph.kernel` body without its terminator."""
-    return [o for o in kernel.regions[0].block.ops if o.name not in _NOT_OPS]
+    return [o for o in kernel.regions[0].block.ops if not o.has_trait(IsTerminator)]
 
 
 def the_kernel(module) -> Operation:
     """The single `graph.kernel` of a generated module (or its first graph op)."""
     for op in module.walk():
-        if op.name == "graph.kernel" or op.name.startswith("graph."):
+        if op.dialect_name() == Graph.name:
             return op
     raise ValueError("module holds no graph op")
 
 
 def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, float]:
     """Features of one `graph.kernel` (its body as one group) or of one op as its own kernel."""
-    ops = body_ops(op) if op.name == "graph.kernel" else [op]
+    ops = body_ops(op) if isinstance(op, g.KernelOp) else [op]
     f = ops_features(ops, target)
     if tokens:
         from solder.compiler.ir import print_ir
@@ -88,14 +88,13 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
     att = (0.0, 0.0, 0.0)
     dtype = analytic.main_dtype(ops)
     for op in ops:
-        name = op.name
-        key = "n_" + name.removeprefix("graph.")
+        key = "n_" + op.name.removeprefix(g.PREFIX)
         f[key] = f.get(key, 0.0) + 1.0
         of = analytic.op_flops(op, trans)
         flops += of
-        if name in TRANSCENDENTAL:
+        if is_transcendental(op):
             flops_trans += of
-        if name in LAYOUT_OPS:
+        if is_layout(op):
             n_layout += 1
         pb = sum(type_info(v.type).nbytes for v in op.operands) + sum(type_info(r.type).nbytes for r in op.results)
         parts_bytes += pb
@@ -105,16 +104,16 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
             max_numel = max(max_numel, info.numel)
             max_buffer = max(max_buffer, info.nbytes)
             bf16 += info.elem == "bf16"
-        if name in _REDUCTIONS:
+        if op.has_trait(Reduction):
             n_red += 1
             rs, ro = _reduce_sizes(op)
             if rs > red_size:
                 red_size, red_outer = rs, ro
-        if name in CONTRACTIONS:
+        if isinstance(op, CONTRACTIONS):
             n_contract += 1
             mm = max(mm, _contraction_dims(op))
             causal = max(causal, 1.0 if "causal" in op.properties else 0.0)
-            if name == "graph.attention":
+            if isinstance(op, g.AttentionOp):
                 att = _attention_facts(op)
     nbytes = nread + nwritten
     out = type_info(outs[0].type) if outs else type_info(ops[-1].results[0].type)
@@ -142,9 +141,6 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
     return f
 
 
-_SOURCES = frozenset({"graph.constant", "graph.arange"})
-
-
 def launches(ops: list[Operation]) -> int:
     """Kernels the backends launch for `ops` as one group: one per contraction (a library or template
     call), plus one per connected run of the other compute ops between them (layout ops join runs and
@@ -162,15 +158,14 @@ def launches(ops: list[Operation]) -> int:
     compute: set[int] = set()
     members = {id(o) for o in ops}
     for op in ops:
-        name = op.name
-        if name in CONTRACTIONS:
+        if isinstance(op, CONTRACTIONS):
             contractions += 1
             continue
-        if name in _SOURCES:
+        if op.has_trait(Source):
             continue
         me = id(op)
         parent.setdefault(me, me)
-        if name not in LAYOUT_OPS:
+        if not is_layout(op):
             compute.add(me)
         for v in op.operands:
             owner = v.owner
@@ -187,18 +182,15 @@ def launches(ops: list[Operation]) -> int:
     return contractions + len(comps)
 
 
-_EPILOGUE_OPS = frozenset({"graph.relu", "graph.gelu", "graph.silu", "graph.sigmoid", "graph.tanh", "graph.add"})
-
-
 def _gemm_epilogue(comp: list[Operation], members: set[int]) -> bool:
     """Whether a run of ops is an activation/bias/residual epilogue of a 16-bit GEMM, the group's only
     other compute (the GPU matmul template then runs it inside the GEMM kernel)."""
-    if len(comp) > 3 or any(o.name not in _EPILOGUE_OPS for o in comp):
+    if len(comp) > 3 or not all(o.has_trait(Activation) or isinstance(o, g.AddOp) for o in comp):
         return False
     head = comp[0].operands
     for v in head:
         owner = v.owner
-        if (isinstance(owner, Operation) and id(owner) in members and owner.name in ("graph.matmul", "graph.linear")
+        if (isinstance(owner, Operation) and id(owner) in members and isinstance(owner, (g.MatmulOp, g.LinearOp))
                 and type_info(owner.results[0].type).elem in ("bf16", "f16") and sum(1 for _ in owner.results[0].uses) == 1):
             return True
     return False
@@ -219,10 +211,10 @@ def _attention_facts(op: Operation) -> tuple[float, float, float]:
 def _reduce_sizes(op: Operation) -> tuple[int, int]:
     """(elements reduced per output, number of outputs) of a reduction or row op."""
     info = type_info(op.operands[0].type)
-    if op.name == "graph.reduce":
+    if isinstance(op, g.ReduceOp):
         dims = op.properties["dims"].get_values()
         size = math.prod(info.shape[d] for d in dims) if info.shape else 1
-    elif op.name in ("graph.layer_norm", "graph.rms_norm"):
+    elif isinstance(op, (g.LayerNormOp, g.RmsNormOp)):
         n = op.properties["normalized_ndim"].value.data
         size = math.prod(info.shape[-n:])
     else:
@@ -234,10 +226,10 @@ def _contraction_dims(op: Operation) -> tuple[int, int, int, int]:
     """(batch, M, N, K) of a matmul/linear/conv/attention (attention: heads·batch, T, S, D)."""
     a = type_info(op.operands[0].type).shape
     out = type_info(op.results[0].type)
-    if op.name == "graph.attention":
+    if isinstance(op, g.AttentionOp):
         s = type_info(op.operands[1].type).shape[2]
         return (a[0] * a[1], a[2], s, a[3])
-    if op.name == "graph.conv":
+    if isinstance(op, g.ConvOp):
         w = type_info(op.operands[1].type).shape
         return (out.shape[0], math.prod(out.shape[2:]), w[0], math.prod(w[1:]))
     m, k, n = (a[-2] if len(a) > 1 else 1), a[-1], out.shape[-1]

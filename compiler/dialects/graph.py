@@ -32,7 +32,9 @@ Graph = Dialect(
     ],
     [],
 )
+PREFIX = Graph.name + "."
+"""The prefix of every op name of the dialect ("graph.")."""
 
 
-__all__ = [n for n in dir() if n.endswith("Op")] + ["Graph", "UNARY_OPS", "BINARY_OPS", "int_attr", "float_attr",
+__all__ = [n for n in dir() if n.endswith("Op")] + ["Graph", "PREFIX", "UNARY_OPS", "BINARY_OPS", "int_attr", "float_attr",
                                                       "ints_attr", "scalar_value"]
