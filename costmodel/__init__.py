@@ -6,8 +6,9 @@
 
 Both use the learned model shipped for `target.cost_model` (costmodel/shipped/<name>/) when it exists and
 loads, else the roofline of costmodel/analytic.py. `model` overrides the choice: "roofline", a path to a
-model file, or an already loaded `solder.costmodel.model.LearnedModel`. A model file that does not load falls
-back to the roofline with one warning on the `costmodel` log channel.
+model file (`model.npz`: arrays and JSON, no code) or a folder holding one, or an already loaded
+`solder.costmodel.model.LearnedModel`. A model file that does not load falls back to the roofline with one
+warning on the `costmodel` log channel.
 """
 
 from __future__ import annotations
@@ -69,16 +70,17 @@ def _shipped(name: str):
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: str):
+    from solder.costmodel.model import MODEL_FILE, LearnedModel
+    from solder.costmodel.trees import ModelFormatError
+
     p = Path(path)
     if p.is_dir():
-        p = p / "model.pkl"
+        p = p / MODEL_FILE
     if not p.exists():
         return None  # no model trained for this target: the roofline, silently
     try:
-        from solder.costmodel.model import LearnedModel
-
         return LearnedModel.load(p)
-    except Exception as e:  # a corrupt or incompatible file must never break compilation
+    except (ModelFormatError, OSError) as e:  # a corrupt or incompatible file must never break compilation
         log.get("costmodel").warning(
             "costmodel: cannot load learned model %s (%s: %s); falling back to the roofline", p, type(e).__name__, e)
         return None

@@ -1,13 +1,16 @@
 """`solder-costmodel`: collect measurements, train, evaluate and adapt the learned cost models.
 
     solder-costmodel collect  --target cpu --n 800            # -> costmodel/shipped/cpu/data.jsonl
-    solder-costmodel train    --target cpu                    # -> model.pkl + card.json beside it
+    solder-costmodel train    --target cpu                    # -> model.npz + card.json beside it
     solder-costmodel evaluate --target cpu                    # held-out MAPE / Spearman / decisions + PNG
     solder-costmodel adapt    --target reference --n 50 --from cpu
     solder-costmodel retime   --target h100 --rounds 10       # pairs re-timed interleaved -> retime.jsonl
 
 A GPU dataset's pairs re-timed by `retime` (costmodel/retime.py) live beside it in retime.jsonl; train and
 evaluate overlay them on data.jsonl (the first timing kept as `seconds_first`) unless --first-timing.
+
+`--model` / `--from` take a model file or a folder holding `model.npz`. Every failure (a missing or malformed
+file, an unwritable output folder) exits with status 1 and one line `solder-costmodel: error: ...`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,22 @@ from solder.costmodel import evaluate as ev
 
 def _dir(target: str, given: str | None) -> Path:
     return Path(given) if given else SHIPPED / get_target(target).name
+
+
+def _load(cmd: str, given: Path):
+    """The model at `given` (a model file, or a folder holding one), or a SolderError saying what is missing."""
+    from solder.costmodel.model import MODEL_FILE, LearnedModel
+    from solder.costmodel.trees import ModelFormatError
+
+    path = given / MODEL_FILE if given.is_dir() else given
+    if not path.is_file():
+        where = f"{given} holds no {MODEL_FILE}" if given.is_dir() else f"no model file at {given}"
+        raise SolderError(f"{cmd}: {where}; expected a model written by `solder-costmodel train` (or a folder "
+                          f"holding its {MODEL_FILE})")
+    try:
+        return LearnedModel.load(path)
+    except ModelFormatError as e:
+        raise SolderError(f"{cmd}: {e}") from None
 
 
 def cmd_collect(a) -> int:
@@ -60,7 +79,7 @@ RETIMED = "retime.jsonl"
 
 
 def cmd_train(a) -> int:
-    from solder.costmodel.model import fit
+    from solder.costmodel.model import MODEL_FILE, fit
 
     folder = _dir(a.target, a.out)
     data = Path(a.data) if a.data else folder / "data.jsonl"
@@ -105,18 +124,17 @@ def cmd_train(a) -> int:
             f"kernels that launch nothing (layout ops only: the backend returns a view) are estimated as "
             f"{model.view_seconds * 1e6:.3f} us, the median of such training rows, and left out of the fit and of "
             "the held-out MAPE/Spearman (mape_all / spearman_all include them); decisions keep them as parts")
-    model.save(folder / "model.pkl")
+    model.save(folder / MODEL_FILE)
     (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
     _report(results)
-    print(f"train: {len(train)} rows, held out {len(test)}; wrote {folder / 'model.pkl'} and card.json")
+    print(f"train: {len(train)} rows, held out {len(test)}; wrote {folder / MODEL_FILE} and card.json")
     return 0
 
 
 def cmd_evaluate(a) -> int:
-    from solder.costmodel.model import LearnedModel
-
-    folder = _dir(a.target, a.model)
-    model = LearnedModel.load(folder / "model.pkl")
+    given = _dir(a.target, a.model)
+    model = _load("evaluate", given)
+    folder = given if given.is_dir() else given.parent
     data = Path(a.data) if a.data else folder / "data.jsonl"
     _, test = ev.split(_rows(data, a.target, model.tokens, first_timing=a.first_timing))
     results = _score(model, test, a.target)
@@ -137,13 +155,13 @@ def beats_roofline(learned: dict, roofline: dict) -> bool:
 
 def cmd_adapt(a) -> int:
     from solder.costmodel.collect import collect
-    from solder.costmodel.model import LearnedModel, adapt
+    from solder.costmodel.model import MODEL_FILE, adapt
 
     folder = _dir(a.target, a.out)
+    src = getattr(a, "from")
+    source = _load("adapt", Path(src) if Path(src).exists() or "/" in src else _dir(src, None))
     data = folder / "data.jsonl"
     collect(a.target, a.n, data, seed=a.seed, progress=not a.quiet, backend=a.backend)
-    src = getattr(a, "from")
-    source = LearnedModel.load((Path(src) if Path(src).is_dir() else _dir(src, None)) / "model.pkl")
     rows = _rows(data, a.target, source.tokens)
     train, test = ev.split(rows)
     model = adapt(source, train or rows, get_target(a.target).name)
@@ -151,10 +169,10 @@ def cmd_adapt(a) -> int:
     model.card = _card(a.target, rows, train, test, results, data, tokens=source.tokens)
     model.card["adapted_from"] = getattr(a, "from")
     model.card["adapter"] = list(model.adapter)
-    model.save(folder / "model.pkl")
+    model.save(folder / MODEL_FILE)
     (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
     _report(results)
-    print(f"adapt: {len(rows)} rows of {a.target}; wrote {folder / 'model.pkl'}")
+    print(f"adapt: {len(rows)} rows of {a.target}; wrote {folder / MODEL_FILE}")
     return 0
 
 
@@ -174,7 +192,7 @@ def _rows(path: Path, target: str, tokens: bool, first_timing: bool = False) -> 
 def _score(model, test: list[dict], target: str, source=None) -> dict:
     fs = [r["features"] for r in test]
     preds = {"learned": model.predict_rows(test), "roofline": np.array([r["roofline"] for r in test])}
-    if model.sklearn()[1] is not None and model.adapter is None:
+    if model.ridge is not None and model.adapter is None:
         preds["ridge"] = model.predict_ridge(fs)
     if source is not None:
         preds["unadapted"] = source.predict_rows(test)
@@ -254,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--jobs", type=int, default=1, help="CUDA: helper processes that compile rows ahead of timing")
     c.add_argument("--time-budget", type=float, help="stop adding rows after this many seconds")
-    t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.pkl and card.json")
+    t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.npz and card.json")
     t.add_argument("--target", required=True)
     t.add_argument("--data")
     t.add_argument("--out", help="model folder (default costmodel/shipped/<target>/)")
@@ -270,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="held-out scores of learned vs Ridge vs roofline, and a PNG")
     e.add_argument("--target", required=True)
     e.add_argument("--data")
-    e.add_argument("--model", help="model folder (default costmodel/shipped/<target>/)")
+    e.add_argument("--model", help="model file, or a folder holding model.npz (default costmodel/shipped/<target>/)")
     e.add_argument("--plot")
     e.add_argument("--first-timing", action="store_true", help="ignore retime.jsonl (each row's first timing)")
     r = sub.add_parser("retime", help="GPU: re-time the fuse-or-not pairs interleaved in one process")
@@ -289,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("adapt", help="fit a new target from a few measurements and an existing model")
     d.add_argument("--target", required=True)
     d.add_argument("--n", type=int, default=50)
-    d.add_argument("--from", required=True, help="source target name, or a model folder")
+    d.add_argument("--from", required=True, help="source target name, or a model file or folder")
     d.add_argument("--out")
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--backend", help="time this backend instead of the target's own")
@@ -304,8 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return cmd(a)
     except SolderError as e:
-        print(f"solder-costmodel: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
+    except OSError as e:  # an unreadable input or an unwritable output folder
+        return _fail(f"{e.strerror or e}: {e.filename}" if e.filename else e)
+
+
+def _fail(message) -> int:
+    print(f"solder-costmodel: error: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

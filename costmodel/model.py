@@ -1,9 +1,9 @@
 """Learned latency models: gradient-boosted trees on log-seconds, a Ridge baseline, save/load, adaptation.
 
-A `LearnedModel` predicts ln(seconds) from `solder.costmodel.features` with histogram gradient-boosted trees. Its trees are also compiled into one
-plain Python function (nested `if`s) at load time, so that `predict_ops` costs tens of microseconds
-instead of scikit-learn's per-call overhead; `predict_features_sklearn` is the reference path and the
-tests check the two agree. An adapted model (`adapt`) is a source model plus a linear correction fitted
+A `LearnedModel` predicts ln(seconds) from `solder.costmodel.features` with histogram gradient-boosted trees,
+fitted by scikit-learn and kept as arrays (costmodel/trees.py). The trees are compiled into one plain Python
+function (nested `if`s) at load time, so that `predict_ops` costs tens of microseconds; `predict_features_batch`
+walks the arrays with numpy and the tests check the two agree with scikit-learn's own predictions. An adapted model (`adapt`) is a source model plus a linear correction fitted
 on a few dozen measurements of the new target.
 
 Two structures (`fit(structure=...)`):
@@ -21,24 +21,29 @@ Two structures (`fit(structure=...)`):
 With `free_views` (GPU targets), a kernel that launches nothing (layout ops only: the backend returns a
 view) is estimated as the median measured time of such rows, and is left out of the fit.
 
-Files, per target under costmodel/shipped/<target>/: `model.pkl` (pickle of the model), `data.jsonl`
-(the measurements it was trained on) and `card.json` (hardware, software versions, date, sample count,
-held-out scores).
+Files, per target under costmodel/shipped/<target>/: `model.npz` (the model: numeric arrays plus one JSON string
+of its settings and card, written with `np.savez` and read with `allow_pickle=False`, so the file holds no code),
+`data.jsonl` (the measurements it was trained on) and `card.json` (hardware, software versions, date, sample
+count, held-out scores).
 """
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
-import zlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from solder.compiler.dialects import graph as g
 from solder.costmodel import features as feats
+from solder.costmodel.trees import Linear, ModelFormatError, Trees
 
-FORMAT_VERSION = 3
+FORMAT = "solder-costmodel"
+FORMAT_VERSION = 4
+MODEL_FILE = "model.npz"
 RATIO_NAMES = feats.FEATURE_NAMES + ("log_parts_pred", "n_parts", "parts_launches")
 
 
@@ -48,58 +53,22 @@ class LearnedModel:
 
     target: str
     names: tuple[str, ...]
-    gbr: object  # sklearn HistGradientBoostingRegressor on ln(seconds)
-    ridge: object | None = None  # sklearn Ridge pipeline on ln(seconds): the linear baseline
+    gbr: Trees  # gradient-boosted trees on ln(seconds)
+    ridge: Linear | None = None  # standardized Ridge on ln(seconds): the linear baseline
     tokens: bool = False  # whether the features include hashed IR tokens (needs printing the IR)
     adapter: tuple[float, ...] | None = None  # (w0, w_source, w_roofline): ln s = w0 + w1*src + w2*ln(roofline)
     log_scale: float = 0.0  # added to the trees' ln(seconds): the MAPE calibration of `fit`
     card: dict = field(default_factory=dict)
-    ratio: object | None = None  # structure "parts": trees on ln(fused / sum of parts), features RATIO_NAMES
+    ratio: Trees | None = None  # structure "parts": trees on ln(fused / sum of parts), features RATIO_NAMES
     view_seconds: float | None = None  # free_views: the estimate of a kernel that launches nothing
-    direct: object | None = None  # structure "parts": trees on all rows, for kernels of several ops in one launch
+    direct: Trees | None = None  # structure "parts": trees on all rows, for kernels of several ops in one launch
     ratio_all: bool = False  # structure "parts": the fusion factor for every kernel of several ops (no direct trees)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        self._source = tree_source(self.gbr)
-        self._fast = _exec(self._source)
-        self._ratio_source = tree_source(self.ratio) if self.ratio is not None else None
-        self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
-        self._direct_source = tree_source(self.direct) if self.direct is not None else None
-        self._direct_fast = _exec(self._direct_source) if self._direct_source else None
-        self._sklearn_bytes = None
-
-    def __getstate__(self):
-        # scikit-learn objects are nested as bytes: loading a model for estimates only execs the tree
-        # source, and importing scikit-learn (most of a second) waits until a batch path needs it.
-        skip = ("_fast", "gbr", "ridge", "ratio", "direct", "_sklearn_bytes", "_source", "_ratio_fast",
-                "_ratio_source", "_direct_fast", "_direct_source")
-        state = {k: v for k, v in self.__dict__.items() if k not in skip}
-        state["_sklearn_bytes"] = self._sklearn_bytes or pickle.dumps((self.gbr, self.ridge, self.ratio, self.direct))
-        state["_source_z"] = zlib.compress(self._source.encode(), 9)
-        state["_ratio_z"] = zlib.compress(self._ratio_source.encode(), 9) if self._ratio_source else None
-        state["_direct_z"] = zlib.compress(self._direct_source.encode(), 9) if self._direct_source else None
-        return state
-
-    def __setstate__(self, state):
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"model format {state.get('format_version')}, expected {FORMAT_VERSION}; retrain it")
-        self.__dict__.update(state)
-        self._source = zlib.decompress(self.__dict__.pop("_source_z")).decode()
-        rz, dz = self.__dict__.pop("_ratio_z", None), self.__dict__.pop("_direct_z", None)
-        self._ratio_source = zlib.decompress(rz).decode() if rz else None
-        self._direct_source = zlib.decompress(dz).decode() if dz else None
-        self.gbr = self.ridge = self.ratio = self.direct = None
-        self._fast = _exec(self._source)
-        self._ratio_fast = _exec(self._ratio_source) if self._ratio_source else None
-        self._direct_fast = _exec(self._direct_source) if self._direct_source else None
-
-    def sklearn(self) -> tuple[object, object]:
-        """(trees, Ridge baseline) as scikit-learn objects, unpickled on first use."""
-        if self.gbr is None:
-            objs = pickle.loads(self._sklearn_bytes)
-            self.gbr, self.ridge, self.ratio, self.direct = (tuple(objs) + (None, None))[:4]
-        return self.gbr, self.ridge
+        self._fast = self.gbr.compile()
+        self._ratio_fast = self.ratio.compile() if self.ratio is not None else None
+        self._direct_fast = self.direct.compile() if self.direct is not None else None
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -139,10 +108,10 @@ class LearnedModel:
         """Seconds of dataset rows (`features`, and `parts` for kernels of several ops) through the fast path."""
         return np.array([self.predict_features(r["features"], r.get("parts")) for r in rows])
 
-    def predict_features_sklearn(self, rows: list[dict[str, float]]) -> np.ndarray:
-        """Seconds for many feature dicts through scikit-learn (batch path; used by evaluate)."""
+    def predict_features_batch(self, rows: list[dict[str, float]]) -> np.ndarray:
+        """Seconds for many single-kernel feature dicts, the trees walked with numpy (the reference for the fast path)."""
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
-        z = self.sklearn()[0].predict(x) + self.log_scale
+        z = self.gbr.predict(x) + self.log_scale
         if self.adapter is not None:
             w0, w1, w2 = self.adapter
             z = w0 + w1 * z + w2 * np.array([f["log_roofline"] for f in rows]) * math.log(2)
@@ -150,13 +119,13 @@ class LearnedModel:
 
     def predict_ridge(self, rows: list[dict[str, float]]) -> np.ndarray:
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
-        return np.exp(self.sklearn()[1].predict(x))
+        return np.exp(self.ridge.predict(x))
 
     def predict_op(self, op, target) -> float:
         """Seconds of one op or `graph.kernel` as one kernel."""
         if self._ratio_fast is None:
             return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens))
-        return self.predict_ops(feats.body_ops(op) if op.name == "graph.kernel" else [op], target)
+        return self.predict_ops(feats.body_ops(op) if isinstance(op, g.KernelOp) else [op], target)
 
     def predict_ops(self, ops: list, target) -> float:
         """Seconds of `ops` fused as one kernel (a token model prints the ops, which is slower)."""
@@ -171,50 +140,64 @@ class LearnedModel:
     # -- files --------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
+        """Write the model to `path` (a `.npz` of numeric arrays and one JSON string), atomically."""
+        meta = {"format": FORMAT, "format_version": self.format_version, "target": self.target,
+                "names": list(self.names), "tokens": self.tokens, "log_scale": self.log_scale,
+                "adapter": list(self.adapter) if self.adapter is not None else None,
+                "view_seconds": self.view_seconds, "ratio_all": self.ratio_all, "card": self.card,
+                "parts": [k for k in ("gbr", "ridge", "ratio", "direct") if getattr(self, k) is not None]}
+        arrays = {"meta": np.array(json.dumps(meta))}
+        for k in meta["parts"]:
+            arrays.update(getattr(self, k).arrays(k))
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        tmp.replace(path)
 
     @staticmethod
     def load(path: Path) -> "LearnedModel":
-        obj = pickle.loads(Path(path).read_bytes())
-        if not isinstance(obj, LearnedModel):
-            raise TypeError(f"{path}: expected a LearnedModel, got {type(obj).__name__}")
-        return obj
+        """Read a model written by `save`; ModelFormatError says what is wrong with a file that is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ModelFormatError(f"{path}: not a solder cost model file ({type(e).__name__}: {e})") from None
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+        except (KeyError, ValueError):
+            raise ModelFormatError(f"{path}: no model settings (meta) in the file") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelFormatError(f"{path}: not a solder cost model file")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ModelFormatError(f"{path}: model format {meta.get('format_version')}, this solder reads "
+                                   f"{FORMAT_VERSION}; train it again (solder-costmodel train)")
+        return _from_meta(path, meta, arrays)
 
 
-def compile_trees(gbr) -> callable:
-    """A plain-Python function x -> raw prediction of a fitted HistGradientBoostingRegressor (nested ifs)."""
-    return _exec(tree_source(gbr))
-
-
-def _exec(source: str) -> callable:
-    scope: dict = {}
-    exec(compile(source, "<costmodel trees>", "exec"), scope)
-    return scope["predict"]
-
-
-def tree_source(gbr) -> str:
-    """Python source of `predict(x)` for a fitted HistGradientBoostingRegressor."""
-    base = float(np.ravel(gbr._baseline_prediction)[0])
-    body: list[str] = []
-    for (tree,) in gbr._predictors:
-        _emit(tree.nodes, 0, 1, body)
-    used = sorted({int(n["feature_idx"]) for (t,) in gbr._predictors for n in t.nodes if not n["is_leaf"]})
-    # Features bound to locals once: a local load is cheaper than indexing the list at every split.
-    lines = ["def predict(x):", *(f"    x{i} = x[{i}]" for i in used), f"    s = {base!r}", *body, "    return s"]
-    return "\n".join(lines)
-
-
-def _emit(nodes, i: int, depth: int, lines: list[str]) -> None:
-    pad = "    " * depth
-    node = nodes[i]
-    if node["is_leaf"]:
-        lines.append(f"{pad}s += {float(node['value'])!r}")  # leaf values already carry the learning rate
-        return
-    lines.append(f"{pad}if x{int(node['feature_idx'])} <= {float(node['num_threshold'])!r}:")
-    _emit(nodes, int(node["left"]), depth + 1, lines)
-    lines.append(f"{pad}else:")
-    _emit(nodes, int(node["right"]), depth + 1, lines)
+def _from_meta(path: Path, meta: dict, arrays: dict) -> LearnedModel:
+    """The model that `meta` (the settings) and `arrays` describe; ModelFormatError names what is malformed."""
+    try:
+        names = tuple(str(n) for n in meta["names"])
+        parts = {k: None for k in ("gbr", "ridge", "ratio", "direct")}
+        for k in meta["parts"]:
+            if k not in parts:
+                raise ModelFormatError(f"unknown model part {k!r}")
+            width = len(RATIO_NAMES) if k == "ratio" else len(names)
+            parts[k] = (Linear if k == "ridge" else Trees).from_arrays(k, arrays, width)
+        if parts["gbr"] is None:
+            raise ModelFormatError("the model has no trees")
+        adapter = meta["adapter"]
+        return LearnedModel(
+            target=str(meta["target"]), names=names, tokens=bool(meta["tokens"]), log_scale=float(meta["log_scale"]),
+            adapter=tuple(float(w) for w in adapter) if adapter is not None else None,
+            view_seconds=None if meta["view_seconds"] is None else float(meta["view_seconds"]),
+            ratio_all=bool(meta["ratio_all"]), card=dict(meta["card"]), **parts)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"{path}: malformed model settings ({type(e).__name__}: {e})") from None
 
 
 # Features along which latency may only grow: more work or more bytes never makes a kernel faster.
@@ -259,11 +242,11 @@ def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_es
                   monotonic_cst=[1 if n in MONOTONE else 0 for n in names])
     x = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
     y = np.log(np.array([r["seconds"] for r in rows]))
-    ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+    ridge = Linear.from_sklearn(make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y))
     view_seconds = float(np.median([r["seconds"] for r in views])) if views else (1e-7 if free_views else None)
     groups = [f"{r.get('family')}|{r.get('shape')}" for r in rows]
     if structure == "direct":
-        gbr = _trees(**params).fit(x, y)
+        gbr = Trees.from_sklearn(_trees(**params).fit(x, y))
         log_scale = _mape_scale(x, y, groups, params) if calibrate else 0.0
         return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens, log_scale=log_scale,
                             view_seconds=view_seconds)
@@ -285,7 +268,7 @@ def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seco
     trees on every row) of the "parts" structure."""
     base_rows = [r for r in rows if _single(r)]
     xb = np.array([feats.vector(r["features"], names) for r in base_rows], dtype=np.float64)
-    gbr = _trees(**params).fit(xb, np.log(np.array([r["seconds"] for r in base_rows])))
+    gbr = Trees.from_sklearn(_trees(**params).fit(xb, np.log(np.array([r["seconds"] for r in base_rows]))))
     base = LearnedModel(target="", names=names, gbr=gbr, view_seconds=view_seconds)
     xr, yr = [], []
     for r in rows:
@@ -298,11 +281,11 @@ def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seco
         yr.append(math.log(r["seconds"] / measured[r["pair"]]))
     if len(xr) < 10:
         raise ValueError(f"structure 'parts' needs at least 10 fused rows with measured parts, got {len(xr)}")
-    ratio = _trees(**{**params, "monotonic_cst": None}).fit(np.array(xr), np.array(yr))
+    ratio = Trees.from_sklearn(_trees(**{**params, "monotonic_cst": None}).fit(np.array(xr), np.array(yr)))
     if ratio_all:  # the fusion factor estimates every kernel of several ops: no direct trees
         return gbr, ratio, None
     xd = np.array([feats.vector(r["features"], names) for r in rows], dtype=np.float64)
-    direct = _trees(**params).fit(xd, np.log(np.array([r["seconds"] for r in rows])))
+    direct = Trees.from_sklearn(_trees(**params).fit(xd, np.log(np.array([r["seconds"] for r in rows]))))
     return gbr, ratio, direct
 
 
@@ -365,15 +348,15 @@ def _mape_scale(x: np.ndarray, y: np.ndarray, groups: list[str], params: dict) -
 
 def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
-    gbr, ridge = source.sklearn()
-    base = LearnedModel(target=source.target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
-                        log_scale=source.log_scale, ratio=source.ratio, view_seconds=source.view_seconds,
-                        direct=source.direct)
+    base = LearnedModel(target=source.target, names=source.names, gbr=source.gbr, ridge=source.ridge,
+                        tokens=source.tokens, log_scale=source.log_scale, ratio=source.ratio,
+                        view_seconds=source.view_seconds, direct=source.direct, ratio_all=source.ratio_all)
     src = np.log(base.predict_rows(rows))
     roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
     a = np.stack([np.ones_like(src), src, roof], axis=1)
     y = np.log(np.array([r["seconds"] for r in rows]))
     w, *_ = np.linalg.lstsq(a.T @ a + 1e-3 * np.eye(3), a.T @ y, rcond=None)
-    return LearnedModel(target=target, names=source.names, gbr=gbr, ridge=ridge, tokens=source.tokens,
+    return LearnedModel(target=target, names=source.names, gbr=source.gbr, ridge=source.ridge, tokens=source.tokens,
                         adapter=tuple(float(v) for v in w), log_scale=source.log_scale, ratio=source.ratio,
-                        view_seconds=source.view_seconds, direct=source.direct, card={"adapted_from": source.target})
+                        view_seconds=source.view_seconds, direct=source.direct, ratio_all=source.ratio_all,
+                        card={"adapted_from": source.target})

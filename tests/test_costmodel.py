@@ -166,19 +166,19 @@ def test_train_and_evaluate_on_synthetic_data(tmp_path, capsys):
 
 def test_shipped_cpu_model_loads_and_fast_path_agrees():
     m = costmodel.load_model(costmodel.SHIPPED / "cpu")
-    assert isinstance(m, LearnedModel), "costmodel/shipped/cpu/model.pkl is missing or does not load"
+    assert isinstance(m, LearnedModel), "costmodel/shipped/cpu/model.npz is missing or does not load"
     card = json.loads((costmodel.SHIPPED / "cpu" / "card.json").read_text())
     assert card["samples"] >= 300 and card["target"] == "cpu"
     cpu = get_target("cpu")
     fs = [features.kernel_features(_kernel(r.module), cpu) for r in _rows(30)]
-    slow = m.predict_features_sklearn(fs)
+    slow = m.predict_features_batch(fs)
     fast = [m.predict_features(f) for f in fs]
     assert fast == pytest.approx(list(slow), rel=1e-6)
 
 
 def test_corrupt_model_falls_back_to_roofline(tmp_path, caplog):
-    bad = tmp_path / "model.pkl"
-    bad.write_bytes(b"not a pickle")
+    bad = tmp_path / "model.npz"
+    bad.write_bytes(b"not a model")
     k = _kernel(_eltwise(256))
     with caplog.at_level(logging.WARNING, logger="solder.costmodel"):
         got = costmodel.estimate(k, "cpu", model=str(bad))
@@ -187,7 +187,7 @@ def test_corrupt_model_falls_back_to_roofline(tmp_path, caplog):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
-    assert cli.main(["train", "--target", "cpu", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 2
+    assert cli.main(["train", "--target", "cpu", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)]) == 1
     assert "no dataset" in capsys.readouterr().err
 
 
@@ -428,9 +428,9 @@ def test_retime_orders_pairs_pools_runs_and_overlays(tmp_path):
 def test_retime_refuses_a_cpu_target_and_too_few_rounds(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _pair_rows()))
-    assert cli.main(["retime", "--target", "cpu", "--data", str(data)]) == 2
+    assert cli.main(["retime", "--target", "cpu", "--data", str(data)]) == 1
     assert "not a CUDA target" in capsys.readouterr().err
-    assert cli.main(["retime", "--target", "h100", "--data", str(data), "--rounds", "2"]) == 2
+    assert cli.main(["retime", "--target", "h100", "--data", str(data), "--rounds", "2"]) == 1
     assert "rounds must be at least 3" in capsys.readouterr().err
 
 
@@ -458,3 +458,90 @@ def test_train_overlays_retimed_pairs_and_scores_the_first_timing_too(tmp_path):
     assert cli.main(["train", "--target", "cpu", "--data", str(data), "--out", str(first), "--trees", "20",
                      "--structure", "parts", "--first-timing"]) == 0
     assert "heldout_first_timing" not in json.loads((first / "card.json").read_text())
+
+
+# -- the model file holds arrays, never code ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A scikit-learn regressor fitted on random data with missing values, and its arrays."""
+    from solder.costmodel.model import _trees
+    from solder.costmodel.trees import Trees
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6))
+    y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + np.where(x[:, 3] > 0, 1.0, -1.0)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    gbr = _trees(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, random_state=0).fit(x, y)
+    test = rng.normal(size=(200, 6))
+    test[rng.random(test.shape) < 0.1] = np.nan
+    return gbr, Trees.from_sklearn(gbr), test
+
+
+def test_tree_arrays_predict_what_sklearn_predicts(fitted):
+    gbr, trees, x = fitted
+    want = gbr.predict(x)
+    np.testing.assert_allclose(trees.predict(x), want, rtol=1e-6)
+    fast = trees.compile()
+    np.testing.assert_allclose([fast(list(r)) for r in x], want, rtol=1e-6)
+
+
+def test_model_file_roundtrip_holds_no_pickle(tmp_path, fitted):
+    from solder.costmodel.trees import Linear
+
+    gbr, trees, x = fitted
+    ridge = Linear(np.zeros(6), np.ones(6), np.arange(6.0), 0.5)
+    m = LearnedModel(target="cpu", names=tuple(features.FEATURE_NAMES[:6]), gbr=trees, ridge=ridge, log_scale=-0.1,
+                     card={"samples": 400})
+    m.save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:  # every member loads without unpickling
+        assert all(z[k].dtype != object for k in z.files)
+    back = costmodel.load_model(tmp_path)
+    assert back.card == {"samples": 400} and back.log_scale == -0.1
+    np.testing.assert_allclose(back.gbr.predict(x), gbr.predict(x), rtol=1e-6)
+    np.testing.assert_allclose(back.ridge.predict(x[:3]), ridge.predict(x[:3]))
+
+
+def _write_npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    return path
+
+
+def test_model_file_with_a_pickle_or_a_bad_tree_is_refused(tmp_path, fitted):
+    from solder.costmodel.trees import ModelFormatError
+
+    gbr, trees, _ = fitted
+    m = LearnedModel(target="cpu", names=tuple(features.FEATURE_NAMES[:6]), gbr=trees)
+    m.save(tmp_path / "good.npz")
+    arrays = dict(np.load(tmp_path / "good.npz"))
+    with pytest.raises(ModelFormatError, match="not a solder cost model file"):  # an object array needs unpickling
+        LearnedModel.load(_write_npz(tmp_path / "p.npz", **{**arrays, "meta": np.array([{"x": 1}], dtype=object)}))
+    right = arrays["gbr.right"].copy()
+    inner = np.nonzero(~arrays["gbr.leaf"])[0]
+    right[inner[0]] = arrays["gbr.left"][inner[0]]  # both branches lead to one node: a graph, not a tree
+    with pytest.raises(ModelFormatError, match="gbr: a node with 2 parents"):
+        LearnedModel.load(_write_npz(tmp_path / "g.npz", **{**arrays, "gbr.right": right}))
+    feature = arrays["gbr.feature"].copy()
+    feature[inner[0]] = 99
+    with pytest.raises(ModelFormatError, match="a split on a feature index outside 0..5"):
+        LearnedModel.load(_write_npz(tmp_path / "f.npz", **{**arrays, "gbr.feature": feature}))
+
+
+@pytest.mark.parametrize("given, match", [
+    ("nonexistent", r"evaluate: no model file at .*nonexistent; expected a model written by"),
+    ("empty", r"evaluate: .*empty holds no model.npz"),
+    ("corrupt.npz", r"evaluate: .*corrupt.npz: not a solder cost model file"),
+])
+def test_evaluate_bad_model_is_one_line_error(tmp_path, capsys, given, match):
+    import re
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 garbage")
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    code = cli.main(["evaluate", "--target", "cpu", "--data", str(data), "--model", str(tmp_path / given)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("solder-costmodel: error: ") and err.count("\n") == 1
+    assert re.search(match, err), err
