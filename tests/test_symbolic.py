@@ -192,3 +192,16 @@ def test_cpu_reshape_proved_by_an_export_assertion_reads_its_input_in_place():
             x = torch.randn(s0, 64)
             (y,) = prog([x])
             torch.testing.assert_close(y, x.reshape(s0 // 2, 2, 64))
+
+
+def test_index_ranges_are_proved_without_samples():
+    """A read of [1, s0) through a dim of s0 is proved in bounds from the expressions alone; one past the end
+    is refused, and a range sympy cannot decide is checked at the samples."""
+    none = symdims.Samples()
+    assert symdims.in_bounds(1, 1, "s0 - 1", "s0", none)
+    assert not symdims.in_bounds(1, 1, "s0", "s0", none)
+    assert symdims.in_bounds(2, 2, "s0 - 2", "2*s0", none)
+    syms = {"s0": symbolic.Symbol("s0", 2, 512, 8), "s1": symbolic.Symbol("s1", 2, 512, 4)}
+    samples = symdims.sample_bindings(syms)
+    assert not symdims.in_bounds(0, 1, "s1", "s0", none)  # undecided, nothing sampled
+    assert symdims.in_bounds(0, 1, "s1", "s0", samples) is all(e["s1"] <= e["s0"] for e in samples)

@@ -343,8 +343,7 @@ def _prove(claim, bounds: tuple, assumes: tuple) -> bool | None:
     if isinstance(c, sympy.logic.boolalg.BooleanAtom):
         return bool(c)
     if isinstance(c, (sympy.Eq, sympy.Ne)):
-        d = simplify(c.lhs - c.rhs)
-        zero = True if d == 0 else d.is_zero
+        zero = _is_zero(c.lhs - c.rhs)
         if zero is None:
             return None
         return zero if isinstance(c, sympy.Eq) else not zero
@@ -352,6 +351,21 @@ def _prove(claim, bounds: tuple, assumes: tuple) -> bool | None:
         r = simplify(c)
         return bool(r) if isinstance(r, sympy.logic.boolalg.BooleanAtom) else None
     return None
+
+
+_OPAQUE = (sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min, sympy.Abs)
+
+
+def _is_zero(d) -> bool | None:
+    """Whether size difference `d` is zero: expanded first (polynomials of sizes settle there), sympy's
+    simplify only where divisions, modulo or max/min are left."""
+    d = sympy.expand(d)
+    if d == 0 or d.is_zero is not None:
+        return d == 0 or bool(d.is_zero)
+    if not d.has(*_OPAQUE):
+        return None
+    d = simplify(d)
+    return True if d == 0 else d.is_zero
 
 
 def equal(a, b, bounds: tuple = (), assumes: tuple = ()) -> bool:
