@@ -20,11 +20,12 @@ torch's own namespace dict (never `getattr(torch, ...)`, which imports submodule
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import torch
 
-from solder.compiler.errors import ExternError
+from solder.compiler.errors import ExternError, ImportError_
 
 NAMESPACES = frozenset({"aten", "prims", "quantized", "quantized_decomposed"})
 PRIVATE_NAMESPACES = frozenset({"debugprims", "debug_mode_ops", "export", "_native", "rngprims", "inductor",
@@ -67,7 +68,7 @@ def resolve(callee: str) -> torch._ops.OpOverload:
 
 
 def check_args(spec: str, n_operands: int) -> None:
-    """Refuse an extern argument spec (`importer._encode`'s JSON) that holds anything but plain data."""
+    """Refuse an extern argument spec (`encode_arg`'s JSON) that holds anything but plain data."""
     try:
         args, kwargs = json.loads(spec)
     except (ValueError, TypeError) as e:
@@ -103,3 +104,56 @@ def _check_value(x, n: int) -> None:
         return
     raise ExternError(f"graph.extern args: {tag!r} with {str(v)[:60]!r} is not an operand index, number, dtype, "
                       "layout, memory format or device")
+
+
+# The argument format of a `graph.extern` (its `args` property): JSON with tensors as operand indices.
+
+
+def encode_arg(x, operands: list[torch.fx.Node]):
+    """JSON-able form of an FX argument, with tensors replaced by {"$t": operand index}."""
+    if isinstance(x, torch.fx.Node):
+        operands.append(x)
+        return {"$t": len(operands) - 1}
+    if isinstance(x, (list, tuple)):
+        items = [encode_arg(i, operands) for i in x]
+        return items if isinstance(x, list) else {"$tuple": items}
+    if isinstance(x, dict):
+        return {"$dict": {k: encode_arg(v, operands) for k, v in x.items()}}
+    if isinstance(x, float) and not math.isfinite(x):
+        return {"$float": str(x)}
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, torch.dtype):
+        return {"$dtype": str(x).removeprefix("torch.")}
+    if isinstance(x, torch.device):
+        return {"$device": str(x)}
+    if isinstance(x, (torch.memory_format, torch.layout)):
+        return {"$torch": str(x).removeprefix("torch.")}
+    raise ImportError_(f"cannot encode argument {x!r} of type {type(x).__name__} for a graph.extern call")
+
+
+def decode_args(text: str, tensors: list[torch.Tensor]):
+    """Inverse of `encode_arg`: the (args, kwargs) of an extern call with its operand tensors filled in."""
+
+    def dec(x):
+        if isinstance(x, list):
+            return [dec(i) for i in x]
+        if isinstance(x, dict):
+            if "$t" in x:
+                return tensors[x["$t"]]
+            if "$tuple" in x:
+                return tuple(dec(i) for i in x["$tuple"])
+            if "$dict" in x:
+                return {k: dec(v) for k, v in x["$dict"].items()}
+            if "$float" in x:
+                return float(x["$float"])
+            if "$dtype" in x:
+                return getattr(torch, x["$dtype"])
+            if "$device" in x:
+                return torch.device(x["$device"])
+            if "$torch" in x:
+                return getattr(torch, x["$torch"])
+        return x
+
+    args, kwargs = json.loads(text)
+    return dec(args), dec(kwargs)

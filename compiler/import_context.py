@@ -19,6 +19,8 @@ from xdsl.ir import Block, Operation, SSAValue
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import dims_of, tensor_type, torch_dtype
 from solder.compiler.errors import ImportError_
+from solder.compiler.externs import decode_args as decode_extern_args  # noqa: F401  (re-exported)
+from solder.compiler.externs import encode_arg as _encode
 
 class UnsupportedOpWarning(UserWarning):
     """An op the compiler does not lower: it runs through eager PyTorch instead."""
@@ -137,56 +139,6 @@ class ImportContext:
         if isinstance(arg, torch.fx.Node):
             return self.cast(self.value(arg), dtype)
         return self.constant(arg, dtype)
-
-
-def _encode(x, operands: list[torch.fx.Node]):
-    """JSON-able form of an FX argument, with tensors replaced by {"$t": operand index}."""
-    if isinstance(x, torch.fx.Node):
-        operands.append(x)
-        return {"$t": len(operands) - 1}
-    if isinstance(x, (list, tuple)):
-        items = [_encode(i, operands) for i in x]
-        return items if isinstance(x, list) else {"$tuple": items}
-    if isinstance(x, dict):
-        return {"$dict": {k: _encode(v, operands) for k, v in x.items()}}
-    if isinstance(x, float) and not math.isfinite(x):
-        return {"$float": str(x)}
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    if isinstance(x, torch.dtype):
-        return {"$dtype": torch_dtype_name(x)}
-    if isinstance(x, torch.device):
-        return {"$device": str(x)}
-    if isinstance(x, (torch.memory_format, torch.layout)):
-        return {"$torch": str(x).removeprefix("torch.")}
-    raise ImportError_(f"cannot encode argument {x!r} of type {type(x).__name__} for a graph.extern call")
-
-
-def decode_extern_args(text: str, tensors: list[torch.Tensor]):
-    """Inverse of `_encode`: the (args, kwargs) of an extern call with its operand tensors filled in."""
-
-    def dec(x):
-        if isinstance(x, list):
-            return [dec(i) for i in x]
-        if isinstance(x, dict):
-            if "$t" in x:
-                return tensors[x["$t"]]
-            if "$tuple" in x:
-                return tuple(dec(i) for i in x["$tuple"])
-            if "$dict" in x:
-                return {k: dec(v) for k, v in x["$dict"].items()}
-            if "$float" in x:
-                return float(x["$float"])
-            if "$dtype" in x:
-                return getattr(torch, x["$dtype"])
-            if "$device" in x:
-                return torch.device(x["$device"])
-            if "$torch" in x:
-                return getattr(torch, x["$torch"])
-        return x
-
-    args, kwargs = json.loads(text)
-    return dec(args), dec(kwargs)
 
 
 def extern(ctx: ImportContext, node: torch.fx.Node) -> SSAValue | list[SSAValue]:

@@ -1,8 +1,9 @@
-"""The reference backend: runs every `graph` op with eager PyTorch.
+"""The reference interpreter: every `graph` op run with eager PyTorch, keyed by the op class.
 
-It is the correctness oracle for the other backends and their fallback for ops they do not lower.
-`lower` turns the function into a flat list of steps once (no IR walking per call); each step reads
-and writes slots of one value list.
+It sits with the IR so that passes can evaluate constant sub-graphs without a backend; the reference backend
+(backends/reference) wraps it, and is the correctness oracle for the other backends and their fallback for ops
+they do not lower. `compile_block` turns a block into a flat list of steps once (no IR walking per call); each
+step reads and writes slots of one value list.
 
 Dynamic functions (`?` dims) run for any sizes within their symbols' bounds: each call binds the
 symbols from the argument sizes (`solder.compiler.dialects.symbolic.Binding`, which checks the bounds), and
@@ -21,13 +22,11 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
-from solder.backends.base import Backend, Program
 from solder.compiler import externs
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.types import dims_of, is_dynamic, shape_of, torch_dtype
-from solder.compiler.ir import forward_func  # noqa: F401  (re-exported for existing callers)
 from solder.compiler.errors import SolderError
 
 OpFn = Callable[..., torch.Tensor | list[torch.Tensor]]
@@ -298,14 +297,12 @@ def _attention(op):
 
 @impl(g.ExternOp)
 def _extern(op):
-    from solder.compiler.importer import decode_extern_args
-
     target = externs.resolve(op.callee.data)  # an allowlisted operator overload, or ExternError
     spec = op.args.data
     externs.check_args(spec, len(op.operands))
 
     def run(*tensors):
-        args, kwargs = decode_extern_args(spec, list(tensors))
+        args, kwargs = externs.decode_args(spec, list(tensors))
         out = target(*args, **kwargs)
         return list(out) if isinstance(out, (tuple, list)) else out
 
@@ -354,22 +351,6 @@ def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tenso
     return run
 
 
-class ReferenceBackend(Backend):
-    """Eager PyTorch, op by op: the oracle and the fallback."""
-
-    name = "reference"
-    targets = ("cpu", "h100")
-
-    def supports(self, op: Operation) -> bool:
-        return type(op) in OPS
-
-    def lower(self, module: ModuleOp, target=None) -> Program:
-        f = forward_func(module)
-        fn = compile_block(f.body.block)
-        if not symbolic.is_dynamic_module(module):
-            return Program(run=lambda tensors: fn(*tensors), source="", fallbacks=[])
-        bind = symbolic.Binding.of(f)
-        return Program(run=lambda tensors: fn(*tensors, env=bind(tensors)), source="", fallbacks=[])
 
 
 def block_sparse_reference(q, k, v, counts, indices, block, scale, causal, chunk=16):

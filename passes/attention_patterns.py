@@ -21,6 +21,7 @@ from xdsl.ir import BlockArgument, Operation, SSAValue
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import dims_of, is_float, torch_dtype
+from solder.compiler.interpret import OPS
 
 EVAL_BYTES = 1 << 26
 """Largest tensor (bytes) that a compile-time mask evaluation may produce."""
@@ -286,8 +287,6 @@ def evaluate(value: SSAValue, cache: dict) -> torch.Tensor | None:
 
 
 def _slice_ops(value: SSAValue) -> list[Operation] | None:
-    from solder.backends.reference import OPS
-
     seen: set[Operation] = set()
     stack = [value]
     while stack:
@@ -297,7 +296,7 @@ def _slice_ops(value: SSAValue) -> list[Operation] | None:
         op = v.owner
         if op in seen:
             continue
-        if op.regions or op.name not in OPS or _is_random(op):
+        if op.regions or op not in OPS or _is_random(op):
             return None
         if any(_nbytes(r) > EVAL_BYTES for r in op.results):
             return None
@@ -311,12 +310,10 @@ def _slice_ops(value: SSAValue) -> list[Operation] | None:
 
 
 def _interpret(ops: list[Operation], value: SSAValue) -> torch.Tensor | None:
-    from solder.backends.reference import OPS
-
     vals: dict[SSAValue, torch.Tensor] = {}
     try:
         for op in ops:
-            fn = _triangular(op) if isinstance(op, g.TriangularOp) else OPS[op.name](op)
+            fn = _triangular(op) if isinstance(op, g.TriangularOp) else OPS[op](op)
             out = fn(*[vals[o] for o in op.operands])
             outs = out if isinstance(out, list) else [out]
             vals.update(zip(op.results, outs))
