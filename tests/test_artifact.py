@@ -272,3 +272,29 @@ def test_save_onto_a_directory_is_a_clear_error(saved, tmp_path):
         compiled(torch.randn(1, 2))
     with pytest.raises(ArtifactError, match=r"that is a directory; give a file path such as .*model.solder"):
         artifact.save(compiled, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def library_op():
+    """An operator the user's own code defines through torch.library: externs may call it."""
+    @torch.library.custom_op("soldertest::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @twice.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    return torch.ops.soldertest.twice
+
+
+def test_library_op_extern_compiles_saves_and_loads(library_op, tmp_path):
+    class UsesLibraryOp(torch.nn.Module):
+        def forward(self, x):
+            return library_op(x) + 1
+
+    compiled = compile(UsesLibraryOp().eval(), target="cpu")
+    with pytest.warns(Warning, match="soldertest.twice.default is not lowered"), torch.no_grad():
+        assert torch.equal(compiled(torch.ones(2, 3)), torch.full((2, 3), 3.0))
+    loaded = artifact.load(artifact.save(compiled, tmp_path / "lib.solder"))
+    assert torch.equal(loaded(torch.ones(2, 3)), torch.full((2, 3), 3.0))
