@@ -41,6 +41,7 @@ import torch.utils._pytree as pytree
 from xdsl.dialects.builtin import FunctionType
 
 from solder.compiler import externs, ir, log
+from solder.compiler.dialects import graph as g
 from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
 
 __all__ = ["ArtifactError", "LoadedModule", "load", "save"]
@@ -223,7 +224,7 @@ def _checked_extern(where: str, callee: str):
 
 
 def _check_op(where: str, op) -> None:
-    if op.name == "graph.extern":
+    if isinstance(op, g.ExternOp):
         _checked_extern(where, op.callee.data)
         try:
             externs.check_args(op.args.data, len(op.operands))

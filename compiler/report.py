@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from xdsl.ir import Operation
 
-_SKIP = ("graph.yield", "graph.constant")
+from solder.compiler.dialects import graph as g
+
+_SKIP = (g.YieldOp, g.ConstantOp)
 
 
 def kernels_of(module: Operation) -> list[dict]:
     """The kernel dicts of every `graph.kernel` in `module`, in program order."""
     out = []
     for op in module.walk():
-        if op.name != "graph.kernel":
+        if not isinstance(op, g.KernelOp):
             continue
         attrs = op.attributes
-        body = [o.name.removeprefix("graph.") for o in op.regions[0].block.ops if o.name not in _SKIP]
+        body = [o.name.removeprefix(g.PREFIX) for o in op.regions[0].block.ops if not isinstance(o, _SKIP)]
         reason = attrs["reason"].data if "reason" in attrs else ""
         for o in op.regions[0].block.ops:  # merge-linears' decision, recorded on the stacked linear
             if "merged" in o.attributes:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from solder.compiler.dialects import graph as g
 from solder.compiler.targets import get_target
 from solder.costmodel import analytic, features
 
@@ -40,7 +41,7 @@ def refeaturize(rows: list[dict], target, tokens: bool = False) -> None:
         kernel = features.the_kernel(ir.parse(r["ir"]))
         r["features"] = features.kernel_features(kernel, target, tokens=tokens)
         r["roofline"] = analytic.estimate(kernel, target)
-        ops = features.body_ops(kernel) if kernel.name == "graph.kernel" else [kernel]
+        ops = features.body_ops(kernel) if isinstance(kernel, g.KernelOp) else [kernel]
         r["parts"] = features.part_features(ops, target) if len(ops) > 1 else None
 
 

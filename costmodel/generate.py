@@ -428,16 +428,16 @@ def zoo(rng: random.Random, sz: Sizes = SIZES["small"]) -> Case:
     text = rng.choice(recs)
     from solder.compiler import ir
 
-    kernel = next(op for op in ir.parse(text).walk() if op.name == "graph.kernel")
+    kernel = next(op for op in ir.parse(text).walk() if isinstance(op, g.KernelOp))
     inputs = list(kernel.operands)
     specs = [(shape_of(v.type), _dt(v)) for v in inputs]
     src = kernel.regions[0].block
-    names = [op.name.removeprefix("graph.") for op in src.ops if op.name != "graph.yield"]
+    names = [op.name.removeprefix(g.PREFIX) for op in src.ops if not isinstance(op, g.YieldOp)]
 
     def body(b: Builder, args):
         mapping = dict(zip(src.args, args))
         for op in src.ops:
-            if op.name == "graph.yield":
+            if isinstance(op, g.YieldOp):
                 return [mapping[v] for v in op.operands]
             new = op.clone(value_mapper=mapping)
             b.block.add_op(new)

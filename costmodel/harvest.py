@@ -19,6 +19,8 @@ import json
 import warnings
 from pathlib import Path
 
+from solder.compiler.dialects import graph as g
+
 DEFAULT_OUT = Path(__file__).parent / "zoo_kernels.jsonl"
 BATCHES = (1, 4, 16, 64, 256)
 DTYPES = ("float32", "bfloat16")
@@ -39,7 +41,7 @@ def kernel_module(kernel):
     def body(b, args):
         mapping = dict(zip(block.args, args))
         for op in block.ops:
-            if op.name == "graph.yield":
+            if isinstance(op, g.YieldOp):
                 return [mapping.get(v, v) for v in op.operands]
             new = op.clone(value_mapper=mapping)
             b.block.add_op(new)
@@ -94,13 +96,14 @@ def harvest(target: str = "h100", batches=BATCHES, dtypes=DTYPES, models=None, p
                     module = ir.parse(base)
                     run_pipeline(module, pipe, target=tgt)
                     for op in module.walk():
-                        if op.name != "graph.kernel" or op.parent_op().name == "graph.kernel":
+                        if not isinstance(op, g.KernelOp) or isinstance(op.parent_op(), g.KernelOp):
                             continue
                         text = ir.print_ir(kernel_module(op))
                         if text in seen:
                             continue
                         seen.add(text)
-                        ops = [o.name.removeprefix("graph.") for o in op.regions[0].block.ops if o.name != "graph.yield"]
+                        ops = [o.name.removeprefix(g.PREFIX) for o in op.regions[0].block.ops
+                               if not isinstance(o, g.YieldOp)]
                         out.append({"model": name, "batch": batch, "dtype": dtype, "mode": mode, "ops": ops,
                                     "ir": text})
                 if progress:
