@@ -24,7 +24,6 @@ target's backend; the saved `source.txt` is only shown by `explain()`, never com
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import io
 import json
@@ -38,10 +37,13 @@ import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 
-from xdsl.dialects.builtin import FunctionType
+from xdsl.dialects.builtin import ArrayAttr, FunctionType, StringAttr
 
 from solder.compiler import externs, ir, log
 from solder.compiler.dialects import graph as g
+from solder.compiler.dialects import size_expr
+from solder.compiler.dialects.size_expr import SizeExprError
+from solder.compiler.dialects.types import dims_of, is_dynamic
 from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
 
 __all__ = ["ArtifactError", "LoadedModule", "load", "save"]
@@ -244,8 +246,6 @@ def _check_op(where: str, op) -> None:
 
 def _string_attrs(op) -> list:
     """The size expressions an op keeps as strings: `end_expr` of graph.slice, `graph.assumes` of a function."""
-    from xdsl.dialects.builtin import ArrayAttr, StringAttr
-
     out = []
     end = op.properties.get("end_expr")
     if isinstance(end, StringAttr):
@@ -257,33 +257,16 @@ def _string_attrs(op) -> list:
 
 
 def _type_exprs(t) -> list[str]:
-    from solder.compiler.dialects.types import dims_of, is_dynamic
-
     return [d for d in dims_of(t) if isinstance(d, str) and d != "?"] if is_dynamic(t) else []
 
 
-_SIZE_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp, ast.Call, ast.Name, ast.Constant,
-               ast.Load, ast.operator, ast.unaryop, ast.cmpop, ast.boolop)
-
-
 def _is_size_expression(expr: str) -> bool:
-    """Whether `expr` is a size expression (`2*s0`, `FloorDiv(s0, 2)`): numbers, symbol names, operators and calls
-    of the functions `symbolic` knows, no attributes, subscripts, strings or dunder names."""
-    from solder.compiler.dialects.symbolic import _FUNCS
-
+    """Whether `expr` is size arithmetic (`2*s0`, `FloorDiv(s0, 2)`) as size_expr's parser admits it: numbers,
+    symbol names, operators and the known functions; no attributes, subscripts, strings or other calls."""
     try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError):
+        size_expr.parse(expr)
+    except SizeExprError:
         return False
-    for n in ast.walk(tree):
-        if not isinstance(n, _SIZE_NODES):
-            return False
-        if isinstance(n, ast.Constant) and not isinstance(n.value, (int, float, bool)):
-            return False
-        if isinstance(n, ast.Name) and n.id.startswith("_"):
-            return False
-        if isinstance(n, ast.Call) and (not isinstance(n.func, ast.Name) or n.func.id not in _FUNCS or n.keywords):
-            return False
     return True
 
 
