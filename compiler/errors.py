@@ -43,9 +43,6 @@ class ExternError(SolderError):
     """A `graph.extern` callee or argument spec outside what solder runs: not an allowlisted operator overload."""
 
 
-class CacheTrustError(SolderError):
-    """A compiled-kernel cache entry that this process did not write (other owner, writable by others)."""
-
 
 class OptionError(SolderError):
     """A `compile()` option with a value it cannot take (`dynamic="yes"`, a cost model that does not load)."""
