@@ -23,7 +23,7 @@ class _FunctionModule(torch.nn.Module):
 
 
 def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cost_model=None, cache_dir=None,
-            verify=False, explain=False, dynamic=None):
+            verify=False, explain=False, dynamic=None, speed_guard=True):
     """Compile `model` (an `nn.Module`, a module class, or a function) for `target`.
 
     Returns a callable with the model's calling convention. Compilation happens on the first call,
@@ -31,7 +31,8 @@ def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cos
     in some dims compiles those dims dynamic once (`?` in the IR, bounds checked per call), and
     shapes that fit reuse it; `dynamic=True`: every dim dynamic from the first call where export
     allows; `dynamic=False`: one specialization per shape. Without `model` it is a decorator:
-    `@compile(target="cpu")` on a module class or a function.
+    `@compile(target="cpu")` on a module class or a function. `speed_guard=True` (default): the first calls
+    of each compiled signature are timed against eager PyTorch and the faster is kept (`explain()` says which).
 
     `passes`: a pipeline string (`"canonicalize,cse,fuse-ops{max-ops=16 cost-model=/path/model}"`), else the
     target's. `cost_model`: the model every cost-driven pass asks: None (the target's shipped learned
@@ -40,7 +41,8 @@ def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cos
     raises `OptionError` or `PipelineError` now, not at the first call.
     """
     options = Options(target=get_target(target), passes=passes, sparse_attention=sparse_attention,
-                      cost_model=cost_model, cache_dir=cache_dir, verify=verify, explain=explain, dynamic=dynamic)
+                      cost_model=cost_model, cache_dir=cache_dir, verify=verify, explain=explain, dynamic=dynamic,
+                      speed_guard=speed_guard)
     if model is None:
         return functools.partial(_compile_one, options=options)
     return _compile_one(model, options)

@@ -68,3 +68,9 @@ def verify_ir() -> bool:
 def max_specializations() -> int:
     """SOLDER_MAX_SPECIALIZATIONS: compiled shape specializations kept per compiled callable."""
     return int(os.environ.get("SOLDER_MAX_SPECIALIZATIONS", "8"))
+
+
+def speed_guard() -> bool:
+    """SOLDER_SPEED_GUARD (default on): a compiled specialization times its first calls against eager and keeps
+    the faster (compiler/speed_guard.py); `off` always runs the compiled program."""
+    return _flag("SOLDER_SPEED_GUARD", default=True)

@@ -33,6 +33,7 @@ from solder.compiler.capture import capture, gc_paused
 from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning, VerifyError
 from solder.compiler.importer import Imported, import_program
 from solder.compiler.pipeline import PipelineRun, cost_model_option, run_pipeline
+from solder.compiler.speed_guard import SpeedGuard
 from solder.compiler.targets import Target
 from solder.passes import registry
 
@@ -61,6 +62,8 @@ class Options:
     dynamic: bool | None = None
     dynamic_dims: frozenset | None = None
     """(flat leaf, dim) pairs compiled dynamic from the first call (the dims Dynamo marked symbolic)."""
+    speed_guard: bool = True
+    """Time the first calls against eager and keep the faster (compiler/speed_guard.py)."""
 
     def __post_init__(self):
         """Every option checked here, at `compile()`, not at the first call: a bad one raises a one-line
@@ -68,6 +71,9 @@ class Options:
         if not any(self.dynamic is v for v in (None, True, False)):  # 1 and 1.0 equal True but are not it
             raise OptionError(f"compile(dynamic={self.dynamic!r}): expected None (dims that vary become dynamic), "
                               "True (every dim dynamic) or False (one specialization per shape)")
+        if not isinstance(self.speed_guard, bool):
+            raise OptionError(f"compile(speed_guard={self.speed_guard!r}): expected True (time the first calls "
+                              "against eager and keep the faster) or False (always run the compiled program)")
         if self.passes is not None and not isinstance(self.passes, str):
             raise OptionError(f"compile(passes=...) got a {type(self.passes).__name__}; expected a pipeline string "
                               "such as 'canonicalize,cse,fuse-ops{max-ops=16}'")
@@ -103,6 +109,8 @@ class Specialization:
     """(flat leaf, dim) pairs that were asked to be dynamic."""
     writes: list = field(init=False)
     """(result, argument) pairs: results copied into the mutated inputs and buffers after each call."""
+    speed: SpeedGuard | None = None
+    """Times the first calls against eager and keeps the faster; None when compile(speed_guard=False)."""
 
     _check: tuple | None = None  # (the sources it was generated for, the generated check)
     sources: list = field(default_factory=list)
@@ -208,7 +216,10 @@ class CompiledModule:
         if self.options.verify and self._verified < 3:
             self._verified += 1
             return self._verified_run(sp, args, kwargs)
-        return self._run(sp, args, kwargs)
+        guard = sp.speed
+        if guard is None or guard.settled and not guard.runs_eager:
+            return self._run(sp, args, kwargs)
+        return guard.call(lambda: self._run(sp, args, kwargs), lambda: self.model(*args, **kwargs))
 
     def _fast_path(self, args, kwargs):
         """Positional tensors only, a signature seen before, nothing to re-check: skip the pytree work."""
@@ -224,7 +235,10 @@ class CompiledModule:
             return None
         if not sp.state_current():
             return None
-        return self._execute(sp, args)
+        guard = sp.speed
+        if guard is None or guard.settled and not guard.runs_eager:
+            return self._execute(sp, args)
+        return guard.call(lambda: self._execute(sp, args), lambda: self.model(*args))
 
     def _eager_reason(self, args, kwargs) -> str | None:
         if self.model.training:
@@ -389,6 +403,8 @@ class CompiledModule:
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - t2, "backend": t4 - t3, "total": t4 - t0},
             binding=_input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
         )
+        if self.options.speed_guard and knobs.speed_guard():
+            sp.speed = SpeedGuard(self.options.target.device)
         if self.options.explain:
             sp.ir_text = ir.print_ir(imported.module)
         self.specializations[key] = sp
@@ -541,6 +557,8 @@ class CompiledModule:
                     lines.append(f"backend code compiled per size, for {len(sp.program.sizes)} size(s): "
                                  + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))
             lines.append("compile: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sp.seconds.items()))
+            if sp.speed is not None:
+                lines.append(sp.speed.describe())
             lines.append(f"pipeline: {sp.pipeline.pipeline}")
             models = sp.pipeline.cost_models
             if models:

@@ -73,3 +73,11 @@ class MlirItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"golden: {self.path.name}"
+
+
+@pytest.fixture(autouse=True)
+def _compiled_code_runs(monkeypatch, request):
+    """The suite tests the compiled code, so the speed guard (which may pick eager on this shared machine) is
+    off unless a test is marked `speed_guard`."""
+    if request.node.get_closest_marker("speed_guard") is None:
+        monkeypatch.setenv("SOLDER_SPEED_GUARD", "off")
