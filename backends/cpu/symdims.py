@@ -79,12 +79,14 @@ class IndexExprs:
             return self._emit(f"arith.constant {int(e)} : index")
         if e.is_Symbol:
             return self._symbol(e.name)
+        if isinstance(e, size_expr.FloorDiv):
+            return self._chain("floordivsi", e.args, src)
         if isinstance(e, (sympy.floor, sympy.ceiling)):
             num, den = sympy.fraction(sympy.together(e.args[0]))
             if den != 1:
                 op = "floordivsi" if isinstance(e, sympy.floor) else "ceildivsi"
                 return self._emit(f"arith.{op} {self._value(num, src)}, {self._value(den, src)} : index")
-        elif isinstance(e, sympy.Mod):
+        elif isinstance(e, (size_expr.PythonMod, sympy.Mod)):
             return self._chain("remsi", e.args, src)
         elif isinstance(e, (sympy.Max, sympy.Min)):
             return self._chain("maxsi" if isinstance(e, sympy.Max) else "minsi", e.args, src)

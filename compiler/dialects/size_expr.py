@@ -3,8 +3,9 @@
 The IR keeps a `?` dim's size as text (`"2*s0"`, `"(s0//2)"`, `"FloorDiv(s0, 2)"`, export's
 `"Eq(Mod(s0, 2), 0)"` assertions); everything that computes with a size reads it through `expr`, which
 parses that text once into a sympy expression over integer, nonnegative symbols. torch's function names
-map to sympy with integer semantics: FloorDiv and `//` are `floor(a/b)`, Mod/PythonMod are `Mod` (the sign
-of the divisor, as Python's `%`), CeilDiv is `ceiling(a/b)`. `to_str` prints an expression back in the
+map to sympy with integer semantics: FloorDiv and `//` are `FloorDiv` (integer floor division, a sympy
+Function), Mod/PythonMod are `PythonMod` (the sign of the divisor, as Python's `%`), CeilDiv is
+`FloorDiv(a + b - 1, b)`. `to_str` prints an expression back in the
 form torch itself prints (`(s0//2)`, `Mod(s0, 2)`, `2*s0`), which `expr` reads again.
 
 `compile_expr` turns an expression into a Python function of a binding (`env -> value`) with integer
@@ -33,12 +34,84 @@ class SizeExprError(SolderError, ValueError):
     """A size expression that does not parse, or uses an operation sizes do not have."""
 
 
+class FloorDiv(sympy.Function):
+    """Integer floor division `a // b` of sizes. sympy's `floor(a/b)` means the same but asks its assumption
+    system on every construction (milliseconds); this one simplifies only what sizes need: numbers, a divisor
+    of 1, a common factor of divisor and every term (`FloorDiv(64*s0, 128)` is `FloorDiv(s0, 2)`, and
+    `FloorDiv(2*k, 2)` is `k`), and nested divisions by numbers."""
+
+    is_integer = True
+
+    @classmethod
+    def eval(cls, a, b):
+        if b == 1:
+            return a
+        if a.is_Integer and b.is_Integer and b != 0:
+            return sympy.Integer(int(a) // int(b))
+        if a == 0:
+            return sympy.Integer(0)
+        if isinstance(a, FloorDiv) and b.is_Integer and b > 0 and a.args[1].is_Integer and a.args[1] > 0:
+            return FloorDiv(a.args[0], a.args[1] * b)
+        if not b.is_Integer or b <= 0:
+            return None
+        g = int(b)
+        for term in sympy.Add.make_args(a):
+            coef, _ = term.as_coeff_Mul()
+            if not coef.is_Integer:
+                return None
+            g = sympy.igcd(g, int(coef))
+            if g == 1:
+                return None
+        if g == int(b):
+            return sympy.expand(a / g)
+        return FloorDiv(sympy.expand(a / g), sympy.Integer(int(b) // g))
+
+    def _eval_is_nonnegative(self):
+        a, b = self.args
+        if a.is_nonnegative and b.is_positive:
+            return True
+        return None
+
+
+class PythonMod(sympy.Function):
+    """Integer `a % b` of sizes, with the sign of the divisor as Python's `%` (torch's PythonMod). Like
+    `FloorDiv`, a light stand-in for sympy's Mod, which asks its assumption system on every construction:
+    terms that are multiples of a numeric divisor drop out (`PythonMod(2*k + 5, 2)` is 1)."""
+
+    is_integer = True
+
+    @classmethod
+    def eval(cls, a, b):
+        if b == 1 or a == 0:
+            return sympy.Integer(0)
+        if a.is_Integer and b.is_Integer and b != 0:
+            return sympy.Integer(int(a) % int(b))
+        if a == b:
+            return sympy.Integer(0)
+        if not b.is_Integer or b <= 0:
+            return None
+        kept = []
+        for term in sympy.Add.make_args(a):
+            coef, rest = term.as_coeff_Mul()
+            if coef.is_Integer and int(coef) % int(b) == 0 and rest.is_integer:
+                continue
+            kept.append(term)
+        rest = sympy.Add(*kept)
+        if rest.is_Integer:
+            return sympy.Integer(int(rest) % int(b))
+        return PythonMod(rest, b) if len(kept) < len(sympy.Add.make_args(a)) else None
+
+    def _eval_is_nonnegative(self):
+        return True if self.args[1].is_positive else None
+
+
 def _floordiv(a, b):
-    return sympy.floor(a / b)
+    return FloorDiv(a, b)
 
 
 def _ceildiv(a, b):
-    return sympy.ceiling(a / b)
+    """`-(-a // b)`, written as torch does, `(a + b - 1) // b` (sizes divide by positive numbers)."""
+    return FloorDiv(a + b - 1, b)
 
 
 def _and(*a):
@@ -53,7 +126,7 @@ FUNCS = {
     "Max": sympy.Max, "Min": sympy.Min, "max": sympy.Max, "min": sympy.Min,  # torch 2.11 writes lowercase
     "FloorDiv": _floordiv, "CleanDiv": _floordiv, "floor": sympy.floor, "FloorToInt": sympy.floor,
     "TruncToInt": sympy.floor, "CeilDiv": _ceildiv, "ceiling": sympy.ceiling, "CeilToInt": sympy.ceiling,
-    "Mod": sympy.Mod, "PythonMod": sympy.Mod, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
+    "Mod": PythonMod, "PythonMod": PythonMod, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
     "PowByNatural": sympy.Pow, "Pow": sympy.Pow,
     "Eq": sympy.Eq, "Ne": sympy.Ne, "Lt": sympy.Lt, "Le": sympy.Le, "Gt": sympy.Gt, "Ge": sympy.Ge,
     "StrictLessThan": sympy.Lt, "LessThan": sympy.Le, "GreaterThan": sympy.Ge, "StrictGreaterThan": sympy.Gt,
@@ -62,7 +135,7 @@ FUNCS = {
 """torch's (and sympy's printed) function names in size expressions -> their sympy builders."""
 
 _BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.FloorDiv: _floordiv, ast.Mod: sympy.Mod, ast.Pow: sympy.Pow, ast.Div: lambda a, b: a / b,
+           ast.FloorDiv: _floordiv, ast.Mod: PythonMod, ast.Pow: sympy.Pow, ast.Div: lambda a, b: a / b,
            ast.BitAnd: _and, ast.BitOr: _or}
 _CONSTANTS = {"True": sympy.true, "False": sympy.false}
 _CMPOPS = {ast.Eq: sympy.Eq, ast.NotEq: sympy.Ne, ast.Lt: sympy.Lt, ast.LtE: sympy.Le, ast.Gt: sympy.Gt,
@@ -133,6 +206,9 @@ class _Printer(StrPrinter):
         s = self._print(e)
         return s if e.is_Atom else f"({s})"
 
+    def _print_FloorDiv(self, e):
+        return f"({self._operand(e.args[0])}//{self._operand(e.args[1])})"
+
     def _print_floor(self, e):
         q = _division(e.args[0])
         return f"({self._operand(q[0])}//{self._operand(q[1])})" if q else f"floor({self._print(e.args[0])})"
@@ -141,7 +217,7 @@ class _Printer(StrPrinter):
         q = _division(e.args[0])
         return f"CeilDiv({self._print(q[0])}, {self._print(q[1])})" if q else f"ceiling({self._print(e.args[0])})"
 
-    def _print_Mod(self, e):
+    def _print_PythonMod(self, e):
         return f"Mod({self._print(e.args[0])}, {self._print(e.args[1])})"
 
 
@@ -199,6 +275,9 @@ class _PyPrinter:
             return f"(1 / {self(base ** -exp)})"
         return f"({self(base)} ** {self(exp)})"
 
+    def _FloorDiv(self, e):
+        return f"({self(e.args[0])} // {self(e.args[1])})"
+
     def _floor(self, e):
         q = _division(e.args[0])
         return f"({self(q[0])} // {self(q[1])})" if q else f"_floor({self(e.args[0])})"
@@ -207,7 +286,7 @@ class _PyPrinter:
         q = _division(e.args[0])
         return f"(-((-{self(q[0])}) // {self(q[1])}))" if q else f"_ceil({self(e.args[0])})"
 
-    def _Mod(self, e):
+    def _PythonMod(self, e):
         return f"({self(e.args[0])} % {self(e.args[1])})"
 
     def _Max(self, e):
@@ -316,7 +395,7 @@ def _assume(a, sub: dict, lows: dict) -> None:
     if not isinstance(a, sympy.Eq):
         return
     for x, y in ((a.lhs, a.rhs), (a.rhs, a.lhs)):
-        if isinstance(x, sympy.Mod) and y == 0 and x.args[0].is_Symbol and x.args[1].is_Integer \
+        if isinstance(x, PythonMod) and y == 0 and x.args[0].is_Symbol and x.args[1].is_Integer \
                 and x.args[0] not in sub:
             s, m = x.args
             k = sympy.Symbol(f"_k{next(_fresh)}", integer=True, nonnegative=True,
@@ -353,7 +432,7 @@ def _prove(claim, bounds: tuple, assumes: tuple) -> bool | None:
     return None
 
 
-_OPAQUE = (sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min, sympy.Abs)
+_OPAQUE = (FloorDiv, PythonMod, sympy.floor, sympy.ceiling, sympy.Mod, sympy.Max, sympy.Min, sympy.Abs)
 
 
 def _is_zero(d) -> bool | None:
