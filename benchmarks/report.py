@@ -51,6 +51,11 @@ def write_markdown(meta: dict, rows: list[dict], path: Path) -> str:
             gi = [r[f"speedup_vs_{peer}"] for r in sel if f"speedup_vs_{peer}" in r]
             gi_s += f", vs {label} {math.exp(sum(map(math.log, gi)) / len(gi)):.2f}x ({len(gi)})" if gi else ""
         tail += f"\nModel geomean at threads={n}: vs eager {ge:.2f}x{gi_s} over {len(sel)} models."
+    kept = [r for r in rows if "solder_unguarded_s" in r]
+    if kept:
+        tail += "\n\nThe speed guard kept eager PyTorch for: " + "; ".join(
+            f"{r['case']} (threads={r.get('threads')}): compiled alone {r['solder_unguarded_s'] * 1e3:.3f} ms, "
+            f"{r['unguarded_speedup_vs_eager']:.2f}x eager" for r in kept) + "."
     text = head + "\n".join(lines) + "\n" + tail + "\n"
     path.write_text(text)
     return text

@@ -7,7 +7,8 @@ Peers: on the CPU torch.compile's default mode, at torch's default thread count 
 on the GPU, where solder runs under CUDA graphs, torch.compile mode="reduce-overhead" (its CUDA-graph mode,
 the fair peer) beside the default mode; realistic sizes (GPT-2 124M at batch 8 x 1024 tokens) come first.
 For every zoo model and kernel-level case: medians of interleaved timed calls after warm-up, the ratios
-solder/eager and solder/each peer (as speed-ups: >1 means solder is faster), cold compile time (empty
+solder/eager and solder/each peer (as speed-ups: >1 means solder is faster; solder as users get it, with its speed
+guard, and where the guard kept eager also the compiled program's own time, `solder_unguarded`), cold compile time (empty
 caches; on the CPU also without the install's prebuilt attention kernels, backends/cpu/attention_lib.py,
 which are not a cache: built once by the set-up, model-independent) and warm compile time (a second `compile()` of the same model, disk caches full), peak memory of
 one call, and for memory-bound kernels the achieved bandwidth as % of a plain copy of the same tensor,
@@ -200,6 +201,13 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
             out = call(solder)
             row["max_abs_err"] = _max_err(out, ref)
             fns = {"eager": lambda: model(*args, **kwargs), "solder": lambda: solder(*args, **kwargs)}
+            guard = _settle_guard(solder, call)
+            if guard is not None:
+                row["speed_guard"] = guard.describe()
+                if guard.runs_eager:  # the guarded figure is eager's: time the compiled program too
+                    unguarded = solder_compile(model, target=target, speed_guard=False)
+                    call(unguarded)
+                    fns["solder_unguarded"] = lambda: unguarded(*args, **kwargs)
             if case.bytes_moved is not None:  # the copy baseline, in the same rounds and cache state as the case
                 src = args[0]
                 dst = torch.empty_like(src)
@@ -215,6 +223,8 @@ def run_case(case: C.Case, target: str, repeats: int, inductor: bool) -> dict:
                 row[f"{k}_s"] = v
                 row[f"{k}_peak_bytes"] = peak_memory(fns[k], target)
     row["speedup_vs_eager"] = row["eager_s"] / row["solder_s"]
+    if "solder_unguarded_s" in row:
+        row["unguarded_speedup_vs_eager"] = row["eager_s"] / row["solder_unguarded_s"]
     for peer in ("inductor", "inductor_ro"):
         if f"{peer}_s" in row:
             row[f"speedup_vs_{peer}"] = row[f"{peer}_s"] / row["solder_s"]
@@ -254,6 +264,19 @@ def _add_peer(fns: dict, row: dict, peer: str, mode: str, model, call, bind) -> 
         fns[peer] = bind(comp)
     except Exception as e:  # report, don't hide: the row says why the peer is missing
         row[f"{peer}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _settle_guard(compiled, call):
+    """Call `compiled` until its speed guard has decided (compiler/speed_guard.py); the guard, or None."""
+    from solder.compiler import speed_guard
+
+    specs = list(getattr(compiled, "specializations", {}).values())
+    guard = specs[0].speed if len(specs) == 1 else None
+    for _ in range(2 * (speed_guard.WARMUP + speed_guard.SAMPLES)):
+        if guard is None or guard.settled:
+            break
+        call(compiled)
+    return guard
 
 
 def _max_err(a, b) -> float:
