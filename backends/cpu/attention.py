@@ -4,7 +4,7 @@
 the other kernels: memref arguments, destination passing, `llvm.emit_c_interface`, jit.compile_mlir
 and its disk cache). The function first copies k transposed into kT [B, Hkv, D, S padded to whole
 key blocks] (one heap buffer the size of k, zeros past S), then walks (batch, head, query block) —
-an `scf.forall` on OpenMP threads above PARALLEL_MIN_FLOPS — and, inside, the key blocks the query
+an `scf.forall` on torch's OpenMP pool (threads.py) above PARALLEL_MIN_FLOPS — and, inside, the key blocks the query
 block needs: all, those up to the diagonal when causal, or those a block-sparse layout lists for the
 head (counts/indices arguments). Per key block, four query rows at a time:
 

@@ -340,7 +340,7 @@ def compile_mlir(text: str, entry: str, *, opt_level: int = 3, cache_dir: str | 
 def _keyed(text: str, entry: str, opt_level: int, shared_libs: tuple[str, ...]) -> tuple[str, tuple[str, ...], str]:
     """The pipeline, shared libraries and cache key of `text` (a parallel kernel's key names the OpenMP shim;
     its `__kmpc_*` symbols resolve from the process, where threads.py loaded the shim)."""
-    parallel = "use_forall" in text or "scf.forall" in text
+    parallel = any(m in text for m in ("use_forall", "tile_using_forall", "scf.forall"))
     key_libs = tuple(shared_libs)
     if parallel:
         omp = find_openmp()

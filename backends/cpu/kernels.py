@@ -11,7 +11,7 @@ Tags steer the transform schedule (schedule.py): `solder.root` marks the last ge
 rows), `solder.reduce` the reductions, `solder.ew` the elementwise producers.
 
 Every generator returns (mlir_text, entry_name). The transform schedule is appended unless
-`schedule=False`; `parallel=True` runs the row loop on OpenMP threads (needs libomp).
+`schedule=False`; `parallel=True` runs the row loop on torch's OpenMP pool (threads.py).
 """
 
 from __future__ import annotations

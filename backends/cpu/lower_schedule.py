@@ -18,10 +18,17 @@ A symbolic innermost dim (a softmax over a dynamic sequence, say) is tiled by th
 same; elementwise tiles are vectorized with masks (`vectorize ... vector_sizes`, masks lowered before
 bufferization), and a row kernel's row loops are peeled (`transform.loop.peel`): full tiles vectorize
 as static ones, the last, partial tile runs masked.
+
+Threads: where `threads.worth_parallel` says a static kernel is big enough, its outer loop runs on torch's OpenMP
+pool (threads.py): a row kernel's row loop is `structured.fuse ... {use_forall}` (rows split into one contiguous
+block per thread, each row's work unchanged), an elementwise generic is first tiled by `tile_using_forall` over its
+outer dims (one row per iteration), then by lanes as above. Size-generic kernels and 1-d elementwise kernels stay
+on one thread (their size is not known here, or there are no rows to split).
 """
 
 from __future__ import annotations
 
+from solder.backends.cpu import threads
 from solder.backends.cpu.lower import FuncBuilder
 from solder.backends.cpu.schedule import _cleanup, lane_tile
 
@@ -47,9 +54,17 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
             if g.domain:
                 row = g.domain[-1]
                 sizes = [1] * (len(g.domain) - 1) + [lane_tile(row, 64) if isinstance(row, int) else 64]
-                lines += [match(f"{p}{g.uid}", g.uid), tile(f"{p}{g.uid}", sizes, len(sizes))]
+                h, outer = f"{p}{g.uid}", len(sizes) - 1
+                lines.append(match(h, g.uid))
+                if _parallel(g.domain, outer):  # rows across threads (a forall), then lanes as below
+                    lines += [f"{h}_p, {h}_forall = transform.structured.tile_using_forall {h} tile_sizes "
+                              f"[{', '.join(['1'] * outer + ['0'])}] : ({ANY}) -> ({ANY}, {ANY})",
+                              tile(f"{h}_p", [0] * outer + sizes[-1:], 1)]
+                    h = f"{h}_p"
+                else:
+                    lines.append(tile(h, sizes, len(sizes)))
                 if not isinstance(row, int):
-                    lines.append(masked(f"{p}{g.uid}_t", len(sizes), 64))
+                    lines.append(masked(f"{h}_t", len(sizes), 64))
         return lines + _finish(fb, symbolic_rows), "elementwise"
     dom = reds[0].domain
     rank = len(dom)
@@ -61,10 +76,12 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         return [], "none"
     t = lane_tile(dom[-1], 32) if isinstance(dom[-1], int) else 32
     fuse_sizes = [1] * (rank - 1) + [0] if root == dom else [1] * len(root)
+    par = _parallel(dom, rank - 1)
+    n_loops = 1 if par else sum(1 for s in fuse_sizes if s)  # a forall is one loop over every tiled dim
     lines += [match(f"{p}root", "root"),
-              f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(sum(1 for s in fuse_sizes if s) - 1))
-              + f" = transform.structured.fuse {p}root tile_sizes [{', '.join(map(str, fuse_sizes))}] : "
-              f"({ANY}) -> ({', '.join([ANY] * (1 + sum(1 for s in fuse_sizes if s)))})",
+              f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(n_loops - 1))
+              + f" = transform.structured.fuse {p}root tile_sizes [{', '.join(map(str, fuse_sizes))}]"
+              + (" {use_forall}" if par else "") + f" : ({ANY}) -> ({', '.join([ANY] * (1 + n_loops))})",
               # fuse duplicates a producer per consumer (e.g. softmax's exp): CSE merges the copies
               _func(fb, "0"), *_cleanup(f"%{fb.name}_func0"),
               match(f"{p}red", "red"),
@@ -87,6 +104,18 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
                       f"  {h}_ops = transform.structured.match interface{{LinalgOp}} in {h}_rest : ({ANY}) -> {ANY}",
                       "  " + masked(f"{h}_ops", rank, t), "}"]
     return lines + _finish(fb, symbolic_rows), "row"
+
+
+def _parallel(domain: tuple, outer: int) -> bool:
+    """Whether a generic over `domain` runs its first `outer` dims (its rows) across threads: static sizes only,
+    as big as threads.worth_parallel asks."""
+    if outer < 1 or not all(isinstance(n, int) for n in domain):
+        return False
+    rows = elements = 1
+    for k, n in enumerate(domain):
+        rows *= n if k < outer else 1
+        elements *= n
+    return threads.worth_parallel(elements, rows)
 
 
 def _func(fb: FuncBuilder, suffix: str = "") -> str:

@@ -22,7 +22,7 @@ import threading
 import torch
 from xdsl.ir import Operation, SSAValue
 
-from solder.backends.cpu import symdims
+from solder.backends.cpu import symdims, threads
 from solder.backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
 from solder.backends.reference import OPS, attention_reference
 from solder.backends.weights import Stack
@@ -144,10 +144,13 @@ def build_runner(plan: Plan, kernels: dict):
     ret = [slots[v] for v in plan.returns]
     n = len(slots)
     lock = threading.Lock()  # preallocated buffers and memref descriptors: one call at a time
+    sync = threads.sync if threads.active() else None  # parallel kernels: torch's thread count, per call
 
     def run(tensors):
         vals = [None] * n
         vals[:n_args] = tensors
+        if sync is not None:
+            sync()
         with lock:
             for f in launch:
                 f(vals)
@@ -291,10 +294,13 @@ def _dynamic_runner(plan: Plan, kernels: dict):
     n = envi + 2
     bind = _CallBinding(plan.binding)
     lock = threading.Lock()  # intermediates kept between calls: one call at a time
+    sync = threads.sync if threads.active() else None  # parallel kernels: torch's thread count, per call
 
     def run(tensors):
         vals = [None] * n
         vals[:n_args] = tensors
+        if sync is not None:
+            sync()
         env = vals[envi] = bind(tensors)  # ShapeBindError for sizes outside the compiled bounds
         vals[envi + 1] = tuple(env.values())
         with lock:

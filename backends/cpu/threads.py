@@ -1,0 +1,191 @@
+"""Threads for generated CPU kernels: torch's own OpenMP pool, and when a kernel is worth running on it.
+
+Route. A parallel kernel's outer loop is an `scf.forall` (schedule.py, lower_schedule.py, attention.py), which
+jit.py lowers through `scf-forall-to-parallel` and `convert-scf-to-openmp`; the LLVM OpenMP lowering calls the
+runtime entry points of LLVM's libomp (`__kmpc_fork_call`, `__kmpc_for_static_init_8u`, `__kmpc_barrier`,
+`__kmpc_global_thread_num`, `__kmpc_for_static_fini`: `nm -u` of a lowered softmax). Torch's CPU wheel runs its
+intra-op parallelism on GNU libgomp (torch/lib/libgomp.so.1), and two OpenMP runtimes in one process are two
+pools that oversubscribe the cores (why the libomp route was reverted). So those few `__kmpc_*` entry points
+are implemented here on libgomp's ABI (omp_shim.c: `GOMP_parallel`, `GOMP_barrier`, `omp_get_thread_num`),
+compiled by the system C compiler against the libgomp that torch loaded (same soname: the dynamic linker
+reuses the loaded copy, one pool), cached in the kernel cache like a kernel and loaded RTLD_GLOBAL, where the
+ExecutionEngine and cached kernel libraries find the symbols. The team size is torch's: `sync()` passes
+`torch.get_num_threads()` to the shim (runner.py calls it per call of a program with parallel kernels; it sets
+only when the count changed), so `torch.set_num_threads(1)` makes every kernel run on one thread.
+
+The other route, chunks of a kernel's outer loop handed to torch's intra-op pool (`at::parallel_for`), needs a
+C++ extension built against torch's headers per torch version (not measured); the shim needs a C compiler and
+libgomp's stable C ABI only, and the worksharing stays inside the kernel (no Python per chunk).
+
+Without torch's libgomp (a torch built without OpenMP) or a C compiler, `runtime()` is None and every kernel is
+compiled single-threaded.
+
+When to go parallel: `worth_parallel` is the one decision point (a size threshold now: a fork/join of the pool
+costs a few microseconds, a kernel below ~64K elements of traffic does not pay for it; the cost model is meant
+to take this decision later, from the kernel's estimated time, through this function).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from solder.backends.cpu import cache_files
+from solder.compiler import knobs, log
+
+_log = log.get("backend")
+_SOURCE = Path(__file__).with_name("omp_shim.c")
+
+# Elements a row/elementwise kernel must touch (its largest domain) before its rows are split across threads;
+# attention has its own threshold in FLOPs (attention_plan.PARALLEL_MIN_FLOPS).
+MIN_PARALLEL_ELEMENTS = 1 << 16
+# Outer iterations (rows) per thread below which the split is too uneven or too fine to pay.
+MIN_ROWS_PER_THREAD = 2
+
+
+def torch_threads() -> int:
+    """The team size parallel kernels run with: torch's intra-op thread count."""
+    return torch.get_num_threads()
+
+
+def worth_parallel(elements: int, rows: int) -> bool:
+    """Whether a kernel touching `elements` values over `rows` independent outer iterations should be compiled
+    with its outer loop across threads. The hook for the cost model (today: a size threshold)."""
+    n = torch_threads()
+    return (n > 1 and elements >= MIN_PARALLEL_ELEMENTS and rows >= MIN_ROWS_PER_THREAD * n
+            and runtime() is not None)
+
+
+def torch_libgomp() -> str | None:
+    """The path of the GNU OpenMP runtime this process has loaded for torch, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split(None, 5)[-1].strip() for ln in f if "libgomp" in ln}
+    except OSError:
+        return None
+    paths = sorted(p for p in paths if p.startswith("/") and ".so" in os.path.basename(p))
+    torch_lib = str(Path(torch.__file__).parent / "lib")
+    return next((p for p in paths if p.startswith(torch_lib)), paths[0] if paths else None)
+
+
+@functools.lru_cache(maxsize=None)
+def runtime() -> str | None:
+    """The loaded shim's identity (a stable name for cache keys), or None when kernels must stay single-threaded."""
+    lib = _load()
+    return None if lib is None else f"solder-omp-shim:{_key()[:16]}"
+
+
+def sync(_get=torch.get_num_threads) -> None:
+    """Make the kernels' team size torch.get_num_threads() (a few hundred ns when it did not change)."""
+    n = _get()
+    if n != _state["threads"]:
+        lib = _state["lib"]
+        if lib is not None:
+            lib.solder_omp_set_threads(n)
+        _state["threads"] = n
+
+
+def active() -> bool:
+    """Whether the shim is loaded (some kernel of this process may run on threads): callers then `sync()`."""
+    return _state["lib"] is not None
+
+
+def team_size() -> int:
+    """The team size the shim forks with now (0: libgomp's default; before any sync)."""
+    lib = _state["lib"]
+    return lib.solder_omp_get_threads() if lib is not None else 1
+
+
+def forks() -> int:
+    """Parallel regions the shim has started in this process (0 before it is loaded)."""
+    lib = _state["lib"]
+    return lib.solder_omp_forks() if lib is not None else 0
+
+
+_state: dict = {"lib": None, "threads": None}
+
+
+def _key() -> str:
+    from solder.backends.cpu import jit
+    h = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), (torch_libgomp() or "").encode(), jit.host_fingerprint().encode()):
+        h.update(part)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load() -> ctypes.CDLL | None:
+    gomp = torch_libgomp()
+    if gomp is None:
+        _log.info("threads: torch has no GNU OpenMP runtime loaded; generated kernels run on one thread")
+        return None
+    root = knobs.cache_dir()
+    path = root / "omp" / f"{_key()}.so"
+    data = None
+    for r in dict.fromkeys(x for x in (cache_files.private_root(), root) if x is not None):
+        data = cache_files.read_trusted(r, r / "omp" / path.name)
+        if data is not None:
+            break
+    if data is None:
+        data = _build(gomp)
+        if data is None:
+            return None
+        _store(root, path, data)
+    lib = _dlopen_global(data)
+    if lib is None:
+        return None
+    lib.solder_omp_set_threads.argtypes = [ctypes.c_int]
+    lib.solder_omp_forks.restype = ctypes.c_int64
+    _state["lib"], _state["threads"] = lib, None
+    sync()
+    return lib
+
+
+def _build(gomp: str) -> bytes | None:
+    """omp_shim.c compiled and linked against torch's libgomp (by its path, recorded by its soname)."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        _log.info("threads: no C compiler to build the OpenMP shim; generated kernels run on one thread")
+        return None
+    with tempfile.TemporaryDirectory(dir=cache_files.private_dir()) as tmp:
+        so = os.path.join(tmp, "omp.so")
+        cmd = [cc, "-O2", "-shared", "-fPIC", "-o", so, str(_SOURCE), gomp,
+               f"-Wl,-rpath,{os.path.dirname(gomp)}", f"-Wl,-soname,libsolder_omp_{_key()[:16]}.so"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode or not os.path.exists(so):
+            _log.warning("threads: building the OpenMP shim failed (%s); generated kernels run on one thread",
+                         (done.stderr or "").strip().splitlines()[-1:] or done.returncode)
+            return None
+        return Path(so).read_bytes()
+
+
+def _store(root: Path, path: Path, data: bytes) -> None:
+    place = cache_files.writable_root(root, path)
+    target = place / "omp" / path.name
+    try:
+        cache_files._make_dirs(place, target.parent)
+        cache_files.atomic_write(target, data)
+    except OSError:
+        pass
+
+
+def _dlopen_global(data: bytes) -> ctypes.CDLL | None:
+    """Load verified bytes RTLD_GLOBAL (the JIT and cached kernels resolve `__kmpc_*` from it)."""
+    fd, tmp = tempfile.mkstemp(dir=cache_files.private_dir(), prefix="omp-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(tmp, mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        _log.warning("threads: loading the OpenMP shim failed (%s); generated kernels run on one thread", e)
+        return None
+    finally:
+        os.unlink(tmp)
