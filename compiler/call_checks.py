@@ -85,15 +85,16 @@ def size_error(model_name: str, leaves: list, names: list[str], spec: str, compi
 
 
 def precision_fallback(model_name: str, imported, program, target) -> str | None:
-    """The warning text when ops of a bf16/fp16 module run on the reference backend, else None."""
-    if not program.fallbacks:
+    """The warning text when ops of a bf16/fp16 module run on the reference backend of the CPU target (whose
+    generated code is float32: every op of a 16-bit dtype falls back), else None."""
+    if not program.fallbacks or target.backend != "cpu":
         return None
     types = {str(getattr(a.type, "element_type", "")) for a in imported.func.args}
     low = sorted(types & set(LOW_PRECISION))
     if not low:
         return None
     ops = sorted({f.split(":")[0] for f in program.fallbacks})
-    return (f"solder: {model_name}: the {target.backend} backend generates no code for {'/'.join(low)} here; "
+    return (f"solder: {model_name}: the cpu backend generates no code for {'/'.join(low)}; "
             f"{len(ops)} op kind(s) ({', '.join(ops[:6])}{', ...' if len(ops) > 6 else ''}) run op by op on the "
             "reference backend (eager speed at best). Run the model in float32 for generated kernels; "
             "explain() lists each op's route")
