@@ -127,7 +127,8 @@ FUNCS = {
     "FloorDiv": _floordiv, "CleanDiv": _floordiv, "floor": sympy.floor, "FloorToInt": sympy.floor,
     "TruncToInt": sympy.floor, "CeilDiv": _ceildiv, "ceiling": sympy.ceiling, "CeilToInt": sympy.ceiling,
     "Mod": PythonMod, "PythonMod": PythonMod, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
-    "PowByNatural": sympy.Pow, "Pow": sympy.Pow,
+    "PowByNatural": lambda a, b: _power(a, b, f"PowByNatural({a}, {b})"),
+    "Pow": lambda a, b: _power(a, b, f"Pow({a}, {b})"),
     "Eq": sympy.Eq, "Ne": sympy.Ne, "Lt": sympy.Lt, "Le": sympy.Le, "Gt": sympy.Gt, "Ge": sympy.Ge,
     "StrictLessThan": sympy.Lt, "LessThan": sympy.Le, "GreaterThan": sympy.Ge, "StrictGreaterThan": sympy.Gt,
     "And": _and, "Or": _or, "Not": sympy.Not,
@@ -135,11 +136,15 @@ FUNCS = {
 """torch's (and sympy's printed) function names in size expressions -> their sympy builders."""
 
 _BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.FloorDiv: _floordiv, ast.Mod: PythonMod, ast.Pow: sympy.Pow, ast.Div: lambda a, b: a / b,
+           ast.FloorDiv: _floordiv, ast.Mod: PythonMod, ast.Div: lambda a, b: a / b,
            ast.BitAnd: _and, ast.BitOr: _or}
 _CONSTANTS = {"True": sympy.true, "False": sympy.false}
 _CMPOPS = {ast.Eq: sympy.Eq, ast.NotEq: sympy.Ne, ast.Lt: sympy.Lt, ast.LtE: sympy.Le, ast.Gt: sympy.Gt,
            ast.GtE: sympy.Ge}
+
+
+MAX_TEXT = 4096
+MAX_POWER = 64
 
 
 @lru_cache(maxsize=None)
@@ -151,12 +156,16 @@ def symbol(name: str) -> sympy.Symbol:
 @lru_cache(maxsize=8192)
 def parse(text: str) -> sympy.Expr:
     """The sympy expression of a size expression's text; SizeExprError if it is not one."""
+    if len(text) > MAX_TEXT:
+        raise SizeExprError(f"size expression of {len(text)} characters; at most {MAX_TEXT} are read")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError as e:
-        raise SizeExprError(f"size expression {text!r} does not parse: {e.msg}; expected integer arithmetic "
-                            "over shape symbols (2*s0, FloorDiv(s0, 2), Eq(Mod(s0, 2), 0))") from None
-    return _node(tree, text)
+        return _node(tree, text)
+    except (SyntaxError, ValueError, RecursionError) as e:
+        if isinstance(e, SizeExprError):
+            raise
+        raise SizeExprError(f"size expression {text!r} does not parse: {getattr(e, 'msg', e)}; expected integer "
+                            "arithmetic over shape symbols (2*s0, FloorDiv(s0, 2), Eq(Mod(s0, 2), 0))") from None
 
 
 def _node(n: ast.AST, text: str):
@@ -165,6 +174,8 @@ def _node(n: ast.AST, text: str):
         return sympy.true if v is True else sympy.false if v is False else sympy.sympify(v)
     if isinstance(n, ast.Name):
         return _CONSTANTS[n.id] if n.id in _CONSTANTS else symbol(n.id)
+    if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow):
+        return _power(_node(n.left, text), _node(n.right, text), text)
     if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
         return _BINOPS[type(n.op)](_node(n.left, text), _node(n.right, text))
     if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
@@ -180,6 +191,13 @@ def _node(n: ast.AST, text: str):
         return FUNCS[n.func.id](*[_node(a, text) for a in n.args])
     raise SizeExprError(f"size expression {text!r}: {ast.unparse(n)!r} is not size arithmetic; known functions: "
                         f"{', '.join(sorted(FUNCS))}")
+
+
+def _power(base, exp, text: str):
+    """`base**exp` for a small integer exponent (sizes have no other powers; a huge one would not finish)."""
+    if not (exp.is_Integer and 0 <= exp <= MAX_POWER):
+        raise SizeExprError(f"size expression {text!r}: exponent {exp} is not an integer in [0, {MAX_POWER}]")
+    return sympy.Pow(base, exp)
 
 
 def as_expr(e) -> sympy.Expr:

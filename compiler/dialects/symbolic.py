@@ -57,9 +57,6 @@ class Symbol:
     hint: int
 
 
-_FUNCS = size_expr.FUNCS  # the function names a size expression may call (artifact.py checks loaded ones)
-
-
 def expr(e) -> sympy.Expr:
     """The sympy expression of a size: an int, the IR's text (`"2*s0"`, `"FloorDiv(s0, 2)"`, parsed once and
     cached) or a sympy expression; ShapeBindError if the text is not a size expression."""
