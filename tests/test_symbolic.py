@@ -18,7 +18,8 @@ ENV = {"s0": 7, "s1": 3}
 @pytest.mark.parametrize("text, value", [
     ("s0", 7), ("2*s0", 14), ("s0 - 1", 6), ("s0*s1 + 1", 22), ("s0**2", 49),
     ("FloorDiv(s0, 2)", 3), ("(s0//2)", 3), ("s0 // 2", 3), ("CleanDiv(s0, 7)", 1), ("CeilDiv(s0, 2)", 4),
-    ("Mod(s0, 3)", 1), ("PythonMod(s0, 3)", 1), ("s0 % 3", 1),
+    ("Mod(s0, 3)", 1), ("PythonMod(s0, 3)", 1), ("s0 % 3", 1), ("ModularIndexing(s0, 2, 2)", 1),
+    ("Identity(s1)", 3),
     ("Max(s0, 9)", 9), ("max(s0, s1)", 7), ("Min(s0, s1, 5)", 3), ("min(s0, 2)", 2),
     ("TruncToInt(IntTrueDiv(s0, 2))", 3), ("FloorToInt(s0)", 7), ("CeilToInt(IntTrueDiv(s0, 2))", 4),
     ("IntTrueDiv(s0, 2)", 3.5), ("Abs(s1 - s0)", 4),
@@ -207,3 +208,25 @@ def test_index_ranges_are_proved_without_samples():
     samples = symdims.sample_bindings(syms)
     assert not symdims.in_bounds(0, 1, "s1", "s0", none)  # undecided, nothing sampled
     assert symdims.in_bounds(0, 1, "s1", "s0", samples) is all(e["s1"] <= e["s0"] for e in samples)
+
+
+def test_cpu_reshape_halving_a_symbol_is_one_generic_program(monkeypatch):
+    """[s0, 64] -> [s0 // 2, 128] under Eq(Mod(s0, 2), 0): one size-generic program, nothing compiled per size,
+    right at every even size (with the reshape done in the kernel from the `index` sizes)."""
+    from solder.backends.cpu import jit
+    from solder.backends.cpu.backend import CpuBackend
+
+    text = _RESHAPE_IR.replace("?x2x64xf32", "?x128xf32")
+    calls: list[str] = []
+    real = jit.compile_mlir
+    monkeypatch.setattr(jit, "compile_mlir", lambda t, entry, **kw: calls.append(entry) or real(t, entry, **kw))
+    prog = CpuBackend().lower(_module(text))
+    n = len(calls)
+    assert prog.sizes is None and "compiled once for every size" in prog.dynamic and prog.fallbacks == []
+    assert all(k["route"] == "mlir (size-generic)" for k in prog.kernels), prog.kernels
+    assert "arith.floordivsi %sym_s0" in prog.source
+    for s0 in (8, 2, 30, 512):
+        x = torch.randn(s0, 64)
+        (y,) = prog([x])
+        torch.testing.assert_close(y, x.reshape(s0 // 2, 128))
+    assert len(calls) == n

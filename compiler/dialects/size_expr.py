@@ -126,7 +126,8 @@ FUNCS = {
     "Max": sympy.Max, "Min": sympy.Min, "max": sympy.Max, "min": sympy.Min,  # torch 2.11 writes lowercase
     "FloorDiv": _floordiv, "CleanDiv": _floordiv, "floor": sympy.floor, "FloorToInt": sympy.floor,
     "TruncToInt": sympy.floor, "CeilDiv": _ceildiv, "ceiling": sympy.ceiling, "CeilToInt": sympy.ceiling,
-    "Mod": PythonMod, "PythonMod": PythonMod, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
+    "Mod": PythonMod, "PythonMod": PythonMod, "ModularIndexing": lambda x, d, m: PythonMod(FloorDiv(x, d), m),
+    "Identity": lambda x: x, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
     "PowByNatural": lambda a, b: _power(a, b, f"PowByNatural({a}, {b})"),
     "Pow": lambda a, b: _power(a, b, f"Pow({a}, {b})"),
     "Eq": sympy.Eq, "Ne": sympy.Ne, "Lt": sympy.Lt, "Le": sympy.Le, "Gt": sympy.Gt, "Ge": sympy.Ge,
