@@ -5,7 +5,8 @@ function's shape symbols (`s0`, `2*s0`, ...) kept in the type's encoding, one st
 order: `tensor<?x?x64xf32, ["s0", "s1"]>`. `dims_of` gives a type's dims as ints and expression
 strings, `tensor_type` takes them back; `shape_of` gives `DYNAMIC` (-2**63, as MLIR) for a `?` dim. An expression may be
 unknown ("?"), e.g. for a type a pass built from plain shapes; backends then take that size from the
-data. The symbols, their bounds and example sizes live on the function (`solder.compiler.dialects.symbolic`).
+data. The symbols, their bounds and example sizes live on the function (`solder.compiler.dialects.symbolic`);
+code that computes with a size reads the string as a sympy expression (`symbolic.expr`, parsed once).
 
 This module does not import torch at module level, so the IR can be read without it; the torch
 conversions import it lazily.
