@@ -3,6 +3,7 @@
     solder-opt model.mlir -p "canonicalize,cse,fuse-ops" --target h100
     solder-opt --from-torch examples/models.py:gpt2 -p canonicalize --print-ir-after-all
     solder-opt --list-passes
+    solder-opt --list-ops
 
 Its output parses back: `solder-opt x.mlir | solder-opt -` gives the same text. Bad input (a missing, binary
 or unreadable file, a directory, an unwritable `-o`) exits with status 1 and one line `solder-opt: error: ...`.
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(model, args, kwargs)")
     p.add_argument("--from-torch-mlir", metavar="FILE.mlir", help="import torch-dialect MLIR from torch-mlir's FX importer")
     p.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    p.add_argument("--list-ops", action="store_true",
+                   help="list every graph op with its route (generated, library, eager) per target and exit")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (to stderr)")
     p.add_argument("--emit", choices=EMITS, default="graph",
                    help="graph: the IR after the pipeline; linalg: the MLIR the CPU backend compiles; "
@@ -139,6 +142,11 @@ def run(argv: list[str]) -> int:
     if args.list_passes:
         for name, doc in registry.describe():
             print(f"{name:<28} {doc}")
+        return 0
+    if args.list_ops:
+        from solder.backends.coverage import coverage_table
+
+        sys.stdout.write(coverage_table())
         return 0
     target = get_target(args.target)
     module = _read_input(args)

@@ -502,7 +502,19 @@ class CpuBackend(Backend):
     targets = ("cpu",)
 
     def supports(self, op: Operation) -> bool:
-        return type(op) in LOWERINGS or isinstance(op, LIBRARY) or op.has_trait(Attention)
+        return self.op_route(type(op)) in (Route.GENERATED, Route.LIBRARY)
+
+    @staticmethod
+    def op_route(cls: type[Operation]) -> Route | None:
+        """How ops of class `cls` run in a static module, from the planner's own tables: generated (a
+        lowering in LOWERINGS, or the flash-attention kernel), a library call, or the reference backend's
+        eager op; None when nothing runs it. A lowering may still refuse a case (an element type, a
+        shape) and send that kernel to the reference backend; explain() says so per kernel."""
+        if cls.has_trait(Attention) or cls in LOWERINGS:
+            return Route.GENERATED
+        if issubclass(cls, LIBRARY):
+            return Route.LIBRARY
+        return Route.EAGER if cls in OPS else None
 
     def lower(self, module: ModuleOp, target=None) -> Program:
         if is_dynamic_module(module):

@@ -63,7 +63,37 @@ _UNARY_F32: dict[type[Operation], Callable] = {
     g.TruncOp: lambda b, x: b.emit(f"math.trunc {x} : f32"),
     g.SinOp: lambda b, x: b.emit(f"math.sin {x} : f32"),
     g.CosOp: lambda b, x: b.emit(f"math.cos {x} : f32"),
+    g.Expm1Op: lambda b, x: _expm1(b, x),
+    g.Log1pOp: lambda b, x: _log1p(b, x),
 }
+
+
+def _where_eq(b, x: str, value: float, then: str, other: str) -> str:
+    """`then` where x == value (ordered: false for NaN), else `other`."""
+    hit = b.emit(f"arith.cmpf oeq, {x}, {b.em.const(value)} : f32")
+    return b.emit(f"arith.select {hit}, {then}, {other} : f32")
+
+
+def _expm1(b, x: str) -> str:
+    """e^x - 1 without the cancellation near 0 (Kahan): (u - 1) * (x / log u) for u = e^x, whose rounding
+    errors in u - 1 and log u cancel; x itself where u rounds to 1, -1 where u - 1 does, inf where u is."""
+    em = b.em
+    u = em.exp(x)
+    um1 = em.sub(u, em.const(1.0))
+    r = em.mul(um1, em.div(x, em.log(u)))
+    r = _where_eq(b, u, float("inf"), u, r)
+    r = _where_eq(b, um1, -1.0, um1, r)
+    return _where_eq(b, u, 1.0, x, r)
+
+
+def _log1p(b, x: str) -> str:
+    """log(1 + x) without the rounding of 1 + x near 0: log(u) * (x / (u - 1)) for u = 1 + x; x itself
+    where u rounds to 1, inf where u is inf (x = -1 gives -inf, x < -1 NaN, through log)."""
+    em = b.em
+    u = em.add(em.const(1.0), x)
+    r = em.mul(em.log(u), em.div(x, em.sub(u, em.const(1.0))))
+    r = _where_eq(b, u, float("inf"), u, r)
+    return _where_eq(b, u, 1.0, x, r)
 
 
 @lowering(*_UNARY_F32)
@@ -72,6 +102,24 @@ def _unary(fb, op, args):
     _f32(x)
     f = _UNARY_F32[type(op)]
     return [node(x.shape, "f32", lambda b, a, n: f(b, a[0]), x)]
+
+
+@lowering(g.SignOp)
+def _sign(fb, op, args):
+    """-1, 0 or 1 as torch.sign: 0 for NaN and for both zeros; a boolean is its own sign."""
+    (x,) = args
+    t = x.dtype
+    if t == "i1":
+        return [x]
+    cmp, gt, lt = ("cmpf", "ogt", "olt") if t == "f32" else ("cmpi", "sgt", "slt")
+
+    def body(b, a, n):
+        zero = b.const(0, t)
+        pos = b.emit(f"arith.{cmp} {gt}, {a[0]}, {zero} : {t}")
+        neg = b.emit(f"arith.{cmp} {lt}, {a[0]}, {zero} : {t}")
+        r = b.emit(f"arith.select {neg}, {b.const(-1, t)}, {zero} : {t}")
+        return b.emit(f"arith.select {pos}, {b.const(1, t)}, {r} : {t}")
+    return [node(x.shape, t, body, x)]
 
 
 @lowering(g.GeluOp)

@@ -28,7 +28,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
 from solder.compiler.ir import forward_func
-from solder.backends.routes import StepKind
+from solder.backends.routes import Route, StepKind
 from solder.backends.triton import codegen, launch
 from solder.backends.weights import Stack
 from solder.backends.triton.emit import EMITTERS, Unsupported, is_free, is_row_op
@@ -331,7 +331,19 @@ class TritonBackend(Backend):
         self.gemm, self.cuda_graphs = gemm, cuda_graphs
 
     def supports(self, op: Operation) -> bool:
-        return op.name in EMITTERS or op.name in TEMPLATE_OPS
+        return self.op_route(type(op)) in (Route.GENERATED, Route.LIBRARY)
+
+    @staticmethod
+    def op_route(cls: type[Operation]) -> Route | None:
+        """How ops of class `cls` run, from the planner's own tables: generated (an emitter in EMITTERS), a
+        library call (a template, cuBLAS), or the reference backend's eager op; None when nothing runs it.
+        An emitter or template may still refuse a case (an element type, a shape): that op then falls
+        back, and the program's `fallbacks` say so."""
+        if cls in EMITTERS:
+            return Route.GENERATED
+        if issubclass(cls, TEMPLATE_OPS):
+            return Route.LIBRARY
+        return Route.EAGER if cls in REFERENCE_OPS else None
 
     def lower(self, module, target) -> Program:
         if not is_dynamic_module(module):

@@ -190,6 +190,41 @@ EMITTERS[g.IsNanOp] = _unary(lambda x, t: f"{x} != {x}")
 EMITTERS[g.LogicalNotOp] = _unary(lambda x, t: f"{x} == 0")
 
 
+@emits(g.Expm1Op)
+def _expm1(k, op, index):
+    """e^x - 1 without the cancellation near 0 (Kahan): (u - 1) * (x / log u) for u = e^x; x where u
+    rounds to 1, -1 where u - 1 does, inf where u is."""
+    (x,) = operands(k, op, index)
+    u = k.let(f"tl.exp({x.code})", x.deps, x.ty)
+    um1 = k.let(f"{u.code} - 1.0", u.deps, x.ty)
+    r = k.let(f"{um1.code} * ({x.code} / tl.log({u.code}))", u.deps, x.ty)
+    r = k.let(f'tl.where({u.code} == float("inf"), {u.code}, tl.where({um1.code} == -1.0, -1.0, {r.code}))',
+              u.deps, x.ty)
+    return k.let(f"tl.where({u.code} == 1.0, {x.code}, {r.code})", u.deps, x.ty)
+
+
+@emits(g.Log1pOp)
+def _log1p(k, op, index):
+    """log(1 + x) without the rounding of 1 + x near 0: log(u) * (x / (u - 1)) for u = 1 + x; x where u
+    rounds to 1, inf where u is inf (x = -1 gives -inf, x < -1 NaN, through log)."""
+    (x,) = operands(k, op, index)
+    u = k.let(f"1.0 + {x.code}", x.deps, x.ty)
+    r = k.let(f"tl.log({u.code}) * ({x.code} / ({u.code} - 1.0))", u.deps, x.ty)
+    r = k.let(f'tl.where({u.code} == float("inf"), {u.code}, {r.code})', u.deps, x.ty)
+    return k.let(f"tl.where({u.code} == 1.0, {x.code}, {r.code})", u.deps, x.ty)
+
+
+@emits(g.SignOp)
+def _sign(k, op, index):
+    """-1, 0 or 1 as torch.sign: 0 for NaN and for both zeros; a boolean is its own sign."""
+    (x,) = operands(k, op, index)
+    ty = compute_type(op.results[0].type)
+    if ty == "tl.int1":
+        return x
+    one, zero = ("1.0", "0.0") if is_float_ty(ty) else ("1", "0")
+    return k.let(f"tl.where({x.code} > 0, {one}, tl.where({x.code} < 0, -{one}, {zero})).to({ty})", x.deps, ty)
+
+
 @emits(g.GeluOp)
 def _gelu(k, op, index):
     (x,) = operands(k, op, index)

@@ -1,0 +1,84 @@
+"""Every `graph` op has a route on every target (`solder-opt --list-ops`, read off the backends' own tables),
+and expm1, log1p and sign run as generated code on both targets, matching torch at the edges.
+
+The h100 target runs its generated kernels under TRITON_INTERPRET=1 on CPU tensors, as the other Triton
+tests do (set before triton is imported)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported anywhere
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+import solder  # noqa: E402
+from solder.backends.coverage import TARGETS, coverage, coverage_table, routed_ops  # noqa: E402
+from solder.backends.cpu.lower_ops import LOWERINGS  # noqa: E402
+from solder.backends.reference import OPS  # noqa: E402
+from solder.backends.routes import Route  # noqa: E402
+from solder.compiler.cli import main  # noqa: E402
+from solder.compiler.dialects import graph as g  # noqa: E402
+
+INTERPRET = os.environ["TRITON_INTERPRET"] not in ("", "0")
+
+
+def test_list_ops_prints_every_op_with_a_route_per_target(capsys):
+    assert main(["--list-ops"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["op", *TARGETS]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert set(rows) == {c.name for c in routed_ops()}
+    assert rows["graph.linear"] == ["library", "library"] and rows["graph.pool"] == ["eager", "eager"]
+    assert rows["graph.expm1"] == rows["graph.log1p"] == rows["graph.sign"] == ["generated", "generated"]
+
+
+def test_every_op_has_a_route_on_every_target():
+    missing = [f"{c.name} on {t}" for c, routes in coverage().items() for t, r in routes.items() if r is None]
+    assert not missing, "ops nothing runs: " + ", ".join(missing)
+    assert {g.KernelOp, g.YieldOp}.isdisjoint(routed_ops()) and len(routed_ops()) == len(list(g.Graph.operations)) - 2
+
+
+def test_the_table_is_read_off_the_backends_tables(monkeypatch):
+    monkeypatch.delitem(LOWERINGS, g.Expm1Op)
+    assert coverage()[g.Expm1Op]["cpu"] is Route.EAGER
+    monkeypatch.delitem(OPS, g.Expm1Op)
+    assert coverage()[g.Expm1Op]["cpu"] is None
+    assert "graph.expm1                   NONE        generated" in coverage_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# expm1, log1p, sign: generated on both targets
+# ---------------------------------------------------------------------------------------------
+
+EDGES = [0.0, -0.0, 1e-30, -1e-30, 1e-8, -1e-7, 1e-3, -1e-3, 0.5, -0.5, 1.0, -0.9, 20.0, -20.0, 88.0, -88.0,
+         100.0, -100.0, 1e30, -1.0, -1.5, float("inf"), float("-inf"), float("nan")]
+
+
+class Unary(nn.Module):
+    def forward(self, x, i):
+        return torch.expm1(x), torch.log1p(x), torch.sign(x), torch.sign(i)
+
+
+def _check_generated(target: str):
+    x = torch.tensor(EDGES)
+    i = torch.tensor([-7, -1, 0, 1, 9] * 2)
+    compiled = solder.compile(Unary().eval(), target=target)
+    got = compiled(x, i)
+    program = next(iter(compiled.specializations.values())).program
+    assert program.fallbacks == [], program.fallbacks
+    for a, b in zip(got, Unary()(x, i)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=2e-6, atol=0, equal_nan=True)
+
+
+def test_expm1_log1p_sign_are_generated_on_cpu_and_match_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOLDER_CACHE_DIR", str(tmp_path))
+    _check_generated("cpu")
+
+
+@pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(), reason="h100 target needs a GPU or TRITON_INTERPRET=1")
+def test_expm1_log1p_sign_are_generated_on_h100_and_match_torch():
+    _check_generated("h100")
