@@ -65,9 +65,6 @@ class IndexExprs:
             self._memo[e] = self._node(e, src)
         return self._memo[e]
 
-    def _const(self, n: int) -> str:
-        return self._value(sympy.Integer(n), n)
-
     def _chain(self, op: str, args, src) -> str:
         acc = self._value(args[0], src)
         for a in args[1:]:
