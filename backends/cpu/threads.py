@@ -44,6 +44,7 @@ from solder.compiler import knobs, log
 _log = log.get("backend")
 _SOURCE = Path(__file__).with_name("omp_shim.c")
 
+SHIM_ABI = 1  # bump when the shim's entry points change meaning (cached parallel kernels are then recompiled)
 # Elements a row/elementwise kernel must touch (its largest domain) before its rows are split across threads;
 # attention has its own threshold in FLOPs (attention_plan.PARALLEL_MIN_FLOPS).
 MIN_PARALLEL_ELEMENTS = 1 << 16
@@ -78,9 +79,11 @@ def torch_libgomp() -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def runtime() -> str | None:
-    """The loaded shim's identity (a stable name for cache keys), or None when kernels must stay single-threaded."""
+    """A name of the loaded shim for cache keys (its ABI, not its build: a parallel kernel needs only the
+    `__kmpc_*` entry points, so a rebuilt shim keeps every cached kernel), or None when kernels must stay
+    single-threaded."""
     lib = _load()
-    return None if lib is None else f"solder-omp-shim:{_key()[:16]}"
+    return None if lib is None else f"solder-omp-shim-abi{SHIM_ABI}"
 
 
 def sync(_get=torch.get_num_threads) -> None:
