@@ -261,7 +261,7 @@ def test_verify_catches_a_wrong_write_back(monkeypatch):
         compiled(torch.ones(3))
 
 
-@pytest.mark.parametrize("target", ["cpu", "reference"])
+@pytest.mark.parametrize("target", TARGETS)
 def test_dynamic_shapes_write_back(target):
     """dynamic=True: one size-generic compile serves every length and writes back for each."""
 
