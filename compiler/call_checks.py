@@ -12,6 +12,7 @@ import inspect
 import torch
 import torch.utils._pytree as pytree
 
+from solder.compiler.dialects.types import dims_of
 from solder.compiler.errors import CallError, CaptureError
 
 LOW_PRECISION = ("bf16", "f16")
@@ -48,8 +49,6 @@ def meta_input_error(model_name: str, leaves: list, names: list[str], device: st
 
 def compiled_shapes(imported) -> dict[int, tuple[int, ...]]:
     """Flat input leaf -> the shape its function argument was compiled for (`-1` for a `?` dim)."""
-    from solder.compiler.dialects.types import dims_of
-
     block_args = imported.func.body.block.args
     inputs = block_args[len(block_args) - len(imported.input_positions):]
     return {pos: tuple(d if isinstance(d, int) else -1 for d in dims_of(a.type))
