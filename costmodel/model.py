@@ -159,10 +159,16 @@ class LearnedModel:
     @staticmethod
     def load(path: Path) -> "LearnedModel":
         """Read a model written by `save`; ModelFormatError says what is wrong with a file that is not one."""
+        if not zipfile.is_zipfile(path):
+            raise ModelFormatError(f"{path}: not a solder cost model file (expected the .npz archive that "
+                                   "`solder-costmodel train` writes)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        except ValueError:  # numpy refuses object arrays without allow_pickle
+            raise ModelFormatError(f"{path}: not a solder cost model file: it holds pickled objects, which solder "
+                                   "never loads") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
             raise ModelFormatError(f"{path}: not a solder cost model file ({type(e).__name__}: {e})") from None
         try:
             meta = json.loads(str(arrays.pop("meta")))

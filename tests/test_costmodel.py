@@ -516,7 +516,7 @@ def test_model_file_with_a_pickle_or_a_bad_tree_is_refused(tmp_path, fitted):
     m = LearnedModel(target="cpu", names=tuple(features.FEATURE_NAMES[:6]), gbr=trees)
     m.save(tmp_path / "good.npz")
     arrays = dict(np.load(tmp_path / "good.npz"))
-    with pytest.raises(ModelFormatError, match="not a solder cost model file"):  # an object array needs unpickling
+    with pytest.raises(ModelFormatError, match="holds pickled objects, which solder never loads"):
         LearnedModel.load(_write_npz(tmp_path / "p.npz", **{**arrays, "meta": np.array([{"x": 1}], dtype=object)}))
     right = arrays["gbr.right"].copy()
     inner = np.nonzero(~arrays["gbr.leaf"])[0]
