@@ -287,7 +287,7 @@ def template_step(op, ins, planner):
             fn = _gemm_fn(T, op, dims_of(op.results[0].type), "none", has_bias, False)
             if fn is not None:
                 return StepKind.TEMPLATE, f"matmul[none{'+bias' if has_bias else ''}]", fn, ins
-        return StepKind.EXTERN, f"cublas.{op.name[6:]}", _cublas_fn(op), ins
+        return StepKind.EXTERN, f"cublas.{op.name.removeprefix(g.PREFIX)}", _cublas_fn(op), ins
     if T is None:
         return None
     if op.has_trait(Attention):
