@@ -6,6 +6,7 @@ imported lazily so that a pipeline pulls in only what it names.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import re
@@ -60,12 +61,20 @@ def parse(pipeline: str) -> list[ModulePass]:
         except Exception as e:
             fields = ", ".join(f.replace("_", "-") for f in getattr(cls, "__dataclass_fields__", {}) if f != "name")
             raise PipelineError(f"bad options for pass {spec.name!r}: {e}. Its options: {fields or 'none'}") from None
-        model = getattr(out[-1], "cost_model", "")
-        problem = cost_model_problem(model) if isinstance(model, str) and model not in ("", "roofline") else None
-        if problem:
-            raise PipelineError(f"{spec.name}: cost-model={model!r}: {problem}. Pass a model file or folder "
-                                "written by `solder-costmodel train`, or cost-model=roofline")
+        out[-1] = _with_checked_cost_model(out[-1])
     return out
+
+
+def _with_checked_cost_model(p: ModulePass) -> ModulePass:
+    """`p` with its cost-model path made absolute; PipelineError when the path names no model that loads."""
+    model = getattr(p, "cost_model", "")
+    if not isinstance(model, str) or model in ("", "roofline"):
+        return p
+    problem = cost_model_problem(model)
+    if problem:
+        raise PipelineError(f"{p.name}: cost-model={model!r}: {problem}. Pass a model file or folder written by "
+                            "`solder-costmodel train`, or cost-model=roofline")
+    return dataclasses.replace(p, cost_model=str(Path(model).expanduser().resolve()))
 
 
 _BARE_VALUE = re.compile(r"[A-Za-z0-9_-]+|[-+]?[0-9]+(\.[0-9]*([eE][-+]?[0-9]+)?)?")
