@@ -1,4 +1,7 @@
-"""`dce`: removes ops whose results are unused and that have no side effects."""
+"""`dce`: removes ops whose results are unused and that have no side effects.
+
+xDSL's liveness asks each op's memory effects: a `graph.extern` whose callee writes in place (`writes`)
+has a write effect and stays though nothing reads its result; every other `graph` op is pure."""
 
 from dataclasses import dataclass
 
@@ -10,7 +13,7 @@ from xdsl.transforms.dead_code_elimination import region_dce
 
 @dataclass(frozen=True)
 class DcePass(ModulePass):
-    """Deletes dead pure ops (every `graph` op is pure), e.g. the unused outputs of a split."""
+    """Deletes dead pure ops, e.g. the unused outputs of a split; keeps in-place externs (their write)."""
 
     name = "dce"
 
