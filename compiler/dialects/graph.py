@@ -1,6 +1,7 @@
 """The `graph` dialect: tensor-level ops with static shapes, the IR every solder pass works on.
 
-Every op is pure (no side effects; only a `graph.extern` of an in-place ATen op writes, see structure.py), takes and returns ranked tensors, and prints as MLIR:
+Every op is pure (no side effects; only a `graph.extern` of an in-place ATen op writes, see
+structure.py), takes and returns ranked tensors, and prints as MLIR:
 
     %y = graph.add %a, %b : (tensor<8x768xf32>, tensor<768xf32>) -> tensor<8x768xf32>
     %s = graph.softmax %y {dim = 1 : i64} : tensor<8x768xf32> -> tensor<8x768xf32>
