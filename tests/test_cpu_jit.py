@@ -258,6 +258,10 @@ def test_foreign_entry_is_refused_and_not_loaded(tmp_path, monkeypatch, caplog, 
     args = kernels.example_args("softmax", 19, 40)
     k(*args)
     torch.testing.assert_close(args[-1], kernels.reference("softmax", *args[:-1]))
+    if where == "entry" and (how == "group-writable" or os.getuid() == 0):  # trusted directories: ours replaces it
+        st = path.stat()
+        assert st.st_uid == os.getuid() and not st.st_mode & 0o022 and "in its place" in caplog.text
+    assert jit.compile_mlir(text, entry, cache_dir=tmp_path).cache_hit and len(no_load) == 1
 
 
 def _snapshot(root: Path) -> dict:

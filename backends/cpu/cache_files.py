@@ -5,7 +5,8 @@ this process, so it is read only where nobody but this user (or root) can have w
 directory from the cache root down to it must be owned by this user or by root and not writable by group or
 others. The file is checked on its open descriptor (`fstat`) and its bytes are read from that same descriptor, so
 the bytes checked are the bytes used. An entry that fails the rule is refused, never loaded: its kernel is compiled
-again and kept in this process's private directory, with one warning per cache root on the `backend` log channel.
+again, with one warning per cache root on the `backend` log channel, and stored in place of the refused entry where
+the directories are trusted (a file of ours replaces it), else kept in this process's private directory.
 
 Read-only caches: entries are read in place (dlopen needs a file: the verified bytes are copied into the private
 directory first), and every temporary file (object files, shared libraries being linked or loaded) is written into
@@ -88,9 +89,10 @@ def read_trusted(root: Path, path: Path) -> bytes | None:
         st = os.fstat(f.fileno())
         why = "not a regular file" if not stat.S_ISREG(st.st_mode) else distrust(root, path, st)
         if why is not None:
+            where = "in its place" if distrust(root, path.parent / "entry") is None else f"into {private_dir()}"
             say_once("distrust", root, "kernel cache %s: refusing entries this user did not write (%s); their "
-                     "kernels are compiled again into %s. Make the cache owned by you and not writable by others "
-                     "(chmod go-w), or use another SOLDER_CACHE_DIR.", root, why, private_dir())
+                     "kernels are compiled again %s. Make the cache owned by you and not writable by others "
+                     "(chmod go-w), or use another SOLDER_CACHE_DIR.", root, why, where)
             return None
         return f.read()
 
