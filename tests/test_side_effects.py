@@ -157,8 +157,9 @@ def check_like_eager(model: torch.nn.Module, target: str, calls: int = 3, inputs
 @pytest.mark.parametrize("make", [SetItem, MulInPlace, ReturnsMutated, CloneThenMutate, ViewBeforeWrite, BufferCopy,
                                   lambda: BufferCopy(persistent=False), Counter, KVCache,
                                   lambda: KVCache(index_copy=True), GraphNet],
-                         ids=["setitem", "mul_", "returns-mutated", "clone-then-mutate", "view-before-write", "buffer-copy_",
-                              "non-persistent-buffer", "counter", "kv-setitem", "kv-index_copy_", "graphnet"])
+                         ids=["setitem", "mul_", "returns-mutated", "clone-then-mutate", "view-before-write",
+                              "buffer-copy_", "non-persistent-buffer", "counter", "kv-setitem", "kv-index_copy_",
+                              "graphnet"])
 def test_matches_eager_outputs_and_writes(make, target):
     check_like_eager(make(), target)
 
