@@ -7,7 +7,7 @@ same places. Each program is compiled twice: for the `cpu` target (MLIR-generate
 SOLDER_FUZZ_EXAMPLES sets the number of programs per target (100 by default, the CI budget, with a
 fixed seed; `make fuzz` runs 1000 with a fresh seed each time), SOLDER_FUZZ_TRITON_EXAMPLES overrides
 it for the interpreter half, and also sets the number of modules that write in place (tests/fuzz_mutations.py:
-outputs, inputs and buffers compared after each of two calls; 12 per target by default, they compile
+outputs, inputs and buffers compared after each of two calls; 8 per target by default, they compile
 slower), SOLDER_FUZZ_SEED fixes hypothesis' seed (to split a long run in chunks or
 replay one). A failure prints the program's source: it becomes a test under tests/regressions/.
 """
@@ -31,7 +31,7 @@ from tests.fuzz_mutations import MutationProgram, mutation_programs  # noqa: E40
 EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "100"))
 TRITON_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_TRITON_EXAMPLES", str(EXAMPLES)))
 SEED = os.environ.get("SOLDER_FUZZ_SEED")
-MUTATION_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "12"))
+MUTATION_EXAMPLES = int(os.environ.get("SOLDER_FUZZ_EXAMPLES", "8"))
 TOLERANCE = {torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2), torch.float32: (1e-5, 1e-4),
              torch.float64: (1e-9, 1e-7)}
 
