@@ -21,12 +21,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from xdsl.ir import Operation, OpResult, SSAValue
 
+from solder.backends.cpu import cache_files
 from solder.backends.routes import StepKind
 from solder.backends.triton.emit import (
     EMITTERS,
@@ -41,7 +40,6 @@ from solder.backends.triton.emit import (
     par,
     row_dims,
 )
-from solder.compiler import knobs
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.types import dims_of, dtype_name, is_dynamic, shape_of
 
@@ -425,17 +423,16 @@ _LOADED: dict[str, object] = {}
 
 
 def compile_source(text: str):
-    """Imports `text` as a Python module from `$SOLDER_CACHE_DIR/triton/<sha>.py` (written once)."""
+    """Imports `text` as a Python module from `<private dir>/triton/<sha>.py` (Triton reads a kernel's source from
+    its file). The file is this process's own (cache_files.private_dir, mode 0700): a module imported from a shared
+    cache directory would run whatever anyone able to write there put in it, or in its __pycache__."""
     digest = hashlib.sha256(text.encode()).hexdigest()[:24]
     if digest in _LOADED:
         return _LOADED[digest]
-    folder = Path(knobs.cache_dir()) / "triton"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_files.private_dir() / "triton"
+    folder.mkdir(exist_ok=True)
     path = folder / f"k_{digest}.py"
-    if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    path.write_text(text)
     spec = importlib.util.spec_from_file_location(f"solder_triton_{digest}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
