@@ -266,12 +266,15 @@ def test_malformed_specialization_refused(saved, tmp_path):
         artifact.load(forged)
 
 
-def test_save_onto_a_directory_is_a_clear_error(saved, tmp_path):
+def test_save_onto_a_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("")  # a file where save() would need a directory
     compiled = compile(torch.nn.Linear(2, 2).eval(), target="cpu")
     with torch.no_grad():
         compiled(torch.randn(1, 2))
     with pytest.raises(ArtifactError, match=r"that is a directory; give a file path such as .*model.solder"):
-        artifact.save(compiled, tmp_path)
+        compiled.save(tmp_path)
+    with pytest.raises(ArtifactError, match=r"cannot write into .*; choose a writable location"):
+        compiled.save(tmp_path / "a-file" / "m.solder")
 
 
 @pytest.fixture(scope="module")
