@@ -42,6 +42,7 @@ class StepKind(enum.StrEnum):
 
     @property
     def route(self) -> Route:
+        """The coarse route of this kind (generated, library, eager, view)."""
         return _ROUTE_OF[self]
 
     @property

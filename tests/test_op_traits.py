@@ -23,7 +23,7 @@ from solder.passes.fusion_plan import op_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("compiler", "passes", "backends", "costmodel")
-OP_NAME = re.compile(r"graph\.\w*")
+OP_NAME = re.compile(r"graph\.\w*")  # a whole literal: an op name or the bare prefix (messages have more words)
 ALLOWED = {
     # discardable attributes in the `graph.` namespace, not op names
     "graph.name": "argument-name attribute of @forward's arguments (importers)",

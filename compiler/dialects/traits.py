@@ -1,7 +1,8 @@
 """What a `graph` op is to the passes, backends and cost model, declared once on the op class as xDSL traits.
 
-Passes ask the op (`op.has_trait(Elementwise)`, or the helpers below) instead of keeping their own tuples
-of op names, so every user agrees on what an op is and a new op is classified where it is defined.
+Passes, backends and the cost model ask the op (`op.has_trait(Elementwise)`; `has_trait` is a classmethod,
+so an op class answers too) instead of keeping their own tuples of op names, so every user agrees on what
+an op is and a new op is classified where it is defined (tests/test_op_traits.py checks that every op is).
 Traits only promise facts about the op's semantics; what a backend does with an op (generated code, a
 library call) stays in that backend's tables.
 
