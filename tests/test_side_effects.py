@@ -369,3 +369,12 @@ def test_an_in_place_extern_is_marked_as_writing():
     op = next(o for o in module.walk() if isinstance(o, ExternOp) and "index_put_" in o.callee.data)
     assert op.written_operands() == (0,) and "writes = array<i64: 0>" in ir.print_ir(module)
     assert {e.kind for e in get_effects(op)} == {MemoryEffectKind.READ, MemoryEffectKind.WRITE}
+
+
+@pytest.mark.speed_guard
+def test_speed_guard_trials_write_once():
+    """The speed guard's first calls alternate compiled and eager runs (timing them): each call runs one side,
+    so the counter still grows by one step per call, and every output matches eager's."""
+    model = check_like_eager(Counter(), "cpu", calls=16)
+    guard = next(iter(model.specializations.values())).speed
+    assert guard is not None and guard.warm == {"compiled": 2, "eager": 2}  # both sides ran
