@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from solder.backends.cpu import cache_files, jit
+from solder.backends.cpu import cache_files, jit, threads
 from solder.backends.cpu.attention import AttentionSpec, module
+from solder.backends.cpu.attention_plan import PARALLEL_MIN_FLOPS
 from solder.compiler import knobs
 
 ENTRY = "attn"
@@ -167,8 +168,6 @@ class PerCall:
 
 def _threaded(flops: int) -> bool:
     """Whether an attention call of `flops` runs on torch's threads (the threshold is attention_plan's)."""
-    from solder.backends.cpu import threads
-    from solder.backends.cpu.attention_plan import PARALLEL_MIN_FLOPS
     return flops >= PARALLEL_MIN_FLOPS and threads.torch_threads() > 1 and threads.runtime() is not None
 
 
@@ -180,10 +179,8 @@ def dynamic(variant: tuple, scale: float, fallback) -> PerCall | None:
         return None
     call = PerCall(variant, scale, fallback)
     known = [v for v in call._known() if _load(v, str(root)) is not None]
-    if known:
-        from solder.backends.cpu import threads
-        if threads.torch_threads() > 1:
-            threads.runtime()  # load the OpenMP shim now: the runner built next then syncs torch's thread count
+    if known and threads.torch_threads() > 1:
+        threads.runtime()  # load the OpenMP shim now: the runner built next then syncs torch's thread count
     return call if known else None
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from torch_mlir import execution_engine, ir, passmanager
 
-from solder.backends.cpu import cache_files
+from solder.backends.cpu import cache_files, threads
 from solder.compiler import knobs
 from solder.compiler.errors import CallError, SolderError
 
@@ -105,7 +105,6 @@ def pipeline(*, schedule: bool, parallel: bool = False) -> str:
 def find_openmp() -> str | None:
     """The OpenMP runtime parallel kernels run on: torch's own libgomp pool through the `__kmpc_*` shim
     (threads.py), loaded into the process; a stable name of it for cache keys, or None (kernels stay serial)."""
-    from solder.backends.cpu import threads
     return threads.runtime()
 
 
