@@ -17,10 +17,15 @@ from torch import nn  # noqa: E402
 import solder  # noqa: E402
 from solder.backends.coverage import TARGETS, coverage, coverage_table, routed_ops  # noqa: E402
 from solder.backends.cpu.lower_ops import LOWERINGS  # noqa: E402
-from solder.backends.reference import OPS  # noqa: E402
+from solder.backends.reference import OPS, ReferenceBackend  # noqa: E402
+from solder.backends.registry import get_backend  # noqa: E402
 from solder.backends.routes import Route  # noqa: E402
+from solder.compiler import ir  # noqa: E402
 from solder.compiler.cli import main  # noqa: E402
 from solder.compiler.dialects import graph as g  # noqa: E402
+from solder.compiler.pipeline import run_pipeline  # noqa: E402
+from solder.compiler.targets import get_target  # noqa: E402
+from solder.passes import registry  # noqa: E402
 
 INTERPRET = os.environ["TRITON_INTERPRET"] not in ("", "0")
 
@@ -79,6 +84,39 @@ def test_expm1_log1p_sign_are_generated_on_cpu_and_match_torch(tmp_path, monkeyp
     _check_generated("cpu")
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on inf and nan
 @pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(), reason="h100 target needs a GPU or TRITON_INTERPRET=1")
 def test_expm1_log1p_sign_are_generated_on_h100_and_match_torch():
     _check_generated("h100")
+
+
+# ---------------------------------------------------------------------------------------------
+# Block-sparse attention is a fusion anchor (its Anchor trait): its epilogue runs on both targets
+# ---------------------------------------------------------------------------------------------
+
+SPARSE_ADD = """builtin.module {
+func.func @forward(%q: tensor<1x2x64x16xf32>, %r: tensor<1x2x64x16xf32>) -> tensor<1x2x64x16xf32> {
+  %o = graph.block_sparse_attention %q, %q, %q {block = 16 : i64, scale = 0.25 : f64, causal, policy = "window", heads = "[{\\"pattern\\": \\"window\\", \\"window\\": 32, \\"sinks\\": 16}]", density = 0.5 : f64} : tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32> -> tensor<1x2x64x16xf32>
+  %a = graph.add %o, %r : (tensor<1x2x64x16xf32>, tensor<1x2x64x16xf32>) -> tensor<1x2x64x16xf32>
+  func.return %a : tensor<1x2x64x16xf32>
+}
+}"""
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on masked lanes
+@pytest.mark.parametrize("target", TARGETS)
+def test_block_sparse_attention_fuses_with_its_epilogue_and_runs(target, tmp_path, monkeypatch):
+    """fuse-ops puts the add into the attention's kernel; the Triton planner must not read that kernel as
+    a GEMM with an epilogue (it did: the matmul template got q and k)."""
+    if target == "h100" and not INTERPRET and not torch.cuda.is_available():
+        pytest.skip("h100 target needs a GPU or TRITON_INTERPRET=1")
+    monkeypatch.setenv("SOLDER_CACHE_DIR", str(tmp_path))
+    module = ir.parse(SPARSE_ADD)
+    run_pipeline(module, registry.parse("fuse-ops"), target=get_target(target))
+    (kernel,) = [op for op in module.walk() if isinstance(op, g.KernelOp)]
+    assert {type(op) for op in kernel.body.block.ops} == {g.BlockSparseAttentionOp, g.AddOp, g.YieldOp}
+    program = get_backend(get_target(target).backend).lower(module, get_target(target))
+    q, r = torch.randn(1, 2, 64, 16), torch.randn(1, 2, 64, 16)
+    (got,) = program([q, r])
+    (want,) = ReferenceBackend().lower(ir.parse(SPARSE_ADD))([q, r])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

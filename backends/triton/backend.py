@@ -271,7 +271,7 @@ class _Planner:
         self.add(Step(kind, op.name, ins, outs, factory(op), [op.name], pos, est))
 
     def try_gemm_epilogue(self, anchor, rest, before, pos, est) -> bool:
-        if before or isinstance(anchor, g.AttentionOp):
+        if before or anchor.has_trait(Attention):  # the epilogue template is a GEMM's
             return False
         made = gemm_epilogue_step(anchor, rest, self)
         if made is None:
