@@ -141,6 +141,7 @@ def _threaded(compiled) -> bool:
 
 @pytest.mark.parametrize("cls,shape,parallel", [(_Block, (2, 67, 513), True), (_Block, (300, 257), True),
                                                 (_Block, (4, 33), False), (_Pointwise, (3, 70, 513), True),
+                                                (_Pointwise, (2, 70000), True), (_Pointwise, (200000,), True),
                                                 (_Pointwise, (1, 2, 7), False)])
 def test_compiled_model_parallel_above_threshold_and_equal_to_eager(cls, shape, parallel, torch_threads):
     torch_threads(2)

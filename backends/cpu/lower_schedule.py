@@ -22,11 +22,13 @@ as static ones, the last, partial tile runs masked.
 Threads: where `threads.worth_parallel` says a static kernel is big enough, its outer loop runs on torch's OpenMP
 pool (threads.py): a row kernel's row loop is `structured.fuse ... {use_forall}` (rows split into one contiguous
 block per thread, each row's work unchanged), an elementwise generic is first tiled by `tile_using_forall` over its
-outer dims (one row per iteration), then by lanes as above. Size-generic kernels and 1-d elementwise kernels stay
-on one thread (their size is not known here, or there are no rows to split).
+outer dims (one row per iteration; rows cut into pieces of whole lane tiles where there are too few rows), then by
+lanes as above. Size-generic kernels stay on one thread (their size is not known here).
 """
 
 from __future__ import annotations
+
+import math
 
 from solder.backends.cpu import threads
 from solder.backends.cpu.lower import FuncBuilder
@@ -56,9 +58,10 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
                 sizes = [1] * (len(g.domain) - 1) + [lane_tile(row, 64) if isinstance(row, int) else 64]
                 h, outer = f"{p}{g.uid}", len(sizes) - 1
                 lines.append(match(h, g.uid))
-                if _parallel(g.domain, outer):  # rows across threads (a forall), then lanes as below
+                pieces = _elementwise_pieces(g.domain, sizes[-1])
+                if pieces:  # rows (or pieces of rows) across threads, a forall; then lanes as below
                     lines += [f"{h}_p, {h}_forall = transform.structured.tile_using_forall {h} tile_sizes "
-                              f"[{', '.join(['1'] * outer + ['0'])}] : ({ANY}) -> ({ANY}, {ANY})",
+                              f"[{', '.join(map(str, pieces))}] : ({ANY}) -> ({ANY}, {ANY})",
                               tile(f"{h}_p", [0] * outer + sizes[-1:], 1)]
                     h = f"{h}_p"
                 else:
@@ -116,6 +119,23 @@ def _parallel(domain: tuple, outer: int) -> bool:
         rows *= n if k < outer else 1
         elements *= n
     return threads.worth_parallel(elements, rows)
+
+
+def _elementwise_pieces(domain: tuple, lane: int) -> list[int] | None:
+    """The forall tile sizes of an elementwise generic on threads, or None (serial): one row per iteration, or,
+    with too few rows for the threads (a [2, 10^6] add, a 1-d one), each row cut into equal pieces of whole
+    lane tiles."""
+    if not domain or not all(isinstance(n, int) for n in domain):
+        return None
+    *outer, cols = domain
+    rows = math.prod(outer)
+    want = threads.MIN_ROWS_PER_THREAD * threads.torch_threads()
+    split, tiles = 1, cols // lane
+    if rows < want:
+        split = next((k for k in range(2, tiles + 1) if tiles % k == 0 and rows * k >= want), 0)
+    if not split or not threads.worth_parallel(rows * cols, rows * split):
+        return None
+    return [1] * len(outer) + [0 if split == 1 else cols // split]
 
 
 def _func(fb: FuncBuilder, suffix: str = "") -> str:
