@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
+from xdsl.passes import ModulePass
 
 from solder.backends.base import Program
 from solder.compiler import call_checks, ir, knobs, log, write_back
@@ -74,14 +75,22 @@ class Options:
         if not isinstance(self.speed_guard, bool):
             raise OptionError(f"compile(speed_guard={self.speed_guard!r}): expected True (time the first calls "
                               "against eager and keep the faster) or False (always run the compiled program)")
-        if self.passes is not None and not isinstance(self.passes, str):
+        if isinstance(self.passes, (list, tuple)):
+            bad = [p for p in self.passes if not isinstance(p, ModulePass)]
+            if bad:
+                raise OptionError(f"compile(passes=[...]) holds {type(bad[0]).__name__} {bad[0]!r}; expected pass "
+                                  "objects (solder.passes.registry.parse('cse,dce') gives them) or one pipeline string")
+            self.passes = list(self.passes)
+        elif self.passes is not None and not isinstance(self.passes, str):
             raise OptionError(f"compile(passes=...) got a {type(self.passes).__name__}; expected a pipeline string "
-                              "such as 'canonicalize,cse,fuse-ops{max-ops=16}'")
+                              "such as 'canonicalize,cse,fuse-ops{max-ops=16}' or a list of pass objects")
         self.cost_model = cost_model_option(self.cost_model)
-        registry.parse(self.pipeline)  # PipelineError naming the pass and option
+        if isinstance(self.pipeline, str):
+            registry.parse(self.pipeline)  # PipelineError naming the pass and option
 
     @property
-    def pipeline(self) -> str:
+    def pipeline(self) -> str | list:
+        """The pipeline string, or the list of pass objects that compile(passes=[...]) gave."""
         return self.passes if self.passes is not None else self.target.pipeline
 
 
