@@ -9,7 +9,8 @@ Each sample runs in its own process (benchmarks/corpus_worker.py) under a timeou
 timed interleaved (benchmarks.run.interleaved: all threads on the CPU, CUDA events on the GPU). Samples
 run in a category-stratified order (each category's first sample first, then in proportion to the
 categories' sizes; a seeded shuffle within each), so `--limit N` gives a spread sample. Finished
-samples are appended to a JSONL file in --out; a re-run skips them (`--fresh` starts over). The report
+samples are appended to a JSONL file in --out; a re-run skips them (`--fresh` starts over,
+`--report-only` writes the report from those finished so far). The report
 (JSON with every sample's row, markdown, PNG of the speed-up distribution) is written to
 --out/corpus-<target>-<date>[-<tag>].*; benchmarks/corpus_report.py defines every figure in it.
 The corpus is read where it lies and never copied into the repository.
@@ -140,6 +141,7 @@ def parse(argv):
     p.add_argument("--tag", default="", help="suffix of the report's file names")
     p.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
     p.add_argument("--fresh", action="store_true", help="ignore the JSONL of finished samples and start over")
+    p.add_argument("--report-only", action="store_true", help="write the report from the finished samples only")
     args = p.parse_args(argv)
     allowed = BACKENDS_CPU if args.target == "cpu" else BACKENDS_GPU
     args.backends = args.backends or ",".join(allowed)
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
     done = {} if args.fresh else read_done(progress)
     if args.fresh and progress.exists():
         progress.unlink()
-    todo = [e for e in entries if e["name"] not in done]
+    todo = [] if args.report_only else [e for e in entries if e["name"] not in done]
     bar = tqdm(todo, desc=f"corpus {args.target}", unit="sample", initial=len(entries) - len(todo), total=len(entries))
     for e in bar:
         bar.set_postfix_str(e["name"][-40:])
@@ -169,7 +171,8 @@ def main(argv=None) -> int:
         with progress.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         tqdm.write(_line(row))
-    rows = [done[e["name"]] for e in entries if e["name"] in done]
+    # with the manifest's word on whether plain torch.export captures the sample (GraphNet only)
+    rows = [{**done[e["name"]], **{k: e[k] for k in ("torch_export",) if k in e}} for e in entries if e["name"] in done]
     stem = write_report(args, argv, rows)
     print(f"wrote {stem}.json / .md / .png")
     return 0

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 import torch
 import torch.utils._pytree as pytree
 
+from benchmarks.corpus_load import REPO
+
 GRAPHNET_T = range(-10, 5)  # GraphNet's tolerance levels t
 """GraphNet's float32 tolerance at level t: atol = 10**t, rtol = 10**(t * 5.886 / 5) (its dtype table)."""
 _RTOL_EXP = {torch.float16: 3 / 5, torch.bfloat16: 1.796 / 5, torch.float32: 5.886 / 5, torch.float64: 7 / 5}
@@ -172,12 +174,19 @@ def _call(fn, sample, target: str):
     return out
 
 
+_SOLDER_DIRS = tuple(str(REPO / d) + "/" for d in ("compiler", "passes", "backends", "costmodel", "solder"))
+
+
+def _rel(path: str) -> str:
+    return path.removeprefix(str(REPO) + "/")
+
+
 def _error(e: BaseException) -> dict:
     """The exception as a one-line message plus the innermost solder frame (where it was raised)."""
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if "/solder/" in f.filename
-              or any(p in f.filename for p in ("/compiler/", "/passes/", "/backends/", "/costmodel/"))]
-    where = f"{frames[-1].filename.split('/main/')[-1]}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
-    msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(_SOLDER_DIRS)]
+    where = f"{_rel(frames[-1].filename)}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    msg = " ".join(lines[:2] if lines and lines[0].endswith(":") else lines[:1])[:300]  # "...: <the cause>"
     return {"error": f"{type(e).__name__}: {msg}", "error_type": type(e).__name__, "where": where}
 
 
@@ -192,7 +201,11 @@ def check(sample, target: str = "cpu", atol: float | None = None, rtol: float | 
     res: dict = {"name": sample.name, "sizes": sample.sizes, "atol": atol, "rtol": rtol}
     with torch.no_grad():
         t0 = time.perf_counter()
-        want = _call(sample.model, sample, target)
+        try:
+            want = _call(sample.model, sample, target)
+        except Exception as e:  # noqa: BLE001 - the sample does not run eagerly (out of memory, ...)
+            res.update(status="eager_error", phase="eager", **_error(e))
+            return res, None
         res["eager_first_s"] = time.perf_counter() - t0
         trace = OpTrace()
         with warnings.catch_warnings(record=True) as caught, trace.active():

@@ -115,6 +115,7 @@ def summarize(rows: list[dict]) -> dict:
         "graphnet_scores": speedup_scores(rows),
         "compile_s": percentiles([r["solder_compile_s"] for r in att if r.get("solder_compile_s") is not None]),
         "crash_causes": crash_causes(rows),
+        "crashes_not_exportable": sum(1 for r in rows if r.get("status") == "crash" and r.get("torch_export") is False),
         "eager_ops": Counter(op for r in att for op in r.get("eager_ops", [])).most_common(),
     }
     for peer in peers_of(rows):
@@ -163,7 +164,8 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"- **pass rate (correct, fully compiled): {_pct(s['pass_rate'])}**; outputs match eager (correct + "
              f"fallback): {_pct(s['outputs_match_rate'])}",
              f"- correct {c['correct']}, fallback {c['fallback']}, wrong {c['wrong']}, crash {c['crash']}, "
-             f"timeout {c['timeout']}, eager_error {c['eager_error']}",
+             f"timeout {c['timeout']}, eager_error {c['eager_error']} ({s['crashes_not_exportable']} of the crashes are "
+             "samples the manifest marks as not captured by plain torch.export)",
              f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x over {s['timed']} timed samples whose "
              "outputs match"]
     for peer in peers_of(rows):

@@ -1,15 +1,18 @@
 """Pick the CI correctness subset (benchmarks/corpus_subset.json) and record how each sample fared.
 
-    python -m benchmarks.corpus_subset                      # the picks, from the manifest alone
-    python -m benchmarks.corpus --target cpu --backends solder --only "$(python -m benchmarks.corpus_subset --names)"
-    python -m benchmarks.corpus_subset --results benchmarks/results/corpus-cpu-<date>-<tag>.json
+    python -m benchmarks.corpus --target cpu --backends solder --tag cands \
+        --only "$(python -m benchmarks.corpus_subset --names)"          # run the candidates
+    python -m benchmarks.corpus --target cpu --backends solder --tag cands --report-only --only "..."
+    python -m benchmarks.corpus_subset --results benchmarks/results/corpus-cpu-<date>-cands.json
 
-The picks: from every GraphNet category its PER_CATEGORY samples with the fewest tensor elements
-(manifest `numel`; fewer where a category's samples are slow to compile, SLOW_CATEGORIES); from every
-KernelBench level the first of its seeded category order (benchmarks.corpus.stratified) that are not
-recurrent nets (RNN/LSTM/GRU: solder unrolls their time steps, minutes to compile). `--results` adds each
-pick's measured status and seconds from a corpus run; a `wrong` or `crash` one carries its error as
-`known_failure`, which tests/test_corpus_subset.py turns into a strict xfail.
+Candidates: from every GraphNet category the CANDIDATES samples with the fewest tensor elements
+(manifest `numel`); from every KernelBench level the first CANDIDATES of its seeded category order
+(benchmarks.corpus.stratified) that are not recurrent nets (RNN/LSTM/GRU: solder unrolls their time
+steps, minutes to compile). The picks: per category the PICK fastest candidates of the run (its worker's
+CPU seconds), leaving out those over MAX_CPU_S and those that timed out, unless that would leave the
+category empty (then its fastest one). Each pick keeps its measured status; a `wrong`, `crash` or
+`timeout` one carries its error as `known_failure`, which tests/test_corpus_subset.py turns into a
+strict xfail.
 """
 
 from __future__ import annotations
@@ -24,24 +27,45 @@ from benchmarks import corpus_load
 from benchmarks.corpus import stratified
 
 OUT = Path(__file__).resolve().parent / "corpus_subset.json"
-PER_CATEGORY = {"GraphNet": 4, "KernelBench": 4}
-SLOW_CATEGORIES = {"nemo": 2, "level3": 2}
+CANDIDATES = 5
+PICK = 4
+MAX_CPU_S = 20.0
 RECURRENT = re.compile(r"RNN|LSTM|GRU", re.IGNORECASE)
 
 
-def pick(entries: list[dict]) -> list[dict]:
+def candidates(entries: list[dict]) -> list[dict]:
     cats: dict[tuple, list] = defaultdict(list)
     for e in entries:
         cats[(e["source"], e["category"])].append(e)
     picked = []
     for (source, cat), es in sorted(cats.items()):
-        k = SLOW_CATEGORIES.get(cat, PER_CATEGORY[source])
         if source == "GraphNet":
             es = sorted(es, key=lambda e: (e["numel"], e["name"]))
         else:
             es = [e for e in stratified(es) if not RECURRENT.search(e["name"])]
-        picked += [{"name": e["name"], "source": source, "category": cat} for e in es[:k]]
+        picked += [{"name": e["name"], "source": source, "category": cat} for e in es[:CANDIDATES]]
     return picked
+
+
+def pick(cands: list[dict], rows: list[dict]) -> list[dict]:
+    """Per category the PICK fastest measured candidates (see the module docstring)."""
+    by_name = {r["name"]: r for r in rows}
+    cats: dict[tuple, list] = defaultdict(list)
+    for c in cands:
+        if c["name"] in by_name:
+            cats[(c["source"], c["category"])].append(c)
+    picked = []
+    for key, cs in sorted(cats.items()):
+        cs = sorted(cs, key=lambda c: _cpu(by_name[c["name"]]))
+        fast = [c for c in cs if _cpu(by_name[c["name"]]) <= MAX_CPU_S]
+        picked += fast[:PICK] or cs[:1]
+    return picked
+
+
+def _cpu(r: dict) -> float:
+    if r.get("status") in ("timeout", "eager_error"):
+        return float("inf")
+    return r.get("cpu_s") or r.get("wall_s") or float("inf")
 
 
 def annotate(samples: list[dict], rows: list[dict]) -> list[dict]:
@@ -74,24 +98,24 @@ def _reason(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", default=str(corpus_load.DEFAULT_CORPUS))
-    p.add_argument("--names", action="store_true", help="print the picks' names, comma-separated, and stop")
-    p.add_argument("--results", help="a corpus run's JSON whose rows give each pick's status")
+    p.add_argument("--names", action="store_true", help="print the candidates' names, comma-separated, and stop")
+    p.add_argument("--results", help="the candidates' corpus run (JSON); required unless --names")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
-    samples = pick(corpus_load.manifest(args.corpus))
+    cands = candidates(corpus_load.manifest(args.corpus))
     if args.names:
-        print(",".join(s["name"] for s in samples))
+        print(",".join(c["name"] for c in cands))
         return 0
-    note = ("Picked by `python -m benchmarks.corpus_subset` (the rule is in that module's docstring): per GraphNet "
-            "category the samples with the fewest tensor elements, per KernelBench level the first non-recurrent "
-            "problems of the seeded order; every manifest category is present.")
-    if args.results:
-        data = json.loads(Path(args.results).read_text())
-        samples = annotate(samples, data["rows"])
-        m = data["meta"]
-        note += (f" status / cpu_s / wall_s: measured by `{m['command']}` at commit {m['commit']} on {m['device']}, "
-                 f"{m['date']}, one process per sample (cpu_s: the whole worker process's CPU seconds, start-up "
-                 "and loading included; wall_s on a machine shared with other jobs).")
+    if not args.results:
+        p.error("--results <the candidates' corpus run JSON> is needed to pick the fastest")
+    data = json.loads(Path(args.results).read_text())
+    samples = annotate(pick(cands, data["rows"]), data["rows"])
+    m = data["meta"]
+    note = (f"Picked by `python -m benchmarks.corpus_subset --results {Path(args.results).name}` (the rule is in "
+            f"that module's docstring): per category the fastest of the smallest candidates; every manifest category "
+            f"is present. status / cpu_s / wall_s were measured by `{m['command'][:60]}...` at commit {m['commit']} "
+            f"on {m['device']}, {m['date']}, one process per sample (cpu_s: the worker process's CPU seconds, its "
+            "start-up and loading included; wall_s on a machine shared with other jobs, load average 7-10).")
     Path(args.out).write_text(json.dumps({"note": note, "samples": samples}, indent=1) + "\n")
     print(f"wrote {len(samples)} samples to {args.out}")
     return 0
