@@ -28,7 +28,7 @@ import torch.utils._pytree as pytree
 from xdsl.passes import ModulePass
 
 from solder.backends.base import Program
-from solder.compiler import call_checks, ir, knobs, log, write_back
+from solder.compiler import artifact_save, call_checks, ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
 from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning, VerifyError
@@ -242,7 +242,7 @@ class CompiledModule:
         key, sp = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
             return None
-        if not sp.state_current():
+        if not sp.state_current() or sp.writes and self._writes_aliased(sp, args):
             return None
         guard = sp.speed
         if guard is None or guard.settled and not guard.runs_eager:
@@ -270,7 +270,17 @@ class CompiledModule:
                                                                                               sp.in_spec)
 
     def _run(self, sp: Specialization, args, kwargs):
-        return self._execute(sp, self._inputs(sp, args, kwargs))
+        inputs = self._inputs(sp, args, kwargs)
+        if sp.writes and self._writes_aliased(sp, inputs):
+            self._warn_once(f"{self.name} writes in place into an input or buffer that shares memory with another "
+                            "of its inputs or buffers in this call; the compiled program reads every input as it "
+                            "was before the call, so such calls run eagerly. Pass tensors that do not overlap.")
+            return self.model(*args, **kwargs)
+        return self._execute(sp, inputs)
+
+    @staticmethod
+    def _writes_aliased(sp: Specialization, inputs: list) -> bool:
+        return write_back.aliased(sp.writes, sp.state + [inputs[i] for i in sp.imported.input_positions])
 
     @staticmethod
     def _execute(sp: Specialization, inputs: list):
@@ -541,9 +551,7 @@ class CompiledModule:
 
     def save(self, path) -> None:
         """Write the compiled specializations (IR, generated sources, weights) to `path`; `solder.load` reads it."""
-        from solder.compiler import artifact
-
-        artifact.save(self, path)
+        artifact_save.save(self, path)
 
     # ---- explaining ----------------------------------------------------------------------------
     def explain(self) -> str:

@@ -57,5 +57,19 @@ def apply(writes: list[tuple[int, int]], tensors: list, results: list) -> list:
     return results
 
 
+def aliased(writes: list[tuple[int, int]], tensors: list) -> bool:
+    """Whether a tensor about to be written shares memory with another argument (`f(x, x)`, a buffer passed
+    as an input too): eager would see the write through the other one, the pure compiled function does not."""
+    written = {_storage(tensors[a]) for _, a in writes if tensors[a].numel()}
+    seen: set[int] = set()
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.numel():
+            s = _storage(t)
+            if s in written and s in seen:
+                return True
+            seen.add(s)
+    return False
+
+
 def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()

@@ -378,3 +378,22 @@ def test_speed_guard_trials_write_once():
     model = check_like_eager(Counter(), "cpu", calls=16)
     guard = next(iter(model.specializations.values())).speed
     assert guard is not None and guard.warm == {"compiled": 2, "eager": 2}  # both sides ran
+
+
+def test_a_written_input_aliasing_another_runs_eagerly():
+    """f(x, x) where forward writes its first argument and reads the second: eager reads the write through the
+    alias; the compiled function cannot, so that call runs eagerly (with a warning) and matches eager."""
+
+    class WriteThenRead(torch.nn.Module):
+        def forward(self, a, b):
+            a.add_(1)
+            return b * 2
+
+    model = WriteThenRead().eval()
+    compiled = compile(model, target="cpu")
+    x, y = torch.ones(3), torch.ones(3)
+    assert compiled(x, y).tolist() == [2.0] * 3 and x.tolist() == [2.0] * 3
+    z = torch.ones(3)
+    with pytest.warns(UserWarning, match="shares memory with another"):
+        out = compiled(z, z)
+    assert out.tolist() == [4.0] * 3 and z.tolist() == [2.0] * 3
