@@ -146,7 +146,8 @@ def _unaliased(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
     torch.export traces `f(a, a)` as a graph that reads one input twice (the second placeholder is
     dropped), which is wrong for every later call with two different tensors. The compiled graph is
-    functional, so it is traced on distinct tensors and serves aliased and distinct calls alike.
+    functional, so it is traced on distinct tensors and serves aliased and distinct calls alike (except a
+    model that writes in place into an aliased input: the runtime runs such calls eagerly).
     """
     leaves, spec = pytree.tree_flatten((args, kwargs))
     seen: set[int] = set()
