@@ -1,4 +1,5 @@
-"""Files of the CPU kernel cache (jit.py) and the prebuilt attention library: what may be read, where to write.
+"""Files of the on-disk caches (CPU kernels, the prebuilt attention library, the OpenMP shim, generated Triton
+modules): what may be read, where to write. Shared by both backends.
 
 Trust rule: owner and permissions (no signing key to manage). A cache entry holds machine code that is loaded into
 this process, so it is read only where nobody but this user (or root) can have written it: the entry file and every

@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -39,94 +38,23 @@ import torch.utils._pytree as pytree
 
 from xdsl.dialects.builtin import ArrayAttr, FunctionType, StringAttr
 
+from solder.backends.registry import get_backend
 from solder.compiler import externs, ir, log
+from solder.compiler.artifact_save import FORMAT, FORMAT_VERSION, save, solder_version  # noqa: F401  (save: re-exported)
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import size_expr
 from solder.compiler.dialects.size_expr import SizeExprError
 from solder.compiler.dialects.types import dims_of, is_dynamic
 from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
+from solder.compiler.importer import ArgInfo, Imported, OutputInfo
+from solder.compiler.pipeline import PipelineRun
+from solder.compiler.runtime import CompiledModule, Specialization, _family_key, _input_binding, _leaf_key
+from solder.compiler.targets import TARGETS, get_target
 
 __all__ = ["ArtifactError", "LoadedModule", "load", "save"]
-
-FORMAT = "solder-artifact"
-FORMAT_VERSION = 1
 _log = log.get("runtime")
 
-
-def solder_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("solder")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-# ---- saving ------------------------------------------------------------------------------------
-
-
-def save(compiled, path: str | os.PathLike) -> Path:
-    """Write every compiled specialization of `compiled` (a `CompiledModule`) to `path`, atomically."""
-    path = Path(path)
-    specs = list(compiled.specializations.values())
-    if not specs:
-        raise ArtifactError(f"save({str(path)!r}): {compiled.name} has not been compiled yet (compilation "
-                            "happens on the first call); call it once with example inputs, then save")
-    members: dict[str, bytes] = {}
-    state: dict[str, torch.Tensor] = {}
-    entries = []
-    for i, sp in enumerate(specs):
-        members[f"spec{i}/graph.mlir"] = ir.print_ir(sp.imported.module).encode()
-        members[f"spec{i}/source.txt"] = (sp.program.source or "").encode()
-        for a, t in zip(sp.imported.args, sp.state):
-            state.setdefault(a.name, t.detach().contiguous())
-        entries.append(_spec_entry(compiled.name, i, sp))
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    members["state.pt"] = buf.getvalue()
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "solder_version": solder_version(),
-        "torch_version": torch.__version__, "name": compiled.name, "target": compiled.options.target.name,
-        "backend": compiled.options.target.backend, "pipeline": compiled.options.pipeline,
-        "specializations": entries,
-        "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
-    }
-    members = {"manifest.json": json.dumps(manifest, indent=1).encode(), **members}
-    _write_atomically(path, members)
-    return path
-
-
-def _spec_entry(name: str, i: int, sp) -> dict:
-    try:
-        in_spec, out_spec = pytree.treespec_dumps(sp.in_spec), pytree.treespec_dumps(sp.out_spec)
-    except Exception as e:  # custom pytree nodes without a serialization hook
-        raise ArtifactError(f"save: {name} specialization {i}: its input/output structure cannot be serialized "
-                            f"({type(e).__name__}: {e}); return tensors in tuples/lists/dicts, or register the "
-                            "node type with torch.utils._pytree.register_pytree_node(..., serialized_type_name=...)")
-    outputs = []
-    for o in sp.imported.outputs:
-        if o.result is not None:
-            outputs.append({"result": o.result})
-        elif o.constant is None or isinstance(o.constant, (bool, int, float, str)):
-            outputs.append({"constant": o.constant})
-        else:
-            raise ArtifactError(f"save: {name} specialization {i}: constant output {o.constant!r} of type "
-                                f"{type(o.constant).__name__} cannot be saved; return a tensor or a Python scalar")
-    return {
-        "key": [sp.key[0], [_leaf_json(k) for k in sp.key[1]]],
-        "in_spec": in_spec, "out_spec": out_spec,
-        "args": [{"name": a.name, "kind": a.kind} for a in sp.imported.args],
-        "outputs": outputs, "externs": list(sp.imported.externs),
-        "input_positions": list(sp.imported.input_positions),
-        "graph": f"spec{i}/graph.mlir", "source": f"spec{i}/source.txt",
-        "flat": sp.flat, "dynamic": sp.binding is not None,  # a dynamic specialization: see runtime.py
-    }
-
-
-def _leaf_json(k: tuple) -> list:
-    if k[0] == "T":
-        return ["T", list(k[1]), str(k[2]).removeprefix("torch."), k[3]]
-    return list(k)
+# ---- loading -----------------------------------------------------------------------------------
 
 
 def _leaf_from_json(j: list) -> tuple:
@@ -138,36 +66,9 @@ def _leaf_from_json(j: list) -> tuple:
     return tuple(j)
 
 
-def _write_atomically(path: Path, members: dict[str, bytes]) -> None:
-    if path.is_dir():
-        raise ArtifactError(f"save({str(path)!r}): that is a directory; give a file path such as "
-                            f"{str(path / 'model.solder')!r}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise ArtifactError(f"save({str(path)!r}): cannot write into {str(path.parent)!r} ({e.strerror or e}); "
-                            "choose a writable location") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
-                for name, data in members.items():
-                    z.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# ---- loading -----------------------------------------------------------------------------------
-
 
 def load(path: str | os.PathLike, *, target: str | None = None) -> LoadedModule:
     """Rebuild the callable saved at `path`; `target`, when given, must be the target it was compiled for."""
-    from solder.backends.registry import get_backend
-    from solder.compiler.targets import get_target
 
     path = Path(path)
     members = _read_members(path)
@@ -362,7 +263,6 @@ def _bad_field(path: Path, where: str, name: str, expected: str):
 
 
 def _check_runnable(path: Path, m: dict) -> None:
-    from solder.compiler.targets import TARGETS
 
     tgt = TARGETS.get(m["target"])
     if tgt is None:
@@ -377,9 +277,6 @@ def _check_runnable(path: Path, m: dict) -> None:
 
 
 def _specialization(entry: dict, module, program, state: dict, source: str, path: Path):
-    from solder.compiler.importer import ArgInfo, Imported, OutputInfo
-    from solder.compiler.pipeline import PipelineRun
-    from solder.compiler.runtime import Specialization
 
     args = [ArgInfo(a["name"], a["kind"]) for a in entry["args"]]
     outputs = [OutputInfo(o["result"]) if "result" in o else OutputInfo(None, o["constant"]) for o in entry["outputs"]]
@@ -390,7 +287,6 @@ def _specialization(entry: dict, module, program, state: dict, source: str, path
     if not program.source:
         program.source = source
     key = (entry["key"][0], tuple(_leaf_from_json(k) for k in entry["key"][1]))
-    from solder.compiler.runtime import _input_binding
 
     return Specialization(key=key, imported=imported, program=program, in_spec=pytree.treespec_loads(entry["in_spec"]),
                           out_spec=pytree.treespec_loads(entry["out_spec"]),
@@ -410,7 +306,6 @@ class LoadedModule:
         self.specializations[sp.key] = sp
 
     def __call__(self, *args, **kwargs):
-        from solder.compiler.runtime import _leaf_key
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
         key = (str(spec), tuple(_leaf_key(x) for x in leaves))
@@ -419,16 +314,13 @@ class LoadedModule:
             raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
                             f"{_describe(key)}; saved: {'; '.join(_describe(k) for k in self.specializations)}. "
                             "Call the compiled model with these inputs before saving it.")
-        from solder.compiler.runtime import CompiledModule
 
         inputs = leaves if sp.flat else fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
         return CompiledModule._execute(sp, inputs)  # the compiled callable's own run, write-backs included
 
     def _dynamic_fit(self, leaves):
         """A saved dynamic specialization whose bounds and constraints these inputs meet, or None."""
-        from solder.compiler.runtime import CompiledModule
 
-        from solder.compiler.runtime import _family_key
 
         for sp in self.specializations.values():
             if sp.binding is None or len(leaves) != len(sp.key[1]):

@@ -124,10 +124,10 @@ def _emit(module, kind: str, target) -> str:
     if kind == "graph":
         return ir.print_ir(module)
     if kind == "linalg":
-        from solder.backends.cpu.lower import emit_module
+        from solder.backends.cpu.backend import emit_module
 
         return emit_module(module, target)
-    from solder.backends.triton.codegen import emit_module
+    from solder.backends.triton.backend import emit_module
 
     return emit_module(module, target)
 

@@ -170,7 +170,7 @@ def test_sdpa_model_matches_with_library(use_library):
 
 def test_emit_linalg_shows_the_prebuilt_kernel(use_library):
     """`solder-opt --emit linalg` prints what runs: the prebuilt kernel's MLIR, marked as compiled per install."""
-    from solder.backends.cpu.lower import emit_module
+    from solder.backends.cpu.backend import emit_module
 
     q, k, v = (torch.randn(1, 2, 20, D) for _ in range(3))
     text = emit_module(_module(q, k, v, scale=0.2, causal=True))

@@ -158,7 +158,7 @@ def test_concat_of_equal_parts_is_generated_code():
 
 
 def test_emit_module_is_what_the_backend_compiles():
-    from solder.backends.cpu.lower import emit_module
+    from solder.backends.cpu.backend import emit_module
 
     model = BiasGelu().eval()
     c = compile(model, target=CPU)

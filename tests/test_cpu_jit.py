@@ -233,7 +233,7 @@ def _make_foreign(path: Path, how: str) -> None:
 @pytest.fixture
 def no_load(monkeypatch):
     """Every shared library the cache dlopens, recorded; a fresh private directory (no kernels of other tests)."""
-    from solder.backends.cpu import cache_files
+    from solder.backends import cache_files
 
     monkeypatch.setattr(cache_files, "_private", None)
     loaded = []
@@ -272,7 +272,7 @@ def _snapshot(root: Path) -> dict:
 @pytest.fixture
 def read_only(tmp_path, monkeypatch):
     """A populated cache directory made read-only (for root, which may write anyway, the cache is told so)."""
-    from solder.backends.cpu import cache_files
+    from solder.backends import cache_files
 
     monkeypatch.setattr(cache_files, "_private", None)
     text, entry = kernels.softmax(37, 100)

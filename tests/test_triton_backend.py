@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from solder.backends.reference import ReferenceBackend  # noqa: E402
 from solder.backends.triton.backend import TritonBackend, plan_module  # noqa: E402
-from solder.backends.triton.codegen import emit_module  # noqa: E402
+from solder.backends.triton.backend import emit_module  # noqa: E402
 from solder.backends.triton.launch import plan_buffers  # noqa: E402
 from solder.compiler import ir  # noqa: E402
 from solder.compiler.dialects.types import shape_of, torch_dtype  # noqa: E402

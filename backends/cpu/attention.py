@@ -39,6 +39,9 @@ from solder.backends.cpu.mathapprox import (
     f32_literal,
 )
 
+PARALLEL_MIN_FLOPS = 1 << 26  # ~5 ms on one core: below it, waking and joining threads outweighs the second one
+
+
 BLOCK_Q = 64
 BLOCK_K = 64
 

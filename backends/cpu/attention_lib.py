@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from solder.backends.cpu import cache_files, jit, threads
-from solder.backends.cpu.attention import AttentionSpec, module
-from solder.backends.cpu.attention_plan import PARALLEL_MIN_FLOPS
+from solder.backends import cache_files
+from solder.backends.cpu import jit, threads
+from solder.backends.cpu.attention import PARALLEL_MIN_FLOPS, AttentionSpec, module
 from solder.compiler import knobs
 
 ENTRY = "attn"

@@ -14,16 +14,25 @@ from dataclasses import dataclass
 
 import torch
 
-from solder.backends.cpu.attention import BLOCK_K, BLOCK_Q, AttentionSpec, emit, module  # noqa: F401  (emit/module: the kernel text)
+from solder.backends.cpu import attention_lib, jit
+from solder.backends.cpu.attention import (  # noqa: F401  (emit/module: the kernel text)
+    BLOCK_K,
+    BLOCK_Q,
+    PARALLEL_MIN_FLOPS,
+    AttentionSpec,
+    emit,
+    module,
+)
+from solder.backends.reference import attention_reference
 from solder.backends.routes import Route
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import shape_of
+from solder.compiler.sparse_attention import call_layouts, static_layout
 
 ROUTE = "mlir: flash attention"
 SDPA_ROUTE = "library: F.scaled_dot_product_attention"
 LIB_ROUTE = "library: flash attention"  # attention_lib.py's prebuilt kernel
 _FLOAT = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
-PARALLEL_MIN_FLOPS = 1 << 26  # ~5 ms on one core: below it, waking and joining threads outweighs the second one
 
 
 @dataclass
@@ -87,8 +96,6 @@ def dynamic_prebuilt(op):
     """The install's size-generic kernel for an attention op of a dynamic module (f32/bf16/f16, a mask that
     broadcasts), as `(q, k, v[, mask]) -> out` with a `describe` text; else None. Symbolic head dims are read per
     call (SDPA for a call whose head dims have no prebuilt kernel)."""
-    from solder.backends.cpu import attention_lib
-    from solder.backends.reference import attention_reference
 
     q, v = shape_of(op.query.type), shape_of(op.value.type)
     if _unsupported(op, str(op.query.type.element_type)):
@@ -134,7 +141,6 @@ def _threads() -> int:
     spin for 200 ms after each kernel (KMP_BLOCKTIME), taking the cores from the torch ops that
     follow (measured: SDPA at T=256 after the kernel 8 ms instead of 0.6 ms): they sleep at once
     unless the user set KMP_BLOCKTIME (read when libomp starts its first parallel region)."""
-    from solder.backends.cpu import jit
     if torch.get_num_threads() < 2 or jit.find_openmp() is None:
         return 1
     os.environ.setdefault("KMP_BLOCKTIME", "0")
@@ -142,7 +148,6 @@ def _threads() -> int:
 
 
 def _static_heads(ospec, n_heads: int, t: int, s: int) -> int:
-    from solder.compiler.sparse_attention import static_layout
     return static_layout(ospec, n_heads, t, s)[0].shape[0]
 
 
@@ -189,7 +194,6 @@ def sparse_layout_args(spec: AttentionSpec, layouts) -> tuple[torch.Tensor, torc
 
 
 def _sparse_call(spec: AttentionSpec, kernel, ospec, out_view=None):
-    from solder.compiler.sparse_attention import call_layouts, static_layout
     out_shape, logical = _out(spec)
     out_view = out_view or logical
     fixed = None

@@ -25,7 +25,6 @@ If the generic module fails to compile, the module falls back to one lowering pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import torch
 from xdsl.dialects.builtin import ModuleOp
@@ -37,6 +36,17 @@ from solder.backends.cpu import attention_plan as ATT
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
 from solder.backends.cpu.lower_ops import LOWERINGS, lowers
+from solder.backends.cpu.plan import (  # noqa: F401  (Plan, Step: re-exported for tests)
+    _NCHW_OF_NHWC,
+    _NHWC_OF_NCHW,
+    Plan,
+    Step,
+    _compiled,
+    _is_conv2d,
+    _lowered,
+    _to_nhwc,
+)
+from solder.backends.cpu.runner import build_runner, compile_plan
 from solder.backends.reference import OPS
 from solder.compiler.ir import forward_func
 from solder.backends.routes import Route
@@ -59,50 +69,6 @@ HEAVY = ("math.floor", "arith.divf", "math.sin", "math.cos", "math.sqrt")
 def absorbable(op: Operation) -> bool:
     """A view or a source op: a kernel recomputes it as an indexing map or an immediate (no step of its own)."""
     return op.has_trait(ViewLike) or op.has_trait(Source)
-
-
-@dataclass
-class Step:
-    """One launch: an MLIR kernel, a library call, a torch view or a reference (eager) op.
-
-    `kind` says which (the runner branches on it); `route` is the text explain() prints."""
-
-    kind: Route
-    route: str
-    ops: list[Operation]
-    inputs: list[SSAValue]
-    outputs: list[SSAValue]
-    func: str = ""
-    text: str = ""
-    schedule: list[str] = field(default_factory=list)
-    schedule_kind: str = ""
-    arg_types: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
-    opt_level: int = 3
-    launch: object = None  # generated attention: kernel -> callable over the op's operands
-    kernel_id: int | None = None
-    note: str = ""
-    operand_keys: list[list[SSAValue]] = field(default_factory=list)  # per op, resolved operands
-    nhwc_in: list[bool] = field(default_factory=list)  # MLIR step: input i arrives channels-last
-    nhwc_out: list[bool] = field(default_factory=list)  # MLIR step: output i is written channels-last
-    symbols: list[str] = field(default_factory=list)  # MLIR step of a dynamic module: its `index` arguments
-    prebuilt: str = ""  # a step calling the install's library kernel (attention_lib.py): that kernel's MLIR
-
-
-@dataclass
-class Plan:
-    args: list[SSAValue]
-    steps: list[Step]
-    returns: list[SSAValue]
-    binding: symbolic.Binding | None = None  # a dynamic module's: sizes are read off each call
-
-    def modules(self) -> dict[int, str]:
-        """opt level -> MLIR module text with every kernel compiled at that level."""
-        by_level: dict[int, list[Step]] = {}
-        for s in self.steps:
-            if _compiled(s):
-                by_level.setdefault(s.opt_level, []).append(s)
-        return {lvl: S.module_text([s.text for s in ss], [s.schedule for s in ss])
-                for lvl, ss in sorted(by_level.items())}
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -392,19 +358,6 @@ class _Planner:
         return st
 
 
-_NCHW_OF_NHWC = [L.Aff.dim(0), L.Aff.dim(2), L.Aff.dim(3), L.Aff.dim(1)]  # NHWC dims in NCHW loop dims
-_NHWC_OF_NCHW = [L.Aff.dim(0), L.Aff.dim(3), L.Aff.dim(1), L.Aff.dim(2)]  # NCHW dims in NHWC loop dims
-
-
-def _to_nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return (shape[0], shape[2], shape[3], shape[1])
-
-
-def _is_conv2d(op: Operation) -> bool:
-    return isinstance(op, g.ConvOp) and len(shape_of(op.results[0].type)) == 4 and \
-        str(op.results[0].type.element_type) == "f32"
-
-
 def _conv_inputs(fn) -> set[SSAValue]:
     """The values (kernel aliases resolved) that a 2-d convolution takes as its input."""
     alias: dict[SSAValue, SSAValue] = {}
@@ -425,16 +378,6 @@ def _conv_inputs(fn) -> set[SSAValue]:
         elif _is_conv2d(op):
             out.add(resolve(op.operands[0]))
     return out
-
-
-def _compiled(s: Step) -> bool:
-    """An MLIR function of the plan's module: a lowered kernel or a generated attention (not a prebuilt one)."""
-    return s.kind is Route.GENERATED
-
-
-def _lowered(s: Step) -> bool:
-    """A kernel lowered by lower.py (not a generated attention, which has its own launcher)."""
-    return s.kind is Route.GENERATED and s.launch is None
 
 
 def _opt_level(st: Step) -> int:
@@ -527,11 +470,6 @@ class CpuBackend(Backend):
         return self._lower(module)
 
     def _lower(self, module: ModuleOp) -> Program:
-        from solder.backends.cpu.runner import (  # runner imports this module's types
-            build_runner,
-            compile_plan,
-        )
-
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.kind is Route.EAGER for op in s.ops})
@@ -544,3 +482,12 @@ class CpuBackend(Backend):
         source = "\n".join(plan.modules().values())
         return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos,
                        dynamic=_dynamic_line(plan) if plan.binding is not None else None)
+
+
+def emit_module(module, target=None) -> str:
+    """The MLIR text the CPU backend compiles for `module`'s @forward (all kernels, all opt levels)."""
+    plan = plan_module(module)
+    out = [f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items()]
+    out += [f"// {s.route}: compiled once per install (backends/cpu/attention_lib.py), not with this module\n"
+            f"{s.prebuilt}" for s in plan.steps if s.prebuilt]
+    return "\n".join(out)

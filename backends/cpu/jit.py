@@ -46,7 +46,8 @@ from pathlib import Path
 import torch
 from torch_mlir import execution_engine, ir, passmanager
 
-from solder.backends.cpu import cache_files, threads
+from solder.backends import cache_files
+from solder.backends.cpu import threads
 from solder.compiler import knobs
 from solder.compiler.errors import CallError, SolderError
 

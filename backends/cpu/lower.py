@@ -14,7 +14,7 @@ op on the way inlined into its body: an elementwise chain is one loop nest per o
 The values themselves (`Aff`, `Leaf`, `Node`, `Body`, ...) are lower_values.py's.
 Booleans live as i8 in memory (torch's byte layout; `vector<Nxi1>` in memory would be bit-packed)
 and as i1 in registers. The per-op table is lower_ops.py, the transform schedules
-lower_schedule.py, the partition of @forward into kernels backend.py; `emit_module` prints the
+lower_schedule.py, the partition of @forward into kernels backend.py; backend.py's `emit_module` prints the
 text the backend compiles (`solder-opt --emit linalg`).
 """
 
@@ -371,13 +371,3 @@ def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
         sub[i] = Aff.dim(j)
     return reindex(v, shape, sub)
 
-
-def emit_module(module, target=None) -> str:
-    """The MLIR text the CPU backend compiles for `module`'s @forward (all kernels, all opt levels)."""
-    from solder.backends.cpu.backend import plan_module
-
-    plan = plan_module(module)
-    out = [f"// opt_level {lvl}\n{text}" for lvl, text in plan.modules().items()]
-    out += [f"// {s.route}: compiled once per install (backends/cpu/attention_lib.py), not with this module\n"
-            f"{s.prebuilt}" for s in plan.steps if s.prebuilt]
-    return "\n".join(out)

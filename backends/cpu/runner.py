@@ -23,7 +23,7 @@ import torch
 from xdsl.ir import Operation, SSAValue
 
 from solder.backends.cpu import symdims, threads
-from solder.backends.cpu.backend import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
+from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
 from solder.backends.reference import OPS, attention_reference
 from solder.backends.weights import Stack
 from solder.backends.routes import Route

@@ -18,6 +18,7 @@ from typing import Callable
 
 import sympy
 
+from solder.backends.cpu.lower_values import Aff
 from solder.compiler.dialects import size_expr, symbolic
 from solder.compiler.errors import SolderError
 
@@ -181,8 +182,6 @@ def _same(a, b) -> bool:
 def split_sub(src: tuple, dst: tuple):
     """If `dst` only splits dims of `src` ([B*T, C] -> [B, T, C]): each src dim as an affine expression of dst
     dims, or None. A dim may be symbolic (a string): it must reappear as one dst dim."""
-    from solder.backends.cpu.lower import Aff
-
     sub, j = [], 0
     for n in src:
         group, p = [], 1

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from solder.backends.cpu import cache_files
+from solder.backends import cache_files
 from solder.compiler import knobs, log
 
 _log = log.get("backend")
@@ -56,7 +56,7 @@ _SOURCE = Path(__file__).with_name("omp_shim.c")
 
 SHIM_ABI = 1  # bump when the shim's entry points change meaning (cached parallel kernels are then recompiled)
 # Elements a row/elementwise kernel must touch (its largest domain) before its rows are split across threads;
-# attention has its own threshold in FLOPs (attention_plan.PARALLEL_MIN_FLOPS).
+# attention has its own threshold in FLOPs (attention.PARALLEL_MIN_FLOPS).
 MIN_PARALLEL_ELEMENTS = 1 << 16
 # Outer iterations (rows) per thread below which the split is too uneven or too fine to pay.
 MIN_ROWS_PER_THREAD = 2

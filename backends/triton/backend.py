@@ -28,6 +28,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
 from solder.compiler.ir import forward_func
+from solder.compiler.targets import get_target
 from solder.backends.routes import Route, StepKind
 from solder.backends.triton import codegen, launch
 from solder.backends.weights import Stack
@@ -501,3 +502,8 @@ def _reference_group(step: Step, canon):
 
     run.outs = step.outs
     return run
+
+
+def emit_module(module, target) -> str:
+    """The Triton source the backend generates for `module` (for `solder-opt --emit triton`)."""
+    return plan_module(module, get_target(target)).source

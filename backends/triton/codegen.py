@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 from xdsl.ir import Operation, OpResult, SSAValue
 
-from solder.backends.cpu import cache_files
+from solder.backends import cache_files
 from solder.backends.routes import StepKind
+from solder.backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters in EMITTERS)
 from solder.backends.triton.emit import (
     EMITTERS,
     STORAGE_TYPES,
@@ -438,11 +439,3 @@ def compile_source(text: str):
     spec.loader.exec_module(module)
     _LOADED[digest] = module
     return module
-
-
-def emit_module(module, target) -> str:
-    """The Triton source the backend generates for `module` (for `solder-opt --emit triton`)."""
-    from solder.backends.triton.backend import plan_module
-    from solder.compiler.targets import get_target
-
-    return plan_module(module, get_target(target)).source

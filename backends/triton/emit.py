@@ -583,6 +583,3 @@ def row_dims(op: Operation, shapes=shape_of) -> tuple[tuple, tuple[int, ...]] | 
         return shape, (op.dim.value.data,)
     n = op.normalized_ndim.value.data
     return shape, tuple(range(len(shape) - n, len(shape)))
-
-
-from solder.backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters)

@@ -1,6 +1,6 @@
 """Row ops for the Triton backend's emit table: one tile of whole rows per program, reduced along the
 column axis (reductions with NaN-propagating max/min, softmax/log-softmax, cumsum, layer norm, RMS norm).
-Registered in `emit.EMITTERS` when emit.py is imported."""
+Registered in `emit.EMITTERS` when codegen.py (which generates from the table) imports this module."""
 
 from __future__ import annotations
 
