@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -113,11 +114,31 @@ def meta_of(args, argv) -> dict:
             "commit": commit(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads() if args.target == "cpu" else None, "backends": args.backends,
             "timeout_s": args.timeout, "corpus_commits": corpus_load.manifest_commits(args.corpus),
-            "command": "python -m benchmarks.corpus " + " ".join(argv), "note": args.note}
+            "command": "python -m benchmarks.corpus " + shlex.join(_without_note(argv)), "note": args.note}
+
+
+def _without_note(argv: list[str]) -> list[str]:
+    """argv less `--note TEXT` (the note is shown on its own)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--note="):
+            skip = False
+            continue
+        if a == "--note":
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def commits_seen(rows: list[dict]) -> list[str]:
+    """The commits the samples ran on, in the order first seen (one, unless the tree moved during the run)."""
+    return list(dict.fromkeys(r["commit"] for r in rows if r.get("commit")))
 
 
 def write_report(args, argv, rows: list[dict]) -> Path:
     meta = meta_of(args, argv)
+    meta["sample_commits"] = commits_seen(rows)
     summary = corpus_report.summarize(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

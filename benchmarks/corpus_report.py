@@ -157,6 +157,7 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"{meta['device']}, {meta['date']}, commit {meta['commit']}, torch {meta['torch']}; corpus commits "
              + ", ".join(f"{k} {v[:10]}" for k, v in meta.get("corpus_commits", {}).items()) + ".", "",
              meta.get("note", ""), "",
+             "Samples ran on commit(s): " + (", ".join(meta.get("sample_commits") or []) or "not recorded") + ".", "",
              f"Command: `{meta.get('command', '')}`", "",
              "## Summary", "",
              f"- samples: {s['samples']} run, {s['attempted']} attempted ({c['eager_error']} whose own eager call "
