@@ -9,7 +9,7 @@ Each sample runs in its own process (benchmarks/corpus_worker.py) under a timeou
 timed interleaved (benchmarks.run.interleaved: all threads on the CPU, CUDA events on the GPU). Samples
 run in a category-stratified order (each category's first sample first, then in proportion to the
 categories' sizes; a seeded shuffle within each), so `--limit N` gives a spread sample. Finished
-samples are appended to a JSONL file in --out; a re-run skips them (`--fresh` starts over,
+samples are appended to a JSONL file (build/corpus/, git-ignored); a re-run skips them (`--fresh` starts over,
 `--report-only` writes the report from those finished so far). The report
 (JSON with every sample's row, markdown, PNG of the speed-up distribution) is written to
 --out/corpus-<target>-<date>[-<tag>].*; benchmarks/corpus_report.py defines every figure in it.
@@ -36,6 +36,7 @@ from pathlib import Path
 from benchmarks import corpus_load, corpus_report
 from benchmarks.run import RESULTS, commit, device_line
 
+PROGRESS = corpus_load.REPO / "build" / "corpus"  # git-ignored: a run's raw rows, until its report is written
 BACKENDS_CPU = ("solder", "eager", "inductor")
 BACKENDS_GPU = ("solder", "eager", "inductor", "inductor-reduce-overhead")
 
@@ -162,6 +163,7 @@ def parse(argv):
     p.add_argument("--tag", default="", help="suffix of the report's file names")
     p.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
     p.add_argument("--fresh", action="store_true", help="ignore the JSONL of finished samples and start over")
+    p.add_argument("--progress", help=f"the JSONL of finished samples (default: under {PROGRESS})")
     p.add_argument("--report-only", action="store_true", help="write the report from the finished samples only")
     args = p.parse_args(argv)
     allowed = BACKENDS_CPU if args.target == "cpu" else BACKENDS_GPU
@@ -178,7 +180,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     entries = select(corpus_load.manifest(args.corpus), args.only, args.limit)
-    progress = Path(args.out) / f"corpus-{args.target}{'-' + args.tag if args.tag else ''}.progress.jsonl"
+    progress = Path(args.progress or PROGRESS / f"corpus-{args.target}{'-' + args.tag if args.tag else ''}.jsonl")
     progress.parent.mkdir(parents=True, exist_ok=True)
     done = {} if args.fresh else read_done(progress)
     if args.fresh and progress.exists():

@@ -165,13 +165,17 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"- **pass rate (correct, fully compiled): {_pct(s['pass_rate'])}**; outputs match eager (correct + "
              f"fallback): {_pct(s['outputs_match_rate'])}",
              f"- correct {c['correct']}, fallback {c['fallback']}, wrong {c['wrong']}, crash {c['crash']}, "
-             f"timeout {c['timeout']}, eager_error {c['eager_error']} ({s['crashes_not_exportable']} of the crashes are "
-             "samples the manifest marks as not captured by plain torch.export)",
+             f"timeout {c['timeout']}, eager_error {c['eager_error']} ({s['crashes_not_exportable']} of the crashes "
+             "are samples the manifest marks as not captured by plain torch.export)",
              f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x over {s['timed']} timed samples whose "
              "outputs match"]
     for peer in peers_of(rows):
         lines.append(f"- geomean speed-up vs {peer}: {_f(s.get(f'geomean_vs_{peer}'))}x over "
                      f"{s.get(f'timed_vs_{peer}')} samples")
+    if not s["timed"]:  # a correctness-only run (--backends solder): no speed figures to show
+        lines[-1] = "- not timed (a correctness-only run): no speed-ups, fast_p, S(t)/ES(t) or compile times"
+        return "\n".join(lines + _category_lines(s) + _crash_lines(s) + _wrong_lines(rows) + _eager_op_lines(s)
+                         + _op_lines(rows) + _sample_lines(rows)) + "\n"
     lines.append("- fast_p (outputs match and >= p x eager, over attempted): " +
                  ", ".join(f"p={p}: {_pct(v)}" for p, v in s["fast_p"].items()))
     lines += _compile_lines(s, rows) + _score_lines(s) + _category_lines(s) + _crash_lines(s) + _wrong_lines(rows)
