@@ -33,6 +33,11 @@ def geomean(xs) -> float | None:
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
 
 
+def median(xs) -> float | None:
+    xs = sorted(x for x in xs if x)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else None
+
+
 def matched(r: dict) -> bool:
     return r.get("status") in ("correct", "fallback")
 
@@ -111,6 +116,7 @@ def summarize(rows: list[dict]) -> dict:
         "outputs_match_rate": (counts["correct"] + counts["fallback"]) / n if n else None,
         "timed": len(ok),
         "geomean_vs_eager": geomean(r["speedup_vs_eager"] for r in ok),
+        "median_vs_eager": median(r["speedup_vs_eager"] for r in ok),
         "fast_p": {str(p): sum(1 for r in ok if r["speedup_vs_eager"] >= p) / n if n else None for p in FAST_P},
         "graphnet_scores": speedup_scores(rows),
         "compile_s": percentiles([r["solder_compile_s"] for r in att if r.get("solder_compile_s") is not None]),
@@ -121,6 +127,7 @@ def summarize(rows: list[dict]) -> dict:
     for peer in peers_of(rows):
         sel = [r for r in ok if r.get(f"speedup_vs_{peer}")]
         summary[f"geomean_vs_{peer}"] = geomean(r[f"speedup_vs_{peer}"] for r in sel)
+        summary[f"median_vs_{peer}"] = median(r[f"speedup_vs_{peer}"] for r in sel)
         summary[f"timed_vs_{peer}"] = len(sel)
         summary[f"{peer}_compile_s"] = percentiles([r[f"{peer}_compile_s"] for r in att if f"{peer}_compile_s" in r])
     summary["by_category"] = by_category(rows)
@@ -167,11 +174,11 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"- correct {c['correct']}, fallback {c['fallback']}, wrong {c['wrong']}, crash {c['crash']}, "
              f"timeout {c['timeout']}, eager_error {c['eager_error']} ({s['crashes_not_exportable']} of the crashes "
              "are samples the manifest marks as not captured by plain torch.export)",
-             f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x over {s['timed']} timed samples whose "
-             "outputs match"]
+             f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x (median {_f(s['median_vs_eager'])}x) over "
+             f"{s['timed']} timed samples whose outputs match"]
     for peer in peers_of(rows):
-        lines.append(f"- geomean speed-up vs {peer}: {_f(s.get(f'geomean_vs_{peer}'))}x over "
-                     f"{s.get(f'timed_vs_{peer}')} samples")
+        lines.append(f"- geomean speed-up vs {peer}: {_f(s.get(f'geomean_vs_{peer}'))}x (median "
+                     f"{_f(s.get(f'median_vs_{peer}'))}x) over {s.get(f'timed_vs_{peer}')} samples")
     if not s["timed"]:  # a correctness-only run (--backends solder): no speed figures to show
         lines[-1] = "- not timed (a correctness-only run): no speed-ups, fast_p, S(t)/ES(t) or compile times"
         return "\n".join(lines + _category_lines(s) + _crash_lines(s) + _wrong_lines(rows) + _eager_op_lines(s)
