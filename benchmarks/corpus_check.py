@@ -92,7 +92,7 @@ class OpTrace:
 
     @contextmanager
     def active(self):
-        from solder.compiler import runtime
+        from solder import runtime
         from solder.compiler.aten_table import TABLE
 
         real = runtime.import_program
@@ -194,7 +194,7 @@ def check(sample, target: str = "cpu", atol: float | None = None, rtol: float | 
     """Run eager and solder on `sample`; returns (result dict, the compiled callable or None)."""
     from solder import compile as solder_compile
     from solder.compiler.importer import UnsupportedOpWarning
-    from solder.compiler.runtime import EagerFallbackWarning
+    from solder.runtime import EagerFallbackWarning
 
     d_atol, d_rtol = tolerance(target)
     atol, rtol = atol if atol is not None else d_atol, rtol if rtol is not None else d_rtol
