@@ -77,8 +77,8 @@ def annotate(samples: list[dict], rows: list[dict]) -> list[dict]:
         s = dict(s)
         if r is not None:
             s["status"] = r["status"]
-            s["cpu_s"] = round(r.get("cpu_s") or 0.0, 1)
-            s["wall_s"] = round(r.get("wall_s") or 0.0, 1)
+            s["cpu_s"] = round(r["cpu_s"], 1) if r.get("cpu_s") else None  # None: not recorded by that run
+            s["wall_s"] = round(r["wall_s"], 1) if r.get("wall_s") else None
             if r["status"] in ("wrong", "crash", "timeout"):
                 s["known_failure"] = _reason(r)
         out.append(s)
@@ -113,9 +113,10 @@ def main(argv=None) -> int:
     m = data["meta"]
     note = (f"Picked by `python -m benchmarks.corpus_subset --results {Path(args.results).name}` (the rule is in "
             f"that module's docstring): per category the fastest of the smallest candidates; every manifest category "
-            f"is present. status / cpu_s / wall_s were measured by `{m['command'][:60]}...` at commit {m['commit']} "
-            f"on {m['device']}, {m['date']}, one process per sample (cpu_s: the worker process's CPU seconds, its "
-            "start-up and loading included; wall_s on a machine shared with other jobs, load average 7-10).")
+            f"is present. status / cpu_s / wall_s come from that run ({m['device']}, {m['date']}; its report's note "
+            "says when and on which tree), one process per sample: cpu_s is the worker process's CPU seconds, its "
+            "start-up and loading included (null where the run did not record it), wall_s was taken on a machine "
+            "shared with other jobs.")
     Path(args.out).write_text(json.dumps({"note": note, "samples": samples}, indent=1) + "\n")
     print(f"wrote {len(samples)} samples to {args.out}")
     return 0
