@@ -267,8 +267,8 @@ def _add_peer(fns: dict, row: dict, peer: str, mode: str, model, call, bind) -> 
 
 
 def _settle_guard(compiled, call):
-    """Call `compiled` until its speed guard has decided (compiler/speed_guard.py); the guard, or None."""
-    from solder.compiler import speed_guard
+    """Call `compiled` until its speed guard has decided (solder/speed_guard.py); the guard, or None."""
+    from solder import speed_guard
 
     specs = list(getattr(compiled, "specializations", {}).values())
     guard = specs[0].speed if len(specs) == 1 else None

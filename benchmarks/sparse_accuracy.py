@@ -24,8 +24,8 @@ import torch
 
 from solder import compile as solder_compile
 from solder.compiler.sparse_attention import SparseAttention, blocks_from_text, pattern_label
-from solder.compiler.sparse_calibrate import pipeline_passes
-from solder.compiler.sparse_calibrate import calibrate, output_drift
+from solder.sparse_calibrate import pipeline_passes
+from solder.sparse_calibrate import calibrate, output_drift
 from examples.sparse_lm.masks import local_strided
 from examples.sparse_lm.model import CHECKPOINT, load
 from examples.sparse_lm.task import accuracy, sample

@@ -72,5 +72,11 @@ def max_specializations() -> int:
 
 def speed_guard() -> bool:
     """SOLDER_SPEED_GUARD (default on): a compiled specialization times its first calls against eager and keeps
-    the faster (compiler/speed_guard.py); `off` always runs the compiled program."""
+    the faster (solder/speed_guard.py); `off` always runs the compiled program."""
     return _flag("SOLDER_SPEED_GUARD", default=True)
+
+
+def strict() -> bool:
+    """SOLDER_STRICT=1: a signature that fails to compile or to run raises (as compile(strict=True)) instead of
+    running eagerly with one warning."""
+    return _flag("SOLDER_STRICT")

@@ -19,7 +19,7 @@ Layouts are block masks [H, nQB, nKB] (True = visit), turned into the CSR form o
 `(counts [H, nQB], indices [H, nQB, maxK])` by `to_csr`. Every visited block also gets the causal mask
 inside it when the attention is causal; the diagonal block is always visited (no empty rows).
 This module is torch-only (it sits below the passes and backends, which share it); calibration and putting
-the rewrite into a pipeline live in compiler/sparse_calibrate.py, above them.
+the rewrite into a pipeline live in solder/sparse_calibrate.py, above them.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def harvest(target: str = "h100", batches=BATCHES, dtypes=DTYPES, models=None, p
     from solder.compiler.aten_table import TABLE
     from solder.compiler.capture import capture
     from solder.compiler.importer import import_program
-    from solder.compiler.pipeline import run_pipeline
+    from solder.passes.pipeline import run_pipeline
     from solder.compiler.targets import get_target
     from examples.models import ZOO
 

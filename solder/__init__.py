@@ -5,10 +5,11 @@
     fast = torch.compile(model, backend="solder")   # the same compiler behind dynamo
     loaded = solder.load("m.solder")                # a saved compiled module
 
-The subpackages are the layers of the compiler (see the README's "How it is built"): `solder.compiler`
-(IR, capture, runtime, API), `solder.passes`, `solder.costmodel` and `solder.backends`. Installed, they live
-inside this package; in a source checkout they are the top-level folders beside this one, which `__path__`
-below makes importable under the same names.
+This folder is the top of the stack: `compile()` (api.py), the compiled callable (runtime.py), saved artifacts
+(artifact.py), `solder-opt` (cli.py) and the dynamo backend (dynamo.py). The layers beneath are the subpackages
+`solder.compiler` (the IR, capture and import), `solder.passes`, `solder.costmodel` and `solder.backends` (see the
+README's "How it is built"). Installed, they live inside this package; in a source checkout they are the
+top-level folders beside this one, which `__path__` below makes importable under the same names.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ __all__ = ["compile", "load", "SparseAttention", "__version__"]
 
 def __getattr__(name):  # `import solder` stays light: the API pulls in torch on first use
     if name == "compile":
-        from solder.compiler.api import compile
+        from solder.api import compile
 
         return compile
     if name == "load":
-        from solder.compiler.artifact import load
+        from solder.artifact import load
 
         return load
     if name == "SparseAttention":

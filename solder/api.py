@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-from solder.compiler.runtime import CompiledModule, Options
+from solder.runtime import CompiledModule, Options
 from solder.compiler.targets import get_target
 
 
@@ -23,7 +23,7 @@ class _FunctionModule(torch.nn.Module):
 
 
 def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cost_model=None, cache_dir=None,
-            verify=False, explain=False, dynamic=None, speed_guard=True):
+            verify=False, explain=False, dynamic=None, speed_guard=True, strict=False):
     """Compile `model` (an `nn.Module`, a module class, or a function) for `target`.
 
     Returns a callable with the model's calling convention. Compilation happens on the first call,
@@ -33,6 +33,8 @@ def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cos
     allows; `dynamic=False`: one specialization per shape. Without `model` it is a decorator:
     `@compile(target="cpu")` on a module class or a function. `speed_guard=True` (default): the first calls
     of each compiled signature are timed against eager PyTorch and the faster is kept (`explain()` says which).
+    `strict=False` (default): a signature whose compile or first run fails runs eagerly, with one warning that
+    says why; `strict=True` raises the failure instead.
 
     `passes`: a pipeline string (`"canonicalize,cse,fuse-ops{max-ops=16 cost-model=/path/model}"`), else the
     target's. `cost_model`: the model every cost-driven pass asks: None (the target's shipped learned
@@ -42,7 +44,7 @@ def compile(model=None, *, target="cpu", passes=None, sparse_attention=None, cos
     """
     options = Options(target=get_target(target), passes=passes, sparse_attention=sparse_attention,
                       cost_model=cost_model, cache_dir=cache_dir, verify=verify, explain=explain, dynamic=dynamic,
-                      speed_guard=speed_guard)
+                      speed_guard=speed_guard, strict=strict)
     if model is None:
         return functools.partial(_compile_one, options=options)
     return _compile_one(model, options)

@@ -40,15 +40,15 @@ from xdsl.dialects.builtin import ArrayAttr, FunctionType, StringAttr
 
 from solder.backends.registry import get_backend
 from solder.compiler import externs, ir, log
-from solder.compiler.artifact_save import FORMAT, FORMAT_VERSION, save, solder_version  # noqa: F401  (save: re-exported)
+from solder.artifact_save import FORMAT, FORMAT_VERSION, save, solder_version  # noqa: F401  (save: re-exported)
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import size_expr
 from solder.compiler.dialects.size_expr import SizeExprError
 from solder.compiler.dialects.types import dims_of, is_dynamic
 from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
 from solder.compiler.importer import ArgInfo, Imported, OutputInfo
-from solder.compiler.pipeline import PipelineRun
-from solder.compiler.runtime import CompiledModule, Specialization, _family_key, _input_binding, _leaf_key
+from solder.passes.pipeline import PipelineRun
+from solder.runtime import CompiledModule, Specialization, _family_key, _input_binding, _leaf_key
 from solder.compiler.targets import TARGETS, get_target
 
 __all__ = ["ArtifactError", "LoadedModule", "load", "save"]

@@ -1,4 +1,4 @@
-"""Writing a compiled model to one file: the artifact's format (compiler/artifact.py reads it back).
+"""Writing a compiled model to one file: the artifact's format (solder/artifact.py reads it back).
 
 `save` needs only what a compiled module holds (its specializations' IR, sources, state and maps), so the runtime
 can offer `CompiledModule.save` without importing the loader, which builds runtime objects.

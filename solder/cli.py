@@ -135,7 +135,7 @@ def _emit(module, kind: str, target) -> str:
 def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     from solder.compiler import ir
-    from solder.compiler.pipeline import run_pipeline
+    from solder.passes.pipeline import run_pipeline
     from solder.compiler.targets import get_target
     from solder.passes import registry
 
@@ -156,12 +156,12 @@ def run(argv: list[str]) -> int:
             sys.stderr.write(f"// -----// IR Dump After {spec} //----- //\n{ir.print_ir(m)}\n")
     pipeline = registry.parse(args.pipeline)
     if getattr(args, "torch_model", None):  # a calibrate policy without a plan calibrates the model itself
-        from solder.compiler.sparse_calibrate import calibrate_pipeline
+        from solder.sparse_calibrate import calibrate_pipeline
 
         pipeline = calibrate_pipeline(pipeline, *args.torch_model, target=target)
     run_pipeline(module, pipeline, target=target, verify=True, after_each=after)
     if args.explain:
-        from solder.compiler.report import kernel_table, kernels_of
+        from solder.report import kernel_table, kernels_of
 
         sys.stderr.write(kernel_table(kernels_of(module)) + "\n")
     text = _emit(module, args.emit, target)

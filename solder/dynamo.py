@@ -16,7 +16,7 @@ tensor's dim (a Python int argument Dynamo made dynamic) stays an input, and sol
 value of it. A graph with static sizes follows solder's default policy.
 
 The backend is registered through the `torch_dynamo_backends` entry point in pyproject.toml
-(`solder = "solder.compiler.dynamo:solder_backend"`); Dynamo finds it by name with no import needed.
+(`solder = "solder.dynamo:solder_backend"`); Dynamo finds it by name with no import needed.
 Options reach it as `torch.compile(m, backend="solder", options={"target": "cpu", "passes": ...})`.
 """
 
@@ -62,7 +62,7 @@ class SolderBackend:
     graphs: list = field(default_factory=list)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, mode=None):
-        from solder.compiler.api import compile as solder_compile
+        from solder.api import compile as solder_compile
 
         merged = {**self.options, **(options or {})}
         unknown = sorted(set(merged) - set(_COMPILE_OPTIONS))

@@ -28,13 +28,14 @@ import torch.utils._pytree as pytree
 from xdsl.passes import ModulePass
 
 from solder.backends.base import Program
-from solder.compiler import artifact_save, call_checks, ir, knobs, log, write_back
+from solder import artifact_save, call_checks
+from solder.compiler import ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
 from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning, VerifyError
 from solder.compiler.importer import Imported, import_program
-from solder.compiler.pipeline import PipelineRun, cost_model_option, run_pipeline
-from solder.compiler.speed_guard import SpeedGuard
+from solder.passes.pipeline import PipelineRun, cost_model_option, run_pipeline
+from solder.speed_guard import SpeedGuard
 from solder.compiler.targets import Target
 from solder.passes import registry
 
@@ -64,7 +65,9 @@ class Options:
     dynamic_dims: frozenset | None = None
     """(flat leaf, dim) pairs compiled dynamic from the first call (the dims Dynamo marked symbolic)."""
     speed_guard: bool = True
-    """Time the first calls against eager and keep the faster (compiler/speed_guard.py)."""
+    """Time the first calls against eager and keep the faster (solder/speed_guard.py)."""
+    strict: bool = False
+    """Raise when compiling or first running a signature fails, instead of running it eagerly with a warning."""
 
     def __post_init__(self):
         """Every option checked here, at `compile()`, not at the first call: a bad one raises a one-line
@@ -72,6 +75,9 @@ class Options:
         if not any(self.dynamic is v for v in (None, True, False)):  # 1 and 1.0 equal True but are not it
             raise OptionError(f"compile(dynamic={self.dynamic!r}): expected None (dims that vary become dynamic), "
                               "True (every dim dynamic) or False (one specialization per shape)")
+        if not isinstance(self.strict, bool):
+            raise OptionError(f"compile(strict={self.strict!r}): expected False (a signature that fails to compile "
+                              "runs eagerly, with one warning) or True (the failure is raised)")
         if not isinstance(self.speed_guard, bool):
             raise OptionError(f"compile(speed_guard={self.speed_guard!r}): expected True (time the first calls "
                               "against eager and keep the faster) or False (always run the compiled program)")
@@ -120,6 +126,8 @@ class Specialization:
     """(result, argument) pairs: results copied into the mutated inputs and buffers after each call."""
     speed: SpeedGuard | None = None
     """Times the first calls against eager and keeps the faster; None when compile(speed_guard=False)."""
+    proven: bool = False
+    """Whether the compiled program has run once without an error (until then a failure falls back to eager)."""
 
     _check: tuple | None = None  # (the sources it was generated for, the generated check)
     sources: list = field(default_factory=list)
@@ -188,6 +196,7 @@ class CompiledModule:
         self._first_shape: dict[tuple, tuple] = {}  # family -> the leaf shapes of its first call
         self._dynamic: dict[tuple, tuple] = {}  # family -> key of its dynamic specialization
         self._no_dynamic: set[tuple] = set()  # families whose dynamic compile failed: static per shape
+        self._failed: dict[tuple, str] = {}  # signatures that failed to compile or run: they run eagerly
         self.compile_count = 0
         """How many times this callable captured and compiled (static and dynamic specializations)."""
 
@@ -213,7 +222,11 @@ class CompiledModule:
             sp = None
         if sp is None:
             with self._lock:
-                sp = self.specializations.get(key) or self._dispatch(key, spec, leaves, args, kwargs)
+                sp = self.specializations.get(key)
+                if sp is None and key not in self._failed:
+                    sp = self._compile_or_fail(key, spec, leaves, args, kwargs)
+            if sp is None:
+                return self.model(*args, **kwargs)
         else:
             with self._lock:  # another thread's compile may drop the oldest specialization meanwhile
                 if key in self.specializations:
@@ -225,10 +238,50 @@ class CompiledModule:
         if self.options.verify and self._verified < 3:
             self._verified += 1
             return self._verified_run(sp, args, kwargs)
+        if not sp.proven:
+            return self._first_run(sp, key, args, kwargs)
         guard = sp.speed
         if guard is None or guard.settled and not guard.runs_eager:
             return self._run(sp, args, kwargs)
         return guard.call(lambda: self._run(sp, args, kwargs), lambda: self.model(*args, **kwargs))
+
+    def _compile_or_fail(self, key, spec, leaves, args, kwargs) -> Specialization | None:
+        """The specialization for this signature, or None after a failure that runs it eagerly from now on."""
+        try:
+            return self._dispatch(key, spec, leaves, args, kwargs)
+        except OptionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - never a crash: any failure of a stage falls back, once
+            if self.options.strict or knobs.strict():
+                raise
+            self._fail(key, "compiling", e)
+            return None
+
+    def _first_run(self, sp: Specialization, key, args, kwargs):
+        """The first run of a new program: a failure drops it and runs the call (and later ones) eagerly.
+        The program is functional and writes back only after it returns, so eager starts from the same state."""
+        try:
+            out = self._run(sp, args, kwargs)
+        except Exception as e:  # noqa: BLE001
+            if self.options.strict or knobs.strict():
+                raise
+            with self._lock:
+                if self.specializations.get(key) is sp:
+                    del self.specializations[key]
+                self._fast = {k: v for k, v in list(self._fast.items()) if v[1] is not sp}
+            self._fail(key, "running the compiled program", e)
+            return self.model(*args, **kwargs)
+        sp.proven = True
+        return out
+
+    def _fail(self, key, stage: str, e: Exception) -> None:
+        self._failed[key] = f"{type(e).__name__}: {e}"
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        shapes = ", ".join(f"{tuple(k[1])}:{str(k[2]).removeprefix('torch.')}" for k in key[1] if k[0] == "T")
+        _log.info("%s: %s failed for [%s]", self.name, stage, shapes, exc_info=e)
+        self._warn_once(f"{self.name}: {stage} for inputs [{shapes}] failed ({type(e).__name__}: {first}); those "
+                        "inputs run eagerly from now on. compile(..., strict=True) raises instead; "
+                        "SOLDER_LOG=runtime logs the traceback.")
 
     def _fast_path(self, args, kwargs):
         """Positional tensors only, a signature seen before, nothing to re-check: skip the pytree work."""
@@ -242,7 +295,7 @@ class CompiledModule:
         key, sp = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
             return None
-        if not sp.state_current() or sp.writes and self._writes_aliased(sp, args):
+        if not sp.proven or not sp.state_current() or sp.writes and self._writes_aliased(sp, args):
             return None
         guard = sp.speed
         if guard is None or guard.settled and not guard.runs_eager:
@@ -406,7 +459,7 @@ class CompiledModule:
         t2 = time.perf_counter()
         pipeline = self.options.pipeline
         if self.options.sparse_attention is not None:  # opt-in: it changes numerics
-            from solder.compiler.sparse_calibrate import with_sparse_attention
+            from solder.sparse_calibrate import with_sparse_attention
 
             pipeline = with_sparse_attention(pipeline, self.options.sparse_attention, self.model, self.options.target)
         run = run_pipeline(imported.module, pipeline, target=self.options.target, cost_model=self.options.cost_model)
@@ -531,7 +584,7 @@ class CompiledModule:
         """Which kernel is wrong: each top-level op re-run alone against the reference backend (on the
         mutated arguments' values from `before` the call)."""
         from solder.backends.registry import get_backend
-        from solder.compiler.localize import first_bad_kernel
+        from solder.localize import first_bad_kernel
 
         inputs = self._inputs(sp, args, kwargs)
         tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
@@ -595,7 +648,7 @@ class CompiledModule:
             if sp.program.fallbacks:
                 lines.append("ops the backend did not lower (ran on the reference backend): " +
                              ", ".join(sp.program.fallbacks))
-            from solder.compiler.report import backend_table, kernel_table, kernels_of
+            from solder.report import backend_table, kernel_table, kernels_of
 
             lines.append(kernel_table(kernels_of(sp.imported.module)))
             if sp.program.kernels:

@@ -22,7 +22,7 @@ from solder.compiler.aten_table import TABLE
 from solder.compiler.capture import capture
 from solder.compiler.dialects import graph as g
 from solder.compiler.importer import import_program
-from solder.compiler.pipeline import run_pipeline
+from solder.passes.pipeline import run_pipeline
 from solder.compiler.sparse_attention import (
     DYNAMIC,
     SparseAttention,

@@ -77,7 +77,10 @@ class MlirItem(pytest.Item):
 
 @pytest.fixture(autouse=True)
 def _compiled_code_runs(monkeypatch, request):
-    """The suite tests the compiled code, so the speed guard (which may pick eager on this shared machine) is
-    off unless a test is marked `speed_guard`."""
+    """The suite tests the compiled code: the speed guard (which may pick eager on this shared machine) is off
+    unless a test is marked `speed_guard`, and a failing compile raises (SOLDER_STRICT) instead of falling back
+    to eager unless a test is marked `eager_fallback`."""
     if request.node.get_closest_marker("speed_guard") is None:
         monkeypatch.setenv("SOLDER_SPEED_GUARD", "off")
+    if request.node.get_closest_marker("eager_fallback") is None:
+        monkeypatch.setenv("SOLDER_STRICT", "1")

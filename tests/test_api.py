@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from solder import compile
-from solder.compiler.runtime import EagerFallbackWarning
+from solder.runtime import EagerFallbackWarning
 
 
 class Nested(nn.Module):

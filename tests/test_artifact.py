@@ -12,8 +12,8 @@ import torch
 
 from solder import compile
 
-from solder.compiler import artifact
-from solder.compiler.artifact import ArtifactError
+from solder import artifact
+from solder.artifact import ArtifactError
 from solder.compiler.errors import CallError, SolderError
 from examples.models import get
 

@@ -21,9 +21,9 @@ from solder.backends.reference import OPS, ReferenceBackend  # noqa: E402
 from solder.backends.registry import get_backend  # noqa: E402
 from solder.backends.routes import Route  # noqa: E402
 from solder.compiler import ir  # noqa: E402
-from solder.compiler.cli import main  # noqa: E402
+from solder.cli import main  # noqa: E402
 from solder.compiler.dialects import graph as g  # noqa: E402
-from solder.compiler.pipeline import run_pipeline  # noqa: E402
+from solder.passes.pipeline import run_pipeline  # noqa: E402
 from solder.compiler.targets import get_target  # noqa: E402
 from solder.passes import registry  # noqa: E402
 

@@ -23,7 +23,7 @@ from solder.compiler import ir
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.types import dims_of
 from solder.compiler.errors import SolderError
-from solder.compiler.runtime import DynamicShapeWarning
+from solder.runtime import DynamicShapeWarning
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,7 +202,7 @@ def test_a_failed_dynamic_compile_falls_back_to_static_per_shape(monkeypatch):
     c = compile(model, target="reference")
     _run_shapes(c, model, [(2, 8, 16)])
     real = importer.import_program
-    monkeypatch.setattr("solder.compiler.runtime.import_program",
+    monkeypatch.setattr("solder.runtime.import_program",
                         lambda ep, **k: broken() if k.get("strip_prefix") else real(ep, **k))
     with pytest.warns(DynamicShapeWarning, match="no dynamic import today"):
         _run_shapes(c, model, [(2, 9, 16)])
@@ -281,7 +281,7 @@ print("ok")
 
 
 def test_a_saved_dynamic_specialization_loads_and_runs_new_sizes(tmp_path):
-    from solder.compiler import artifact
+    from solder import artifact
 
     model = _model()
     c = compile(model, target="cpu")

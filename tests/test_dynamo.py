@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 import pytest
 import torch
 
-from solder.compiler.dynamo import make_backend, solder_backend
+from solder.dynamo import make_backend, solder_backend
 from solder.compiler.errors import SolderError
 
 
@@ -40,7 +40,7 @@ def _reset_dynamo():
 
 def test_entry_point_is_registered():
     names = {ep.name: ep.value for ep in entry_points(group="torch_dynamo_backends")}
-    assert names.get("solder") == "solder.compiler.dynamo:solder_backend"
+    assert names.get("solder") == "solder.dynamo:solder_backend"
     from torch._dynamo.backends.registry import list_backends, lookup_backend
 
     assert lookup_backend("solder") is solder_backend

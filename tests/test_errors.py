@@ -92,7 +92,7 @@ def test_compile_rejects_non_callables():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "solder.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "solder.cli", *args], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
 
 
@@ -184,7 +184,7 @@ def test_cpu_low_precision_fallback_warns_once():
 def test_cli_bad_files_are_one_line_errors(tmp_path, capsys, case, match):
     import re
 
-    from solder.compiler import cli
+    from solder import cli
 
     (tmp_path / "binary.mlir").write_bytes(b"\x00\xff\xfe")
     good = tmp_path / "good.mlir"
@@ -202,7 +202,7 @@ def test_cli_bad_files_are_one_line_errors(tmp_path, capsys, case, match):
 def test_cli_binary_stdin_is_a_one_line_error(capsys, monkeypatch):
     import io
 
-    from solder.compiler import cli
+    from solder import cli
 
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\xff\xfe")))
     assert cli.main(["-"]) == 1

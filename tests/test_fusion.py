@@ -17,8 +17,8 @@ from solder import compile
 
 from solder.compiler import ir
 from solder.compiler.errors import PipelineError
-from solder.compiler.pipeline import run_pipeline
-from solder.compiler.report import kernel_table, kernels_of
+from solder.passes.pipeline import run_pipeline
+from solder.report import kernel_table, kernels_of
 from examples.models import ZOO
 
 FUSE = "canonicalize,cse,fuse-ops,fuse-blocks,dce"

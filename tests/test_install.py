@@ -42,7 +42,7 @@ def test_one_top_level_package(installed):
 
 def test_installed_copy_compiles_from_outside_the_checkout(installed, tmp_path):
     code = ("import solder, torch; m = torch.nn.Linear(4, 4).eval(); x = torch.randn(2, 4)\n"
-            "import solder.compiler.api as api; assert api.__file__.startswith(%r), api.__file__\n"
+            "import solder.api as api; assert api.__file__.startswith(%r), api.__file__\n"
             "torch.testing.assert_close(solder.compile(m, target='cpu')(x), m(x)); print('ok')" % str(installed))
     env = {**os.environ, "PYTHONPATH": str(installed)}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -23,18 +23,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ir", ("solder.compiler.errors", "solder.compiler.log", "solder.compiler.knobs", "solder.compiler.targets",
             "solder.compiler.ir", "solder.compiler.dialects", "solder.compiler.interpret",
             "solder.compiler.sparse_attention", "solder.compiler.externs")),
-    ("frontend", ("solder.compiler.capture", "solder.compiler.importer", "solder.compiler.import_context",
-                  "solder.compiler.aten_table", "solder.compiler.aten_layout", "solder.compiler.torch_mlir_import",
-                  "solder.compiler.buffer_facts", "solder.compiler.write_back")),
+    ("frontend", ("solder.compiler",)),  # the rest of compiler/: capture, the importer and its ATen tables
     # the cost model's collection and training scripts drive backends and the pipeline: tools, at the top
     ("tools", ("solder.costmodel.cli", "solder.costmodel.collect", "solder.costmodel.evaluate",
                "solder.costmodel.generate", "solder.costmodel.harvest", "solder.costmodel.retime")),
     ("costmodel", ("solder.costmodel",)),
     ("passes", ("solder.passes",)),
     ("lowering", ("solder.backends.base", "solder.backends.registry", "solder.backends.routes",
-                  "solder.backends.weights")),
+                  "solder.backends.weights", "solder.backends.cache_files", "solder.backends.coverage")),
     ("backends", ("solder.backends",)),
-    ("api", ("solder",)),
+    ("api", ("solder",)),  # solder/: compile(), the runtime, artifacts, the CLI, the dynamo backend
 ]
 RANK = {"ir": 0, "frontend": 1, "costmodel": 2, "passes": 3, "lowering": 4, "backends": 5, "api": 6, "tools": 6}
 
@@ -43,7 +41,7 @@ def _modules() -> dict[str, pathlib.Path]:
     mods = {}
     for pkg, folder in PACKAGES.items():
         base = ROOT / folder
-        files = [base / "__init__.py"] if pkg == "solder" else base.rglob("*.py")
+        files = base.glob("*.py") if pkg == "solder" else base.rglob("*.py")
         for p in files:
             parts = list(p.relative_to(base).with_suffix("").parts)
             if parts[-1] == "__init__":

@@ -71,7 +71,7 @@ def test_cost_mode_keeps_linears_apart_when_the_model_says_so(monkeypatch):
     (the detached concats and linear are erased: the weights have no stray uses)."""
     from solder import costmodel
     from solder.compiler import ir
-    from solder.compiler.pipeline import run_pipeline
+    from solder.passes.pipeline import run_pipeline
 
     real = costmodel.estimate
 
@@ -183,7 +183,7 @@ def test_triton_plan_stacks_weights_once():
     """The Triton backend runs an argument-only concatenation as the shared held-once stack, not a kernel."""
     from solder.backends.triton.backend import plan_module as triton_plan
     from solder.compiler import ir
-    from solder.compiler.pipeline import run_pipeline
+    from solder.passes.pipeline import run_pipeline
     from solder.compiler.targets import get_target
 
     m = ir.parse("""func.func @forward(%w1: tensor<16x8xf32>, %w2: tensor<16x8xf32>, %x: tensor<4x8xf32>) -> (tensor<4x16xf32>, tensor<4x16xf32>) {

@@ -18,7 +18,7 @@ from solder.backends.reference import ReferenceBackend
 from solder.compiler.aten_table import TABLE
 from solder.compiler.capture import capture
 from solder.compiler.importer import import_program
-from solder.compiler.pipeline import run_pipeline
+from solder.passes.pipeline import run_pipeline
 
 PIPELINE = "canonicalize,cse,recognize-attention,canonicalize,cse,dce"
 B, H, T, D = 2, 4, 8, 16

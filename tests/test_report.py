@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from solder.compiler.report import backend_table
+from solder.report import backend_table
 
 
 class _Tuned:

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from solder import compile  # noqa: E402
-from solder.compiler import artifact  # noqa: E402
+from solder import artifact  # noqa: E402
 from solder.compiler.capture import KEEP_WHOLE, capture  # noqa: E402
 from solder.compiler.errors import VerifyError  # noqa: E402
 from solder.compiler.write_back import WRITES  # noqa: E402

@@ -20,7 +20,7 @@ from solder.compiler.sparse_attention import (  # noqa: E402
     OpSpec, SparseAttention, SparseAttentionError, call_layouts, density, head_masks, mask_mod_blocks,
     to_csr, token_mask, user_blocks, window_blocks,
 )
-from solder.compiler.sparse_calibrate import pipeline_passes  # noqa: E402
+from solder.sparse_calibrate import pipeline_passes  # noqa: E402
 from solder.passes.registry import parse  # noqa: E402
 from solder.passes.rewrite_sparse_attention import RewriteSparseAttentionPass  # noqa: E402
 
@@ -190,7 +190,7 @@ def test_calibrate_picks_within_budget_and_explains():
 
 
 def test_with_sparse_attention_inserts_before_fusion():
-    from solder.compiler.sparse_calibrate import with_sparse_attention
+    from solder.sparse_calibrate import with_sparse_attention
 
     sa = SparseAttention(policy="window", block=64)
     names = [p.name for p in with_sparse_attention("canonicalize,cse,fuse-ops,dce", sa)]
@@ -203,7 +203,7 @@ def test_with_sparse_attention_inserts_before_fusion():
 
 
 def _cli(tmp_path, pipeline, *extra):
-    from solder.compiler import cli
+    from solder import cli
 
     src = tmp_path / "attn.mlir"
     if not src.exists():
@@ -356,7 +356,7 @@ class DeepAttn(nn.Module):
 
 
 def test_output_drift_and_its_bound():
-    from solder.compiler.sparse_calibrate import drift_bound, output_drift
+    from solder.sparse_calibrate import drift_bound, output_drift
 
     dense = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     moved = torch.tensor([[3.0, 4.0], [0.0, 5.0]])
@@ -367,7 +367,7 @@ def test_output_drift_and_its_bound():
 
 
 def test_calibrate_backs_off_until_the_end_to_end_drift_is_within_the_bound():
-    from solder.compiler.sparse_calibrate import calibrate, drift_bound, output_drift
+    from solder.sparse_calibrate import calibrate, drift_bound, output_drift
 
     torch.manual_seed(0)
     model = DeepAttn().eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import solder
-from solder.compiler import speed_guard
+from solder import speed_guard
 from solder.compiler.errors import OptionError
 
 pytestmark = pytest.mark.speed_guard

@@ -15,7 +15,7 @@ from solder.compiler.aten_table import TABLE
 from solder.compiler.capture import capture
 from solder.compiler.errors import ImportError_, IRParseError
 from solder.compiler.importer import import_program
-from solder.compiler.pipeline import run_pipeline
+from solder.passes.pipeline import run_pipeline
 from solder.compiler.torch_mlir_import import import_torch_mlir, import_torch_mlir_with_state
 from examples.models import get
 

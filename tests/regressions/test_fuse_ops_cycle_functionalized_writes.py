@@ -15,7 +15,7 @@ import logging
 import pytest
 
 from solder.compiler import ir
-from solder.compiler.pipeline import run_pipeline
+from solder.passes.pipeline import run_pipeline
 
 BUG = "passes/fusion_plan.py: kernels planned for a functionalized graph with slice_scatter externs form a cycle"
 

@@ -1,0 +1,68 @@
+"""Never a crash: a signature whose compile or first run fails runs eagerly, with one warning saying why;
+compile(strict=True) raises instead."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import solder
+from solder.compiler.errors import OptionError
+from solder.runtime import EagerFallbackWarning
+
+pytestmark = pytest.mark.eager_fallback
+
+
+class DataDependent(torch.nn.Module):
+    """Branches on a tensor's value: torch.export cannot capture it."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+
+def test_a_capture_failure_runs_eagerly_with_one_warning():
+    cm = solder.compile(DataDependent().eval(), target="cpu")
+    x = torch.ones(4)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        outs = [cm(x), cm(-x), cm(x)]
+    assert torch.equal(outs[0], x * 2) and torch.equal(outs[1], -x - 1) and torch.equal(outs[2], x * 2)
+    fallbacks = [m for m in w if issubclass(m.category, EagerFallbackWarning)]
+    assert len(fallbacks) == 1, [str(m.message) for m in w]
+    assert "compiling for inputs [(4,):float32] failed" in str(fallbacks[0].message)
+    assert "strict=True" in str(fallbacks[0].message)
+    assert cm.compile_count == 1, "a failed signature is not compiled again"
+
+
+def test_strict_raises_the_failure():
+    cm = solder.compile(DataDependent().eval(), target="cpu", strict=True)
+    with pytest.raises(Exception, match="torch.export could not capture|data-dependent|Could not guard"):
+        cm(torch.ones(4))
+
+
+def test_a_failing_first_run_falls_back_and_drops_the_program():
+    model = torch.nn.Linear(4, 4).eval()
+    cm = solder.compile(model, target="cpu", speed_guard=False)
+    x = torch.randn(2, 4)
+    cm(x)  # compiles and runs
+    (sp,) = cm.specializations.values()
+    sp.proven = False
+
+    def broken(tensors):
+        raise RuntimeError("kernel launch failed")
+
+    sp.program.run = broken
+    with pytest.warns(EagerFallbackWarning, match="running the compiled program .* failed .*kernel launch failed"):
+        out = cm(x)
+    torch.testing.assert_close(out, model(x))
+    assert not cm.specializations
+    torch.testing.assert_close(cm(x), model(x))  # eager from now on, no second warning needed
+
+
+def test_bad_strict_option_is_refused():
+    with pytest.raises(OptionError, match=r"strict='no'"):
+        solder.compile(torch.nn.Linear(2, 2), target="cpu", strict="no")
