@@ -304,6 +304,12 @@ def main(argv=None) -> int:
     selected = [c for c in all_cases if not only or c.name in only]
     default = torch.get_num_threads()  # torch's own default: what a user who sets nothing gets
     threads = [default if t == "all" else int(t) for t in args.threads.split(",")] if args.target == "cpu" else [0]
+    meta = {"target": args.target, "device": device_line(args.target), "date": datetime.date.today().isoformat(),
+            "commit": commit(), "torch": torch.__version__, "python": platform.python_version(),
+            "repeats": args.repeats}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.target}-{meta['date']}"
     rows = []
     for n in threads:
         if n:
@@ -318,13 +324,8 @@ def main(argv=None) -> int:
             row["threads"] = n
             rows.append(row)
             tqdm.write(_line(row))
-    meta = {"target": args.target, "device": device_line(args.target), "date": datetime.date.today().isoformat(),
-            "commit": commit(), "torch": torch.__version__, "python": platform.python_version(),
-            "repeats": args.repeats}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.target}-{meta['date']}"
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            # after every case, so a run stopped at a time limit keeps what it measured
+            (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     md = write_markdown(meta, rows, out / f"{stem}.md")
     write_plots(meta, rows, out / stem)
     print(md)
