@@ -121,13 +121,15 @@ def _writable(d: Path) -> bool:
 
 
 def _make_dirs(root: Path, d: Path) -> None:
-    """Create `d` and its missing parents, up to and including `root`, not writable by group or others."""
+    """Create `d` and its missing parents, up to and including `root`, not writable by group or others (and the
+    folders above `root`, such as a new venv's share/solder, where they are missing)."""
     missing = []
     while not d.exists():
         missing.append(d)
         if d == root or d == d.parent:
             break
         d = d.parent
+    root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     for m in reversed(missing):
         try:
             m.mkdir(mode=0o755)

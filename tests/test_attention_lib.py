@@ -235,3 +235,10 @@ def test_bf16_inputs_run_on_the_f32_prebuilt_kernel(use_library):
     assert out.dtype == torch.bfloat16 and prog.kernels[0]["route"].startswith(A.LIB_ROUTE)
     ref = eager_attention(q.float(), k.float(), v.float(), scale=0.2, causal=True)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_build_creates_a_library_folder_whose_parents_are_missing(tmp_path):
+    """A fresh venv has no share/solder yet: the set-up's build must create it (it failed on a clean clone)."""
+    root = tmp_path / "venv" / "share" / "solder" / "cpu-lib" / "fp"
+    assert L.build(root, variants=L.PREBUILT[:1], quiet=True) == 1
+    assert L.build(root, variants=L.PREBUILT[:1], quiet=True) == 0  # kept, not rebuilt
