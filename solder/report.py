@@ -6,13 +6,14 @@
 A kernel is a dict with `kernel_id`, `ops` (op names, or one string), `reason`, `est_seconds`,
 `est_parts_seconds` and optionally `measured_seconds` (a backend that timed the kernel adds it).
 `kernels_of(module)` reads those dicts from the `graph.kernel` ops of a module; backends may pass
-richer dicts of their own to `kernel_table`.
+richer dicts of their own to `kernel_table`. `explain(compiled)` is the whole text of `CompiledModule.explain()`.
 """
 
 from __future__ import annotations
 
 from xdsl.ir import Operation
 
+from solder.compiler import ir
 from solder.compiler.dialects import graph as g
 
 _SKIP = (g.YieldOp, g.ConstantOp)
@@ -101,4 +102,52 @@ def backend_table(steps: list[dict]) -> str:
         elif tuned is not None:
             line += "  [autotune: decided on the first CUDA call]"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def explain(compiled) -> str:
+    """`compiled.explain()`: the pipeline that ran, timings, fallbacks and the IR of every compiled input signature."""
+    if not compiled.specializations:
+        return f"{compiled.name}: not compiled yet (compilation happens on the first call)"
+    lines = []
+    for sp in compiled.specializations.values():
+        shapes = ", ".join(f"{tuple('?' if n == -1 else n for n in k[1])}:{str(k[2]).removeprefix('torch.')}"
+                           for k in sp.key[1] if k[0] == "T")
+        lines.append(f"== {compiled.name} [{shapes}] target={compiled.options.target.name} "
+                     f"backend={compiled.options.target.backend}")
+        if sp.binding is not None and sp.binding.symbols:
+            lines.append("dynamic: " + ", ".join(
+                f"{s.name} in [{s.lo}, {'inf' if s.hi is None else s.hi}] (example {s.hint})"
+                for s in sp.binding.symbols.values()))
+            if sp.program.dynamic:
+                lines.append(sp.program.dynamic)
+            if sp.program.sizes is not None:
+                lines.append(f"backend code compiled per size, for {len(sp.program.sizes)} size(s): "
+                             + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))
+        lines.append("compile: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sp.seconds.items()))
+        if sp.speed is not None:
+            lines.append(sp.speed.describe())
+        lines.append(f"pipeline: {sp.pipeline.pipeline}")
+        models = sp.pipeline.cost_models
+        if models:
+            same = len(set(models.values())) == 1
+            lines.append("cost model: " + (next(iter(models.values())) if same else
+                                           "; ".join(f"{k}: {v}" for k, v in models.items())))
+        for name, s in sp.pipeline.timings:
+            lines.append(f"  {name:<28} {s * 1e3:8.2f} ms")
+        if sp.decomposed:
+            lines.append("decomposed at capture (no importer entry): " + ", ".join(sp.decomposed))
+        if sp.imported.externs:
+            lines.append("eager fallbacks (graph.extern): " + ", ".join(sp.imported.externs))
+        if sp.writes:
+            lines.append("written back after each call (in place, as eager does): " + ", ".join(
+                f"result {r} -> {sp.imported.args[a].kind} {sp.imported.args[a].name}" for r, a in sp.writes)
+                + "; verify=True runs the compiled and the eager call on the same starting values")
+        if sp.program.fallbacks:
+            lines.append("ops the backend did not lower (ran on the reference backend): " +
+                         ", ".join(sp.program.fallbacks))
+        lines.append(kernel_table(kernels_of(sp.imported.module)))
+        if sp.program.kernels:
+            lines.append(backend_table(sp.program.kernels))
+        lines.append(sp.ir_text or ir.print_ir(sp.imported.module))
     return "\n".join(lines)

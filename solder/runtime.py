@@ -28,7 +28,7 @@ import torch.utils._pytree as pytree
 from xdsl.passes import ModulePass
 
 from solder.backends.base import Program
-from solder import artifact_save, call_checks
+from solder import artifact_save, call_checks, report
 from solder.compiler import ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
@@ -609,52 +609,7 @@ class CompiledModule:
     # ---- explaining ----------------------------------------------------------------------------
     def explain(self) -> str:
         """The pipeline that ran, timings, fallbacks and the IR of every compiled input signature."""
-        if not self.specializations:
-            return f"{self.name}: not compiled yet (compilation happens on the first call)"
-        lines = []
-        for sp in self.specializations.values():
-            shapes = ", ".join(f"{tuple('?' if n == -1 else n for n in k[1])}:{str(k[2]).removeprefix('torch.')}"
-                               for k in sp.key[1] if k[0] == "T")
-            lines.append(f"== {self.name} [{shapes}] target={self.options.target.name} "
-                         f"backend={self.options.target.backend}")
-            if sp.binding is not None and sp.binding.symbols:
-                lines.append("dynamic: " + ", ".join(
-                    f"{s.name} in [{s.lo}, {'inf' if s.hi is None else s.hi}] (example {s.hint})"
-                    for s in sp.binding.symbols.values()))
-                if sp.program.dynamic:
-                    lines.append(sp.program.dynamic)
-                if sp.program.sizes is not None:
-                    lines.append(f"backend code compiled per size, for {len(sp.program.sizes)} size(s): "
-                                 + "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in sp.program.sizes))
-            lines.append("compile: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in sp.seconds.items()))
-            if sp.speed is not None:
-                lines.append(sp.speed.describe())
-            lines.append(f"pipeline: {sp.pipeline.pipeline}")
-            models = sp.pipeline.cost_models
-            if models:
-                same = len(set(models.values())) == 1
-                lines.append("cost model: " + (next(iter(models.values())) if same else
-                                               "; ".join(f"{k}: {v}" for k, v in models.items())))
-            for name, s in sp.pipeline.timings:
-                lines.append(f"  {name:<28} {s * 1e3:8.2f} ms")
-            if sp.decomposed:
-                lines.append("decomposed at capture (no importer entry): " + ", ".join(sp.decomposed))
-            if sp.imported.externs:
-                lines.append("eager fallbacks (graph.extern): " + ", ".join(sp.imported.externs))
-            if sp.writes:
-                lines.append("written back after each call (in place, as eager does): " + ", ".join(
-                    f"result {r} -> {sp.imported.args[a].kind} {sp.imported.args[a].name}" for r, a in sp.writes)
-                    + "; verify=True runs the compiled and the eager call on the same starting values")
-            if sp.program.fallbacks:
-                lines.append("ops the backend did not lower (ran on the reference backend): " +
-                             ", ".join(sp.program.fallbacks))
-            from solder.report import backend_table, kernel_table, kernels_of
-
-            lines.append(kernel_table(kernels_of(sp.imported.module)))
-            if sp.program.kernels:
-                lines.append(backend_table(sp.program.kernels))
-            lines.append(sp.ir_text or ir.print_ir(sp.imported.module))
-        return "\n".join(lines)
+        return report.explain(self)
 
 
 def _input_binding(imported: Imported):
