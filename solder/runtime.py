@@ -28,11 +28,11 @@ import torch.utils._pytree as pytree
 from xdsl.passes import ModulePass
 
 from solder.backends.base import Program
-from solder import artifact_save, call_checks, report
+from solder import artifact_save, call_checks, localize, report
 from solder.compiler import ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
-from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning, VerifyError
+from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning
 from solder.compiler.importer import Imported, import_program
 from solder.passes.pipeline import PipelineRun, cost_model_option, run_pipeline
 from solder.speed_guard import SpeedGuard
@@ -554,53 +554,8 @@ class CompiledModule:
         return sp
 
     def _verified_run(self, sp: Specialization, args, kwargs):
-        """A call compared with eager (`verify=True`). Each in-place update happens once: the compiled run's
-        writes are kept aside and undone, eager then runs on the inputs and buffers as they were and makes
-        them, and the compiled ones are compared with eager's (as the outputs are)."""
-        inputs = self._inputs(sp, args, kwargs)
-        tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
-        with torch.no_grad():
-            before = {a: tensors[a].clone() for _, a in sp.writes}
-            out = self._execute(sp, inputs)
-            after = {a: tensors[a].clone() for a in before}
-            for a, t in before.items():
-                tensors[a].copy_(t)
-            ref = self.model(*args, **kwargs)
-        written = {f"written {sp.imported.args[a].kind} {sp.imported.args[a].name}": (after[a], tensors[a])
-                   for a in after}
-        pairs = list(zip(pytree.tree_leaves(out), pytree.tree_leaves(ref)))
-        for what, (a, b) in [(f"output {i}", p) for i, p in enumerate(pairs)] + list(written.items()):
-            if not isinstance(b, torch.Tensor):
-                continue
-            atol, rtol = _dtype_tolerance(b.dtype)
-            if a.shape != b.shape or not torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol, equal_nan=True):
-                err = (a.float() - b.float()).abs().max().item() if a.shape == b.shape else "shape"
-                where = self._localize(sp, args, kwargs, atol, rtol, before)
-                raise VerifyError(f"{self.name}: {what} differs from eager (max abs error {err}, "
-                                  f"tolerance atol={atol} rtol={rtol}). {where}")
-        return out
-
-    def _localize(self, sp, args, kwargs, atol, rtol, before: dict | None = None) -> str:
-        """Which kernel is wrong: each top-level op re-run alone against the reference backend (on the
-        mutated arguments' values from `before` the call)."""
-        from solder.backends.registry import get_backend
-        from solder.localize import first_bad_kernel
-
-        inputs = self._inputs(sp, args, kwargs)
-        tensors = sp.state + [inputs[i] for i in sp.imported.input_positions]
-        tensors = [(before or {}).get(a, t) for a, t in enumerate(tensors)]
-        module = sp.imported.module
-        if sp.binding is not None and sp.binding.symbols:  # op by op needs static sizes: this call's
-            from solder.compiler.dialects import symbolic
-
-            module = symbolic.instantiate(module, sp.binding([inputs[i] for i in sp.imported.input_positions]))
-        with torch.no_grad():
-            culprit = first_bad_kernel(module, tensors, get_backend(self.options.target.backend), self.options.target,
-                                       atol, rtol)
-        if culprit is None:
-            return "Every kernel matches the reference backend on its own; the error accumulates across kernels."
-        return (f"The first kernel that differs is top-level op #{culprit.index} ({culprit.name}, max abs error "
-                f"{culprit.max_error:.3g} against the reference backend):\n{culprit.ir_text}")
+        """A call compared with eager (`verify=True`): localize.verified_run."""
+        return localize.verified_run(self, sp, args, kwargs, _dtype_tolerance)
 
     def save(self, path) -> None:
         """Write the compiled specializations (IR, generated sources, weights) to `path`; `solder.load` reads it."""
