@@ -30,7 +30,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("costmodel", ("solder.costmodel",)),
     ("passes", ("solder.passes",)),
     ("lowering", ("solder.backends.base", "solder.backends.registry", "solder.backends.routes",
-                  "solder.backends.weights", "solder.backends.cache_files", "solder.backends.coverage")),
+                  "solder.backends.weights", "solder.backends.cache_files", "solder.backends.coverage",
+                  "solder.backends.lowering")),
     ("backends", ("solder.backends",)),
     ("api", ("solder",)),  # solder/: compile(), the runtime, artifacts, the CLI, the dynamo backend
 ]

@@ -47,6 +47,7 @@ from solder.backends.cpu.plan import (  # noqa: F401  (Plan, Step: re-exported f
     _to_nhwc,
 )
 from solder.backends.cpu.runner import build_runner, compile_plan
+from solder.backends.lowering.library import LIBRARY_CALLS, library_call
 from solder.backends.reference import OPS
 from solder.compiler.ir import forward_func
 from solder.backends.routes import Route
@@ -171,6 +172,8 @@ class _Planner:
             absorbed = self.absorb(list(op.operands))
             ops = sorted(absorbed + [op], key=self.order.__getitem__)
             self.steps.append(self.mlir(ops, [op]))
+        elif library_call(op, "cpu") is not None:
+            self.steps.append(self.library(op))
         else:
             self.steps.append(self.step(Route.EAGER, "reference", [op], note="no CPU lowering"))
 
@@ -197,7 +200,7 @@ class _Planner:
                 run.append(op)
             elif op.has_trait(Attention):
                 self.steps.append(self.attention(op, kid))
-            elif isinstance(op, LIBRARY):
+            elif isinstance(op, LIBRARY) or library_call(op, "cpu") is not None:
                 self.steps.append(self.library(op, kid))
             else:
                 self.steps.append(self.step(Route.EAGER, "reference", [op], kernel_id=kid, note="no CPU lowering"))
@@ -418,6 +421,9 @@ def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
 
 
 def _library_route(op: Operation) -> str:
+    call = library_call(op, "cpu")
+    if call is not None and not isinstance(op, LIBRARY):
+        return call.route
     if isinstance(op, g.LinearOp):
         return "library: torch.addmm" if op.bias is not None else "library: torch.mm"
     return {g.MatmulOp: "library: torch.matmul", g.ConvOp: "library: torch.conv",
@@ -455,7 +461,7 @@ class CpuBackend(Backend):
         shape) and send that kernel to the reference backend; explain() says so per kernel."""
         if cls.has_trait(Attention) or cls in LOWERINGS:
             return Route.GENERATED
-        if issubclass(cls, LIBRARY):
+        if issubclass(cls, LIBRARY) or "cpu" in getattr(LIBRARY_CALLS.get(cls), "targets", ()):
             return Route.LIBRARY
         return Route.EAGER if cls in OPS else None
 

@@ -24,6 +24,7 @@ from xdsl.ir import Operation, SSAValue
 
 from solder.backends.cpu import symdims, threads
 from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
+from solder.backends.lowering.library import library_call
 from solder.backends.reference import OPS, attention_reference
 from solder.backends.weights import Stack
 from solder.backends.routes import Route
@@ -37,6 +38,9 @@ _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
 
 
 def _library_fn(op: Operation):
+    call = library_call(op, "cpu")
+    if call is not None:
+        return call.make(op)
     if isinstance(op, g.ConcatOp):  # the planner's HOISTED steps: stacked weights
         return Stack(_concat_dim(op))
     if _is_conv2d(op):

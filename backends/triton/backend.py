@@ -32,6 +32,7 @@ from solder.compiler.targets import get_target
 from solder.backends.routes import Route, StepKind
 from solder.backends.triton import codegen, launch
 from solder.backends.weights import Stack
+from solder.backends.lowering.library import LIBRARY_CALLS, library_call
 from solder.backends.triton.emit import EMITTERS, Unsupported, is_free, is_row_op
 from solder.backends.triton.library import (  # noqa: F401  (re-exported: tests and codegen import some)
     TEMPLATE_OPS,
@@ -253,6 +254,9 @@ class _Planner:
             return self.add(Step(kind, name, ins, outs, fn, [op.name], pos, est))
         if type(op) in EMITTERS and self.try_generate([op], self.outputs([op]), pos, est):
             return
+        call = library_call(op, self.target.name)
+        if call is not None:
+            return self.add(Step(StepKind.EXTERN, call.route, ins, outs, call.make(op), [op.name], pos, est))
         self.fallback(op, ins, outs, pos, est)
 
     def fallback(self, op, ins, outs, pos, est) -> None:
@@ -342,7 +346,7 @@ class TritonBackend(Backend):
         back, and the program's `fallbacks` say so."""
         if cls in EMITTERS:
             return Route.GENERATED
-        if issubclass(cls, TEMPLATE_OPS):
+        if issubclass(cls, TEMPLATE_OPS) or "h100" in getattr(LIBRARY_CALLS.get(cls), "targets", ()):
             return Route.LIBRARY
         return Route.EAGER if cls in REFERENCE_OPS else None
 
