@@ -27,6 +27,7 @@ PASSES: dict[str, tuple[str, str]] = dict(sorted({
     "fuse-blocks": ("solder.passes.fuse_blocks", "FuseBlocksPass"),
     "fuse-ops": ("solder.passes.fuse_ops", "FuseOpsPass"),
     "merge-linears": ("solder.passes.merge_linears", "MergeLinearsPass"),
+    "plan-memory": ("solder.passes.plan_memory", "PlanMemoryPass"),
     "recognize-attention": ("solder.passes.recognize_attention", "RecognizeAttentionPass"),
     "rewrite-sparse-attention": ("solder.passes.rewrite_sparse_attention", "RewriteSparseAttentionPass"),
 }.items()))

@@ -14,7 +14,8 @@ import torch
 from solder.backends.cpu.backend import plan_module
 from solder.backends.cpu.runner import build_runner, compile_plan
 from solder.backends.reference import OPS
-from solder.backends.routes import Route, StepKind
+from solder.backends.lowering.steps import StepKind
+from solder.backends.routes import Route
 from solder.compiler import ir
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import traits as T
@@ -32,6 +33,8 @@ ALLOWED = {
     "graph.assumes": "the artifact's recorded size assumptions",
     "graph.from_buffer": "buffer facts: an argument that holds a module buffer",
     "graph.writes": "write-back: the in-place writes an argument receives",
+    "graph.buffers": "plan-memory: the pooled buffer of each result of a launch",
+    "graph.buffer_bytes": "plan-memory: the size of each pooled buffer",
 }
 FACTS = (T.Elementwise, T.Layout, T.Source, T.Reduction, T.Anchor, T.Attention, T.Activation, T.Transcendental)
 

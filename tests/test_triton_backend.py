@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from solder.backends.reference import ReferenceBackend  # noqa: E402
 from solder.backends.triton.backend import TritonBackend, plan_module  # noqa: E402
 from solder.backends.triton.backend import emit_module  # noqa: E402
-from solder.backends.triton.launch import plan_buffers  # noqa: E402
+from solder.backends.lowering.executor import Executor  # noqa: E402
 from solder.compiler import ir  # noqa: E402
 from solder.compiler.dialects.types import shape_of, torch_dtype  # noqa: E402
 from solder.compiler.targets import get_target  # noqa: E402
@@ -275,8 +275,8 @@ CHAIN = func("%a: tensor<64xf32>", "tensor<64xf32>", """
 
 def test_buffers_are_reused_along_a_chain():
     plan = plan_module(ir.parse(CHAIN), H100)
-    assign, sizes = plan_buffers(plan.steps, plan.results)
-    assert len(assign) == 4 and len(sizes) == 2  # four intermediates ping-pong between two buffers
+    buffers = Executor(plan.steps, plan.args, plan.results, lambda ctx: []).plan(None)
+    assert len(buffers.assign) == 4 and len(buffers.sizes) == 2  # four intermediates ping-pong between two buffers
     assert check(CHAIN).fallbacks == []
 
 

@@ -13,8 +13,9 @@ op) becomes one step:
 
 A kernel group that cannot become one kernel is split (anchor, prologue, epilogue; then single ops),
 never a crash. Top-level layout ops that only generated kernels read cost nothing; others run as
-torch views. The launch list runs on the inputs' device (`launch.LaunchList`): under
-`TRITON_INTERPRET=1` on CPU tensors, on CUDA under a CUDA graph.
+torch views. Region flattening, the step type, views and the executor (buffers, sizes, CUDA graphs) are
+the shared lowering layer's (backends/lowering/); launch.py turns steps into launches. The launch list
+runs on the inputs' device: under `TRITON_INTERPRET=1` on CPU tensors, on CUDA under a CUDA graph.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from xdsl.dialects import func
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from solder.backends.base import Backend, Program, per_size
 from solder.backends.reference import OPS as REFERENCE_OPS
 from solder.compiler.ir import forward_func
 from solder.compiler.targets import get_target
-from solder.backends.routes import Route, StepKind
-from solder.backends.triton import codegen, launch
+from solder.backends.lowering.steps import StepKind
+from solder.backends.routes import Route
+from solder.backends.triton import codegen
+from solder.backends.triton.launch import build_launches, check_device
+from solder.backends.lowering.executor import Executor
+from solder.backends.lowering.flat import Flat
+from solder.backends.lowering import steps as shared
 from solder.backends.weights import Stack
 from solder.backends.lowering.library import LIBRARY_CALLS, library_call
 from solder.backends.triton.emit import EMITTERS, Unsupported, is_free, is_row_op
@@ -56,17 +61,10 @@ _log = log.get("backend")
 
 
 @dataclass
-class Step:
-    """One entry of the launch list; `fn` is None for generated kernels until the module is imported."""
+class Step(shared.Step):
+    """A launch-list entry (backends/lowering/steps.py); `fn` is None for generated kernels until the module
+    is imported."""
 
-    kind: StepKind
-    name: str
-    ins: list[SSAValue]
-    outs: list[SSAValue]
-    fn: Callable | None = None
-    ops: list[str] = field(default_factory=list)
-    pos: tuple = ()
-    est: float | None = None
     needs_device: bool = False
     sizes: list[str] = field(default_factory=list)
     """A size-generic kernel's size expressions (its launcher's trailing arguments)."""
@@ -89,74 +87,32 @@ class Plan:
 
 class _Planner:
     def __init__(self, module, target, gemm: str):
-        self.fn = forward_func(module)
-        self.block = self.fn.body.block
+        self.flat = Flat(module)
+        self.fn, self.block = self.flat.fn, self.flat.block
         self.target, self.gemm = target, gemm
-        self.alias: dict[SSAValue, SSAValue] = {}
-        self.users: dict[SSAValue, list[Operation]] = {}
-        self.results: list[SSAValue] = []
+        self.canon, self.outputs, self.users = self.flat.canon, self.flat.outputs, self.flat.users
+        self.results = self.flat.results
         self.steps: list[Step] = []
         self.gen: list[codegen.GenKernel] = []
         self.fallbacks: list[str] = []
         self.dynamic = bool(symbolic.symbols(self.fn))
         self.hints = symbolic.hints(self.fn)
         self.per_size: list[tuple[str, str]] = []
-        self._index()
-
-    # ---- value bookkeeping ------------------------------------------------------------------------
-    def _index(self) -> None:
-        self.position = {op: i for i, op in enumerate(self.block.ops)}
-        for op in self.block.ops:
-            if isinstance(op, g.KernelOp):
-                body = op.body.block
-                self.alias.update(zip(body.args, op.inputs))
-                self.alias.update(zip(op.outputs, body.last_op.operands))
-        for op in self.all_ops():
-            for v in op.operands:
-                self.users.setdefault(self.canon(v), []).append(op)
-        self.results = [self.canon(v) for v in self.block.last_op.operands]
-
-    def all_ops(self):
-        for op in self.block.ops:
-            if isinstance(op, g.KernelOp):
-                yield from (o for o in op.body.block.ops if not isinstance(o, g.YieldOp))
-            elif not isinstance(op, func.ReturnOp):
-                yield op
-
-    def canon(self, v: SSAValue) -> SSAValue:
-        while v in self.alias:
-            v = self.alias[v]
-        return v
 
     def free(self, op: Operation) -> bool:
-        return is_free(op) and op.parent_block() is self.block
-
-    def outputs(self, ops: list[Operation]) -> list[SSAValue]:
-        """Results of `ops` read outside the group or returned."""
-        inside = set(ops)
-        outs = []
-        for op in ops:
-            for r in op.results:
-                if r in self.results or any(u not in inside for u in self.users.get(r, [])):
-                    outs.append(r)
-        return outs
+        return is_free(op) and self.flat.top_level(op)
 
     # ---- planning --------------------------------------------------------------------------------
     def run(self) -> Plan:
-        for i, op in enumerate(self.block.ops):
-            if isinstance(op, func.ReturnOp) or self.free(op):
+        for i, (ops, kop) in enumerate(self.flat.groups()):
+            if kop is None and self.free(ops[0]):
                 continue
-            if isinstance(op, g.KernelOp):
-                ops = [o for o in op.body.block.ops if not isinstance(o, g.YieldOp)]
-                est = _attr_float(op, "est_seconds")
-                self.lower_group(ops, (i,), est)
-            else:
-                self.lower_group([op], (i,), None)
-        self._materialize_views()
+            self.lower_group(ops, (i,), _attr_float(kop, "est_seconds") if kop is not None else None)
         self.steps.sort(key=lambda s: s.pos)
+        self.steps = shared.with_views(self.steps, self.flat, self.view_step)
         source = codegen.HEADER.format(target=self.target.name) + "".join("\n\n" + k.source for k in self.gen)
         source += "\n\n" + launch_list_comment(self.steps)
-        kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": s.ops, "est_seconds": s.est,
+        kernels = [{"id": n, "name": s.name, "kind": s.kind, "ops": [o.name for o in s.ops], "est_seconds": s.est,
                     "autotune": s.fn if isinstance(s.fn, Autotuned) else None}
                    for n, s in enumerate(st for st in self.steps if st.kind is not StepKind.VIEW)]
         return Plan(self.steps, [self.canon(a) for a in self.block.args], self.results, source,
@@ -169,8 +125,8 @@ class _Planner:
         stacks = [op for op in ops if self.stacks_weights(op)]
         if stacks:  # before the rest of the group, which then reads the stack like any argument
             for j, op in enumerate(stacks):
-                self.add(Step(StepKind.EXTERN, "stacked weights", [self.canon(v) for v in op.operands],
-                              [self.canon(r) for r in op.results], Stack(0), [op.name], pos + (-1, j), None))
+                self.add(Step(StepKind.HOISTED, "stacked weights", [self.canon(v) for v in op.operands],
+                              [self.canon(r) for r in op.results], Stack(0), [op], pos + (-1, j), None))
             rest = [op for op in ops if op not in stacks]
             return self.lower_group(rest, pos + (0,), est) if rest else None
         outs = self.outputs(ops)
@@ -232,16 +188,19 @@ class _Planner:
         return k, PerSizeKernel(self.target, name, ops, outs, k.inputs, self.canon, self.free)
 
     def view(self, op: Operation, pos: tuple) -> None:
+        self.add(self.view_step(op, pos))
+
+    def view_step(self, op: Operation, pos: tuple = ()) -> Step:
         fn, needs_device = view_fn(op)
-        ins = [self.canon(o) for o in op.operands]
-        self.add(Step(StepKind.VIEW, op.name, ins, [op.results[0]], fn, [op.name], pos, None, needs_device))
+        return Step(StepKind.VIEW, op.name, self.flat.operands(op), [op.results[0]], fn, [op], pos, None,
+                    needs_device=needs_device)
 
     def stacks_weights(self, op: Operation) -> bool:
         """A concatenation along dim 0 of function arguments (merge-linears' stacked weights): made once and
         held as the parameters' storage (backends/weights.py), not copied per call."""
         if not isinstance(op, g.ConcatOp) or op.dim.value.data not in (0, -len(dims_of(op.results[0].type))):
             return False
-        return all(self.canon(v) in self.block.args for v in op.operands)
+        return all(self.canon(v) in self.flat.args for v in op.operands)
 
     def lower_single(self, op: Operation, pos: tuple, est) -> None:
         if is_free(op):
@@ -251,12 +210,12 @@ class _Planner:
         made = template_step(op, ins, self)
         if made is not None:
             kind, name, fn, ins = made
-            return self.add(Step(kind, name, ins, outs, fn, [op.name], pos, est))
+            return self.add(Step(kind, name, ins, outs, fn, [op], pos, est))
         if type(op) in EMITTERS and self.try_generate([op], self.outputs([op]), pos, est):
             return
         call = library_call(op, self.target.name)
         if call is not None:
-            return self.add(Step(StepKind.EXTERN, call.route, ins, outs, call.make(op), [op.name], pos, est))
+            return self.add(Step(StepKind.EXTERN, call.route, ins, outs, call.make(op), [op], pos, est))
         self.fallback(op, ins, outs, pos, est)
 
     def fallback(self, op, ins, outs, pos, est) -> None:
@@ -273,7 +232,7 @@ class _Planner:
             raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
                                       f"implementation")
         self.fallbacks.append(f"{op.name}: {reason} (runs eagerly through the reference backend)")
-        self.add(Step(kind, op.name, ins, outs, factory(op), [op.name], pos, est))
+        self.add(Step(kind, op.name, ins, outs, factory(op), [op], pos, est))
 
     def try_gemm_epilogue(self, anchor, rest, before, pos, est) -> bool:
         if before or anchor.has_trait(Attention):  # the epilogue template is a GEMM's
@@ -282,22 +241,8 @@ class _Planner:
         if made is None:
             return False
         name, fn, ins, out = made
-        self.add(Step(StepKind.TEMPLATE, name, ins, [out], fn, [anchor.name] + [o.name for o in rest], pos, est))
+        self.add(Step(StepKind.TEMPLATE, name, ins, [out], fn, [anchor, *rest], pos, est))
         return True
-
-    def _materialize_views(self) -> None:
-        """Top-level layout ops / constants whose result a non-generated step needs as a tensor."""
-        need = [v for s in self.steps for v in s.ins] + list(self.results)
-        done = set()
-        while need:
-            v = need.pop()
-            op = v.owner if isinstance(v, OpResult) else None
-            if v in done or op is None or not self.free(op):
-                continue
-            done.add(v)
-            ins = [self.canon(o) for o in op.operands]
-            self.view(op, (self.position[op],))
-            need += ins
 
 
 def launch_list_comment(steps: list[Step]) -> str:
@@ -305,11 +250,13 @@ def launch_list_comment(steps: list[Step]) -> str:
     lines = ["# launch list (views are free; kN are the kernels above):"]
     for s in steps:
         if s.kind is not StepKind.VIEW:
-            lines.append(f"#   {s.name:<28} {s.kind:<10} {', '.join(s.ops)}")
+            lines.append(f"#   {s.name:<28} {s.kind:<10} {', '.join(o.name for o in s.ops)}")
     return "\n".join(lines) + "\n"
 
 
-def _attr_float(op: Operation, name: str) -> float | None:
+def _attr_float(op: Operation | None, name: str) -> float | None:
+    if op is None:
+        return None
     attr = op.attributes.get(name) or op.properties.get(name)
     try:
         return float(attr.value.data) if attr is not None else None
@@ -371,7 +318,8 @@ class TritonBackend(Backend):
                 if s.sizes:
                     s.fn = SizeGeneric(s.fn, s.sizes, _reference_group(s, plan.canon))
         if not is_dynamic_module(module):
-            runner = launch.LaunchList(plan.steps, plan.args, plan.results, cuda_graphs=self.cuda_graphs)
+            runner = Executor(plan.steps, plan.args, plan.results, build_launches, cuda_graphs=self.cuda_graphs,
+                              before_call=check_device(plan.steps))
             return Program(run=runner, source=plan.source, fallbacks=plan.fallbacks, kernels=plan.kernels)
         # one lowering for every size: size-generic kernels, templates reading sizes off their tensors,
         # and per binding only buffers, CUDA graphs and the kernels listed in plan.per_size
@@ -380,8 +328,8 @@ class TritonBackend(Backend):
         for s in plan.steps:
             if isinstance(s.fn, PerSizeKernel):
                 s.fn.compiled = sizes
-        runner = launch.DynamicLaunchList(plan.steps, plan.args, plan.results, symbolic.Binding.of(fn),
-                                           cuda_graphs=self.cuda_graphs)
+        runner = Executor(plan.steps, plan.args, plan.results, build_launches, binding=symbolic.Binding.of(fn),
+                          cuda_graphs=self.cuda_graphs, before_call=check_device(plan.steps))
         generic = sum(1 for s in plan.steps if s.sizes)
         note = (f"triton: one lowering serves every size of {', '.join(symbolic.symbols(fn))}: {generic} generated "
                 "kernel(s) take their sizes as arguments (grid, and XBLOCK / BLOCK_M / BLOCK_N / num_warps as "

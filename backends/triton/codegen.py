@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from solder.backends import cache_files
-from solder.backends.routes import StepKind
+from solder.backends.lowering.steps import StepKind
 from solder.backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters in EMITTERS)
 from solder.backends.triton.emit import (
     EMITTERS,
@@ -124,7 +124,7 @@ class GenKernel:
     source: str
     inputs: list[SSAValue]
     outputs: list[SSAValue]
-    ops: list[str] = field(default_factory=list)
+    ops: list[Operation] = field(default_factory=list)
     sizes: list[str] = field(default_factory=list)
     """For a size-generic kernel: the size expressions its launcher takes after the outputs."""
 
@@ -412,7 +412,7 @@ def _assemble(name, kind, k: KernelContext, outputs, body, grid, warps, ops, con
                      + [f"{c}={v}" for c, v in consts.items()] + [f"num_warps={warps}"])
     src += ["", "", f"def launch_{name}({', '.join(ins + outs + sizes)}):"] + [f"    {line}" for line in launch or []]
     src += [f"    {name}[({grid},)]({call})", ""]
-    return GenKernel(name, kind, "\n".join(src), list(k.inputs), list(outputs), [op.name for op in ops],
+    return GenKernel(name, kind, "\n".join(src), list(k.inputs), list(outputs), list(ops),
                      k.shapes.exprs)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from xdsl.ir import OpResult, SSAValue
 
 from solder.backends.reference import OPS as REFERENCE_OPS
-from solder.backends.routes import StepKind
+from solder.backends.lowering.steps import StepKind
 from solder.compiler import log
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.traits import Attention, Source
