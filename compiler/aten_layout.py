@@ -1,4 +1,5 @@
-"""Importer entries for layout and indexing ops (views, permutes, slices, concatenation, gathers).
+"""Importer entries for layout and indexing ops (views, permutes, slices, concatenation, gathers) and for the
+functionalized writes into them (fill, copy, slice/select scatter, scatter, index_put).
 
 Every view-like ATen op becomes one of `graph.reshape`, `graph.permute`, `graph.expand`,
 `graph.slice`, `graph.concat` or `graph.gather`; the result shapes come from the FX node's metadata.
@@ -265,3 +266,120 @@ def _diff(ctx, x, n=1, dim=-1, prepend=None, append=None):
     hi = _slice_to(ctx, v, d, 1, None, 1, part)
     lo = _slice_to(ctx, v, d, 0, total - 1, 1, part)
     return ctx.emit(g.SubOp(hi, lo, ctx.out_type()))
+
+
+# --------------------------------------------------------------------------------------------
+# Writes as values: functionalized in-place writes (`x[i] = v`, `buf.scatter_add_(...)`, `x[:, a:b] = v`)
+# --------------------------------------------------------------------------------------------
+
+
+@lower("aten.fill.Scalar", "aten.fill.Tensor")
+def _fill(ctx, x, value):
+    """A tensor of x's shape and dtype holding `value` (a scalar, or a 0-d tensor broadcast)."""
+    meta = ctx.meta()
+    if not isinstance(value, torch.fx.Node):
+        return ctx.constant(value, meta.dtype, tuple(meta.shape))
+    return _broadcast_to(ctx, ctx.cast(ctx.value(value), meta.dtype), ctx.out_type())
+
+
+@lower("aten.copy.default")
+def _copy(ctx, x, src, non_blocking=False):
+    """`x.copy_(src)` functionalized: src cast to x's dtype and broadcast to its shape."""
+    return _broadcast_to(ctx, ctx.cast(ctx.value(src), ctx.meta().dtype), ctx.out_type())
+
+
+def _broadcast_to(ctx, v, t):
+    return v if v.type == t else ctx.emit(g.ExpandOp(operands=[v], result_types=[t]))
+
+
+@lower("aten.slice_scatter.default")
+def _slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
+    shape = list(ctx.meta(x).shape)
+    d = _dim(dim, len(shape))
+    size = shape[d]
+    if not isinstance(size, int) or not all(b is None or isinstance(b, int) for b in (start, end)):
+        return NotImplemented  # a `?` dim or symbolic bounds: the slice's extent is known only at run time
+    start = 0 if start is None else (start + size if start < 0 else start)
+    end = size if end is None or end > size else (end + size if end < 0 else end)
+    start, end = max(0, min(start, size)), max(0, min(end, size))
+    end = max(start, end)
+    v, s = ctx.value(x), ctx.cast(ctx.value(src), ctx.meta().dtype)
+    if start == end:
+        return v
+    if (start, end, step) == (0, size, 1) and s.type == v.type:
+        return s
+    props = {"dim": g.int_attr(d), "start": g.int_attr(start), "end": g.int_attr(end), "step": g.int_attr(step)}
+    return ctx.emit(g.SliceScatterOp(operands=[v, s], properties=props, result_types=[ctx.out_type()]))
+
+
+@lower("aten.select_scatter.default")
+def _select_scatter(ctx, x, src, dim, index):
+    shape = list(ctx.meta(x).shape)
+    d = _dim(dim, len(shape))
+    if not isinstance(shape[d], int) or not isinstance(index, int):
+        return NotImplemented
+    index = index + shape[d] if index < 0 else index
+    s = _reshape_to(ctx, ctx.cast(ctx.value(src), ctx.meta().dtype), shape[:d] + [1] + shape[d + 1:])
+    props = {"dim": g.int_attr(d), "start": g.int_attr(index), "end": g.int_attr(index + 1), "step": g.int_attr(1)}
+    return ctx.emit(g.SliceScatterOp(operands=[ctx.value(x), s], properties=props, result_types=[ctx.out_type()]))
+
+
+_SCATTER_REDUCE = {None: "none", "add": "sum", "multiply": "prod", "sum": "sum", "prod": "prod", "mean": "mean",
+                   "amax": "amax", "amin": "amin"}
+
+
+@lower("aten.scatter.src", "aten.scatter.value", "aten.scatter.reduce", "aten.scatter.value_reduce",
+       "aten.scatter_add.default", "aten.scatter_reduce.two")
+def _scatter(ctx, x, dim, index, src, reduce=None, *, include_self=True):
+    if "scatter_add" in str(ctx.node.target):
+        reduce = "add"
+    if str(ctx.node.target) == "aten.scatter_reduce.two" and not isinstance(reduce, str):
+        return NotImplemented
+    rank, dt = _rank(ctx, x), ctx.meta().dtype
+    kind = _SCATTER_REDUCE.get(reduce)
+    if kind is None or rank == 0:
+        return NotImplemented
+    if isinstance(src, torch.fx.Node):
+        s = ctx.cast(ctx.value(src), dt)
+    else:  # scatter.value: one value written at every index
+        s = _broadcast_to(ctx, ctx.constant(src, dt), tensor_type(dims_of(ctx.value(index).type), torch_dtype_name(dt)))
+    props = {"dim": g.int_attr(_dim(dim, rank)), "reduce": StringAttr(kind)}
+    if not include_self:
+        props["exclude_self"] = UnitAttr()
+    return ctx.emit(g.ScatterOp(operands=[ctx.value(x), ctx.value(index), s], properties=props,
+                                result_types=[ctx.out_type()]))
+
+
+@lower("aten.index_put.default")
+def _index_put(ctx, x, indices, values, accumulate=False):
+    """x[indices] = values (+= with accumulate). One boolean mask and one value is a `graph.where`."""
+    pos = [i for i, t in enumerate(indices) if t is not None]
+    if not pos or _rank(ctx, x) == 0:
+        return NotImplemented
+    dt = ctx.meta().dtype
+    v = ctx.cast(ctx.value(values), dt)
+    masked = _masked_put(ctx, x, indices, pos, v, accumulate)
+    if masked is not None:
+        return masked
+    props = {"positions": g.ints_attr(pos)}
+    if accumulate:
+        props["accumulate"] = UnitAttr()
+    return ctx.emit(g.IndexPutOp(operands=[ctx.value(x), [ctx.value(indices[p]) for p in pos], v],
+                                 properties=props, result_types=[ctx.out_type()]))
+
+
+def _masked_put(ctx, x, indices, pos, v, accumulate):
+    """where(mask, value, x) (or x + value where accumulating) for `x[mask] = value` with one boolean mask
+    over whole dims and a one-element value; None for other forms."""
+    if len(pos) != 1 or ctx.meta(indices[pos[0]]).dtype != torch.bool or (accumulate and ctx.meta().dtype == torch.bool):
+        return None
+    shape, mask = list(ctx.meta(x).shape), list(ctx.meta(indices[pos[0]]).shape)
+    p = pos[0]
+    static = all(isinstance(n, int) for n in shape + mask + list(dims_of(v.type)))
+    if not static or shape[p:p + len(mask)] != mask or any(n != 1 for n in dims_of(v.type)):
+        return None
+    cond = _reshape_to(ctx, ctx.value(indices[p]), [1] * p + mask + [1] * (len(shape) - p - len(mask)))
+    scalar = _reshape_to(ctx, v, [])
+    xv = ctx.value(x)
+    new = ctx.emit(g.AddOp(xv, scalar, xv.type)) if accumulate else scalar
+    return ctx.emit(g.WhereOp(cond, new, xv, ctx.out_type()))

@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import StringAttr, UnitAttr
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.types import tensor_type
-from solder.compiler import aten_layout  # noqa: F401  (its entries join TABLE: importing this module gives all)
+from solder.compiler import aten_layout, aten_spatial  # noqa: F401  (their entries join TABLE: importing this module gives all)
 from solder.compiler.import_context import (
     TABLE,
     ImportContext,
@@ -364,7 +364,7 @@ def _bn_no_training(ctx, x, weight, bias, mean, var, momentum, eps):
 
 
 # --------------------------------------------------------------------------------------------
-# Contractions, convolution, pooling, attention
+# Contractions and attention (convolution and pooling: aten_spatial.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -396,57 +396,6 @@ def _addmm(ctx, bias, a, b, beta=1, alpha=1):
         return NotImplemented
     mm = ctx.emit(g.MatmulOp(ctx.value(a), ctx.value(b), ctx.out_type()))
     return ctx.emit(g.AddOp(mm, ctx.value(bias), ctx.out_type()))
-
-
-@lower("aten.conv2d.default", "aten.conv1d.default")
-def _conv(ctx, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    n = _rank(ctx, x) - 2
-    if isinstance(padding, str):
-        return NotImplemented
-
-    def arr(v):
-        return g.ints_attr(list(v) * (n // len(v)) if isinstance(v, (list, tuple)) else [v] * n)
-
-    return ctx.emit(g.ConvOp(
-        operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)],
-        properties={"stride": arr(stride), "padding": arr(padding), "dilation": arr(dilation),
-                    "groups": g.int_attr(groups)},
-        result_types=[ctx.out_type()]))
-
-
-@lower("aten.convolution.default")
-def _convolution(ctx, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed:
-        return NotImplemented
-    return _conv(ctx, x, w, b, stride, padding, dilation, groups)
-
-
-@lower("aten.max_pool2d.default", "aten.avg_pool2d.default")
-def _pool(ctx, x, kernel, stride=None, padding=0, *rest):
-    kind = "max" if "max" in str(ctx.node.target) else "avg"
-    if rest and any(rest[i] not in (1, False, True, None) for i in range(len(rest))):
-        return NotImplemented
-    if kind == "max" and rest and (rest[0] != 1 or (len(rest) > 1 and rest[1])):
-        return NotImplemented  # dilation or ceil_mode
-    if kind == "avg" and rest and (rest[0] or (len(rest) > 1 and not rest[1])):
-        return NotImplemented  # ceil_mode, or count_include_pad=False
-
-    def pair(v):
-        return list(v) * (2 // len(v)) if isinstance(v, (list, tuple)) else [v, v]
-
-    stride = kernel if not stride else stride
-    return ctx.emit(g.PoolOp(
-        operands=[ctx.value(x)],
-        properties={"kind": StringAttr(kind), "kernel": g.ints_attr(pair(kernel)), "stride": g.ints_attr(pair(stride)),
-                    "padding": g.ints_attr(pair(padding))},
-        result_types=[ctx.out_type()]))
-
-
-@lower("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")
-def _adaptive_avg_pool(ctx, x, output_size):
-    if list(output_size) != [1, 1]:
-        return NotImplemented
-    return _reduce(ctx, "mean", x, [-2, -1], True)
 
 
 @lower("aten.scaled_dot_product_attention.default")

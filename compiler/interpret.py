@@ -279,6 +279,93 @@ def _gather_elements(op):
     return lambda x, idx: torch.gather(x, d, idx)
 
 
+@impl(g.SliceScatterOp)
+def _slice_scatter(op):
+    d, s, e, st = (_prop_int(op, k) for k in ("dim", "start", "end", "step"))
+    return lambda x, src: torch.slice_scatter(x, src, d, s, e, st)
+
+
+@impl(g.ScatterOp)
+def _scatter(op):
+    d, kind, include_self = _prop_int(op, "dim"), op.reduce.data, op.exclude_self is None
+    if kind == "none":
+        return lambda x, idx, src: torch.scatter(x, d, idx, src)
+    if kind == "sum" and include_self:
+        return lambda x, idx, src: torch.scatter_add(x, d, idx, src)
+    return lambda x, idx, src: torch.scatter_reduce(x, d, idx, src, kind, include_self=include_self)
+
+
+@impl(g.IndexPutOp)
+def _index_put(op):
+    positions, accumulate = _prop_ints(op, "positions"), op.accumulate is not None
+
+    def run(x, *args):
+        *idx, values = args
+        full: list = [None] * (positions[-1] + 1)
+        for p, i in zip(positions, idx):
+            full[p] = i
+        return torch.index_put(x, full, values, accumulate)
+
+    return run
+
+
+@impl(g.PadOp)
+def _pad(op):
+    mode, low, high = op.mode.data, _prop_ints(op, "low"), _prop_ints(op, "high")
+    if mode == "constant":
+        pads = [n for lo, hi in zip(reversed(low), reversed(high)) for n in (lo, hi)]  # last dim first
+        value = g.scalar_value(op.value)
+        return lambda x: torch.constant_pad_nd(x, pads, value)
+    # F.pad's other modes pad the last 1-3 dims of an [N, C, *spatial] tensor: fold the rest into C
+    first = next(d for d, (lo, hi) in enumerate(zip(low, high)) if lo or hi) if any(low + high) else len(low)
+    k = len(low) - first
+    pads = [n for lo, hi in zip(reversed(low[first:]), reversed(high[first:])) for n in (lo, hi)]
+    if k == 0:
+        return lambda x: x.clone()
+
+    def run(x):
+        lead, tail = x.shape[:first], x.shape[first:]
+        y = F.pad(x.reshape(1, -1, *tail), pads, mode)
+        return y.reshape(*lead, *y.shape[2:])
+
+    return run
+
+
+def _upsample_call(op, kind: str):
+    """fn(x) calling `aten.upsample_<kind><n>d` (or `_upsample_nearest_exact<n>d`) with the result's sizes."""
+    t = op.result.type
+    n = len(t.get_shape()) - 2
+    scales = list(op.scales.get_values()) if op.scales is not None else [None] * n
+    if kind == "nearest":
+        name = f"_upsample_nearest_exact{n}d" if op.exact is not None else f"upsample_nearest{n}d"
+        f, extra = getattr(torch.ops.aten, name).default, []
+    else:
+        f = getattr(torch.ops.aten, {1: "upsample_linear1d", 2: "upsample_bilinear2d", 3: "upsample_trilinear3d"}[n]).default
+        extra = [op.align_corners is not None]
+    if is_dynamic(t):
+        return _needs_env(lambda x, env: f(x, list(sizes(t, env))[2:], *extra, *scales))
+    out = list(shape_of(t))[2:]
+    return lambda x: f(x, out, *extra, *scales)
+
+
+@impl(g.UpsampleNearestOp)
+def _upsample_nearest(op):
+    return _upsample_call(op, "nearest")
+
+
+@impl(g.UpsampleLinearOp)
+def _upsample_linear(op):
+    return _upsample_call(op, "linear")
+
+
+@impl(g.ConvTransposeOp)
+def _conv_transpose(op):
+    stride, padding, out_pad, dilation = (_prop_ints(op, k) for k in ("stride", "padding", "output_padding", "dilation"))
+    groups = _prop_int(op, "groups")
+    f = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(stride)]
+    return lambda x, w, b=None: f(x, w, b, stride, padding, out_pad, groups, dilation)
+
+
 def attention_reference(q, k, v, mask=None, scale=None, causal=False):
     """softmax(q kᵀ·scale + mask) v with causal (top-left aligned) and GQA, as `graph.attention` defines it."""
     gqa = q.shape[1] != k.shape[1]

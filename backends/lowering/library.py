@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from xdsl.ir import Operation
 
+from solder.compiler.dialects import graph as g
+from solder.compiler.interpret import OPS
+
 
 @dataclass(frozen=True)
 class LibraryCall:
@@ -42,3 +45,38 @@ def library_call(op: Operation, target: str) -> LibraryCall | None:
     """The library call for `op` on `target`, or None."""
     call = LIBRARY_CALLS.get(type(op))
     return call if call is not None and target in call.targets else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The entries: each runs the reference interpreter's torch call for the op (compiler/interpret.py), which
+# is one call into torch's optimized kernel; a backend with a generated lowering for an op reaches its
+# entry only for the cases its generator refuses (a row too long for a row kernel, an element type).
+# ---------------------------------------------------------------------------------------------
+
+GPUS = ("h100", "h200", "a100")
+
+
+def _torch_call(route: str, *classes: type[Operation], targets: tuple[str, ...] | None = None) -> None:
+    """Register `classes` as library calls that run the reference interpreter's torch call."""
+    for cls in classes:
+        register(cls, route, targets)(OPS[cls])
+
+
+_torch_call("library: torch max/avg pool (oneDNN, cuDNN)", g.PoolOp)
+_torch_call("library: torch conv (cuDNN)", g.ConvOp, targets=GPUS)  # the CPU plans its own (channels-last)
+_torch_call("library: torch conv_transpose (oneDNN, cuDNN)", g.ConvTransposeOp)
+_torch_call("library: torch.index_select", g.GatherOp)
+_torch_call("library: torch advanced indexing", g.IndexOp)
+_torch_call("library: torch.gather", g.GatherElementsOp)
+_torch_call("library: torch.scatter / scatter_add / scatter_reduce", g.ScatterOp)
+_torch_call("library: torch.index_put", g.IndexPutOp)
+_torch_call("library: torch.slice_scatter", g.SliceScatterOp)
+_torch_call("library: torch pad", g.PadOp)
+_torch_call("library: torch upsample_nearest", g.UpsampleNearestOp)
+_torch_call("library: torch upsample_linear", g.UpsampleLinearOp)
+_torch_call("library: torch.cumsum", g.CumsumOp)
+_torch_call("library: torch.argmax / argmin", g.ArgReduceOp)
+# row ops whose rows a generated GPU row kernel cannot hold (codegen.MAX_ROW), and concatenations it refuses
+_torch_call("library: torch reduction", g.ReduceOp, targets=GPUS)
+_torch_call("library: torch.softmax / log_softmax", g.SoftmaxOp, g.LogSoftmaxOp, targets=GPUS)
+_torch_call("library: torch.cat", g.ConcatOp, targets=GPUS)  # the CPU holds stacked weights (HOISTED) itself

@@ -20,6 +20,8 @@ from solder.compiler.dialects.elementwise import *  # noqa: F401,F403
 from solder.compiler.dialects.elementwise import BINARY_OPS, UNARY_OPS, scalar_value
 from solder.compiler.dialects.layout import *  # noqa: F401,F403
 from solder.compiler.dialects.nn import *  # noqa: F401,F403
+from solder.compiler.dialects.scatter import *  # noqa: F401,F403
+from solder.compiler.dialects.spatial import *  # noqa: F401,F403
 from solder.compiler.dialects.structure import *  # noqa: F401,F403
 
 Graph = Dialect(
@@ -29,7 +31,8 @@ Graph = Dialect(
         ConstantOp, ArangeOp, TriangularOp, ReduceOp, ArgReduceOp, SoftmaxOp, LogSoftmaxOp, CumsumOp,
         LayerNormOp, RmsNormOp, BatchNormOp, MatmulOp, LinearOp, ConvOp, PoolOp, ReshapeOp, PermuteOp,
         ExpandOp, SliceOp, ConcatOp, GatherOp, IndexOp, GatherElementsOp, AttentionOp, KernelOp, YieldOp, ExternOp,
-        BlockSparseAttentionOp,
+        BlockSparseAttentionOp, PadOp, SliceScatterOp, ScatterOp, IndexPutOp, UpsampleNearestOp, UpsampleLinearOp,
+        ConvTransposeOp,
     ],
     [],
 )
