@@ -304,7 +304,7 @@ def _index_put(op):
         full: list = [None] * (positions[-1] + 1)
         for p, i in zip(positions, idx):
             full[p] = i
-        return torch.index_put(x, full, values, accumulate)
+        return torch.ops.aten.index_put.default(x, full, values, accumulate)
 
     return run
 

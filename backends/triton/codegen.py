@@ -27,7 +27,7 @@ from xdsl.ir import Operation, OpResult, SSAValue
 
 from solder.backends import cache_files
 from solder.backends.lowering.steps import StepKind
-from solder.backends.triton import emit_rows  # noqa: F401  (registers the row ops' emitters in EMITTERS)
+from solder.backends.triton import emit_index, emit_rows  # noqa: F401  (register their emitters in EMITTERS)
 from solder.backends.triton.emit import (
     EMITTERS,
     STORAGE_TYPES,

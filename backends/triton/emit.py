@@ -225,6 +225,30 @@ def _sign(k, op, index):
     return k.let(f"tl.where({x.code} > 0, {one}, tl.where({x.code} < 0, -{one}, {zero})).to({ty})", x.deps, ty)
 
 
+@emits(g.RoundOp)
+def _round(k, op, index):
+    """torch.round: half to even (a tie goes to the even neighbour), a zero result keeps the sign of x;
+    inf, nan and |x| >= 2**23 (already whole) come out as they went in."""
+    (x,) = operands(k, op, index)
+    if not is_float_ty(x.ty):
+        return x
+    f = k.let(f"tl.floor({x.code})", x.deps, x.ty)
+    d = k.let(f"{x.code} - {f.code}", x.deps, x.ty)
+    even = f"tl.floor({f.code} * 0.5) * 2.0 == {f.code}"
+    r = k.let(f"tl.where({d.code} > 0.5, {f.code} + 1.0, tl.where({d.code} < 0.5, {f.code}, "
+              f"tl.where({even}, {f.code}, {f.code} + 1.0)))", x.deps, x.ty)
+    return k.let(f"tl.where({r.code} == 0, {x.code} * 0.0, {r.code})", x.deps, x.ty)
+
+
+@emits(g.TruncOp)
+def _trunc(k, op, index):
+    """Round toward zero: ceil below 0 (so -0.5 gives -0.0, as torch), floor elsewhere."""
+    (x,) = operands(k, op, index)
+    if not is_float_ty(x.ty):
+        return x
+    return k.let(f"tl.where({x.code} < 0, tl.ceil({x.code}), tl.floor({x.code}))", x.deps, x.ty)
+
+
 @emits(g.GeluOp)
 def _gelu(k, op, index):
     (x,) = operands(k, op, index)
