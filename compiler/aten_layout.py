@@ -297,13 +297,16 @@ def _slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
     shape = list(ctx.meta(x).shape)
     d = _dim(dim, len(shape))
     size = shape[d]
+    v, s = ctx.value(x), ctx.cast(ctx.value(src), ctx.meta().dtype)
+    whole = start in (None, 0) and step == 1 and (end is None or isinstance(end, int) and end >= _OPEN_END)
+    if whole and s.type == v.type:  # x[:] = src, as functionalization writes back a slice of a `?` dim
+        return s
     if not isinstance(size, int) or not all(b is None or isinstance(b, int) for b in (start, end)):
         return NotImplemented  # a `?` dim or symbolic bounds: the slice's extent is known only at run time
     start = 0 if start is None else (start + size if start < 0 else start)
     end = size if end is None or end > size else (end + size if end < 0 else end)
     start, end = max(0, min(start, size)), max(0, min(end, size))
     end = max(start, end)
-    v, s = ctx.value(x), ctx.cast(ctx.value(src), ctx.meta().dtype)
     if start == end:
         return v
     if (start, end, step) == (0, size, 1) and s.type == v.type:

@@ -13,7 +13,7 @@ import torch
 from xdsl.dialects.builtin import DenseArrayBase, StringAttr, UnitAttr, f64
 
 from solder.compiler.dialects import graph as g
-from solder.compiler.dialects.types import tensor_type
+from solder.compiler.dialects.types import dims_of, tensor_type
 from solder.compiler.import_context import (
     ImportContext,
     _rank,
@@ -110,10 +110,40 @@ def _max_pool(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=Fals
 
 @lower("aten.avg_pool2d.default")
 def _avg_pool(ctx, x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
-    if ceil_mode or not count_include_pad or divisor_override is not None:
-        return NotImplemented  # the divisor then depends on the window: no graph.pool form
     kernel = _per_dim(kernel, 2)
-    return _pool_op(ctx, ctx.value(x), "avg", kernel, _per_dim(stride or kernel, 2), _per_dim(padding, 2), ctx.out_type())
+    stride, padding = _per_dim(stride or kernel, 2), _per_dim(padding, 2)
+    if divisor_override is not None:
+        return NotImplemented
+    if not ceil_mode and (count_include_pad or padding == [0, 0]):
+        return _pool_op(ctx, ctx.value(x), "avg", kernel, stride, padding, ctx.out_type())
+    return _avg_pool_counted(ctx, x, kernel, stride, padding, count_include_pad)
+
+
+def _avg_pool_counted(ctx, x, kernel, stride, padding, count_include_pad):
+    """Average pooling whose divisor varies by window (ceil_mode's partial windows, or padding left out of
+    the count): the zero-padded input's window means over the window means of a 0/1 mask of what torch
+    counts (the input, plus the symmetric padding where count_include_pad), i.e. sum / count."""
+    shape, out, dt = list(ctx.meta(x).shape), list(ctx.meta().shape), ctx.meta(x).dtype
+    if not _static(*shape[-2:], *out[-2:]) or not dt.is_floating_point:
+        return NotImplemented
+    rank = len(shape)
+    extra = [max(0, (o - 1) * s + k - (n + 2 * p)) for o, s, k, n, p in zip(out[-2:], stride, kernel, shape[-2:], padding)]
+    name = torch_dtype_name(dt)
+    padded = [n + 2 * p + e for n, p, e in zip(shape[-2:], padding, extra)]
+    lead = [0] * (rank - 2)
+
+    def zero_pad(v, low, high, hw):
+        t = tensor_type(tuple(list(dims_of(v.type))[:-2] + hw), name)
+        return pad(ctx, v, "constant", lead + low, lead + high, t, _fill_attr(0, dt))
+
+    xs = zero_pad(ctx.value(x), padding, [p + e for p, e in zip(padding, extra)], padded)
+    sums = _pool_op(ctx, xs, "avg", kernel, stride, [0, 0], ctx.out_type())
+    counted = shape[-2:] if not count_include_pad else [n + 2 * p for n, p in zip(shape[-2:], padding)]
+    ones = ctx.constant(1, dt, tuple([1] * (rank - 2) + counted))
+    at = [0, 0] if count_include_pad else padding
+    mask = zero_pad(ones, at, [m - c - a for m, c, a in zip(padded, counted, at)], padded)
+    counts = _pool_op(ctx, mask, "avg", kernel, stride, [0, 0], tensor_type(tuple([1] * (rank - 2) + out[-2:]), name))
+    return ctx.emit(g.DivOp(sums, counts, ctx.out_type()))
 
 
 @lower("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")

@@ -87,6 +87,8 @@ class Fn(torch.nn.Module):
 @pytest.mark.parametrize("fn, expect", [
     (lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True), ["graph.pad", "graph.pool"]),
     (lambda x: F.adaptive_avg_pool2d(x, (2, 3)), ["graph.pool"]),
+    (lambda x: F.avg_pool2d(x, 2, count_include_pad=False, padding=1), ["graph.pad", "graph.pool", "graph.div"]),
+    (lambda x: F.hardswish(x), ["graph.maximum", "graph.minimum", "graph.div"]),
     (lambda x: F.group_norm(x, 2), ["graph.layer_norm"]),
     (lambda x: F.pad(x, (1, 1, 2, 0), mode="replicate"), ["graph.pad"]),
     (lambda x: F.conv_transpose2d(x, torch.ones(4, 2, 3, 3)), ["graph.conv_transpose"]),
@@ -99,7 +101,6 @@ def test_importer_builds_graph_ops(fn, expect):
 @pytest.mark.filterwarnings("ignore::solder.compiler.import_context.UnsupportedOpWarning")
 @pytest.mark.parametrize("fn, extern", [
     (lambda x: F.adaptive_avg_pool2d(x, (4, 4)), "aten.adaptive_avg_pool2d.default"),  # 6 and 9 are not multiples of 4
-    (lambda x: F.avg_pool2d(x, 2, count_include_pad=False, padding=1), "aten.avg_pool2d.default"),
     (lambda x: F.avg_pool2d(x, 2, divisor_override=1), "aten.avg_pool2d.default"),  # was imported as a mean
     (lambda x: F.max_pool2d(x, 2, dilation=2), "aten.max_pool2d.default"),
 ])

@@ -1,8 +1,8 @@
 """The ops issue #17 asked to cover run as generated code or a library call, never as an eager fallback, and
 match eager: pad, slice/select scatter, scatter and index_put (on fresh buffers and written into inputs),
-nearest and linear upsampling, group norm, transposed convolution, pooling with ceil_mode and adaptive sizes,
-cumsum, argmax, round and trunc. Each model runs compiled for the cpu target, the reference backend and the
-h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU tensors), three calls in a row on twin inputs,
+nearest and linear upsampling, group norm, transposed convolution, pooling with ceil_mode, uncounted padding
+and adaptive sizes, cumsum, argmax, round, trunc, hardswish and hardsigmoid. Each model runs compiled for the
+cpu target, the reference backend and the h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU tensors), three calls in a row on twin inputs,
 and its outputs and written inputs must equal eager's."""
 
 from __future__ import annotations
@@ -115,13 +115,14 @@ class Pools(nn.Module):
     def forward(self, x):
         return (F.max_pool2d(x, 3, 2, ceil_mode=True), F.max_pool2d(x, 2, 2, padding=1, ceil_mode=True),
                 F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 2), F.adaptive_avg_pool2d(x[..., :4, :6], (2, 3)),
-                F.adaptive_avg_pool2d(x, 1))
+                F.adaptive_avg_pool2d(x, 1), F.avg_pool2d(x, 2, 2, 0, True, False),
+                F.avg_pool2d(x, 3, 2, 1, count_include_pad=False), F.avg_pool2d(x, 3, 2, 1, ceil_mode=True))
 
 
 class Scans(nn.Module):
     def forward(self, x):
         return (torch.cumsum(x, -1), torch.cumsum(x, 0), x.argmax(-1), x.argmin(1, keepdim=True),
-                torch.round(x * 2.5), torch.trunc(x * 2.5))
+                torch.round(x * 2.5), torch.trunc(x * 2.5), F.hardswish(x), F.hardsigmoid(x))
 
 
 def _inputs(model, call: int) -> tuple:
