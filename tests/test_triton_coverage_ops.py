@@ -84,7 +84,9 @@ class Upsamples(nn.Module):
                 F.interpolate(x, size=(7, 9), mode="bilinear"),
                 F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True),
                 F.interpolate(x[:, :, 0], scale_factor=3, mode="nearest"),
-                F.interpolate(x[:, :, None], size=(2, 6, 8), mode="nearest"))
+                F.interpolate(x[:, :, None], size=(2, 6, 8), mode="nearest"),
+                F.interpolate(x, size=(1, 4), mode="bilinear"), F.interpolate(x[:, :, 0], size=11, mode="linear"),
+                F.interpolate(x[:, :, None], scale_factor=(3, 1.5, 0.5), mode="trilinear"))
 
 
 class Norms(nn.Module):
@@ -180,8 +182,8 @@ def test_matches_eager_with_no_eager_fallback(make, target):
         assert program.fallbacks == [], program.fallbacks
 
 
-# index-mapping ops become generated Triton code (fused, no copies); the rest are library calls
-GENERATED_ON_H100 = {Pads: "pad", SliceWrites: "slice_scatter", Upsamples: "upsample_nearest"}
+# index-mapping ops and linear upsampling become generated Triton code; the rest are library calls
+GENERATED_ON_H100 = {Pads: ("pad",), SliceWrites: ("slice_scatter",), Upsamples: ("upsample_nearest", "upsample_linear")}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -189,8 +191,6 @@ GENERATED_ON_H100 = {Pads: "pad", SliceWrites: "slice_scatter", Upsamples: "upsa
 @pytest.mark.parametrize("make", list(GENERATED_ON_H100), ids=[m.__name__ for m in GENERATED_ON_H100])
 def test_index_mapping_ops_are_generated_triton_kernels(make):
     program = check_like_eager(make(), "h100", calls=1)
-    name = f"graph.{GENERATED_ON_H100[make]}"
-    generated = [k for k in program.kernels if k["kind"].route is Route.GENERATED]
-    assert any(name in [getattr(o, "name", o) for o in k["ops"]] for k in generated), program.kernels
-    assert not any(name in [getattr(o, "name", o) for o in k["ops"]] for k in program.kernels
-                   if k["kind"].route is not Route.GENERATED)
+    for name in (f"graph.{n}" for n in GENERATED_ON_H100[make]):
+        routes = {k["kind"].route for k in program.kernels if name in [getattr(o, "name", o) for o in k["ops"]]}
+        assert routes == {Route.GENERATED}, (name, program.kernels)

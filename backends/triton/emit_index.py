@@ -1,9 +1,10 @@
-"""Index-mapping ops for the Triton backend's emit table: pad, slice_scatter and nearest upsampling.
+"""Index-mapping ops for the Triton backend's emit table: pad, slice_scatter, nearest and linear upsampling.
 
-Each result element is an operand element at a computed index (or, for a constant pad, the fill value), so
-the emitter maps the result index onto its operands' and the op fuses into any pointwise kernel like a
-view. Every load is at a clamped, in-bounds index; a `tl.where` picks the value. Registered in
-`emit.EMITTERS` when codegen.py (which generates from the table) imports this module.
+Each result element is an operand element at a computed index (or, for a constant pad, the fill value; for
+linear upsampling, a blend of the 2**n neighbours), so the emitter maps the result index onto its operands'
+and the op fuses into any pointwise kernel like a view. Every load is at a clamped, in-bounds index; a
+`tl.where` picks the value. Registered in `emit.EMITTERS` when codegen.py (which generates from the table)
+imports this module.
 
     %p = graph.pad constant %x {low = array<i64: 0, 1>, high = array<i64: 0, 2>, value = 0.0 : f64} ...
     // t = tl.where((x1 - 1 >= 0) & (x1 - 1 < 5), load(x[x0, clamp(x1 - 1)]), 0.0)
@@ -11,11 +12,12 @@ view. Every load is at a clamped, in-bounds index; a `tl.where` picks the value.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 
-from solder.backends.triton.emit import Index, Ix, Unsupported, emits, minus_one, par
+from solder.backends.triton.emit import Index, Ix, Unsupported, Val, compute_type, emits, minus_one, par
 from solder.compiler.dialects import graph as g
 
 
@@ -173,3 +175,53 @@ def _upsample_nearest(k, op, index):
             code = f"tl.floor(({ix.code}).to(tl.float32) * {_f32(s)}).to(tl.int32)"
         dims.append(Ix(k.let(f"tl.minimum({code}, {a - 1})", ix.deps, "int").code, ix.deps))
     return k.value(op.input, Index(tuple(dims)))
+
+
+def linear_source(i: int, n_in: int, n_out: int, scale: float | None, align_corners: bool) -> tuple[int, int, float]:
+    """(left index, right index, right weight) of output index `i` for linear interpolation, in fp32 as
+    torch's `area_pixel_compute_source_index` (for literal indices; the emitter writes the same in Triton)."""
+    f = np.float32(_linear_scale(n_in, n_out, scale, align_corners))
+    src = f * np.float32(i) if align_corners else max(f * (np.float32(i) + np.float32(0.5)) - np.float32(0.5), 0)
+    i0 = min(int(src), n_in - 1)
+    return i0, min(i0 + 1, n_in - 1), float(min(max(np.float32(src) - np.float32(i0), 0), 1))
+
+
+def _linear_scale(n_in: int, n_out: int, scale: float | None, align_corners: bool) -> float:
+    if align_corners:
+        return (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else n_in / n_out
+
+
+@emits(g.UpsampleLinearOp)
+def _upsample_linear(k, op, index):
+    """Linear interpolation along each spatial dim: the 2**n corner loads, blended innermost dim first as
+    `a + (b - a) * w` (torch's decomposition); source positions in fp32 as torch computes them."""
+    n_in, n_out = k.shape(op.input)[2:], k.shape(op.result)[2:]
+    if not all(isinstance(n, int) for n in (*n_in, *n_out)):
+        raise Unsupported("triton: graph.upsample_linear of a symbolic size (its scale is a size ratio)")
+    if not compute_type(op.result.type).startswith("tl.float"):
+        raise Unsupported("triton: graph.upsample_linear of integers (torch rounds the blend)")
+    scales = list(op.scales.get_values()) if op.scales is not None else [None] * len(n_in)
+    align = op.align_corners is not None
+    ends, weights = [], []
+    for ix, a, b, sc in zip(index.dims[2:], n_in, n_out, scales):
+        at = _literal(ix)
+        if at is not None:
+            i0, i1, w = linear_source(at, a, b, sc, align)
+            ends.append((Ix(str(i0)), Ix(str(i1))))
+            weights.append(Val(repr(w), frozenset(), "tl.float32", w))
+            continue
+        s = _f32(_linear_scale(a, b, sc, align))
+        x = f"({ix.code}).to(tl.float32)"
+        src = k.let(f"{x} * {s}" if align else f"tl.maximum(({x} + 0.5) * {s} - 0.5, 0.0)", ix.deps, "tl.float32")
+        i0 = k.let(f"tl.minimum({src.code}.to(tl.int32), {a - 1})", ix.deps, "int")
+        i1 = k.let(f"tl.minimum({i0.code} + 1, {a - 1})", ix.deps, "int")
+        ends.append((Ix(i0.code, ix.deps), Ix(i1.code, ix.deps)))
+        weights.append(k.let(f"tl.minimum(tl.maximum({src.code} - {i0.code}.to(tl.float32), 0.0), 1.0)",
+                             ix.deps, "tl.float32"))
+    vals = [k.value(op.input, Index(tuple(index.dims[:2]) + tuple(e[c] for e, c in zip(ends, corner))))
+            for corner in itertools.product((0, 1), repeat=len(ends))]
+    for w in reversed(weights):
+        vals = [k.let(f"{a.code} + ({b.code} - {a.code}) * {w.code}", a.deps | b.deps | w.deps, a.ty)
+                for a, b in zip(vals[::2], vals[1::2])]
+    return vals[0]
