@@ -81,20 +81,6 @@ def _leaky_relu(ctx, x, slope=0.01):
     return ctx.emit(g.WhereOp(positive, v, ctx.emit(g.MulOp(v, ctx.constant(slope, dt), v.type)), v.type))
 
 
-@lower("aten.hardsigmoid.default", "aten.hardswish.default")
-def _hard(ctx, x):
-    """hardsigmoid(x) = min(max(x + 3, 0), 6) / 6 and hardswish(x) = x * that, in torch's order of operations."""
-    v, dt = ctx.value(x), ctx.meta().dtype
-    if not dt.is_floating_point:
-        return NotImplemented
-    gate = ctx.emit(g.BINARY_OPS["add"](v, ctx.constant(3, dt), v.type))
-    gate = ctx.emit(g.BINARY_OPS["maximum"](gate, ctx.constant(0, dt), v.type))
-    gate = ctx.emit(g.BINARY_OPS["minimum"](gate, ctx.constant(6, dt), v.type))
-    if str(ctx.node.target).startswith("aten.hardswish"):
-        gate = ctx.emit(g.MulOp(v, gate, v.type))
-    return ctx.emit(g.DivOp(gate, ctx.constant(6, dt), v.type))
-
-
 @lower("aten.elu.default")
 def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
     if scale != 1.0 or input_scale != 1.0:

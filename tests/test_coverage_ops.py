@@ -88,7 +88,6 @@ class Fn(torch.nn.Module):
     (lambda x: F.max_pool2d(x, 3, 2, ceil_mode=True), ["graph.pad", "graph.pool"]),
     (lambda x: F.adaptive_avg_pool2d(x, (2, 3)), ["graph.pool"]),
     (lambda x: F.avg_pool2d(x, 2, count_include_pad=False, padding=1), ["graph.pad", "graph.pool", "graph.div"]),
-    (lambda x: F.hardswish(x), ["graph.maximum", "graph.minimum", "graph.div"]),
     (lambda x: F.group_norm(x, 2), ["graph.layer_norm"]),
     (lambda x: F.pad(x, (1, 1, 2, 0), mode="replicate"), ["graph.pad"]),
     (lambda x: F.conv_transpose2d(x, torch.ones(4, 2, 3, 3)), ["graph.conv_transpose"]),
