@@ -2,7 +2,8 @@
 match eager: pad, slice/select scatter, scatter and index_put (on fresh buffers and written into inputs),
 nearest and linear upsampling, group norm, transposed convolution, pooling with ceil_mode, uncounted padding
 and adaptive sizes, cumsum, argmax, round and trunc. Each model runs compiled for the cpu target, the
-reference backend and the h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU tensors), three calls in a row on twin inputs, and its outputs and written inputs must equal eager's."""
+reference backend and the h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU tensors), three
+calls in a row on twin inputs, and its outputs and written inputs must equal eager's."""
 
 from __future__ import annotations
 
