@@ -374,8 +374,10 @@ def _index_put(ctx, x, indices, values, accumulate=False):
 def _masked_put(ctx, x, indices, pos, v, accumulate):
     """where(mask, value, x) (or x + value where accumulating) for `x[mask] = value` with one boolean mask
     over whole dims and a one-element value; None for other forms."""
-    if len(pos) != 1 or ctx.meta(indices[pos[0]]).dtype != torch.bool or (accumulate and ctx.meta().dtype == torch.bool):
+    if len(pos) != 1 or ctx.meta(indices[pos[0]]).dtype != torch.bool:
         return None
+    if accumulate and ctx.meta().dtype == torch.bool:
+        return None  # `+=` on booleans is a logical or in torch, not graph.add's
     shape, mask = list(ctx.meta(x).shape), list(ctx.meta(indices[pos[0]]).shape)
     p = pos[0]
     static = all(isinstance(n, int) for n in shape + mask + list(dims_of(v.type)))

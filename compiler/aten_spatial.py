@@ -68,8 +68,9 @@ def _conv_transpose(ctx, x, w, b=None, stride=1, padding=0, output_padding=0, gr
         return NotImplemented
     props = {k: g.ints_attr(_per_dim(v, n)) for k, v in
              (("stride", stride), ("padding", padding), ("output_padding", output_padding), ("dilation", dilation))}
-    return ctx.emit(g.ConvTransposeOp(operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)],
-                                      properties={**props, "groups": g.int_attr(groups)}, result_types=[ctx.out_type()]))
+    props["groups"] = g.int_attr(groups)
+    return ctx.emit(g.ConvTransposeOp(operands=[ctx.value(x), ctx.value(w), _opt(ctx, b)], properties=props,
+                                      result_types=[ctx.out_type()]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +86,12 @@ def _pool_op(ctx, v, kind, kernel, stride, padding, out_type):
         result_types=[out_type]))
 
 
+def _ceil_extra(shape, out, kernel, stride, padding) -> list[int]:
+    """Per spatial dim, how many elements past the padded input ceil_mode's last window reads."""
+    return [max(0, (o - 1) * s + k - (n + 2 * p))
+            for o, s, k, n, p in zip(out[-2:], stride, kernel, shape[-2:], padding)]
+
+
 @lower("aten.max_pool2d.default")
 def _max_pool(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
     kernel = _per_dim(kernel, 2)
@@ -98,7 +105,7 @@ def _max_pool(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=Fals
     shape, out = list(ctx.meta(x).shape), list(ctx.meta().shape)
     if not _static(*shape[-2:], *out[-2:]):
         return NotImplemented
-    extra = [max(0, (o - 1) * s + k - (n + 2 * p)) for o, s, k, n, p in zip(out[-2:], stride, kernel, shape[-2:], padding)]
+    extra = _ceil_extra(shape, out, kernel, stride, padding)
     dt = ctx.meta(x).dtype
     low = [0] * (len(shape) - 2) + padding
     high = [0] * (len(shape) - 2) + [p + e for p, e in zip(padding, extra)]
@@ -127,7 +134,7 @@ def _avg_pool_counted(ctx, x, kernel, stride, padding, count_include_pad):
     if not _static(*shape[-2:], *out[-2:]) or not dt.is_floating_point:
         return NotImplemented
     rank = len(shape)
-    extra = [max(0, (o - 1) * s + k - (n + 2 * p)) for o, s, k, n, p in zip(out[-2:], stride, kernel, shape[-2:], padding)]
+    extra = _ceil_extra(shape, out, kernel, stride, padding)
     name = torch_dtype_name(dt)
     padded = [n + 2 * p + e for n, p, e in zip(shape[-2:], padding, extra)]
     lead = [0] * (rank - 2)

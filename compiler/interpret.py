@@ -340,7 +340,8 @@ def _upsample_call(op, kind: str):
         name = f"_upsample_nearest_exact{n}d" if op.exact is not None else f"upsample_nearest{n}d"
         f, extra = getattr(torch.ops.aten, name).default, []
     else:
-        f = getattr(torch.ops.aten, {1: "upsample_linear1d", 2: "upsample_bilinear2d", 3: "upsample_trilinear3d"}[n]).default
+        name = {1: "upsample_linear1d", 2: "upsample_bilinear2d", 3: "upsample_trilinear3d"}[n]
+        f = getattr(torch.ops.aten, name).default
         extra = [op.align_corners is not None]
     if is_dynamic(t):
         return _needs_env(lambda x, env: f(x, list(sizes(t, env))[2:], *extra, *scales))
@@ -360,7 +361,8 @@ def _upsample_linear(op):
 
 @impl(g.ConvTransposeOp)
 def _conv_transpose(op):
-    stride, padding, out_pad, dilation = (_prop_ints(op, k) for k in ("stride", "padding", "output_padding", "dilation"))
+    stride, padding, out_pad, dilation = (_prop_ints(op, k)
+                                          for k in ("stride", "padding", "output_padding", "dilation"))
     groups = _prop_int(op, "groups")
     f = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(stride)]
     return lambda x, w, b=None: f(x, w, b, stride, padding, out_pad, groups, dilation)

@@ -41,13 +41,14 @@ def test_list_ops_prints_every_op_with_a_route_per_target(capsys):
 
 
 def test_the_ops_the_corpus_uses_most_have_no_eager_route():
-    """Issue #17 item 5: index-mapping ops are generated Triton code (library calls on the CPU, whose MLIR
-    lowering has none yet); data-dependent writes, pooling, convolutions, linear upsampling, cumsum and
+    """Issue #17 item 5: index-mapping ops and linear upsampling are generated Triton code (library calls on
+    the CPU, whose MLIR lowering has none yet); data-dependent writes, pooling, convolutions, cumsum and
     arg_reduce are library calls."""
-    routes = {c.name.removeprefix(g.PREFIX): [r.value for r in by_target.values()] for c, by_target in coverage().items()}
-    for op in ("pad", "slice_scatter", "upsample_nearest", "gather", "gather_elements", "index"):
+    routes = {c.name.removeprefix(g.PREFIX): [r.value for r in by_target.values()]
+              for c, by_target in coverage().items()}
+    for op in ("pad", "slice_scatter", "upsample_nearest", "upsample_linear", "gather", "gather_elements", "index"):
         assert routes[op] == ["library", "generated"], op
-    for op in ("pool", "conv", "conv_transpose", "scatter", "index_put", "upsample_linear", "arg_reduce"):
+    for op in ("pool", "conv", "conv_transpose", "scatter", "index_put", "arg_reduce"):
         assert routes[op] == ["library", "library"], op
     assert routes["cumsum"] == ["library", "generated"]
     assert routes["round"] == routes["trunc"] == routes["concat"] == routes["batch_norm"] == ["generated", "generated"]

@@ -80,7 +80,8 @@ class IndexPuts(nn.Module):
 class Upsamples(nn.Module):
     def forward(self, x):
         return (F.interpolate(x, scale_factor=2, mode="nearest"), F.interpolate(x, size=(7, 9), mode="nearest"),
-                F.interpolate(x, size=(5, 11), mode="nearest-exact"), F.interpolate(x, scale_factor=1.7, mode="nearest"),
+                F.interpolate(x, size=(5, 11), mode="nearest-exact"),
+                F.interpolate(x, scale_factor=1.7, mode="nearest"),
                 F.interpolate(x, size=(7, 9), mode="bilinear"),
                 F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True),
                 F.interpolate(x[:, :, 0], scale_factor=3, mode="nearest"),
@@ -166,7 +167,8 @@ def check_like_eager(model: nn.Module, target: str, calls: int = 3):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, equal_nan=True,
                                        msg=lambda m: f"call {call} output {i}: {m}")
         for i, (a, b) in enumerate(zip(ys, xs)):
-            torch.testing.assert_close(a, b, equal_nan=True, msg=lambda m: f"call {call}: input {i} after the call: {m}")
+            torch.testing.assert_close(a, b, equal_nan=True,
+                                       msg=lambda m: f"call {call}: input {i} after the call: {m}")
     return next(iter(compiled.specializations.values())).program
 
 
@@ -183,7 +185,8 @@ def test_matches_eager_with_no_eager_fallback(make, target):
 
 
 # index-mapping ops and linear upsampling become generated Triton code; the rest are library calls
-GENERATED_ON_H100 = {Pads: ("pad",), SliceWrites: ("slice_scatter",), Upsamples: ("upsample_nearest", "upsample_linear")}
+GENERATED_ON_H100 = {Pads: ("pad",), SliceWrites: ("slice_scatter",),
+                     Upsamples: ("upsample_nearest", "upsample_linear")}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

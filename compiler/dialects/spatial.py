@@ -154,5 +154,5 @@ class ConvTransposeOp(IRDLOperation):
             got = len(self.properties[k].get_values())
             _check(got == n, self, f"{k} entries (one per spatial dim)", n, got)
         groups = self.groups.value.data
-        _check(Shape((x[1], y[1])) == (w[0], w[1] * groups), self, "channels (input = weight[0], result = weight[1] * groups)",
-               (w[0], w[1] * groups), (x[1], y[1]))
+        _check(Shape((x[1], y[1])) == (w[0], w[1] * groups), self,
+               "channels (input = weight[0], result = weight[1] * groups)", (w[0], w[1] * groups), (x[1], y[1]))
