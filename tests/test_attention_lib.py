@@ -88,7 +88,7 @@ def test_model_reads_head_views_in_place_and_compiles_no_attention(use_library):
         plan = plan_module(next(iter(cm.specializations.values())).imported.module)
         assert [s.route.split(":")[0] for s in plan.steps] == ["library", "library"]
         assert plan.steps[1].route.startswith(A.LIB_ROUTE) and "prebuilt" in plan.steps[1].route
-        assert plan.steps[1].inputs == plan.steps[0].outputs and plan.steps[1].outputs == plan.returns
+        assert plan.steps[1].ins == plan.steps[0].outs and plan.steps[1].outs == plan.returns
         assert plan.modules() == {}
         assert "prebuilt, size-generic" in cm.explain()
 

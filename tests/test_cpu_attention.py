@@ -263,12 +263,12 @@ def test_kernel_reads_head_views_in_place(kv_heads):
     plan = plan_module(next(iter(cm.specializations.values())).imported.module)
     assert [s.route.split(":")[0] for s in plan.steps] == ["library", "mlir"], [s.route for s in plan.steps]
     att = plan.steps[1]
-    (lin,) = plan.steps[0].outputs
-    assert att.inputs == [lin]
+    (lin,) = plan.steps[0].outs
+    assert att.ins == [lin]
     width = (4 + 2 * kv_heads) * 16  # the projection's output features
     assert f"strided<[{40 * width}, 16, {width}, 1], offset: 64>" in att.text  # k: heads after q's 64 columns
     assert ", strided<[2560, 16, 64, 1]>" in att.text  # out: [B, T, H, Dv] memory
-    assert att.outputs == plan.returns
+    assert att.outs == plan.returns
 
 
 def test_in_place_views_of_a_noncontiguous_input():
@@ -287,7 +287,7 @@ def test_in_place_views_of_a_noncontiguous_input():
     from solder.backends.cpu.backend import plan_module
 
     plan = plan_module(next(iter(cm.specializations.values())).imported.module)
-    assert len(plan.steps) == 1 and plan.steps[0].inputs == plan.args[-1:]  # the kernel reads x itself
+    assert len(plan.steps) == 1 and plan.steps[0].ins == plan.args[-1:]  # the kernel reads x itself
     xt = torch.randn(192, 24, 2).permute(2, 1, 0)  # same shape, transposed memory
     torch.testing.assert_close(cm(xt), model(xt), atol=2e-5, rtol=2e-5)
     torch.testing.assert_close(cm(x), model(x), atol=2e-5, rtol=2e-5)

@@ -304,17 +304,19 @@ def test_cpu_dynamic_steps_that_read_no_argument_run_once_per_size(monkeypatch):
   }
 }"""
     runs: dict[str, int] = {}
-    real = runner._dynamic_launch
+    real = runner._launches
 
-    def counting(s, *a):
-        f = real(s, *a)
-        name = "+".join(op.name.removeprefix("graph.") for op in s.ops)
+    def counting(ctx, kernels):
+        out = []
+        for idx, f in real(ctx, kernels):
+            name = "+".join(op.name.removeprefix("graph.") for k in idx for op in ctx.steps[k].ops)
 
-        def run(vals):
-            runs[name] = runs.get(name, 0) + 1
-            f(vals)
-        return run
-    monkeypatch.setattr(runner, "_dynamic_launch", counting)
+            def run(vals, bufs, f=f, name=name):
+                runs[name] = runs.get(name, 0) + 1
+                f(vals, bufs)
+            out.append((idx, run))
+        return out
+    monkeypatch.setattr(runner, "_launches", counting)
     prog = CpuBackend().lower(ir.parse(text))
     for n in (4, 4, 4, 7, 7):
         x = torch.randn(n, n)

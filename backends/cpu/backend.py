@@ -39,6 +39,7 @@ from solder.backends.cpu.lower_ops import LOWERINGS, lowers
 from solder.backends.cpu.plan import (  # noqa: F401  (Plan, Step: re-exported for tests)
     _NCHW_OF_NHWC,
     _NHWC_OF_NCHW,
+    KIND_OF_ROUTE,
     Plan,
     Step,
     _compiled,
@@ -47,9 +48,10 @@ from solder.backends.cpu.plan import (  # noqa: F401  (Plan, Step: re-exported f
     _to_nhwc,
 )
 from solder.backends.cpu.runner import build_runner, compile_plan
+from solder.backends.lowering.flat import Flat
 from solder.backends.lowering.library import LIBRARY_CALLS, library_call
+from solder.backends.lowering.steps import StepKind, with_views
 from solder.backends.reference import OPS
-from solder.compiler.ir import forward_func
 from solder.backends.routes import Route
 from solder.compiler import log
 from solder.compiler.dialects import graph as g
@@ -75,51 +77,37 @@ def absorbable(op: Operation) -> bool:
 # -- planning -----------------------------------------------------------------------------------
 class _Planner:
     def __init__(self, module: ModuleOp) -> None:
-        self.fn = forward_func(module)
-        self.alias: dict[SSAValue, SSAValue] = {}
+        self.flat = Flat(module)
+        self.fn = self.flat.fn
+        self.resolve = self.flat.canon
         self.steps: list[Step] = []
-        self.order = {op: i for i, op in enumerate(self.fn.walk())}  # program order, kernels inlined
+        self.order = self.flat.order  # program order, kernels inlined
         self.n_funcs = 0
         # Channels-last: 2-d convolutions run on NHWC data (oneDNN's fast layout, 25-40% faster here at
         # the zoo's sizes); their outputs stay NHWC in memory, the kernels that read them index NHWC,
         # and a kernel output that a convolution reads is written NHWC (its value is a permuted view).
         self.nhwc: set[SSAValue] = set()
-        self.conv_inputs = _conv_inputs(self.fn)
+        self.conv_inputs = {self.resolve(op.operands[0]) for op in self.flat.ops() if _is_conv2d(op)}
         syms = symbolic.symbols(self.fn)
         self.binding = symbolic.Binding.of(self.fn) if syms else None
         self.samples = symdims.sample_bindings(syms, symbolic.assumes(self.fn))
         self.taken: set[Operation] = set()  # layout ops an earlier step computes as part of itself
 
-    def resolve(self, v: SSAValue) -> SSAValue:
-        while v in self.alias:
-            v = self.alias[v]
-        return v
-
     def plan(self) -> Plan:
-        block = self.fn.body.block
-        returns: list[SSAValue] = []
-        for op in block.ops:
-            if op is block.last_op:
-                returns = [self.resolve(v) for v in op.operands]
-            elif isinstance(op, g.KernelOp):
-                self.kernel(op)
-            elif op in self.taken:
-                continue
-            else:
-                self.top(op)
-        return Plan(list(block.args), _live(self.steps, returns), returns, self.binding)
+        for ops, kop in self.flat.groups():
+            if kop is not None:
+                self.kernel(kop, ops)
+            elif ops[0] not in self.taken:
+                self.top(ops[0])
+        steps = with_views(self.steps, self.flat, lambda op: self.step(Route.VIEW, "view", [op]))
+        return Plan(self.flat.args, steps, self.flat.results, self.binding)
 
-    def step(self, kind: Route, route: str, ops: list[Operation], **kw) -> Step:
-        inside = set(ops)
-        ins: list[SSAValue] = []
-        for op in ops:
-            for v in op.operands:
-                r = self.resolve(v)
-                if not (isinstance(v, OpResult) and v.owner in inside) and r not in ins:
-                    ins.append(r)
-        outs = [r for op in ops for r in op.results]
+    def step(self, kind: Route | StepKind, route: str, ops: list[Operation], **kw) -> Step:
+        kind = KIND_OF_ROUTE[kind] if isinstance(kind, Route) else kind
         keys = [[self.resolve(v) for v in op.operands] for op in ops]
-        return Step(kind, route, ops, ins, outs, operand_keys=keys, **kw)
+        outs = [r for op in ops for r in op.results]
+        return Step(kind, kw.get("func") or route, self.flat.inputs(ops), outs, ops=ops, route=route,
+                    operand_keys=keys, **kw)
 
     def library(self, op: Operation, kid=None) -> Step:
         if _is_conv2d(op):
@@ -132,7 +120,7 @@ class _Planner:
         an immediate). Only ops whose own operands are at hand (arguments, earlier steps' outputs, or
         themselves recomputed): a layout op inside another kernel may read a value that kernel never
         exported."""
-        avail = set(self.fn.body.block.args) | {o for st in self.steps for o in st.outputs}
+        avail = set(self.flat.args) | {o for st in self.steps for o in st.outs}
         memo: dict[SSAValue, bool] = {}
 
         def can(v: SSAValue) -> bool:
@@ -156,7 +144,7 @@ class _Planner:
     def hoisted(self, op: Operation) -> bool:
         """A concatenation of function arguments only (merge-linears' stacked weights): computed once
         per version of its inputs, not per call (runner.py)."""
-        args = self.fn.body.block.args
+        args = self.flat.args
         return isinstance(op, g.ConcatOp) and all(self.resolve(v) in args for v in op.operands)
 
     def top(self, op: Operation) -> None:
@@ -165,7 +153,7 @@ class _Planner:
         elif op.has_trait(Attention):
             self.steps.append(self.attention(op))
         elif absorbable(op):
-            self.steps.append(self.step(Route.VIEW, "view", [op]))
+            return  # read in place by the kernels that fold it, else a view step (with_views)
         elif isinstance(op, LIBRARY):
             self.steps.append(self.library(op))
         elif lowers(op):
@@ -177,17 +165,14 @@ class _Planner:
         else:
             self.steps.append(self.step(Route.EAGER, "reference", [op], note="no CPU lowering"))
 
-    def kernel(self, kop: Operation) -> None:
-        body = kop.regions[0].block
-        for a, v in zip(body.args, kop.operands):
-            self.alias[a] = self.resolve(v)
+    def kernel(self, kop: Operation, ops: list[Operation]) -> None:
         kid = kop.attributes["kernel_id"].value.data if "kernel_id" in kop.attributes else None
         run: list[Operation] = []
-        for op in body.ops:
-            if op is body.last_op or not lowers(op):
+        for op in ops + [None]:
+            if op is None or not lowers(op):
                 self.flush(run, kid)
                 run = []
-            if op is body.last_op:
+            if op is None:
                 break
             if op in self.taken:
                 continue
@@ -204,8 +189,6 @@ class _Planner:
                 self.steps.append(self.library(op, kid))
             else:
                 self.steps.append(self.step(Route.EAGER, "reference", [op], kernel_id=kid, note="no CPU lowering"))
-        for r, y in zip(kop.results, body.last_op.operands):
-            self.alias[r] = self.resolve(y)
 
     def attention(self, op: Operation, kid=None) -> Step:
         """Attention: the generated flash kernel (attention.py), or the route it names instead.
@@ -241,15 +224,15 @@ class _Planner:
         else:
             name = f"k{self.n_funcs}"
             self.n_funcs += 1
-            st = self.step(p.kind, p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
+            st = self.step(StepKind.TEMPLATE, p.route, [op], kernel_id=kid, func=name, text=ATT.emit(p.spec, name),
                            arg_types=p.arg_types(), launch=p.launcher)
         keys = [b if view else k for k, view, b in zip(st.operand_keys[0], p.spec.views + (None,), bases + (None,))]
         keys += st.operand_keys[0][len(keys):]
-        st.operand_keys, st.inputs = [keys], list(dict.fromkeys(keys))
+        st.operand_keys, st.ins = [keys], list(dict.fromkeys(keys))
         if p.spec.out_bthd:
             final = tail[-1].results[0]
             shape = shape_of(final.type)
-            st.outputs = [final]
+            st.outs = [final]
             st.launch = lambda kern: p.launcher(lib or kern, lambda o: o.view(shape))
             self.taken.update(tail)
         return st
@@ -259,10 +242,9 @@ class _Planner:
         can read in place (innermost stride 1, not contiguous already), else (None, None). The strides
         are those torch gives the same views of a contiguous base (worked out on a meta tensor); a base
         that arrives non-contiguous at run time is made contiguous first, so any base is correct."""
-        producer = {o: s for s in self.steps for o in s.outputs}
+        produced = {o for s in self.steps for o in s.outs}  # a view no step computes runs as a torch view
         v, chain = self.resolve(x), []
-        while isinstance(v, OpResult) and v.owner.has_trait(ViewLike) and \
-                getattr(producer.get(v), "kind", None) is Route.VIEW:
+        while isinstance(v, OpResult) and v.owner.has_trait(ViewLike) and v not in produced:
             chain.append(v.owner)
             v = self.resolve(v.owner.operands[0])
         if not chain or str(v.type.element_type) != "f32":
@@ -299,8 +281,7 @@ class _Planner:
         if not run:
             return
         if all(absorbable(op) for op in run):
-            self.steps += [self.step(Route.VIEW, "view", [op], kernel_id=kid) for op in run]
-            return
+            return  # views and constants only: read in place, else view steps (with_views)
         inside = set(run)
         outer = [self.resolve(v) for op in run for v in op.operands
                  if not (isinstance(v, OpResult) and v.owner in inside)]
@@ -320,22 +301,22 @@ class _Planner:
         except L.Unsupported as e:
             _log.info("kernel %s falls back to the reference backend: %s", [o.name for o in core], e)
             st = self.step(Route.EAGER, "reference", ops, kernel_id=kid, note=str(e))
-            st.outputs = outs
+            st.outs = outs
             return st
 
     def _build(self, ops, outs, name, kid) -> Step:
         st = self.step(Route.GENERATED, "mlir", ops, kernel_id=kid, func=name)
-        st.outputs = outs
-        if any(0 in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
+        st.outs = outs
+        if any(0 in _type(v)[0] for v in st.ins + [r for op in ops for r in op.results]):
             # an empty input, output or intermediate: MLIR's tiling would index into nothing
             raise L.Unsupported("an empty tensor: the reference backend runs it (nothing to compute)")
-        if any("?" in _type(v)[0] for v in st.inputs + [r for op in ops for r in op.results]):
+        if any("?" in _type(v)[0] for v in st.ins + [r for op in ops for r in op.results]):
             raise L.Unsupported("a `?` dim without a size expression: the reference backend reads it off the data")
         fb = L.FuncBuilder(name)
         fb.samples = self.samples
         env = {}
-        st.nhwc_in = [v in self.nhwc for v in st.inputs]
-        for v, cl in zip(st.inputs, st.nhwc_in):
+        st.nhwc_in = [v in self.nhwc for v in st.ins]
+        for v, cl in zip(st.ins, st.nhwc_in):
             shape, dt = _type(v)
             # an NHWC tensor read as the NCHW value it holds: a permuted indexing map, no copy
             env[v] = L.reindex(fb.arg(_to_nhwc(shape), dt), shape, _NCHW_OF_NHWC) if cl else fb.arg(shape, dt)
@@ -356,31 +337,11 @@ class _Planner:
             pairs.append((v, fb.arg(v.shape, _type(r)[1], writable=True)))
         fb.store(pairs)
         st.schedule, st.schedule_kind = S.schedule_lines(fb)
+        if st.schedule_kind == "row":
+            st.kind = StepKind.REDUCTION
         st.text, st.arg_types, st.symbols = fb.text(), fb.arg_types, fb.symbols
         st.opt_level = _opt_level(st)
         return st
-
-
-def _conv_inputs(fn) -> set[SSAValue]:
-    """The values (kernel aliases resolved) that a 2-d convolution takes as its input."""
-    alias: dict[SSAValue, SSAValue] = {}
-
-    def resolve(v):
-        while v in alias:
-            v = alias[v]
-        return v
-    out = set()
-    for op in fn.body.block.ops:
-        if isinstance(op, g.KernelOp):
-            body = op.regions[0].block
-            alias.update(zip(body.args, op.operands))
-            for inner in body.ops:
-                if _is_conv2d(inner):
-                    out.add(resolve(inner.operands[0]))
-            alias.update(zip(op.results, body.last_op.operands))
-        elif _is_conv2d(op):
-            out.add(resolve(op.operands[0]))
-    return out
 
 
 def _opt_level(st: Step) -> int:
@@ -408,18 +369,6 @@ def _type(v: SSAValue) -> tuple[tuple, str]:
     return dims_of(v.type), str(v.type.element_type)
 
 
-def _live(steps: list[Step], returns: list[SSAValue]) -> list[Step]:
-    """Drop view steps whose results nothing needs (their consumers absorbed them)."""
-    needed = set(returns)
-    kept = []
-    for s in reversed(steps):
-        if s.kind is Route.VIEW and not any(o in needed for o in s.outputs):
-            continue
-        needed.update(s.inputs)
-        kept.append(s)
-    return kept[::-1]
-
-
 def _library_route(op: Operation) -> str:
     call = library_call(op, "cpu")
     if call is not None and not isinstance(op, LIBRARY):
@@ -433,7 +382,7 @@ def _library_route(op: Operation) -> str:
 def _dynamic_line(plan: Plan) -> str:
     """How a dynamic plan serves its sizes, for explain()."""
     n = sum(1 for s in plan.steps if _lowered(s))
-    per = [s for s in plan.steps if s.ops[0].has_trait(Attention) and s.kind is not Route.GENERATED and not s.prebuilt]
+    per = [s for s in plan.steps if s.ops[0].has_trait(Attention) and s.kind is not StepKind.TEMPLATE and not s.prebuilt]
     line = f"backend code: {n} size-generic MLIR kernel(s), compiled once for every size"
     return line + (f"; {len(per)} attention op(s) call a library or reference op instead of the generated "
                    "kernel (emitted per static size)" if per else "")
@@ -478,13 +427,13 @@ class CpuBackend(Backend):
     def _lower(self, module: ModuleOp) -> Program:
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
-        fallbacks = sorted({op.name for s in plan.steps if s.kind is Route.EAGER for op in s.ops})
+        fallbacks = sorted({op.name for s in plan.steps if s.kind is StepKind.FALLBACK for op in s.ops})
         generic = " (size-generic)" if plan.binding is not None else ""
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.split(".", 1)[-1] for o in s.ops],
                   "route": s.route + (generic if _lowered(s) else ""),
                   "reason": s.route + (f" ({s.note})" if s.note else ""),
                   "source": s.text, "cache_hit": getattr(kernels.get(s.func), "cache_hit", None)}
-                 for i, s in enumerate(plan.steps) if s.kind is not Route.VIEW]
+                 for i, s in enumerate(plan.steps) if s.kind is not StepKind.VIEW]
         source = "\n".join(plan.modules().values())
         return Program(run=build_runner(plan, kernels), source=source, fallbacks=fallbacks, kernels=infos,
                        dynamic=_dynamic_line(plan) if plan.binding is not None else None)

@@ -9,6 +9,8 @@ from xdsl.ir import Operation, SSAValue
 
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
+from solder.backends.lowering import steps as shared
+from solder.backends.lowering.steps import StepKind
 from solder.backends.routes import Route
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
@@ -16,16 +18,12 @@ from solder.compiler.dialects.types import shape_of
 
 
 @dataclass
-class Step:
-    """One launch: an MLIR kernel, a library call, a torch view or a reference (eager) op.
+class Step(shared.Step):
+    """One launch (backends/lowering/steps.py): an MLIR kernel (POINTWISE/REDUCTION), a generated attention
+    (TEMPLATE), a library call (EXTERN, HOISTED), a torch view (VIEW) or a reference op (FALLBACK). `kind` says
+    which (the runner branches on it); `route` is the text explain() prints."""
 
-    `kind` says which (the runner branches on it); `route` is the text explain() prints."""
-
-    kind: Route
-    route: str
-    ops: list[Operation]
-    inputs: list[SSAValue]
-    outputs: list[SSAValue]
+    route: str = ""
     func: str = ""
     text: str = ""
     schedule: list[str] = field(default_factory=list)
@@ -33,13 +31,16 @@ class Step:
     arg_types: list[tuple[tuple[int, ...], str]] = field(default_factory=list)
     opt_level: int = 3
     launch: object = None  # generated attention: kernel -> callable over the op's operands
-    kernel_id: int | None = None
-    note: str = ""
     operand_keys: list[list[SSAValue]] = field(default_factory=list)  # per op, resolved operands
     nhwc_in: list[bool] = field(default_factory=list)  # MLIR step: input i arrives channels-last
     nhwc_out: list[bool] = field(default_factory=list)  # MLIR step: output i is written channels-last
     symbols: list[str] = field(default_factory=list)  # MLIR step of a dynamic module: its `index` arguments
     prebuilt: str = ""  # a step calling the install's library kernel (attention_lib.py): that kernel's MLIR
+
+
+KIND_OF_ROUTE = {Route.GENERATED: StepKind.POINTWISE, Route.LIBRARY: StepKind.EXTERN, Route.EAGER: StepKind.FALLBACK,
+                 Route.VIEW: StepKind.VIEW, Route.HOISTED: StepKind.HOISTED}
+"""The step kind of a route the attention planner names (a generated attention is a TEMPLATE: its own launcher)."""
 
 
 @dataclass
@@ -74,9 +75,9 @@ def _is_conv2d(op: Operation) -> bool:
 
 def _compiled(s: Step) -> bool:
     """An MLIR function of the plan's module: a lowered kernel or a generated attention (not a prebuilt one)."""
-    return s.kind is Route.GENERATED
+    return s.kind.generated or s.kind is StepKind.TEMPLATE
 
 
 def _lowered(s: Step) -> bool:
     """A kernel lowered by lower.py (not a generated attention, which has its own launcher)."""
-    return s.kind is Route.GENERATED and s.launch is None
+    return s.kind.generated

@@ -1,37 +1,33 @@
-"""Running a CPU plan: compile its MLIR functions in one go, then one closure per step over a flat list of values.
+"""Running a CPU plan: compile its MLIR functions in one go, then hand the steps to the shared executor.
 
-Kernel outputs that never escape to the caller are preallocated once (shapes are static); each MLIR kernel is
-called through `JitKernel.call_unchecked`. Non-contiguous inputs of a kernel are made contiguous at its boundary
-(channels-last ones are passed as the NHWC tensors they are). Intermediates and the kernels' memref descriptors
-are shared between calls, so a Program runs one call at a time: concurrent calls from several threads take turns
-on a lock (uncontended, it adds well under a microsecond to a call; tests/test_threads.py). The plan itself
-(which op runs where) is backend.py's.
-
-A dynamic module's plan (size-generic kernels, `plan.binding` set) binds the shape symbols once per call (the
-binding also checks the bounds) and keeps the binding in the value list's last slot: output shapes are evaluated
-from it, kernels take the symbols' values after their tensors, reference ops that need sizes read it, and an
-intermediate buffer is kept while its size stays the same. Steps that read no argument (position ids, causal
-masks: what a static compile folds into constants) run once per binding and are replayed while it holds.
+The executor (backends/lowering/executor.py) owns the value slots, the liveness buffer plan, size bindings
+(one instance per binding of a dynamic module), replaying what follows from the sizes alone, and one call at
+a time. This module turns each step into a launch: an MLIR kernel called through `JitKernel.call_unchecked`
+(`call_keyed` for a size-generic one, the symbols' values after its tensors) writing into pooled or fresh
+buffers; a library call; a run of torch views; a reference op. Non-contiguous inputs of a kernel are made
+contiguous at its boundary (channels-last ones are passed as the NHWC tensors they are). Before each call,
+the kernels' thread team follows `torch.get_num_threads()` (threads.py). The plan itself (which op runs where)
+is backend.py's.
 """
 
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import torch
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation
 
 from solder.backends.cpu import symdims, threads
-from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _lowered, _to_nhwc
+from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _to_nhwc
+from solder.backends.lowering.executor import Context, Executor
 from solder.backends.lowering.library import library_call
+from solder.backends.lowering.steps import StepKind
 from solder.backends.reference import OPS, attention_reference
 from solder.backends.weights import Stack
-from solder.backends.routes import Route
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.traits import ViewLike
-from solder.compiler.dialects.types import dims_of, shape_of
+from solder.compiler.dialects.types import dims_of
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
 _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
@@ -54,7 +50,7 @@ def _library_fn(op: Operation):
 
 def _is_library(s: Step) -> bool:
     """A step that calls a library op (GEMM, convolution, SDPA, a hoisted concatenation), not an eager one."""
-    return s.kind in (Route.LIBRARY, Route.HOISTED)
+    return s.kind in (StepKind.EXTERN, StepKind.HOISTED)
 
 
 def _conv_nhwc(conv):
@@ -104,78 +100,77 @@ def compile_plan(plan: Plan) -> dict[str, object]:
     return kernels
 
 
-def _escaping(plan: Plan) -> set[SSAValue]:
-    """Values the caller may see: returned ones and those that views/eager ops pass through."""
-    esc = set(plan.returns)
-    for s in reversed(plan.steps):
-        if s.kind in (Route.VIEW, Route.EAGER) and any(o in esc for o in s.outputs):
-            esc.update(s.inputs)
-    return esc
+def build_runner(plan: Plan, kernels: dict) -> Executor:
+    """The callable that runs `plan` (its MLIR functions compiled into `kernels`)."""
+    binding = _CallBinding(plan.binding) if plan.binding is not None else None
+    sync = (lambda _: threads.sync()) if threads.active() else None  # parallel kernels: torch's thread count
+    return Executor(plan.steps, plan.args, plan.returns, lambda ctx: _launches(ctx, kernels), binding=binding,
+                    before_call=sync)
 
 
-def build_runner(plan: Plan, kernels: dict):
-    if plan.binding is not None:
-        return _dynamic_runner(plan, kernels)
-    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
-    n_args = len(plan.args)
-    made_contiguous = set()  # values produced by MLIR kernels: contiguous by construction
-    esc = _escaping(plan)
-    launch = []
+def _launches(ctx: Context, kernels: dict) -> list:
+    """ctx -> [(step indices, fn(vals, bufs))]: one launch per step, consecutive view steps as one."""
+    slots, env = ctx.slots, ctx.env
+    contiguous = set()  # values produced by MLIR kernels: contiguous by construction
+    out = []
     views: list[tuple] = []  # a run of consecutive layout-op steps, launched as one
-    for s in plan.steps:
-        ins = [slots[v] for v in s.inputs]
-        for o in s.outputs:
-            slots[o] = len(slots)
-        outs = [slots[o] for o in s.outputs]
-        if s.kind is Route.VIEW and s.ops[0].has_trait(ViewLike):
-            views.append((OPS[type(s.ops[0])](s.ops[0]), [slots[v] for v in s.operand_keys[0]], outs[0]))
+    view_idx: list[int] = []
+    for k, s in enumerate(ctx.steps):
+        outs = [slots[o] for o in s.outs]
+        if s.kind is StepKind.VIEW and s.ops[0].has_trait(ViewLike):
+            views.append((_bound(OPS[type(s.ops[0])](s.ops[0]), env), [slots[v] for v in s.operand_keys[0]], outs[0]))
+            view_idx.append(k)
             continue
         if views:
-            launch.append(_views_launch(views))
-            views = []
-        if _lowered(s):
-            launch.append(_mlir_launch(s, kernels[s.func], ins, outs, esc, made_contiguous))
-            made_contiguous.update(s.outputs)
-        elif s.launch is not None:
-            launch.append(_call_launch(s.launch(kernels.get(s.func)), [slots[v] for v in s.operand_keys[0]], outs))
+            out.append((view_idx, _views_launch(views)))
+            views, view_idx = [], []
+        if s.kind.generated:
+            f = _mlir_launch(s, k, kernels[s.func], ctx, contiguous)
+            contiguous.update(s.outs)
+        elif s.launch is not None:  # an attention kernel (generated, or the install's size-generic one)
+            f = _call_launch(s.launch(kernels.get(s.func)), [slots[v] for v in s.operand_keys[0]], outs)
         elif len(s.ops) == 1:
             fn = _library_fn(s.ops[0]) if _is_library(s) else OPS[type(s.ops[0])](s.ops[0])
-            launch.append(_call_launch(fn, [slots[v] for v in s.operand_keys[0]], outs))
+            f = _call_launch(_bound(fn, env), [slots[v] for v in s.operand_keys[0]], outs)
         else:
-            launch.append(_block_launch(s, slots, outs))
+            f = _block_launch(s, slots, outs, env)
+        out.append(([k], f))
     if views:
-        launch.append(_views_launch(views))
-    ret = [slots[v] for v in plan.returns]
-    n = len(slots)
-    lock = threading.Lock()  # preallocated buffers and memref descriptors: one call at a time
-    sync = threads.sync if threads.active() else None  # parallel kernels: torch's thread count, per call
-
-    def run(tensors):
-        vals = [None] * n
-        vals[:n_args] = tensors
-        if sync is not None:
-            sync()
-        with lock:
-            for f in launch:
-                f(vals)
-        return [vals[i] for i in ret]
-    return run
+        out.append((view_idx, _views_launch(views)))
+    return out
 
 
-def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
-    n_in = len(s.inputs)
+def _bound(fn, env):
+    """`fn` with a dynamic module's binding passed where it asks for one (`wants_env`)."""
+    if env is None or not getattr(fn, "wants_env", False):
+        return fn
+    return lambda *xs: fn(*xs, env=env)
+
+
+def _mlir_launch(s: Step, k: int, kern, ctx: Context, contiguous: set):
+    """An MLIR kernel: inputs made contiguous (channels-last ones passed as NHWC), outputs written into the
+    executor's pooled buffers or fresh ones (what the caller may keep), in the kernel's argument shape."""
+    slots, env = ctx.slots, ctx.env
+    ins = [slots[v] for v in s.ins]
+    n_in = len(s.ins)
     in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
     nhwc_in = s.nhwc_in or [False] * n_in
-    need_contig = [2 if cl else v not in contiguous for v, cl in zip(s.inputs, nhwc_in)]
-    # the IR's shapes: a kernel may write an output in its pre-reshape shape (same bytes)
-    nhwc_out = s.nhwc_out or [False] * len(s.outputs)
-    out_specs = [(_to_nhwc(shape_of(v.type)) if cl else shape_of(v.type), _TORCH[dt], dt == "i1", cl)
-                 for v, (_, dt), cl in zip(s.outputs, s.arg_types[n_in:], nhwc_out)]
-    # None: allocated per call (the caller may keep it); else reused across calls
-    bufs = [None if o in esc else torch.empty(spec[0], dtype=spec[1]) for o, spec in zip(s.outputs, out_specs)]
-    call = k.call_unchecked
+    need_contig = [2 if cl else v not in contiguous for v, cl in zip(s.ins, nhwc_in)]
+    nhwc_out = s.nhwc_out or [False] * len(s.outs)
+    specs = []
+    for j, (v, (shape, dt), cl) in enumerate(zip(s.outs, s.arg_types[n_in:], nhwc_out)):
+        seen = ctx.shape(v)  # the IR's shape; the kernel may write a pre-reshape or NHWC shape (same bytes)
+        alloc = _to_nhwc(seen) if cl else tuple(symbolic_shape(shape, env))
+        specs.append((slots[v], (k, j) if ctx.pooled(v) else None, alloc, seen, _TORCH[dt], dt == "i1", cl))
+    if env is None or not hasattr(kern, "call_keyed"):
+        call = kern.call_unchecked
+    else:
+        keyed, key, symvals = kern.call_keyed, ctx.key, [env[n] for n in s.symbols]
 
-    def run(vals):
+        def call(*args):
+            keyed(key, *args, *symvals)
+
+    def run(vals, bufs):
         args = []
         for i, c, b in zip(ins, need_contig, in_bool):
             t = vals[i]
@@ -184,12 +179,19 @@ def _mlir_launch(s: Step, k, ins, outs, esc, contiguous):
             elif c:
                 t = t.contiguous()
             args.append(t.view(torch.int8) if b else t)
-        for o, buf, (shape, dt, b, cl) in zip(outs, bufs, out_specs):
-            t = torch.empty(shape, dtype=dt) if buf is None else buf
-            vals[o] = t.permute(0, 3, 1, 2) if cl else t
+        for o, key, alloc, seen, dt, b, cl in specs:
+            t = bufs[key].view(alloc) if key is not None else torch.empty(alloc, dtype=dt)
+            vals[o] = t.permute(0, 3, 1, 2) if cl else t.view(seen)
             args.append(t.view(torch.int8) if b else t)
         call(*args)
     return run
+
+
+def symbolic_shape(shape, env) -> tuple[int, ...]:
+    """A kernel argument's shape (ints; size expressions in a dynamic module) under the binding `env`."""
+    if env is None:
+        return tuple(shape)
+    return tuple(symdims.shape_fn(tuple(shape))(env))
 
 
 def _views_launch(views: list[tuple]):
@@ -221,7 +223,7 @@ def _views_launch(views: list[tuple]):
             recipe.append((o, i, tuple(t.shape), t.stride(), t.storage_offset()))
         state["key"], state["recipe"] = key, recipe
 
-    def run(vals):
+    def run(vals, bufs):
         key = tuple((vals[i].stride(), vals[i].storage_offset()) for i in ext)
         recipe = state["recipe"]
         if recipe is not None and key == state["key"]:
@@ -238,82 +240,33 @@ def _call_launch(fn, ins, outs):
     if len(outs) == 1:
         (o,) = outs
 
-        def run1(vals):
+        def run1(vals, bufs):
             vals[o] = fn(*[vals[i] for i in ins])
         return run1
 
-    def run(vals):
+    def run(vals, bufs):
         for j, t in zip(outs, fn(*[vals[i] for i in ins])):
             vals[j] = t
     return run
 
 
-def _block_launch(s: Step, slots: dict, outs, envi: int | None = None):
-    """An eager run of several ops (a kernel that could not be lowered to MLIR); `envi`: the slot of a
-    dynamic module's size binding, for the ops that need it."""
-    fns = [(OPS[type(op)](op), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
-    cell: list = [None]  # a dynamic module's binding, set per call
-    if envi is not None:
-        fns = [((lambda *xs, _f=fn: _f(*xs, env=cell[0])) if getattr(fn, "wants_env", False) else fn, r, k)
-               for fn, r, k in fns]
-    ins = [(v, slots[v]) for v in s.inputs]
-    wanted = list(zip(s.outputs, outs))
+def _block_launch(s: Step, slots: dict, outs, env=None):
+    """An eager run of several ops (a kernel that could not be lowered to MLIR)."""
+    fns = [(_bound(OPS[type(op)](op), env), op.results, keys) for op, keys in zip(s.ops, s.operand_keys)]
+    ins = [(v, slots[v]) for v in s.ins]
+    wanted = list(zip(s.outs, outs))
 
-    def run(vals):
-        env = {v: vals[i] for v, i in ins}
+    def run(vals, bufs):
+        e = {v: vals[i] for v, i in ins}
         for fn, results, keys in fns:
-            res = fn(*[env[v] for v in keys])
-            env.update(zip(results, res if isinstance(res, list) else [res]))
+            res = fn(*[e[v] for v in keys])
+            e.update(zip(results, res if isinstance(res, list) else [res]))
         for v, o in wanted:
-            vals[o] = env[v]
-    if envi is None:
-        return run
-
-    def run_bound(vals):
-        cell[0] = vals[envi]
-        run(vals)
-    return run_bound
-
-
-# -- dynamic modules: size-generic kernels ----------------------------------------------------------
-def _dynamic_runner(plan: Plan, kernels: dict):
-    """`build_runner` for a plan with symbolic sizes: the binding of the call's sizes sits in the last slot."""
-    slots: dict[SSAValue, int] = {a: i for i, a in enumerate(plan.args)}
-    n_args = len(plan.args)
-    made_contiguous = set()
-    esc = _escaping(plan)
-    launch = []
-    for s in plan.steps:
-        for o in s.outputs:
-            slots[o] = len(slots)
-    envi = len(slots)  # the binding (a dict), then the tuple of its values
-    sized = _size_only(plan, esc)
-    for k, s in enumerate(plan.steps):
-        ins, outs = [slots[v] for v in s.inputs], [slots[o] for o in s.outputs]
-        f = _dynamic_launch(s, kernels, slots, ins, outs, esc, made_contiguous, envi)
-        launch.append(_once_per_binding(f, outs, envi) if k in sized else f)
-        if _lowered(s):
-            made_contiguous.update(s.outputs)
-    ret = [slots[v] for v in plan.returns]
-    n = envi + 2
-    bind = _CallBinding(plan.binding)
-    lock = threading.Lock()  # intermediates kept between calls: one call at a time
-    sync = threads.sync if threads.active() else None  # parallel kernels: torch's thread count, per call
-
-    def run(tensors):
-        vals = [None] * n
-        vals[:n_args] = tensors
-        if sync is not None:
-            sync()
-        env = vals[envi] = bind(tensors)  # ShapeBindError for sizes outside the compiled bounds
-        vals[envi + 1] = tuple(env.values())
-        with lock:
-            for f in launch:
-                f(vals)
-        return [vals[i] for i in ret]
+            vals[o] = e[v]
     return run
 
 
+# -- dynamic modules ------------------------------------------------------------------------------
 class _CallBinding:
     """The plan's binding, checked once per distinct shape of the arguments that carry a symbol.
 
@@ -335,142 +288,3 @@ class _CallBinding:
         env = self.check(tensors)
         self.last = (key, env)
         return env
-
-
-def _dynamic_launch(s: Step, kernels: dict, slots: dict, ins, outs, esc, contiguous, envi):
-    """One step of a dynamic plan as a launch."""
-    if _lowered(s):
-        return _mlir_launch_dynamic(s, kernels[s.func], ins, outs, esc, contiguous, envi)
-    if s.kind is Route.VIEW and isinstance(s.ops[0], (g.ReshapeOp, g.ExpandOp)) and \
-            _symbolic_sizes(dims_of(s.ops[0].results[0].type)):
-        return _view_launch_dynamic(s.ops[0], slots[s.operand_keys[0][0]], outs[0], envi)
-    if len(s.ops) == 1:
-        op = s.ops[0]
-        if s.launch is not None:  # the install's size-generic attention, sizes read per call
-            fn = s.launch(None)
-        else:
-            fn = _library_fn(op) if _is_library(s) else OPS[type(op)](op)
-        return _env_launch(fn, [slots[v] for v in s.operand_keys[0]], outs, envi)
-    return _block_launch(s, slots, outs, envi)
-
-
-def _size_only(plan: Plan, esc: set) -> set[int]:
-    """Indices of the steps whose results follow from the sizes alone: no argument reaches them (arange,
-    constants, what is computed from those), no eager op whose result could differ between calls
-    (`graph.extern`: a random op), and no result the caller receives (it may write to it)."""
-    known: set = set()
-    steps = set()
-    for k, s in enumerate(plan.steps):
-        if all(v in known for v in s.inputs) and not any(isinstance(op, g.ExternOp) for op in s.ops):
-            known.update(s.outputs)
-            if not any(o in esc for o in s.outputs):
-                steps.add(k)
-    return steps
-
-
-def _once_per_binding(launch, outs: list[int], envi: int):
-    """`launch`, run when the binding changes; its results replayed while it holds."""
-    memo: list = [None, None]
-
-    def run(vals):
-        key = vals[envi + 1]
-        if key == memo[0]:
-            for o, t in zip(outs, memo[1]):
-                vals[o] = t
-            return
-        launch(vals)
-        memo[:] = [key, [vals[o] for o in outs]]
-    return run
-
-
-def _symbolic_sizes(dims: tuple) -> bool:
-    """Dims with size expressions (and no `?` without one): sizes computable from the binding."""
-    return not symdims.is_static(dims) and "?" not in dims
-
-
-def _env_launch(fn, ins, outs, envi):
-    """A torch call (view, library, reference op); ops whose sizes depend on the symbols get the binding."""
-    if getattr(fn, "wants_env", False):
-        call = fn
-        fn = None
-
-        def with_env(vals):
-            return call(*[vals[i] for i in ins], env=vals[envi])
-    else:
-        def with_env(vals):
-            return fn(*[vals[i] for i in ins])
-    if len(outs) == 1:
-        (o,) = outs
-
-        def run1(vals):
-            vals[o] = with_env(vals)
-        return run1
-
-    def run(vals):
-        for j, t in zip(outs, with_env(vals)):
-            vals[j] = t
-    return run
-
-
-def _mlir_launch_dynamic(s: Step, k, ins, outs, esc, contiguous, envi):
-    """`_mlir_launch` for a size-generic kernel: output shapes from the binding, the symbols after the tensors."""
-    n_in = len(s.inputs)
-    in_bool = [dt == "i1" for _, dt in s.arg_types[:n_in]]
-    nhwc_in = s.nhwc_in or [False] * n_in
-    need_contig = [2 if cl else v not in contiguous for v, cl in zip(s.inputs, nhwc_in)]
-    nhwc_out = s.nhwc_out or [False] * len(s.outputs)
-    # allocated in the kernel's argument shape (channels-last, or the shape before a reshape that only
-    # feeds the output), then seen as the IR's value
-    out_specs = [(symdims.shape_fn(shape), _TORCH[dt], dt == "i1", cl, v not in esc,
-                  None if cl or tuple(shape) == dims_of(v.type) else symdims.shape_fn(dims_of(v.type)))
-                 for v, (shape, dt), cl in zip(s.outputs, s.arg_types[n_in:], nhwc_out)]
-    kept: list = [None] * len(outs)  # per output that never escapes: the buffer of the last size seen
-    syms = list(s.symbols)
-    call = getattr(k, "call_keyed", None)
-    if call is None:  # every argument static (sizes the binding does not change)
-        unkeyed = k.call_unchecked
-
-        def call(key, *args):
-            unkeyed(*args)
-    last: list = [None, None, None]  # binding key, output shapes (allocated, seen) and symbol values for it
-
-    def sized(key, env):
-        last[:] = [key, [(f(env), None if g is None else g(env)) for f, _, _, _, _, g in out_specs],
-                   [env[n] for n in syms]]
-        return last
-
-    def run(vals):
-        key = vals[envi + 1]
-        _, shapes, symvals = last if key == last[0] else sized(key, vals[envi])
-        args = []
-        for i, c, b in zip(ins, need_contig, in_bool):
-            t = vals[i]
-            if c == 2:
-                t = t.permute(0, 2, 3, 1).contiguous()
-            elif c:
-                t = t.contiguous()
-            args.append(t.view(torch.int8) if b else t)
-        for j, (o, (_, dt, b, cl, keep, _), (shape, seen)) in enumerate(zip(outs, out_specs, shapes)):
-            t = kept[j]
-            if t is None or t.shape != shape:
-                t = torch.empty(shape, dtype=dt)
-                if keep:
-                    kept[j] = t
-            vals[o] = t.permute(0, 3, 1, 2) if cl else t if seen is None else t.view(seen)
-            args.append(t.view(torch.int8) if b else t)
-        call(key, *args, *symvals)
-    return run
-
-
-def _view_launch_dynamic(op: Operation, i: int, o: int, envi: int):
-    """A reshape or expand to a symbolic shape, its sizes evaluated once per binding."""
-    shape_of_env = symdims.shape_fn(dims_of(op.results[0].type))
-    last: list = [None, None]
-    reshape = isinstance(op, g.ReshapeOp)
-
-    def run(vals):
-        key = vals[envi + 1]
-        if key != last[0]:
-            last[:] = [key, shape_of_env(vals[envi])]
-        vals[o] = vals[i].reshape(last[1]) if reshape else vals[i].expand(last[1])
-    return run
