@@ -1,9 +1,9 @@
 """The ops issue #17 asked to cover run as generated code or a library call, never as an eager fallback, and
 match eager: pad, slice/select scatter, scatter and index_put (on fresh buffers and written into inputs),
 nearest and linear upsampling, group norm, transposed convolution, pooling with ceil_mode, uncounted padding
-and adaptive sizes, cumsum, argmax, round and trunc. Each model runs compiled for the cpu target, the
-reference backend and the h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU tensors), three
-calls in a row on twin inputs, and its outputs and written inputs must equal eager's."""
+and adaptive sizes, cumsum, argmax, round, trunc and reductions over long rows. Each model runs compiled for
+the cpu target, the reference backend and the h100 target (its Triton kernels under TRITON_INTERPRET=1 on CPU
+tensors), three calls in a row on twin inputs, and its outputs and written inputs must equal eager's."""
 
 from __future__ import annotations
 
@@ -128,6 +128,13 @@ class Scans(nn.Module):
                 torch.round(x * 2.5), torch.trunc(x * 2.5))
 
 
+class LongRows(nn.Module):
+    """Rows longer than a generated GPU row kernel holds (codegen.MAX_ROW): library calls there."""
+
+    def forward(self, x):
+        return x.sum(-1), x.amax(-1, keepdim=True), torch.softmax(x, -1), torch.log_softmax(x, -1), x.cumsum(-1)
+
+
 def _inputs(model, call: int) -> tuple:
     gen = torch.Generator().manual_seed(call)
 
@@ -144,6 +151,8 @@ def _inputs(model, call: int) -> tuple:
         return randn(4, 6), torch.randint(0, 4, (4, 6), generator=gen), randn(4, 6)
     if isinstance(model, IndexPuts):
         return randn(6, 5), torch.tensor([-1, 2, 0]) + call % 2, randn(4, 5)
+    if isinstance(model, LongRows):
+        return (randn(2, 20000),)
     if isinstance(model, (Upsamples, Norms, ConvTransposes, Pools)):
         return (randn(2, 6, 5, 7),)
     return (randn(5, 7) + torch.tensor([0.5, -0.5, 1.5, -2.5, 0.0, 1e30, float("nan")]),)
@@ -172,7 +181,8 @@ def check_like_eager(model: nn.Module, target: str, calls: int = 3):
     return next(iter(compiled.specializations.values())).program
 
 
-MODELS = [Pads, SliceWrites, ScatterFresh, ScatterInput, IndexPuts, Upsamples, Norms, ConvTransposes, Pools, Scans]
+MODELS = [Pads, SliceWrites, ScatterFresh, ScatterInput, IndexPuts, Upsamples, Norms, ConvTransposes, Pools, Scans,
+          LongRows]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on masked lanes and nan
