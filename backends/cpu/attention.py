@@ -21,23 +21,24 @@ vectors for p and inline on scalars for alpha (a libm call would spill the live 
 Scores and accumulators are fp32 (bf16/fp16 inputs are upcast at the call). GQA: query head h reads
 key/value head h // (Hq / Hkv). Masks keep their own (broadcast) shape: size-1 dims index 0.
 attention_plan.py decides the route of an op (this kernel, or torch SDPA where the kernel does not
-apply) and calls the compiled kernel.
+apply) and calls the compiled kernel. The kernel is built as xDSL ops and verified (mlir_builder.py); its
+parallel `scf.forall` and vector compares/selects/fptosi use the few ops mlir_builder declares where xDSL
+0.74 has none.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import torch
+from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, i64
+from xdsl.ir import Attribute, Block, Region, SSAValue
 
-from solder.backends.cpu.mathapprox import (
-    _EXP2_POLY,
-    _EXP_FAST_BOUND,
-    _LOG2E,
-    Emitter,
-    f32_literal,
-)
+from solder.backends.cpu import mlir_builder as M
+from solder.backends.cpu.mathapprox import _EXP2_POLY, _EXP_FAST_BOUND, _LOG2E, Emitter
+from solder.backends.cpu.mlir_builder import IR
 
 PARALLEL_MIN_FLOPS = 1 << 26  # ~5 ms on one core: below it, waking and joining threads outweighs the second one
 
@@ -101,12 +102,13 @@ class AttentionSpec:
         out = (self.b, self.t, self.hq, self.dv) if self.out_bthd else (self.b, self.hq, self.t, self.dv)
         return args + [(out, torch.float32)]
 
-    def layouts(self) -> list[str]:
-        """The memref layout suffix of each argument (q, k, v, ..., out): strided views or ''."""
-        lay = [f", strided<[{', '.join(map(str, v[2]))}], offset: {v[1]}>" if v else "" for v in self.views]
-        lay += [""] * (len(self.arg_shapes()) - 4)
+    def layouts(self) -> list[tuple]:
+        """The memref layout of each argument (q, k, v, ..., out): (strides, offset) of a strided view, or
+        (None, None) for the identity layout."""
+        lay = [(list(v[2]), v[1]) if v else (None, None) for v in self.views]
+        lay += [(None, None)] * (len(self.arg_shapes()) - 4)
         h, d = self.hq, self.dv
-        return lay + [f", strided<[{self.t * h * d}, {d}, {h * d}, 1]>" if self.out_bthd else ""]
+        return lay + [([self.t * h * d, d, h * d, 1], 0) if self.out_bthd else (None, None)]
 
     def variant(self) -> tuple:
         """What a size-generic kernel is specialized on (the rest are its arguments)."""
@@ -155,401 +157,451 @@ class AttentionSpec:
         return ", ".join(bits)
 
 
-def _memref(shape, elem: str = "f32", layout: str = "") -> str:
-    return "memref<" + "x".join(str(n) for n in shape) + f"x{elem}{layout}>"
-
-
-class _Text:
-    """Line-oriented MLIR builder: `v(rhs)` appends `%xN = rhs` and returns `%xN`."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.n = 0
-        self.indent = 1
-        self._consts: dict[tuple[str, str], str] = {}
-
-    def line(self, s: str) -> None:
-        self.lines.append("  " * self.indent + s)
-
-    def v(self, rhs: str) -> str:
-        self.n += 1
-        name = f"%x{self.n}"
-        self.line(f"{name} = {rhs}")
-        return name
-
-    def idx(self, n: int) -> str:
-        return self.const(str(n), "index")
-
-    def const(self, lit: str, ty: str) -> str:
-        """Constants are emitted once, at the top of the function (hoisted by `text()`)."""
-        key = (lit, ty)
-        if key not in self._consts:
-            self._consts[key] = f"%c{len(self._consts)}"
-        return self._consts[key]
-
-    def const_lines(self) -> list[str]:
-        return [f"    {n} = arith.constant {lit} : {ty}" for (lit, ty), n in self._consts.items()]
-
-
 class _Emitter:
-    """Writes the kernel for one AttentionSpec (see the module docstring for the algorithm)."""
+    """Builds the kernel for one AttentionSpec as xDSL ops (see the module docstring for the algorithm).
 
-    FM = " fastmath<nnan,ninf,nsz,contract,afn>"
+    Ops go to the innermost open loop (`for_` opens one, `end` closes it); constants are made once and placed
+    at the top of the function (`text`)."""
+
+    FM = "nnan,ninf,nsz,contract,afn"
 
     def __init__(self, spec: AttentionSpec, name: str) -> None:
-        self.sp, self.name, self.x = spec, name, _Text()
-        self.vk = f"vector<{spec.bk}xf32>"
-        self.vki = f"vector<{spec.bk}xi32>"
-        self.vd = f"vector<{spec.dv}xf32>"
+        self.sp, self.name = spec, name
+        self.vk = M.vector_t(spec.bk, "f32")
+        self.vki = M.vector_t(spec.bk, "i32")
+        self.vd = M.vector_t(spec.dv, "f32")
+        self.fm = M.fastmath(self.FM)
         self.r = 4 if spec.bk <= 64 else 2  # query rows per micro-kernel step (4 x 64 lanes: 16 zmm)
-        self.sizes: dict[str, str] = {}  # generic kernels: size name -> SSA index value (see `n`)
+        self.sizes: dict[str, SSAValue] = {}  # generic kernels: size name -> index value (see `n`)
+        self.refs: dict[str, SSAValue] = {}   # q, k, v, [mask], [cnt, idx], out as the kernel indexes them
+        self.loops: list[IR] = []
+        self._n = 0
+        self._consts: dict[tuple, SSAValue] = {}
+        self._const_ops: list = []
 
-    def n(self, name: str) -> str:
+    # -- building -----------------------------------------------------------------------------
+    @property
+    def ir(self) -> IR:
+        return self.loops[-1]
+
+    def v(self, op) -> SSAValue:
+        """Insert `op` in the innermost open loop; its result, named `%xN`."""
+        self._n += 1
+        return self.ir.op(op, f"x{self._n}")
+
+    def hint(self) -> str:
+        self._n += 1
+        return f"x{self._n}"
+
+    def const(self, value, ty) -> SSAValue:
+        """A constant (a splat for a vector type, a list: a dense vector), made once, hoisted by `text()`."""
+        key = (struct.pack("f", M.f32_value(value)) if ty == M.elem("f32") else tuple(value) if isinstance(value, list)
+               else value, ty)
+        if key not in self._consts:
+            hold = IR(Block())
+            self._consts[key] = hold.const(value, ty, f"c{len(self._consts)}")
+            self._const_ops.append(self._consts[key].owner)
+        return self._consts[key]
+
+    def idx(self, n: int) -> SSAValue:
+        return self.const(n, M.INDEX)
+
+    def n(self, name: str) -> SSAValue:
         """A size as an index value: a constant, or in a size-generic kernel an argument or a value the
         prologue derives from them (b, hq, hkv, t, s, nq, nk, nkbk = nk * bk, t1 = t - 1, group)."""
         if self.sp.generic:
             return self.sizes[name]
         sp = self.sp
-        return self.x.idx({"b": sp.b, "hq": sp.hq, "hkv": sp.hkv, "t": sp.t, "s": sp.s, "nq": sp.nq,
-                           "nk": sp.nk, "nkbk": sp.nk * sp.bk, "t1": sp.t - 1, "group": sp.group}[name])
+        return self.idx({"b": sp.b, "hq": sp.hq, "hkv": sp.hkv, "t": sp.t, "s": sp.s, "nq": sp.nq,
+                         "nk": sp.nk, "nkbk": sp.nk * sp.bk, "t1": sp.t - 1, "group": sp.group}[name])
+
+    def ibin(self, kind: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        """An integer (index) op: "addi", "muli", "minsi", "divui", ..."""
+        return self.ir.bin(kind, a, b, self.hint())
+
+    def load(self, ref: SSAValue, idx: list[SSAValue]) -> SSAValue:
+        return self.ir.load(ref, idx, self.hint())
+
+    def vload(self, ty, ref: SSAValue, idx: list[SSAValue]) -> SSAValue:
+        return self.ir.vload(ty, ref, idx, self.hint())
+
+    def bcast(self, x: SSAValue, ty) -> SSAValue:
+        return self.ir.splat(x, ty, self.hint())
 
     # -- helpers ------------------------------------------------------------------------------
-    def f(self, value: float) -> str:
-        return self.x.const(f32_literal(value), "f32")
+    def f(self, value: float) -> SSAValue:
+        return self.const(value, M.elem("f32"))
 
-    def splat(self, value: float, ty: str | None = None) -> str:
-        ty = ty or self.vk
-        return self.x.const(f"dense<{f32_literal(value)}>", ty)
+    def splat(self, value: float, ty=None) -> SSAValue:
+        return self.const(value, ty or self.vk)
 
-    def vbin(self, op: str, a: str, b: str, ty: str | None = None) -> str:
-        return self.x.v(f"arith.{op} {a}, {b}{self.FM} : {ty or self.vk}")
+    def vbin(self, op: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.ir.bin(op, a, b, self.hint(), fm=self.fm)
 
-    def vfma(self, a: str, b: str, c: str, ty: str | None = None) -> str:
-        return self.x.v(f"vector.fma {a}, {b}, {c} : {ty or self.vk}")
+    def vfma(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
+        return self.ir.vfma(a, b, c, self.hint())
 
-    def exp(self, x: str) -> str:
+    def exp(self, x: SSAValue) -> SSAValue:
         """exp(x) for x <= 0 on a vector<BK>: mathapprox's 10-op exp (2^n · 2^f, polynomial 2^f)."""
         x = self.vbin("maximumf", x, self.splat(-_EXP_FAST_BOUND))
-        nn = self.x.v(f"math.ceil {self.vfma(x, self.splat(-_LOG2E), self.splat(-0.5))} : {self.vk}")
+        nn = self.ir.un("ceil", self.vfma(x, self.splat(-_LOG2E), self.splat(-0.5)), self.hint())
         f = self.vfma(x, self.splat(_LOG2E), nn)
         acc = self.splat(_EXP2_POLY[0])
         for c in _EXP2_POLY[1:]:
             acc = self.vfma(acc, f, self.splat(c))
-        ni = self.x.v(f"arith.fptosi {nn} : {self.vk} to {self.vki}")
-        shift = self.x.v(f"arith.shli {ni}, {self.x.const('dense<23>', self.vki)} : {self.vki}")
-        bits = self.x.v(f"arith.bitcast {acc} : {self.vk} to {self.vki}")
-        bits = self.x.v(f"arith.subi {bits}, {shift} : {self.vki}")
-        return self.x.v(f"arith.bitcast {bits} : {self.vki} to {self.vk}")
+        ni = self.ir.cast("fptosi", nn, self.vki, self.hint())
+        shift = self.ibin("shli", ni, self.const(23, self.vki))
+        bits = self.ir.cast("bitcast", acc, self.vki, self.hint())
+        bits = self.ibin("subi", bits, shift)
+        return self.ir.cast("bitcast", bits, self.vk, self.hint())
 
-    def scalar_exp(self, x: str) -> str:
+    def scalar_exp(self, x: SSAValue) -> SSAValue:
         """exp(x) for x <= 0 inline (mathapprox's 10-op exp): a libm call here would make LLVM spill
         every live score vector around it. Gives ~4e-38 instead of 0 below -86, where the running
         sum and accumulator it scales are 0 (the first visible key block of the row)."""
-        self.x.n += 1
-        em = Emitter(f"%e{self.x.n}_")
-        y = em.exp_nonpositive(x)
-        for ln in em.lines:
-            self.x.line(ln)
-        return y
+        self._n += 1
+        return Emitter(self.ir, f"e{self._n}_").exp_nonpositive(x)
 
-    def for_(self, lo: str, hi: str, iv: str, iter_args: str = "", ty: str = "") -> str | None:
-        """Open an scf.for; with `iter_args` ("%a = %init") returns the result name."""
-        res = None
-        if iter_args:
-            self.x.n += 1
-            res = f"%x{self.x.n}"
-            count = ty.count(",") + 1
-            self.x.line(f"{res}{f':{count}' if count > 1 else ''} = scf.for {iv} = {lo} to {hi} step {self.x.idx(1)} iter_args({iter_args}) -> ({ty}) {{")
-        else:
-            self.x.line(f"scf.for {iv} = {lo} to {hi} step {self.x.idx(1)} {{")
-        self.x.indent += 1
-        return res
+    def for_(self, lo: SSAValue, hi: SSAValue, iv: str, inits: list[SSAValue] = ()) -> list[SSAValue]:
+        """Open an scf.for (induction variable `%iv`) carrying `inits` (%it0, %it1, ... in the body);
+        returns the loop's results, named `%xN`."""
+        loop, body, _ = self.ir.for_(lo, hi, self.idx(1), iv, list(inits), [f"it{k}" for k in range(len(inits))])
+        if inits:
+            h = self.hint()
+            for k, r in enumerate(loop.results):
+                M.name(r, h if len(inits) == 1 else f"{h}_{k}")
+        self.loops.append(body)
+        return list(loop.results)
 
-    def for_n(self, lo: str, hi: str, iv: str, inits: list[str], ty: str) -> str:
-        """Open an scf.for carrying len(inits) values of type `ty` (%it0, %it1, ... in the body)."""
-        its = ", ".join(f"%it{k} = {v}" for k, v in enumerate(inits))
-        return self.for_(lo, hi, iv, its, ", ".join([ty] * len(inits)))
+    def end(self, *yields: SSAValue) -> None:
+        """Close the innermost loop (yielding `yields`, or nothing)."""
+        self.ir.yield_(*yields)
+        self.loops.pop()
 
-    def end(self, yields: str = "", ty: str = "") -> None:
-        if yields:
-            self.x.line(f"scf.yield {yields} : {ty}")
-        self.x.indent -= 1
-        self.x.line("}")
+    def it(self, k: int) -> SSAValue:
+        """The innermost loop's k-th iteration argument."""
+        return self.ir.block.args[1 + k]
+
+    def iv(self) -> SSAValue:
+        """The innermost loop's induction variable."""
+        return self.ir.block.args[0]
 
     # -- the kernel ---------------------------------------------------------------------------
     def text(self) -> str:
         sp = self.sp
-        names = ["%q", "%k", "%v"] + (["%mask"] if sp.mask else []) + (["%cnt", "%idx"] if sp.sparse else [])
-        names.append("%out")
-        elems = {"%mask": "f32" if sp.mask == "add" else "i8", "%cnt": "i32", "%idx": "i32"}
+        names = ["q", "k", "v"] + (["mask"] if sp.mask else []) + (["cnt", "idx"] if sp.sparse else [])
+        names.append("out")
+        elems = {"mask": "f32" if sp.mask == "add" else "i8", "cnt": "i32", "idx": "i32"}
         # the kernel indexes every argument as its logical [B, H, T, D] (or mask/layout) shape; a strided
         # layout maps that onto the tensor actually passed (a view's base, a [B, T, H, Dv] output)
         if sp.generic:
-            params = self.generic_prologue(names, elems)
+            params = self.generic_params(names, elems)
         else:
             logical = [(sp.b, sp.hq, sp.t, sp.d), (sp.b, sp.hkv, sp.s, sp.d), (sp.b, sp.hkv, sp.s, sp.dv)]
             logical += [shape for shape, _ in sp.arg_shapes()[3:-1]] + [(sp.b, sp.hq, sp.t, sp.dv)]
-            self.types = {n: _memref(shape, elems.get(n, "f32"), lay)
-                          for n, shape, lay in zip(names, logical, sp.layouts())}
-            params = list(self.types.items())
+            params = [(n, M.memref_t(shape, elems.get(n, "f32"), *lay))
+                      for n, shape, lay in zip(names, logical, sp.layouts())]
+        fn, top = M.kernel_func(self.name, params)
+        self.loops = [top]
+        args = dict(zip((n for n, _ in params), fn.body.block.args))
+        if sp.generic:
+            self.generic_prologue(names, elems, args)
+        else:
+            self.refs = {n: args[n] for n in names}
         self.outer()
-        head = f"  func.func @{self.name}(" + ", ".join(f"{n}: {t}" for n, t in params) + \
-            ") attributes {llvm.emit_c_interface} {"
-        return "\n".join([head, *self.x.const_lines(), *self.x.lines, "    return", "  }"]) + "\n"
+        top.insert(M.func.ReturnOp())
+        first = fn.body.block.first_op
+        for op in self._const_ops:
+            op.detach()
+            fn.body.block.insert_op_before(op, first)
+        return M.finish(fn)
 
-    def generic_prologue(self, names: list[str], elems: dict[str, str]) -> list[tuple[str, str]]:
-        """A size-generic kernel's parameters (flat memrefs, the scale, `index` sizes and strides: the order
-        of AttentionSpec.generic_args) and its prologue: each operand as a strided 4-d view of its flat
-        memref, the sizes derived from the arguments, the scale as a vector."""
-        sp, x = self.sp, self.x
-        x.indent = 2
-        flat = [(f"{n}_flat", f"memref<?x{elems.get(n, 'f32')}>") for n in names]
-        idx = [f"%{n}" for n in ("B", "HQ", "HKV", "T", "S")]
-        roles = ["%q", "%k", "%v", "%out"] + (["%mask"] if sp.mask else [])
-        for r in roles:
+    def generic_params(self, names: list[str], elems: dict[str, str]) -> list[tuple[str, Attribute]]:
+        """A size-generic kernel's parameters, in the order of AttentionSpec.generic_args: flat memrefs, the
+        scale, `index` sizes and strides."""
+        sp = self.sp
+        flat = [(f"{n}_flat", M.memref_t(("?",), elems.get(n, "f32"))) for n in names]
+        idx = ["B", "HQ", "HKV", "T", "S"]
+        for r in ["q", "k", "v", "out"] + (["mask"] if sp.mask else []):
             idx += [f"{r}_off", f"{r}_s0", f"{r}_s1", f"{r}_s2"]
-        dims = {"%q": ("%B", "%HQ", "%T", str(sp.d)), "%k": ("%B", "%HKV", "%S", str(sp.d)),
-                "%v": ("%B", "%HKV", "%S", str(sp.dv)), "%out": ("%B", "%HQ", "%T", str(sp.dv)),
-                "%mask": ("%B", "%HQ", "%T", "%S")}
-        self.types = {}
+        return flat + [("scale", M.memref_t((1,), "f32"))] + [(n, M.INDEX) for n in idx]
+
+    def generic_prologue(self, names: list[str], elems: dict[str, str], args: dict[str, SSAValue]) -> None:
+        """Each operand as a strided 4-d view of its flat memref, the sizes derived from the arguments, the
+        scale as a vector."""
+        sp = self.sp
+        d = {"q": ("B", "HQ", "T", sp.d), "k": ("B", "HKV", "S", sp.d), "v": ("B", "HKV", "S", sp.dv),
+             "out": ("B", "HQ", "T", sp.dv), "mask": ("B", "HQ", "T", "S")}
         for r in names:
-            elem = elems.get(r, "f32")
-            inner = "1" if r != "%mask" or self.mask_row() else "0"
-            shape = "x".join("?" if d.startswith("%") else d for d in dims[r])
-            ty = f"memref<{shape}x{elem}, strided<[?, ?, ?, {inner}], offset: ?>>"
-            sizes = ", ".join(dims[r])
-            x.line(f"{r} = memref.reinterpret_cast {r}_flat to offset: [{r}_off], sizes: [{sizes}], "
-                   f"strides: [{r}_s0, {r}_s1, {r}_s2, {inner}] : memref<?x{elem}> to {ty}")
-            self.types[r] = ty
-        c1 = x.idx(1)
-        bq, bk = x.idx(sp.bq), x.idx(sp.bk)
-        nk = x.v(f"arith.ceildivui %S, {bk} : index")
-        self.sizes = {"b": "%B", "hq": "%HQ", "hkv": "%HKV", "t": "%T", "s": "%S",
-                      "nq": x.v(f"arith.ceildivui %T, {bq} : index"), "nk": nk,
-                      "nkbk": x.v(f"arith.muli {nk}, {bk} : index"), "t1": x.v(f"arith.subi %T, {c1} : index"),
-                      "group": x.v("arith.divui %HQ, %HKV : index")}
-        sc = x.v(f"memref.load %scale[{x.idx(0)}] : memref<1xf32>")
-        self.scale_vec = x.v(f"vector.broadcast {sc} : f32 to {self.vk}")
-        return flat + [("%scale", "memref<1xf32>")] + [(n, "index") for n in idx]
+            inner = 1 if r != "mask" or self.mask_row() else 0
+            shape = [n if isinstance(n, int) else "?" for n in d[r]]
+            ty = M.memref_t(shape, elems.get(r, "f32"), [None, None, None, inner], None)
+            sizes = [n if isinstance(n, int) else args[n] for n in d[r]]
+            strides = [args[f"{r}_s0"], args[f"{r}_s1"], args[f"{r}_s2"], inner]
+            op = M.memref.ReinterpretCastOp.from_dynamic(args[f"{r}_flat"], [args[f"{r}_off"]], sizes, strides, ty)
+            self.refs[r] = self.ir.op(op, r)
+        c1 = self.idx(1)
+        bq, bk = self.idx(sp.bq), self.idx(sp.bk)
+        nk = self.ibin("ceildivui", args["S"], bk)
+        self.sizes = {"b": args["B"], "hq": args["HQ"], "hkv": args["HKV"], "t": args["T"], "s": args["S"],
+                      "nq": self.ibin("ceildivui", args["T"], bq), "nk": nk,
+                      "nkbk": self.ibin("muli", nk, bk), "t1": self.ibin("subi", args["T"], c1),
+                      "group": self.ibin("divui", args["HQ"], args["HKV"])}
+        sc = self.load(args["scale"], [self.idx(0)])
+        self.scale_vec = self.bcast(sc, self.vk)
 
     def mask_row(self) -> bool:
         """The mask varies along the keys (a row is read per query), else one value per query row."""
         return bool(self.sp.mask) and self.sp.mask_shape[-1] > 1
 
     def outer(self) -> None:
-        sp, x = self.sp, self.x
-        x.indent = 2
+        sp = self.sp
         self.transpose_keys()
         if sp.parallel:
-            bounds = ", ".join(self.n(k) for k in ("b", "hq", "nq")) if sp.generic else f"{sp.b}, {sp.hq}, {sp.nq}"
-            x.line(f"scf.forall (%b, %h, {'%qs' if sp.causal else '%qb'}) in ({bounds}) {{")
-            x.indent += 1
+            self.forall()
             if sp.causal:  # threads take contiguous ranges: interleave short and long query blocks
-                half = x.v(f"arith.divui %qs, {x.idx(2)} : index")
-                odd = x.v(f"arith.cmpi ne, {x.v(f'arith.remui %qs, {x.idx(2)} : index')}, {x.idx(0)} : index")
-                last = x.v(f"arith.subi {self.n('nq')}, {x.idx(1)} : index")
-                late = x.v(f"arith.subi {last}, {half} : index")
-                x.line(f"%qb = arith.select {odd}, {late}, {half} : index")
+                qs = self.iv_qs
+                half = self.ibin("divui", qs, self.idx(2))
+                odd = self.ir.cmpi("ne", self.ibin("remui", qs, self.idx(2)), self.idx(0), self.hint())
+                last = self.ibin("subi", self.n("nq"), self.idx(1))
+                late = self.ibin("subi", last, half)
+                self.qb = self.ir.select(odd, late, half, "qb")
         else:
-            for iv, n in (("%b", "b"), ("%h", "hq"), ("%qb", "nq")):
-                self.for_(x.idx(0), self.n(n), iv)
+            self.for_(self.idx(0), self.n("b"), "b")
+            self.b = self.iv()
+            self.for_(self.idx(0), self.n("hq"), "h")
+            self.h = self.iv()
+            self.for_(self.idx(0), self.n("nq"), "qb")
+            self.qb = self.iv()
         self.query_block()
-        for _ in range(1 if sp.parallel else 3):
-            self.end()
+        if sp.parallel:
+            self.ir.insert(M.InParallelOp.build(regions=[Region(Block())]))
+            self.loops.pop()
+        else:
+            for _ in range(3):
+                self.end()
+
+    def forall(self) -> None:
+        """Open `scf.forall (%b, %h, %qb) in (B, Hq, nq)` (`%qs` for qb when causal: see `outer`)."""
+        sp = self.sp
+        body = Block(arg_types=[M.INDEX] * 3)
+        for a, n in zip(body.args, ("b", "h", "qs" if sp.causal else "qb")):
+            M.name(a, n)
+        self.b, self.h = body.args[0], body.args[1]
+        self.iv_qs = self.qb = body.args[2]
+        if sp.generic:
+            dyn, static = [self.n(k) for k in ("b", "hq", "nq")], [M.DYNAMIC_INDEX] * 3
+        else:
+            dyn, static = [], [sp.b, sp.hq, sp.nq]
+        arr = lambda xs: DenseArrayBase.from_list(i64, xs)  # noqa: E731
+        self.ir.insert(M.ForallOp.build(
+            operands=[[], dyn, [], []], regions=[Region(body)],
+            properties={"staticLowerBound": arr([0, 0, 0]), "staticUpperBound": arr(static),
+                        "staticStep": arr([1, 1, 1])}))
+        self.loops.append(IR(body))
 
     def transpose_keys(self) -> None:
         """kT[b, hk, d, j] = k[b, hk, j, d], zero past S (padded to whole key blocks): one heap buffer
         the size of k, so a score row is one vector load per d in every query block."""
-        sp, x = self.sp, self.x
-        c0 = x.idx(0)
+        sp = self.sp
+        c0 = self.idx(0)
         if sp.generic:
-            kt_t = f"memref<?x?x{sp.d}x?xf32>"
-            dyn = f"({self.n('b')}, {self.n('hkv')}, {self.n('nkbk')})"
+            kt_t = M.memref_t(("?", "?", sp.d, "?"), "f32")
+            dyn = [self.n("b"), self.n("hkv"), self.n("nkbk")]
         else:
-            kt_t, dyn = _memref((sp.b, sp.hkv, sp.d, sp.nk * sp.bk)), "()"
-        self.kt, self.kt_t = x.v(f"memref.alloc{dyn} {{alignment = 64 : i64}} : {kt_t}"), kt_t
-        self.for_(c0, self.n("b"), "%b")
-        self.for_(c0, self.n("hkv"), "%hk")
-        self.for_(c0, x.idx(sp.d), "%d")
+            kt_t, dyn = M.memref_t((sp.b, sp.hkv, sp.d, sp.nk * sp.bk), "f32"), []
+        self.kt = self.v(M.memref.AllocOp.build(operands=[dyn, []], result_types=[kt_t],
+                                                properties={"alignment": IntegerAttr(64, i64)}))
+        self.for_(c0, self.n("b"), "b")
+        b = self.iv()
+        self.for_(c0, self.n("hkv"), "hk")
+        hk = self.iv()
+        self.for_(c0, self.idx(sp.d), "d")
+        d = self.iv()
         if sp.generic or sp.s < sp.nk * sp.bk:
-            self.for_(self.n("s"), self.n("nkbk"), "%j")
-            x.line(f"memref.store {self.f(0.0)}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
+            self.for_(self.n("s"), self.n("nkbk"), "j")
+            self.ir.store(self.f(0.0), self.kt, [b, hk, d, self.iv()])
             self.end()
-        self.for_(c0, self.n("s"), "%j")
-        kv = x.v(f"memref.load %k[%b, %hk, %j, %d] : {self.types['%k']}")
-        x.line(f"memref.store {kv}, {self.kt}[%b, %hk, %d, %j] : {kt_t}")
+        self.for_(c0, self.n("s"), "j")
+        j = self.iv()
+        kv = self.load(self.refs["k"], [b, hk, j, d])
+        self.ir.store(kv, self.kt, [b, hk, d, j])
         for _ in range(4):
             self.end()
 
     def query_block(self) -> None:
-        sp, x = self.sp, self.x
-        c0 = x.idx(0)
-        i0 = x.v(f"arith.muli %qb, {x.idx(sp.bq)} : index")
-        left = x.v(f"arith.subi {self.n('t')}, {i0} : index")
-        nr = x.v(f"arith.minsi {x.idx(sp.bq)}, {left} : index")
-        self.hk = x.v(f"arith.divui %h, {self.n('group')} : index") if sp.generic or sp.group > 1 else "%h"
-        acc = x.v(f"memref.alloca() : {_memref((sp.bq, sp.dv))}")
-        ml = x.v(f"memref.alloca() : {_memref((2, sp.bq))}")
-        pbuf = x.v(f"memref.alloca() : {_memref((self.r, sp.bk))}")
+        sp = self.sp
+        c0 = self.idx(0)
+        i0 = self.ibin("muli", self.qb, self.idx(sp.bq))
+        left = self.ibin("subi", self.n("t"), i0)
+        nr = self.ibin("minsi", self.idx(sp.bq), left)
+        self.hk = self.ibin("divui", self.h, self.n("group")) if sp.generic or sp.group > 1 else self.h
+        acc_t, ml_t = M.memref_t((sp.bq, sp.dv), "f32"), M.memref_t((2, sp.bq), "f32")
+        acc = self.v(M.memref.AllocaOp.build(operands=[[], []], result_types=[acc_t]))
+        ml = self.v(M.memref.AllocaOp.build(operands=[[], []], result_types=[ml_t]))
+        pbuf = self.v(M.memref.AllocaOp.build(operands=[[], []], result_types=[M.memref_t((self.r, sp.bk), "f32")]))
         self.acc, self.ml, self.pbuf, self.i0 = acc, ml, pbuf, i0
         # acc = 0, m = -inf, l = 0
-        self.for_(c0, x.idx(sp.bq), "%i")
-        x.line(f"vector.store {self.splat(0.0, self.vd)}, {acc}[%i, {c0}] : {_memref((sp.bq, sp.dv))}, {self.vd}")
-        x.line(f"memref.store {self.f(-math.inf)}, {ml}[{c0}, %i] : {_memref((2, sp.bq))}")
-        x.line(f"memref.store {self.f(0.0)}, {ml}[{x.idx(1)}, %i] : {_memref((2, sp.bq))}")
+        self.for_(c0, self.idx(sp.bq), "i")
+        i = self.iv()
+        self.ir.vstore(self.splat(0.0, self.vd), acc, [i, c0])
+        self.ir.store(self.f(-math.inf), ml, [c0, i])
+        self.ir.store(self.f(0.0), ml, [self.idx(1), i])
         self.end()
-        self.for_(c0, self.key_block_count(i0, nr), "%t")
+        self.for_(c0, self.key_block_count(i0, nr), "t")
         self.key_block(nr)
         self.end()
         self.write_out(nr)
 
-    def key_block_count(self, i0: str, nr: str) -> str:
-        sp, x = self.sp, self.x
+    def key_block_count(self, i0: SSAValue, nr: SSAValue) -> SSAValue:
+        sp = self.sp
         if sp.sparse:
-            lb, lh = ("%b" if sp.sparse[0] > 1 else x.idx(0)), ("%h" if sp.sparse[1] > 1 else x.idx(0))
+            lb, lh = (self.b if sp.sparse[0] > 1 else self.idx(0)), (self.h if sp.sparse[1] > 1 else self.idx(0))
             self.lay = (lb, lh)
-            n = x.v(f"memref.load %cnt[{lb}, {lh}, %qb] : {self.types['%cnt']}")
-            return x.v(f"arith.index_cast {n} : i32 to index")
+            n = self.load(self.refs["cnt"], [lb, lh, self.qb])
+            return self.ir.cast("index_cast", n, M.INDEX, self.hint())
         if not sp.causal:
             return self.n("nk")
-        last = x.v(f"arith.minsi {x.v(f'arith.addi {i0}, {nr} : index')}, {self.n('s')} : index")
-        return x.v(f"arith.ceildivsi {last}, {x.idx(sp.bk)} : index")
+        last = self.ibin("minsi", self.ibin("addi", i0, nr), self.n("s"))
+        return self.ibin("ceildivsi", last, self.idx(sp.bk))
 
-    def key_block(self, nr: str) -> None:
-        sp, x = self.sp, self.x
-        kb = "%t"
+    def key_block(self, nr: SSAValue) -> None:
+        sp = self.sp
+        kb = self.iv()
         if sp.sparse:
             lb, lh = self.lay
-            kbi = x.v(f"memref.load %idx[{lb}, {lh}, %qb, %t] : {self.types['%idx']}")
-            kb = x.v(f"arith.index_cast {kbi} : i32 to index")
-        j0 = x.v(f"arith.muli {kb}, {x.idx(sp.bk)} : index")
-        left = x.v(f"arith.subi {self.n('s')}, {j0} : index")
-        nc = x.v(f"arith.minsi {x.idx(sp.bk)}, {left} : index")
-        x.line(f"scf.for %i = {x.idx(0)} to {nr} step {x.idx(self.r)} {{")
-        x.indent += 1
+            kbi = self.load(self.refs["idx"], [lb, lh, self.qb, kb])
+            kb = self.ir.cast("index_cast", kbi, M.INDEX, self.hint())
+        j0 = self.ibin("muli", kb, self.idx(sp.bk))
+        left = self.ibin("subi", self.n("s"), j0)
+        nc = self.ibin("minsi", self.idx(sp.bk), left)
+        loop, body, _ = self.ir.for_(self.idx(0), nr, self.idx(self.r), "i")
+        self.loops.append(body)
         self.rows(j0, nc)
         self.end()
 
-    def rows(self, j0: str, nc: str) -> None:
+    def rows(self, j0: SSAValue, nc: SSAValue) -> None:
         """R query rows against one key block: R score vectors share each kT load, R accumulator
         rows share each v row load (independent FMA chains; loads amortized over R rows)."""
-        sp, x, vk, r = self.sp, self.x, self.vk, self.r
-        c0 = x.idx(0)
-        ii = [x.v(f"arith.addi %i, {x.idx(k)} : index") if k else "%i" for k in range(r)]
-        qi = [x.v(f"arith.addi {self.i0}, {i} : index") for i in ii]
+        sp, vk, r = self.sp, self.vk, self.r
+        c0 = self.idx(0)
+        i = self.iv()
+        ii = [self.ibin("addi", i, self.idx(k)) if k else i for k in range(r)]
+        qi = [self.ibin("addi", self.i0, x) for x in ii]
         # rows past T (last query block) read row T-1; their results are never written out
-        qc = [x.v(f"arith.minsi {q}, {self.n('t1')} : index") for q in qi]
+        qc = [self.ibin("minsi", q, self.n("t1")) for q in qi]
         z = self.splat(0.0)
-        ss = self.for_n(c0, x.idx(sp.d), "%d", [z] * r, vk)
-        kv = x.v(f"vector.load {self.kt}[%b, {self.hk}, %d, {j0}] : {self.kt_t}, {vk}")
+        ss = self.for_(c0, self.idx(sp.d), "d", [z] * r)
+        d = self.iv()
+        kv = self.vload(vk, self.kt, [self.b, self.hk, d, j0])
         outs = []
         for k in range(r):
-            qv = x.v(f"memref.load %q[%b, %h, {qc[k]}, %d] : {self.types['%q']}")
-            outs.append(self.vfma(x.v(f"vector.broadcast {qv} : f32 to {vk}"), kv, f"%it{k}"))
-        self.end(", ".join(outs), ", ".join([vk] * r))
+            qv = self.load(self.refs["q"], [self.b, self.h, qc[k], d])
+            outs.append(self.vfma(self.bcast(qv, vk), kv, self.it(k)))
+        self.end(*outs)
         rels, alphas = [], []
         for k in range(r):
-            rel, alpha = self.softmax_row(f"{ss}#{k}", ii[k], qi[k], j0, k)
+            rel, alpha = self.softmax_row(ss[k], ii[k], qi[k], j0, k)
             rels.append(rel)
             alphas.append(alpha)
         # acc rows = acc rows * alpha + sum_j p[j] v[j0 + j, :], j up to the last key any row sees;
         # in column chunks of at most 64 so that R accumulator rows stay in registers
-        jend = x.v(f"arith.maxsi {x.v(f'arith.minsi {nc}, {rels[-1]} : index')}, {c0} : index")
+        jend = self.ibin("maxsi", self.ibin("minsi", nc, rels[-1]), c0)
         for col in range(0, sp.dv, 64):
             self.pv_chunk(ii, alphas, j0, jend, col, min(64, sp.dv - col))
 
-    def pv_chunk(self, ii: list[str], alphas: list[str], j0: str, jend: str, col: int, width: int) -> None:
-        sp, x, r = self.sp, self.x, self.r
-        vt, at, c = f"vector<{width}xf32>", _memref((sp.bq, sp.dv)), x.idx(col)
+    def pv_chunk(self, ii: list[SSAValue], alphas: list[SSAValue], j0: SSAValue, jend: SSAValue, col: int,
+                 width: int) -> None:
+        r = self.r
+        vt, c = M.vector_t(width, "f32"), self.idx(col)
         a0 = []
         for k in range(r):
-            a = x.v(f"vector.load {self.acc}[{ii[k]}, {c}] : {at}, {vt}")
-            a0.append(self.vbin("mulf", a, x.v(f"vector.broadcast {alphas[k]} : f32 to {vt}"), vt))
-        aa = self.for_n(x.idx(0), jend, "%j", a0, vt)
-        vj = x.v(f"vector.load %v[%b, {self.hk}, {x.v(f'arith.addi {j0}, %j : index')}, {c}] : "
-                 f"{self.types['%v']}, {vt}")
+            a = self.vload(vt, self.acc, [ii[k], c])
+            a0.append(self.vbin("mulf", a, self.bcast(alphas[k], vt)))
+        aa = self.for_(self.idx(0), jend, "j", a0)
+        j = self.iv()
+        vj = self.vload(vt, self.refs["v"], [self.b, self.hk, self.ibin("addi", j0, j), c])
         outs = []
         for k in range(r):
-            pj = x.v(f"memref.load {self.pbuf}[{x.idx(k)}, %j] : {_memref((r, sp.bk))}")
-            outs.append(self.vfma(x.v(f"vector.broadcast {pj} : f32 to {vt}"), vj, f"%it{k}", vt))
-        self.end(", ".join(outs), ", ".join([vt] * r))
+            pj = self.load(self.pbuf, [self.idx(k), j])
+            outs.append(self.vfma(self.bcast(pj, vt), vj, self.it(k)))
+        self.end(*outs)
         for k in range(r):
-            x.line(f"vector.store {aa}#{k}, {self.acc}[{ii[k]}, {c}] : {at}, {vt}")
+            self.ir.vstore(aa[k], self.acc, [ii[k], c])
 
-    def softmax_row(self, s: str, i: str, qi: str, j0: str, k: int) -> tuple[str, str]:
+    def softmax_row(self, s: SSAValue, i: SSAValue, qi: SSAValue, j0: SSAValue, k: int) -> tuple[SSAValue, SSAValue]:
         """Mask one score row, update its running max and sum, leave p in pbuf[k]; returns the
         number of keys of the block the row may see (may be <= 0) and the rescale factor alpha."""
-        sp, x, vk = self.sp, self.x, self.vk
-        c0, c1 = x.idx(0), x.idx(1)
+        sp, vk = self.sp, self.vk
+        c0, c1 = self.idx(0), self.idx(1)
         s = self.vbin("mulf", s, self.scale_vec if sp.generic else self.splat(sp.scale))
         # keys this row may see in the block: j < limit - j0 (S, or i + 1 when causal)
         limit = self.n("s")
         if sp.causal:
-            limit = x.v(f"arith.minsi {x.v(f'arith.addi {qi}, {c1} : index')}, {limit} : index")
-        rel = x.v(f"arith.subi {limit}, {j0} : index")
-        reli = x.v(f"arith.index_cast {rel} : index to i32")
-        iota = x.const("dense<[" + ", ".join(map(str, range(sp.bk))) + "]>", self.vki)
-        keep = x.v(f"arith.cmpi slt, {iota}, {x.v(f'vector.broadcast {reli} : i32 to {self.vki}')} : {self.vki}")
+            limit = self.ibin("minsi", self.ibin("addi", qi, c1), limit)
+        rel = self.ibin("subi", limit, j0)
+        reli = self.ir.cast("index_cast", rel, "i32", self.hint())
+        iota = self.const(list(range(sp.bk)), self.vki)
+        keep = self.ir.cmpi("slt", iota, self.bcast(reli, self.vki), self.hint())
         s, keep = self.apply_mask(s, keep, qi, j0)
         ninf = self.splat(-math.inf)
-        s = x.v(f"arith.select {keep}, {s}, {ninf} : vector<{sp.bk}xi1>, {vk}")
-        mt = _memref((2, sp.bq))
-        mo = x.v(f"memref.load {self.ml}[{c0}, {i}] : {mt}")
-        lo = x.v(f"memref.load {self.ml}[{c1}, {i}] : {mt}")
-        mx = x.v(f"vector.reduction <maxnumf>, {s} : {vk} into f32")
-        mn = x.v(f"arith.maxnumf {mo}, {mx} : f32")
-        dead = x.v(f"arith.cmpf oeq, {mn}, {self.f(-math.inf)} : f32")
-        msafe = x.v(f"arith.select {dead}, {self.f(0.0)}, {mn} : f32")
-        alpha = self.scalar_exp(x.v(f"arith.subf {mo}, {msafe} : f32"))
-        p = self.exp(self.vbin("subf", s, x.v(f"vector.broadcast {msafe} : f32 to {vk}")))
-        masked = x.v(f"arith.cmpf oeq, {s}, {ninf} : {vk}")
-        p = x.v(f"arith.select {masked}, {self.splat(0.0)}, {p} : vector<{sp.bk}xi1>, {vk}")
-        rs = x.v(f"vector.reduction <add>, {p} : {vk} into f32")
-        x.line(f"memref.store {mn}, {self.ml}[{c0}, {i}] : {mt}")
-        x.line(f"memref.store {x.v(f'math.fma {lo}, {alpha}, {rs} : f32')}, {self.ml}[{c1}, {i}] : {mt}")
-        x.line(f"vector.store {p}, {self.pbuf}[{x.idx(k)}, {c0}] : {_memref((self.r, sp.bk))}, {vk}")
+        s = self.ir.select(keep, s, ninf, self.hint())
+        mo = self.load(self.ml, [c0, i])
+        lo = self.load(self.ml, [c1, i])
+        mx = self.ir.reduction("maxnumf", s, self.hint())
+        mn = self.ir.bin("maxnumf", mo, mx, self.hint())
+        dead = self.ir.cmpf("oeq", mn, self.f(-math.inf), self.hint())
+        msafe = self.ir.select(dead, self.f(0.0), mn, self.hint())
+        alpha = self.scalar_exp(self.ir.bin("subf", mo, msafe, self.hint()))
+        p = self.exp(self.vbin("subf", s, self.bcast(msafe, vk)))
+        masked = self.ir.cmpf("oeq", s, ninf, self.hint())
+        p = self.ir.select(masked, self.splat(0.0), p, self.hint())
+        rs = self.ir.reduction("add", p, self.hint())
+        self.ir.store(mn, self.ml, [c0, i])
+        self.ir.store(self.ir.fma(lo, alpha, rs, self.hint()), self.ml, [c1, i])
+        self.ir.vstore(p, self.pbuf, [self.idx(k), c0])
         return rel, alpha
 
-    def apply_mask(self, s: str, keep: str, qi: str, j0: str) -> tuple[str, str]:
-        sp, x, vk = self.sp, self.x, self.vk
+    def apply_mask(self, s: SSAValue, keep: SSAValue, qi: SSAValue, j0: SSAValue) -> tuple[SSAValue, SSAValue]:
+        sp, vk = self.sp, self.vk
         if not sp.mask:
             return s, keep
-        c0 = x.idx(0)
+        c0 = self.idx(0)
         mb, mh, mt, ms = sp.mask_shape
         if sp.generic:  # broadcast dims have stride 0 (generic_args): every index is the operand's own
             mb = mh = mt = 2
-        ix = ["%b" if mb > 1 else c0, "%h" if mh > 1 else c0, qi if mt > 1 else c0]
-        mty = self.types["%mask"]
+        ix = [self.b if mb > 1 else c0, self.h if mh > 1 else c0, qi if mt > 1 else c0]
+        mask = self.refs["mask"]
         elem = "f32" if sp.mask == "add" else "i8"
-        vty = vk if elem == "f32" else f"vector<{sp.bk}xi8>"
+        vty = vk if elem == "f32" else M.vector_t(sp.bk, "i8")
         if ms > 1:
-            pad = self.f(0.0) if elem == "f32" else x.const("0", "i8")
-            row = x.v(f"vector.transfer_read %mask[{', '.join(ix)}, {j0}], {pad} {{in_bounds = [false]}} : "
-                      f"{mty}, {vty}")
+            pad = self.f(0.0) if elem == "f32" else self.const(0, M.elem("i8"))
+            row = self.ir.transfer_read(mask, [*ix, j0], pad, vty, self.hint())
         else:
-            one = x.v(f"memref.load %mask[{', '.join(ix)}, {c0}] : {mty}")
-            row = x.v(f"vector.broadcast {one} : {elem} to {vty}")
+            one = self.load(mask, [*ix, c0])
+            row = self.bcast(one, vty)
         if elem == "f32":
             return self.vbin("addf", s, row), keep
-        on = x.v(f"arith.cmpi ne, {row}, {x.const('dense<0>', vty)} : {vty}")
-        return s, x.v(f"arith.andi {keep}, {on} : vector<{sp.bk}xi1>")
+        on = self.ir.cmpi("ne", row, self.const(0, vty), self.hint())
+        return s, self.ibin("andi", keep, on)
 
-    def write_out(self, nr: str) -> None:
-        sp, x = self.sp, self.x
-        c0, c1 = x.idx(0), x.idx(1)
-        self.for_(c0, nr, "%i")
-        li = x.v(f"memref.load {self.ml}[{c1}, %i] : {_memref((2, sp.bq))}")
-        empty = x.v(f"arith.cmpf oeq, {li}, {self.f(0.0)} : f32")
-        inv = x.v(f"arith.select {empty}, {self.f(0.0)}, {x.v(f'arith.divf {self.f(1.0)}, {li} : f32')} : f32")
-        row = x.v(f"vector.load {self.acc}[%i, {c0}] : {_memref((sp.bq, sp.dv))}, {self.vd}")
-        row = self.vbin("mulf", row, x.v(f"vector.broadcast {inv} : f32 to {self.vd}"), self.vd)
-        qi = x.v(f"arith.addi {self.i0}, %i : index")
-        x.line(f"vector.store {row}, %out[%b, %h, {qi}, {c0}] : {self.types['%out']}, {self.vd}")
+    def write_out(self, nr: SSAValue) -> None:
+        c0, c1 = self.idx(0), self.idx(1)
+        self.for_(c0, nr, "i")
+        i = self.iv()
+        li = self.load(self.ml, [c1, i])
+        empty = self.ir.cmpf("oeq", li, self.f(0.0), self.hint())
+        inv = self.ir.bin("divf", self.f(1.0), li, self.hint())
+        inv = self.ir.select(empty, self.f(0.0), inv, self.hint())
+        row = self.vload(self.vd, self.acc, [i, c0])
+        row = self.vbin("mulf", row, self.bcast(inv, self.vd))
+        qi = self.ibin("addi", self.i0, i)
+        self.ir.vstore(row, self.refs["out"], [self.b, self.h, qi, c0])
         self.end()
 
 
 def emit(spec: AttentionSpec, name: str) -> str:
-    """The MLIR func text of the attention kernel for `spec`, named `name`."""
+    """The MLIR func text of the attention kernel for `spec`, named `name` (built with xDSL, verified)."""
     return _Emitter(spec, name).text()
 
 

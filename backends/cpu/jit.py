@@ -11,6 +11,8 @@ pointers: ~1.5 us for 3 tensors, ~1 us unchecked (building descriptors per call 
 A size-generic kernel (memrefs with `?` dims, trailing `index` arguments: the shape symbols) also
 refreshes the `?` sizes and the strides they change, and takes the symbols' values after the tensors.
 Parallel kernels (scf.forall, see schedule.py) run on torch's OpenMP pool through threads.py's shim.
+The text comes from mlir_builder.py: kernel functions built as xDSL ops and verified by xDSL before they
+get here (a malformed kernel fails there, as `KernelVerifyError`); their transform schedules are text.
 
 Disk cache (content hash of MLIR text, pipeline, opt level, torch-mlir version, format): the
 bindings cannot load an object file back into an ExecutionEngine, so an entry holds either

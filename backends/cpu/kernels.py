@@ -1,6 +1,7 @@
 """Hand-assembled linalg-on-tensors kernels for 2-D row kernels [rows, cols] f32.
 
-These are the reference shapes that the lowering from the `graph` dialect will produce: each
+These are the reference shapes that the lowering from the `graph` dialect produces, built with the same
+xDSL builder (mlir_builder.py; the schedule is text, as there): each
 kernel is a public function with memref arguments (inputs, then preallocated outputs) and
 `llvm.emit_c_interface`; inside, `bufferization.to_tensor ... restrict`, linalg on tensors, and
 `bufferization.materialize_in_destination` into the output. Intermediates that several consumers
@@ -16,93 +17,77 @@ Every generator returns (mlir_text, entry_name). The transform schedule is appen
 
 from __future__ import annotations
 
-from solder.backends.cpu import schedule as sched
-from solder.backends.cpu.mathapprox import Emitter, f32_literal
+from xdsl.dialects.builtin import UnitAttr
+from xdsl.ir import Block, Region, SSAValue
 
-ID = "affine_map<(d0, d1) -> (d0, d1)>"
-ROW = "affine_map<(d0, d1) -> (d0)>"
-COL = "affine_map<(d0, d1) -> (d1)>"
-PAR2 = '["parallel", "parallel"]'
-RED2 = '["parallel", "reduction"]'
+from solder.backends.cpu import mlir_builder as M
+from solder.backends.cpu import schedule as sched
+from solder.backends.cpu.mathapprox import Emitter
+from solder.backends.cpu.mlir_builder import IR
+
 LOOP_FM = "nsz,arcp,contract,afn"
+_MAPS = {"rc": (0, 1), "r": (0,), "c": (1,)}  # the loop dims (row, col) each operand shape reads
 
 
 class _Kernel:
-    """Builds one kernel function body line by line."""
+    """Builds one kernel function (xDSL ops, mlir_builder.py) over [rows, cols] f32 operands."""
 
     def __init__(self, name: str, rows: int, cols: int) -> None:
         self.name, self.rows, self.cols = name, rows, cols
-        self.args: list[str] = []
-        self.body: list[str] = []
+        self.block = Block()
+        self.ir = IR(self.block)
+        self.memrefs: dict[SSAValue, SSAValue] = {}
         self._n = 0
 
-    def ty(self, shape: str) -> str:
-        return {"rc": f"{self.rows}x{self.cols}xf32", "r": f"{self.rows}xf32",
-                "c": f"{self.cols}xf32"}[shape]
+    def shape(self, shape: str) -> tuple[int, ...]:
+        return {"rc": (self.rows, self.cols), "r": (self.rows,), "c": (self.cols,)}[shape]
 
-    def arg(self, name: str, shape: str, writable: bool = False) -> str:
-        t = self.ty(shape)
-        self.args.append(f"%{name}_m: memref<{t}>")
-        flags = "restrict writable" if writable else "restrict"
-        self.body.append(f"%{name} = bufferization.to_tensor %{name}_m {flags} "
-                         f": memref<{t}> to tensor<{t}>")
-        return f"%{name}"
+    def arg(self, name: str, shape: str, writable: bool = False) -> SSAValue:
+        m = M.name(self.block.insert_arg(M.memref_t(self.shape(shape), "f32"), len(self.block.args)), f"{name}_m")
+        t = self.ir.op(M.bufferization.ToTensorOp(m, restrict=True, writable=writable), name)
+        self.memrefs[t] = m
+        return t
 
     def fresh(self) -> str:
         self._n += 1
-        return f"%v{self._n}"
+        return f"v{self._n}"
 
-    def line(self, text: str) -> None:
-        self.body.append(text)
+    def filled(self, shape: str, value: float) -> SSAValue:
+        e = self.empty(shape)
+        c = self.ir.const(value, M.elem("f32"), self.fresh())
+        return self.ir.op(M.FillOp([c], [e], [e.type]), self.fresh())
 
-    def filled(self, shape: str, value: float) -> str:
-        t = self.ty(shape)
-        e, c, f = self.fresh(), self.fresh(), self.fresh()
-        self.line(f"{e} = tensor.empty() : tensor<{t}>")
-        self.line(f"{c} = arith.constant {f32_literal(value)} : f32")
-        self.line(f"{f} = linalg.fill ins({c} : f32) outs({e} : tensor<{t}>) -> tensor<{t}>")
-        return f
+    def empty(self, shape: str) -> SSAValue:
+        return self.ir.empty(M.tensor_t(self.shape(shape), "f32"), [], self.fresh())
 
-    def empty(self, shape: str) -> str:
-        e = self.fresh()
-        self.line(f"{e} = tensor.empty() : tensor<{self.ty(shape)}>")
-        return e
-
-    def generic(self, ins: list[tuple[str, str]], out: tuple[str, str], body, tag: str) -> str:
-        """`ins`/`out` are (ssa, shape) with shape in rc/r/c; `body(em, args)` returns the yield.
+    def generic(self, ins: list[tuple[SSAValue, str]], out: tuple[SSAValue, str], body, tag: str) -> SSAValue:
+        """`ins`/`out` are (value, shape) with shape in rc/r/c; `body(em, args)` returns the yield.
 
         A reduction is recognized by an `r` output: the body then gets the accumulator last and
         must return the combined value.
         """
-        maps = {"rc": ID, "r": ROW, "c": COL}
-        reduce = out[1] == "r"
-        iters = RED2 if reduce else PAR2
-        ind = ", ".join(maps[s] for _, s in ins + [out])
+        iters = ["parallel", "reduction" if out[1] == "r" else "parallel"]
+        maps = [M.affine_map(2, _MAPS[s]) for _, s in ins + [out]]
         res = self.fresh()
-        ins_s = ", ".join(v for v, _ in ins)
-        ins_t = ", ".join(f"tensor<{self.ty(s)}>" for _, s in ins)
-        out_t = f"tensor<{self.ty(out[1])}>"
-        self.line(f"{res} = linalg.generic {{indexing_maps = [{ind}], iterator_types = {iters}}} "
-                  f"ins({ins_s} : {ins_t}) outs({out[0]} : {out_t}) attrs = {{{tag}}} {{")
-        bargs = [f"{res[1:]}_a{i}" for i in range(len(ins) + 1)]
-        self.line("^bb0(" + ", ".join(f"%{a}: f32" for a in bargs) + "):")
-        em = Emitter(f"%{res[1:]}_t", fastmath=LOOP_FM)
-        y = body(em, [f"%{a}" for a in bargs])
-        self.body.extend("  " + ln for ln in em.lines)
-        self.line(f"  linalg.yield {y} : f32")
-        self.line(f"}} -> {out_t}")
-        return res
+        block = Block(arg_types=[M.elem("f32")] * (len(ins) + 1))
+        for i, a in enumerate(block.args):
+            M.name(a, f"{res}_a{i}")
+        em = Emitter(IR(block), f"{res}_t", fastmath=LOOP_FM)
+        y = body(em, list(block.args))
+        em.ir.insert(M.YieldOp(y))
+        op = self.ir.insert(M.generic([v for v, _ in ins], [out[0]], maps, iters, block, [tag]))
+        return M.name(op.results[0], res)
 
-    def store(self, value: str, dest: str, shape: str) -> None:
-        t = self.ty(shape)
-        self.line(f"bufferization.materialize_in_destination {value} in restrict writable "
-                  f"{dest}_m : (tensor<{t}>, memref<{t}>) -> ()")
+    def store(self, value: SSAValue, dest: SSAValue, shape: str) -> None:
+        self.ir.insert(M.bufferization.MaterializeInDestinationOp.build(
+            operands=[value, self.memrefs[dest]], result_types=[None],
+            properties={"restrict": UnitAttr(), "writable": UnitAttr()}))
 
     def text(self, schedule: str | None) -> str:
-        head = (f"func.func @{self.name}({', '.join(self.args)}) "
-                "attributes {llvm.emit_c_interface} {")
-        body = "\n".join("  " + ln for ln in self.body)
-        func = f"{head}\n{body}\n  return\n}}"
+        self.ir.insert(M.func.ReturnOp())
+        f = M.func.FuncOp(self.name, ([a.type for a in self.block.args], []), Region(self.block))
+        f.attributes[M.EMIT_C] = UnitAttr()
+        func = M.finish(f)
         inner = func if schedule is None else f"{func}\n{schedule}"
         return "module attributes {transform.with_named_sequence} {\n" + inner + "\n}\n"
 

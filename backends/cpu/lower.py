@@ -1,4 +1,4 @@
-"""Lower `graph` ops to linalg-on-tensors MLIR text, one function per kernel (stage 1 of the CPU backend).
+"""Lower `graph` ops to linalg-on-tensors MLIR, one function per kernel (stage 1 of the CPU backend).
 
 A kernel (a `graph.kernel` region, or one top-level op with the layout ops and constants that feed it)
 becomes a public function with the ABI of notes/cpu-backend-mlir.md: memref arguments (inputs, then
@@ -11,6 +11,9 @@ that compose until something forces them into memory (a kernel output, a reducti
 non-contiguous data). One `linalg.generic` is emitted per materialized value, with every elementwise
 op on the way inlined into its body: an elementwise chain is one loop nest per output.
 
+The function is built as xDSL ops through mlir_builder.py (the one builder of the CPU backend's MLIR),
+verified by xDSL and printed (`FuncBuilder.text`); only its transform schedule is text (lower_schedule.py).
+
 The values themselves (`Aff`, `Leaf`, `Node`, `Body`, ...) are lower_values.py's.
 Booleans live as i8 in memory (torch's byte layout; `vector<Nxi1>` in memory would be bit-packed)
 and as i1 in registers. The per-op table is lower_ops.py, the transform schedules
@@ -22,6 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from xdsl.dialects.builtin import DYNAMIC_INDEX, ArrayAttr, IntegerAttr, UnitAttr
+from xdsl.ir import Block, Region, SSAValue
 
 from solder.backends.cpu import symdims
 from solder.backends.cpu.lower_values import (  # noqa: F401 - re-exported: lower_ops and backend import them here
@@ -40,13 +46,26 @@ from solder.backends.cpu.lower_values import (  # noqa: F401 - re-exported: lowe
     ident,
     leaf_key,
     leaves,
-    literal,
     mtype,
     node,
     reindex,
     ttype,
 )
-from solder.backends.cpu.mathapprox import f32_literal
+from solder.backends.cpu.mlir_builder import (
+    EMIT_C,
+    INDEX,
+    IR,
+    FillOp,
+    YieldOp,
+    affine_map,
+    bufferization,
+    elem,
+    finish,
+    func,
+    generic,
+    name,
+    tensor,
+)
 
 
 # -- one function -------------------------------------------------------------------------------
@@ -59,76 +78,81 @@ class GenericInfo:
 
 
 class FuncBuilder:
-    """Builds one kernel function: arguments, generics, stores; then its text and schedule."""
+    """Builds one kernel function as xDSL ops (mlir_builder.py): arguments, generics, stores; `text()` verifies
+    and prints it, lower_schedule.py writes its schedule from `generics`."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.args: list[str] = []
+        self.block = Block()  # the function body; its arguments are added as they come (memrefs, then symbols)
+        self.ir = IR(self.block)
+        self.args: list[SSAValue] = []
         self.arg_types: list[tuple[tuple[int, ...], str]] = []
-        self.lines: list[str] = []
         self.generics: list[GenericInfo] = []
         self.tags: set[str] = set()
         self._n = 0
-        self._slices: dict[tuple, tuple[str, tuple[int, ...]]] = {}
+        self._memref: dict[SSAValue, SSAValue] = {}  # an argument's tensor -> its memref
+        self._slices: dict[tuple, tuple[SSAValue, tuple[int, ...]]] = {}
+        self._text: str | None = None
         # symbolic dims (a dynamic module, symdims.py): trailing `index` arguments, one per symbol used
         self.symbols: list[str] = []
+        self._symbol_args: dict[str, SSAValue] = {}
         self.samples: list[dict[str, int]] = []  # bindings to check symbolic index ranges against
-        self._dims = symdims.IndexExprs(self._emit_index, self._symbol)
+        self._dims = symdims.IndexExprs(self._index_const, self._index_op, self._symbol)
 
-    def _emit_index(self, rhs: str) -> str:
-        r = self.fresh("i")
-        self.lines.append(f"{r} = {rhs}")
-        return r
+    def _index_const(self, n: int) -> SSAValue:
+        return self.ir.const(n, INDEX, self.fresh("i"))
 
-    def _symbol(self, name: str) -> str:
-        if name not in self.symbols:
-            self.symbols.append(name)
-        return f"%sym_{name}"
+    def _index_op(self, kind: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.ir.bin(kind, a, b, self.fresh("i"))
 
-    def dim(self, d) -> str:
-        """A dim as it appears in an op's size list: the int, or the SSA index value of its expression."""
+    def _symbol(self, sym: str) -> SSAValue:
+        if sym not in self._symbol_args:
+            self.symbols.append(sym)
+            self._symbol_args[sym] = name(self.block.insert_arg(INDEX, len(self.block.args)), f"sym_{sym}")
+        return self._symbol_args[sym]
+
+    def dim(self, d) -> int | SSAValue:
+        """A dim as an op's size operand: the int, or the index value of its expression."""
         if isinstance(d, int):
-            return str(d)
+            return d
         try:
             return self._dims.value(d)
         except symdims.SymbolicUnsupported as e:
             raise Unsupported(str(e)) from None
 
-    def dynamic_sizes(self, shape) -> str:
-        """`(%d0, %d1)` for the symbolic dims of `shape` (tensor.empty's operands)."""
-        return "(" + ", ".join(self.dim(d) for d in shape if not isinstance(d, int)) + ")"
+    def dynamic_sizes(self, shape) -> list[SSAValue]:
+        """The index values of the symbolic dims of `shape` (tensor.empty's operands)."""
+        return [self.dim(d) for d in shape if not isinstance(d, int)]
 
     def fresh(self, stem: str = "v") -> str:
+        """A fresh value name `<stem><n>` (the counter is shared by the whole function)."""
         self._n += 1
-        return f"%{stem}{self._n}"
+        return f"{stem}{self._n}"
 
     def arg(self, shape, dtype: str, writable: bool = False) -> Leaf:
         if dtype not in DTYPES:
             raise Unsupported(f"element type {dtype} (the CPU kernels compute in f32/i1/i32/i64)")
-        name = f"%a{len(self.args)}"
-        self.args.append(f"{name}_m: {mtype(shape, dtype)}")
+        i = len(self.args)
+        m = name(self.block.insert_arg(mtype(shape, dtype), i), f"a{i}_m")
+        self.args.append(m)
         self.arg_types.append((tuple(shape), dtype))
-        flags = "restrict writable" if writable else "restrict"
-        self.lines.append(f"{name} = bufferization.to_tensor {name}_m {flags} : "
-                          f"{mtype(shape, dtype)} to {ttype(shape, dtype)}")
-        return Leaf(tuple(shape), dtype, name, tuple(shape), ident(len(shape)))
+        t = self.ir.op(bufferization.ToTensorOp(m, restrict=True, writable=writable), f"a{i}")
+        self._memref[t] = m
+        return Leaf(tuple(shape), dtype, t, tuple(shape), ident(len(shape)))
 
-    def empty(self, shape, dtype: str) -> str:
-        e = self.fresh("e")
-        self.lines.append(f"{e} = tensor.empty{self.dynamic_sizes(shape)} : {ttype(shape, dtype)}")
-        return e
+    def empty(self, shape, dtype: str) -> SSAValue:
+        sizes = self.dynamic_sizes(shape)
+        return self.ir.empty(ttype(shape, dtype), sizes, self.fresh("e"))
 
-    def filled(self, shape, dtype: str, value) -> str:
-        e, c, f = self.empty(shape, dtype), self.fresh("c"), self.fresh("f")
-        st = STORAGE.get(dtype, dtype)
-        self.lines.append(f"{c} = arith.constant {literal(value, dtype)} : {st}")
-        self.lines.append(f"{f} = linalg.fill ins({c} : {st}) outs({e} : {ttype(shape, dtype)}) "
-                          f"-> {ttype(shape, dtype)}")
-        return f
+    def filled(self, shape, dtype: str, value) -> SSAValue:
+        e = self.empty(shape, dtype)
+        c = self.ir.const(value, elem(STORAGE.get(dtype, dtype)), self.fresh("c"))
+        t = ttype(shape, dtype)
+        return self.ir.op(FillOp([c], [e], [t]), self.fresh("f"))
 
     # -- leaves: slices and unit dims become tensor.extract_slice, the rest an indexing map --
-    def _operand(self, leaf: Leaf, domain: tuple[int, ...]) -> tuple[str, str, str]:
-        """(ssa, tensor type, map results) of `leaf` read over `domain`.
+    def _operand(self, leaf: Leaf, domain: tuple[int, ...]) -> tuple[SSAValue, list[int]]:
+        """(tensor, map results: the loop dim of each of its dims) of `leaf` read over `domain`.
 
         Per tensor dim: a constant index drops the dim and `k*d + c` is a strided slice; a dim read
         as `T*d_a + d_b + c` (a reshape split) is first expanded into one dim per loop dim."""
@@ -140,25 +164,24 @@ class FuncBuilder:
                 continue
             d, k = e.terms[0]
             if not symdims.in_bounds(e.const, k, domain[d], leaf.tshape[i], self.samples):
-                raise Unsupported(f"index expression {e} of {leaf.ssa} leaves its dim of size {leaf.tshape[i]}")
+                raise Unsupported(f"index expression {e} of {_label(leaf.ssa)} leaves its dim of size "
+                                  f"{leaf.tshape[i]}")
             offs.append(e.const), sizes.append(domain[d]), strides.append(k)
             res.append(d), kept.append(i)
         if len(set(res)) != len(res):
-            raise Unsupported(f"{leaf.ssa} reads one loop dim in two tensor dims (a diagonal)")
-        ssa, shape = leaf.ssa, leaf.tshape
+            raise Unsupported(f"{_label(leaf.ssa)} reads one loop dim in two tensor dims (a diagonal)")
+        ssa = leaf.ssa
         if len(kept) != len(leaf.tshape) or tuple(sizes) != leaf.tshape or any(offs) or set(strides) - {1}:
             # the kept dims belong in the key: x[1:2] and x[1] read the same window, one keeping the dim
             key = (leaf.ssa, tuple(offs), tuple(sizes), tuple(strides), tuple(kept))
             if key not in self._slices:
                 shape = tuple(sizes[i] for i in kept)
-                s = self.fresh("s")
-                j = lambda xs: ", ".join(map(self.dim, xs))  # noqa: E731
-                self.lines.append(f"{s} = tensor.extract_slice {leaf.ssa}[{j(offs)}] [{j(sizes)}] "
-                                  f"[{j(strides)}] : {ttype(leaf.tshape, leaf.dtype)} to "
-                                  f"{ttype(shape, leaf.dtype)}")
-                self._slices[key] = (s, shape)
-            ssa, shape = self._slices[key]
-        return ssa, ttype(shape, leaf.dtype), ", ".join(f"d{d}" for d in res)
+                hint = self.fresh("s")
+                o, z, st = ([self.dim(x) for x in xs] for xs in (offs, sizes, strides))
+                op = tensor.ExtractSliceOp(leaf.ssa, o, z, st, ttype(shape, leaf.dtype))
+                self._slices[key] = (self.ir.op(op, hint), shape)
+            ssa = self._slices[key][0]
+        return ssa, res
 
     def _split_leaf(self, leaf: Leaf) -> Leaf:
         """`leaf` with every multi-term index dim expanded (tensor.expand_shape) into single terms."""
@@ -187,16 +210,26 @@ class FuncBuilder:
             return leaf
         key = (leaf.ssa, tuple(shape))
         if key not in self._slices:
-            r = self.fresh("x")
-            grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
-            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape "
-                              f"[{', '.join(map(self.dim, shape))}] : {ttype(leaf.tshape, leaf.dtype)} into "
-                              f"{ttype(shape, leaf.dtype)}")
-            self._slices[key] = (r, tuple(shape))
+            hint = self.fresh("x")
+            self._slices[key] = (self._expand(leaf.ssa, groups, shape, leaf.dtype, hint), tuple(shape))
         return Leaf(leaf.shape, leaf.dtype, self._slices[key][0], tuple(shape), tuple(exprs))
 
-    def generic(self, v: Val | list[Val], out: str | list[str], out_shape, out_dtype: str | list[str],
-                kind: str, reduced: tuple[int, ...] = (), combine: Callable | None = None) -> list[str] | str:
+    def _expand(self, src: SSAValue, groups: list[list[int]], shape, dtype: str, hint: str) -> SSAValue:
+        """tensor.expand_shape of `src` into `shape` (`groups`: the result dims of each source dim)."""
+        sizes = [self.dim(n) for n in shape]
+        static = [n if isinstance(n, int) else DYNAMIC_INDEX for n in sizes]
+        dyn = [n for n in sizes if not isinstance(n, int)]
+        op = tensor.ExpandShapeOp(src, dyn, _reassociation(groups), static, ttype(shape, dtype))
+        return self.ir.op(op, hint)
+
+    def _collapse(self, src: SSAValue, groups: list[list[int]], shape, dtype: str, hint: str) -> SSAValue:
+        op = tensor.CollapseShapeOp.build(operands=[src], result_types=[ttype(shape, dtype)],
+                                          properties={"reassociation": _reassociation(groups)})
+        return self.ir.op(op, hint)
+
+    def generic(self, v: Val | list[Val], out: SSAValue | list[SSAValue], out_shape,
+                out_dtype: str | list[str], kind: str, reduced: tuple[int, ...] = (),
+                combine: Callable | None = None) -> list[SSAValue] | SSAValue:
         """One linalg.generic over the values' (common) shape writing `out` (kept dims when reducing).
 
         Several values (same shape, parallel only) make one generic with several outputs."""
@@ -207,39 +240,31 @@ class FuncBuilder:
         ls = [leaf for x in vals for leaf in leaves(x)]
         ls = list({leaf_key(leaf): leaf for leaf in ls}.values())
         ops = [self._operand(leaf, domain) for leaf in ls]
-        dims = ", ".join(f"d{i}" for i in range(rank))
-        kept = ", ".join(f"d{i}" for i in range(rank) if i not in reduced)
-        maps = [f"affine_map<({dims}) -> ({m})>" for _, _, m in ops]
-        maps += [f"affine_map<({dims}) -> ({kept})>"] * len(outs)
-        iters = ", ".join('"reduction"' if i in reduced else '"parallel"' for i in range(rank))
-        res = self.fresh("g")
-        tag = f"solder.{self.name}.{kind}"
-        self.generics.append(GenericInfo(kind, tuple(domain), tuple(reduced), res[1:]))
-        uniq = f"solder.{self.name}.{res[1:]}"
-        ots = [ttype(out_shape, dt) for dt in dts]
-        ins = f"ins({', '.join(o[0] for o in ops)} : {', '.join(o[1] for o in ops)}) " if ops else ""
-        results = res if len(outs) == 1 else f"{res}:{len(outs)}"
-        self.lines.append(f"{results} = linalg.generic {{indexing_maps = [{', '.join(maps)}], "
-                          f"iterator_types = [{iters}]}} {ins}outs({', '.join(outs)} : {', '.join(ots)}) "
-                          f"attrs = {{{tag}, {uniq}}} {{")
-        bargs = [f"{res[1:]}_i{i}" for i in range(len(ops))] + [f"{res[1:]}_o{i}" for i in range(len(outs))]
-        btypes = [STORAGE.get(leaf.dtype, leaf.dtype) for leaf in ls] + [STORAGE.get(dt, dt) for dt in dts]
-        self.lines.append("^bb0(" + ", ".join(f"%{a}: {t}" for a, t in zip(bargs, btypes)) + "):")
-        body = Body(f"%{res[1:]}_t", {leaf_key(leaf): f"%{a}" for leaf, a in zip(ls, bargs)})
+        kept = [i for i in range(rank) if i not in reduced]
+        maps = [affine_map(rank, m) for _, m in ops] + [affine_map(rank, kept)] * len(outs)
+        iters = ["reduction" if i in reduced else "parallel" for i in range(rank)]
+        uid = self.fresh("g")
+        self.generics.append(GenericInfo(kind, tuple(domain), tuple(reduced), uid))
+        block = Block(arg_types=[elem(STORAGE.get(leaf.dtype, leaf.dtype)) for leaf in ls]
+                      + [elem(STORAGE.get(dt, dt)) for dt in dts])
+        for i, a in enumerate(block.args):
+            name(a, f"{uid}_i{i}" if i < len(ls) else f"{uid}_o{i - len(ls)}")
+        body = Body(IR(block), f"{uid}_t", {leaf_key(leaf): a for leaf, a in zip(ls, block.args)})
         ys = [body.value(x) for x in vals]
         stored = dts
         if combine is not None:
             y = ys[0]
             if dts[0] in STORAGE:  # bool any/all: combine in i8, where the accumulator lives (a combiner
-                y = body.emit(f"arith.extui {y} : {dts[0]} to {STORAGE[dts[0]]}")  # on the block argument
-                stored = [STORAGE[dts[0]]]  # itself keeps the reduction recognizable to the tiling)
-            ys = [combine(body, y, f"%{bargs[-1]}")]
-        ys = [body.emit(f"arith.extui {y} : {dt} to {STORAGE[dt]}") if dt in STORAGE else y
-              for y, dt in zip(ys, stored)]
-        self.lines.extend("  " + ln for ln in body.em.lines)
-        self.lines.append(f"  linalg.yield {', '.join(ys)} : {', '.join(STORAGE.get(dt, dt) for dt in dts)}")
-        self.lines.append(f"}} -> {ots[0] if len(ots) == 1 else '(' + ', '.join(ots) + ')'}")
-        return res if len(outs) == 1 else [f"{res}#{i}" for i in range(len(outs))]
+                y = body.em.cast("extui", y, STORAGE[dts[0]])  # on the block argument itself keeps the
+                stored = [STORAGE[dts[0]]]  # reduction recognizable to the tiling)
+            ys = [combine(body, y, block.args[-1])]
+        ys = [body.em.cast("extui", y, STORAGE[dt]) if dt in STORAGE else y for y, dt in zip(ys, stored)]
+        body.em.ir.insert(YieldOp(*ys))
+        op = self.ir.insert(generic([o for o, _ in ops], outs, maps, iters, block,
+                                    (f"solder.{self.name}.{kind}", f"solder.{self.name}.{uid}")))
+        if len(outs) == 1:
+            return name(op.results[0], uid)
+        return [name(r, f"{uid}_r{i}") for i, r in enumerate(op.results)]
 
     # -- materializing values -----------------------------------------------------------------
     def materialize(self, v: Val) -> Leaf:
@@ -302,15 +327,11 @@ class FuncBuilder:
 
     def _regroup(self, leaf: Leaf, shape: tuple, kind: str, groups: list[list[int]]) -> Leaf:
         """A symbolic reshape of a tensor as one tensor.expand_shape / collapse_shape (`groups`: symdims.regroup)."""
-        r, dt = self.fresh("r"), leaf.dtype
-        grp = ", ".join("[" + ", ".join(map(str, g)) + "]" for g in groups)
+        hint, dt = self.fresh("r"), leaf.dtype
         if kind == "expand":
-            sizes = ", ".join(map(self.dim, shape))
-            self.lines.append(f"{r} = tensor.expand_shape {leaf.ssa} [{grp}] output_shape [{sizes}] : "
-                              f"{ttype(leaf.tshape, dt)} into {ttype(shape, dt)}")
+            r = self._expand(leaf.ssa, groups, shape, dt, hint)
         else:
-            self.lines.append(f"{r} = tensor.collapse_shape {leaf.ssa} [{grp}] : {ttype(leaf.tshape, dt)} into "
-                              f"{ttype(shape, dt)}")
+            r = self._collapse(leaf.ssa, groups, shape, dt, hint)
         return Leaf(shape, dt, r, shape, ident(len(shape)))
 
     def _reshape_tensor(self, leaf: Leaf, shape: tuple[int, ...]) -> Leaf:
@@ -318,29 +339,21 @@ class FuncBuilder:
         cur, cur_shape = leaf.ssa, src
         if len(src) != 1:
             flat = (symdims.product(src),)
-            reassoc = "[" + ", ".join(str(i) for i in range(len(src))) + "]" if src else ""
-            nxt = self.fresh("r")
-            self.lines.append(f"{nxt} = tensor.collapse_shape {cur} [{reassoc}] : "
-                              f"{ttype(src, dt)} into {ttype(flat, dt)}")
-            cur, cur_shape = nxt, flat
+            cur = self._collapse(cur, [list(range(len(src)))] if src else [], flat, dt, self.fresh("r"))
+            cur_shape = flat
         if len(shape) != 1:
-            reassoc = "[" + ", ".join(str(i) for i in range(len(shape))) + "]" if shape else ""
-            nxt = self.fresh("r")
-            out_shape = ", ".join(map(self.dim, shape))
-            self.lines.append(f"{nxt} = tensor.expand_shape {cur} [{reassoc}] output_shape [{out_shape}] : "
-                              f"{ttype(cur_shape, dt)} into {ttype(shape, dt)}")
-            cur = nxt
+            cur = self._expand(cur, [list(range(len(shape)))] if shape else [], shape, dt, self.fresh("r"))
         return Leaf(shape, dt, cur, shape, ident(len(shape)))
 
-    def inv_count(self, dims) -> float | str:
-        """1/prod(dims) for a mean: a float, or (symbolic dims) the SSA f32 computed from the sizes."""
+    def inv_count(self, dims) -> float | SSAValue:
+        """1/prod(dims) for a mean: a float, or (symbolic dims) the f32 value computed from the sizes."""
         n = symdims.product(dims)
         if isinstance(n, int):
             return 1.0 / n if n else float("nan")  # the mean of nothing is NaN, as in eager
-        i64 = self._emit_index(f"arith.index_cast {self.dim(n)} : index to i64")
-        f = self._emit_index(f"arith.sitofp {i64} : i64 to f32")
-        one = self._emit_index(f"arith.constant {f32_literal(1.0)} : f32")
-        return self._emit_index(f"arith.divf {one}, {f} : f32")
+        i64 = self.ir.cast("index_cast", self.dim(n), "i64", self.fresh("i"))
+        f = self.ir.cast("sitofp", i64, "f32", self.fresh("i"))
+        one = self.ir.const(1.0, elem("f32"), self.fresh("i"))
+        return self.ir.bin("divf", one, f, self.fresh("i"))
 
     def store(self, pairs: list[tuple[Val, Leaf]]) -> None:
         """Write each value into its output argument: one root generic per distinct shape."""
@@ -352,14 +365,27 @@ class FuncBuilder:
                               [d.dtype for _, d in group], "root")
             rs = rs if isinstance(rs, list) else [rs]
             for r, (_, d) in zip(rs, group):
-                t = ttype(d.shape, d.dtype)
-                self.lines.append(f"bufferization.materialize_in_destination {r} in restrict writable "
-                                  f"{d.ssa}_m : ({t}, {mtype(d.shape, d.dtype)}) -> ()")
+                self.ir.insert(bufferization.MaterializeInDestinationOp.build(
+                    operands=[r, self._memref[d.ssa]], result_types=[None],
+                    properties={"restrict": UnitAttr(), "writable": UnitAttr()}))
 
     def text(self) -> str:
-        args = self.args + [f"%sym_{n}: index" for n in self.symbols]
-        head = f"func.func @{self.name}({', '.join(args)}) attributes {{llvm.emit_c_interface}} {{"
-        return head + "\n" + "\n".join("  " + ln for ln in self.lines) + "\n  return\n}"
+        """The function, verified by xDSL (mlir_builder.finish) and printed."""
+        if self._text is None:
+            self.ir.insert(func.ReturnOp())
+            f = func.FuncOp(self.name, ([a.type for a in self.block.args], []), Region(self.block))
+            f.attributes[EMIT_C] = UnitAttr()
+            self._text = finish(f)
+        return self._text
+
+
+def _label(v: SSAValue) -> str:
+    """A value as error messages name it."""
+    return f"%{v.name_hint}" if v.name_hint else "a tensor"
+
+
+def _reassociation(groups: list[list[int]]) -> ArrayAttr:
+    return ArrayAttr([ArrayAttr([IntegerAttr(i, 64) for i in g]) for g in groups])
 
 
 def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:

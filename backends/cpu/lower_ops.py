@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 
 from solder.backends.cpu.lower import (
     DTYPES, Aff, Const, FuncBuilder, Index, Leaf, Node, Unsupported, Val, broadcast, ident, node, reindex,
@@ -45,11 +45,11 @@ def _f32(*vals: Val) -> None:
 
 # -- elementwise --------------------------------------------------------------------------------
 _UNARY_F32: dict[type[Operation], Callable] = {
-    g.NegOp: lambda b, x: b.emit(f"arith.negf {x} : f32"),
-    g.AbsOp: lambda b, x: b.emit(f"math.absf {x} : f32"),
+    g.NegOp: lambda b, x: b.em.un("negf", x),
+    g.AbsOp: lambda b, x: b.em.un("absf", x),
     g.ExpOp: lambda b, x: b.em.exp(x),
     g.LogOp: lambda b, x: b.em.log(x),
-    g.SqrtOp: lambda b, x: b.emit(f"math.sqrt {x} : f32"),
+    g.SqrtOp: lambda b, x: b.em.un("sqrt", x),
     g.RsqrtOp: lambda b, x: b.em.rsqrt(x),
     g.TanhOp: lambda b, x: b.em.tanh(x),
     g.SigmoidOp: lambda b, x: b.em.sigmoid(x),
@@ -57,24 +57,24 @@ _UNARY_F32: dict[type[Operation], Callable] = {
     g.SiluOp: lambda b, x: b.em.silu(x),
     g.ErfOp: lambda b, x: b.em.erf(x),
     g.ReciprocalOp: lambda b, x: b.em.div(b.em.const(1.0), x),
-    g.FloorOp: lambda b, x: b.emit(f"math.floor {x} : f32"),
-    g.CeilOp: lambda b, x: b.emit(f"math.ceil {x} : f32"),
-    g.RoundOp: lambda b, x: b.emit(f"math.roundeven {x} : f32"),
-    g.TruncOp: lambda b, x: b.emit(f"math.trunc {x} : f32"),
-    g.SinOp: lambda b, x: b.emit(f"math.sin {x} : f32"),
-    g.CosOp: lambda b, x: b.emit(f"math.cos {x} : f32"),
+    g.FloorOp: lambda b, x: b.em.un("floor", x),
+    g.CeilOp: lambda b, x: b.em.un("ceil", x),
+    g.RoundOp: lambda b, x: b.em.un("roundeven", x),
+    g.TruncOp: lambda b, x: b.em.un("trunc", x),
+    g.SinOp: lambda b, x: b.em.un("sin", x),
+    g.CosOp: lambda b, x: b.em.un("cos", x),
     g.Expm1Op: lambda b, x: _expm1(b, x),
     g.Log1pOp: lambda b, x: _log1p(b, x),
 }
 
 
-def _where_eq(b, x: str, value: float, then: str, other: str) -> str:
+def _where_eq(b, x: SSAValue, value: float, then: SSAValue, other: SSAValue) -> SSAValue:
     """`then` where x == value (ordered: false for NaN), else `other`."""
-    hit = b.emit(f"arith.cmpf oeq, {x}, {b.em.const(value)} : f32")
-    return b.emit(f"arith.select {hit}, {then}, {other} : f32")
+    hit = b.em.cmpf("oeq", x, b.em.const(value))
+    return b.em.select(hit, then, other)
 
 
-def _expm1(b, x: str) -> str:
+def _expm1(b, x: SSAValue) -> SSAValue:
     """e^x - 1 without the cancellation near 0 (Kahan): (u - 1) * (x / log u) for u = e^x, whose rounding
     errors in u - 1 and log u cancel; x itself where u rounds to 1, -1 where u - 1 does, inf where u is."""
     em = b.em
@@ -86,7 +86,7 @@ def _expm1(b, x: str) -> str:
     return _where_eq(b, u, 1.0, x, r)
 
 
-def _log1p(b, x: str) -> str:
+def _log1p(b, x: SSAValue) -> SSAValue:
     """log(1 + x) without the rounding of 1 + x near 0: log(u) * (x / (u - 1)) for u = 1 + x; x itself
     where u rounds to 1, inf where u is inf (x = -1 gives -inf, x < -1 NaN, through log)."""
     em = b.em
@@ -111,14 +111,15 @@ def _sign(fb, op, args):
     t = x.dtype
     if t == "i1":
         return [x]
-    cmp, gt, lt = ("cmpf", "ogt", "olt") if t == "f32" else ("cmpi", "sgt", "slt")
+    gt, lt = ("ogt", "olt") if t == "f32" else ("sgt", "slt")
 
     def body(b, a, n):
+        cmp = b.em.cmpf if t == "f32" else b.em.cmpi
         zero = b.const(0, t)
-        pos = b.emit(f"arith.{cmp} {gt}, {a[0]}, {zero} : {t}")
-        neg = b.emit(f"arith.{cmp} {lt}, {a[0]}, {zero} : {t}")
-        r = b.emit(f"arith.select {neg}, {b.const(-1, t)}, {zero} : {t}")
-        return b.emit(f"arith.select {pos}, {b.const(1, t)}, {r} : {t}")
+        pos = cmp(gt, a[0], zero)
+        neg = cmp(lt, a[0], zero)
+        r = b.em.select(neg, b.const(-1, t), zero)
+        return b.em.select(pos, b.const(1, t), r)
     return [node(x.shape, t, body, x)]
 
 
@@ -134,15 +135,14 @@ def _gelu(fb, op, args):
 @lowering(g.IsNanOp)
 def _isnan(fb, op, args):
     _f32(args[0])
-    return [node(args[0].shape, "i1", lambda b, a, n: b.emit(f"arith.cmpf uno, {a[0]}, {a[0]} : f32"), args[0])]
+    return [node(args[0].shape, "i1", lambda b, a, n: b.em.cmpf("uno", a[0], a[0]), args[0])]
 
 
 @lowering(g.LogicalNotOp)
 def _logical_not(fb, op, args):
     if args[0].dtype != "i1":
         raise Unsupported("logical_not of a non-boolean")
-    return [node(args[0].shape, "i1", lambda b, a, n: b.emit(f"arith.xori {a[0]}, {b.const(1, 'i1')} : i1"),
-                 args[0])]
+    return [node(args[0].shape, "i1", lambda b, a, n: b.em.ibin("xori", a[0], b.const(1, "i1")), args[0])]
 
 
 _FLOAT_BIN = {g.AddOp: "addf", g.SubOp: "subf", g.MulOp: "mulf", g.DivOp: "divf", g.MaximumOp: "maximumf",
@@ -161,12 +161,13 @@ def _binary(fb, op, args):
     shape, dt = rtype(op)
     t = x.dtype
     if kind in _CMP_F:
-        pred, cmp = (_CMP_F[kind], "cmpf") if t == "f32" else (_CMP_I[kind], "cmpi")
-        return [node(shape, "i1", lambda b, a, n: b.emit(f"arith.{cmp} {pred}, {a[0]}, {a[1]} : {t}"), x, y)]
+        if t == "f32":
+            return [node(shape, "i1", lambda b, a, n: b.em.cmpf(_CMP_F[kind], a[0], a[1]), x, y)]
+        return [node(shape, "i1", lambda b, a, n: b.em.cmpi(_CMP_I[kind], a[0], a[1]), x, y)]
     if t == "f32" and kind in _FLOAT_BIN:
         return [node(shape, t, lambda b, a, n: b.em.bin(_FLOAT_BIN[kind], a[0], a[1]), x, y)]
     if t != "f32" and kind in _INT_BIN and (t == "i1") == (kind in _LOGICAL):
-        return [node(shape, t, lambda b, a, n: b.emit(f"arith.{_INT_BIN[kind]} {a[0]}, {a[1]} : {t}"), x, y)]
+        return [node(shape, t, lambda b, a, n: b.em.ibin(_INT_BIN[kind], a[0], a[1]), x, y)]
     raise Unsupported(f"{op.name} on {t}")
 
 
@@ -181,7 +182,7 @@ def _pow(fb, op, args):
     def body(b, a, n):
         v = a[0]
         if e == 0.5:
-            return b.emit(f"math.sqrt {v} : f32")
+            return b.em.un("sqrt", v)
         if e == -0.5:
             return b.em.rsqrt(v)
         if e == -1.0:
@@ -199,7 +200,7 @@ def _where(fb, op, args):
     shape, dt = rtype(op)
     if c.dtype != "i1":
         raise Unsupported("where with a non-boolean condition")
-    return [node(shape, dt, lambda b, a, n: b.emit(f"arith.select {a[0]}, {a[1]}, {a[2]} : {dt}"), c, x, y)]
+    return [node(shape, dt, lambda b, a, n: b.em.select(a[0], a[1], a[2]), c, x, y)]
 
 
 _WIDTH = {"i1": 1, "i8": 8, "i32": 32, "i64": 64}
@@ -217,14 +218,14 @@ def _cast(fb, op, args):
         v = a[0]
         if src == "f32":
             if dt == "i1":
-                return b.emit(f"arith.cmpf une, {v}, {b.const(0.0, 'f32')} : f32")
-            return b.emit(f"arith.fptosi {v} : f32 to {dt}")
+                return b.em.cmpf("une", v, b.const(0.0, "f32"))
+            return b.em.cast("fptosi", v, dt)
         if dt == "f32":
-            return b.emit(f"arith.{'uitofp' if src == 'i1' else 'sitofp'} {v} : {src} to f32")
+            return b.em.cast("uitofp" if src == "i1" else "sitofp", v, "f32")
         if dt == "i1":
-            return b.emit(f"arith.cmpi ne, {v}, {b.const(0, src)} : {src}")
+            return b.em.cmpi("ne", v, b.const(0, src))
         ext = "extui" if src == "i1" else "extsi"
-        return b.emit(f"arith.{ext if _WIDTH[dt] > _WIDTH[src] else 'trunci'} {v} : {src} to {dt}")
+        return b.em.cast(ext if _WIDTH[dt] > _WIDTH[src] else "trunci", v, dt)
     if src not in ("f32", *_WIDTH) or dt not in ("f32", *_WIDTH):
         raise Unsupported(f"cast {src} -> {dt}")
     return [node(shape, dt, body, x)]
@@ -261,8 +262,8 @@ def _triangular(fb, op, args):
     zero = Const(shape, dt, 0)
 
     def body(b, a, n):
-        keep = b.emit(f"arith.cmpi {pred}, {a[1]}, {b.const(diag, 'i64')} : i64")
-        return b.emit(f"arith.select {keep}, {a[0]}, {a[2]} : {dt}")
+        keep = b.em.cmpi(pred, a[1], b.const(diag, "i64"))
+        return b.em.select(keep, a[0], a[2])
     return [node(shape, dt, body, x, delta, zero)]
 
 
@@ -319,8 +320,8 @@ def _concat(fb, op, args):
     def body(b, a, node):
         r = a[k - 1]
         for i in range(k - 2, -1, -1):
-            c = b.emit(f"arith.cmpi eq, {a[k]}, {b.const(i, 'i64')} : i64")
-            r = b.emit(f"arith.select {c}, {a[i]}, {r} : {dt}")
+            c = b.em.cmpi("eq", a[k], b.const(i, "i64"))
+            r = b.em.select(c, a[i], r)
         return r
     return [fb.reshape(Node(split, dt, body, tuple(parts) + (which,)), shape)]
 
@@ -332,8 +333,8 @@ def _combine(kind: str):
         "prod": lambda b, x, acc: b.em.mul(x, acc),
         "max": lambda b, x, acc: b.em.bin("maximumf", x, acc),
         "min": lambda b, x, acc: b.em.bin("minimumf", x, acc),
-        "any": lambda b, x, acc: b.emit(f"arith.ori {x}, {acc} : i8"),  # bools combine as bytes (lower.py)
-        "all": lambda b, x, acc: b.emit(f"arith.andi {x}, {acc} : i8"),
+        "any": lambda b, x, acc: b.em.ibin("ori", x, acc),  # bools combine as bytes (lower.py)
+        "all": lambda b, x, acc: b.em.ibin("andi", x, acc),
     }[kind]
 
 
@@ -459,6 +460,6 @@ def _channel(p: Val, shape: tuple[int, ...]) -> Val:
     return reindex(p, shape, [Aff.dim(1)])
 
 
-def _k(b, v: float | str) -> str:
-    """A constant in a generic body: a float, or an SSA f32 computed outside it (a symbolic count)."""
-    return v if isinstance(v, str) else b.em.const(v)
+def _k(b, v: float | SSAValue) -> SSAValue:
+    """A constant in a generic body: a float, or an f32 value computed outside it (a symbolic count)."""
+    return v if isinstance(v, SSAValue) else b.em.const(v)

@@ -1,5 +1,8 @@
 """Transform-dialect schedules for the kernel functions that lower.py builds, and the module text.
 
+The schedules are text (xDSL 0.74 lacks most of these transform ops; mlir_builder.py lists what is not built
+with xDSL), joined to the verified, printed functions by `mlir_builder.module_text`.
+
 Each function gets its own schedule, matched through tags unique to the function
 (`solder.<func>.<kind>` and `solder.<func>.<generic>`), so one module holds every kernel of a
 model and one `transform-interpreter` run schedules them all:
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+from solder.backends.cpu import mlir_builder as M
 from solder.backends.cpu import threads
 from solder.backends.cpu.lower import FuncBuilder
 from solder.backends.cpu.schedule import _cleanup, lane_tile
@@ -165,12 +169,4 @@ def _finish(fb: FuncBuilder, masks: bool = False) -> list[str]:
 
 def module_text(funcs: list[str], schedules: list[list[str]]) -> str:
     """One MLIR module holding `funcs` and (if any) one transform sequence running every schedule."""
-    body = "\n".join(funcs)
-    lines = [ln for s in schedules for ln in s]
-    if not lines:
-        return "module {\n" + body + "\n}\n"
-    seq = ("transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {\n"
-           + "\n".join("  " + ln for ln in lines) + "\n  transform.yield\n}")
-    return "module attributes {transform.with_named_sequence} {\n" + body + "\n" + seq + "\n}\n"
-
-
+    return M.module_text(funcs, [ln for s in schedules for ln in s])

@@ -3,7 +3,8 @@
 A `Leaf` reads a tensor through affine index expressions (`Aff`), so broadcasts, permutes, expands and
 slices are indexing maps, never copies; a `Node` is an elementwise op over values of its shape; `Const`
 and `Index` are an immediate and the value of an index expression. `reindex`/`broadcast` move values
-between iteration spaces; `Body` emits one `linalg.generic` body, inlining every node once. lower.py's
+between iteration spaces; `Body` builds one `linalg.generic` body (xDSL ops, mlir_builder.py), inlining every
+node once. lower.py's
 `FuncBuilder` decides what to materialize and emits the generics.
 """
 
@@ -12,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from solder.backends.cpu.mathapprox import Emitter, f32_literal
+from xdsl.dialects.builtin import MemRefType, TensorType
+from xdsl.ir import SSAValue
+
+from solder.backends.cpu.mathapprox import Emitter
+from solder.backends.cpu.mlir_builder import INDEX, IR, IndexOp, memref_t, tensor_t
 from solder.compiler.errors import SolderError
 
 LOOP_FM = "nsz,arcp,contract,afn"  # no `reassoc` in loop bodies (notes: it serializes accumulators)
@@ -59,9 +64,9 @@ class Val:
 
 @dataclass(eq=False)
 class Leaf(Val):
-    """Element `exprs(d)` of tensor `ssa` (shape `tshape`, element type `storage`)."""
+    """Element `exprs(d)` of tensor `ssa` (an xDSL value of shape `tshape`, element type `storage`)."""
 
-    ssa: str = ""
+    ssa: SSAValue = None  # type: ignore[assignment]
     tshape: tuple[int, ...] = ()
     exprs: tuple[Aff, ...] = ()
 
@@ -72,7 +77,7 @@ class Leaf(Val):
 
 @dataclass(eq=False)
 class Node(Val):
-    """An elementwise op: `fn(body, arg_ssa_names, node) -> ssa` over args of this node's shape."""
+    """An elementwise op: `fn(body, arg_values, node) -> value` over args of this node's shape."""
 
     fn: Callable = None  # type: ignore[assignment]
     args: tuple[Val, ...] = ()
@@ -124,71 +129,65 @@ def node(shape, dtype, fn, *args: Val) -> Node:
     return Node(tuple(shape), dtype, fn, tuple(broadcast(a, tuple(shape)) for a in args))
 
 
-def ttype(shape, dtype: str) -> str:
-    """The tensor type; a symbolic dim (an expression string, symdims.py) prints as `?`."""
-    return "tensor<" + "".join(f"{n}x" if isinstance(n, int) else "?x" for n in shape) + STORAGE.get(dtype, dtype) + ">"
+def ttype(shape, dtype: str) -> TensorType:
+    """The tensor type (in-memory element type); a symbolic dim (an expression string, symdims.py) is `?`."""
+    return tensor_t(shape, STORAGE.get(dtype, dtype))
 
 
-def mtype(shape, dtype: str) -> str:
-    return "memref<" + "".join(f"{n}x" if isinstance(n, int) else "?x" for n in shape) + STORAGE.get(dtype, dtype) \
-        + ">"
-
-
-def literal(value, dtype: str) -> str:
-    if dtype == "f32":
-        return f32_literal(float(value))
-    return str(int(value))  # i1 too: `1 : i1` (`true` takes no type suffix)
+def mtype(shape, dtype: str) -> MemRefType:
+    return memref_t(shape, STORAGE.get(dtype, dtype))
 
 
 # -- generic bodies -----------------------------------------------------------------------------
 class Body:
-    """Emits one `linalg.generic` body: leaves are block arguments, nodes are inlined once each."""
+    """Emits one `linalg.generic` body: leaves are block arguments, nodes are inlined once each.
 
-    def __init__(self, prefix: str, leaf_args: dict) -> None:
-        self.em = Emitter(prefix, fastmath=LOOP_FM)
+    A node's `fn(body, args, node)` builds its ops through `body.em` (mathapprox.Emitter: named results,
+    constants made once per body) and returns its value."""
+
+    def __init__(self, ir: IR, prefix: str, leaf_args: dict) -> None:
+        self.em = Emitter(ir, prefix, fastmath=LOOP_FM)
         self.leaf_args = leaf_args
-        self._memo: dict[int, str] = {}
-        self._index: dict[int, str] = {}
+        self._memo: dict[int, SSAValue] = {}
+        self._index: dict[int, SSAValue] = {}
 
-    def emit(self, rhs: str) -> str:
-        return self.em.emit(rhs)
-
-    def const(self, value, dtype: str) -> str:
+    def const(self, value, dtype: str) -> SSAValue:
         if dtype == "f32":
             return self.em.const(float(value))
-        return self.em._const(literal(value, dtype), dtype)
+        return self.em.typed_const(value, dtype)
 
-    def value(self, v: Val) -> str:
+    def value(self, v: Val) -> SSAValue:
         if id(v) in self._memo:
             return self._memo[id(v)]
         if isinstance(v, Leaf):
-            name = self.leaf_args[leaf_key(v)]
+            r = self.leaf_args[leaf_key(v)]
             if v.dtype in STORAGE:
-                name = self.emit(f"arith.trunci {name} : {STORAGE[v.dtype]} to {v.dtype}")
+                r = self.em.cast("trunci", r, v.dtype)
         elif isinstance(v, Node):
-            name = v.fn(self, [self.value(a) for a in v.args], v)
+            r = v.fn(self, [self.value(a) for a in v.args], v)
         elif isinstance(v, Const):
-            name = self.const(v.value, v.dtype)
+            r = self.const(v.value, v.dtype)
         else:
-            name = self._affine(v.expr, v.dtype)
-        self._memo[id(v)] = name
-        return name
+            r = self._affine(v.expr, v.dtype)
+        self._memo[id(v)] = r
+        return r
 
-    def _affine(self, e: Aff, dtype: str) -> str:
-        acc = self.emit(f"arith.constant {e.const} : index")
+    def _affine(self, e: Aff, dtype: str) -> SSAValue:
+        em = self.em
+        acc = em.ir.const(e.const, INDEX, em.name())  # not shared: each index expression its own constants
         for d, k in e.terms:
             if d not in self._index:
-                self._index[d] = self.emit(f"linalg.index {d} : index")
+                self._index[d] = em.ir.op(IndexOp(d), em.name())
             term = self._index[d]
             if k != 1:
-                term = self.emit(f"arith.muli {term}, {self.emit(f'arith.constant {k} : index')} : index")
-            acc = self.emit(f"arith.addi {acc}, {term} : index")
-        i64 = self.emit(f"arith.index_cast {acc} : index to i64")
+                term = em.ibin("muli", term, em.ir.const(k, INDEX, em.name()))
+            acc = em.ibin("addi", acc, term)
+        i64 = em.cast("index_cast", acc, "i64")
         if dtype == "i64":
             return i64
         if dtype == "f32":
-            return self.emit(f"arith.sitofp {i64} : i64 to f32")
-        return self.emit(f"arith.trunci {i64} : i64 to {dtype}")
+            return em.cast("sitofp", i64, "f32")
+        return em.cast("trunci", i64, dtype)
 
 
 def leaf_key(v: Leaf) -> tuple:

@@ -1,4 +1,4 @@
-"""Arith-only polynomial approximations of transcendental functions, emitted as MLIR text.
+"""Arith-only polynomial approximations of transcendental functions, built as xDSL `arith`/`math` ops.
 
 The MLIR bundled with torch-mlir has no math polynomial-approximation pass, so `math.exp` and
 `math.tanh` become scalar libm calls that block vectorization (softmax 19 ms instead of 1.4 ms at
@@ -6,8 +6,9 @@ The MLIR bundled with torch-mlir has no math polynomial-approximation pass, so `
 `math.floor` code on f32 scalars; placed inside a `linalg.generic` body they vectorize like any
 other elementwise op.
 
-Usage: `em = Emitter("%g"); y = em.gelu_tanh("%x")` appends lines to `em.lines` and returns the
-SSA name of the result. The prefix keeps names unique when several emitters share one body.
+Usage: `em = Emitter(IR(block), "g3_t"); y = em.gelu_tanh(x)` inserts the ops at the end of `block`
+(mlir_builder.IR) and returns the result value, named `%g3_t<n>`; the prefix keeps names unique when several
+emitters share one body.
 
 Accuracy (f32, measured against torch in tests/test_cpu_jit.py): exp, tanh, erf, log, sigmoid
 within about 1e-6 relative error on their normal range. Known limits: exp flushes results below
@@ -16,6 +17,13 @@ subnormal inputs. tanh and erf return exactly +-1 beyond their fitting range.
 """
 
 from __future__ import annotations
+
+import struct
+
+from xdsl.ir import SSAValue
+
+from solder.backends.cpu.mlir_builder import IR, elem, f32_value
+from solder.backends.cpu.mlir_builder import fastmath as fastmath_attr
 
 F32 = "f32"
 
@@ -61,141 +69,152 @@ _LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
 _SQRT_HALF = 0.707106781186547524
 
 
-def f32_literal(value: float) -> str:
-    """An MLIR f32 literal for `value`, including inf and NaN (hex form)."""
-    if value != value:
-        return "0x7FC00000"
-    if value == float("inf"):
-        return "0x7F800000"
-    if value == float("-inf"):
-        return "0xFF800000"
-    return f"{value:.9e}"
+def _as_i32(bits: int) -> int:
+    """A 32-bit pattern as the signed i32 value that holds it."""
+    return bits - (1 << 32) if bits >= 1 << 31 else bits
 
 
 class Emitter:
-    """Appends f32 scalar MLIR ops to `lines`; every method returns the SSA name of its result."""
+    """Inserts f32 scalar (or vector) `arith`/`math` ops through an `IR`; every method returns the result.
 
-    def __init__(self, prefix: str = "%m", fastmath: str = "") -> None:
+    Results are named `%<prefix><n>`; constants are made once per emitter (a generic body, a kernel)."""
+
+    def __init__(self, ir: IR, prefix: str = "m", fastmath: str = "") -> None:
+        self.ir = ir
         self.prefix = prefix
-        self.lines: list[str] = []
         self._count = 0
-        self._consts: dict[tuple[str, str], str] = {}
-        self._fm = f" fastmath<{fastmath}>" if fastmath else ""
+        self._consts: dict[tuple, SSAValue] = {}
+        self.fm = fastmath_attr(fastmath) if fastmath else None
 
-    def _name(self) -> str:
+    def name(self) -> str:
+        """A fresh result name."""
         self._count += 1
         return f"{self.prefix}{self._count}"
 
-    def emit(self, rhs: str) -> str:
-        """Append `%new = rhs` and return `%new`."""
-        name = self._name()
-        self.lines.append(f"{name} = {rhs}")
-        return name
+    def const(self, value: float) -> SSAValue:
+        return self.typed_const(value, F32)
 
-    def const(self, value: float) -> str:
-        return self._const(f32_literal(value), F32)
+    def iconst(self, value: int) -> SSAValue:
+        return self.typed_const(value, "i32")
 
-    def iconst(self, value: int) -> str:
-        return self._const(str(value), "i32")
-
-    def _const(self, literal: str, ty: str) -> str:
-        key = (literal, ty)
+    def typed_const(self, value, dtype: str) -> SSAValue:
+        """The constant `value` of element type `dtype` (f32 keyed by its bits: NaN is one constant)."""
+        key = (struct.pack("f", f32_value(value)), dtype) if dtype == F32 else (int(value), dtype)
         if key not in self._consts:
-            self._consts[key] = self.emit(f"arith.constant {literal} : {ty}")
+            self._consts[key] = self.ir.const(value, elem(dtype), self.name())
         return self._consts[key]
 
     # -- arithmetic helpers -------------------------------------------------------------------
-    def bin(self, op: str, a: str, b: str) -> str:
-        return self.emit(f"arith.{op} {a}, {b}{self._fm} : f32")
+    def bin(self, op: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        """A float binary op ("addf", "maximumf", ...) with the emitter's fastmath flags."""
+        return self.ir.bin(op, a, b, self.name(), fm=self.fm)
 
-    def add(self, a: str, b: str) -> str:
+    def ibin(self, op: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        """An integer binary op ("addi", "andi", "shli", ...)."""
+        return self.ir.bin(op, a, b, self.name())
+
+    def un(self, op: str, x: SSAValue) -> SSAValue:
+        """A unary op without fastmath flags ("negf", "absf", "sqrt", "floor", ...)."""
+        return self.ir.un(op, x, self.name())
+
+    def cast(self, op: str, x: SSAValue, to: str) -> SSAValue:
+        return self.ir.cast(op, x, to, self.name())
+
+    def cmpf(self, pred: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.ir.cmpf(pred, a, b, self.name())
+
+    def cmpi(self, pred: str, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.ir.cmpi(pred, a, b, self.name())
+
+    def select(self, c: SSAValue, a: SSAValue, b: SSAValue) -> SSAValue:
+        return self.ir.select(c, a, b, self.name())
+
+    def add(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.bin("addf", a, b)
 
-    def sub(self, a: str, b: str) -> str:
+    def sub(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.bin("subf", a, b)
 
-    def mul(self, a: str, b: str) -> str:
+    def mul(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.bin("mulf", a, b)
 
-    def div(self, a: str, b: str) -> str:
+    def div(self, a: SSAValue, b: SSAValue) -> SSAValue:
         return self.bin("divf", a, b)
 
-    def fma(self, a: str, b: str, c: str) -> str:
-        return self.emit(f"math.fma {a}, {b}, {c} : f32")
+    def fma(self, a: SSAValue, b: SSAValue, c: SSAValue) -> SSAValue:
+        return self.ir.fma(a, b, c, self.name())
 
-    def clamp(self, x: str, lo: float, hi: float) -> str:
+    def clamp(self, x: SSAValue, lo: float, hi: float) -> SSAValue:
         # maximumf/minimumf propagate NaN, so NaN inputs stay NaN.
         return self.bin("minimumf", self.bin("maximumf", x, self.const(lo)), self.const(hi))
 
-    def horner(self, x: str, coeffs: tuple[float, ...]) -> str:
+    def horner(self, x: SSAValue, coeffs: tuple[float, ...]) -> SSAValue:
         acc = self.const(coeffs[0])
         for c in coeffs[1:]:
             acc = self.fma(acc, x, self.const(c))
         return acc
 
     # -- functions ----------------------------------------------------------------------------
-    def exp(self, x: str) -> str:
-        over = self.emit(f"arith.cmpf ogt, {x}, {self.const(_EXP_OVERFLOW)} : f32")
+    def exp(self, x: SSAValue) -> SSAValue:
+        over = self.cmpf("ogt", x, self.const(_EXP_OVERFLOW))
         y = self._exp_clamped(self.clamp(x, _EXP_LO, _EXP_HI))
-        return self.emit(f"arith.select {over}, {self.const(float('inf'))}, {y} : f32")
+        return self.select(over, self.const(float("inf")), y)
 
-    def exp_nonpositive(self, x: str) -> str:
+    def exp_nonpositive(self, x: SSAValue) -> SSAValue:
         """exp(x) for x <= 0 (softmax's x - max): the 10-op exp; exp(-86) ~ 4e-38 for x below."""
         return self._exp_fast(self.bin("maximumf", x, self.const(-_EXP_FAST_BOUND)))
 
-    def _exp_fast(self, x: str) -> str:
+    def _exp_fast(self, x: SSAValue) -> SSAValue:
         """exp(x) for x already in [-86, 86] (so 2^n stays a normal scale; see _EXP2_POLY)."""
         log2e = self.const(_LOG2E)
         # nn = -round(x*log2e) as ceil(-x*log2e - 0.5); f = x*log2e + nn with one rounding
-        nn = self.emit(f"math.ceil {self.fma(x, self.const(-_LOG2E), self.const(-0.5))} : f32")
+        nn = self.un("ceil", self.fma(x, self.const(-_LOG2E), self.const(-0.5)))
         p = self.horner(self.fma(x, log2e, nn), _EXP2_POLY)
-        shift = self.emit(f"arith.shli {self.emit(f'arith.fptosi {nn} : f32 to i32')}, "
-                          f"{self.iconst(23)} : i32")
-        bits = self.emit(f"arith.subi {self.emit(f'arith.bitcast {p} : f32 to i32')}, {shift} : i32")
-        return self.emit(f"arith.bitcast {bits} : i32 to f32")
+        shift = self.ibin("shli", self.cast("fptosi", nn, "i32"), self.iconst(23))
+        bits = self.ibin("subi", self.cast("bitcast", p, "i32"), shift)
+        return self.cast("bitcast", bits, F32)
 
-    def _exp_clamped(self, x: str) -> str:
-        n = self.emit(f"math.floor {self.fma(x, self.const(_LOG2E), self.const(0.5))} : f32")
+    def _exp_clamped(self, x: SSAValue) -> SSAValue:
+        n = self.un("floor", self.fma(x, self.const(_LOG2E), self.const(0.5)))
         r = self.fma(n, self.const(-_LN2_C1), x)
         r = self.fma(n, self.const(-_LN2_C2), r)
         p = self.horner(r, _EXP_P)
         p = self.fma(p, self.mul(r, r), r)
         p = self.add(p, self.const(1.0))
-        ni = self.emit(f"arith.fptosi {n} : f32 to i32")
-        biased = self.emit(f"arith.addi {ni}, {self.iconst(127)} : i32")
-        bits = self.emit(f"arith.shli {biased}, {self.iconst(23)} : i32")
-        scale = self.emit(f"arith.bitcast {bits} : i32 to f32")
+        ni = self.cast("fptosi", n, "i32")
+        biased = self.ibin("addi", ni, self.iconst(127))
+        bits = self.ibin("shli", biased, self.iconst(23))
+        scale = self.cast("bitcast", bits, F32)
         return self.mul(p, scale)
 
-    def tanh(self, x: str) -> str:
+    def tanh(self, x: SSAValue) -> SSAValue:
         return self._odd_rational(x, _TANH_CLAMP, _TANH_ALPHA, _TANH_BETA)
 
-    def erf(self, x: str) -> str:
+    def erf(self, x: SSAValue) -> SSAValue:
         return self._odd_rational(x, _ERF_CLAMP, _ERF_ALPHA, _ERF_BETA)
 
-    def _odd_rational(self, x: str, bound: float, alpha, beta) -> str:
+    def _odd_rational(self, x: SSAValue, bound: float, alpha, beta) -> SSAValue:
         """x * P(x^2) / Q(x^2) on [-bound, bound], and exactly sign(x) beyond (so that
         0.5x(1 + tanh) in GELU cancels to 0 for very negative x, as in torch)."""
         xc = self.clamp(x, -bound, bound)
         x2 = self.mul(xc, xc)
         r = self.div(self.mul(xc, self.horner(x2, alpha)), self.horner(x2, beta))
-        outside = self.emit(f"arith.cmpf oge, {self.emit(f'math.absf {x} : f32')}, "
-                            f"{self.const(bound)} : f32")
-        sign = self.emit(f"math.copysign {self.const(1.0)}, {x} : f32")
-        return self.emit(f"arith.select {outside}, {sign}, {r} : f32")
+        outside = self.cmpf("oge", self.un("absf", x), self.const(bound))
+        sign = self.ir.bin("copysign", self.const(1.0), x, self.name())
+        return self.select(outside, sign, r)
 
-    def log(self, x: str) -> str:
-        bits = self.emit(f"arith.bitcast {x} : f32 to i32")
-        e_raw = self.emit(f"arith.shrui {bits}, {self.iconst(23)} : i32")
-        e_int = self.emit(f"arith.subi {e_raw}, {self.iconst(126)} : i32")
-        mbits = self.emit(f"arith.andi {bits}, {self.iconst(0x807FFFFF)} : i32")
-        mbits = self.emit(f"arith.ori {mbits}, {self.iconst(0x3F000000)} : i32")
-        m = self.emit(f"arith.bitcast {mbits} : i32 to f32")           # m in [0.5, 1)
-        e = self.emit(f"arith.sitofp {e_int} : i32 to f32")
-        small = self.emit(f"arith.cmpf olt, {m}, {self.const(_SQRT_HALF)} : f32")
+    def log(self, x: SSAValue) -> SSAValue:
+        bits = self.cast("bitcast", x, "i32")
+        e_raw = self.ibin("shrui", bits, self.iconst(23))
+        e_int = self.ibin("subi", e_raw, self.iconst(126))
+        mbits = self.ibin("andi", bits, self.iconst(_as_i32(0x807FFFFF)))
+        mbits = self.ibin("ori", mbits, self.iconst(0x3F000000))
+        m = self.cast("bitcast", mbits, F32)                            # m in [0.5, 1)
+        e = self.cast("sitofp", e_int, F32)
+        small = self.cmpf("olt", m, self.const(_SQRT_HALF))
         one = self.const(1.0)
-        e = self.emit(f"arith.select {small}, {self.sub(e, one)}, {e} : f32")
-        m = self.emit(f"arith.select {small}, {self.add(m, m)}, {m} : f32")
+        e = self.select(small, self.sub(e, one), e)
+        m = self.select(small, self.add(m, m), m)
         t = self.sub(m, one)                                            # t in [-0.293, 0.414)
         z = self.mul(t, t)
         y = self.mul(self.mul(t, z), self.horner(t, _LOG_P))
@@ -205,29 +224,29 @@ class Emitter:
         y = self.fma(e, self.const(_LN2_C1), y)
         return self._log_special(x, y)
 
-    def _log_special(self, x: str, y: str) -> str:
+    def _log_special(self, x: SSAValue, y: SSAValue) -> SSAValue:
         zero = self.const(0.0)
         inf = self.const(float("inf"))
-        is_zero = self.emit(f"arith.cmpf oeq, {x}, {zero} : f32")
-        is_neg = self.emit(f"arith.cmpf ult, {x}, {zero} : f32")  # also true for NaN
-        is_inf = self.emit(f"arith.cmpf oeq, {x}, {inf} : f32")
-        y = self.emit(f"arith.select {is_inf}, {inf}, {y} : f32")
-        y = self.emit(f"arith.select {is_zero}, {self.const(float('-inf'))}, {y} : f32")
-        return self.emit(f"arith.select {is_neg}, {self.const(float('nan'))}, {y} : f32")
+        is_zero = self.cmpf("oeq", x, zero)
+        is_neg = self.cmpf("ult", x, zero)  # also true for NaN
+        is_inf = self.cmpf("oeq", x, inf)
+        y = self.select(is_inf, inf, y)
+        y = self.select(is_zero, self.const(float("-inf")), y)
+        return self.select(is_neg, self.const(float("nan")), y)
 
-    def rsqrt(self, x: str) -> str:
+    def rsqrt(self, x: SSAValue) -> SSAValue:
         # convert-math-to-llvm lowers math.rsqrt to sqrt + div, which vectorize (vsqrtps, vdivps).
-        return self.emit(f"math.rsqrt {x} : f32")
+        return self.un("rsqrt", x)
 
-    def sigmoid(self, x: str) -> str:
+    def sigmoid(self, x: SSAValue) -> SSAValue:
         one = self.const(1.0)
         e = self.exp(self.sub(self.const(0.0), x))
         return self.div(one, self.add(one, e))
 
-    def silu(self, x: str) -> str:
+    def silu(self, x: SSAValue) -> SSAValue:
         return self.mul(x, self.sigmoid(x))
 
-    def gelu_tanh(self, x: str) -> str:
+    def gelu_tanh(self, x: SSAValue) -> SSAValue:
         """0.5x(1 + tanh(z)) = x / (1 + exp(-2z)), z = sqrt(2/pi)(x + 0.044715x^3): 18 ops and a
         division against 27 through the rational tanh (GELU is compute-bound at 1 thread)."""
         k2 = 2 * 0.7978845608028654  # 2 sqrt(2/pi)
@@ -235,7 +254,7 @@ class Emitter:
         e = self._exp_fast(self.clamp(m2z, -_EXP_FAST_BOUND, _EXP_FAST_BOUND))
         return self.div(x, self.add(self.const(1.0), e))
 
-    def gelu_erf(self, x: str) -> str:
+    def gelu_erf(self, x: SSAValue) -> SSAValue:
         t = self.erf(self.mul(x, self.const(0.7071067811865476)))
         half_x = self.mul(self.const(0.5), x)
         return self.fma(half_x, t, half_x)

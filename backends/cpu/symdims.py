@@ -6,7 +6,7 @@ the MLIR it prints has `?` there (`memref<?x16xf32>`), and every size the IR nee
 (`tensor.empty`, a slice size, an `expand_shape` output) is computed from the kernel's symbol
 arguments: one trailing `index` argument per shape symbol the kernel uses (`%sym_s0: index`), which
 the runner fills from the call's binding. This module holds what that needs and nothing static
-code uses: emitting a size expression as `arith` on `index`, proving an index range or a reshape's
+code uses: building a size expression as `arith` ops on `index`, proving an index range or a reshape's
 regrouping from the size expressions (symbolic.prove, with the symbols' bounds and export's assertions;
 sampled bindings only where sympy cannot decide), and compiling size expressions into Python for the
 runner.
@@ -46,13 +46,15 @@ def evaluate(d, env: dict[str, int]) -> int:
 
 
 class IndexExprs:
-    """Emits size expressions as `arith` ops on `index`, once each, through `emit(rhs) -> ssa`."""
+    """Emits size expressions as `arith` ops on `index`, once each: `const(n)` and `binop(kind, a, b)` build the
+    ops (mlir_builder.IR), `symbol(name)` gives a shape symbol's value."""
 
-    def __init__(self, emit: Callable[[str], str], symbol: Callable[[str], str]) -> None:
-        self._emit, self._symbol = emit, symbol
-        self._memo: dict[object, str] = {}
+    def __init__(self, const: Callable[[int], object], binop: Callable[[str, object, object], object],
+                 symbol: Callable[[str], object]) -> None:
+        self._const, self._binop, self._symbol = const, binop, symbol
+        self._memo: dict[object, object] = {}
 
-    def value(self, d) -> str:
+    def value(self, d):
         if d == "?":
             raise SymbolicUnsupported("a `?` dim without a size expression")
         try:
@@ -61,20 +63,20 @@ class IndexExprs:
             raise SymbolicUnsupported(str(err)) from None
         return self._value(e, d)
 
-    def _value(self, e, src) -> str:
+    def _value(self, e, src):
         if e not in self._memo:
             self._memo[e] = self._node(e, src)
         return self._memo[e]
 
-    def _chain(self, op: str, args, src) -> str:
+    def _chain(self, op: str, args, src):
         acc = self._value(args[0], src)
         for a in args[1:]:
-            acc = self._emit(f"arith.{op} {acc}, {self._value(a, src)} : index")
+            acc = self._binop(op, acc, self._value(a, src))
         return acc
 
-    def _node(self, e, src) -> str:
+    def _node(self, e, src):
         if e.is_Integer:
-            return self._emit(f"arith.constant {int(e)} : index")
+            return self._const(int(e))
         if e.is_Symbol:
             return self._symbol(e.name)
         if isinstance(e, size_expr.FloorDiv):
@@ -83,7 +85,7 @@ class IndexExprs:
             num, den = sympy.fraction(sympy.together(e.args[0]))
             if den != 1:
                 op = "floordivsi" if isinstance(e, sympy.floor) else "ceildivsi"
-                return self._emit(f"arith.{op} {self._value(num, src)}, {self._value(den, src)} : index")
+                return self._binop(op, self._value(num, src), self._value(den, src))
         elif isinstance(e, (size_expr.PythonMod, sympy.Mod)):
             return self._chain("remsi", e.args, src)
         elif isinstance(e, (sympy.Max, sympy.Min)):
