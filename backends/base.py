@@ -1,7 +1,7 @@
 """The backend contract.
 
-A backend has a `name`, the `targets` it serves, a per-op `supports(op)` check and `lower(module,
-target)` that returns a `Program`: a callable from the function's argument tensors (parameters first,
+A backend has a `name`, the `targets` it serves, a per-op `supports(op)` check, `can_fuse(ops)` (whether a
+group is one launch: fusion asks it) and `lower(module, target)` that returns a `Program`: a callable from the function's argument tensors (parameters first,
 then user inputs, in `func.func @forward` order) to its result tensors, with the source text it
 generated and a report of which backend ran each op. Ops a backend cannot lower run through the
 reference backend (eager PyTorch) and are listed in `Program.fallbacks`, never a crash.
@@ -49,6 +49,11 @@ class Backend(ABC):
     def supports(self, op: Operation) -> bool:
         """Whether `lower` generates code for `op` itself (else it runs through the reference backend)."""
         return True
+
+    def can_fuse(self, ops: list[Operation]) -> tuple[bool, str]:
+        """Whether `lower` emits the group `ops` (in block order) as one launch; else (False, why). Fusion
+        asks this (passes/fusion_rules.py), so a `graph.kernel` is a launch, never split again here."""
+        return True, ""
 
     @abstractmethod
     def lower(self, module: ModuleOp, target) -> Program:

@@ -32,7 +32,7 @@ from solder.compiler.dialects.symbolic import hint_shape
 from solder.compiler.dialects.traits import Activation, Layout
 from solder.compiler.errors import PipelineError
 from solder.compiler.targets import Target, get_target
-from solder.passes.fuse_ops import describe, op_rule
+from solder.passes.fuse_ops import describe, op_rule, with_backend
 from solder.passes.fusion_build import flatten_kernels, former_attrs, kernel_attrs, materialize
 from solder.passes.fusion_plan import (
     BodyGraph,
@@ -129,7 +129,7 @@ class BlockRule:
         verdict = op_rule(ops, self.target, max_anchors=3 if tag == "gated-mlp" else 2, prologues=True)
         if not verdict.ok or convs > 1:
             return verdict if not verdict.ok else Verdict(False, "two convolutions")
-        return Verdict(True, f"block: {tag.removeprefix('gated-')}")
+        return with_backend(Verdict(True, f"block: {tag.removeprefix('gated-')}"), ops)
 
     def match(self, p_ops: set[Operation], c_ops: set[Operation]) -> str:
         """The name of the pattern that joins producer ops `p_ops` to consumer ops `c_ops`, or ''."""

@@ -36,6 +36,7 @@ from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.traits import Activation, Anchor, Layout, Reduction
 from solder.compiler.errors import PipelineError
 from solder.compiler.targets import Target, get_target
+from solder.passes import fusion_rules
 from solder.passes.fusion_build import (
     FusionCycleError,
     flatten_kernels,
@@ -103,7 +104,7 @@ def _plan_and_build(block: Block, target: Target, opts: FuseOpsPass, first_id: i
     graph = BodyGraph(block)
     est = CostOracle(graph, target, opts.cost_model or None)
     groups = [Group(i, {i}) for i, kind in enumerate(graph.kinds) if kind in FUSIBLE_KINDS]
-    planner = Planner(graph, groups, est, lambda a, b, ops: op_rule(ops, target), mode=opts.mode,
+    planner = Planner(graph, groups, est, lambda a, b, ops: with_backend(op_rule(ops, target), ops), mode=opts.mode,
                       max_ops=opts.max_ops, horizontal=opts.horizontal, log=_log)
     if attach_layout:
         planner.attach_layout()
@@ -166,6 +167,14 @@ def op_rule(ops: list[Operation], target: Target, max_anchors: int = 1, prologue
     if row > target.shared_mem_per_block:
         return Verdict(False, f"a row tile of {row} B exceeds {target.name}'s {target.shared_mem_per_block} B on-chip memory")
     return Verdict(True)
+
+
+def with_backend(verdict: Verdict, ops: list[Operation]) -> Verdict:
+    """`verdict`, unless the target's backend says it cannot emit `ops` as one launch (fusion_rules.py)."""
+    if not verdict.ok:
+        return verdict
+    why = fusion_rules.ask(ops)
+    return verdict if why is None else Verdict(False, why)
 
 
 def _is_anchor(op: Operation) -> bool:

@@ -18,7 +18,7 @@ from solder.compiler import ir, knobs, log
 from solder.compiler.dialects import symbolic
 from solder.compiler.errors import OptionError, SolderError
 from solder.compiler.targets import get_target
-from solder.passes import registry
+from solder.passes import fusion_rules, registry
 
 _log = log.get("passes")
 
@@ -84,15 +84,17 @@ def pass_spec(p: ModulePass) -> str:
 
 def run_pipeline(module: ModuleOp, pipeline: str | list[ModulePass], *, target=None, verify: bool | None = None,
                  after_each: Callable[[str, ModuleOp], None] | None = None,
-                 cost_model: CostModel | None = None) -> PipelineRun:
+                 cost_model: CostModel | None = None, can_fuse=None) -> PipelineRun:
     """Apply `pipeline` to `module` in place. Passes that accept a `target` get it set when absent, and
-    passes with a `cost_model` option get `cost_model` where the pipeline string left theirs empty."""
+    passes with a `cost_model` option get `cost_model` where the pipeline string left theirs empty.
+    `can_fuse`: the target backend's answer whether a group is one launch (passes/fusion_rules.py)."""
     passes = registry.parse(pipeline) if isinstance(pipeline, str) else pipeline
     passes = [_with_cost_model(_with_target(p, target), cost_model) for p in passes]
     verify = knobs.verify_ir() if verify is None else verify
     ctx = ir.context()
     run = PipelineRun(",".join(pass_spec(p) for p in passes), cost_models=_cost_models(passes, target))
-    with symbolic.example_sizes(module):  # cost estimates on `?` dims use the example sizes
+    backend = getattr(target, "backend", "") if target is not None else ""
+    with symbolic.example_sizes(module), fusion_rules.backend_rule(backend, can_fuse):
         _run_passes(passes, ctx, module, run, verify, after_each)
     return run
 

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="graph: the IR after the pipeline; linalg: the MLIR the CPU backend compiles; "
                         "triton: the generated Triton kernels")
     p.add_argument("--explain", action="store_true", help="print the fusion table after the pipeline (to stderr)")
+    p.add_argument("--ignore-backend", action="store_true",
+                   help="fusion decides by the passes' own rules alone, without asking the target's backend whether "
+                        "a group is one launch (to study the passes; the kernels may then be split at lowering)")
     p.add_argument("-o", "--output", help="write the result here instead of stdout")
     return p
 
@@ -159,7 +162,10 @@ def run(argv: list[str]) -> int:
         from solder.sparse_calibrate import calibrate_pipeline
 
         pipeline = calibrate_pipeline(pipeline, *args.torch_model, target=target)
-    run_pipeline(module, pipeline, target=target, verify=True, after_each=after)
+    from solder.backends.registry import get_backend
+
+    can_fuse = None if args.ignore_backend else get_backend(target.backend).can_fuse  # is a group one launch
+    run_pipeline(module, pipeline, target=target, verify=True, after_each=after, can_fuse=can_fuse)
     if args.explain:
         from solder.report import kernel_table, kernels_of
 

@@ -369,6 +369,14 @@ def _type(v: SSAValue) -> tuple[tuple, str]:
     return dims_of(v.type), str(v.type.element_type)
 
 
+def _hoisted_concats(ops: list[Operation]) -> set[Operation]:
+    """Concatenations of function arguments only (merge-linears' stacks): held once, no launch."""
+    from xdsl.ir import BlockArgument
+
+    return {op for op in ops if isinstance(op, g.ConcatOp)
+            and all(isinstance(v, BlockArgument) and v.owner.parent_op() is op.parent_op() for v in op.operands)}
+
+
 def _library_route(op: Operation) -> str:
     call = library_call(op, "cpu")
     if call is not None and not isinstance(op, LIBRARY):
@@ -401,6 +409,23 @@ class CpuBackend(Backend):
 
     def supports(self, op: Operation) -> bool:
         return self.op_route(type(op)) in (Route.GENERATED, Route.LIBRARY)
+
+    def can_fuse(self, ops: list[Operation]) -> tuple[bool, str]:
+        """One MLIR function holds a group of ops that lower.py lowers (views and constants fold into its
+        indexing); a library call (GEMM, convolution, attention) or an op without a lowering is a launch of
+        its own, and so is a group in an element type the kernels do not compute in."""
+        for op in ops:
+            if absorbable(op) or isinstance(op, g.ConcatOp) and op in _hoisted_concats(ops):
+                continue
+            if not lowers(op):
+                route = self.op_route(type(op))
+                what = "a library call" if route is Route.LIBRARY else "its own launch"
+                return False, f"{op.name} runs as {what}, not inside a generated kernel"
+            for r in op.results:
+                dt = str(getattr(r.type, "element_type", ""))
+                if dt not in L.DTYPES:
+                    return False, f"{op.name} in {dt}: the generated CPU kernels compute in {', '.join(L.DTYPES)}"
+        return True, ""
 
     @staticmethod
     def op_route(cls: type[Operation]) -> Route | None:

@@ -104,7 +104,10 @@ class _Planner:
 
     # ---- planning --------------------------------------------------------------------------------
     def run(self) -> Plan:
+        self.kernel_ids = {}
         for i, (ops, kop) in enumerate(self.flat.groups()):
+            if kop is not None and "kernel_id" in kop.attributes:
+                self.kernel_ids[i] = kop.attributes["kernel_id"].value.data
             if kop is None and self.free(ops[0]):
                 continue
             self.lower_group(ops, (i,), _attr_float(kop, "est_seconds") if kop is not None else None)
@@ -119,6 +122,8 @@ class _Planner:
                     self.fallbacks, kernels, self.per_size, self.canon)
 
     def add(self, step: Step) -> None:
+        if step.kernel_id is None and step.pos:
+            step.kernel_id = self.kernel_ids.get(step.pos[0])
         self.steps.append(step)
 
     def lower_group(self, ops: list[Operation], pos: tuple, est) -> None:
@@ -245,6 +250,39 @@ class _Planner:
         return True
 
 
+class _GroupView:
+    """The planner's questions (canon, users, results, outputs) answered for a candidate group of top-level
+    ops during fusion, before any kernel region exists: `can_fuse` asks the same code `lower_group` runs."""
+
+    def __init__(self, ops: list[Operation], gemm: str):
+        from xdsl.dialects import func as _func
+
+        self.gemm = gemm
+        block = ops[0].parent_block()
+        self.results = list(block.last_op.operands) if isinstance(block.last_op, _func.ReturnOp) else []
+        self.users = {r: [u.operation for u in r.uses] for op in ops for r in op.results}
+        self.block = block
+
+    @staticmethod
+    def canon(v: SSAValue) -> SSAValue:
+        return v
+
+    def free(self, op: Operation) -> bool:
+        return is_free(op) and op.parent_block() is self.block
+
+    def outputs(self, ops: list[Operation]) -> list[SSAValue]:
+        inside = set(ops)
+        returned = set(self.results)
+        return [r for op in ops for r in op.results
+                if r in returned or any(u.operation not in inside for u in r.uses)]
+
+    def stacks(self, op: Operation) -> bool:
+        from xdsl.ir import BlockArgument
+
+        return isinstance(op, g.ConcatOp) and all(isinstance(v, BlockArgument) and v.owner is self.block
+                                                  for v in op.operands)
+
+
 def launch_list_comment(steps: list[Step]) -> str:
     """The launch order as comments, so `--emit triton` shows templates and fallbacks too."""
     lines = ["# launch list (views are free; kN are the kernels above):"]
@@ -284,6 +322,35 @@ class TritonBackend(Backend):
 
     def supports(self, op: Operation) -> bool:
         return self.op_route(type(op)) in (Route.GENERATED, Route.LIBRARY)
+
+    def can_fuse(self, ops: list[Operation]) -> tuple[bool, str]:
+        """What `lower_group` emits as one launch: a generated kernel (every op has an emitter; a pointwise
+        group writes outputs of one shape), or a GEMM with an epilogue the matmul template takes (bias,
+        activation, residual; 16-bit or `gemm="template"`). Attention, a second anchor, a convolution or a
+        GEMM whose epilogue goes to cuBLAS + a kernel are more than one launch."""
+        view = _GroupView(ops, self.gemm)
+        core = [op for op in ops if not is_free(op) and not view.stacks(op)]
+        anchors = [op for op in core if op.has_trait(Anchor) or isinstance(op, g.ConvOp)]
+        if anchors:
+            a = anchors[0]
+            if len(anchors) > 1:
+                return False, "one GEMM or attention per kernel (the templates take one)"
+            if a.has_trait(Attention):
+                return False, f"{a.name} runs as the flash-attention template; what follows is a kernel of its own"
+            pos = ops.index(a)
+            if pos != 0 and any(op in core for op in ops[:pos]) or not isinstance(a, (g.LinearOp, g.MatmulOp)):
+                return False, f"only an epilogue fuses into {a.name} (no computed prologue)"
+            rest = [op for op in ops[pos + 1:]]
+            if ops[:pos] or gemm_epilogue_step(a, rest, view) is None:
+                return False, (f"{a.name}'s epilogue does not map onto the matmul template here (cuBLAS runs the "
+                               "GEMM and the epilogue is a kernel of its own)")
+            return True, ""
+        missing = sorted({op.name for op in ops if type(op) not in EMITTERS and not view.stacks(op)})
+        if missing:
+            return False, f"no Triton emitter for {', '.join(missing)}"
+        if not any(is_row_op(op) for op in ops) and len({dims_of(o.type) for o in view.outputs(ops)}) > 1:
+            return False, "pointwise outputs of different shapes are separate kernels"
+        return True, ""
 
     @staticmethod
     def op_route(cls: type[Operation]) -> Route | None:

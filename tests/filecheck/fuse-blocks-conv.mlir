@@ -1,5 +1,5 @@
-// RUN: solder-opt %s -p "fuse-ops{cost-model=roofline},fuse-blocks{cost-model=roofline}" | filecheck %s
-// RUN: solder-opt %s -p "fuse-ops{cost-model=roofline}" | filecheck %s --check-prefix=OPS
+// RUN: solder-opt %s --ignore-backend -p "fuse-ops{cost-model=roofline},fuse-blocks{cost-model=roofline}" | filecheck %s
+// RUN: solder-opt %s --ignore-backend -p "fuse-ops{cost-model=roofline}" | filecheck %s --check-prefix=OPS
 
 // conv -> batch norm -> residual add -> relu: fuse-ops leaves the conv outside, fuse-blocks joins it.
 // OPS:         graph.conv

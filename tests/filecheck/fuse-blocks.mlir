@@ -1,5 +1,5 @@
-// RUN: solder-opt %s -p "fuse-ops{cost-model=roofline},fuse-blocks{cost-model=roofline}" | filecheck %s
-// RUN: solder-opt %s -p "fuse-ops{cost-model=roofline},fuse-blocks{patterns=attention cost-model=roofline}" | filecheck %s --check-prefix=NOMLP
+// RUN: solder-opt %s --ignore-backend -p "fuse-ops{cost-model=roofline},fuse-blocks{cost-model=roofline}" | filecheck %s
+// RUN: solder-opt %s --ignore-backend -p "fuse-ops{cost-model=roofline},fuse-blocks{patterns=attention cost-model=roofline}" | filecheck %s --check-prefix=NOMLP
 
 // MLP block: linear+gelu and the next linear (+ residual add) become one kernel.
 // CHECK-LABEL: func.func @mlp

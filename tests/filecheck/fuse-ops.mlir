@@ -1,4 +1,4 @@
-// RUN: solder-opt %s -p "fuse-ops{cost-model=roofline}" | filecheck %s
+// RUN: solder-opt %s --ignore-backend -p "fuse-ops{cost-model=roofline}" | filecheck %s
 
 // Epilogue fusion: linear + bias + GELU become one kernel; the reason names the pattern and the
 // kernel records the cost model's estimates.
