@@ -336,11 +336,10 @@ class FuncBuilder:
 
     def _reshape_tensor(self, leaf: Leaf, shape: tuple[int, ...]) -> Leaf:
         src, dt = leaf.tshape, leaf.dtype
-        cur, cur_shape = leaf.ssa, src
+        cur = leaf.ssa
         if len(src) != 1:
             flat = (symdims.product(src),)
             cur = self._collapse(cur, [list(range(len(src)))] if src else [], flat, dt, self.fresh("r"))
-            cur_shape = flat
         if len(shape) != 1:
             cur = self._expand(cur, [list(range(len(shape)))] if shape else [], shape, dt, self.fresh("r"))
         return Leaf(shape, dt, cur, shape, ident(len(shape)))

@@ -41,7 +41,6 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     IntegerType,
     MemRefType,
-    ModuleOp,
     NoneAttr,
     StridedLayoutAttr,
     TensorType,
@@ -440,12 +439,26 @@ class _ScopedPrinter(Printer):
 
     names: dict[SSAValue, str]
 
+    def print_attribute(self, attribute: Attribute) -> None:
+        """A reassociation (`[[0, 1], [2]]`) as MLIR prints it, without xDSL's `: i64` on every index."""
+        if _is_reassociation(attribute):
+            self.print_string("[" + ", ".join("[" + ", ".join(str(i.value.data) for i in g.data) + "]"
+                                              for g in attribute.data) + "]")
+            return
+        super().print_attribute(attribute)
+
     def print_ssa_value(self, value: SSAValue) -> str:
         n = self.names.get(value)
         if n is None:
             return super().print_ssa_value(value)
         self.print_string(f"%{n}")
         return n
+
+
+def _is_reassociation(attr: Attribute) -> bool:
+    return (isinstance(attr, ArrayAttr) and bool(attr.data)
+            and all(isinstance(g, ArrayAttr) and all(isinstance(i, IntegerAttr) and i.type == i64 for i in g.data)
+                    for g in attr.data))
 
 
 def _scoped_names(op: Operation) -> dict[SSAValue, str]:
