@@ -44,7 +44,14 @@ from solder.costmodel.trees import Linear, ModelFormatError, Trees
 FORMAT = "solder-costmodel"
 FORMAT_VERSION = 4
 MODEL_FILE = "model.npz"
-RATIO_NAMES = feats.FEATURE_NAMES + ("log_parts_pred", "n_parts", "parts_launches")
+RATIO_EXTRA = ("log_parts_pred", "n_parts", "parts_launches")
+
+
+def ratio_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The fusion-factor trees' features for a model whose trees read `names`: its features without the IR
+    tokens, then the parts' summary. Taken from the model's stored names, not today's op list, so that a
+    `graph` op added after training does not shift the columns the trees read."""
+    return tuple(n for n in names if not n.startswith("tok")) + RATIO_EXTRA
 
 
 @dataclass
@@ -59,7 +66,7 @@ class LearnedModel:
     adapter: tuple[float, ...] | None = None  # (w0, w_source, w_roofline): ln s = w0 + w1*src + w2*ln(roofline)
     log_scale: float = 0.0  # added to the trees' ln(seconds): the MAPE calibration of `fit`
     card: dict = field(default_factory=dict)
-    ratio: Trees | None = None  # structure "parts": trees on ln(fused / sum of parts), features RATIO_NAMES
+    ratio: Trees | None = None  # structure "parts": trees on ln(fused / sum of parts), features ratio_names(names)
     view_seconds: float | None = None  # free_views: the estimate of a kernel that launches nothing
     direct: Trees | None = None  # structure "parts": trees on all rows, for kernels of several ops in one launch
     ratio_all: bool = False  # structure "parts": the fusion factor for every kernel of several ops (no direct trees)
@@ -68,6 +75,7 @@ class LearnedModel:
     def __post_init__(self):
         self._fast = self.gbr.compile()
         self._ratio_fast = self.ratio.compile() if self.ratio is not None else None
+        self._ratio_names = ratio_names(self.names)
         self._direct_fast = self.direct.compile() if self.direct is not None else None
 
     # -- prediction ---------------------------------------------------------------------------
@@ -99,7 +107,7 @@ class LearnedModel:
             else:
                 total += math.exp(self._fast(feats.vector(p, self.names)))
         rf = ratio_features(f, parts, total)
-        return math.log(total) + self._ratio_fast(feats.vector(rf, RATIO_NAMES))
+        return math.log(total) + self._ratio_fast(feats.vector(rf, self._ratio_names))
 
     def predict_features(self, f: dict[str, float], parts: list[dict[str, float]] | None = None) -> float:
         return math.exp(self.log_seconds(f, parts))
@@ -190,7 +198,7 @@ def _from_meta(path: Path, meta: dict, arrays: dict) -> LearnedModel:
         for k in meta["parts"]:
             if k not in parts:
                 raise ModelFormatError(f"unknown model part {k!r}")
-            width = len(RATIO_NAMES) if k == "ratio" else len(names)
+            width = len(ratio_names(names)) if k == "ratio" else len(names)
             parts[k] = (Linear if k == "ridge" else Trees).from_arrays(k, arrays, width)
         if parts["gbr"] is None:
             raise ModelFormatError("the model has no trees")
@@ -283,7 +291,7 @@ def _fit_parts(rows: list[dict], names: tuple[str, ...], params: dict, view_seco
         if not (ratio_all or uses_ratio(r["features"])):
             continue
         total = sum(base.predict_features(p) for p in r["parts"])
-        xr.append(feats.vector(ratio_features(r["features"], r["parts"], total), RATIO_NAMES))
+        xr.append(feats.vector(ratio_features(r["features"], r["parts"], total), ratio_names(names)))
         yr.append(math.log(r["seconds"] / measured[r["pair"]]))
     if len(xr) < 10:
         raise ValueError(f"structure 'parts' needs at least 10 fused rows with measured parts, got {len(xr)}")
