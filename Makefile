@@ -15,6 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 # The CPU backend's prebuilt attention kernels (backends/cpu/attention_lib.py), compiled once per install.
 LIBSTAMP := $(VENV)/.cpu-lib
 $(LIBSTAMP): $(STAMP) backends/cpu/attention.py backends/cpu/attention_lib.py backends/cpu/jit.py backends/cpu/mathapprox.py \
+		backends/cpu/mlir_builder.py \
 		backends/cpu/threads.py
 	$(BIN)/python -m solder.backends.cpu.attention_lib build
 	touch $(LIBSTAMP)

@@ -169,7 +169,8 @@ def test_size_arithmetic_is_emitted_as_index_ops():
     def emit(rhs):
         lines.append(rhs)
         return f"%v{len(lines)}"
-    ix = symdims.IndexExprs(emit, lambda name: f"%sym_{name}")
+    ix = symdims.IndexExprs(lambda n: emit(f"arith.constant {n}"), lambda k, a, b: emit(f"arith.{k} {a}, {b}"),
+                            lambda name: f"%sym_{name}")
     assert ix.value("FloorDiv(s0, 2)") == ix.value("(s0//2)")  # one expression, emitted once
     ix.value("CeilDiv(s1, 4) + Mod(s0, 3)")  # CeilDiv is (s1 + 3) // 4
     ops = [ln.split()[0] for ln in lines]

@@ -255,13 +255,13 @@ def test_cublas_route_splits_the_epilogue_into_a_generated_kernel():
 
 
 def test_fallback_runs_eagerly_and_is_listed():
-    text = func("%a: tensor<4x8xf32>", "tensor<4xi64>", """
-    %c = graph.arg_reduce "argmax" %a {dim = 1 : i64} : tensor<4x8xf32> -> tensor<4xi64>
-    %e = graph.add %c, %c : (tensor<4xi64>, tensor<4xi64>) -> tensor<4xi64>
-    func.return %e : tensor<4xi64>""")
+    text = func("%a: tensor<4x8xf32>", "tensor<4x8xf32>", """
+    %c = graph.extern "aten.cumprod.default"(%a) {args = "[[{\\"$t\\": 0}, 1], {}]"} : (tensor<4x8xf32>) -> tensor<4x8xf32>
+    %e = graph.add %c, %c : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x8xf32>
+    func.return %e : tensor<4x8xf32>""")
     program = check(text)
-    assert kinds(program) == ["fallback", "pointwise"]
-    assert program.fallbacks and "graph.arg_reduce" in program.fallbacks[0]
+    assert kinds(program) == ["extern", "pointwise"]
+    assert program.fallbacks and "graph.extern" in program.fallbacks[0]
 
 
 CHAIN = func("%a: tensor<64xf32>", "tensor<64xf32>", """
@@ -306,7 +306,7 @@ def test_zoo_model_end_to_end(name):
     torch.testing.assert_close(got, want, atol=max(entry.atol, 1e-5), rtol=max(entry.rtol, 1e-4))
     program = next(iter(fast.specializations.values())).program
     assert program.fallbacks == []
-    assert {"pointwise", "template"} <= set(kinds(program))
+    assert "template" in set(kinds(program))  # GEMMs (their epilogues fused: fusion asked the template)
 
 
 SCAN_INDEX = func("%a: tensor<3x10xi64>, %t: tensor<5x4xf32>, %i: tensor<2x1xi64>, %j: tensor<3xi64>",

@@ -413,10 +413,13 @@ class CpuBackend(Backend):
     def can_fuse(self, ops: list[Operation]) -> tuple[bool, str]:
         """One MLIR function holds a group of ops that lower.py lowers (views and constants fold into its
         indexing); a library call (GEMM, convolution, attention) or an op without a lowering is a launch of
-        its own, and so is a group in an element type the kernels do not compute in."""
-        for op in ops:
-            if absorbable(op) or isinstance(op, g.ConcatOp) and op in _hoisted_concats(ops):
-                continue
+        its own, though views around it cost nothing (attention writes its heads' merge directly); a group
+        in an element type the kernels do not compute in is not one function either."""
+        hoisted = _hoisted_concats(ops)
+        core = [op for op in ops if not absorbable(op) and op not in hoisted]
+        if len(core) <= 1:
+            return True, ""
+        for op in core:
             if not lowers(op):
                 route = self.op_route(type(op))
                 what = "a library call" if route is Route.LIBRARY else "its own launch"

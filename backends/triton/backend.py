@@ -330,6 +330,8 @@ class TritonBackend(Backend):
         GEMM whose epilogue goes to cuBLAS + a kernel are more than one launch."""
         view = _GroupView(ops, self.gemm)
         core = [op for op in ops if not is_free(op) and not view.stacks(op)]
+        if len(core) <= 1:  # one op and the views around it: one launch (views cost nothing)
+            return True, ""
         anchors = [op for op in core if op.has_trait(Anchor) or isinstance(op, g.ConvOp)]
         if anchors:
             a = anchors[0]
