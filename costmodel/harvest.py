@@ -5,7 +5,8 @@
 Each zoo model is built, its inputs repeated along the batch dimension (x1, x4, x16, x64, x256), in float32
 and bfloat16, captured, imported and run through `canonicalize,cse,recognize-attention` followed by
 `fuse-ops`/`fuse-blocks` in mode `always` (every legal group: the candidates a cost decision judges)
-and in the target's default mode `cost`. Every resulting `graph.kernel` becomes one module holding
+and in the target's default mode `cost`, asking the target's backend (`can_fuse`) as a compile does. Every
+resulting `graph.kernel` becomes one module holding
 that kernel alone (`@forward` takes the kernel's operands), printed as MLIR; duplicates are dropped.
 
 The output is committed, so that `generate`'s `zoo` family stays a pure function of (seed, index) and
@@ -77,7 +78,10 @@ def harvest(target: str = "h100", batches=BATCHES, dtypes=DTYPES, models=None, p
     from solder.compiler.targets import get_target
     from examples.models import ZOO
 
+    from solder.backends.registry import get_backend
+
     tgt = get_target(target)
+    can_fuse = get_backend(tgt.backend).can_fuse  # the kernels fusion forms are the launches that run
     seen: set[str] = set()
     out: list[dict] = []
     for name in sorted(models or ZOO):
@@ -94,7 +98,7 @@ def harvest(target: str = "h100", batches=BATCHES, dtypes=DTYPES, models=None, p
                     continue
                 for mode, pipe in pipelines().items():
                     module = ir.parse(base)
-                    run_pipeline(module, pipe, target=tgt)
+                    run_pipeline(module, pipe, target=tgt, can_fuse=can_fuse)
                     for op in module.walk():
                         if not isinstance(op, g.KernelOp) or isinstance(op.parent_op(), g.KernelOp):
                             continue
