@@ -188,6 +188,12 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
             _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
         if todo or same is not None:
             ep = _functionalize(ep, todo)
+            for _ in range(3):  # functionalizing can surface ops to decompose (hardswish_ -> hardswish)
+                more = _decomposable_unknowns(ep, known_ops)
+                if not more:
+                    break
+                todo.update(more)
+                ep = _functionalize(ep, more)
     return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)), flat, "m." if flat else "",
                     refused, same or {})
 

@@ -397,3 +397,28 @@ def test_a_written_input_aliasing_another_runs_eagerly():
     with pytest.warns(UserWarning, match="shares memory with another"):
         out = compiled(z, z)
     assert out.tolist() == [4.0] * 3 and z.tolist() == [2.0] * 3
+
+
+WRITES_INTO_ZEROS = """func.func @forward(%i: tensor<3x2xi64>, %s: tensor<3x2xf32>) -> tensor<4x2xf32> {
+  %z = graph.constant 0.0 : f64 : tensor<4x2xf32>
+  %v = graph.reshape %z : tensor<4x2xf32> -> tensor<4x2xf32>
+  %a = graph.extern "aten.scatter_add_.default"(%v, %i, %s) {args = "[[{\\"$t\\": 0}, 0, {\\"$t\\": 1}, {\\"$t\\": 2}], {}]", writes = array<i64: 0>} : (tensor<4x2xf32>, tensor<3x2xi64>, tensor<3x2xf32>) -> tensor<4x2xf32>
+  %y = graph.mul %a, %a : (tensor<4x2xf32>, tensor<4x2xf32>) -> tensor<4x2xf32>
+  func.return %y : tensor<4x2xf32>
+}"""
+
+
+@pytest.mark.parametrize("target", ["cpu", "h100"])
+def test_an_extern_never_writes_into_a_constant_kept_between_calls(target):
+    """A constant is made once and kept; an extern that writes in place into it (or a view of it) gets a
+    private copy, else the next call would start from this call's sums and the result would grow."""
+    from solder.backends.registry import get_backend
+    from solder.compiler import ir
+    from solder.compiler.targets import get_target
+
+    t = get_target(target)
+    prog = get_backend(t.backend).lower(ir.parse(WRITES_INTO_ZEROS), t)
+    i, s = torch.tensor([[0, 1], [2, 3], [0, 0]]), torch.ones(3, 2)
+    want = torch.zeros(4, 2).scatter_add_(0, i, s) ** 2
+    for _ in range(3):
+        torch.testing.assert_close(prog([i, s])[0], want)

@@ -299,6 +299,10 @@ class _Planner:
             self.n_funcs += 1
             return st
         except L.Unsupported as e:
+            lone = [op for op in core if not absorbable(op)]
+            if len(lone) == 1 and library_call(lone[0], "cpu") is not None:  # one op: its library call
+                _log.info("kernel %s runs as a library call: %s", lone[0].name, e)
+                return self.library(lone[0], kid)
             _log.info("kernel %s falls back to the reference backend: %s", [o.name for o in core], e)
             st = self.step(Route.EAGER, "reference", ops, kernel_id=kid, note=str(e))
             st.outs = outs

@@ -33,12 +33,12 @@ _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch
 _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
 
 
-def _library_fn(op: Operation):
+def _library_fn(op: Operation, hoisted: bool = False):
+    if hoisted:  # the planner's HOISTED steps: stacked weights, held once (backends/weights.py)
+        return Stack(_concat_dim(op))
     call = library_call(op, "cpu")
     if call is not None:
         return call.make(op)
-    if isinstance(op, g.ConcatOp):  # the planner's HOISTED steps: stacked weights
-        return Stack(_concat_dim(op))
     if _is_conv2d(op):
         return _conv_nhwc(OPS[type(op)](op))
     if not isinstance(op, g.LinearOp):
@@ -103,9 +103,9 @@ def compile_plan(plan: Plan) -> dict[str, object]:
 def build_runner(plan: Plan, kernels: dict) -> Executor:
     """The callable that runs `plan` (its MLIR functions compiled into `kernels`)."""
     binding = _CallBinding(plan.binding) if plan.binding is not None else None
-    sync = (lambda _: threads.sync()) if threads.active() else None  # parallel kernels: torch's thread count
+    sync = threads.sync_before_call if threads.active() else None  # parallel kernels: torch's thread count
     return Executor(plan.steps, plan.args, plan.returns, lambda ctx: _launches(ctx, kernels), binding=binding,
-                    before_call=sync)
+                    before_call=sync, device=torch.device("cpu"))
 
 
 def _launches(ctx: Context, kernels: dict) -> list:
@@ -130,7 +130,7 @@ def _launches(ctx: Context, kernels: dict) -> list:
         elif s.launch is not None:  # an attention kernel (generated, or the install's size-generic one)
             f = _call_launch(s.launch(kernels.get(s.func)), [slots[v] for v in s.operand_keys[0]], outs)
         elif len(s.ops) == 1:
-            fn = _library_fn(s.ops[0]) if _is_library(s) else OPS[type(s.ops[0])](s.ops[0])
+            fn = _library_fn(s.ops[0], s.kind is StepKind.HOISTED) if _is_library(s) else OPS[type(s.ops[0])](s.ops[0])
             f = _call_launch(_bound(fn, env), [slots[v] for v in s.operand_keys[0]], outs)
         else:
             f = _block_launch(s, slots, outs, env)
@@ -160,7 +160,7 @@ def _mlir_launch(s: Step, k: int, kern, ctx: Context, contiguous: set):
     specs = []
     for j, (v, (shape, dt), cl) in enumerate(zip(s.outs, s.arg_types[n_in:], nhwc_out)):
         seen = ctx.shape(v)  # the IR's shape; the kernel may write a pre-reshape or NHWC shape (same bytes)
-        alloc = _to_nhwc(seen) if cl else tuple(symbolic_shape(shape, env))
+        alloc = _to_nhwc(seen) if cl else seen if env is None else tuple(symbolic_shape(shape, env))
         specs.append((slots[v], (k, j) if ctx.pooled(v) else None, alloc, seen, _TORCH[dt], dt == "i1", cl))
     if env is None or not hasattr(kern, "call_keyed"):
         call = kern.call_unchecked
@@ -169,6 +169,15 @@ def _mlir_launch(s: Step, k: int, kern, ctx: Context, contiguous: set):
 
         def call(*args):
             keyed(key, *args, *symvals)
+
+    def out_pair(t, alloc, seen, b, cl):
+        """(the tensor the kernel writes, the value later steps see) of an output buffer `t`."""
+        if tuple(t.shape) != alloc:
+            t = t.view(alloc)
+        val = t.permute(0, 3, 1, 2) if cl else t if alloc == seen else t.view(seen)
+        return (t.view(torch.int8) if b else t), val
+
+    pooled: list = [None, None]  # the buffers object the pooled outputs' pairs were made for, and the pairs
 
     def run(vals, bufs):
         args = []
@@ -179,10 +188,14 @@ def _mlir_launch(s: Step, k: int, kern, ctx: Context, contiguous: set):
             elif c:
                 t = t.contiguous()
             args.append(t.view(torch.int8) if b else t)
-        for o, key, alloc, seen, dt, b, cl in specs:
-            t = bufs[key].view(alloc) if key is not None else torch.empty(alloc, dtype=dt)
-            vals[o] = t.permute(0, 3, 1, 2) if cl else t.view(seen)
-            args.append(t.view(torch.int8) if b else t)
+        if pooled[0] is not bufs:
+            pooled[:] = [bufs, [out_pair(bufs[key], alloc, seen, b, cl) if key is not None else None
+                                for _, key, alloc, seen, _, b, cl in specs]]
+        for (o, key, alloc, seen, dt, b, cl), pair in zip(specs, pooled[1]):
+            if pair is None:  # an output the caller may keep: fresh each call
+                pair = out_pair(torch.empty(alloc, dtype=dt), alloc, seen, b, cl)
+            vals[o] = pair[1]
+            args.append(pair[0])
         call(*args)
     return run
 

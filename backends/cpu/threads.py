@@ -106,6 +106,13 @@ def sync(_get=torch.get_num_threads) -> None:
         _state["threads"] = n
 
 
+def sync_before_call(_tensors, _get=torch.get_num_threads) -> None:
+    """`sync()` as the executor's `before_call` hook (it passes the call's tensors)."""
+    n = _get()
+    if n != _state["threads"]:
+        sync()
+
+
 def active() -> bool:
     """Whether the shim is loaded (some kernel of this process may run on threads): callers then `sync()`."""
     return _state["lib"] is not None

@@ -79,14 +79,16 @@ def escaping(steps: Sequence[Step], results: Sequence[SSAValue]) -> set[SSAValue
 
 def size_only(steps: Sequence[Step], args: Sequence[SSAValue], esc: set[SSAValue]) -> set[int]:
     """Indices of the steps whose outputs follow from the sizes alone: no argument reaches them, no
-    `graph.extern` (a random op, an op with effects) is among them, and the caller receives none."""
+    `graph.extern` (a random op, an op with effects) is among them, and the caller receives none. A program
+    with an extern that writes in place replays nothing (a replayed buffer could be the one it writes)."""
+    if any(isinstance(op, g.ExternOp) and op.writes is not None for s in steps for op in s.ops):
+        return set()
     known: set[SSAValue] = set()
     out = set()
-    argset = set(args)
     for k, s in enumerate(steps):
-        if s.ins and any(v in argset or v not in known for v in s.ins):
+        if any(v not in known for v in s.ins):
             continue
-        if any(isinstance(op, g.ExternOp) for op in s.ops) or s.kind is StepKind.FALLBACK and not s.ops:
+        if any(isinstance(op, g.ExternOp) for op in s.ops):
             continue
         known.update(s.outs)
         if not any(o in esc for o in s.outs):
@@ -106,8 +108,10 @@ class Executor:
 
     def __init__(self, steps: Sequence[Step], args: Sequence[SSAValue], results: Sequence[SSAValue], build: Build,
                  binding=None, cuda_graphs: bool = False, before_call: Callable[[list], None] | None = None,
-                 limit: int = 16, replay_size_only: bool = True):
+                 limit: int = 16, replay_size_only: bool = True, device=None):
+        """`device`: the one device this program runs on (the CPU backend's), else read off each call's inputs."""
         self.steps, self.args, self.results, self.build = list(steps), list(args), list(results), build
+        self.device = device
         self.binding, self.cuda_graphs, self.before_call, self.limit = binding, cuda_graphs, before_call, limit
         self.slots: dict[SSAValue, int] = {a: i for i, a in enumerate(self.args)}
         for s in self.steps:
@@ -119,6 +123,7 @@ class Executor:
         self.keep = self.esc | kept
         self.launches = [Launch(s.ins, s.outs, aliasing=s.kind.aliasing, pooled=s.kind.writes_into)
                          for s in self.steps]
+        self.copy_before = writes_into_kept(self.steps, self.replayed, self.slots)
         self.instances: OrderedDict[tuple, Instance] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -135,6 +140,8 @@ class Executor:
 
     def instance(self, tensors: list) -> Instance:
         if self.binding is None:
+            if self.instances:
+                return self.instances[()]
             env, key = None, ()
         else:
             env = self.binding(tensors)  # ShapeBindError for sizes outside the compiled bounds
@@ -168,8 +175,12 @@ class Instance:
         for idx, fn in ex.build(ctx):
             if idx and all(k in ex.replayed for k in idx):
                 fn = _once(fn, [ex.slots[o] for k in idx for o in ex.steps[k].outs])
+            private = [i for k in idx for i in ex.copy_before.get(k, ())]
+            if private:
+                fn = _private_copies(fn, private)
             self.launches.append(fn)
         self._bufs: dict = {}
+        self._fixed: Buffers | None = None  # the buffers of a program with one fixed device
         self.graph_state = "first" if ex.cuda_graphs else "off"
         self._volatile: set[int] = set()
 
@@ -197,8 +208,11 @@ class Instance:
 
     # -- running ---------------------------------------------------------------------------------
     def run_plain(self, tensors: list) -> list:
-        device = _device(tensors)
-        bufs = self.buffers(device)
+        bufs = self._fixed
+        if bufs is None:
+            bufs = self.buffers(self.ex.device or _device(tensors))
+            if self.ex.device is not None:
+                self._fixed = bufs
         vals = [None] * self.n_slots
         vals[: len(tensors)] = tensors
         for f in self.launches:
@@ -260,6 +274,35 @@ class Instance:
                 self._static[i].copy_(t)
         self._graph.replay()
         return [o.clone() for o in self._static_out]
+
+
+def writes_into_kept(steps: Sequence[Step], replayed: set[int], slots: dict) -> dict[int, list[int]]:
+    """step index -> the value slots it must get private copies of: operands that a `graph.extern` writes in
+    place and whose storage outlives a call (a constant or arange, a replayed value, a held stack of weights,
+    or a view of one). Written into directly, the next call would start from this call's writes."""
+    from solder.compiler.dialects.traits import Source
+
+    kept: set[SSAValue] = set()
+    out: dict[int, list[int]] = {}
+    for k, s in enumerate(steps):
+        for j, op in enumerate(s.ops):
+            if isinstance(op, g.ExternOp) and op.writes is not None:
+                keys = s.operand_keys[j] if getattr(s, "operand_keys", None) else s.ins
+                written = [keys[i] for i in op.writes.get_values() if i < len(keys)]
+                out[k] = [slots[v] for v in written if v in kept and v in slots]
+        if s.kind is StepKind.HOISTED or k in replayed or \
+                s.kind is StepKind.VIEW and (any(op.has_trait(Source) for op in s.ops) or any(v in kept for v in s.ins)):
+            kept.update(s.outs)
+    return {k: v for k, v in out.items() if v}
+
+
+def _private_copies(fn, slots: list[int]):
+    """`fn`, after replacing the values in `slots` with private copies (what it writes stays in this call)."""
+    def run(vals, bufs):
+        for i in slots:
+            vals[i] = vals[i].clone()
+        fn(vals, bufs)
+    return run
 
 
 def _once(fn, outs: list[int]):

@@ -79,4 +79,4 @@ _torch_call("library: torch.argmax / argmin", g.ArgReduceOp)
 # row ops whose rows a generated GPU row kernel cannot hold (codegen.MAX_ROW), and concatenations it refuses
 _torch_call("library: torch reduction", g.ReduceOp, targets=GPUS)
 _torch_call("library: torch.softmax / log_softmax", g.SoftmaxOp, g.LogSoftmaxOp, targets=GPUS)
-_torch_call("library: torch.cat", g.ConcatOp, targets=GPUS)  # the CPU holds stacked weights (HOISTED) itself
+_torch_call("library: torch.cat", g.ConcatOp)  # where no generated kernel takes it (stacked weights: HOISTED)

@@ -224,11 +224,9 @@ class _Planner:
         self.fallback(op, ins, outs, pos, est)
 
     def fallback(self, op, ins, outs, pos, est) -> None:
-        kind = StepKind.EXTERN if isinstance(op, (g.ConvOp, g.ExternOp)) else StepKind.FALLBACK
+        kind = StepKind.EXTERN if isinstance(op, g.ExternOp) else StepKind.FALLBACK
         reason = "no Triton lowering"
-        if isinstance(op, g.ConvOp):
-            reason = "no Triton lowering; torch runs it (cuDNN on the GPU)"
-        elif op.has_trait(Attention) and _interpreter_dot_broken(_dtype(op.results[0])):
+        if op.has_trait(Attention) and _interpreter_dot_broken(_dtype(op.results[0])):
             reason = "bf16 tl.dot is wrong in Triton's CPU interpreter; the flash template runs on the GPU"
         elif isinstance(op, TEMPLATE_OPS) and _templates() is None:
             reason = "its template is missing"
