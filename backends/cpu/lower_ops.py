@@ -342,9 +342,25 @@ _INIT = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "max": float("-inf"), "min": floa
          "all": True}
 
 
+LONG_ROW = 16384
+"""Longest row a generated kernel sums in one fp32 pass; a longer one (a norm over a whole feature map) runs as
+torch's reduction, whose cascaded sums keep fp32 accurate (a 258,064-element layer norm was off by 3e-3)."""
+
+
+def _check_row(x: Val, dims) -> None:
+    n = 1
+    for d in dims:
+        n *= x.shape[d] if isinstance(x.shape[d], int) else LONG_ROW + 1  # a symbolic row may be long
+    if n > LONG_ROW:
+        raise Unsupported(f"a sum over {n if n <= 2**62 else 'a symbolic number of'} elements in one fp32 pass "
+                          f"loses precision (longer than {LONG_ROW}); torch's reduction runs it")
+
+
 def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) -> Val:
     """`kind`-reduce `x` over `dims`; with `keepdim` the result broadcasts back against `x`."""
     dims = tuple(sorted(d % len(x.shape) for d in dims))
+    if kind in ("sum", "mean"):
+        _check_row(x, dims)
     if kind in ("any", "all") and x.dtype != "i1":
         raise Unsupported(f"reduce {kind} of {x.dtype}")
     if kind not in ("any", "all"):
@@ -401,6 +417,7 @@ def _layer_norm(fb, op, args):
     dims = tuple(range(len(x.shape) - k, len(x.shape)))
     inv = fb.inv_count([x.shape[d] for d in dims])
     eps = op.eps.value.data
+    _check_row(x, dims)
     s = reduce_keep(fb, x, dims, "sum")
     d = node(x.shape, "f32", lambda b, a, n: b.em.sub(a[0], b.em.mul(a[1], _k(b, inv))), x, s)
     sq = node(x.shape, "f32", lambda b, a, n: b.em.mul(a[0], a[0]), d)
