@@ -35,7 +35,7 @@ from solder.backends.cpu import attention_lib, symdims
 from solder.backends.cpu import attention_plan as ATT
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
-from solder.backends.cpu.lower_ops import LOWERINGS, lowers
+from solder.backends.cpu.lower_ops import LONG_ROW, LOWERINGS, long_row, lowers
 from solder.backends.cpu.plan import (  # noqa: F401  (Plan, Step: re-exported for tests)
     _NCHW_OF_NHWC,
     _NHWC_OF_NCHW,
@@ -424,6 +424,8 @@ class CpuBackend(Backend):
         if len(core) <= 1:
             return True, ""
         for op in core:
+            if long_row(op):
+                return False, f"{op.name} sums rows longer than {LONG_ROW} elements: torch's reduction runs it alone"
             if not lowers(op):
                 route = self.op_route(type(op))
                 what = "a library call" if route is Route.LIBRARY else "its own launch"

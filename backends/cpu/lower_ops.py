@@ -348,12 +348,32 @@ torch's reduction, whose cascaded sums keep fp32 accurate (a 258,064-element lay
 
 
 def _check_row(x: Val, dims) -> None:
+    n = _row_elements(x.shape, dims)
+    if n > LONG_ROW:
+        raise Unsupported(f"a sum over {n} elements in one fp32 pass loses precision (longer than {LONG_ROW}); "
+                          "torch's reduction runs it")
+
+
+def _row_elements(shape, dims) -> int:
+    """Elements summed per row (a symbolic dim counts as 1: a size-generic kernel serves it)."""
     n = 1
     for d in dims:
-        n *= x.shape[d] if isinstance(x.shape[d], int) else LONG_ROW + 1  # a symbolic row may be long
-    if n > LONG_ROW:
-        raise Unsupported(f"a sum over {n if n <= 2**62 else 'a symbolic number of'} elements in one fp32 pass "
-                          f"loses precision (longer than {LONG_ROW}); torch's reduction runs it")
+        n *= shape[d] if isinstance(shape[d], int) else 1
+    return n
+
+
+def long_row(op: Operation) -> bool:
+    """Whether `op` sums rows longer than LONG_ROW (its kernel would refuse them): it runs alone, as torch's."""
+    shape = dims_of(op.operands[0].type) if op.operands else ()
+    if isinstance(op, g.ReduceOp) and op.kind.data in ("sum", "mean"):
+        dims = [d % len(shape) for d in op.dims.get_values()] if shape else []
+    elif isinstance(op, (g.LayerNormOp, g.RmsNormOp)):
+        dims = list(range(len(shape) - op.normalized_ndim.value.data, len(shape)))
+    elif isinstance(op, (g.SoftmaxOp, g.LogSoftmaxOp)):
+        dims = [op.dim.value.data % len(shape)] if shape else []
+    else:
+        return False
+    return _row_elements(shape, dims) > LONG_ROW
 
 
 def reduce_keep(fb: FuncBuilder, x: Val, dims, kind: str, keepdim: bool = True) -> Val:
