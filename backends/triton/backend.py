@@ -338,10 +338,9 @@ class TritonBackend(Backend):
             if a.has_trait(Attention):
                 return False, f"{a.name} runs as the flash-attention template; what follows is a kernel of its own"
             pos = ops.index(a)
-            if pos != 0 and any(op in core for op in ops[:pos]) or not isinstance(a, (g.LinearOp, g.MatmulOp)):
-                return False, f"only an epilogue fuses into {a.name} (no computed prologue)"
-            rest = [op for op in ops[pos + 1:]]
-            if ops[:pos] or gemm_epilogue_step(a, rest, view) is None:
+            if pos != 0 or not isinstance(a, (g.LinearOp, g.MatmulOp)):
+                return False, f"only an epilogue fuses into {a.name} (nothing before it in the kernel)"
+            if gemm_epilogue_step(a, ops[1:], view) is None:
                 return False, (f"{a.name}'s epilogue does not map onto the matmul template here (cuBLAS runs the "
                                "GEMM and the epilogue is a kernel of its own)")
             return True, ""

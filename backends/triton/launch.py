@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import os
-
 from solder.backends.lowering.executor import Context
 from solder.backends.lowering.steps import StepKind
+from solder.backends.triton.library import interpreting
 from solder.compiler.dialects.types import torch_dtype
 
 
@@ -51,7 +50,7 @@ def check_device(steps):
     needs = any(s.kind.generated or s.kind is StepKind.TEMPLATE for s in steps)
 
     def check(tensors):
-        if needs and not _interpreting() and not any(getattr(t, "is_cuda", False) for t in tensors):
+        if needs and not interpreting() and not any(getattr(t, "is_cuda", False) for t in tensors):
             from solder.compiler.errors import TargetError
 
             raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
@@ -65,7 +64,3 @@ def _bind_env(fn, env):
         return fn(*args, env=env)
 
     return bound
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
