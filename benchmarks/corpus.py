@@ -13,7 +13,9 @@ samples are appended to a JSONL file (build/corpus/, git-ignored); a re-run skip
 `--report-only` writes the report from those finished so far). The report
 (JSON with every sample's row, markdown, PNG of the speed-up distribution) is written to
 --out/corpus-<target>-<date>[-<tag>].*; benchmarks/corpus_report.py defines every figure in it.
-The corpus is read where it lies and never copied into the repository.
+The corpus is read where it lies and never copied into the repository (`benchmarks.corpus_pack` copies a
+slice into a git-ignored folder for the GPU machine). `--jobs N` (GPU only) runs N samples side by side:
+they load and compile concurrently, and a lock lets only one of them time at a time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from benchmarks import corpus_load, corpus_report
@@ -114,7 +117,7 @@ def meta_of(args, argv) -> dict:
     return {"target": args.target, "device": device_line(args.target), "date": datetime.date.today().isoformat(),
             "commit": commit(), "torch": torch.__version__, "python": platform.python_version(),
             "threads": torch.get_num_threads() if args.target == "cpu" else None, "backends": args.backends,
-            "timeout_s": args.timeout, "corpus_commits": corpus_load.manifest_commits(args.corpus),
+            "timeout_s": args.timeout, "jobs": args.jobs, "corpus_commits": corpus_load.manifest_commits(args.corpus),
             "command": "python -m benchmarks.corpus " + shlex.join(_without_note(argv)), "note": args.note}
 
 
@@ -164,10 +167,13 @@ def parse(argv):
     p.add_argument("--note", default="", help="a line for the report (e.g. what else ran on the machine)")
     p.add_argument("--fresh", action="store_true", help="ignore the JSONL of finished samples and start over")
     p.add_argument("--progress", help=f"the JSONL of finished samples (default: under {PROGRESS})")
+    p.add_argument("--jobs", type=int, default=1, help="samples side by side (GPU only; one times at a time)")
     p.add_argument("--report-only", action="store_true", help="write the report from the finished samples only")
     args = p.parse_args(argv)
     allowed = BACKENDS_CPU if args.target == "cpu" else BACKENDS_GPU
     args.backends = args.backends or ",".join(allowed)
+    if args.jobs > 1 and args.target == "cpu":
+        p.error("--jobs > 1 is for the GPU: on the CPU, compiling beside a timed sample skews its times")
     bad = [b for b in args.backends.split(",") if b not in allowed]
     if bad:
         p.error(f"--backends {','.join(bad)} not available on {args.target}; choose from {','.join(allowed)}")
@@ -186,14 +192,26 @@ def main(argv=None) -> int:
     if args.fresh and progress.exists():
         progress.unlink()
     todo = [] if args.report_only else [e for e in entries if e["name"] not in done]
-    bar = tqdm(todo, desc=f"corpus {args.target}", unit="sample", initial=len(entries) - len(todo), total=len(entries))
-    for e in bar:
-        bar.set_postfix_str(e["name"][-40:])
-        row = run_one(e, args)
+    bar = tqdm(desc=f"corpus {args.target}", unit="sample", initial=len(entries) - len(todo), total=len(entries))
+    def finished(e, row):
         done[e["name"]] = row
         with progress.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
         tqdm.write(_line(row))
+        bar.update(1)
+
+    if args.jobs > 1:
+        lock = progress.with_suffix(".timing.lock")
+        os.environ["SOLDER_CORPUS_TIMING_LOCK"] = str(lock)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futs = {pool.submit(run_one, e, args): e for e in todo}
+            for fut in as_completed(futs):
+                finished(futs[fut], fut.result())
+    else:
+        for e in todo:
+            bar.set_postfix_str(e["name"][-40:])
+            finished(e, run_one(e, args))
+    bar.close()
     # with the manifest's word on whether plain torch.export captures the sample (GraphNet only)
     rows = [{**done[e["name"]], **{k: e[k] for k in ("torch_export",) if k in e}} for e in entries if e["name"] in done]
     stem = write_report(args, argv, rows)

@@ -12,6 +12,8 @@ compile times are cold-compile times.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -99,6 +101,21 @@ def time_all(sample, target: str, fns: dict, res: Result) -> None:
     res.update(**out)
 
 
+@contextlib.contextmanager
+def timing_lock():
+    """With `benchmarks.corpus --jobs N`, samples run side by side; only one of them times at a time."""
+    path = os.environ.get("SOLDER_CORPUS_TIMING_LOCK")
+    if not path:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_sample(entry: dict, corpus: Path, target: str, backends: list[str], res: Result) -> None:
     device = "cpu" if target == "cpu" else "cuda"
     res.update(phase="load")
@@ -124,7 +141,8 @@ def run_sample(entry: dict, corpus: Path, target: str, backends: list[str], res:
     fns = {"eager": sample.model, "solder": compiled, **peers}
     fns = {k: v for k, v in fns.items() if k in backends}  # `--backends solder`: correctness only
     if len(fns) > 1:
-        time_all(sample, target, fns, res)
+        with timing_lock():
+            time_all(sample, target, fns, res)
     res.update(phase="done")
 
 

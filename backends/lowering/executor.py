@@ -12,7 +12,8 @@ list of values: the arguments, then every step output). The executor does the re
   `limit` most recently used; a static program has one instance;
 - steps that follow from the sizes alone (no argument reaches them, no eager op with effects, nothing the
   caller receives) run once per instance and are replayed;
-- one call at a time (pooled buffers and graph state are shared), an optional `before_call` hook;
+- one call at a time (pooled buffers and graph state are shared), an optional `before_call` hook (it may
+  return the argument list to run on instead, e.g. CPU scalars moved to the GPU);
 - on CUDA, optionally a CUDA graph: call 1 runs plainly, call 2 captures, later calls replay (inputs whose
   storage stays put are read in place, others copied in; outputs cloned out), where the launches it saves
   outweigh the output copies. A capture that fails leaves the instance running plainly.
@@ -107,7 +108,7 @@ class Executor:
     COPY_BYTES_PER_SECOND = 1.5e12  # a device copy reads and writes: half of ~3 TB/s
 
     def __init__(self, steps: Sequence[Step], args: Sequence[SSAValue], results: Sequence[SSAValue], build: Build,
-                 binding=None, cuda_graphs: bool = False, before_call: Callable[[list], None] | None = None,
+                 binding=None, cuda_graphs: bool = False, before_call: Callable[[list], list | None] | None = None,
                  limit: int = 16, replay_size_only: bool = True, device=None):
         """`device`: the one device this program runs on (the CPU backend's), else read off each call's inputs."""
         self.steps, self.args, self.results, self.build = list(steps), list(args), list(results), build
@@ -159,7 +160,7 @@ class Executor:
 
     def __call__(self, tensors: list) -> list:
         if self.before_call is not None:
-            self.before_call(tensors)
+            tensors = self.before_call(tensors) or tensors
         with self.lock:
             return self.instance(tensors)(tensors)
 
@@ -320,12 +321,12 @@ def _once(fn, outs: list[int]):
 
 
 def _device(tensors: list):
-    for t in tensors:
-        d = getattr(t, "device", None)
-        if d is not None:
-            return d
+    """The call's device: a CUDA input's, else the CPU (CPU scalars may come beside CUDA tensors)."""
     import torch
 
+    for t in tensors:
+        if getattr(t, "is_cuda", False):
+            return t.device
     return torch.device("cpu")
 
 

@@ -46,16 +46,37 @@ def build_launches(ctx: Context) -> list:
 
 
 def check_device(steps):
-    """A `before_call` hook: Triton kernels need CUDA tensors, or Triton's CPU interpreter."""
+    """A `before_call` hook: Triton kernels need CUDA tensors, or Triton's CPU interpreter.
+
+    A CPU tensor beside CUDA ones (a `torch.tensor(1.0)` constant that export lifted, a CPU scalar the
+    caller passes) is fine in eager PyTorch, but a Triton kernel cannot read it: the call then runs on a
+    copy on the GPU, made once per tensor and version for a scalar, per call otherwise."""
+    import weakref
+
     needs = any(s.kind.generated or s.kind is StepKind.TEMPLATE for s in steps)
+    moved: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def on_device(t, device):
+        if t.numel() > 1:
+            return t.to(device)
+        hit = moved.get(t)
+        if hit is None or hit[0] != t._version or hit[1].device != device:
+            hit = moved[t] = (t._version, t.to(device))
+        return hit[1]
 
     def check(tensors):
-        if needs and not interpreting() and not any(getattr(t, "is_cuda", False) for t in tensors):
-            from solder.compiler.errors import TargetError
+        cuda = next((t.device for t in tensors if getattr(t, "is_cuda", False)), None)
+        if cuda is None:
+            if needs and not interpreting():
+                from solder.compiler.errors import TargetError
 
-            raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move the "
-                              "model and inputs to a GPU, or set TRITON_INTERPRET=1 before triton is imported "
-                              "to run the kernels in Triton's CPU interpreter")
+                raise TargetError("triton backend: the inputs are CPU tensors, but Triton kernels run on CUDA; move "
+                                  "the model and inputs to a GPU, or set TRITON_INTERPRET=1 before triton is "
+                                  "imported to run the kernels in Triton's CPU interpreter")
+            return None
+        if all(getattr(t, "is_cuda", True) for t in tensors):
+            return None
+        return [on_device(t, cuda) if getattr(t, "is_cuda", True) is False else t for t in tensors]
     return check
 
 
