@@ -6,7 +6,8 @@ CI subset (tests/test_corpus_subset.py); `benchmarks.corpus_worker` adds timing 
 Classification: `correct` (outputs match eager, every op compiled), `fallback` (outputs match, but
 solder ran some ops or the whole model eagerly: an EagerFallbackWarning / UnsupportedOpWarning, a
 `graph.extern`, or an op the backend left to the reference backend), `wrong` (an output differs beyond
-atol/rtol, or its shape/dtype differs), `crash` (an exception out of `solder.compile` or the compiled
+atol/rtol, or its shape/dtype differs, and solder is less accurate than eager against a float64 run of
+the same model: see `arbitrate`), `crash` (an exception out of `solder.compile` or the compiled
 call). Integer and bool outputs must be equal.
 
 Op coverage: the ATen ops of the graph solder imported (after capture's decompositions; ops capture
@@ -86,6 +87,43 @@ def _compare_leaf(a, b, atol: float, rtol: float) -> dict:
 
 def _num(v: float):
     return v if math.isfinite(v) else str(v)
+
+
+FP64_SLACK = 2.0
+"""How much larger than eager's own error (both against float64) solder's may be and still count as
+rounding: another summation order (a blocked reduction, another convolution algorithm) can double it."""
+
+
+def arbitrate(sample, target: str, got, want) -> dict:
+    """Where solder and eager differ beyond tolerance: which is nearer the exact answer? Runs a float64
+    copy of the model on float64 copies of the inputs and compares each float output's max abs error,
+    solder's and eager's. `as_accurate`: solder's is at most FP64_SLACK x eager's on every output (then
+    eager's own rounding is what the tolerance caught, not a wrong answer)."""
+    import copy
+
+    def f64(x):
+        return x.double() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    try:
+        model = copy.deepcopy(sample.model).double()
+        with torch.no_grad():
+            ref = _call(model, type(sample)(sample.name, model, pytree.tree_map(f64, sample.args),
+                                            pytree.tree_map(f64, sample.kwargs), sample.sizes), target)
+        del model
+    except Exception as e:  # noqa: BLE001 - no float64 run: the eager comparison stands
+        return {"as_accurate": False, "error": _error(e)["error"]}
+    rows = []
+    for g, w, r in zip(pytree.tree_leaves(got), pytree.tree_leaves(want), pytree.tree_leaves(ref)):
+        if not (isinstance(w, torch.Tensor) and w.is_floating_point()):
+            continue
+        if not (isinstance(g, torch.Tensor) and g.shape == w.shape == r.shape):
+            return {"as_accurate": False, "why": "output shapes differ"}
+        r = r.double()
+        es, ee = (g.double() - r).abs().max().item(), (w.double() - r).abs().max().item()
+        rows.append({"solder_err": _num(es), "eager_err": _num(ee)})
+    ok = bool(rows) and all(isinstance(x["solder_err"], float) and x["solder_err"] <= FP64_SLACK * x["eager_err"]
+                            for x in rows)
+    return {"as_accurate": ok, "outputs": rows}
 
 
 # ---- op coverage ----------------------------------------------------------------------------------
@@ -235,6 +273,9 @@ def check(sample, target: str = "cpu", atol: float | None = None, rtol: float | 
     if compiled.specializations:
         res["solder_compile_breakdown_s"] = next(iter(compiled.specializations.values())).seconds
     ok = all(o["ok"] for o in res["outputs"])
+    if not ok:
+        res["float64"] = arbitrate(sample, target, got, want)
+        ok = res["float64"].get("as_accurate", False)
     res["status"] = "wrong" if not ok else "fallback" if fell or res["eager_ops"] or not compiled.specializations \
         else "correct"
     tmins = [o["tmin"] for o in res["outputs"]]

@@ -121,6 +121,7 @@ def summarize(rows: list[dict]) -> dict:
         "graphnet_scores": speedup_scores(rows),
         "compile_s": percentiles([r["solder_compile_s"] for r in att if r.get("solder_compile_s") is not None]),
         "crash_causes": crash_causes(rows),
+        "float64_arbitrated": [r["name"] for r in rows if r.get("float64", {}).get("as_accurate")],
         "crashes_not_exportable": sum(1 for r in rows if r.get("status") == "crash" and r.get("torch_export") is False),
         "eager_ops": Counter(op for r in att for op in r.get("eager_ops", [])).most_common(),
     }
@@ -174,6 +175,9 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"- correct {c['correct']}, fallback {c['fallback']}, wrong {c['wrong']}, crash {c['crash']}, "
              f"timeout {c['timeout']}, eager_error {c['eager_error']} ({s['crashes_not_exportable']} of the crashes "
              "are samples the manifest marks as not captured by plain torch.export)",
+             f"- outside eager's tolerance but as accurate as eager against a float64 run (counted correct/fallback; "
+             f"benchmarks/corpus_check.py `arbitrate`): {len(s.get('float64_arbitrated', []))}"
+             + (f" ({', '.join(s['float64_arbitrated'])})" if s.get("float64_arbitrated") else ""),
              f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x (median {_f(s['median_vs_eager'])}x) over "
              f"{s['timed']} timed samples whose outputs match"]
     for peer in peers_of(rows):
