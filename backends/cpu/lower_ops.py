@@ -19,6 +19,7 @@ from solder.backends.cpu.lower import (
 from solder.compiler.dialects import graph as g
 from solder.compiler.dialects.optable import OpTable
 from solder.compiler.dialects.types import dims_of
+from solder.compiler.interpret import sizes
 
 LOWERINGS: OpTable = OpTable("cpu lowering")
 """op class -> fn(builder, op, operand vals) -> result vals."""
@@ -355,16 +356,20 @@ def _check_row(x: Val, dims) -> None:
 
 
 def _row_elements(shape, dims) -> int:
-    """Elements summed per row (a symbolic dim counts as 1: a size-generic kernel serves it)."""
+    """Elements summed per row (a symbolic dim counts as 1 here: `long_row(op, env)` checks it per binding)."""
     n = 1
     for d in dims:
         n *= shape[d] if isinstance(shape[d], int) else 1
     return n
 
 
-def long_row(op: Operation) -> bool:
-    """Whether `op` sums rows longer than LONG_ROW (its kernel would refuse them): it runs alone, as torch's."""
-    shape = dims_of(op.operands[0].type) if op.operands else ()
+def long_row(op: Operation, env: dict | None = None) -> bool:
+    """Whether `op` sums rows longer than LONG_ROW (its kernel would refuse them): it runs alone, as torch's.
+    With `env`, a size-generic kernel's binding: its symbolic rows are checked at those sizes."""
+    if not op.operands:
+        return False
+    t = op.operands[0].type
+    shape = sizes(t, env, unknown=1) if env is not None else dims_of(t)
     if isinstance(op, g.ReduceOp) and op.kind.data in ("sum", "mean"):
         dims = [d % len(shape) for d in op.dims.get_values()] if shape else []
     elif isinstance(op, (g.LayerNormOp, g.RmsNormOp)):

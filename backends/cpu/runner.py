@@ -18,6 +18,7 @@ import torch
 from xdsl.ir import Operation
 
 from solder.backends.cpu import symdims, threads
+from solder.backends.cpu.lower_ops import long_row
 from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _to_nhwc
 from solder.backends.lowering.executor import Context, Executor
 from solder.backends.lowering.library import library_call
@@ -124,7 +125,10 @@ def _launches(ctx: Context, kernels: dict) -> list:
         if views:
             out.append((view_idx, _views_launch(views)))
             views, view_idx = [], []
-        if s.kind.generated:
+        if s.kind.generated and env is not None and any(long_row(op, env) for op in s.ops):
+            # a size-generic kernel's row is too long at these sizes for one fp32 pass: torch's ops run it
+            f = _block_launch(s, slots, outs, env)
+        elif s.kind.generated:
             f = _mlir_launch(s, k, kernels[s.func], ctx, contiguous)
             contiguous.update(s.outs)
         elif s.launch is not None:  # an attention kernel (generated, or the install's size-generic one)
