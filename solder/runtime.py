@@ -173,6 +173,11 @@ def _family_key(spec, leaves) -> tuple:
                              for x in leaves))
 
 
+def _fast_key(args, kwargs) -> tuple:
+    sig = tuple((a.shape, a.dtype, a.device) for a in args)
+    return (sig, tuple((k, v.shape, v.dtype, v.device) for k, v in kwargs.items())) if kwargs else sig
+
+
 def _shapes(leaves) -> tuple:
     return tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else None for x in leaves)
 
@@ -192,7 +197,7 @@ class CompiledModule:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._verified = 0
-        self._fast: dict[tuple, tuple] = {}  # positional-tensor signature -> (key, specialization)
+        self._fast: dict[tuple, tuple] = {}  # tensor-call signature -> (key, specialization, input order)
         self._first_shape: dict[tuple, tuple] = {}  # family -> the leaf shapes of its first call
         self._dynamic: dict[tuple, tuple] = {}  # family -> key of its dynamic specialization
         self._no_dynamic: set[tuple] = set()  # families whose dynamic compile failed: static per shape
@@ -231,10 +236,7 @@ class CompiledModule:
             with self._lock:  # another thread's compile may drop the oldest specialization meanwhile
                 if key in self.specializations:
                     self.specializations.move_to_end(key)
-        if not kwargs and all(type(a) is torch.Tensor for a in args):
-            if len(self._fast) > 1024:  # a dynamic specialization sees many shapes: keep the table small
-                self._fast.clear()
-            self._fast[tuple((a.shape, a.dtype, a.device) for a in args)] = (sp.key, sp)
+        self._remember_fast(sp, args, kwargs)
         if self.options.verify and self._verified < 3:
             self._verified += 1
             return self._verified_run(sp, args, kwargs)
@@ -284,23 +286,45 @@ class CompiledModule:
                         "SOLDER_LOG=runtime logs the traceback.")
 
     def _fast_path(self, args, kwargs):
-        """Positional tensors only, a signature seen before, nothing to re-check: skip the pytree work."""
-        if kwargs or self.model.training or not all(type(a) is torch.Tensor for a in args):
+        """Tensors only (positional, or keyword as GraphNet-style graphs take every weight), a signature seen
+        before, nothing to re-check: skip the pytree work."""
+        if self.model.training or not all(type(a) is torch.Tensor for a in args):
             return None
-        if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+        if kwargs and not all(type(v) is torch.Tensor for v in kwargs.values()):
             return None
-        entry = self._fast.get(tuple((a.shape, a.dtype, a.device) for a in args))
+        if torch.is_grad_enabled() and any(a.requires_grad for a in (*args, *kwargs.values())):
+            return None
+        entry = self._fast.get(_fast_key(args, kwargs))
         if entry is None:
             return None
-        key, sp = entry
+        key, sp, perm = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
             return None
-        if not sp.proven or not sp.state_current() or sp.writes and self._writes_aliased(sp, args):
+        inputs = args if perm is None else [(*args, *kwargs.values())[j] for j in perm]
+        if not sp.proven or not sp.state_current() or sp.writes and self._writes_aliased(sp, inputs):
             return None
         guard = sp.speed
         if guard is None or guard.settled and not guard.runs_eager:
-            return self._execute(sp, args)
-        return guard.call(lambda: self._execute(sp, args), lambda: self.model(*args))
+            return self._execute(sp, inputs)
+        return guard.call(lambda: self._execute(sp, inputs), lambda: self.model(*args, **kwargs))
+
+    def _remember_fast(self, sp: Specialization, args, kwargs) -> None:
+        """Enter this call's signature in the fast table, with where each program input sits among
+        (*args, *kwargs.values()) when keywords are passed."""
+        if not all(type(a) is torch.Tensor for a in args) or \
+                not all(type(v) is torch.Tensor for v in kwargs.values()):
+            return
+        perm = None
+        if kwargs:
+            given = (*args, *kwargs.values())
+            where = {id(t): j for j, t in enumerate(given)}
+            inputs = self._inputs(sp, args, kwargs)
+            if len(where) != len(given) or any(id(t) not in where for t in inputs):
+                return  # a tensor passed twice, or an input not among them: the general path decides
+            perm = [where[id(t)] for t in inputs]
+        if len(self._fast) > 1024:  # a dynamic specialization sees many shapes: keep the table small
+            self._fast.clear()
+        self._fast[_fast_key(args, kwargs)] = (sp.key, sp, perm)
 
     def _eager_reason(self, args, kwargs) -> str | None:
         if self.model.training:

@@ -137,3 +137,36 @@ def test_cache_dir_option_is_where_kernels_are_cached(tmp_path, monkeypatch):
     torch.testing.assert_close(compile(f, target="cpu", cache_dir=str(own_dir))(x), f(x))
     assert any(p.is_file() for p in own_dir.rglob("*")), "nothing cached under cache_dir"
     assert not env_dir.exists() or not any(p.is_file() for p in env_dir.rglob("*"))
+
+
+class _KwModel(nn.Module):
+    """Every weight a keyword argument, as GraphNet's graphs take them."""
+
+    def forward(self, x, *, w, b, scale):
+        return torch.relu(x @ w.t() + b) * scale + x
+
+
+def test_keyword_tensor_calls_take_the_fast_path_in_any_keyword_order():
+    m = _KwModel().eval()
+    c = compile(m, target="cpu")
+    x, w, b, s = torch.randn(3, 8), torch.randn(8, 8), torch.randn(8), torch.randn(8)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x, w=w, b=b, scale=s), m(x, w=w, b=b, scale=s))
+        assert len(c._fast) == 1
+        w2, s2 = torch.randn(8, 8), torch.randn(8)
+        want = m(x, w=w2, b=b, scale=s2)
+        assert c._fast_path((x,), {"w": w2, "b": b, "scale": s2}) is not None  # new tensors, same signature
+        torch.testing.assert_close(c(x, w=w2, b=b, scale=s2), want)
+        torch.testing.assert_close(c(x, scale=s2, b=b, w=w2), want)  # another order: its own entry
+        assert len(c._fast) == 2
+
+
+def test_a_tensor_passed_twice_by_keyword_is_read_right():
+    m = _KwModel().eval()
+    c = compile(m, target="cpu")
+    x, w, b = torch.randn(3, 8), torch.randn(8, 8), torch.randn(8)
+    with torch.no_grad():
+        torch.testing.assert_close(c(x, w=w, b=b, scale=b), m(x, w=w, b=b, scale=b))
+        torch.testing.assert_close(c(x, w=w, b=b, scale=b), m(x, w=w, b=b, scale=b))
+        s = torch.randn(8)
+        torch.testing.assert_close(c(x, w=w, b=b, scale=s), m(x, w=w, b=b, scale=s))
