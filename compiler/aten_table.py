@@ -91,6 +91,19 @@ def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
     return ctx.emit(g.WhereOp(positive, v, negative, v.type))
 
 
+@lower("aten.hardswish.default")
+def _hardswish(ctx, x):
+    """x * relu6(x + 3) / 6, in eager's order."""
+    dt = ctx.meta().dtype
+    if not dt.is_floating_point:
+        return NotImplemented
+    v = ctx.value(x)
+    r = ctx.emit(g.AddOp(v, ctx.constant(3, dt), v.type))
+    r = ctx.emit(g.BINARY_OPS["maximum"](r, ctx.constant(0, dt), v.type))
+    r = ctx.emit(g.BINARY_OPS["minimum"](r, ctx.constant(6, dt), v.type))
+    return ctx.emit(g.DivOp(ctx.emit(g.MulOp(v, r, v.type)), ctx.constant(6, dt), v.type))
+
+
 def _bool_like(ctx, x):
     return tensor_type(tuple(ctx.meta(x).shape), "bool")
 

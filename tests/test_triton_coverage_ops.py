@@ -128,6 +128,13 @@ class Scans(nn.Module):
                 torch.round(x * 2.5), torch.trunc(x * 2.5))
 
 
+class Hardswish(nn.Module):
+    """An importer entry (x * relu6(x + 3) / 6), not a capture-time decomposition."""
+
+    def forward(self, x):
+        return F.hardswish(x), F.hardswish(x * 3) * 2
+
+
 class LongRows(nn.Module):
     """Rows longer than a generated GPU row kernel holds (codegen.MAX_ROW): library calls there."""
 
@@ -182,7 +189,7 @@ def check_like_eager(model: nn.Module, target: str, calls: int = 3):
 
 
 MODELS = [Pads, SliceWrites, ScatterFresh, ScatterInput, IndexPuts, Upsamples, Norms, ConvTransposes, Pools, Scans,
-          LongRows]
+          Hardswish, LongRows]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter's numpy on masked lanes and nan
