@@ -106,9 +106,13 @@ def arbitrate(sample, target: str, got, want) -> dict:
 
     try:
         model = copy.deepcopy(sample.model).double()
+        args, kwargs = pytree.tree_map(f64, sample.args), pytree.tree_map(f64, sample.kwargs)
         with torch.no_grad():
-            ref = _call(model, type(sample)(sample.name, model, pytree.tree_map(f64, sample.args),
-                                            pytree.tree_map(f64, sample.kwargs), sample.sizes), target)
+            try:
+                ref = _call(model, type(sample)(sample.name, model, args, kwargs, sample.sizes), target)
+            except RuntimeError:  # the graph builds 16/32-bit tensors of its own: widen every op's floats
+                with _Float64Everywhere():
+                    ref = _call(model, type(sample)(sample.name, model, args, kwargs, sample.sizes), target)
         del model
     except Exception as e:  # noqa: BLE001 - no float64 run: the eager comparison stands
         return {"as_accurate": False, "error": _error(e)["error"]}
@@ -124,6 +128,22 @@ def arbitrate(sample, target: str, got, want) -> dict:
     ok = bool(rows) and all(isinstance(x["solder_err"], float) and x["solder_err"] <= FP64_SLACK * x["eager_err"]
                             for x in rows)
     return {"as_accurate": ok, "outputs": rows}
+
+
+class _Float64Everywhere(torch.overrides.TorchFunctionMode):
+    """Runs every torch call with its floating tensors, and any floating `dtype` it asks for, as float64:
+    a graph's own float16 masks and casts then stay exact too."""
+
+    _WIDE = {torch.float16, torch.bfloat16, torch.float32}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        def wide(x):
+            if isinstance(x, torch.Tensor) and x.dtype in self._WIDE:
+                return x.double()
+            if isinstance(x, torch.dtype) and x in self._WIDE:
+                return torch.float64
+            return x
+        return func(*pytree.tree_map(wide, args), **pytree.tree_map(wide, kwargs or {}))
 
 
 # ---- op coverage ----------------------------------------------------------------------------------

@@ -49,3 +49,18 @@ def test_a_model_that_cannot_run_in_float64_leaves_the_eager_verdict():
     s = Sample("half", Half(), (torch.randn(3),), {})
     verdict = corpus_check.arbitrate(s, "cpu", s.model(*s.args) + 1, s.model(*s.args))
     assert not verdict["as_accurate"]
+
+
+def test_a_graph_with_its_own_float32_tensors_is_judged_in_float64_throughout():
+    class OwnConstant(BigSum):
+        """Its own float32 tensor: `.double()` alone leaves a matmul of float64 by float32, which raises."""
+
+        def forward(self, x):
+            return super().forward(x) + (x[:, :4] @ torch.ones(4, 1, dtype=torch.float32)) * 0
+
+    torch.manual_seed(0)
+    s = Sample("own", OwnConstant(), (torch.randn(8, 100_000),), {})
+    want = s.model(*s.args)
+    exact = torch.zeros_like(want)
+    verdict = corpus_check.arbitrate(s, "cpu", exact, want)
+    assert verdict["as_accurate"] and verdict["outputs"][0]["solder_err"] == 0.0, verdict
