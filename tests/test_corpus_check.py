@@ -63,4 +63,5 @@ def test_a_graph_with_its_own_float32_tensors_is_judged_in_float64_throughout():
     want = s.model(*s.args)
     exact = torch.zeros_like(want)
     verdict = corpus_check.arbitrate(s, "cpu", exact, want)
-    assert verdict["as_accurate"] and verdict["outputs"][0]["solder_err"] == 0.0, verdict
+    out = verdict["outputs"][0]
+    assert verdict["as_accurate"] and out["solder_err"] < 1e-6 * out["eager_err"], verdict
