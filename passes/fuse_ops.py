@@ -109,6 +109,7 @@ def _plan_and_build(block: Block, target: Target, opts: FuseOpsPass, first_id: i
     if attach_layout:
         planner.attach_layout()
     planner.run()
+    planner.undo_losers()
     if opts.recompute:
         planner.recompute(lambda n: graph.kinds[n] in ("elementwise", "layout"))
     plan = planner.result()

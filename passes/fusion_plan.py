@@ -384,6 +384,38 @@ class Planner:
                 prior = max(self._prior.get((min(x, other), max(x, other)), 0.0) for x in (ga, gb))
                 self._push(heap, a, c, prior)
 
+    def undo_losers(self) -> None:
+        """Never keep a kernel the cost model estimates slower than its ops run apart (mode=cost).
+
+        Greedy merges each save time, so only layout ops attached without an estimate can make a group
+        a loser: those go back to kernels of their own first; if the rest still loses (or would not be
+        convex without them), every op of the group runs alone."""
+        if self.mode != "cost":
+            return
+        for gr in list(self.groups.values()):
+            if not gr.merged or self.est(gr.nodes) <= self.est.parts(gr.nodes) * (1 + 1e-9):
+                continue
+            before, apart, what = self.est(gr.nodes), self.est.parts(gr.nodes), self.describe_nodes(gr.nodes)
+            rest = {n for n in gr.nodes if self.graph.kinds[n] != "layout"}
+            keep = rest if rest and rest != gr.nodes and self.graph.convex(rest) and \
+                self.est(rest) <= self.est.parts(rest) * (1 + 1e-9) else set()
+            self._split(gr, keep)
+            if self.log is not None and self.log.isEnabledFor(logging.INFO):
+                self.log.info("unfuse %s: estimated %.2f us fused vs %.2f us apart", what, before * 1e6, apart * 1e6)
+
+    def _split(self, gr: Group, keep: set[int]) -> None:
+        """Every node of `gr` outside `keep` becomes a group of its own (`keep` empty: every node)."""
+        alone = sorted(gr.nodes - keep) if keep else sorted(gr.nodes)[1:]
+        gr.nodes = set(keep) if keep else {min(gr.nodes)}
+        gr.merged = len(gr.nodes) > 1
+        gr.version += 1
+        gr.notes = []
+        gr.attrs = None
+        for n in alone:
+            gid = max(self.groups) + 1
+            self.groups[gid] = Group(gid, {n})
+            self.owner[n] = gid
+
     def _merge(self, a: Group, b: Group, tag: str, saved: float) -> None:
         if self.log is not None and self.log.isEnabledFor(logging.INFO):
             self.log.info("fuse %s + %s (%s): saves %.2f us", self.describe_nodes(a.nodes),

@@ -179,3 +179,43 @@ def test_planner_cycle_is_replanned_not_raised():
         torch.testing.assert_close(c(*args), model(*args), atol=entry.atol, rtol=entry.rtol)
     sp = next(iter(c.specializations.values()))
     assert sum(op.name == "graph.kernel" for op in sp.imported.module.walk()) > 5  # still fused, not given up
+
+
+def test_no_kernel_is_kept_that_the_cost_model_estimates_slower_than_its_parts():
+    """Layout ops join their producer's kernel without an estimate; where the model prices such a kernel
+    above its ops run apart (a GEMM whose output a transpose then reads), fuse-ops undoes it."""
+    from xdsl.dialects import func
+
+    from solder.compiler.targets import get_target
+    from solder.passes.fuse_ops import FUSIBLE_KINDS, op_rule
+    from solder.passes.fusion_plan import BodyGraph, CostOracle, Group, Planner
+
+    module = _imported("gpt_block").clone()
+    block = next(o for o in module.walk() if isinstance(o, func.FuncOp)).body.block
+    graph = BodyGraph(block)
+    real = CostOracle(graph, get_target("cpu"), "roofline")
+
+    class PricyLayouts:
+        """The roofline model, plus a millisecond for any kernel that holds a layout op among others."""
+
+        def __call__(self, nodes):
+            extra = 1e-3 if len(nodes) > 1 and any(graph.kinds[n] == "layout" for n in nodes) else 0.0
+            return real(nodes) + extra
+
+        def parts(self, nodes):
+            return sum(self({n}) for n in nodes)
+
+    est = PricyLayouts()
+    groups = [Group(i, {i}) for i, kind in enumerate(graph.kinds) if kind in FUSIBLE_KINDS]
+    planned = sorted(i for g in groups for i in g.nodes)
+    planner = Planner(graph, groups, est, lambda a, b, ops: op_rule(ops, get_target("cpu")), mode="cost",
+                      max_ops=64, horizontal=True)
+    planner.attach_layout()
+    planner.run()
+    losers = [g for g in planner.groups.values() if est(g.nodes) > est.parts(g.nodes)]
+    assert losers  # the layout attachments made some
+    planner.undo_losers()
+    kept = planner.result()
+    assert all(est(g.nodes) <= est.parts(g.nodes) * (1 + 1e-9) for g in kept)
+    assert any(len(g.nodes) > 1 for g in kept)  # merges that pay are still made
+    assert sorted(n for g in kept for n in g.nodes) == planned  # every op in exactly one kernel
