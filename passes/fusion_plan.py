@@ -254,6 +254,32 @@ class Planner:
         self._prior: dict[tuple[int, int], float] = {}
 
     # ---- candidates ---------------------------------------------------------------------------
+    def convex(self, nodes: set[int]) -> bool:
+        """No path from `nodes` back into them, where entering another group reaches all of it (it runs
+        as one kernel): node-level convexity alone let two groups each depend on the other."""
+        hi = max(nodes)
+        succ, owner, groups = self.graph._succ, self.owner, self.groups
+        stack: list[int] = []
+        seen: set[int] = set()
+
+        def visit(s: int) -> None:
+            # a node past `hi` leads back only through its group's earlier members
+            for m in ((s,) if s < hi else ()) + tuple(groups[owner[s]].nodes if s in owner else ()):
+                if m < hi and m not in seen and m not in nodes:
+                    seen.add(m)
+                    stack.append(m)
+
+        for m in nodes:
+            for s in succ[m]:
+                if s not in nodes:
+                    visit(s)
+        while stack:
+            for s in succ[stack.pop()]:
+                if s in nodes:
+                    return False
+                visit(s)
+        return True
+
     def neighbours(self, gid: int) -> set[int]:
         """Groups joined to `gid` by an edge, or (horizontal) reading a value that `gid` reads next to it."""
         out: set[int] = set()
@@ -282,7 +308,7 @@ class Planner:
         verdict = self.rule(a, b, ops)
         if not verdict.ok:
             return 0.0, verdict
-        if not self.graph.convex(nodes):
+        if not self.convex(nodes):
             return 0.0, Verdict(False, "would create a cycle")
         saved = self.est(a.nodes) + self.est(b.nodes) - self.est(nodes)
         if self.mode == "cost" and saved <= 0:

@@ -219,3 +219,35 @@ def test_no_kernel_is_kept_that_the_cost_model_estimates_slower_than_its_parts()
     assert all(est(g.nodes) <= est.parts(g.nodes) * (1 + 1e-9) for g in kept)
     assert any(len(g.nodes) > 1 for g in kept)  # merges that pay are still made
     assert sorted(n for g in kept for n in g.nodes) == planned  # every op in exactly one kernel
+
+
+def test_two_groups_never_come_to_depend_on_each_other():
+    """A = {sin(x), x + exp(y)}'s add and B = {exp(y), cos(sin(x))} are each convex, but A feeds B (sin ->
+    cos) and B feeds A (exp -> add): merging B must be refused once A is one group (hrnet's planner
+    cycle, which left the whole graph unfused)."""
+    from xdsl.dialects import func
+
+    from solder.compiler.aten_table import TABLE
+    from solder.compiler.capture import capture
+    from solder.compiler.importer import import_program
+    from solder.compiler.targets import get_target
+    from solder.passes.fusion_plan import BodyGraph, CostOracle, Group, Planner
+
+    class F(torch.nn.Module):
+        def forward(self, x, y):
+            a1 = x.sin()
+            b2 = y.exp()
+            return a1.cos(), x + b2
+
+    x = torch.randn(8)
+    module = import_program(capture(F(), (x, x), {}, set(TABLE)).program).module
+    block = next(o for o in module.walk() if isinstance(o, func.FuncOp)).body.block
+    graph = BodyGraph(block)
+    at = {op.name.removeprefix("graph."): i for i, op in enumerate(graph.ops)}
+    groups = [Group(i, {i}) for i in range(len(graph.ops))]
+    planner = Planner(graph, groups, CostOracle(graph, get_target("cpu"), "roofline"),
+                      lambda a, b, ops: None, mode="always", max_ops=8)
+    planner._merge(planner.groups[at["sin"]], planner.groups[at["add"]], "horizontal", 0.0)
+    b = {at["exp"], at["cos"]}
+    assert graph.convex(b)  # node-level convexity alone would allow it
+    assert not planner.convex(b)
