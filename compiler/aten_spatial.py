@@ -290,10 +290,10 @@ def _group_norm(ctx, x, groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=
 
 @lower("aten.native_group_norm.default")
 def _native_group_norm(ctx, x, weight, bias, n, c, hw, groups, eps):
-    if any(len(u.args) > 1 and u.args[1] != 0 for u in ctx.node.users):
-        return NotImplemented  # the mean or rstd is used (training): run it eagerly
+    if any(len(u.args) > 1 and u.args[1] != 0 and u.users for u in ctx.node.users):
+        return NotImplemented  # the mean or rstd is used (training): run it eagerly (export keeps unused getitems)
     out = group_norm(ctx, x, groups, weight, bias, eps)
-    return NotImplemented if out is NotImplemented else [out]
+    return NotImplemented if out is NotImplemented else [out, None, None]  # mean, rstd: unread
 
 
 def group_norm(ctx, x, groups, weight, bias, eps):

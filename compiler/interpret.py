@@ -390,7 +390,12 @@ def _extern(op):
     spec = op.args.data
     externs.check_args(spec, len(op.operands))
 
+    writes = op.writes is not None
+
     def run(*tensors):
+        if not writes:  # graph values have no layout: the model's .contiguous() before this op is gone, and
+            # some ATen ops (native_group_norm, ...) refuse a strided input
+            tensors = [t.contiguous() if isinstance(t, torch.Tensor) else t for t in tensors]
         args, kwargs = externs.decode_args(spec, list(tensors))
         out = target(*args, **kwargs)
         return list(out) if isinstance(out, (tuple, list)) else out

@@ -214,3 +214,33 @@ def test_index_mapping_ops_are_generated_triton_kernels(make):
     for name in (f"graph.{n}" for n in GENERATED_ON_H100[make]):
         routes = {k["kind"].route for k in program.kernels if name in [getattr(o, "name", o) for o in k["ops"]]}
         assert routes == {Route.GENERATED}, (name, program.kernels)
+
+
+class NativeGroupNorm(nn.Module):
+    """The ATen op on a strided input made contiguous: lowered when only the output is read (export keeps the
+    unread mean/rstd getitems), an extern when the mean is read, which must get a contiguous tensor (the graph
+    drops `.contiguous()`; the ATen op refuses a strided input)."""
+
+    def __init__(self, read_mean: bool):
+        super().__init__()
+        self.read_mean = read_mean
+
+    def forward(self, x):
+        out, mean, _ = torch.ops.aten.native_group_norm(x.contiguous(), None, None, 2, 4, 6, 2, 1e-5)
+        return (out, mean) if self.read_mean else (out * 2,)
+
+
+@pytest.mark.filterwarnings("ignore::solder.compiler.import_context.UnsupportedOpWarning")
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("read_mean", [False, True])
+def test_native_group_norm_on_a_strided_input(target, read_mean):
+    """Found by the fuzzer (tests/fuzz_ops.py _spatial): both forms raised 'Expected X.is_contiguous'."""
+    model = NativeGroupNorm(read_mean).eval()
+    x = torch.randn(2, 4, 12)[..., ::2]
+    compiled = solder.compile(model, target=target)
+    with torch.no_grad():
+        got, want = compiled(x), model(x.clone())
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    externs = next(iter(compiled.specializations.values())).imported.externs
+    assert externs == (["aten.native_group_norm.default"] if read_mean else []), externs
