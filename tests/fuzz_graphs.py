@@ -20,6 +20,7 @@ an op without an integer kernel, ...) is dropped, so each program runs eagerly.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -42,7 +43,9 @@ class InputSpec:
     shape: tuple[int, ...]
     dtype: torch.dtype
     layout: str = "contiguous"  # contiguous | transposed | strided | broadcast
-    values: tuple[int, int] | str = "any"  # "any", "positive" (floats), or an integer range [lo, hi)
+    # "any", "positive" (floats), an integer range (lo, hi), or (0, hi, dim): indices in [0, hi) that are
+    # distinct along `dim` (writes of scatter / index_put without a reduction are undefined on duplicates)
+    values: tuple[int, ...] | str = "any"
 
     def make(self, gen: torch.Generator) -> torch.Tensor:
         shape = list(self.shape)
@@ -57,6 +60,11 @@ class InputSpec:
 
     def _values(self, shape, gen) -> torch.Tensor:
         dtype = self.dtype
+        if isinstance(self.values, tuple) and len(self.values) == 3:  # distinct along a dim: a prefix of a permutation
+            _, high, dim = self.values
+            wide = list(shape)
+            wide[dim] = high
+            return torch.rand(wide, generator=gen).argsort(dim=dim).narrow(dim, 0, shape[dim]).to(dtype)
         if isinstance(self.values, tuple):  # indices
             return torch.randint(*self.values, shape, generator=gen, dtype=dtype)
         if dtype == torch.bool:
@@ -120,8 +128,8 @@ class _Builder:
         if dtype is None:
             dtype = self.choice(DTYPES) if d(st.integers(0, 3)) == 0 else torch.float32
         layout = self.choice(("contiguous",) * 4 + ("transposed", "strided", "broadcast"))
-        if isinstance(values, tuple) and layout == "broadcast":
-            layout = "contiguous"  # keep the index values random along every dim
+        if isinstance(values, tuple) and (layout == "broadcast" or len(values) == 3):
+            layout = "contiguous"  # keep the index values random (or distinct) along every dim
         self.prog.inputs.append(InputSpec(tuple(shape), dtype, layout, values))
         name = f"x{len(self.prog.inputs) - 1}"
         self.pool.append((name, torch.empty(shape, dtype=dtype, device="meta")))
@@ -137,8 +145,11 @@ class _Builder:
     def scalar(self):
         return self.choice(SCALARS)
 
-    def index(self, shape, high: int, negative: bool = False) -> str:
-        """A fresh int64 input of indices in [0, high) (or [-high, high) where negatives are legal)."""
+    def index(self, shape, high: int, negative: bool = False, distinct_dim: int | None = None) -> str:
+        """A fresh int64 input of indices in [0, high) (or [-high, high) where negatives are legal), or
+        distinct along `distinct_dim` (whose size must then be at most `high`)."""
+        if distinct_dim is not None:
+            return self.new_input(tuple(shape), torch.int64, (0, high, distinct_dim))
         return self.new_input(tuple(shape), torch.int64, (-high if negative else 0, high))
 
     def float_value(self, rank: int | None = None, fresh_shape=None) -> tuple[str, torch.Tensor]:
@@ -193,6 +204,10 @@ def programs(draw, max_steps: int = 7) -> Program:
         b.step()
     computed = [n for n, _ in b.pool if n.startswith("v")]
     outs = [computed[-1]] if computed else [b.pool[0][0]]
+    # values no later step reads are outputs too (up to 3 more): otherwise export drops them as dead code
+    unread = [n for i, n in enumerate(computed[:-1]) if not any(re.search(rf"\b{n}\b", line)
+                                                              for line in b.prog.lines[i + 1:])]
+    outs += unread[-3:]
     extra = draw(st.sampled_from(("none", "none", "input", "view", "value")))
     if extra == "input":
         outs.append(draw(st.sampled_from([n for n, _ in b.pool if n.startswith("x")])))
@@ -200,7 +215,7 @@ def programs(draw, max_steps: int = 7) -> Program:
         x = draw(st.sampled_from([(n, m) for n, m in b.pool if n.startswith("x")]))
         outs.append(f"{x[0]}[..., :1]" if x[1].dim() else f"{x[0]}.view(1)")
     elif extra == "value" and len(computed) > 1:
-        outs.append(draw(st.sampled_from(computed[:-1])))
+        outs.append(draw(st.sampled_from(computed[:-1])))  # maybe a second time: one value as two outputs
     b.prog.outputs = outs
     b.prog.dtypes = {m.dtype for _, m in b.pool}
     return b.prog

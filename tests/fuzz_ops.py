@@ -17,7 +17,7 @@ UNARY = ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh", "sigmoid", "relu",
          "reciprocal", "floor", "ceil", "log1p", "expm1", "sign", "round", "trunc", "isnan", "logical_not",
          "bitwise_not")
 UNARY_F = ("nn.functional.silu", "nn.functional.gelu", "nn.functional.hardtanh", "nn.functional.leaky_relu",
-           "nn.functional.elu")
+           "nn.functional.elu", "nn.functional.hardswish")
 BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "remainder", "floor_divide", "rsub",
           "logical_and", "logical_or", "bitwise_and", "bitwise_or")
 COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
@@ -29,7 +29,6 @@ IMPORTER_OPS_NOT_GENERATED = {
     "aten._assert_scalar.default": "emitted by export for symbolic shapes; the fuzzer's shapes are static",
     "aten.sym_constrain_range_for_size.default": "emitted for data-dependent sizes, which export rejects here",
     "aten.lift_fresh_copy.default": "torch.tensor(...) constants inside the program; covered by scalars",
-    "aten.convolution.default": "export keeps conv1d/conv2d; convolution appears only after decomposition",
     "aten._softmax.default": "the decomposed form; export keeps softmax.int",
     "aten._log_softmax.default": "the decomposed form; export keeps log_softmax.int",
     "aten._native_batch_norm_legit_no_training.default": "the decomposed form; export keeps batch_norm",
@@ -432,5 +431,161 @@ def _layout_more(b):
     return f"{x[0]}.{fn}" if fn.endswith(")") else f"{F}.{fn}({x[0]}, 0.5, training=False)"
 
 
+def _spatial(b):
+    """F.pad (constant with cropping, reflect, replicate, circular; and the ATen spellings), F.interpolate
+    (nearest, nearest-exact, (bi/tri)linear with align_corners both ways; by size or scale factor),
+    conv_transpose1d/2d/3d (stride, padding, output_padding, groups, dilation), group norm."""
+    form = b.choice(("pad", "pad", "pad_mode", "pad_mode", "pad_mode", "upsample", "upsample", "upsample",
+                     "upsample_default", "upsample_default", "conv_transpose", "conv_transpose", "group_norm",
+                     "group_norm"))
+    if form == "pad":
+        x = b.pick(lambda m: m.dim() >= 1, empty=True)
+        if x is None:
+            return None
+        k = b.draw(st.integers(1, min(3, x[1].dim())))
+        pads = [b.draw(st.integers(-1, 2)) for _ in range(2 * k)]
+        spelling = b.choice(("F.pad value", "F.pad", "constant_pad_nd"))
+        if spelling == "F.pad":
+            return f"{F}.pad({x[0]}, {pads})"
+        value = b.choice((0, 1.5, -2, 3, "float('-inf')", True))
+        if spelling == "constant_pad_nd":
+            return f"torch.constant_pad_nd({x[0]}, {pads}, {value})"
+        return f"{F}.pad({x[0]}, {pads}, value={value})"
+    n = b.choice((1, 2, 3))
+    groups = b.choice((1, 1, 2))
+    spatial = [b.draw(st.integers(2, 5 if n < 3 else 3)) for _ in range(n)]
+    x, meta = b.float_value(n + 2, (b.draw(st.integers(1, 2)), groups * b.draw(st.integers(1, 2)), *spatial))
+    c, spatial = meta.shape[1], list(meta.shape[2:])
+    if form == "pad_mode":
+        mode = b.choice(("reflect", "replicate", "circular"))
+        pads = []
+        for s in reversed(spatial):  # every spatial dim: the mode pads want 1 or 2 unpadded leading dims
+            pads += [b.draw(st.integers(0, min(2, s - (mode == "reflect")))) for _ in range(2)]
+        k = len(pads) // 2
+        if b.draw(st.booleans()):
+            return f"{F}.pad({x}, {pads}, mode={mode!r})"
+        op = {"reflect": f"reflection_pad{k}d", "replicate": f"replication_pad{k}d", "circular": "_pad_circular"}[mode]
+        return f"torch.ops.aten.{op}({x}, {pads})"
+    linear = {1: "linear", 2: "bilinear", 3: "trilinear"}[n]
+    if form == "upsample":
+        mode = b.choice(("nearest", "nearest-exact", linear, linear))
+        if b.draw(st.booleans()):
+            size = [b.draw(st.integers(1, 7)) for _ in range(n)]
+            how = f"size={size if n > 1 and b.draw(st.booleans()) else size[0]}"
+        else:
+            scales = [b.choice((2, 1.5, 0.5, 3, 0.75)) for _ in range(n)]
+            how = f"scale_factor={tuple(scales) if n > 1 and b.draw(st.booleans()) else scales[0]}"
+            if b.draw(st.integers(0, 3)) == 0:
+                how += ", recompute_scale_factor=True"
+        if mode == linear:
+            how += f", align_corners={b.draw(st.booleans())}"
+        return f"{F}.interpolate({x}, {how}, mode={mode!r})"
+    if form == "upsample_default":  # the .default overloads (decomposed graphs): output size and maybe the scales
+        size = [b.draw(st.integers(1, 7)) for _ in range(n)]
+        scales = ""
+        if b.draw(st.booleans()):
+            factors = [b.choice((2.0, 1.5, 0.5)) for _ in range(n)]
+            size = [max(1, int(s * f)) for s, f in zip(spatial, factors)]
+            scales = ", " + ", ".join(map(str, factors))
+        kind = b.choice(("nearest", "_nearest_exact", "linear"))
+        if kind == "linear":
+            op = {1: "upsample_linear1d", 2: "upsample_bilinear2d", 3: "upsample_trilinear3d"}[n]
+            return f"torch.ops.aten.{op}.default({x}, {size}, {b.draw(st.booleans())}{scales})"
+        op = f"upsample_nearest{n}d" if kind == "nearest" else f"_upsample_nearest_exact{n}d"
+        return f"torch.ops.aten.{op}.default({x}, {size}{scales})"
+    if form == "group_norm":
+        g = b.choice([d for d in (1, 2, 3, 4) if c % d == 0])
+        dt = meta.dtype
+        w, bias = (b.new_input((c,), dt), b.new_input((c,), dt)) if b.draw(st.booleans()) else ("None", "None")
+        eps = b.choice((1e-5, 1e-3))
+        if b.draw(st.integers(0, 3)) == 0:
+            hw = int(torch.Size(spatial).numel())
+            return (f"torch.ops.aten.native_group_norm({x}.contiguous(), {w}, {bias}, {meta.shape[0]}, {c}, {hw}, "
+                    f"{g}, {eps})[0]")  # the ATen op wants a contiguous input
+        return f"{F}.group_norm({x}, {g}, {w}, {bias}, {eps})"
+    groups = groups if c % groups == 0 else 1
+    k = [b.draw(st.integers(1, 3)) for _ in range(n)]
+    w = b.new_input((c, b.draw(st.integers(1, 2)), *k), meta.dtype)
+    bias = b.new_input((groups * b.pool[-1][1].shape[1],), meta.dtype) if b.draw(st.booleans()) else "None"
+    stride, dil = b.draw(st.integers(1, 3)), b.draw(st.integers(1, 2))
+    pad, out_pad = b.draw(st.integers(0, 2)), b.draw(st.integers(0, max(stride, dil) - 1))
+    if b.draw(st.integers(0, 3)) == 0:  # per-dim arguments
+        stride = [b.draw(st.integers(1, 2)) for _ in range(n)]
+        out_pad = [b.draw(st.integers(0, s - 1)) for s in stride]
+    if b.draw(st.integers(0, 4)) == 0:  # the generic op, as decomposed graphs hold it
+        return (f"torch.convolution({x}, {w}, {bias}, {_per_dim(stride, n)}, {_per_dim(pad, n)}, {_per_dim(dil, n)}, "
+                f"True, {_per_dim(out_pad, n)}, {groups})")
+    return f"{F}.conv_transpose{n}d({x}, {w}, {bias}, {stride}, {pad}, {out_pad}, {groups}, {dil})"
+
+
+def _per_dim(v, n: int) -> list:
+    return list(v) if isinstance(v, list) else [v] * n
+
+
+def _scatter(b):
+    """scatter (src / value, reduce add / multiply), scatter_add, scatter_reduce (include_self both ways),
+    index_put (integer indices with None gaps, a boolean mask; accumulate both ways), slice_scatter,
+    select_scatter. Writes without a reduction get indices distinct where they meet."""
+    x = b.pick(lambda m: m.dim() >= 1)
+    if x is None:
+        return None
+    shape, r, dt = list(x[1].shape), x[1].dim(), x[1].dtype
+    d = b.draw(st.integers(0, r - 1))
+    form = b.choice(("scatter", "scatter_value", "scatter_add", "scatter_reduce", "scatter_reduce",
+                     "index_put", "index_put", "index_put_mask", "slice_scatter", "select_scatter"))
+    if form.startswith("scatter"):
+        ishape = [b.draw(st.integers(1, s)) for s in shape]
+        reduce = None
+        if form == "scatter_reduce":
+            reduce = b.choice(("sum", "prod", "mean", "amax", "amin"))
+        elif form != "scatter_add" and b.draw(st.booleans()):
+            reduce = b.choice(("add", "multiply"))
+        if reduce is None and form != "scatter_add":
+            idx = b.index(ishape, shape[d], distinct_dim=d)
+        else:
+            ishape[d] = b.draw(st.integers(1, 4))
+            idx = b.index(ishape, shape[d], negative=False)
+        dim = d - r if b.draw(st.booleans()) else d
+        if form == "scatter_value":
+            extra = f", reduce={reduce!r}" if reduce else ""
+            return f"torch.scatter({x[0]}, {dim}, {idx}, {b.choice((0, 1.5, -2, 3))}{extra})"
+        src = b.new_input(tuple(s + b.draw(st.integers(0, 1)) for s in ishape), dt)
+        if form == "scatter_add":
+            return f"{x[0]}.scatter_add({dim}, {idx}, {src})"
+        if form == "scatter_reduce":
+            return f"{x[0]}.scatter_reduce({dim}, {idx}, {src}, {reduce!r}, include_self={b.draw(st.booleans())})"
+        return f"{x[0]}.scatter({dim}, {idx}, {src}" + (f", reduce={reduce!r})" if reduce else ")")
+    if form == "slice_scatter":
+        start, end, step = b.choice((None, 0, 1, -2)), b.choice((None, -1, 2, 3, 10)), b.draw(st.integers(1, 2))
+        sl = [slice(None)] * d + [slice(start, end, step)]
+        src = b.new_input(tuple(torch.empty(shape, device="meta")[tuple(sl)].shape), dt)
+        return f"torch.slice_scatter({x[0]}, {src}, {d}, {start}, {end}, {step})"
+    if form == "select_scatter":
+        i = b.draw(st.integers(-shape[d], shape[d] - 1))
+        return f"torch.select_scatter({x[0]}, {b.new_input(tuple(shape[:d] + shape[d + 1:]), dt)}, {d}, {i})"
+    accumulate = b.draw(st.booleans())
+    if form == "index_put_mask":  # x[mask] = value over the leading dims
+        m = b.draw(st.integers(1, r))
+        mask = b.new_input(tuple(shape[:m]), torch.bool)
+        v = b.new_input(b.choice(((), (1,))), dt)
+        return f"torch.index_put({x[0]}, ({mask},), {v}, {accumulate})"
+    # integer indices at some of the first dims (None elsewhere); without accumulate, the first index distinct
+    k = b.draw(st.integers(1, min(r, 3)))
+    at = sorted(b.draw(st.permutations(list(range(k))))[:b.draw(st.integers(1, k))])
+    length = b.draw(st.integers(1, 3)) if accumulate else b.draw(st.integers(1, shape[at[0]]))
+    indices, metas = ["None"] * (at[-1] + 1), [None] * (at[-1] + 1)
+    for p in at:
+        ishape = (length,) if p == at[0] else b.choice(((length,), (1,)))
+        indices[p] = b.index(ishape, shape[p], negative=accumulate,
+                             distinct_dim=0 if p == at[0] and not accumulate else None)
+        metas[p] = b.pool[-1][1]
+    result = list(torch.ops.aten.index(torch.empty(shape, dtype=dt, device="meta"), metas).shape)
+    vshape = result[b.draw(st.integers(0, len(result))):]
+    v = b.new_input(tuple(1 if b.draw(st.integers(0, 3)) == 0 else s for s in vshape), dt)
+    if "None" in indices:
+        return f"torch.ops.aten.index_put({x[0]}, [{', '.join(indices)}], {v}, {accumulate})"
+    return f"torch.index_put({x[0]}, ({', '.join(indices)},), {v}, {accumulate})"
+
+
 STEP_KINDS = (_unary, _binary, _binary, _compare, _cast, _factory, _reduce, _normalize, _contract, _conv,
-              _attention, _gather, _layout, _layout, _layout_more)
+              _attention, _gather, _layout, _layout, _layout_more, _spatial, _scatter)
