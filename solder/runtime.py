@@ -300,7 +300,11 @@ class CompiledModule:
         key, sp, perm = entry
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
             return None
-        inputs = args if perm is None else [(*args, *kwargs.values())[j] for j in perm]
+        if perm is not None:
+            given = (*args, *kwargs.values())
+            inputs = [given[j] for j in perm]
+        else:
+            inputs = args
         if not sp.proven or not sp.state_current() or sp.writes and self._writes_aliased(sp, inputs):
             return None
         guard = sp.speed
