@@ -173,6 +173,10 @@ def _family_key(spec, leaves) -> tuple:
                              for x in leaves))
 
 
+_MISS = object()
+"""`_fast_path`'s answer where the call needs the general path (a forward may itself return None)."""
+
+
 def _fast_key(args, kwargs) -> tuple:
     sig = tuple((a.shape, a.dtype, a.device) for a in args)
     return (sig, tuple((k, v.shape, v.dtype, v.device) for k, v in kwargs.items())) if kwargs else sig
@@ -208,7 +212,7 @@ class CompiledModule:
     # ---- calling -------------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         fast = self._fast_path(args, kwargs)
-        if fast is not None:
+        if fast is not _MISS:
             return fast
         reason = self._eager_reason(args, kwargs)
         if reason:
@@ -289,25 +293,27 @@ class CompiledModule:
         """Tensors only (positional, or keyword as GraphNet-style graphs take every weight), a signature seen
         before, nothing to re-check: skip the pytree work."""
         if self.model.training or not all(type(a) is torch.Tensor for a in args):
-            return None
+            return _MISS
         if kwargs and not all(type(v) is torch.Tensor for v in kwargs.values()):
-            return None
+            return _MISS
         if torch.is_grad_enabled() and any(a.requires_grad for a in (*args, *kwargs.values())):
-            return None
+            return _MISS
         entry = self._fast.get(_fast_key(args, kwargs))
         if entry is None:
-            return None
+            return _MISS
         key, sp, perm = entry
+        guard = sp.speed
+        if guard is not None and guard.settled and guard.runs_eager and self.specializations.get(key) is sp:
+            return self.model(*args, **kwargs)  # the guard chose eager: nothing compiled to check or bind
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
-            return None
+            return _MISS
         if perm is not None:
             given = (*args, *kwargs.values())
             inputs = [given[j] for j in perm]
         else:
             inputs = args
         if not sp.proven or not sp.state_current() or sp.writes and self._writes_aliased(sp, inputs):
-            return None
-        guard = sp.speed
+            return _MISS
         if guard is None or guard.settled and not guard.runs_eager:
             return self._execute(sp, inputs)
         return guard.call(lambda: self._execute(sp, inputs), lambda: self.model(*args, **kwargs))

@@ -422,3 +422,27 @@ def test_an_extern_never_writes_into_a_constant_kept_between_calls(target):
     want = torch.zeros(4, 2).scatter_add_(0, i, s) ** 2
     for _ in range(3):
         torch.testing.assert_close(prog([i, s])[0], want)
+
+
+class ReturnsNothing(torch.nn.Module):
+    """Only a side effect: forward returns None after adding into a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("total", torch.zeros(4))
+
+    def forward(self, x):
+        self.total.add_(x.sum(0))
+
+
+@pytest.mark.speed_guard
+@pytest.mark.parametrize("guard", [True, False])
+def test_a_forward_that_returns_none_writes_once_per_call(guard):
+    """A call that returns None must not look like "no fast path" and run a second time."""
+    model = ReturnsNothing()
+    compiled = compile(copy.deepcopy(model), target="cpu", speed_guard=guard)
+    for call in range(25):  # past the speed guard's decision
+        x = torch.full((3, 4), float(call))
+        with torch.no_grad():
+            assert compiled(x) is None and model(x) is None
+    torch.testing.assert_close(compiled.model.total, model.total)
