@@ -117,6 +117,10 @@ def summarize(rows: list[dict]) -> dict:
         "timed": len(ok),
         "geomean_vs_eager": geomean(r["speedup_vs_eager"] for r in ok),
         "median_vs_eager": median(r["speedup_vs_eager"] for r in ok),
+        "geomean_vs_eager_unguarded": geomean(r["speedup_vs_eager_unguarded"] for r in ok
+                                              if r.get("speedup_vs_eager_unguarded")),
+        "timed_unguarded": sum(1 for r in ok if r.get("speedup_vs_eager_unguarded")),
+        "below_0.95": sorted(r["name"] for r in ok if r["speedup_vs_eager"] < 0.95),
         "fast_p": {str(p): sum(1 for r in ok if r["speedup_vs_eager"] >= p) / n if n else None for p in FAST_P},
         "graphnet_scores": speedup_scores(rows),
         "compile_s": percentiles([r["solder_compile_s"] for r in att if r.get("solder_compile_s") is not None]),
@@ -179,7 +183,10 @@ def markdown(meta: dict, summary: dict, rows: list[dict]) -> str:
              f"benchmarks/corpus_check.py `arbitrate`): {len(s.get('float64_arbitrated', []))}"
              + (f" ({', '.join(s['float64_arbitrated'])})" if s.get("float64_arbitrated") else ""),
              f"- geomean speed-up vs eager: {_f(s['geomean_vs_eager'])}x (median {_f(s['median_vs_eager'])}x) over "
-             f"{s['timed']} timed samples whose outputs match"]
+             f"{s['timed']} timed samples whose outputs match",
+             f"- speed guard off (same compile, timed in the same rounds): geomean "
+             f"{_f(s.get('geomean_vs_eager_unguarded'))}x vs eager over {s.get('timed_unguarded', 0)} samples; "
+             f"guarded samples below 0.95x eager: {len(s.get('below_0.95', []))}"]
     for peer in peers_of(rows):
         lines.append(f"- geomean speed-up vs {peer}: {_f(s.get(f'geomean_vs_{peer}'))}x (median "
                      f"{_f(s.get(f'median_vs_{peer}'))}x) over {s.get(f'timed_vs_{peer}')} samples")

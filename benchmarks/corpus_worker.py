@@ -77,6 +77,27 @@ def compile_peers(sample, target: str, peers: list[str], res: Result, want) -> d
     return fns
 
 
+UNGUARDED = "solder-unguarded"
+
+
+def unguarded(sample, target: str, res: Result, want) -> dict:
+    """The same compile with the speed guard off, timed beside the guarded one: the guard keeps eager where
+    the compiled program is slower, and this shows what it kept eager from (kernels come from the cache)."""
+    from solder import compile as solder_compile
+
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn = solder_compile(sample.model, target=target, speed_guard=False)
+            got = corpus_check._call(fn, sample, target)
+        atol, rtol = corpus_check.tolerance(target)
+        res.update(unguarded_matches_eager=all(o["ok"] for o in corpus_check.compare(got, want, atol, rtol)))
+        return {UNGUARDED: fn}
+    except Exception as e:  # noqa: BLE001 - reported; the guarded figures stand
+        res.update(unguarded_error=corpus_check._error(e)["error"])
+        return {}
+
+
 def time_all(sample, target: str, fns: dict, res: Result) -> None:
     """Median seconds per call of every function, interleaved; speed-ups and compile times from them."""
     def bound(f):
@@ -91,12 +112,14 @@ def time_all(sample, target: str, fns: dict, res: Result) -> None:
     out = {"times": times, "repeats": repeats}
     if "solder" in med and "eager" in med:
         out["speedup_vs_eager"] = med["eager"] / med["solder"]
+        if UNGUARDED in med:
+            out["speedup_vs_eager_unguarded"] = med["eager"] / med[UNGUARDED]
         for peer in (k for k in med if k.startswith("inductor")):
             out[f"speedup_vs_{peer}"] = med[peer] / med["solder"]
             out[f"{peer}_speedup_vs_eager"] = med["eager"] / med[peer]
     for k in med:
         first = res.data.get(f"{k}_first_call_s")
-        if first is not None and k != "eager":
+        if first is not None and k not in ("eager", UNGUARDED):
             out[f"{k}_compile_s"] = max(0.0, first - med[k])
     res.update(**out)
 
@@ -137,12 +160,15 @@ def run_sample(entry: dict, corpus: Path, target: str, backends: list[str], res:
     with torch.no_grad():
         want = corpus_check._call(sample.model, sample, target)
     peers = compile_peers(sample, target, [b for b in backends if b.startswith("inductor")], res, want)
+    if "eager" in backends:
+        peers.update(unguarded(sample, target, res, want))
     res.update(phase="timing")
     fns = {"eager": sample.model, "solder": compiled, **peers}
-    fns = {k: v for k, v in fns.items() if k in backends}  # `--backends solder`: correctness only
+    fns = {k: v for k, v in fns.items() if k in backends or k == UNGUARDED}  # `--backends solder`: correctness only
     if len(fns) > 1:
         with timing_lock():
             time_all(sample, target, fns, res)
+        res.update(guard=[sp.speed.describe() for sp in compiled.specializations.values() if sp.speed is not None])
     res.update(phase="done")
 
 
