@@ -2,13 +2,13 @@
 
 `graph.attention` and `graph.block_sparse_attention` lower to one function (same ABI and JIT path as
 the other kernels: memref arguments, destination passing, `llvm.emit_c_interface`, jit.compile_mlir
-and its disk cache). The function first copies k transposed into kT [B, Hkv, D, S padded to whole
-key blocks] (one heap buffer the size of k, zeros past S), then walks (batch, head, query block) —
+and its disk cache). The function first copies k transposed into kT [B, Hkv, key blocks, D, BK] (one heap
+buffer the size of k, zeros past S), then walks (batch, head, query block) —
 an `scf.forall` on torch's OpenMP pool (threads.py) above PARALLEL_MIN_FLOPS — and, inside, the key blocks the query
 block needs: all, those up to the diagonal when causal, or those a block-sparse layout lists for the
 head (counts/indices arguments). Per key block, four query rows at a time:
 
-    s[r, :BK]  = scale * sum_d q[r, d] * kT[d, j0:j0+BK]     (4 vector<BK> accumulators share each load)
+    s[r, :BK]  = scale * sum_d q[r, d] * kT[j0/BK, d, :]     (4 vector<BK> accumulators share each load)
     s          = s + mask row | select(mask row, s, -inf); -inf past the causal diagonal and past S
     m_new      = max(m[r], max(s));  p = exp(s - m_new);  alpha = exp(m[r] - m_new)
     l[r]       = l[r] * alpha + sum(p)
@@ -401,15 +401,17 @@ class _Emitter:
         self.loops.append(IR(body))
 
     def transpose_keys(self) -> None:
-        """kT[b, hk, d, j] = k[b, hk, j, d], zero past S (padded to whole key blocks): one heap buffer
-        the size of k, so a score row is one vector load per d in every query block."""
+        """kT[b, hk, j // BK, d, j % BK] = k[b, hk, j, d], zero past S (padded to whole key blocks): one heap
+        buffer the size of k, so a score row is one vector load per d in every query block, and a key block's
+        D x BK panel is contiguous (rows S floats apart would fall in the same few L1 sets)."""
         sp = self.sp
         c0 = self.idx(0)
+        bk = self.idx(sp.bk)
         if sp.generic:
-            kt_t = M.memref_t(("?", "?", sp.d, "?"), "f32")
-            dyn = [self.n("b"), self.n("hkv"), self.n("nkbk")]
+            kt_t = M.memref_t(("?", "?", "?", sp.d, sp.bk), "f32")
+            dyn = [self.n("b"), self.n("hkv"), self.n("nk")]
         else:
-            kt_t, dyn = M.memref_t((sp.b, sp.hkv, sp.d, sp.nk * sp.bk), "f32"), []
+            kt_t, dyn = M.memref_t((sp.b, sp.hkv, sp.nk, sp.d, sp.bk), "f32"), []
         self.kt = self.v(M.memref.AllocOp.build(operands=[dyn, []], result_types=[kt_t],
                                                 properties={"alignment": IntegerAttr(64, i64)}))
         self.for_(c0, self.n("b"), "b")
@@ -420,12 +422,13 @@ class _Emitter:
         d = self.iv()
         if sp.generic or sp.s < sp.nk * sp.bk:
             self.for_(self.n("s"), self.n("nkbk"), "j")
-            self.ir.store(self.f(0.0), self.kt, [b, hk, d, self.iv()])
+            j = self.iv()
+            self.ir.store(self.f(0.0), self.kt, [b, hk, self.ibin("divui", j, bk), d, self.ibin("remui", j, bk)])
             self.end()
         self.for_(c0, self.n("s"), "j")
         j = self.iv()
         kv = self.load(self.refs["k"], [b, hk, j, d])
-        self.ir.store(kv, self.kt, [b, hk, d, j])
+        self.ir.store(kv, self.kt, [b, hk, self.ibin("divui", j, bk), d, self.ibin("remui", j, bk)])
         for _ in range(4):
             self.end()
 
@@ -493,7 +496,7 @@ class _Emitter:
         z = self.splat(0.0)
         ss = self.for_(c0, self.idx(sp.d), "d", [z] * r)
         d = self.iv()
-        kv = self.vload(vk, self.kt, [self.b, self.hk, d, j0])
+        kv = self.vload(vk, self.kt, [self.b, self.hk, self.ibin("divui", j0, self.idx(sp.bk)), d, c0])
         outs = []
         for k in range(r):
             qv = self.load(self.refs["q"], [self.b, self.h, qc[k], d])
@@ -548,7 +551,9 @@ class _Emitter:
         s = self.ir.select(keep, s, ninf, self.hint())
         mo = self.load(self.ml, [c0, i])
         lo = self.load(self.ml, [c1, i])
-        mx = self.ir.reduction("maxnumf", s, self.hint())
+        # nnan (as on the vector ops here; not ninf: masked scores are -inf): without it LLVM takes the max
+        # lane by lane (16 dependent maxss), with it a shuffle tree
+        mx = self.ir.reduction("maxnumf", s, self.hint(), fm="nnan,nsz")
         mn = self.ir.bin("maxnumf", mo, mx, self.hint())
         dead = self.ir.cmpf("oeq", mn, self.f(-math.inf), self.hint())
         msafe = self.ir.select(dead, self.f(0.0), mn, self.hint())

@@ -459,11 +459,17 @@ def _reassociate_reductions(module: ir.Module) -> None:
     vector.reduction <add> to an ordered chain of scalar adds (32 dependent adds per row).
     Loop bodies keep their flags without `reassoc` (which would fuse accumulators into one chain).
     """
-    fm = ir.Attribute.parse("#arith.fastmath<reassoc,nsz,contract>")
+    add = {"reassoc", "nsz", "contract"}
+    fms: dict[str, ir.Attribute] = {}
 
     def visit(op):
-        if op.name == "vector.reduction":
-            op.attributes["fastmath"] = fm
+        if op.name == "vector.reduction":  # flags the op has (an attention max's nnan) are kept
+            old = str(op.attributes["fastmath"]) if "fastmath" in op.attributes else ""
+            have = set(old[old.find("<") + 1:old.rfind(">")].split(",")) - {"", "none"} if "<" in old else set()
+            flags = ",".join(sorted(have | add))
+            if flags not in fms:
+                fms[flags] = ir.Attribute.parse(f"#arith.fastmath<{flags}>")
+            op.attributes["fastmath"] = fms[flags]
         return ir.WalkResult.ADVANCE
     module.operation.walk(visit)
 

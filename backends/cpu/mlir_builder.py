@@ -348,10 +348,12 @@ class IR:
     def vfma(self, a: SSAValue, b: SSAValue, c: SSAValue, hint: str) -> SSAValue:
         return self.op(vector.FMAOp.build(operands=[a, b, c], result_types=[a.type]), hint)
 
-    def reduction(self, kind: str, v: SSAValue, hint: str) -> SSAValue:
+    def reduction(self, kind: str, v: SSAValue, hint: str, fm: str = "") -> SSAValue:
+        """vector.reduction of `v` (`fm`: its fast-math flags; `nnan` lets a max become a shuffle tree)."""
         k = vector.CombiningKindAttr(vector.CombiningKindFlag(kind))
+        props = {"kind": k, **({"fastmath": fastmath(fm)} if fm else {})}
         return self.op(vector.ReductionOp.build(operands=[v, []], result_types=[v.type.element_type],
-                                                properties={"kind": k}), hint)
+                                                properties=props), hint)
 
     def transfer_read(self, ref: SSAValue, idx: Sequence[SSAValue], pad: SSAValue, ty: VectorType,
                       hint: str) -> SSAValue:
