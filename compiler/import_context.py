@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from xdsl.dialects import func
-from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
+from xdsl.dialects.builtin import DenseArrayBase, FloatAttr, IntegerAttr, ModuleOp, StringAttr, TensorType, f64, i1, i64
 from xdsl.ir import Block, Operation, SSAValue
 
 from solder.compiler.dialects import graph as g
@@ -94,6 +94,7 @@ class ImportContext:
         self.values: dict[torch.fx.Node, SSAValue | list[SSAValue]] = {}
         self.node: torch.fx.Node | None = None
         self.assumes: list[str] = []  # export's run-time assertions on sizes, as expressions
+        self.unbacked: dict[str, SSAValue] = {}  # `x.item()`'s symbol -> the 0-d tensor x it was read from
 
     def emit(self, op: Operation) -> SSAValue:
         self.block.add_op(op)
@@ -158,6 +159,32 @@ def extern(ctx: ImportContext, node: torch.fx.Node) -> SSAValue | list[SSAValue]
     )
     ctx.block.add_op(op)
     return list(op.results) if isinstance(val, (tuple, list)) else op.results[0]
+
+
+_RELATIONS = {"<=": "le", "<": "lt", ">=": "ge", ">": "gt", "==": "eq", "!=": "ne"}
+
+
+def check_on_data(ctx: ImportContext, cond, message: str) -> None:
+    """Export's run-time assertion on a value read off a tensor (`x.item() <= 17`) as graph ops: the 0-d
+    tensor compared with the constant, then `aten._assert_async.msg`, an extern with an effect (kept by dce,
+    run in order), which raises as eager does when the data breaks it. Only `symbol REL integer` forms."""
+    import sympy
+
+    expr = cond.node.expr
+    rel = getattr(expr, "rel_op", None)
+    if rel not in _RELATIONS:
+        raise ImportError_(f"{ctx.where()}: run-time assertion {expr} on data is not a comparison")
+    lhs, rhs, op = expr.lhs, expr.rhs, _RELATIONS[rel]
+    if isinstance(lhs, sympy.Integer) and isinstance(rhs, sympy.Symbol):  # 0 <= u0 -> u0 >= 0
+        lhs, rhs, op = rhs, lhs, {"le": "ge", "lt": "gt", "ge": "le", "gt": "lt"}.get(op, op)
+    if not (isinstance(lhs, sympy.Symbol) and str(lhs) in ctx.unbacked and isinstance(rhs, sympy.Integer)):
+        raise ImportError_(f"{ctx.where()}: run-time assertion {expr} on data: only `value REL integer` is compiled")
+    x = ctx.unbacked[str(lhs)]
+    flag = ctx.emit(g.BINARY_OPS[op](x, ctx.constant(int(rhs), torch_dtype(x.type.element_type)),
+                                     TensorType(i1, [])))
+    ctx.block.add_op(g.ExternOp(operands=[[flag]], result_types=[[]],
+                              properties={"callee": StringAttr(g.ASSERT_ON_DATA),
+                                          "args": StringAttr(json.dumps([[{"$t": 0}, message], {}]))}))
 
 
 def _written_operands(node: torch.fx.Node) -> list[int]:

@@ -28,6 +28,7 @@ from solder.compiler.import_context import (  # noqa: F401  (re-exported: the im
     Imported,
     OutputInfo,
     UnsupportedOpWarning,
+    check_on_data,
     decode_extern_args,
     extern,
     is_symbolic_scalar,
@@ -224,7 +225,16 @@ def _import_call(ctx: ImportContext, node: torch.fx.Node, table: dict, externs: 
     if str(node.target) in ("aten._assert_scalar.default",) and isinstance(node.args[0], torch.fx.Node):
         cond = node.args[0].meta.get("val")
         if isinstance(cond, torch.SymBool) and cond.node.maybe_as_bool() is None:
-            ctx.assumes.append(str(cond.node.expr))
+            if {str(x) for x in cond.node.expr.free_symbols} & set(ctx.unbacked):
+                check_on_data(ctx, cond, str(node.args[1]) if len(node.args) > 1 else "run-time assertion failed")
+            else:
+                ctx.assumes.append(str(cond.node.expr))
+        return
+    if str(node.target) == "aten._local_scalar_dense.default" and isinstance(val, torch.SymInt) \
+            and isinstance(node.args[0], torch.fx.Node) and node.args[0] in ctx.values:
+        # `x.item()`: kept as the 0-d tensor it reads; run-time assertions on it become graph ops (any
+        # other use of the value reads a symbol no tensor type carries, and the import fails there)
+        ctx.unbacked[str(val.node.expr)] = ctx.value(node.args[0])
         return
     if str(node.target).startswith("aten.sym_") or (not isinstance(node.target, torch._ops.OpOverload)
                                                      and node.target is not operator.getitem

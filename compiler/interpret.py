@@ -437,7 +437,7 @@ def compile_block(block: Block, _results=None) -> Callable[..., list[torch.Tenso
             out = fn(*[vals[i] for i in ins], env=env) if wants_env else fn(*[vals[i] for i in ins])
             if len(outs) == 1:
                 vals[outs[0]] = out[0] if isinstance(out, list) else out
-            else:
+            elif outs:  # (no outputs: an effect only, an assertion on data)
                 for i, o in zip(outs, out):
                     vals[i] = o
         return [vals[i] for i in ret]

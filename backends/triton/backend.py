@@ -135,7 +135,7 @@ class _Planner:
             rest = [op for op in ops if op not in stacks]
             return self.lower_group(rest, pos + (0,), est) if rest else None
         outs = self.outputs(ops)
-        if not outs:
+        if not outs and not (len(ops) == 1 and not ops[0].results):  # dead, unless an effect (an assertion)
             return
         if len(ops) == 1:
             return self.lower_single(ops[0], pos, est)
@@ -234,7 +234,8 @@ class _Planner:
         if factory is None:
             raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
                                       f"implementation")
-        self.fallbacks.append(f"{op.name}: {reason} (runs eagerly through the reference backend)")
+        if not (isinstance(op, g.ExternOp) and op.callee.data == g.ASSERT_ON_DATA):  # a check, not compute
+            self.fallbacks.append(f"{op.name}: {reason} (runs eagerly through the reference backend)")
         self.add(Step(kind, op.name, ins, outs, factory(op), [op], pos, est))
 
     def try_gemm_epilogue(self, anchor, rest, before, pos, est) -> bool:

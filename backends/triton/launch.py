@@ -33,6 +33,9 @@ def build_launches(ctx: Context) -> list:
         elif s.needs_device:
             def run(vals, bufs, fn=fn, o=outs[0]):
                 vals[o] = fn(bufs.device)
+        elif not outs:  # an effect only (an assertion on data)
+            def run(vals, bufs, fn=fn, ins=ins):
+                fn(*[vals[i] for i in ins])
         else:
             def run(vals, bufs, fn=fn, ins=ins, outs=outs):
                 res = fn(*[vals[i] for i in ins])

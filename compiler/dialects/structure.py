@@ -77,12 +77,20 @@ class YieldOp(IRDLOperation):
         super().__init__(operands=[list(values)])
 
 
+ASSERT_ON_DATA = "aten._assert_async.msg"
+"""The callee of a run-time assertion on data (compiler/import_context.py `check_on_data`): no result, but
+an effect, so that it runs where the program reaches it."""
+
+
 class ExternEffects(MemoryEffect):
     """`graph.extern`'s memory effects: none for a functional callee, so cse and dce treat it as pure; a read
-    and a write for a callee that writes into operands (`writes`), so dce keeps it and cse never merges it."""
+    and a write for a callee that writes into operands (`writes`), so dce keeps it and cse never merges it;
+    a write of no value in particular for an assertion on data (it may raise)."""
 
     @classmethod
     def get_effects(cls, op: Operation) -> Set[EffectInstance]:
+        if isinstance(op, ExternOp) and op.callee.data == ASSERT_ON_DATA:
+            return frozenset([EffectInstance(MemoryEffectKind.WRITE)])
         if not isinstance(op, ExternOp) or not op.written_operands():
             return frozenset()
         return frozenset(EffectInstance(kind, op.inputs[i]) for i in op.written_operands()
