@@ -49,7 +49,7 @@ import torch
 from torch_mlir import execution_engine, ir, passmanager
 
 from solder.backends import cache_files
-from solder.backends.cpu import inplace, threads
+from solder.backends.cpu import row_loops, threads
 from solder.compiler import knobs
 from solder.compiler.errors import CallError, SolderError
 
@@ -353,8 +353,8 @@ def _keyed(text: str, entry: str, opt_level: int, shared_libs: tuple[str, ...]) 
         key_libs += (omp,)
     schedule = "transform.named_sequence" in text
     pipe = pipeline(schedule=schedule, parallel=parallel)
-    # the rewrite between schedule and bufferization (inplace.py) is not in the pipeline text: key its version
-    key_pipe = f"{pipe}+inplace-v{inplace.VERSION}" if schedule else pipe
+    # the rewrites between schedule and bufferization (row_loops.py) are not in the pipeline text: key their version
+    key_pipe = f"{pipe}+row-loops-v{row_loops.VERSION}" if schedule else pipe
     return pipe, tuple(shared_libs), cache_key(text, key_pipe, opt_level, key_libs)
 
 
@@ -431,8 +431,8 @@ def _spec(entry: str, i: int, t: ir.Type) -> ArgSpec:
 
 
 def _run_pipeline(module: ir.Module, pipe: str, entry: str, has_schedule: bool) -> None:
-    """Run `pipe` in three steps: the transform schedule (then drop its ops and write row temporaries into
-    the outputs, inplace.py), bufferize and lower loops, (re-attach reduction fast-math flags) lower to LLVM."""
+    """Run `pipe` in three steps: the transform schedule (then drop its ops and rewrite the row loops,
+    row_loops.py), bufferize and lower loops, (re-attach reduction fast-math flags) lower to LLVM."""
     stages = pipe[len("builtin.module("):-1]
     split = stages.index(LOWER_TO_LLVM[0], stages.index(LOWER_LOOPS[-1]))
     if PARALLEL[0] in stages:
@@ -444,7 +444,8 @@ def _run_pipeline(module: ir.Module, pipe: str, entry: str, has_schedule: bool) 
             passmanager.PassManager.parse("builtin.module(transform-interpreter)").run(
                 module.operation)
             _drop_transform_ops(module)
-            inplace.temps_into_outputs(module)
+            row_loops.fuse_reductions(module)
+            row_loops.temps_into_outputs(module)
         passmanager.PassManager.parse(f"builtin.module({head})").run(module.operation)
         _reassociate_reductions(module)
         passmanager.PassManager.parse(f"builtin.module({tail})").run(module.operation)

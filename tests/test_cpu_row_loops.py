@@ -1,5 +1,6 @@
-"""Row temporaries computed in the output row (backends/cpu/inplace.py): where the rewrite applies, where it
-must not, and numerics of the kernels it changes (softmax, add + layer norm) against eager at odd sizes, one
+"""The row-loop rewrites (backends/cpu/row_loops.py): row temporaries computed in the output row and reductions
+fused into the loop that writes what they read; where they apply, where they must not, and numerics of the
+kernels they change (softmax, masked softmax, add + layer norm, residual + norm) against eager at odd sizes, one
 row, fewer rows than threads, rank 3, with 1 and 2 threads."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from torch import nn
 from torch_mlir import ir, passmanager
 
 from solder import compile
-from solder.backends.cpu import inplace, jit, kernels
+from solder.backends.cpu import jit, kernels, row_loops
 
 
 @pytest.fixture(autouse=True)
@@ -26,27 +27,43 @@ def torch_threads():
     torch.set_num_threads(before)
 
 
-def _rewritten(text: str, schedule: bool = True) -> tuple[int, str]:
-    """How many loops the rewrite changes in `text` (after its transform schedule), and the module after it."""
+def _rewritten(text: str, schedule: bool = True, rewrite=row_loops.temps_into_outputs) -> tuple[int, str]:
+    """How many loops `rewrite` changes in `text` (after its transform schedule), and the module after it."""
     with ir.Context() as ctx, ir.Location.unknown(ctx):
         m = ir.Module.parse(text)
         if schedule:
             passmanager.PassManager.parse("builtin.module(transform-interpreter)").run(m.operation)
             jit._drop_transform_ops(m)
-        n = inplace.temps_into_outputs(m)
+        n = rewrite(m)
         assert m.operation.verify()
         return n, str(m)
 
 
+def _both(m) -> int:
+    """The rewrites in jit.py's order; how many temporaries went into outputs."""
+    row_loops.fuse_reductions(m)
+    return row_loops.temps_into_outputs(m)
+
+
 @pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("name,hits", [("softmax", 1), ("add_layer_norm", 1), ("layer_norm", 0),
+@pytest.mark.parametrize("name,hits", [("softmax", 1), ("add_layer_norm", 0), ("layer_norm", 0),
                                        ("add_gelu_tanh", 0)])
-def test_rewrite_applies_to_row_temporaries_only(name, hits, parallel):
+def test_temporary_goes_into_the_output_where_only_the_root_reads_it(name, hits, parallel):
+    # add + layer norm: the variance loop reads the sum's row too, and it stays a stack temporary
     text, _ = kernels.KERNELS[name](64, 256, parallel=parallel)
-    n, out = _rewritten(text)
+    n, out = _rewritten(text, rewrite=_both)
     assert n == hits
     if hits:
         assert "tensor.empty() : tensor<1x256xf32>" not in out  # the row temporary is gone
+
+
+@pytest.mark.parametrize("name,hits,loops", [("softmax", 1, 3), ("add_layer_norm", 1, 3), ("layer_norm", 0, 3),
+                                             ("rms_norm", 0, 2)])
+def test_reductions_fuse_into_the_loop_writing_their_input(name, hits, loops):
+    text, _ = kernels.KERNELS[name](64, 256, parallel=True)
+    n, out = _rewritten(text, rewrite=row_loops.fuse_reductions)
+    assert n == hits
+    assert out.count("scf.for %") == loops  # softmax: max, exp+sum, normalize; add+norm: add+sum, var, normalize
 
 
 _ROOT_LOOP = """
@@ -76,6 +93,44 @@ func.func @f(%x: tensor<4x64xf32>, %out: tensor<4x64xf32>, %row: index) -> ({res
   return {returns}
 }}
 """
+
+
+_SUM_LOOP = """
+func.func @f(%x: tensor<4x64xf32>, %row: index, %z: vector<32xf32>) -> (tensor<1x64xf32>, vector<32xf32>) {{
+  %c0 = arith.constant 0 : index
+  %c32 = arith.constant 32 : index
+  %c64 = arith.constant 64 : index
+  %pad = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<1x64xf32>
+  %t = scf.for %i = %c0 to %c64 step {write_step} iter_args(%a = %e) -> (tensor<1x64xf32>) {{
+    %v = vector.transfer_read %x[%row, %i], %pad {{in_bounds = [true]}} : tensor<4x64xf32>, vector<32xf32>
+    %s = tensor.extract_slice %a[0, %i] [1, 32] [1, 1] : tensor<1x64xf32> to tensor<1x32xf32>
+    %w = vector.transfer_write %v, %s[%c0, %c0] {{in_bounds = [true]}} : vector<32xf32>, tensor<1x32xf32>
+    %n = tensor.insert_slice %w into %a[0, %i] [1, 32] [1, 1] : tensor<1x32xf32> into tensor<1x64xf32>
+    scf.yield %n : tensor<1x64xf32>
+  }}
+  %late = arith.addf %z, %z : vector<32xf32>
+  %r = scf.for %i = %c0 to %c64 step %c32 iter_args(%acc = %z) -> (vector<32xf32>) {{
+    %v = vector.transfer_read %t[%c0, {read_at}], %pad {{in_bounds = [true]}} : tensor<1x64xf32>, vector<32xf32>
+    %y = arith.addf %v, {addend} : vector<32xf32>
+    scf.yield %y : vector<32xf32>
+  }}
+  return %t, %r : tensor<1x64xf32>, vector<32xf32>
+}}
+"""
+
+
+@pytest.mark.parametrize("write_step,read_at,addend,hits", [
+    ("%c32", "%i", "%acc", 1),
+    ("%c32", "%c32", "%acc", 0),  # reads another tile than the producer writes in that iteration
+    ("%c32", "%i", "%late", 0),  # uses a value computed after the producer loop
+    ("%c64", "%i", "%acc", 0),  # producer tiles do not match the iteration space
+], ids=["match", "other-tile", "late-value", "other-step"])
+def test_reduction_fusion_matches_only_same_iteration_reads(write_step, read_at, addend, hits):
+    text = _SUM_LOOP.format(write_step=write_step, read_at=read_at, addend=addend)
+    n, out = _rewritten(text, schedule=False, rewrite=row_loops.fuse_reductions)
+    assert n == hits
+    assert out.count("scf.for %") == 2 - hits
 
 
 def _root_loop(step="%c32", read_at="%i", also_return_temp=False) -> str:
