@@ -62,8 +62,9 @@ def why(program, written_out: bool) -> list[str]:
         route, ops = k["route"], "+".join(k["ops"])
         if "attention" in k["ops"]:
             how = route.split(":", 1)[-1].strip()
-            lines.append(f"  attention    {how}" + (": the written-out q@kᵀ, masked_fill, softmax, @v recognized as "
-                                                    "one causal attention; no T x T score tensor" if written_out else ""))
+            note = (": the written-out q@kᵀ, masked_fill, softmax, @v recognized as one causal attention; "
+                    "no T x T score tensor")
+            lines.append(f"  attention    {how}" + (note if written_out else ""))
         elif route == "mlir":
             fused.append("+".join(dict.fromkeys(o for o in k["ops"] if o not in LAYOUT)) or ops)
         elif route.startswith("library") and set(k["ops"]) & {"linear", "matmul", "bmm", "mm", "addmm"}:

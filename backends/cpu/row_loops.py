@@ -97,10 +97,6 @@ def _fuse_next(e: ir.Operation) -> ir.Operation | None:
     return _fuse(e, sibling, v, reads)
 
 
-def _iv(loop: ir.Operation) -> ir.Value:
-    return loop.regions[0].blocks[0].arguments[0]
-
-
 def _after(op: ir.Operation):
     """The ops after `op` in its block."""
     seen = False
@@ -111,7 +107,9 @@ def _after(op: ir.Operation):
 
 
 def _same_space(a: ir.Operation, b: ir.Operation) -> bool:
-    return all(x == y or (_const(x) is not None and _const(x) == _const(y)) for x, y in zip(a.operands[:3], b.operands[:3]))
+    """Whether loops `a` and `b` have the same bounds and step (the same values, or equal constants)."""
+    pairs = zip(a.operands[:3], b.operands[:3])
+    return all(x == y or (_const(x) is not None and _const(x) == _const(y)) for x, y in pairs)
 
 
 def _written_tile(e: ir.Operation):
