@@ -494,9 +494,10 @@ class _Emitter:
         # rows past T (last query block) read row T-1; their results are never written out
         qc = [self.ibin("minsi", q, self.n("t1")) for q in qi]
         z = self.splat(0.0)
+        kb = self.ibin("divui", j0, self.idx(sp.bk))
         ss = self.for_(c0, self.idx(sp.d), "d", [z] * r)
         d = self.iv()
-        kv = self.vload(vk, self.kt, [self.b, self.hk, self.ibin("divui", j0, self.idx(sp.bk)), d, c0])
+        kv = self.vload(vk, self.kt, [self.b, self.hk, kb, d, c0])
         outs = []
         for k in range(r):
             qv = self.load(self.refs["q"], [self.b, self.h, qc[k], d])

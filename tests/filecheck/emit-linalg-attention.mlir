@@ -3,15 +3,15 @@
 // graph.attention (causal, GQA 4:2, T = 100: one full query block of 64 and a tail of 36) lowers to the
 // generated per-shape flash-attention kernel (backends/cpu/attention.py; the install's prebuilt size-generic
 // kernels, attention_lib.py, are switched off here), in the kernels' ABI: memref arguments,
-// destination passing, C interface. The keys are transposed once into a buffer the size of k (padded to
-// whole key blocks, zeros past S); per (batch, head, query block) the scratch is the accumulator rows,
+// destination passing, C interface. The keys are transposed once into a buffer the size of k, one contiguous
+// D x 64 panel per key block (padded to whole key blocks, zeros past S); per (batch, head, query block) the scratch is the accumulator rows,
 // running max/sum and 4 probability rows: nothing of size T x S. Small enough for one thread: scf.for.
 // CHECK:       // opt_level 3
 // CHECK:       func.func @k0(%q: memref<1x4x100x64xf32>, %k: memref<1x2x100x64xf32>, %v: memref<1x2x100x64xf32>, %out: memref<1x4x100x64xf32>) attributes {llvm.emit_c_interface}
 // CHECK-NOT:   memref<{{[0-9x]*}}100x100
-// CHECK:         %[[KT:x[0-9]+]] = memref.alloc() {alignment = 64 : i64} : memref<1x2x64x128xf32>
+// CHECK:         %[[KT:x[0-9]+]] = memref.alloc() {alignment = 64 : i64} : memref<1x2x2x64x64xf32>
 // CHECK:           memref.load %k[%b, %hk, %j, %d]
-// CHECK-NEXT:      memref.store {{.*}}, %[[KT]][%b, %hk, %d, %j]
+// CHECK:           memref.store {{.*}}, %[[KT]][%b, %hk, %{{x[0-9]+}}, %d, %{{x[0-9]+}}]
 // CHECK:         scf.for %qb =
 // GQA: query head h reads key/value head h / 2.
 // CHECK:           %[[HK:x[0-9]+]] = arith.divui %h, %{{c[0-9]+}} : index
@@ -23,7 +23,7 @@
 // CHECK:           scf.for %t = %{{c[0-9]+}} to %[[NKB]]
 // Four query rows at a time: four score vectors share each load of the transposed keys.
 // CHECK:               scf.for %d = {{.*}} iter_args(%it0 = {{.*}}, %it1 = {{.*}}, %it2 = {{.*}}, %it3 = {{.*}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
-// CHECK-NEXT:        vector.load %[[KT]][%b, %[[HK]], %d, {{.*}}] : memref<1x2x64x128xf32>, vector<64xf32>
+// CHECK-NEXT:        vector.load %[[KT]][%b, %[[HK]], %{{x[0-9]+}}, %d, %{{c[0-9]+}}] : memref<1x2x2x64x64xf32>, vector<64xf32>
 // CHECK:             vector.fma {{.*}}, %it0 : vector<64xf32>
 // Online softmax: running max, rescale factor alpha and the scores' exp as inline polynomials (a libm
 // call would spill the live score vectors), running sum.
