@@ -312,3 +312,14 @@ def test_dim_export_specializes_late_is_static_not_an_unbound_symbol():
     assert len(c.specializations) == 1
     (spec,) = c.specializations.values()
     assert spec.binding is not None and all(n == 32 for _, d, n in spec.binding.static if d == 3)
+
+
+def test_interpolate_by_a_scale_factor_over_a_dynamic_size():
+    """The output size is `TruncToInt(1.5*ToFloat(s0))` in export's size expressions (a fuzzer find)."""
+    def f(x):
+        return torch.nn.functional.interpolate(x, scale_factor=1.5, recompute_scale_factor=True, mode="nearest")
+
+    c = compile(f, target="cpu", dynamic=True)
+    for n in (2, 3, 7):
+        x = torch.randn(1, 2, n)
+        torch.testing.assert_close(c(x), f(x))

@@ -128,6 +128,7 @@ FUNCS = {
     "TruncToInt": sympy.floor, "CeilDiv": _ceildiv, "ceiling": sympy.ceiling, "CeilToInt": sympy.ceiling,
     "Mod": PythonMod, "PythonMod": PythonMod, "ModularIndexing": lambda x, d, m: PythonMod(FloorDiv(x, d), m),
     "Identity": lambda x: x, "IntTrueDiv": lambda a, b: a / b, "Abs": sympy.Abs,
+    "ToFloat": lambda x: x, "FloatTrueDiv": lambda a, b: a / b,  # interpolate's scale: TruncToInt(1.5*ToFloat(s0))
     "PowByNatural": lambda a, b: _power(a, b, f"PowByNatural({a}, {b})"),
     "Pow": lambda a, b: _power(a, b, f"Pow({a}, {b})"),
     "Eq": sympy.Eq, "Ne": sympy.Ne, "Lt": sympy.Lt, "Le": sympy.Le, "Gt": sympy.Gt, "Ge": sympy.Ge,
