@@ -122,10 +122,10 @@ def meta_of(args, argv) -> dict:
 
 
 def _without_note(argv: list[str]) -> list[str]:
-    """argv less `--note TEXT` (the note is shown on its own)."""
+    """argv less `--note TEXT` (the note is shown on its own) and `--report-only`."""
     out, skip = [], False
     for a in argv:
-        if skip or a.startswith("--note="):
+        if skip or a.startswith("--note=") or a == "--report-only":  # the command that made the rows
             skip = False
             continue
         if a == "--note":

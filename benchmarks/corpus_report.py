@@ -47,7 +47,8 @@ def attempted(rows: list[dict]) -> list[dict]:
 
 
 def peers_of(rows: list[dict]) -> list[str]:
-    return sorted({k.removeprefix("speedup_vs_") for r in rows for k in r if k.startswith("speedup_vs_")} - {"eager"})
+    return sorted({k.removeprefix("speedup_vs_") for r in rows for k in r if k.startswith("speedup_vs_")}
+                  - {"eager", "eager_unguarded"})  # the latter is solder's own figure with the guard off
 
 
 # ---- GraphNet scores ----------------------------------------------------------------------------
