@@ -65,3 +65,17 @@ def test_triton_runs_the_assertion():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.getcwd()}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0 and "raised" in out.stdout, out.stderr[-2000:]
+
+
+def test_a_saved_program_keeps_its_assertion(tmp_path):
+    from solder.artifact import load
+    from solder.artifact_save import save
+
+    model = Lengths().eval()
+    c = compile(model, target="cpu", speed_guard=False)
+    good = _inputs(pad=True)
+    c(*good)
+    loaded = load(save(c, tmp_path / "lengths.solder"))
+    torch.testing.assert_close(loaded(*good), model(*good))
+    with pytest.raises(RuntimeError, match="u0 <= 6"):
+        loaded(*_inputs(pad=False))
