@@ -462,7 +462,7 @@ class CpuBackend(Backend):
         plan = plan_module(module)
         kernels = compile_plan(plan) if any(_compiled(s) for s in plan.steps) else {}
         fallbacks = sorted({op.name for s in plan.steps if s.kind is StepKind.FALLBACK for op in s.ops
-                            if not (isinstance(op, g.ExternOp) and op.callee.data == g.ASSERT_ON_DATA)})
+                            if not g.is_check(op)})
         generic = " (size-generic)" if plan.binding is not None else ""
         infos = [{"kernel_id": i, "id": s.func or i, "ops": [o.name.split(".", 1)[-1] for o in s.ops],
                   "route": s.route + (generic if _lowered(s) else ""),

@@ -234,7 +234,7 @@ class _Planner:
         if factory is None:
             raise codegen.Unsupported(f"triton: {op.name} has neither a Triton lowering nor a reference "
                                       f"implementation")
-        if not (isinstance(op, g.ExternOp) and op.callee.data == g.ASSERT_ON_DATA):  # a check, not compute
+        if not g.is_check(op):  # a check, not compute
             self.fallbacks.append(f"{op.name}: {reason} (runs eagerly through the reference backend)")
         self.add(Step(kind, op.name, ins, outs, factory(op), [op], pos, est))
 

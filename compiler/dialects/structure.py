@@ -82,6 +82,11 @@ ASSERT_ON_DATA = "aten._assert_async.msg"
 an effect, so that it runs where the program reaches it."""
 
 
+def is_check(op: Operation) -> bool:
+    """A run-time assertion on data: an effect, no result, and no computation (not a fallback)."""
+    return isinstance(op, ExternOp) and op.callee.data == ASSERT_ON_DATA
+
+
 class ExternEffects(MemoryEffect):
     """`graph.extern`'s memory effects: none for a functional callee, so cse and dce treat it as pure; a read
     and a write for a callee that writes into operands (`writes`), so dce keeps it and cse never merges it;
@@ -89,7 +94,7 @@ class ExternEffects(MemoryEffect):
 
     @classmethod
     def get_effects(cls, op: Operation) -> Set[EffectInstance]:
-        if isinstance(op, ExternOp) and op.callee.data == ASSERT_ON_DATA:
+        if is_check(op):
             return frozenset([EffectInstance(MemoryEffectKind.WRITE)])
         if not isinstance(op, ExternOp) or not op.written_operands():
             return frozenset()
