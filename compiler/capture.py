@@ -71,7 +71,9 @@ KEEP_WHOLE = (
     "aten.softmax.int", "aten.log_softmax.int", "aten.layer_norm.default", "aten.rms_norm.default",
     "aten.scaled_dot_product_attention.default", "aten.linear.default", "aten.matmul.default",
     "aten.conv2d.default", "aten.batch_norm.default", "aten.gelu.default", "aten.silu.default",
-)
+) + tuple(f"aten.{rnn}.{form}" for rnn in ("lstm", "gru", "rnn_tanh", "rnn_relu") for form in ("input", "data"))
+"""Recurrent layers stay one op (run by torch's fused kernels as an extern): their decomposition unrolls every
+time step of every layer, tens of thousands of ops for a 512-step LSTM, and compiling that takes minutes."""
 
 
 @dataclass
