@@ -283,9 +283,11 @@ class CompiledModule:
     def _fail(self, key, stage: str, e: Exception) -> None:
         self._failed[key] = f"{type(e).__name__}: {e}"
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        shapes = ", ".join(f"{tuple(k[1])}:{str(k[2]).removeprefix('torch.')}" for k in key[1] if k[0] == "T")
-        _log.info("%s: %s failed for [%s]", self.name, stage, shapes, exc_info=e)
-        self._warn_once(f"{self.name}: {stage} for inputs [{shapes}] failed ({type(e).__name__}: {first}); those "
+        shapes = [f"{tuple(k[1])}:{str(k[2]).removeprefix('torch.')}" for k in key[1] if k[0] == "T"]
+        _log.info("%s: %s failed for [%s]", self.name, stage, ", ".join(shapes), exc_info=e)
+        if len(shapes) > 4:  # GraphNet-style graphs take hundreds of weights: the cause must stay readable
+            shapes = shapes[:3] + [f"... {len(shapes) - 3} more"]
+        self._warn_once(f"{self.name}: {stage} for inputs [{', '.join(shapes)}] failed ({type(e).__name__}: {first}); those "
                         "inputs run eagerly from now on. compile(..., strict=True) raises instead; "
                         "SOLDER_LOG=runtime logs the traceback.")
 

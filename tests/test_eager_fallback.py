@@ -38,6 +38,23 @@ def test_a_capture_failure_runs_eagerly_with_one_warning():
     assert cm.compile_count == 1, "a failed signature is not compiled again"
 
 
+class ManyInputs(torch.nn.Module):
+    """Fails capture and takes a tensor per weight, as GraphNet graphs do."""
+
+    def forward(self, **ws):
+        total = sum(w.sum() for w in ws.values())
+        return ws["w0"] * 2 if total > 0 else ws["w0"]
+
+
+def test_the_cause_of_a_failure_with_many_inputs_is_not_buried_under_their_shapes():
+    cm = solder.compile(ManyInputs().eval(), target="cpu")
+    ws = {f"w{i}": torch.ones(i + 1) for i in range(40)}
+    with pytest.warns(EagerFallbackWarning) as w:
+        cm(**ws)
+    (msg,) = [str(m.message) for m in w if issubclass(m.category, EagerFallbackWarning)]
+    assert "... 37 more]" in msg and msg.index("failed (") < 200, msg
+
+
 def test_strict_raises_the_failure():
     cm = solder.compile(DataDependent().eval(), target="cpu", strict=True)
     with pytest.raises(Exception, match="torch.export could not capture|data-dependent|Could not guard"):
