@@ -239,6 +239,9 @@ def _full(ctx, *args, **kwargs):
     if value is None:
         position = {"full": 1, "scalar_tensor": 0, "full_like": 1, "new_full": 2}[name]
         value = args[position] if len(args) > position else kwargs["fill_value"]
+    if isinstance(value, torch.fx.Node):  # a value read with .item(): its 0-d tensor, broadcast
+        v = ctx.cast(ctx.value(value), meta.dtype)
+        return ctx.emit(g.ExpandOp(operands=[v], result_types=[ctx.out_type()])) if meta.dim() else v
     return ctx.constant(value, meta.dtype, tuple(meta.shape))
 
 

@@ -71,7 +71,8 @@ KEEP_WHOLE = (
     "aten.softmax.int", "aten.log_softmax.int", "aten.layer_norm.default", "aten.rms_norm.default",
     "aten.scaled_dot_product_attention.default", "aten.linear.default", "aten.matmul.default",
     "aten.conv2d.default", "aten.batch_norm.default", "aten.gelu.default", "aten.silu.default",
-) + tuple(f"aten.{rnn}.{form}" for rnn in ("lstm", "gru", "rnn_tanh", "rnn_relu") for form in ("input", "data"))
+)
+RECURRENT = tuple(f"aten.{rnn}.{form}" for rnn in ("lstm", "gru", "rnn_tanh", "rnn_relu") for form in ("input", "data"))
 """Recurrent layers stay one op (run by torch's fused kernels as an extern): their decomposition unrolls every
 time step of every layer, tens of thousands of ops for a 512-step LSTM, and compiling that takes minutes."""
 
@@ -94,20 +95,74 @@ class Captured:
     same_as_input: dict[int, int] = field(default_factory=dict)
     """For a model that mutates inputs or buffers: user output index -> input spec index, for each output
     that eager returns as that (mutated) input or buffer itself (`x.mul_(3); return x`)."""
+    values: dict[int, object] = field(default_factory=dict)
+    """Flat leaf index -> value, for the one-element tensor inputs whose value the model read into Python: the
+    program holds for these values only."""
 
 
 class _FlatInputs(torch.nn.Module):
     """`model` called with the flat leaves of its (args, kwargs): `dynamic_shapes` then is one spec per leaf
-    (export's own matching of specs to `**kwargs` fails for forward(*args, **kwargs) models)."""
+    (export's own matching of specs to `**kwargs` fails for forward(*args, **kwargs) models).
 
-    def __init__(self, model: torch.nn.Module, spec):
+    `values`: leaf index -> the example's value, for one-element tensor leaves. Where the model reads one into
+    Python (`eps.item()`, `float(t)`, `if t:`), the trace gets that value as a constant instead of an unbacked
+    symbol that export cannot branch on (GraphNet graphs pass every batch-norm `eps` as a 0-d tensor and call
+    `.item()` on it); the leaves read are collected in `log`, and the compiled program holds for those values
+    only (the runtime checks them per call)."""
+
+    def __init__(self, model: torch.nn.Module, spec, values: dict[int, object] | None = None):
         super().__init__()
         self.m = model
         self.spec = spec
+        self.values = values or {}
+        self.log = _ReadLog()  # not a dict attribute: export restores those after tracing
 
     def forward(self, *leaves):
         args, kwargs = pytree.tree_unflatten(list(leaves), self.spec)
-        return self.m(*args, **kwargs)
+        if not self.values:
+            return self.m(*args, **kwargs)
+        watched = {id(leaves[i]): i for i in self.values}
+        with _ValueReads(watched, self.values, self.log.read):
+            return self.m(*args, **kwargs)
+
+
+class _ReadLog:
+    """The leaves `_ValueReads` answered: leaf index -> value."""
+
+    def __init__(self):
+        self.read: dict[int, object] = {}
+
+
+_READS = {torch.Tensor.item: lambda v: v, torch.Tensor.__float__: float, torch.Tensor.__int__: int,
+          torch.Tensor.__index__: int, torch.Tensor.__bool__: bool, torch.Tensor.tolist: lambda v: v}
+"""Tensor methods that hand a value to Python, with what each returns for a one-element tensor's value."""
+
+
+class _ValueReads(torch.overrides.TorchFunctionMode):
+    """Answers `_READS` calls on the watched tensors with the example's value, and records which were read."""
+
+    def __init__(self, watched: dict[int, int], values: dict[int, object], read: dict[int, object]):
+        super().__init__()
+        self.watched, self.values, self.read = watched, values, read
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        conv = _READS.get(func)
+        if conv is not None and args and id(args[0]) in self.watched:
+            i = self.watched[id(args[0])]
+            self.read[i] = self.values[i]
+            v = conv(self.values[i])
+            return [v] * args[0].dim() if func is torch.Tensor.tolist and args[0].dim() else v  # one element
+        return func(*args, **(kwargs or {}))
+
+
+def readable_values(leaves: list) -> dict[int, object]:
+    """Leaf index -> Python value of each one-element tensor leaf (the ones a model may read with `.item()`)."""
+    out = {}
+    for i, x in enumerate(leaves):
+        if isinstance(x, torch.Tensor) and x.numel() == 1 and not x.is_meta and not x.is_complex() \
+                and not x.requires_grad:
+            out[i] = x.item()
+    return out
 
 
 def _export(model: torch.nn.Module, args: tuple, kwargs: dict, dynamic_shapes=None) -> torch.export.ExportedProgram:
@@ -136,7 +191,7 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         name = str(node.target)
-        if name in known or name in KEEP_WHOLE or name.startswith("aten.sym_"):  # sizes: the importer reads them
+        if name in known or name in KEEP_WHOLE or name in RECURRENT or name.startswith("aten.sym_"):  # sizes: the importer reads them
             continue
         if node.target in table:
             todo[node.target] = table[node.target]
@@ -165,23 +220,28 @@ def _unaliased(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
 
 def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[str],
-            dynamic: set[tuple[int, int]] | None = None) -> Captured:
+            dynamic: set[tuple[int, int]] | None = None, read_values: bool = True) -> Captured:
     """Export `model(*args, **kwargs)`; decompose the ops outside `known_ops` that have a decomposition.
 
     `dynamic`: (flat leaf index, dim) pairs to export with symbolic sizes (`Dim.AUTO`: export keeps
     them symbolic where the model allows, infers their bounds, and specializes the others).
     """
     t0 = time.perf_counter()
-    flat, refused = dynamic is not None, ()
+    refused, read = (), {}
     args, kwargs = _unaliased(args, kwargs)
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    values = readable_values(leaves) if read_values else {}
+    flat = dynamic is not None or bool(values)
     with _EXPORT_LOCK, _torch_internals_quiet():
         model = private_view(model)
         if flat:
-            leaves, spec = pytree.tree_flatten((args, kwargs))
-            shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in dynamic if i == k} or None
+            shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in (dynamic or ()) if i == k} or None
                            if isinstance(x, torch.Tensor) else None for k, x in enumerate(leaves))
-            ep = _export(_FlatInputs(model, spec), tuple(leaves), {}, (shapes,))
-            refused = _refused(ep, dynamic)
+            wrapper = _FlatInputs(model, spec, values)
+            ep = _export(wrapper, tuple(leaves), {}, (shapes,) if dynamic is not None else None)
+            read = dict(wrapper.log.read)
+            if dynamic is not None:
+                refused = _refused(ep, dynamic)
         else:
             ep = _export(model, args, kwargs)
         todo = _decomposable_unknowns(ep, known_ops)
@@ -197,7 +257,7 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
                 todo.update(more)
                 ep = _functionalize(ep, more)
     return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)), flat, "m." if flat else "",
-                    refused, same or {})
+                    refused, same or {}, read)
 
 
 def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
@@ -297,16 +357,18 @@ def _view(m: torch.nn.Module, done: dict) -> torch.nn.Module:
 @contextmanager
 def _torch_internals_quiet():
     """What torch reports about its own internals during capture, not shown: the FutureWarning that
-    `run_decompositions` raises by deep-copying its own tree specs, and fake-tensor error logs of this thread
-    (a shape error's traceback, which the CaptureError or CallError then says in one line)."""
+    `run_decompositions` raises by deep-copying its own tree specs, and fake-tensor and symbolic-shape error logs
+    of this thread (a shape error's traceback or graph, which the CaptureError or CallError then says in one line)."""
     me = threading.get_ident()
     drop = lambda record: record.thread != me  # noqa: E731 - a logging filter
-    logger = logging.getLogger("torch._subclasses.fake_tensor")
-    logger.addFilter(drop)
+    loggers = [logging.getLogger(n) for n in ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes")]
+    for logger in loggers:
+        logger.addFilter(drop)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
             yield
     finally:
-        logger.removeFilter(drop)
+        for logger in loggers:
+            logger.removeFilter(drop)
 

@@ -230,11 +230,13 @@ def _import_call(ctx: ImportContext, node: torch.fx.Node, table: dict, externs: 
             else:
                 ctx.assumes.append(str(cond.node.expr))
         return
-    if str(node.target) == "aten._local_scalar_dense.default" and isinstance(val, torch.SymInt) \
+    if str(node.target) in ("aten._local_scalar_dense.default", "aten.item.default") \
+            and isinstance(val, (torch.SymInt, torch.SymFloat)) \
             and isinstance(node.args[0], torch.fx.Node) and node.args[0] in ctx.values:
-        # `x.item()`: kept as the 0-d tensor it reads; run-time assertions on it become graph ops (any
-        # other use of the value reads a symbol no tensor type carries, and the import fails there)
-        ctx.unbacked[str(val.node.expr)] = ctx.value(node.args[0])
+        # `x.item()`: kept as the 0-d tensor it reads. Run-time assertions on it become graph ops; an op that
+        # takes the value as a scalar operand (`torch.full(shape, v)`, `t * v`) reads the 0-d tensor; a size
+        # computed from it reads a symbol no tensor type carries, and the import fails there.
+        ctx.unbacked[str(val.node.expr)] = ctx.values[node] = ctx.value(node.args[0])
         return
     if str(node.target).startswith("aten.sym_") or (not isinstance(node.target, torch._ops.OpOverload)
                                                      and node.target is not operator.getitem

@@ -292,7 +292,8 @@ def _specialization(entry: dict, module, program, state: dict, source: str, path
                           out_spec=pytree.treespec_loads(entry["out_spec"]),
                           state=[state[a.name] for a in args if a.kind != "input"], pipeline=PipelineRun("(loaded)"),
                           flat=entry.get("flat", False),
-                          binding=_input_binding(imported) if entry.get("dynamic") else None)
+                          binding=_input_binding(imported) if entry.get("dynamic") else None,
+                          values={int(i): v for i, v in entry.get("values", [])})
 
 
 class LoadedModule:
@@ -314,7 +315,11 @@ class LoadedModule:
             raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
                             f"{_describe(key)}; saved: {'; '.join(_describe(k) for k in self.specializations)}. "
                             "Call the compiled model with these inputs before saving it.")
-
+        if not sp.values_hold(leaves):
+            wanted = ", ".join(f"input {i} = {v!r}" for i, v in sp.values.items())
+            raise CallError(f"{self.name} (loaded from {self.path}): the saved program was compiled for the values "
+                            f"its model reads with .item() ({wanted}); this call passes others. Compile the model "
+                            "with these values and save it again.")
         inputs = leaves if sp.flat else fx_pytree.tree_flatten_spec((args, kwargs), sp.in_spec)
         return CompiledModule._execute(sp, inputs)  # the compiled callable's own run, write-backs included
 

@@ -91,6 +91,7 @@ def _spec_entry(name: str, i: int, sp) -> dict:
         "input_positions": list(sp.imported.input_positions),
         "graph": f"spec{i}/graph.mlir", "source": f"spec{i}/source.txt",
         "flat": sp.flat, "dynamic": sp.binding is not None,  # a dynamic specialization: see runtime.py
+        "values": [[i, v] for i, v in sp.values.items()],  # inputs read with .item(), compiled in
     }
 
 

@@ -128,6 +128,9 @@ class Specialization:
     """Times the first calls against eager and keeps the faster; None when compile(speed_guard=False)."""
     proven: bool = False
     """Whether the compiled program has run once without an error (until then a failure falls back to eager)."""
+    values: dict = field(default_factory=dict)
+    """Flat leaf index -> value of each one-element tensor input whose value the model read into Python
+    (`eps.item()`): compiled in as a constant, so the program holds while calls pass these values."""
 
     _check: tuple | None = None  # (the sources it was generated for, the generated check)
     sources: list = field(default_factory=list)
@@ -139,6 +142,19 @@ class Specialization:
 
     def still_valid(self) -> bool:
         return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
+
+    def values_hold(self, leaves) -> bool:
+        """Whether this call passes the values compiled in for the inputs the model reads into Python."""
+        if not self.values:
+            return True
+        ts = [leaves[i] for i in self.values]
+        if not all(isinstance(t, torch.Tensor) and t.numel() == 1 for t in ts):
+            return False
+        if len(ts) > 2 and any(t.device.type != "cpu" for t in ts):  # one device sync, not one per value
+            got = torch.stack([t.reshape(()).to(torch.float64) for t in ts]).tolist()
+        else:
+            got = [t.item() for t in ts]
+        return all(x == v or (x != x and v != v) for x, v in zip(got, self.values.values()))  # NaN == NaN here
 
     def state_current(self) -> bool:
         """Whether every parameter and buffer is still the tensor it was when `state` was taken
@@ -174,6 +190,8 @@ def _family_key(spec, leaves) -> tuple:
 
 
 _MISS = object()
+MAX_VALUE_RECOMPILES = 2
+"""Recompiles of one signature for new values of inputs read with `.item()`; after them the values stay inputs."""
 """`_fast_path`'s answer where the call needs the general path (a forward may itself return None)."""
 
 
@@ -206,6 +224,7 @@ class CompiledModule:
         self._dynamic: dict[tuple, tuple] = {}  # family -> key of its dynamic specialization
         self._no_dynamic: set[tuple] = set()  # families whose dynamic compile failed: static per shape
         self._failed: dict[tuple, str] = {}  # signatures that failed to compile or run: they run eagerly
+        self._value_changes: dict[tuple, int] = {}  # signature -> recompiles for new values read with .item()
         self.compile_count = 0
         """How many times this callable captured and compiled (static and dynamic specializations)."""
 
@@ -224,6 +243,12 @@ class CompiledModule:
         if sp is not None and not sp.state_current():
             with self._lock:
                 sp = self._rebind_state(key, sp)
+        if sp is not None and sp.values and not sp.values_hold(leaves):
+            _log.info("%s: an input read with .item() has a new value; recompiling", self.name)
+            self._value_changes[key] = self._value_changes.get(key, 0) + 1
+            self.specializations.pop(key, None)
+            self._fast = {k: v for k, v in list(self._fast.items()) if v[0] != key}
+            sp = None
         if sp is not None and not sp.still_valid():
             _log.info("a buffer compiled in as a constant changed in place; recompiling %s", self.name)
             self.specializations.pop(key, None)  # another thread may have dropped it already
@@ -308,6 +333,8 @@ class CompiledModule:
         if guard is not None and guard.settled and guard.runs_eager and self.specializations.get(key) is sp:
             return self.model(*args, **kwargs)  # the guard chose eager: nothing compiled to check or bind
         if self.specializations.get(key) is not sp or not sp.still_valid() or self._verified < 3 and self.options.verify:
+            return _MISS
+        if sp.values and not sp.values_hold((*args, *kwargs.values())):  # tensors only: these are the leaves
             return _MISS
         if perm is not None:
             given = (*args, *kwargs.values())
@@ -446,7 +473,7 @@ class CompiledModule:
     def _fits(sp: Specialization, leaves) -> bool:
         from solder.compiler.dialects.symbolic import ShapeBindError
 
-        if sp.binding is None:
+        if sp.binding is None or not sp.values_hold(leaves):
             return False
         try:
             sp.binding([leaves[i] for i in sp.imported.input_positions])
@@ -482,7 +509,9 @@ class CompiledModule:
         t0 = time.perf_counter()
         self.compile_count += 1
         try:
-            cap = capture(self.model, args, kwargs, set(TABLE), dynamic=set(dynamic) if dynamic is not None else None)
+            # values read with .item() are compiled in, unless calls keep changing them (then export decides)
+            cap = capture(self.model, args, kwargs, set(TABLE), dynamic=set(dynamic) if dynamic is not None else None,
+                          read_values=self._value_changes.get(key, 0) <= MAX_VALUE_RECOMPILES)
         except CaptureError as e:
             raise self._size_error(args, kwargs, e) or e from e.__cause__
         if cap.refused:
@@ -512,6 +541,7 @@ class CompiledModule:
             state=state, sources=sources, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - tb, "backend": t4 - t3 + tb - t2, "total": t4 - t0},
             binding=_input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
+            values=cap.values,
         )
         if self.options.speed_guard and knobs.speed_guard():
             sp.speed = SpeedGuard(self.options.target.device)
