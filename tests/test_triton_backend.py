@@ -373,3 +373,20 @@ SPARSE = func("%q: tensor<1x2x64x16xf32>, %k: tensor<1x2x64x16xf32>, %v: tensor<
 def test_block_sparse_attention_calls_the_sparse_template():
     program = check(SPARSE, atol=1e-4, rtol=1e-4)
     assert [k["name"] for k in program.kernels] == ["block_sparse_attention"]
+
+
+def _half_linear(n: int, k: int) -> str:
+    return func(f"%x: tensor<3x{k}xf16>, %w: tensor<{n}x{k}xf16>, %b: tensor<{n}xf16>", f"tensor<3x{n}xf16>", f"""
+    %y = graph.linear %x, %w bias %b : tensor<{n}xf16> : tensor<3x{k}xf16>, tensor<{n}x{k}xf16> -> tensor<3x{n}xf16>
+    func.return %y : tensor<3x{n}xf16>""")
+
+
+@pytest.mark.parametrize("n,k,padded", [(13, 16, True), (16, 12, True), (16, 16, False)])
+def test_a_16_bit_gemm_off_16_byte_rows_is_autotuned_against_a_padded_one(n, k, padded):
+    """cuBLAS takes a slow kernel where N or K is not a multiple of 8 half-precision elements; such GEMMs get
+    a padded candidate (chosen on the first CUDA call; on CPU tensors the first candidate, padded, runs)."""
+    from solder.backends.triton.library import Autotuned
+
+    program = check(_half_linear(n, k), atol=1e-2, rtol=1e-2, gemm="cublas")
+    tuned = [s for s in program.run.steps if isinstance(s.fn, Autotuned) and "cublas-padded" in s.fn.candidates]
+    assert len(tuned) == int(padded)
