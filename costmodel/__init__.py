@@ -3,6 +3,7 @@
     from solder.costmodel import estimate, estimate_ops
     estimate(kernel_op, "cpu")          # a graph.kernel region as one kernel, or any single graph op
     estimate_ops([op1, op2, op3], tgt)  # those ops fused as one kernel, without building the region
+    estimate_parallel(ops, "cpu", 2)    # (serial, parallel) seconds on 2 threads, or None without a model
 
 Both use the learned model shipped for `target.cost_model` (costmodel/shipped/<name>/) when it exists and
 loads, else the roofline of costmodel/analytic.py. `model` overrides the choice: "roofline", a path to a
@@ -24,7 +25,7 @@ from solder.costmodel import analytic
 
 SHIPPED = Path(__file__).parent / "shipped"
 
-__all__ = ["estimate", "estimate_ops", "load_model", "SHIPPED"]
+__all__ = ["estimate", "estimate_ops", "estimate_parallel", "load_model", "SHIPPED"]
 
 
 def estimate(op: Operation, target: Target | str, model=None) -> float:
@@ -36,15 +37,31 @@ def estimate(op: Operation, target: Target | str, model=None) -> float:
     return learned.predict_op(op, target)
 
 
-def estimate_ops(ops: list[Operation], target: Target | str, model=None) -> float:
-    """Predicted seconds of `ops` fused as one kernel (bytes = values entering + values leaving the group)."""
+def estimate_ops(ops: list[Operation], target: Target | str, model=None, threads: int = 1,
+                 parallel: bool = False) -> float:
+    """Predicted seconds of `ops` fused as one kernel (bytes = values entering + values leaving the group), run
+    on a team of `threads` with its outer loop across them when `parallel` (the roofline ignores both)."""
     if not ops:
         return 0.0  # no kernel, no launch
     target = get_target(target)
     learned = _resolve(model, target)
     if learned is None:
         return analytic.estimate_ops(ops, target)
-    return learned.predict_ops(ops, target)
+    return learned.predict_ops(ops, target, threads, parallel)
+
+
+def estimate_parallel(ops: list[Operation], target: Target | str, threads: int,
+                      model=None) -> tuple[float, float] | None:
+    """(serial seconds, parallel seconds) of `ops` as one kernel run while torch has `threads` threads: compiled
+    serial, or with its outer loop across the team. None when no learned model with the thread features is
+    there to say (the roofline knows nothing of a fork and join): the caller then keeps its own rule."""
+    if not ops:
+        return None
+    target = get_target(target)
+    learned = _resolve(model, target)
+    if learned is None or not getattr(learned, "reads_threads", False):
+        return None
+    return (learned.predict_ops(ops, target, threads, False), learned.predict_ops(ops, target, threads, True))
 
 
 def load_model(path: str | Path):

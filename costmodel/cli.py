@@ -54,8 +54,10 @@ def cmd_collect(a) -> int:
     from solder.costmodel.collect import collect
 
     out = Path(a.out) if a.out else _dir(a.target, None) / "data.jsonl"
+    counts = tuple(int(x) for x in a.threads.split(",")) if a.threads else None
+    families = tuple(a.families.split(",")) if a.families else None
     added = collect(a.target, a.n, out, seed=a.seed, progress=not a.quiet, backend=a.backend, jobs=a.jobs,
-                    time_budget=a.time_budget)
+                    time_budget=a.time_budget, threads=counts, families=families)
     print(f"collect: {added} new rows; {out}")
     return 0
 
@@ -124,9 +126,13 @@ def cmd_train(a) -> int:
             f"kernels that launch nothing (layout ops only: the backend returns a view) are estimated as "
             f"{model.view_seconds * 1e6:.3f} us, the median of such training rows, and left out of the fit and of "
             "the held-out MAPE/Spearman (mape_all / spearman_all include them); decisions keep them as parts")
+    threads = _threads_section(results, test)
+    if threads:
+        model.card["heldout_threads"] = threads
     model.save(folder / MODEL_FILE)
     (folder / "card.json").write_text(json.dumps(model.card, indent=2) + "\n")
     _report(results)
+    _report_threads(threads)
     print(f"train: {len(train)} rows, held out {len(test)}; wrote {folder / MODEL_FILE} and card.json")
     return 0
 
@@ -139,6 +145,7 @@ def cmd_evaluate(a) -> int:
     _, test = ev.split(_rows(data, a.target, model.tokens, first_timing=a.first_timing))
     results = _score(model, test, a.target)
     _report(results)
+    _report_threads(_threads_section(results, test))
     png = Path(a.plot) if a.plot else folder / "eval.png"
     ev.plot(png, test, {k: v["pred"] for k, v in results.items()}, f"{a.target}: held-out kernels")
     print(f"evaluate: {len(test)} held-out rows; plot {png}")
@@ -209,6 +216,29 @@ def _report(results: dict) -> None:
         print(f"  {name:10s} {ev.fmt(s)}")
 
 
+def _threads_section(results: dict, test: list[dict]) -> dict:
+    """Held-out scores per thread count and configuration, and the serial-or-parallel choice (beyond noise too),
+    for a dataset whose rows ran on several thread counts; {} otherwise."""
+    if len({r.get("threads", 1) for r in test}) < 2:
+        return {}
+    keys = ("mape", "spearman", "n", "decision_accuracy", "pairs")
+    out = {"by_threads": {name: {k: {m: v[m] for m in keys} for k, v in ev.by_threads(test, s["pred"]).items()}
+                          for name, s in results.items()}}
+    pred = results["learned"]["pred"]
+    out["parallel_choice"] = ev.parallel_accuracy(test, pred)
+    out["parallel_choice_beyond_noise"] = ev.parallel_accuracy(test, pred, ev.TIE)
+    return out
+
+
+def _report_threads(section: dict) -> None:
+    for name, groups in section.get("by_threads", {}).items():
+        for key, s in groups.items():
+            print(f"  {name:10s} {key:10s} MAPE {s['mape'] * 100:6.1f}%  Spearman {s['spearman']:.3f}  n {s['n']}")
+    for key in ("parallel_choice", "parallel_choice_beyond_noise"):
+        if section.get(key, {}).get("pairs"):
+            print(f"  {key}: {ev.fmt_parallel(section[key])}")
+
+
 def _card_scores(results: dict) -> dict:
     keys = ("mape", "spearman", "decision_accuracy", "pairs", "n", "decision_accuracy_beyond_noise",
             "pairs_beyond_noise", "mape_all", "spearman_all", "n_all", "per_family_mape")
@@ -235,8 +265,11 @@ def _card(target: str, rows, train, test, results, data: Path, tokens: bool) -> 
     }
 
 
-CPU_TIMING = ("2 warm-up calls, then the median of >= 10 wall-clock calls (80 ms budget, <= 100); "
-              "torch.set_num_threads(1)")
+CPU_TIMING = ("rows without `threads`: 2 warm-up calls, then the median of >= 10 wall-clock calls (80 ms budget, "
+              "<= 100), torch.set_num_threads(1). Rows with `threads` (ids <row>@t<n><s|p>): each kernel compiled "
+              "serial and, where it has a parallel schedule, parallel, timed on 1 thread and on torch's count, "
+              "interleaved, 3+ rounds of (2 warm-up calls, median of >= 5 calls, 30 ms budget), the lowest round "
+              "median kept (costmodel/collect.py measure_cpu_row)")
 CUDA_TIMING = ("CUDA events: 2 warm-up calls, then N back-to-back calls (N = 3..200, ~3 ms of host time) captured in "
                "one CUDA graph (the backend's own graph off), one warm-up replay, the median of 5 replays / N; "
                "no L2 flush between calls. Rows whose capture failed were timed as N plain launches between "
@@ -272,6 +305,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--jobs", type=int, default=1, help="CUDA: helper processes that compile rows ahead of timing")
     c.add_argument("--time-budget", type=float, help="stop adding rows after this many seconds")
+    c.add_argument("--threads", help="CPU: thread counts to time each kernel on, e.g. 1,2 (default 1 and torch's)")
+    c.add_argument("--families", help="measure only rows of these kernel families, e.g. eltwise,rownorm")
     t = sub.add_parser("train", help="fit the trees and the Ridge baseline; write model.npz and card.json")
     t.add_argument("--target", required=True)
     t.add_argument("--data")

@@ -1,7 +1,8 @@
 """Measure generated kernels on the real backend of a target and append them to a JSON-lines dataset.
 
 Each row is timed in this process: `solder.backends.registry.get_backend(target.backend).lower(module, target)`,
-then, on a CPU, warm-up calls and the median of repeated wall-clock calls (`time_program`); on CUDA,
+then, on a CPU, warm-up calls and the median of repeated wall-clock calls (`time_program`) in each thread
+configuration (`measure_cpu_row`, below); on CUDA,
 GPU time measured with CUDA events (`time_cuda`): warm-up calls, then N back-to-back calls captured in
 one CUDA graph (the backend's own graph capture is off) and replayed between two events, the median of
 several replays divided by N (the row's `spread` is (max - min) / median of those replays). Without
@@ -13,6 +14,15 @@ GPU targets draw the "gpu" size profile of `generate` (kernels up to ~270 MB). `
 many helper processes that lower and run each row once ahead of the timing loop, so that Triton's disk
 cache is warm when the row is timed (compilation, not timing, bounds the rows per minute).
 
+On a CPU each generated row becomes one record per configuration, id `<row>@t<threads><s|p>`: the kernel
+compiled serial (`threads.forced(False)`) and, where it has a parallel schedule (its program forks), compiled
+with its outer loop across threads (`forced(True)`), each run on 1 thread and on torch's thread count (the
+`threads` argument). The configurations are timed interleaved, in `ROUNDS` rounds, and each keeps the lowest
+of its rounds' medians, so that a round in which another process held a core does not count (more rounds
+where a team still looks stalled: `_time_configs`). A record's
+`threads` is the team size it ran on and `parallel` whether its program forked a team (a kernel that goes
+parallel by its own rule, attention, counts as parallel in both compilations).
+
 This module imports torch and the backend registry; nothing else in costmodel/ does at import time.
 torch-mlir is never imported here (the GPU machine that runs `collect --target h100` does not have it).
 """
@@ -20,6 +30,7 @@ torch-mlir is never imported here (the GPU machine that runs `collect --target h
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -189,6 +200,84 @@ def _sync(device: str) -> Callable[[], None]:
     return lambda: None
 
 
+def measure_cpu_row(row: generate.Row, target: Target, backend, counts: tuple[int, ...]) -> list[dict]:
+    """Records of one row on a CPU: compiled serial and (where it forks) parallel, each timed on every
+    thread count of `counts`, interleaved (see the module docstring)."""
+    import torch
+
+    from solder.backends.cpu import threads
+
+    torch.set_num_threads(max(counts))  # a parallel schedule splits the work for this many threads
+    programs = {}
+    for mode in (False, True) if max(counts) > 1 else (False,):
+        with threads.forced(mode):
+            programs["p" if mode else "s"] = backend.lower(row.module, target)
+    args = make_inputs(row.module, target.device)
+    forked = {}
+    for key, program in programs.items():
+        before = threads.forks()
+        program(args)
+        forked[key] = threads.forks() > before
+    if not forked.get("p") or (forked["s"] and "p" in programs):
+        programs.pop("p", None)  # no parallel schedule: the same program twice; or parallel either way
+    best = _time_configs(programs, args, counts, target.device)
+    text, hw = ir.print_ir(row.module), hardware_name(target.device)
+    kernel = features.the_kernel(row.module)
+    out = []
+    for (n, key), (seconds, reps) in best.items():
+        par = forked[key]
+        out.append({
+            "id": f"{row.id}@t{n}{key}", "family": row.family, "shape": row.shape_sig, "role": row.role,
+            "pair": f"{row.pair}@t{n}s" if row.pair is not None and key == "s" else None,
+            "target": target.name, "backend": backend.name, "hardware": hw, "ir": text,
+            "threads": n, "parallel": par,
+            "features": summary(features.kernel_features(kernel, target, threads=n, parallel=par)),
+            "seconds": float(f"{seconds:.5g}"), "reps": reps,
+        })
+    return out
+
+
+def _time_configs(programs: dict, args: list, counts: tuple[int, ...], device: str) -> dict:
+    """{(threads, program key): (seconds, calls)}: every program on every thread count, interleaved, `ROUNDS`
+    rounds, the lowest round median kept. A team waits for its second thread while another process holds
+    that core (a time slice, milliseconds); where a program on several threads is still far slower than on
+    one after the rounds, up to `MAX_ROUNDS` rounds are timed, and a row that stays so is refused."""
+    import torch
+
+    best: dict = {}
+    for r in range(MAX_ROUNDS):
+        for n in counts:
+            torch.set_num_threads(n)
+            for key, program in programs.items():
+                seconds, reps = time_program(program, args, device, budget_s=0.03, min_reps=5)
+                old = best.get((n, key), (math.inf, 0))
+                best[(n, key)] = (min(old[0], seconds), old[1] + reps)
+        if r + 1 >= ROUNDS and not _stalled(best, counts):
+            return best
+        time.sleep(0.05 * (r + 1))
+    raise SolderError(f"costmodel collect: a program on {max(counts)} threads stayed more than {STALL}x slower "
+                      f"than on one after {MAX_ROUNDS} rounds ({_stalled(best, counts)}); another process holds "
+                      "the cores: rerun when the machine is quiet")
+
+
+ROUNDS, MAX_ROUNDS, STALL = 3, 12, 4.0
+
+
+def _stalled(best: dict, counts: tuple[int, ...]) -> str:
+    """The configurations whose time on several threads is > STALL x and > 100 us above their time on one."""
+    bad = []
+    for (n, key), (seconds, _) in best.items():
+        one = best.get((min(counts), key), (seconds, 0))[0]
+        if n > min(counts) and seconds > STALL * one and seconds - one > 1e-4:
+            bad.append(f"{key} {one * 1e6:.0f} us -> {seconds * 1e6:.0f} us")
+    return ", ".join(bad)
+
+
+def cpu_done_id(row_id: str, counts: tuple[int, ...]) -> str:
+    """The record id whose presence says a row was measured on a CPU (its records are written together)."""
+    return f"{row_id}@t{min(counts)}s"
+
+
 def measure_row(row: generate.Row, target: Target, backend) -> dict:
     """Lower, run and time one generated row; returns its dataset record."""
     text = ir.print_ir(row.module)
@@ -239,17 +328,22 @@ def profile_of(target: Target) -> str:
 
 
 def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bool = True,
-            backend: str | None = None, jobs: int = 1, time_budget: float | None = None) -> int:
+            backend: str | None = None, jobs: int = 1, time_budget: float | None = None,
+            threads: tuple[int, ...] | None = None, families: tuple[str, ...] | None = None) -> int:
     """Grow the dataset at `out` to the first `n` rows of the stream `seed`; returns the rows added.
 
     `backend` overrides the target's own backend (e.g. "reference" to time eager PyTorch on the GPU).
     `jobs > 1` (CUDA only) warms Triton's cache in `jobs` helper processes; `time_budget` (seconds)
     stops adding rows once spent, so a run bounded from outside ends cleanly with what it has.
+    `threads` (the cpu backend): the thread counts each row is timed on (default 1 and torch's count;
+    `measure_cpu_row`); other backends time one record per row on one CPU thread, or on the GPU;
+    `families`: only rows of these kernel families are measured (the others of the first `n` are skipped).
     """
     import torch
 
     target = get_target(target)
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
+    counts = tuple(sorted(set(threads or (1, before))))
     deadline = time.monotonic() + time_budget if time_budget else None
     name = backend or target.backend
     workers = []
@@ -259,11 +353,14 @@ def collect(target: str | Target, n: int, out: Path, seed: int = 0, progress: bo
         if target.device == "cuda":
             _no_backend_graphs(be)
             workers = _start_warmers(target, name, n, out, seed, jobs, time_budget)
-        return _collect(target, be, n, out, seed, progress, deadline)
+        if name != "cpu":  # one record per row, as measured before the thread configurations
+            counts = ()
+            torch.set_num_threads(1)
+        return _collect(target, be, n, out, seed, progress, deadline, counts, families)
     finally:
         for w in workers:
             w.terminate()
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def load_backend(name: str, target: Target):
@@ -285,26 +382,29 @@ def _no_backend_graphs(backend) -> None:
 
 
 def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bool,
-             deadline: float | None = None) -> int:
+             deadline: float | None = None, counts: tuple[int, ...] = (), families=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     drop_torn_tail(out)
     have = read_ids(out)
     profile = profile_of(target)
-    todo = sum(1 for i in _first_ids(seed, n, profile) if i not in have)
+    done = (lambda i: cpu_done_id(i, counts)) if counts else (lambda i: i)  # noqa: E731
+    rows = [r for r in _first_rows(seed, n, profile) if families is None or r.family in families]
+    todo = sum(1 for r in rows if done(r.id) not in have)
     bar = _bar(todo, progress, f"collect {target.name}")
     # On a GPU anything a kernel raises (a compile error, out of memory) skips the row; on a CPU only
     # SolderError does, as before. Many failures in a row (a broken CUDA context) stop the run.
     skip = Exception if target.device == "cuda" else SolderError
     added = failed = 0
     with out.open("a") as f:
-        for row in _first_rows(seed, n, profile):
+        for row in rows:
             if deadline is not None and time.monotonic() > deadline:
                 _LOG.warning("costmodel collect: time budget spent after %d new rows", added)
                 break
-            if row.id in have:
+            if done(row.id) in have:
                 continue
             try:
-                record = measure_row(row, target, backend)
+                records = measure_cpu_row(row, target, backend, counts) if counts else \
+                    [measure_row(row, target, backend)]
             except skip as e:
                 _LOG.warning("costmodel collect: skipping row %s (%s): %s: %s", row.id, row.family,
                              type(e).__name__, str(e)[:300])
@@ -314,7 +414,7 @@ def _collect(target: Target, backend, n: int, out: Path, seed: int, progress: bo
                     break
                 continue
             failed = 0
-            f.write(json.dumps(record) + "\n")
+            f.write("".join(json.dumps(record) + "\n" for record in records))
             f.flush()
             added += 1
             bar.update(1)
@@ -384,9 +484,7 @@ def _setup_device(target: Target) -> None:
     import torch
 
     torch.manual_seed(0)
-    if target.device == "cpu":
-        torch.set_num_threads(1)  # one core: stable timings on a shared 2-core machine
-    elif not torch.cuda.is_available():
+    if target.device != "cpu" and not torch.cuda.is_available():
         raise SolderError(f"costmodel collect: target {target.name!r} runs on {target.device}, "
                           "but torch.cuda.is_available() is False here; run it on a machine with the GPU")
 

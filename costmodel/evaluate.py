@@ -33,16 +33,19 @@ def load_rows(path: Path) -> list[dict]:
 
 
 def refeaturize(rows: list[dict], target, tokens: bool = False) -> None:
-    """Recompute `features` (and the `roofline` prediction) of every row from its IR with the current code."""
+    """Recompute `features` (and the `roofline` prediction) of every row from its IR with the current code, on the
+    row's `threads` and `parallel` (a row without them ran serial on one thread)."""
     from solder.compiler import ir
 
     target = get_target(target)
     for r in rows:
         kernel = features.the_kernel(ir.parse(r["ir"]))
-        r["features"] = features.kernel_features(kernel, target, tokens=tokens)
+        run = {"threads": r.get("threads", 1), "parallel": r.get("parallel", False)}
+        r["features"] = features.kernel_features(kernel, target, tokens=tokens, **run)
         r["roofline"] = analytic.estimate(kernel, target)
         ops = features.body_ops(kernel) if isinstance(kernel, g.KernelOp) else [kernel]
-        r["parts"] = features.part_features(ops, target) if len(ops) > 1 else None
+        r["parts"] = features.part_features(ops, target, **run) if len(ops) > 1 else None
+        r["elements"] = max(analytic.type_info(v.type).numel for v in [*kernel.operands, *kernel.results])
 
 
 def group_key(row: dict) -> str:
@@ -158,3 +161,60 @@ def fmt(s: dict) -> str:
     if s.get("n_all", s.get("n")) != s.get("n"):
         text += f"; with views MAPE {s['mape_all'] * 100:.1f}% Spearman {s['spearman_all']:.3f}"
     return text
+
+
+def config_of(row: dict) -> str:
+    """How a row ran: `t<threads>s` (compiled serial) or `t<threads>p` (its outer loop across the team)."""
+    return f"t{row.get('threads', 1)}{'p' if row.get('parallel') else 's'}"
+
+
+def by_threads(rows: list[dict], pred: np.ndarray, skip_views: bool = False) -> dict[str, dict]:
+    """`scores` of the rows on each thread count (`threads=<n>`) and in each configuration (`config_of`)."""
+    keys: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        keys[f"threads={r.get('threads', 1)}"].append(i)
+        keys[config_of(r)].append(i)
+    return {k: scores([rows[i] for i in idx], pred[idx], skip_views) for k, idx in sorted(keys.items())}
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 16
+"""The size rule the CPU backend falls back on without a model (backends/cpu/threads.py MIN_PARALLEL_ELEMENTS),
+scored beside the model's choice."""
+
+
+def parallel_accuracy(rows: list[dict], pred: np.ndarray, min_gap: float = 0.0) -> dict:
+    """How often the faster estimate of a kernel compiled serial or parallel on the same thread count (> 1) is the
+    faster measurement, for the model and for the size rule; `min_gap` as in `decision_accuracy`.
+    {"pairs", "model", "threshold", "always_serial", "lost_model", "lost_threshold"}: the last two the mean
+    measured slowdown (ln) of the wrong choices over all pairs."""
+    runs: dict[tuple, dict] = defaultdict(dict)
+    for r, p in zip(rows, pred):
+        n = r.get("threads", 1)
+        if n > 1 and "@" in r["id"]:
+            runs[(r["id"].split("@")[0], n)]["p" if r.get("parallel") else "s"] = (p, r["seconds"], r)
+    hits = {"model": 0, "threshold": 0, "always_serial": 0}
+    lost = {"model": 0.0, "threshold": 0.0}
+    total = 0
+    for got in runs.values():
+        if len(got) < 2:
+            continue
+        (ps, ms, r), (pp, mp, _) = got["s"], got["p"]
+        if min_gap and abs(math.log(mp / ms)) <= min_gap:
+            continue
+        total += 1
+        faster = mp < ms
+        picks = {"model": pp < ps, "threshold": r.get("elements", 0) >= PARALLEL_MIN_ELEMENTS,
+                 "always_serial": False}
+        for k, pick in picks.items():
+            hits[k] += pick == faster
+            if k in lost and pick != faster:
+                lost[k] += abs(math.log(mp / ms))
+    out = {"pairs": total, **{k: (v / total if total else float("nan")) for k, v in hits.items()}}
+    out.update({f"lost_{k}": (v / total if total else float("nan")) for k, v in lost.items()})
+    return out
+
+
+def fmt_parallel(s: dict) -> str:
+    return (f"serial-or-parallel choice: model {s['model']:.3f}, size rule {s['threshold']:.3f}, always serial "
+            f"{s['always_serial']:.3f} ({s['pairs']} kernels); mean slowdown of wrong choices: model "
+            f"{s['lost_model'] * 100:.1f}%, size rule {s['lost_threshold'] * 100:.1f}%")

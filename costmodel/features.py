@@ -5,6 +5,12 @@ no region is built, no text printed); `kernel_features(kernel, target)` is the s
 `graph.kernel`; `ir_token_features(text)` hashes the printed MLIR into `TOKEN_BUCKETS` counts, with SSA
 names stripped and every number turned into a power-of-two bucket so that shapes generalize.
 All of them return plain `dict[str, float]`; `vector(f, names)` orders one for a model.
+
+On the CPU a kernel's time depends on how it runs as well as on what it computes: `THREAD_NAMES` are the
+team size it runs with (torch's thread count), whether it was compiled with its outer loop across threads
+(a fork and join per call, the work split), and its bytes per thread. `ops_features` takes them as
+arguments (default: one thread, serial, which is what a kernel costs on the GPU targets too); a dataset
+row keeps them beside its IR (`threads`, `parallel`), since the printed IR does not say how it was run.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ ANALYTIC_NAMES = (
     "log_mm_n", "log_mm_k", "log_mm_batch", "frac_bf16", "frac_compute_bytes_bf16", "causal", "log_regs", "log_smem",
     "log_bytes_internal", "log_max_buffer", "n_contractions", "att_mask", "log_att_mask_rows", "att_gqa",
 )
+THREAD_NAMES = ("threads", "parallel", "log_bytes_per_thread")
 HIST_NAMES = tuple("n_" + n.removeprefix(g.PREFIX) for n in OP_NAMES)
 TOKEN_NAMES = tuple(f"tok{i}" for i in range(TOKEN_BUCKETS))
-FEATURE_NAMES = ANALYTIC_NAMES + HIST_NAMES
+FEATURE_NAMES = ANALYTIC_NAMES + THREAD_NAMES + HIST_NAMES
 ALL_NAMES = FEATURE_NAMES + TOKEN_NAMES
 
 
@@ -56,10 +63,11 @@ def the_kernel(module) -> Operation:
     raise ValueError("module holds no graph op")
 
 
-def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, float]:
+def kernel_features(op: Operation, target, tokens: bool = False, threads: int = 1,
+                    parallel: bool = False) -> dict[str, float]:
     """Features of one `graph.kernel` (its body as one group) or of one op as its own kernel."""
     ops = body_ops(op) if isinstance(op, g.KernelOp) else [op]
-    f = ops_features(ops, target)
+    f = ops_features(ops, target, threads, parallel)
     if tokens:
         from solder.compiler.ir import print_ir
 
@@ -67,15 +75,17 @@ def kernel_features(op: Operation, target, tokens: bool = False) -> dict[str, fl
     return f
 
 
-def part_features(ops: list[Operation], target) -> list[dict[str, float]] | None:
+def part_features(ops: list[Operation], target, threads: int = 1,
+                  parallel: bool = False) -> list[dict[str, float]] | None:
     """The features of each op of `ops` run as its own kernel (sources, which every reader clones, left
     out); None when fewer than two ops remain."""
-    parts = [ops_features([o], target) for o in ops if o.operands]
+    parts = [ops_features([o], target, threads, parallel) for o in ops if o.operands]
     return parts if len(parts) > 1 else None
 
 
-def ops_features(ops: list[Operation], target) -> dict[str, float]:
-    """Analytic features and op histogram of `ops` fused into one kernel (no region built)."""
+def ops_features(ops: list[Operation], target, threads: int = 1, parallel: bool = False) -> dict[str, float]:
+    """Analytic features and op histogram of `ops` fused into one kernel (no region built), run on a team
+    of `threads` (torch's thread count), with its outer loop across them when `parallel`."""
     trans = analytic.transcendental_weight(target)
     nread, nwritten, ins, outs = analytic.group_io(ops)
     f: dict[str, float] = {}
@@ -138,6 +148,15 @@ def ops_features(ops: list[Operation], target) -> dict[str, float]:
         "log_bytes_internal": _log2(max(0.0, parts_bytes - nbytes)), "log_max_buffer": _log2(max_buffer),
         "n_contractions": float(n_contract), "att_mask": att[0], "log_att_mask_rows": att[1], "att_gqa": att[2],
     })
+    return with_threads(f, threads, parallel)
+
+
+def with_threads(f: dict[str, float], threads: int, parallel: bool) -> dict[str, float]:
+    """`f` (updated in place) run on a team of `threads`, compiled parallel or not: the THREAD_NAMES."""
+    team = max(1, threads) if parallel else 1
+    f["threads"] = float(max(1, threads))
+    f["parallel"] = float(bool(parallel))
+    f["log_bytes_per_thread"] = _log2((2.0 ** f["log_bytes"] - 1.0) / team)
     return f
 
 

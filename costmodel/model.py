@@ -18,6 +18,12 @@ Two structures (`fit(structure=...)`):
   cross-validation on the H100 training groups: decisions 0.921 vs 0.914, MAPE 14.3% vs 14.6%) every
   kernel of several ops is estimated so, elementwise and reduction chains in one launch too; without
   it those are estimated by a third set of direct trees fitted on every row.
+CPU kernels on threads: a model fitted on rows measured both ways (compiled serial and with the outer loop across
+threads, on the same team: `collect`'s configurations) also holds `parallel_factor`, trees on ln(parallel seconds /
+serial seconds) of those pairs, read from the parallel run's features. A parallel kernel is estimated as the
+kernel's serial estimate on the same team times that factor, so that the serial-or-parallel choice rests on the
+factor (the fork/join and the split, learned directly from the pairs) rather than on the difference of two
+independent estimates, each ~20% off.
 With `free_views` (GPU targets), a kernel that launches nothing (layout ops only: the backend returns a
 view) is estimated as the median measured time of such rows, and is left out of the fit.
 
@@ -45,6 +51,7 @@ FORMAT = "solder-costmodel"
 FORMAT_VERSION = 4
 MODEL_FILE = "model.npz"
 RATIO_EXTRA = ("log_parts_pred", "n_parts", "parts_launches")
+PARTS = ("gbr", "ridge", "ratio", "direct", "parallel_factor")  # the arrays a model file may hold
 
 
 def ratio_names(names: tuple[str, ...]) -> tuple[str, ...]:
@@ -70,6 +77,7 @@ class LearnedModel:
     view_seconds: float | None = None  # free_views: the estimate of a kernel that launches nothing
     direct: Trees | None = None  # structure "parts": trees on all rows, for kernels of several ops in one launch
     ratio_all: bool = False  # structure "parts": the fusion factor for every kernel of several ops (no direct trees)
+    parallel_factor: Trees | None = None  # trees on ln(parallel / serial seconds) on one team, features `names`
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -77,6 +85,7 @@ class LearnedModel:
         self._ratio_fast = self.ratio.compile() if self.ratio is not None else None
         self._ratio_names = ratio_names(self.names)
         self._direct_fast = self.direct.compile() if self.direct is not None else None
+        self._parallel_fast = self.parallel_factor.compile() if self.parallel_factor is not None else None
 
     # -- prediction ---------------------------------------------------------------------------
 
@@ -85,6 +94,9 @@ class LearnedModel:
         kernel of several ops as its own kernel (used by the "parts" structure, ignored otherwise)."""
         if self.view_seconds is not None and f.get("launches", 1.0) == 0:
             return math.log(self.view_seconds)
+        if self._parallel_fast is not None and f.get("parallel"):
+            serial = feats.with_threads(dict(f), int(f["threads"]), False)
+            return self.log_seconds(serial, parts) + self._parallel_fast(feats.vector(f, self.names))
         if parts and len(parts) > 1 and self._ratio_fast is not None:
             if self.ratio_all or uses_ratio(f) or self._direct_fast is None:
                 z = self._parts_log(f, parts)
@@ -120,6 +132,12 @@ class LearnedModel:
         """Seconds for many single-kernel feature dicts, the trees walked with numpy (the reference for the fast path)."""
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
         z = self.gbr.predict(x) + self.log_scale
+        if self.parallel_factor is not None:
+            par = np.array([bool(f.get("parallel")) for f in rows])
+            if par.any():
+                serial = [feats.with_threads(dict(f), int(f["threads"]), False) for f, p in zip(rows, par) if p]
+                xs = np.array([feats.vector(f, self.names) for f in serial], dtype=np.float64)
+                z[par] = self.gbr.predict(xs) + self.log_scale + self.parallel_factor.predict(x[par])
         if self.adapter is not None:
             w0, w1, w2 = self.adapter
             z = w0 + w1 * z + w2 * np.array([f["log_roofline"] for f in rows]) * math.log(2)
@@ -129,21 +147,30 @@ class LearnedModel:
         x = np.array([feats.vector(f, self.names) for f in rows], dtype=np.float64)
         return np.exp(self.ridge.predict(x))
 
-    def predict_op(self, op, target) -> float:
-        """Seconds of one op or `graph.kernel` as one kernel."""
+    def predict_op(self, op, target, threads: int = 1, parallel: bool = False) -> float:
+        """Seconds of one op or `graph.kernel` as one kernel (on `threads`, parallel or not: see predict_ops)."""
         if self._ratio_fast is None:
-            return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens))
-        return self.predict_ops(feats.body_ops(op) if isinstance(op, g.KernelOp) else [op], target)
+            return self.predict_features(feats.kernel_features(op, target, tokens=self.tokens, threads=threads,
+                                                               parallel=parallel))
+        return self.predict_ops(feats.body_ops(op) if isinstance(op, g.KernelOp) else [op], target, threads, parallel)
 
-    def predict_ops(self, ops: list, target) -> float:
-        """Seconds of `ops` fused as one kernel (a token model prints the ops, which is slower)."""
-        f = feats.ops_features(ops, target)
+    def predict_ops(self, ops: list, target, threads: int = 1, parallel: bool = False) -> float:
+        """Seconds of `ops` fused as one kernel run on a team of `threads`, its outer loop across them when
+        `parallel` (a model without the thread features ignores both); a token model prints the ops (slower)."""
+        f = feats.ops_features(ops, target, threads, parallel)
         if self.tokens:
             from solder.compiler.ir import print_ir
 
             f.update(feats.ir_token_features("".join(print_ir(o) for o in ops)))
-        parts = feats.part_features(ops, target) if self._ratio_fast is not None and len(ops) > 1 else None
+        parts = (feats.part_features(ops, target, threads, parallel)
+                 if self._ratio_fast is not None and len(ops) > 1 else None)
         return self.predict_features(f, parts)
+
+    @property
+    def reads_threads(self) -> bool:
+        """Whether the model was trained with the thread features (feats.THREAD_NAMES), so that its estimates of
+        a kernel on one thread, on several, serial and parallel differ."""
+        return all(n in self.names for n in feats.THREAD_NAMES)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -153,7 +180,7 @@ class LearnedModel:
                 "names": list(self.names), "tokens": self.tokens, "log_scale": self.log_scale,
                 "adapter": list(self.adapter) if self.adapter is not None else None,
                 "view_seconds": self.view_seconds, "ratio_all": self.ratio_all, "card": self.card,
-                "parts": [k for k in ("gbr", "ridge", "ratio", "direct") if getattr(self, k) is not None]}
+                "parts": [k for k in PARTS if getattr(self, k) is not None]}
         arrays = {"meta": np.array(json.dumps(meta))}
         for k in meta["parts"]:
             arrays.update(getattr(self, k).arrays(k))
@@ -194,7 +221,7 @@ def _from_meta(path: Path, meta: dict, arrays: dict) -> LearnedModel:
     """The model that `meta` (the settings) and `arrays` describe; ModelFormatError names what is malformed."""
     try:
         names = tuple(str(n) for n in meta["names"])
-        parts = {k: None for k in ("gbr", "ridge", "ratio", "direct")}
+        parts = {k: None for k in PARTS}
         for k in meta["parts"]:
             if k not in parts:
                 raise ModelFormatError(f"unknown model part {k!r}")
@@ -219,6 +246,7 @@ MONOTONE = frozenset({
     "log_flops", "log_bytes", "log_bytes_read", "log_bytes_written", "log_roofline", "log_roofline_parts",
     "log_bytes_parts", "log_flops_trans", "log_out_numel", "log_max_numel", "log_reduce_outer",
     "log_mm_m", "log_mm_n", "log_mm_k", "log_mm_batch", "log_bytes_internal", "log_max_buffer",
+    "log_bytes_per_thread",
 })
 
 
@@ -259,17 +287,36 @@ def fit(rows: list[dict], target: str, tokens: bool = False, seed: int = 0, n_es
     ridge = Linear.from_sklearn(make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y))
     view_seconds = float(np.median([r["seconds"] for r in views])) if views else (1e-7 if free_views else None)
     groups = [f"{r.get('family')}|{r.get('shape')}" for r in rows]
+    factor = _fit_parallel(rows, names, params)
     if structure == "direct":
         gbr = Trees.from_sklearn(_trees(**params).fit(x, y))
         log_scale = _mape_scale(x, y, groups, params) if calibrate else 0.0
         return LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, tokens=tokens, log_scale=log_scale,
-                            view_seconds=view_seconds)
+                            view_seconds=view_seconds, parallel_factor=factor)
     gbr, ratio, direct = _fit_parts(rows, names, params, view_seconds, measured, ratio_all)
     model = LearnedModel(target=target, names=names, gbr=gbr, ridge=ridge, ratio=ratio, view_seconds=view_seconds,
-                         direct=direct, ratio_all=ratio_all)
+                         direct=direct, ratio_all=ratio_all, parallel_factor=factor)
     if calibrate:
         model.log_scale = _mape_scale_parts(rows, names, params, view_seconds, groups, measured, ratio_all)
     return model
+
+
+def parallel_pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
+    """(serial row, parallel row) of one kernel on one team: rows whose ids differ only in the `s`/`p` of
+    collect's `<row>@t<n><s|p>`."""
+    by_id = {r["id"]: r for r in rows if "@" in str(r.get("id", ""))}
+    return [(by_id[i[:-1] + "s"], r) for i, r in by_id.items()
+            if r.get("parallel") and i.endswith("p") and i[:-1] + "s" in by_id]
+
+
+def _fit_parallel(rows: list[dict], names: tuple[str, ...], params: dict) -> Trees | None:
+    """Trees on ln(parallel / serial seconds) of the `parallel_pairs` of `rows`; None below 10 pairs."""
+    pairs = parallel_pairs(rows)
+    if len(pairs) < 10:
+        return None
+    x = np.array([feats.vector(p["features"], names) for _, p in pairs], dtype=np.float64)
+    y = np.log(np.array([p["seconds"] / s["seconds"] for s, p in pairs]))
+    return Trees.from_sklearn(_trees(**{**params, "monotonic_cst": None}).fit(x, y))
 
 
 def _single(row: dict) -> bool:
@@ -364,7 +411,8 @@ def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     """A copy of `source` with a least-squares correction ln s = w0 + w1·src + w2·ln(roofline) fitted on `rows`."""
     base = LearnedModel(target=source.target, names=source.names, gbr=source.gbr, ridge=source.ridge,
                         tokens=source.tokens, log_scale=source.log_scale, ratio=source.ratio,
-                        view_seconds=source.view_seconds, direct=source.direct, ratio_all=source.ratio_all)
+                        view_seconds=source.view_seconds, direct=source.direct, ratio_all=source.ratio_all,
+                        parallel_factor=source.parallel_factor)
     src = np.log(base.predict_rows(rows))
     roof = np.array([r["features"]["log_roofline"] for r in rows]) * math.log(2)
     a = np.stack([np.ones_like(src), src, roof], axis=1)
@@ -373,4 +421,4 @@ def adapt(source: LearnedModel, rows: list[dict], target: str) -> LearnedModel:
     return LearnedModel(target=target, names=source.names, gbr=source.gbr, ridge=source.ridge, tokens=source.tokens,
                         adapter=tuple(float(v) for v in w), log_scale=source.log_scale, ratio=source.ratio,
                         view_seconds=source.view_seconds, direct=source.direct, ratio_all=source.ratio_all,
-                        card={"adapted_from": source.target})
+                        parallel_factor=source.parallel_factor, card={"adapted_from": source.target})

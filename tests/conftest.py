@@ -84,3 +84,16 @@ def _compiled_code_runs(monkeypatch, request):
         monkeypatch.setenv("SOLDER_SPEED_GUARD", "off")
     if request.node.get_closest_marker("eager_fallback") is None:
         monkeypatch.setenv("SOLDER_STRICT", "1")
+
+
+@pytest.fixture
+def quick_timing(monkeypatch):
+    """Cost-model collection that runs each generated kernel once and calls it 10 us: tests of collection check
+    its bookkeeping, never numbers that depend on how loaded the machine is."""
+    from solder.costmodel import collect
+
+    def once(program, args, device, **_):
+        program(args)
+        return 1e-5, 1
+
+    monkeypatch.setattr(collect, "time_program", once)

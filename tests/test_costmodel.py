@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -112,26 +111,21 @@ def _rows(n):
     return [next(it) for _ in range(n)]
 
 
-@pytest.fixture
-def quick_timing(monkeypatch):
-    """Time each generated kernel only a few times (the tests check bookkeeping, not the numbers)."""
-    from solder.costmodel import collect
-
-    fast = functools.partial(collect.time_program, budget_s=0.002, min_reps=2, max_reps=5)
-    monkeypatch.setattr(collect, "time_program", fast)
-
-
 def test_collect_resumes_without_duplicates(tmp_path, quick_timing):
     out = tmp_path / "data.jsonl"
-    assert cli.main(["collect", "--target", "cpu", "--n", "6", "--out", str(out), "--quiet"]) == 0
-    assert len(out.read_text().splitlines()) == 6
+    args = ["collect", "--target", "cpu", "--out", str(out), "--quiet", "--threads", "1,2"]
+    assert cli.main([*args, "--n", "6"]) == 0
+    first = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert {i.split("@")[0] for i in first} == {r.id for r in _rows(6)}
     with out.open("a") as f:
         f.write('{"id": "torn')  # an interrupted write
-    assert cli.main(["collect", "--target", "cpu", "--n", "8", "--out", str(out), "--quiet"]) == 0
+    assert cli.main([*args, "--n", "8"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     ids = [r["id"] for r in rows]
-    assert len(ids) == 8 and len(set(ids)) == 8
-    assert ids == [r.id for r in _rows(8)]
+    assert len(ids) == len(set(ids)) and ids[:len(first)] == first
+    for r in _rows(8):  # every row on 1 and 2 threads compiled serial; parallel ones both ways
+        mine = {i.split("@")[1] for i in ids if i.split("@")[0] == r.id}
+        assert {"t1s", "t2s"} <= mine <= {"t1s", "t2s", "t1p", "t2p"} and ("t1p" in mine) == ("t2p" in mine)
     assert all(r["seconds"] > 0 and r["ir"].startswith("builtin.module") and r["features"] for r in rows)
 
 

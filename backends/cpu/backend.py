@@ -318,6 +318,7 @@ class _Planner:
             raise L.Unsupported("a `?` dim without a size expression: the reference backend reads it off the data")
         fb = L.FuncBuilder(name)
         fb.samples = self.samples
+        fb.graph_ops = ops
         env = {}
         st.nhwc_in = [v in self.nhwc for v in st.ins]
         for v, cl in zip(st.ins, st.nhwc_in):

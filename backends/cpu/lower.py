@@ -97,6 +97,7 @@ class FuncBuilder:
         self.symbols: list[str] = []
         self._symbol_args: dict[str, SSAValue] = {}
         self.samples: list[dict[str, int]] = []  # bindings to check symbolic index ranges against
+        self.graph_ops: list = []  # the graph ops this function computes: what the cost model estimates
         self._dims = symdims.IndexExprs(self._index_const, self._index_op, self._symbol)
 
     def _index_const(self, n: int) -> SSAValue:

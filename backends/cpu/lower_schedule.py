@@ -22,7 +22,8 @@ same; elementwise tiles are vectorized with masks (`vectorize ... vector_sizes`,
 bufferization), and a row kernel's row loops are peeled (`transform.loop.peel`): full tiles vectorize
 as static ones, the last, partial tile runs masked.
 
-Threads: where `threads.worth_parallel` says a static kernel is big enough, its outer loop runs on torch's OpenMP
+Threads: where `threads.worth_parallel` says a static kernel pays for it (the cost model, asked about the
+function's graph ops, `FuncBuilder.graph_ops`), its outer loop runs on torch's OpenMP
 pool (threads.py): a row kernel's row loop is `structured.fuse ... {use_forall}` (rows split into one contiguous
 block per thread, each row's work unchanged), an elementwise generic is first tiled by `tile_using_forall` over its
 outer dims (one row per iteration; rows cut into pieces of whole lane tiles where there are too few rows), then by
@@ -62,7 +63,7 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
                 sizes = [1] * (len(g.domain) - 1) + [lane_tile(row, 64) if isinstance(row, int) else 64]
                 h, outer = f"{p}{g.uid}", len(sizes) - 1
                 lines.append(match(h, g.uid))
-                pieces = _elementwise_pieces(g.domain, sizes[-1])
+                pieces = _elementwise_pieces(g.domain, sizes[-1], fb)
                 if pieces:  # rows (or pieces of rows) across threads, a forall; then lanes as below
                     lines += [f"{h}_p, {h}_forall = transform.structured.tile_using_forall {h} tile_sizes "
                               f"[{', '.join(map(str, pieces))}] : ({ANY}) -> ({ANY}, {ANY})",
@@ -83,7 +84,7 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
         return [], "none"
     t = lane_tile(dom[-1], 32) if isinstance(dom[-1], int) else 32
     fuse_sizes = [1] * (rank - 1) + [0] if root == dom else [1] * len(root)
-    par = _parallel(dom, rank - 1)
+    par = _parallel(dom, rank - 1, fb)
     n_loops = 1 if par else sum(1 for s in fuse_sizes if s)  # a forall is one loop over every tiled dim
     lines += [match(f"{p}root", "root"),
               f"{p}fused, {p}rows" + "".join(f", {p}rows{i}" for i in range(n_loops - 1))
@@ -113,19 +114,19 @@ def schedule_lines(fb: FuncBuilder) -> tuple[list[str], str]:
     return lines + _finish(fb, symbolic_rows), "row"
 
 
-def _parallel(domain: tuple, outer: int) -> bool:
-    """Whether a generic over `domain` runs its first `outer` dims (its rows) across threads: static sizes only,
-    as big as threads.worth_parallel asks."""
+def _parallel(domain: tuple, outer: int, fb: FuncBuilder) -> bool:
+    """Whether a generic of `fb` over `domain` runs its first `outer` dims (its rows) across threads: static sizes
+    only, where threads.worth_parallel says the kernel pays for it."""
     if outer < 1 or not all(isinstance(n, int) for n in domain):
         return False
     rows = elements = 1
     for k, n in enumerate(domain):
         rows *= n if k < outer else 1
         elements *= n
-    return threads.worth_parallel(elements, rows)
+    return threads.worth_parallel(elements, rows, fb.graph_ops, fb.name)
 
 
-def _elementwise_pieces(domain: tuple, lane: int) -> list[int] | None:
+def _elementwise_pieces(domain: tuple, lane: int, fb: FuncBuilder) -> list[int] | None:
     """The forall tile sizes of an elementwise generic on threads, or None (serial): one row per iteration, or,
     with too few rows for the threads (a [2, 10^6] add, a 1-d one), each row cut into equal pieces of whole
     lane tiles."""
@@ -137,7 +138,7 @@ def _elementwise_pieces(domain: tuple, lane: int) -> list[int] | None:
     split, tiles = 1, cols // lane
     if rows < want:
         split = next((k for k in range(2, tiles + 1) if tiles % k == 0 and rows * k >= want), 0)
-    if not split or not threads.worth_parallel(rows * cols, rows * split):
+    if not split or not threads.worth_parallel(rows * cols, rows * split, fb.graph_ops, fb.name):
         return None
     return [1] * len(outer) + [0 if split == 1 else cols // split]
 

@@ -29,13 +29,20 @@ turns the kernels' threads off with torch's.
 Without torch's libgomp (a torch built without OpenMP) or a C compiler, `runtime()` is None and every kernel is
 compiled single-threaded.
 
-When to go parallel: `worth_parallel` is the one decision point (a size threshold now: a fork/join of the pool
-costs a few microseconds, a kernel below ~64K elements of traffic does not pay for it; the cost model is meant
-to take this decision later, from the kernel's estimated time, through this function).
+When to go parallel: `worth_parallel` is the one decision point. Structural limits first (torch on one thread,
+no shim, fewer than MIN_ROWS_PER_THREAD rows per thread: nothing to split evenly); then the CPU cost model
+(costmodel/shipped/cpu, trained on kernels timed at one thread and at torch's count, compiled serial and
+parallel: `solder-costmodel collect --target cpu`) estimates the kernel's graph ops on torch's team compiled
+serial and compiled parallel, and the faster estimate wins: the fork/join and the uneven split are in the
+measurements it learned from. Without such a model (or without the ops) a size threshold decides: a kernel below
+MIN_PARALLEL_ELEMENTS does not pay for waking the pool. Each decision and its reason goes to the `backend` log
+channel (`SOLDER_LOG=backend`). `forced()` overrides the decision where a parallel schedule exists (collection
+compiles each kernel both ways).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -48,6 +55,7 @@ from pathlib import Path
 
 import torch
 
+from solder import costmodel
 from solder.backends import cache_files
 from solder.compiler import knobs, log
 
@@ -67,12 +75,47 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def worth_parallel(elements: int, rows: int) -> bool:
-    """Whether a kernel touching `elements` values over `rows` independent outer iterations should be compiled
-    with its outer loop across threads. The hook for the cost model (today: a size threshold)."""
+def worth_parallel(elements: int, rows: int, ops: list | None = None, kernel: str = "kernel") -> bool:
+    """Whether a kernel touching `elements` values over `rows` independent outer iterations (computing the graph
+    `ops`, when the caller has them) should be compiled with its outer loop across threads; the reason goes to
+    the `backend` log channel under the name `kernel`."""
+    go, why = decide(elements, rows, ops)
+    _log.info("threads: %s %s: %s", kernel, "parallel" if go else "serial", why)
+    return go
+
+
+def decide(elements: int, rows: int, ops: list | None = None, model=None) -> tuple[bool, str]:
+    """(parallel or not, why) for `worth_parallel`; `model` overrides the target's cost model as
+    `costmodel.estimate_ops` takes it ("roofline": none, the size threshold decides)."""
     n = torch_threads()
-    return (n > 1 and elements >= MIN_PARALLEL_ELEMENTS and rows >= MIN_ROWS_PER_THREAD * n
-            and runtime() is not None)
+    if n <= 1:
+        return False, "torch runs on one thread"
+    if rows < MIN_ROWS_PER_THREAD * n:
+        return False, f"{rows} outer iteration(s), fewer than {MIN_ROWS_PER_THREAD} per thread of {n}"
+    if runtime() is None:
+        return False, "no OpenMP runtime shared with torch (threads.py)"
+    if _state["forced"] is not None:
+        return _state["forced"], "forced (cost-model collection compiles both ways)"
+    est = costmodel.estimate_parallel(ops, "cpu", n, model=model) if ops else None
+    if est is None:
+        big = elements >= MIN_PARALLEL_ELEMENTS
+        return big, (f"no cost model with thread features: {elements} elements "
+                     f"{'>=' if big else '<'} the threshold {MIN_PARALLEL_ELEMENTS}")
+    serial, parallel = est
+    return parallel < serial, (f"cost model: {parallel * 1e6:.3g} us on {n} threads vs {serial * 1e6:.3g} us "
+                               f"serial ({elements} elements, {rows} outer iterations)")
+
+
+@contextlib.contextmanager
+def forced(parallel: bool | None):
+    """Inside, every kernel that can run its outer loop on threads does (True) or does not (False), whatever it
+    costs; None restores the decision. Cost-model collection compiles each kernel both ways with it."""
+    before = _state["forced"]
+    _state["forced"] = parallel
+    try:
+        yield
+    finally:
+        _state["forced"] = before
 
 
 def torch_libgomp() -> str | None:
@@ -130,7 +173,7 @@ def forks() -> int:
     return lib.solder_omp_forks() if lib is not None else 0
 
 
-_state: dict = {"lib": None, "threads": None}
+_state: dict = {"lib": None, "threads": None, "forced": None}
 
 
 def _key() -> str:
