@@ -227,37 +227,51 @@ def capture(model: torch.nn.Module, args: tuple, kwargs: dict, known_ops: set[st
     them symbolic where the model allows, infers their bounds, and specializes the others).
     """
     t0 = time.perf_counter()
-    refused, read = (), {}
     args, kwargs = _unaliased(args, kwargs)
     leaves, spec = pytree.tree_flatten((args, kwargs))
     values = readable_values(leaves) if read_values else {}
     flat = dynamic is not None or bool(values)
-    with _EXPORT_LOCK, _torch_internals_quiet():
-        model = private_view(model)
-        if flat:
-            shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in (dynamic or ()) if i == k} or None
-                           if isinstance(x, torch.Tensor) else None for k, x in enumerate(leaves))
-            wrapper = _FlatInputs(model, spec, values)
-            ep = _export(wrapper, tuple(leaves), {}, (shapes,) if dynamic is not None else None)
-            read = dict(wrapper.log.read)
-            if dynamic is not None:
-                refused = _refused(ep, dynamic)
-        else:
-            ep = _export(model, args, kwargs)
-        todo = _decomposable_unknowns(ep, known_ops)
-        same = _returned_inputs(ep) if _mutating_ops(ep) else None
-        if todo:
-            _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
-        if todo or same is not None:
-            ep = _functionalize(ep, todo)
-            for _ in range(3):  # functionalizing can surface ops to decompose (hardswish_ -> hardswish)
-                more = _decomposable_unknowns(ep, known_ops)
-                if not more:
-                    break
-                todo.update(more)
-                ep = _functionalize(ep, more)
+    try:
+        with _EXPORT_LOCK, _torch_internals_quiet():
+            ep, todo, same, read, refused = _capture(model, args, kwargs, known_ops, dynamic, leaves, spec, values,
+                                                     flat)
+    except CaptureError:
+        raise
+    except Exception as e:  # functionalizing/decomposing failed after export: still a capture failure
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise CaptureError(f"capture of {type(model).__name__} failed after torch.export: {type(e).__name__}: "
+                           f"{first}") from e
     return Captured(ep, time.perf_counter() - t0, tuple(sorted(str(k) for k in todo)), flat, "m." if flat else "",
                     refused, same or {}, read)
+
+
+def _capture(model, args, kwargs, known_ops, dynamic, leaves, spec, values, flat):
+    """export (flat over the leaves when `flat`), then decompose and functionalize what the importer needs."""
+    refused, read = (), {}
+    model = private_view(model)
+    if flat:
+        shapes = tuple({d: torch.export.Dim.AUTO for (i, d) in (dynamic or ()) if i == k} or None
+                       if isinstance(x, torch.Tensor) else None for k, x in enumerate(leaves))
+        wrapper = _FlatInputs(model, spec, values)
+        ep = _export(wrapper, tuple(leaves), {}, (shapes,) if dynamic is not None else None)
+        read = dict(wrapper.log.read)
+        if dynamic is not None:
+            refused = _refused(ep, dynamic)
+    else:
+        ep = _export(model, args, kwargs)
+    todo = _decomposable_unknowns(ep, known_ops)
+    same = _returned_inputs(ep) if _mutating_ops(ep) else None
+    if todo:
+        _log.info("decomposing %s", ", ".join(sorted(str(k) for k in todo)))
+    if todo or same is not None:
+        ep = _functionalize(ep, todo)
+        for _ in range(3):  # functionalizing can surface ops to decompose (hardswish_ -> hardswish)
+            more = _decomposable_unknowns(ep, known_ops)
+            if not more:
+                break
+            todo.update(more)
+            ep = _functionalize(ep, more)
+    return ep, todo, same, read, refused
 
 
 def _refused(ep: torch.export.ExportedProgram, dynamic: set[tuple[int, int]]) -> tuple[tuple[int, int], ...]:

@@ -74,6 +74,7 @@ class SolderBackend:
         merged.setdefault("target", "cpu")
         gm, dropped, dims = _symbolic_inputs(gm)
         compiled = solder_compile(_GraphModuleWrapper(gm), **merged)
+        compiled.dynamo_route = False  # a graph Dynamo captured that export cannot: eager, not Dynamo again
         if dims:
             compiled.options.dynamic_dims = frozenset(dims)
         compiled.name = f"dynamo_graph_{len(self.graphs)}"

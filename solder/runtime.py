@@ -166,6 +166,13 @@ class Specialization:
         return self._check[1]()
 
 
+def _data_dependent_sizes(e: Exception) -> bool:
+    """A failure on sizes that depend on data (`nonzero`, boolean masks): Dynamo can break the graph there."""
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    return isinstance(e, GuardOnDataDependentSymNode)
+
+
 def _state_check(sources: list):
     """`() -> bool`: every source's dict still holds its tensor."""
     env, terms = {}, []
@@ -225,6 +232,12 @@ class CompiledModule:
         self._no_dynamic: set[tuple] = set()  # families whose dynamic compile failed: static per shape
         self._failed: dict[tuple, str] = {}  # signatures that failed to compile or run: they run eagerly
         self._value_changes: dict[tuple, int] = {}  # signature -> recompiles for new values read with .item()
+        self._via_dynamo: set[tuple] = set()  # signatures export cannot capture: run through `_dynamo`
+        self._dynamo = None  # torch.compile(model, backend=solder), made on first need
+        self.dynamo_backend = None  # its backend, which holds the graphs Dynamo handed to solder
+        self.dynamo_route = True
+        """Whether a signature that torch.export cannot capture goes through torch.compile(backend=solder); off
+        for the graphs Dynamo itself hands to solder."""
         self.compile_count = 0
         """How many times this callable captured and compiled (static and dynamic specializations)."""
 
@@ -260,7 +273,8 @@ class CompiledModule:
                 if sp is None and key not in self._failed:
                     sp = self._compile_or_fail(key, spec, leaves, args, kwargs)
             if sp is None:
-                return self.model(*args, **kwargs)
+                self._remember_uncompiled(key, args, kwargs)
+                return self._uncompiled(key, args, kwargs)
         else:
             with self._lock:  # another thread's compile may drop the oldest specialization meanwhile
                 if key in self.specializations:
@@ -285,8 +299,44 @@ class CompiledModule:
         except Exception as e:  # noqa: BLE001 - never a crash: any failure of a stage falls back, once
             if self.options.strict or knobs.strict():
                 raise
+            if self.dynamo_route and (isinstance(e, CaptureError) or _data_dependent_sizes(e)):
+                self._failed[key] = f"{type(e).__name__}: {e}"
+                self._via_dynamo.add(key)
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                self._warn_once(f"{self.name}: solder cannot take its whole graph ({first}); the graphs that "
+                                "torch.compile (Dynamo) captures are compiled by solder instead, the rest of the "
+                                "Python code runs eagerly. compile(..., strict=True) raises instead.")
+                return None
             self._fail(key, "compiling", e)
             return None
+
+    def _uncompiled(self, key, args, kwargs):
+        """A call of a signature with no program: through torch.compile(backend=solder) where export failed and
+        Dynamo may still capture pieces, else eagerly."""
+        if key not in self._via_dynamo:
+            return self.model(*args, **kwargs)
+        if self._dynamo is None:
+            from solder.dynamo import make_backend
+
+            o = self.options
+            backend = make_backend(target=o.target.name, passes=o.passes, sparse_attention=o.sparse_attention,
+                                   cost_model=o.cost_model, cache_dir=o.cache_dir, verify=o.verify)
+            self._dynamo, self.dynamo_backend = torch.compile(self.model, backend=backend), backend
+        try:
+            with torch.no_grad():  # inference, as every compiled program runs
+                return self._dynamo(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - Dynamo itself failed (each solder piece falls back on its own)
+            if self.options.strict or knobs.strict():
+                raise
+            self._via_dynamo.discard(key)
+            self._fast = {k: v for k, v in list(self._fast.items()) if v[0] != key}
+            self._fail(key, "compiling through torch.compile", e)
+            return self.model(*args, **kwargs)
+
+    def _remember_uncompiled(self, key, args, kwargs) -> None:
+        """Enter a signature that has no program in the fast table, so its calls skip the pytree work too."""
+        if all(type(a) is torch.Tensor for a in args) and all(type(v) is torch.Tensor for v in kwargs.values()):
+            self._fast[_fast_key(args, kwargs)] = (key, None, None)
 
     def _first_run(self, sp: Specialization, key, args, kwargs):
         """The first run of a new program: a failure drops it and runs the call (and later ones) eagerly.
@@ -329,6 +379,8 @@ class CompiledModule:
         if entry is None:
             return _MISS
         key, sp, perm = entry
+        if sp is None:
+            return self._uncompiled(key, args, kwargs) if key in self._failed else _MISS
         guard = sp.speed
         if guard is not None and guard.settled and guard.runs_eager and self.specializations.get(key) is sp:
             return self.model(*args, **kwargs)  # the guard chose eager: nothing compiled to check or bind

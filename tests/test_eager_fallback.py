@@ -24,18 +24,32 @@ class DataDependent(torch.nn.Module):
         return x - 1
 
 
-def test_a_capture_failure_runs_eagerly_with_one_warning():
+def test_a_capture_failure_goes_through_dynamo_with_one_warning():
+    """export cannot capture a branch on data; torch.compile(backend=solder) compiles the graphs around it."""
     cm = solder.compile(DataDependent().eval(), target="cpu")
     x = torch.ones(4)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        outs = [cm(x), cm(-x), cm(x)]
+        outs = [cm(x), cm(-x), cm(x), cm(-x)]
     assert torch.equal(outs[0], x * 2) and torch.equal(outs[1], -x - 1) and torch.equal(outs[2], x * 2)
+    assert torch.equal(outs[3], -x - 1)
     fallbacks = [m for m in w if issubclass(m.category, EagerFallbackWarning)]
     assert len(fallbacks) == 1, [str(m.message) for m in w]
-    assert "compiling for inputs [(4,):float32] failed" in str(fallbacks[0].message)
-    assert "strict=True" in str(fallbacks[0].message)
-    assert cm.compile_count == 1, "a failed signature is not compiled again"
+    msg = str(fallbacks[0].message)
+    assert "cannot take its whole graph" in msg and "torch.compile (Dynamo)" in msg and "strict=True" in msg
+    assert cm.compile_count == 1, "a failed signature is not exported again"
+    assert len(cm.dynamo_backend.graphs) >= 2  # the condition, and the branch taken
+    assert all(g.compile_count >= 1 for g in cm.dynamo_backend.graphs)
+
+
+def test_without_the_dynamo_route_a_capture_failure_runs_eagerly():
+    cm = solder.compile(DataDependent().eval(), target="cpu")
+    cm.dynamo_route = False
+    x = torch.ones(4)
+    with pytest.warns(EagerFallbackWarning, match=r"compiling for inputs \[\(4,\):float32\] failed"):
+        assert torch.equal(cm(x), x * 2)
+    assert torch.equal(cm(-x), -x - 1)
+    assert cm.compile_count == 1 and cm.dynamo_backend is None
 
 
 class ManyInputs(torch.nn.Module):
@@ -48,6 +62,7 @@ class ManyInputs(torch.nn.Module):
 
 def test_the_cause_of_a_failure_with_many_inputs_is_not_buried_under_their_shapes():
     cm = solder.compile(ManyInputs().eval(), target="cpu")
+    cm.dynamo_route = False
     ws = {f"w{i}": torch.ones(i + 1) for i in range(40)}
     with pytest.warns(EagerFallbackWarning) as w:
         cm(**ws)
@@ -83,3 +98,22 @@ def test_a_failing_first_run_falls_back_and_drops_the_program():
 def test_bad_strict_option_is_refused():
     with pytest.raises(OptionError, match=r"strict='no'"):
         solder.compile(torch.nn.Linear(2, 2), target="cpu", strict="no")
+
+
+class MaskedRows(torch.nn.Module):
+    """Rows picked by a mask: a size that depends on the data (graph networks filter edges like this)."""
+
+    def forward(self, x):
+        keep = x[:, 0] > 0
+        return torch.cat([x[keep] * 2, x.sum(0, keepdim=True)])
+
+
+def test_sizes_that_depend_on_data_go_through_dynamo():
+    model = MaskedRows().eval()
+    cm = solder.compile(model, target="cpu")
+    torch.manual_seed(0)
+    with pytest.warns(EagerFallbackWarning, match="torch.compile"):
+        for _ in range(3):
+            x = torch.randn(7, 3)
+            torch.testing.assert_close(cm(x), model(x))
+    assert cm.dynamo_backend is not None and cm.dynamo_backend.graphs
