@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import corpus_check, corpus_load
-from benchmarks.run import commit, interleaved, malloc_mode_reuse
+from benchmarks.run import commit, device_line, interleaved, malloc_mode_reuse
 
 TIMED_SECONDS = 3.0  # timed rounds per sample (all backends together), after interleaved's warm-up
 MIN_REPEATS, MAX_REPEATS = 5, 50
@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     entry = json.loads(args.entry)
     res = Result(Path(args.result), name=entry["name"], source=entry["source"], category=entry["category"],
                  threads=torch.get_num_threads() if args.target == "cpu" else None, status="started",
-                 commit=commit())  # the tree this sample ran on (others may commit during a long run)
+                 commit=commit(),  # the tree this sample ran on (others may commit during a long run)
+                 device=device_line(args.target))  # resumed runs may span machines
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SOLDER_CACHE_DIR"] = os.path.join(cache, "solder")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(cache, "inductor")
