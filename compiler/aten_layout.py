@@ -215,7 +215,10 @@ def _index_select(ctx, x, dim, index):
 
 @lower("aten.index.Tensor")
 def _index(ctx, x, indices):
-    """x[i0, i1, ...]: one index tensor is a gather along its dim; several leading ones a graph.index."""
+    """x[i0, i1, ...]: one index tensor is a gather along its dim; several a graph.index of the indexed dims
+    moved to the front. PyTorch puts the broadcast index dims where the indexed dims were when these are
+    adjacent, else first: the result is permuted back in the first case. Boolean masks (a data-dependent
+    size) stay eager."""
     pos = [i for i, t in enumerate(indices) if t is not None]
     if not pos or any(ctx.meta(indices[p]).dtype == torch.bool for p in pos):
         return NotImplemented
@@ -223,10 +226,20 @@ def _index(ctx, x, indices):
     if len(pos) == 1:
         return ctx.emit(g.GatherOp(operands=[ctx.value(x), _wrap_negative(ctx, indices[pos[0]], sizes[pos[0]])],
                                    properties={"dim": g.int_attr(pos[0])}, result_types=[ctx.out_type()]))
-    if pos != list(range(len(pos))):
-        return NotImplemented  # index tensors separated by slices: PyTorch moves dims around
-    return ctx.emit(g.IndexOp(operands=[ctx.value(x), [_wrap_negative(ctx, indices[p], sizes[p]) for p in pos]],
-                              result_types=[ctx.out_type()]))
+    rank = len(sizes)
+    rest = [d for d in range(rank) if d not in pos]
+    v = _permute_to(ctx, ctx.value(x), pos + rest)
+    idx = [_wrap_negative(ctx, indices[p], sizes[p]) for p in pos]
+    out = list(ctx.meta().shape)
+    adjacent = pos == list(range(pos[0], pos[-1] + 1))
+    if not adjacent or pos[0] == 0:
+        return ctx.emit(g.IndexOp(operands=[v, idx], result_types=[ctx.out_type()]))
+    # the result has [*x[:p0], *B, *x[p_last+1:]]; graph.index gives [*B, *x[:p0], *x[p_last+1:]]
+    nb = len(out) - len(rest)
+    front = out[pos[0]:pos[0] + nb] + out[:pos[0]] + out[pos[0] + nb:]
+    got = ctx.emit(g.IndexOp(operands=[v, idx], result_types=[tensor_type(tuple(front), torch_dtype_name(ctx.meta().dtype))]))
+    back = list(range(nb, nb + pos[0])) + list(range(nb)) + list(range(nb + pos[0], len(out)))
+    return _permute_to(ctx, got, back)
 
 
 def _wrap_negative(ctx, index, size):

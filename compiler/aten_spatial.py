@@ -1,9 +1,9 @@
 """Importer entries for the spatial ops of vision and audio models: convolution (plain and transposed), pooling,
-padding, resampling and group norm.
+padding, resampling, group and instance norm.
 
 Where an ATen op is a known composition of `graph` ops that the backends already generate code for, the
 entry builds that composition: group norm is a layer norm over each group's elements and a per-channel
-affine; max pooling with `ceil_mode` is a `-inf` pad followed by floor-mode pooling; adaptive average
+affine, instance norm a group norm of one channel per group; max pooling with `ceil_mode` is a `-inf` pad followed by floor-mode pooling; adaptive average
 pooling to a size that divides the input is plain average pooling.
 """
 
@@ -21,6 +21,7 @@ from solder.compiler.import_context import (
     lower,
     scalar_attr,
     torch_dtype_name,
+    type_of_meta,
 )
 
 
@@ -88,40 +89,72 @@ def _pool_op(ctx, v, kind, kernel, stride, padding, out_type):
 
 def _ceil_extra(shape, out, kernel, stride, padding) -> list[int]:
     """Per spatial dim, how many elements past the padded input ceil_mode's last window reads."""
-    return [max(0, (o - 1) * s + k - (n + 2 * p))
-            for o, s, k, n, p in zip(out[-2:], stride, kernel, shape[-2:], padding)]
+    n = len(kernel)
+    return [max(0, (o - 1) * s + k - (i + 2 * p))
+            for o, s, k, i, p in zip(out[-n:], stride, kernel, shape[-n:], padding)]
 
 
-@lower("aten.max_pool2d.default")
+def _spatial_dims(ctx) -> int:
+    """1, 2 or 3: the spatial dims of a pooling op, from its name (`aten.max_pool3d_with_indices...`)."""
+    return int(str(ctx.node.target).split("_pool")[1][0])
+
+
+def _indices_read(ctx) -> bool:
+    """Whether a node's results past the first (a pool's argmax indices, a norm's saved statistics) are
+    read (export keeps getitems nobody uses)."""
+    return any(len(u.args) > 1 and u.args[1] != 0 and u.users for u in ctx.node.users)
+
+
+@lower("aten.max_pool1d.default", "aten.max_pool2d.default", "aten.max_pool3d.default")
 def _max_pool(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
-    kernel = _per_dim(kernel, 2)
-    stride, padding = _per_dim(stride or kernel, 2), _per_dim(padding, 2)
-    if _per_dim(dilation, 2) != [1, 1]:
+    n = _spatial_dims(ctx)
+    kernel = _per_dim(kernel, n)
+    stride, padding = _per_dim(stride or kernel, n), _per_dim(padding, n)
+    if _per_dim(dilation, n) != [1] * n:
         return NotImplemented
     if not ceil_mode:
-        return _pool_op(ctx, ctx.value(x), "max", kernel, stride, padding, ctx.out_type())
+        return _pool_op(ctx, ctx.value(x), "max", kernel, stride, padding, _values_type(ctx))
     # ceil_mode: pad with the lowest value up to the size that floor-mode pooling reads (torch's own
     # implicit padding is -inf as well), then pool with no padding
-    shape, out = list(ctx.meta(x).shape), list(ctx.meta().shape)
-    if not _static(*shape[-2:], *out[-2:]):
+    shape, out = list(ctx.meta(x).shape), list(_values_meta(ctx).shape)
+    if not _static(*shape[-n:], *out[-n:]):
         return NotImplemented
     extra = _ceil_extra(shape, out, kernel, stride, padding)
     dt = ctx.meta(x).dtype
-    low = [0] * (len(shape) - 2) + padding
-    high = [0] * (len(shape) - 2) + [p + e for p, e in zip(padding, extra)]
+    low = [0] * (len(shape) - n) + padding
+    high = [0] * (len(shape) - n) + [p + e for p, e in zip(padding, extra)]
     fill = -float("inf") if dt.is_floating_point else torch.iinfo(dt).min
-    padded_type = tensor_type(tuple(n + lo + hi for n, lo, hi in zip(shape, low, high)), torch_dtype_name(dt))
+    padded_type = tensor_type(tuple(d + lo + hi for d, lo, hi in zip(shape, low, high)), torch_dtype_name(dt))
     padded = pad(ctx, ctx.value(x), "constant", low, high, padded_type, _fill_attr(fill, dt))
-    return _pool_op(ctx, padded, "max", kernel, stride, [0, 0], ctx.out_type())
+    return _pool_op(ctx, padded, "max", kernel, stride, [0] * n, _values_type(ctx))
 
 
-@lower("aten.avg_pool2d.default")
+@lower("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default")
+def _max_pool_with_indices(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pooling whose indices nobody reads (1-d max pooling decomposes to this 2-d form)."""
+    if _indices_read(ctx):
+        return NotImplemented
+    out = _max_pool(ctx, x, kernel, stride, padding, dilation, ceil_mode)
+    return NotImplemented if out is NotImplemented else [out, None]
+
+
+def _values_meta(ctx):
+    meta = ctx.meta()
+    return meta[0] if isinstance(meta, (tuple, list)) else meta
+
+
+def _values_type(ctx):
+    return type_of_meta(_values_meta(ctx))
+
+
+@lower("aten.avg_pool1d.default", "aten.avg_pool2d.default", "aten.avg_pool3d.default")
 def _avg_pool(ctx, x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
-    kernel = _per_dim(kernel, 2)
-    stride, padding = _per_dim(stride or kernel, 2), _per_dim(padding, 2)
+    n = _spatial_dims(ctx)
+    kernel = _per_dim(kernel, n)
+    stride, padding = _per_dim(stride or kernel, n), _per_dim(padding, n)
     if divisor_override is not None:
         return NotImplemented
-    if not ceil_mode and (count_include_pad or padding == [0, 0]):
+    if not ceil_mode and (count_include_pad or padding == [0] * n):
         return _pool_op(ctx, ctx.value(x), "avg", kernel, stride, padding, ctx.out_type())
     return _avg_pool_counted(ctx, x, kernel, stride, padding, count_include_pad)
 
@@ -131,25 +164,26 @@ def _avg_pool_counted(ctx, x, kernel, stride, padding, count_include_pad):
     the count): the zero-padded input's window means over the window means of a 0/1 mask of what torch
     counts (the input, plus the symmetric padding where count_include_pad), i.e. sum / count."""
     shape, out, dt = list(ctx.meta(x).shape), list(ctx.meta().shape), ctx.meta(x).dtype
-    if not _static(*shape[-2:], *out[-2:]) or not dt.is_floating_point:
+    n = len(kernel)
+    if not _static(*shape[-n:], *out[-n:]) or not dt.is_floating_point:
         return NotImplemented
     rank = len(shape)
     extra = _ceil_extra(shape, out, kernel, stride, padding)
     name = torch_dtype_name(dt)
-    padded = [n + 2 * p + e for n, p, e in zip(shape[-2:], padding, extra)]
-    lead = [0] * (rank - 2)
+    padded = [d + 2 * p + e for d, p, e in zip(shape[-n:], padding, extra)]
+    lead = [0] * (rank - n)
 
-    def zero_pad(v, low, high, hw):
-        t = tensor_type(tuple(list(dims_of(v.type))[:-2] + hw), name)
+    def zero_pad(v, low, high, sizes):
+        t = tensor_type(tuple(list(dims_of(v.type))[:-n] + sizes), name)
         return pad(ctx, v, "constant", lead + low, lead + high, t, _fill_attr(0, dt))
 
     xs = zero_pad(ctx.value(x), padding, [p + e for p, e in zip(padding, extra)], padded)
-    sums = _pool_op(ctx, xs, "avg", kernel, stride, [0, 0], ctx.out_type())
-    counted = shape[-2:] if not count_include_pad else [n + 2 * p for n, p in zip(shape[-2:], padding)]
-    ones = ctx.constant(1, dt, tuple([1] * (rank - 2) + counted))
-    at = [0, 0] if count_include_pad else padding
+    sums = _pool_op(ctx, xs, "avg", kernel, stride, [0] * n, ctx.out_type())
+    counted = shape[-n:] if not count_include_pad else [d + 2 * p for d, p in zip(shape[-n:], padding)]
+    ones = ctx.constant(1, dt, tuple([1] * (rank - n) + counted))
+    at = [0] * n if count_include_pad else padding
     mask = zero_pad(ones, at, [m - c - a for m, c, a in zip(padded, counted, at)], padded)
-    counts = _pool_op(ctx, mask, "avg", kernel, stride, [0, 0], tensor_type(tuple([1] * (rank - 2) + out[-2:]), name))
+    counts = _pool_op(ctx, mask, "avg", kernel, stride, [0] * n, tensor_type(tuple([1] * (rank - n) + out[-n:]), name))
     return ctx.emit(g.DivOp(sums, counts, ctx.out_type()))
 
 
@@ -290,10 +324,77 @@ def _group_norm(ctx, x, groups, weight=None, bias=None, eps=1e-5, cudnn_enabled=
 
 @lower("aten.native_group_norm.default")
 def _native_group_norm(ctx, x, weight, bias, n, c, hw, groups, eps):
-    if any(len(u.args) > 1 and u.args[1] != 0 and u.users for u in ctx.node.users):
+    if _indices_read(ctx):
         return NotImplemented  # the mean or rstd is used (training): run it eagerly (export keeps unused getitems)
     out = group_norm(ctx, x, groups, weight, bias, eps)
     return NotImplemented if out is NotImplemented else [out, None, None]  # mean, rstd: unread
+
+
+@lower("aten.instance_norm.default")
+def _instance_norm(ctx, x, weight, bias, running_mean, running_var, use_input_stats, momentum, eps,
+                   cudnn_enabled=False):
+    """Each sample's channels normalized over their spatial elements: a group norm with one channel a group.
+    Running statistics (updated in training, read in eval) go to eager."""
+    if not use_input_stats or running_mean is not None or running_var is not None or _rank(ctx, x) < 3:
+        return NotImplemented
+    return group_norm(ctx, x, ctx.meta(x).shape[1], weight, bias, eps)
+
+
+@lower("aten._native_batch_norm_legit.no_stats")
+def _batch_norm_batch_stats(ctx, x, weight, bias, training, momentum, eps):
+    """Batch norm from the batch's own statistics (instance norm decomposes to it with N folded into C; a
+    BatchNorm without running stats): each channel normalized over N and the spatial elements."""
+    if _indices_read(ctx):
+        return NotImplemented  # the saved mean or rstd is read (training)
+    out = batch_stats_norm(ctx, x, weight, bias, eps)
+    return NotImplemented if out is NotImplemented else [out, None, None]
+
+
+def batch_stats_norm(ctx, x, weight, bias, eps):
+    """[N, C, *S] normalized per channel over N and S (a group norm of one channel a group when N is 1)."""
+    shape = list(ctx.meta(x).shape)
+    if len(shape) < 2:
+        return NotImplemented
+    if isinstance(shape[0], int) and shape[0] == 1:
+        return group_norm(ctx, x, shape[1], weight, bias, eps)
+    return _channel_norm(ctx, x, weight, bias, eps)
+
+
+def _channel_norm(ctx, x, weight, bias, eps):
+    """[N, C, *S] normalized per channel over N and S: C to the front, a layer norm of [C, N * S] rows,
+    back to [N, C, *S], then the per-channel affine."""
+    shape, dt = list(ctx.meta(x).shape), ctx.meta(x).dtype
+    if not _static(*shape) or not dt.is_floating_point or any(
+            p is not None and ctx.meta(p).dtype != dt for p in (weight, bias)):
+        return NotImplemented
+    name, rank = torch_dtype_name(dt), len(shape)
+    perm = [1, 0] + list(range(2, rank))
+    swapped = [shape[1], shape[0]] + shape[2:]
+    v = ctx.emit(g.PermuteOp(operands=[ctx.value(x)], properties={"perm": g.ints_attr(perm)},
+                             result_types=[tensor_type(tuple(swapped), name)]))
+    rows = [shape[1], int(torch.Size(swapped[1:]).numel())]
+    v = _layer_norm_rows(ctx, _reshape_to(ctx, v, rows), eps, name)
+    v = _reshape_to(ctx, v, swapped)
+    v = ctx.emit(g.PermuteOp(operands=[v], properties={"perm": g.ints_attr(perm)},
+                             result_types=[tensor_type(tuple(shape), name)]))
+    return _channel_affine(ctx, v, weight, bias, shape)
+
+
+def _layer_norm_rows(ctx, v, eps, name):
+    """A layer norm of the last dim of `v` without affine parameters (fp32 statistics, as torch)."""
+    return ctx.emit(g.LayerNormOp(operands=[v, None, None],
+                                  properties={"normalized_ndim": g.int_attr(1), "eps": g.float_attr(eps)},
+                                  result_types=[tensor_type(dims_of(v.type), name)]))
+
+
+def _channel_affine(ctx, v, weight, bias, shape):
+    """v * weight[C] + bias[C], broadcast per channel of [N, C, *S]."""
+    channel = [shape[1]] + [1] * (len(shape) - 2)
+    if weight is not None:
+        v = ctx.emit(g.MulOp(v, _reshape_to(ctx, ctx.value(weight), channel), v.type))
+    if bias is not None:
+        v = ctx.emit(g.AddOp(v, _reshape_to(ctx, ctx.value(bias), channel), v.type))
+    return v
 
 
 def group_norm(ctx, x, groups, weight, bias, eps):
@@ -308,14 +409,5 @@ def group_norm(ctx, x, groups, weight, bias, eps):
     c, rest = shape[1], shape[2:]
     inner = (c // groups) * int(torch.Size(rest).numel())
     v = _reshape_to(ctx, ctx.value(x), [shape[0], groups, inner])
-    name = torch_dtype_name(dt)
-    v = ctx.emit(g.LayerNormOp(operands=[v, None, None],
-                               properties={"normalized_ndim": g.int_attr(1), "eps": g.float_attr(eps)},
-                               result_types=[tensor_type((shape[0], groups, inner), name)]))
-    v = _reshape_to(ctx, v, shape)
-    channel = [c] + [1] * len(rest)
-    if weight is not None:
-        v = ctx.emit(g.MulOp(v, _reshape_to(ctx, ctx.value(weight), channel), v.type))
-    if bias is not None:
-        v = ctx.emit(g.AddOp(v, _reshape_to(ctx, ctx.value(bias), channel), v.type))
-    return v
+    v = _layer_norm_rows(ctx, v, eps, torch_dtype_name(dt))
+    return _channel_affine(ctx, _reshape_to(ctx, v, shape), weight, bias, shape)

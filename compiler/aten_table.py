@@ -13,7 +13,7 @@ import torch
 from xdsl.dialects.builtin import StringAttr, UnitAttr
 
 from solder.compiler.dialects import graph as g
-from solder.compiler.dialects.types import tensor_type
+from solder.compiler.dialects.types import dims_of, tensor_type
 from solder.compiler import aten_layout, aten_spatial  # noqa: F401  (their entries join TABLE: importing this module gives all)
 from solder.compiler.import_context import (
     TABLE,
@@ -83,12 +83,20 @@ def _leaky_relu(ctx, x, slope=0.01):
 
 @lower("aten.elu.default")
 def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
-    if scale != 1.0 or input_scale != 1.0:
-        return NotImplemented
+    """x * scale where x > 0, else expm1(x * input_scale) * (alpha * scale), as eager (SELU: its constants)."""
     v, dt = ctx.value(x), ctx.meta().dtype
+    if not dt.is_floating_point:
+        return NotImplemented
     positive = ctx.emit(g.BINARY_OPS["gt"](v, ctx.constant(0, dt), _bool_like(ctx, x)))
-    negative = ctx.emit(g.MulOp(ctx.emit(g.UNARY_OPS["expm1"](v)), ctx.constant(alpha, dt), v.type))
-    return ctx.emit(g.WhereOp(positive, v, negative, v.type))
+    inner = v if input_scale == 1.0 else ctx.emit(g.MulOp(v, ctx.constant(input_scale, dt), v.type))
+    negative = ctx.emit(g.MulOp(ctx.emit(g.UNARY_OPS["expm1"](inner)), ctx.constant(alpha * scale, dt), v.type))
+    kept = v if scale == 1.0 else ctx.emit(g.MulOp(v, ctx.constant(scale, dt), v.type))
+    return ctx.emit(g.WhereOp(positive, kept, negative, v.type))
+
+
+@lower("aten.selu.default")
+def _selu(ctx, x):
+    return _elu(ctx, x, 1.6732632423543772848170429916717, 1.0507009873554804934193349852946)
 
 
 @lower("aten.hardswish.default")
@@ -154,6 +162,7 @@ for _aten, _kind in _ARITH.items():
     for _ov in ("Tensor", "Scalar", "default"):
         lower(f"aten.{_aten}.{_ov}")(_binary(_kind, False))
 lower("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")(_binary("pow", False))
+lower("aten.fmod.Tensor", "aten.fmod.Scalar")(_binary("fmod", False))
 # `a & b` / `a | b` on bool masks (HF mask building): taken here so no run_decompositions() is needed
 lower("aten.__and__.Tensor", "aten.__and__.Scalar")(_binary("logical_and", False))
 lower("aten.__or__.Tensor", "aten.__or__.Scalar")(_binary("logical_or", False))
@@ -172,7 +181,28 @@ def _div_mode(ctx, a, b, rounding_mode=None):
         return _binary("div", False)(ctx, a, b)
     if rounding_mode == "floor":
         return _binary("floor_divide", False)(ctx, a, b)
+    if rounding_mode == "trunc":
+        return _div_trunc(ctx, a, b)
     return NotImplemented
+
+
+def _div_trunc(ctx, a, b):
+    """Division rounded toward zero, exact as eager: trunc(a / b) on floats, the quotient rounded to the
+    result type first (fp16/bf16 divide in fp32 and round explicitly, so a kernel computing in fp32 rounds
+    there too); on integers (a - fmod(a, b)) // b, a multiple of b divided exactly: floor and trunc agree."""
+    dt = ctx.meta().dtype
+    if dt == torch.bool:
+        return NotImplemented
+    out = ctx.out_type()
+    va, vb = ctx.operand(a, dt), ctx.operand(b, dt)
+    if dt in (torch.float16, torch.bfloat16):
+        wide = tensor_type(tuple(ctx.meta().shape), "float32")
+        q = ctx.emit(g.DivOp(ctx.cast(va, torch.float32), ctx.cast(vb, torch.float32), wide))
+        return ctx.emit(g.TruncOp(ctx.cast(q, dt)))
+    if dt.is_floating_point:
+        return ctx.emit(g.TruncOp(ctx.emit(g.DivOp(va, vb, out))))
+    exact = ctx.emit(g.SubOp(va, ctx.emit(g.FmodOp(va, vb, out)), out))
+    return ctx.emit(g.FloorDivideOp(exact, vb, out))
 
 
 @lower("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
@@ -187,7 +217,8 @@ def _masked_fill(ctx, x, mask, value):
     return ctx.emit(g.WhereOp(ctx.value(mask), ctx.operand(value, dt), ctx.value(x), ctx.out_type()))
 
 
-@lower("aten.clamp.default", "aten.clamp_min.default", "aten.clamp_max.default", "aten.hardtanh.default")
+@lower("aten.clamp.default", "aten.clamp_min.default", "aten.clamp_max.default", "aten.hardtanh.default",
+       "aten.clamp.Tensor")
 def _clamp(ctx, x, lo=None, hi=None):
     node = ctx.node
     if str(node.target) == "aten.clamp_max.default":
@@ -196,10 +227,10 @@ def _clamp(ctx, x, lo=None, hi=None):
         lo, hi = (-1.0 if lo is None else lo), (1.0 if hi is None else hi)
     dt, v = ctx.meta().dtype, ctx.value(x)
     v = ctx.cast(v, dt)
-    if lo is not None:
-        v = ctx.emit(g.BINARY_OPS["maximum"](v, ctx.operand(lo, dt), v.type))
+    if lo is not None:  # tensor bounds (clamp.Tensor) may broadcast x to the result's shape
+        v = ctx.emit(g.BINARY_OPS["maximum"](v, ctx.operand(lo, dt), ctx.out_type()))
     if hi is not None:
-        v = ctx.emit(g.BINARY_OPS["minimum"](v, ctx.operand(hi, dt), v.type))
+        v = ctx.emit(g.BINARY_OPS["minimum"](v, ctx.operand(hi, dt), ctx.out_type()))
     return v
 
 
@@ -335,6 +366,47 @@ def _along(op_cls):
 lower("aten.softmax.int", "aten._softmax.default")(_along(g.SoftmaxOp))
 lower("aten.log_softmax.int", "aten._log_softmax.default")(_along(g.LogSoftmaxOp))
 lower("aten.cumsum.default")(_along(g.CumsumOp))
+lower("aten.cumprod.default")(_along(g.CumprodOp))
+
+
+@lower("aten.linalg_vector_norm.default")
+def _vector_norm(ctx, x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """(sum |x|^ord)^(1/ord) over `dim`, in eager's accumulation type (fp32 for fp16/bf16 results): ord 2 is
+    sqrt(sum(x * x)), 1 sum(|x|), inf and -inf max and min of |x|, 0 the count of non-zeros."""
+    out_dt, rank = ctx.meta().dtype, _rank(ctx, x)
+    if not out_dt.is_floating_point or ctx.meta(x).dtype.is_complex or rank == 0 or isinstance(ord, bool):
+        return NotImplemented
+    acc = torch.float32 if out_dt in (torch.float16, torch.bfloat16) else out_dt
+    v = ctx.cast(ctx.value(x), acc)
+    dims = list(range(rank)) if dim is None or dim == [] else dim
+
+    def reduce(kind, y):
+        return _reduce_value(ctx, kind, y, dims, keepdim, acc)
+
+    if ord == 2:
+        r = ctx.emit(g.SqrtOp(reduce("sum", ctx.emit(g.MulOp(v, v, v.type)))))
+    elif ord in (1, math.inf, -math.inf):
+        r = reduce({1: "sum", math.inf: "max", -math.inf: "min"}[ord], ctx.emit(g.AbsOp(v)))
+    elif ord == 0:
+        nonzero = ctx.emit(g.NeOp(v, ctx.constant(0, acc), _bool_like(ctx, x)))
+        r = reduce("sum", ctx.cast(nonzero, acc))
+    else:
+        powered = ctx.emit(g.PowOp(ctx.emit(g.AbsOp(v)), ctx.constant(float(ord), acc), v.type))
+        s = reduce("sum", powered)
+        r = ctx.emit(g.PowOp(s, ctx.constant(1.0 / ord, acc), s.type))
+    return ctx.cast(r, out_dt)
+
+
+def _reduce_value(ctx, kind, v, dims, keepdim, dt):
+    """A `graph.reduce` of the value `v` over `dims` (ints, negative ones allowed) to the node's result
+    shape in element type `dt`."""
+    rank = len(dims_of(v.type))
+    dims = sorted({_dim(d, rank) for d in ([dims] if isinstance(dims, int) else dims)})
+    props = {"kind": StringAttr(kind), "dims": g.ints_attr(dims)}
+    if keepdim:
+        props["keepdim"] = UnitAttr()
+    t = tensor_type(tuple(ctx.meta().shape), torch_dtype_name(dt))
+    return ctx.emit(g.ReduceOp(operands=[v], properties=props, result_types=[t]))
 
 
 def _opt(ctx, x):
@@ -362,6 +434,8 @@ def _rms_norm(ctx, x, shape, weight=None, eps=None):
 
 @lower("aten.batch_norm.default")
 def _batch_norm(ctx, x, weight, bias, mean, var, training, momentum, eps, cudnn_enabled=False):
+    if training and mean is None and var is None:  # no running statistics: the batch's own, nothing updated
+        return aten_spatial.batch_stats_norm(ctx, x, weight, bias, eps)
     if training or mean is None:
         return NotImplemented
     return ctx.emit(g.BatchNormOp(

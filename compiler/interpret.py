@@ -53,6 +53,7 @@ _ELEMENTWISE_FNS = {
     g.AddOp: torch.add, g.SubOp: torch.sub, g.MulOp: torch.mul, g.DivOp: torch.div, g.PowOp: torch.pow,
     g.MaximumOp: torch.maximum, g.MinimumOp: torch.minimum, g.LogicalAndOp: torch.logical_and,
     g.LogicalOrOp: torch.logical_or, g.RemainderOp: torch.remainder, g.FloorDivideOp: torch.floor_divide,
+    g.FmodOp: torch.fmod,
     g.EqOp: torch.eq, g.NeOp: torch.ne, g.LtOp: torch.lt, g.LeOp: torch.le, g.GtOp: torch.gt, g.GeOp: torch.ge,
 }
 for _c, _f in _ELEMENTWISE_FNS.items():
@@ -156,9 +157,10 @@ def _arg_reduce(op):
     return lambda x: f(x.to(torch.uint8) if x.dtype == torch.bool else x, dim=d, keepdim=keep)
 
 
-@impl(g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp)
+@impl(g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp, g.CumprodOp)
 def _along(op):
-    f = {g.SoftmaxOp: torch.softmax, g.LogSoftmaxOp: torch.log_softmax, g.CumsumOp: torch.cumsum}[type(op)]
+    f = {g.SoftmaxOp: torch.softmax, g.LogSoftmaxOp: torch.log_softmax, g.CumsumOp: torch.cumsum,
+         g.CumprodOp: torch.cumprod}[type(op)]
     d = _prop_int(op, "dim")
     return lambda x: f(x, d)
 
@@ -217,9 +219,12 @@ def _conv(op):
 @impl(g.PoolOp)
 def _pool(op):
     k, s, p = (_prop_ints(op, n) for n in ("kernel", "stride", "padding"))
+    n = len(k)
     if op.kind.data == "max":
-        return lambda x: F.max_pool2d(x, k, s, p)
-    return lambda x: F.avg_pool2d(x, k, s, p)
+        f = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[n]
+    else:
+        f = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[n]
+    return lambda x: f(x, k, s, p)
 
 
 @impl(g.ReshapeOp)

@@ -172,6 +172,42 @@ def _binary(fb, op, args):
     raise Unsupported(f"{op.name} on {t}")
 
 
+@lowering(g.FmodOp)
+def _fmod(fb, op, args):
+    """C's fmod, the sign of a: arith.remf on f32 (LLVM frem, libm's exact fmodf; no fastmath flags), and
+    arith.remsi on integers with a divisor of 0 or -1 taken as 1, which would trap (x % -1 is 0 anyway;
+    eager raises for 0)."""
+    x, y = args
+    shape, t = rtype(op)
+    if t == "f32":
+        return [node(shape, t, lambda b, a, n: b.em.ir.bin("remf", a[0], a[1]), x, y)]
+    if t not in ("i8", "i32", "i64"):
+        raise Unsupported(f"{op.name} on {t}")
+
+    def body(b, a, n):
+        one = b.const(1, t)
+        unsafe = b.em.ibin("ori", b.em.cmpi("eq", a[1], b.const(0, t)), b.em.cmpi("eq", a[1], b.const(-1, t)))
+        return b.em.ibin("remsi", a[0], b.em.select(unsafe, one, a[1]))
+    return [node(shape, t, body, x, y)]
+
+
+@lowering(g.FloorDivideOp)
+def _floor_divide(fb, op, args):
+    """floor(a / b) on integers: arith.floordivsi, with -a for a divisor of -1 and a divisor of 0 taken as 1
+    (both would trap; eager raises for 0). Floats run on the reference backend."""
+    x, y = args
+    shape, t = rtype(op)
+    if t not in ("i8", "i32", "i64"):
+        raise Unsupported(f"{op.name} on {t}")
+
+    def body(b, a, n):
+        minus_one = b.em.cmpi("eq", a[1], b.const(-1, t))
+        unsafe = b.em.ibin("ori", b.em.cmpi("eq", a[1], b.const(0, t)), minus_one)
+        q = b.em.ibin("floordivsi", a[0], b.em.select(unsafe, b.const(1, t), a[1]))
+        return b.em.select(minus_one, b.em.ibin("subi", b.const(0, t), a[0]), q)
+    return [node(shape, t, body, x, y)]
+
+
 @lowering(g.PowOp)
 def _pow(fb, op, args):
     x, y = args

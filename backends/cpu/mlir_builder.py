@@ -189,6 +189,18 @@ class VectorFPToSIOp(IRDLOperation):
 _VECTOR_CASTS: dict[str, type[Operation]] = {"fptosi": VectorFPToSIOp}
 
 
+@irdl_op_definition
+class RemFOp(arith.FloatingPointLikeBinaryOperation):
+    """`arith.remf` (`%r = arith.remf %a, %b : vector<8xf32>`), C's fmod: LLVM's frem, a call of libm's exact
+    fmodf. Missing from xDSL 0.74."""
+
+    name = "arith.remf"
+    traits = traits_def(Pure())
+
+
+OPS["remf"] = RemFOp
+
+
 class _VectorCompare(IRDLOperation):
     """`arith.cmpi`/`arith.cmpf` on vectors, with a vector of i1 as result (`%m = arith.cmpi slt, %a, %b :
     vector<64xi32>`): xDSL 0.74's compare ops return a scalar i1 whatever the operands. Printed as MLIR does."""

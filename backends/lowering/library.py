@@ -75,6 +75,8 @@ _torch_call("library: torch pad", g.PadOp)
 _torch_call("library: torch upsample_nearest", g.UpsampleNearestOp)
 _torch_call("library: torch upsample_linear", g.UpsampleLinearOp)
 _torch_call("library: torch.cumsum", g.CumsumOp)
+_torch_call("library: torch.cumprod", g.CumprodOp)
+_torch_call("library: torch.fmod", g.FmodOp)  # floats on the GPU, whose frem is not exact
 _torch_call("library: torch.argmax / argmin", g.ArgReduceOp)
 # row ops whose rows a generated GPU row kernel cannot hold (codegen.MAX_ROW), and concatenations it refuses
 # (on the CPU: rows longer than lower_ops.LONG_ROW, which torch sums in cascade for fp32 accuracy)

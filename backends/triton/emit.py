@@ -299,6 +299,14 @@ def _floor_divide(a: Val, b: Val) -> str:
             f"(({a.code} < 0) != ({b.code} < 0))).to({a.ty})")
 
 
+def _fmod(a: Val, b: Val) -> str:
+    """C's fmod on integers (`%` is srem: the sign of a). On floats `%` is frem, which the GPU expands as
+    a - trunc(a / b) * b, off where a / b rounds: torch.fmod (libdevice's exact fmod) runs those."""
+    if is_float_ty(a.ty):
+        raise Unsupported("triton: graph.fmod on floats (frem is not exact on the GPU; torch.fmod runs it)")
+    return f"{a.code} % {b.code}"
+
+
 def _div(a: Val, b: Val) -> str:
     if not is_float_ty(a.ty):
         raise Unsupported("triton: graph.div on integers (the importer casts true division to float)")
@@ -316,6 +324,7 @@ _BINARY: dict[type[Operation], Callable[[Val, Val], str]] = {
     g.LogicalOrOp: lambda a, b: f"({a.code} != 0) | ({b.code} != 0)",
     g.RemainderOp: _remainder,
     g.FloorDivideOp: _floor_divide,
+    g.FmodOp: _fmod,
     g.EqOp: lambda a, b: f"{a.code} == {b.code}",
     g.NeOp: lambda a, b: f"{a.code} != {b.code}",
     g.LtOp: lambda a, b: f"{a.code} < {b.code}",
@@ -603,7 +612,7 @@ def row_dims(op: Operation, shapes=shape_of) -> tuple[tuple, tuple[int, ...]] | 
     shape = tuple(shapes(op.operands[0].type))
     if isinstance(op, g.ReduceOp):
         return shape, tuple(sorted(op.dims.get_values()))
-    if isinstance(op, (g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp)):
+    if isinstance(op, (g.SoftmaxOp, g.LogSoftmaxOp, g.CumsumOp, g.CumprodOp)):
         return shape, (op.dim.value.data,)
     n = op.normalized_ndim.value.data
     return shape, tuple(range(len(shape) - n, len(shape)))

@@ -1,5 +1,5 @@
 """Row ops for the Triton backend's emit table: one tile of whole rows per program, reduced along the
-column axis (reductions with NaN-propagating max/min, softmax/log-softmax, cumsum, layer norm, RMS norm).
+column axis (reductions with NaN-propagating max/min, softmax/log-softmax, cumsum, cumprod, layer norm, RMS norm).
 Registered in `emit.EMITTERS` when codegen.py (which generates from the table) imports this module."""
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ def _softmax(k, op, index):
     return k.let(f"{e.code} / {s.code}", e.deps, x.ty)
 
 
-@emits(g.CumsumOp)
+@emits(g.CumsumOp, g.CumprodOp)
 def _cumsum(k, op, index):
     x = _row_input(k, op, (op.dim.value.data,), index)
-    t = k.masked(x, "0")
-    return k.let(f"tl.cumsum({t.code}, 1)", t.deps, x.ty)
+    fn, neutral = ("cumprod", "1") if isinstance(op, g.CumprodOp) else ("cumsum", "0")
+    t = k.masked(x, neutral)
+    return k.let(f"tl.{fn}({t.code}, 1)", t.deps, x.ty)
 
 
 def _norm_dims(k, op) -> tuple[int, ...]:

@@ -152,7 +152,7 @@ BINARY_OPS: dict[str, type[IRDLOperation]] = {
         ("add", "a + b"), ("sub", "a - b"), ("mul", "a * b"), ("div", "a / b (true division)"),
         ("pow", "a ** b", _T), ("maximum", "max(a, b)"), ("minimum", "min(a, b)"),
         ("logical_and", "a and b"), ("logical_or", "a or b"), ("remainder", "Python-style a % b"),
-        ("floor_divide", "floor(a / b)"),
+        ("floor_divide", "floor(a / b)"), ("fmod", "C's fmod: a - trunc(a / b) * b, exact, with the sign of a"),
     ]
 }
 BINARY_OPS.update({
@@ -161,7 +161,7 @@ BINARY_OPS.update({
                  ("ge", "a >= b")]
 })
 (AddOp, SubOp, MulOp, DivOp, PowOp, MaximumOp, MinimumOp, LogicalAndOp, LogicalOrOp, RemainderOp, FloorDivideOp,
- EqOp, NeOp, LtOp, LeOp, GtOp, GeOp) = BINARY_OPS.values()
+ FmodOp, EqOp, NeOp, LtOp, LeOp, GtOp, GeOp) = BINARY_OPS.values()
 
 
 @irdl_op_definition

@@ -29,7 +29,7 @@ Graph = Dialect(
     [
         *UNARY_OPS.values(), GeluOp, CastOp, IsNanOp, LogicalNotOp, *BINARY_OPS.values(), WhereOp,
         ConstantOp, ArangeOp, TriangularOp, ReduceOp, ArgReduceOp, SoftmaxOp, LogSoftmaxOp, CumsumOp,
-        LayerNormOp, RmsNormOp, BatchNormOp, MatmulOp, LinearOp, ConvOp, PoolOp, ReshapeOp, PermuteOp,
+        CumprodOp, LayerNormOp, RmsNormOp, BatchNormOp, MatmulOp, LinearOp, ConvOp, PoolOp, ReshapeOp, PermuteOp,
         ExpandOp, SliceOp, ConcatOp, GatherOp, IndexOp, GatherElementsOp, AttentionOp, KernelOp, YieldOp, ExternOp,
         BlockSparseAttentionOp, PadOp, SliceScatterOp, ScatterOp, IndexPutOp, UpsampleNearestOp, UpsampleLinearOp,
         ConvTransposeOp,

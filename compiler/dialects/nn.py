@@ -92,6 +92,7 @@ class _AlongDim(IRDLOperation):
 SoftmaxOp = _define(_AlongDim, "softmax", "softmax(x) along `dim`, computed in the result's precision.")
 LogSoftmaxOp = _define(_AlongDim, "log_softmax", "log(softmax(x)) along `dim`.")
 CumsumOp = _define(_AlongDim, "cumsum", "Inclusive prefix sum along `dim`.")
+CumprodOp = _define(_AlongDim, "cumprod", "Inclusive prefix product along `dim`.")
 
 
 @irdl_op_definition
@@ -220,7 +221,13 @@ class ConvOp(IRDLOperation):
 
 @irdl_op_definition
 class PoolOp(IRDLOperation):
-    """2-d max or average pooling (`kind = "max" | "avg"`), NCHW."""
+    """Max or average pooling (`kind = "max" | "avg"`) over 1 to 3 spatial dims of [N, C, *spatial] (or
+    unbatched [C, *spatial]): one kernel, stride and padding entry per spatial dim; average pooling counts
+    the padding.
+
+        %y = graph.pool max %x {kernel = array<i64: 3, 3, 3>, stride = array<i64: 2, 2, 2>,
+               padding = array<i64: 1, 1, 1>} : tensor<1x4x9x9x9xf32> -> tensor<1x4x5x5x5xf32>
+    """
 
     name = "graph.pool"
     input = operand_def(TensorType)
@@ -233,6 +240,15 @@ class PoolOp(IRDLOperation):
     irdl_options = (ParsePropInAttrDict(),)
     assembly_format = "$kind $input attr-dict `:` type($input) `->` type($result)"
 
+    def verify_(self) -> None:
+        _check(self.kind.data in ("max", "avg"), self, "kind", '"max" or "avg"', self.kind.data)
+        x, y = _shape(self.input), _shape(self.result)
+        n = len(self.kernel.get_values())
+        _check(1 <= n <= 3 and len(x) == len(y) and len(x) in (n + 1, n + 2), self, "input and result ranks",
+               f"{n + 2} or unbatched {n + 1} ([N, C] and {n} spatial dims, 1 to 3)", (len(x), len(y)))
+        for k in ("stride", "padding"):
+            got = len(self.properties[k].get_values())
+            _check(got == n, self, f"{k} entries (one per spatial dim)", n, got)
 
 
 # ---------------------------------------------------------------------------------------------
