@@ -31,7 +31,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation, OpResult, SSAValue
 
 from solder.backends.base import Backend, Program, per_size
-from solder.backends.cpu import attention_lib, symdims
+from solder.backends.cpu import attention_lib, layout, symdims
 from solder.backends.cpu import attention_plan as ATT
 from solder.backends.cpu import lower as L
 from solder.backends.cpu import lower_schedule as S
@@ -85,9 +85,11 @@ class _Planner:
         self.n_funcs = 0
         # Channels-last: 2-d convolutions run on NHWC data (oneDNN's fast layout, 25-40% faster here at
         # the zoo's sizes); their outputs stay NHWC in memory, the kernels that read them index NHWC,
-        # and a kernel output that a convolution reads is written NHWC (its value is a permuted view).
+        # and kernel outputs between convolutions are written NHWC (their values are permuted views;
+        # layout.py decides which).
         self.nhwc: set[SSAValue] = set()
         self.conv_inputs = {self.resolve(op.operands[0]) for op in self.flat.ops() if _is_conv2d(op)}
+        self.results = set(self.flat.results)
         syms = symbolic.symbols(self.fn)
         self.binding = symbolic.Binding.of(self.fn) if syms else None
         self.samples = symdims.sample_bindings(syms, symbolic.assumes(self.fn))
@@ -110,7 +112,7 @@ class _Planner:
                     operand_keys=keys, **kw)
 
     def library(self, op: Operation, kid=None) -> Step:
-        if _is_conv2d(op):
+        if layout.keeps_channels_last(op, [self.resolve(v) for v in op.operands], self.nhwc):
             self.nhwc.add(op.results[0])
         return self.step(Route.LIBRARY, _library_route(op), [op], kernel_id=kid)
 
@@ -293,13 +295,15 @@ class _Planner:
         inside = set(ops)
         outs = [r for op in core for r in op.results
                 if any(u.operation not in inside for u in r.uses)]
+        lone = [op for op in core if not absorbable(op)]
+        if len(lone) == 1 and isinstance(lone[0], g.ConcatOp) and library_call(lone[0], "cpu") is not None:
+            return self.library(lone[0], kid)  # a copy and nothing else: torch.cat copies part by part
         name = f"k{self.n_funcs}"
         try:
             st = self._build(ops, outs, name, kid)
             self.n_funcs += 1
             return st
         except L.Unsupported as e:
-            lone = [op for op in core if not absorbable(op)]
             if len(lone) == 1 and library_call(lone[0], "cpu") is not None:  # one op: its library call
                 _log.info("kernel %s runs as a library call: %s", lone[0].name, e)
                 return self.library(lone[0], kid)
@@ -331,7 +335,7 @@ class _Planner:
             # a reshape that only feeds the output: write the data in the pre-reshape shape
             vals = args[:1] if op in tail else LOWERINGS[type(op)](fb, op, args)
             env.update(zip(op.results, vals))
-        st.nhwc_out = [r in self.conv_inputs and env[r].shape == dims_of(r.type) and len(env[r].shape) == 4
+        st.nhwc_out = [layout.writes_channels_last(r, env[r].shape, st.ins, st.nhwc_in, self.conv_inputs, self.results)
                        for r in outs]
         pairs = []
         for r, cl in zip(outs, st.nhwc_out):

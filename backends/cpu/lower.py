@@ -275,9 +275,26 @@ class FuncBuilder:
         t = self.generic(v, self.empty(v.shape, v.dtype), v.shape, v.dtype, "ew")
         return Leaf(v.shape, v.dtype, t, v.shape, ident(len(v.shape)))
 
-    def reduce(self, v: Val, dims: tuple[int, ...], init, combine: Callable) -> Leaf:
-        """Reduce `v` over `dims` (result: the kept dims only), starting from `init`."""
+    def reduce(self, v: Val, dims: tuple[int, ...], init, combine: Callable) -> Val:
+        """Reduce `v` over `dims` (result: the kept dims only), starting from `init`.
+
+        The loops follow the memory order of `v`'s largest input where that puts a kept dim innermost and
+        the reduced ones outside it (a spatial sum of channels-last data: [N, H, W, C] loops, C innermost,
+        instead of a walk down each channel at a stride of C)."""
         dims = tuple(sorted(dims))
+        order = _loop_order(v, dims)
+        if order is None:
+            return self._reduce(v, dims, init, combine)
+        inv = {d: i for i, d in enumerate(order)}
+        looped = reindex(v, tuple(v.shape[d] for d in order), [Aff.dim(inv[k]) for k in range(len(v.shape))])
+        r = self._reduce(looped, tuple(sorted(inv[d] for d in dims)), init, combine)
+        kept = [d for d in range(len(v.shape)) if d not in dims]
+        got = [d for d in order if d not in dims]  # r's dims, in loop order
+        if got == kept:
+            return r
+        return reindex(r, tuple(v.shape[d] for d in kept), [Aff.dim(kept.index(d)) for d in got])
+
+    def _reduce(self, v: Val, dims: tuple[int, ...], init, combine: Callable) -> Leaf:
         kept = tuple(n for i, n in enumerate(v.shape) if i not in dims)
         read = {d for leaf in leaves(v) for e in leaf.exprs for d, _ in e.terms}
         if not set(dims) <= read:  # a reduced dim no operand map names (a broadcast, a size-1 or
@@ -297,6 +314,11 @@ class FuncBuilder:
         sub = symdims.split_sub(v.shape, shape)  # static shapes: the plain split
         if sub is not None:
             return reindex(v, shape, sub)
+        groups = _merge_groups(v.shape, shape) if static else None
+        if groups is not None:  # dims merged: tensors that hold them side by side collapsed, no copy
+            merged = self._push_merge(v, shape, groups, {})
+            if merged is not None:
+                return merged
         how = None if static else symdims.regroup(v.shape, shape, self.samples)
         if how is not None:  # [2*s0, 64] <-> [2, s0, 64]: the tensors it reads regrouped, no copy
             pushed = self._push_regroup(v, shape, *how, {})
@@ -325,6 +347,53 @@ class FuncBuilder:
                 out = reindex(v, shape, [Aff.dim(g[0]) if len(g) == 1 else Aff() for g in groups])
         memo[id(v)] = out
         return out
+
+    def _push_merge(self, v: Val, shape: tuple, groups: list[list[int]], memo: dict) -> Val | None:
+        """`v` with the dims of each of `groups` merged into one, pushed through elementwise nodes to their
+        leaves (`_merge_leaf`); None where a leaf does not hold a merged group's dims side by side."""
+        if id(v) in memo:
+            return memo[id(v)]
+        out: Val | None = None
+        if isinstance(v, Leaf):
+            out = self._merge_leaf(v, shape, groups)
+        elif isinstance(v, Const):
+            out = Const(shape, v.dtype, v.value)
+        elif isinstance(v, Node):
+            args = [self._push_merge(a, shape, groups, memo) for a in v.args]
+            out = None if any(a is None for a in args) else Node(shape, v.dtype, v.fn, tuple(args))
+        memo[id(v)] = out
+        return out
+
+    def _merge_leaf(self, leaf: Leaf, shape: tuple, groups: list[list[int]]) -> Leaf | None:
+        """`leaf` read over the merged dims: each merged group must be read by consecutive tensor dims, in order,
+        whole (inner sizes equal), so that collapsing those tensor dims gives the merged index (a flatten of
+        channels-last data over H and W: its tensor's H and W dims collapse). A leaf that reads no dim of a
+        group broadcasts along the merged one."""
+        new_dim = {d: j for j, g in enumerate(groups) for d in g}
+        tgroups: list[list[int]] = []
+        exprs: list[Aff] = []
+        t = 0
+        while t < len(leaf.exprs):
+            e = leaf.exprs[t]
+            ds = [d for d, _ in e.terms]
+            if not any(len(groups[new_dim[d]]) > 1 for d in ds):  # no merged dim: renumbered
+                tgroups.append([t])
+                exprs.append(Aff(e.const, tuple((new_dim[d], k) for d, k in e.terms)))
+                t += 1
+                continue
+            g = groups[new_dim[ds[0]]]
+            span = list(range(t, t + len(g)))
+            if span[-1] >= len(leaf.exprs) or [leaf.exprs[i] for i in span] != [Aff.dim(d) for d in g] or \
+                    any(leaf.tshape[i] != leaf.shape[d] for i, d in zip(span[1:], g[1:])):
+                return None
+            tgroups.append(span)
+            exprs.append(Aff.dim(new_dim[g[0]]))
+            t += len(g)
+        tshape = tuple(symdims.product([leaf.tshape[i] for i in tg]) for tg in tgroups)
+        ssa = leaf.ssa
+        if any(len(tg) > 1 for tg in tgroups):
+            ssa = self._collapse(ssa, tgroups, tshape, leaf.dtype, self.fresh("r"))
+        return Leaf(shape, leaf.dtype, ssa, tshape, tuple(exprs))
 
     def _regroup(self, leaf: Leaf, shape: tuple, kind: str, groups: list[list[int]]) -> Leaf:
         """A symbolic reshape of a tensor as one tensor.expand_shape / collapse_shape (`groups`: symdims.regroup)."""
@@ -386,6 +455,48 @@ def _label(v: SSAValue) -> str:
 
 def _reassociation(groups: list[list[int]]) -> ArrayAttr:
     return ArrayAttr([ArrayAttr([IntegerAttr(i, 64) for i in g]) for g in groups])
+
+
+def _loop_order(v: Val, dims: tuple[int, ...]) -> list[int] | None:
+    """The domain dims of a reduction of `v` over `dims` in the memory order of its largest input, where the
+    domain's own order puts a reduced dim innermost but that input's innermost dim is a kept one; else None.
+    Only for a reduction over several dims: one over the last dim alone gets the row schedule (threads,
+    vector lanes along the row) in the domain's own order."""
+    rank = len(v.shape)
+    if rank < 2 or rank - 1 not in dims or len(dims) < 2:
+        return None
+    big = max(leaves(v), key=lambda leaf: _elements(leaf.tshape), default=None)
+    if big is None or len(big.exprs) != rank:
+        return None
+    order = [e.terms[0][0] if e.const == 0 and len(e.terms) == 1 and e.terms[0][1] == 1 else None
+             for e in big.exprs]
+    if sorted(d for d in order if d is not None) != list(range(rank)) or order[-1] in dims:
+        return None
+    return order
+
+
+def _merge_groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[list[int]] | None:
+    """The runs of consecutive `src` dims that `dst` merges, one per `dst` dim, when the reshape only merges
+    dims ([1, 8, 4, 5] -> [1, 8, 20]: [[0], [1], [2, 3]]); else None."""
+    groups: list[list[int]] = []
+    i = 0
+    for n in dst:
+        g, p = [], 1
+        while i < len(src) and (not g or p < n):
+            g.append(i)
+            p *= src[i]
+            i += 1
+        if p != n:
+            return None
+        groups.append(g)
+    return groups if i == len(src) and any(len(g) > 1 for g in groups) else None
+
+
+def _elements(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d if isinstance(d, int) else 1
+    return n
 
 
 def _unit_reshape(v: Val, shape: tuple[int, ...]) -> Val:
