@@ -42,6 +42,19 @@ IMPORTER_OPS_NOT_GENERATED = {
 IMPORTER_OPS_NOT_GENERATED.update({f"aten.{op}.{ov}": "scalar arithmetic on symbolic sizes only"
                                    for op in ("add", "sub", "mul", "div") for ov in ("Scalar", "default")})
 IMPORTER_OPS_NOT_GENERATED["aten.remainder.default"] = "scalar arithmetic on symbolic sizes only"
+# Ops public-corpus models needed, tested on every target by tests/test_coverage_corpus_ops.py. No family draws
+# them yet: any new draw reshuffles the derandomized programs of test_generator_covers_the_op_families, and
+# some of its needles (torch.cat, embedding, hardswish, ...) then go missing from those 1000 programs.
+IMPORTER_OPS_NOT_GENERATED.update(dict.fromkeys((
+    "aten.linalg_vector_norm.default", "aten.fmod.Tensor", "aten.fmod.Scalar", "aten.cumprod.default",
+    "aten.selu.default", "aten.clamp.Tensor", "aten.instance_norm.default", "aten.max_pool1d.default",
+    "aten.max_pool3d.default", "aten.avg_pool1d.default", "aten.avg_pool3d.default",
+), "a corpus op: tests/test_coverage_corpus_ops.py (no family yet, see above)"))
+IMPORTER_OPS_NOT_GENERATED.update({
+    "aten.max_pool2d_with_indices.default": "the decomposed form; export keeps max_pool1d/max_pool2d",
+    "aten.max_pool3d_with_indices.default": "the decomposed form; export keeps max_pool3d",
+    "aten._native_batch_norm_legit.no_stats": "the decomposed form; export keeps instance_norm and batch_norm",
+})
 
 
 def _broadcastable(a, b) -> bool:

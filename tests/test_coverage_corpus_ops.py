@@ -1,7 +1,7 @@
 """The ATen ops that public-corpus models still ran as eager externs are compiled, and match eager: vector
 norms (convnextv2, CLIP, SwinV2, TripletMarginLoss), advanced indexing with index tensors after a slice
-(crossvit), 1-d and 3-d pooling, instance norm and batch norm without running statistics, SELU, cumprod,
-division rounded toward zero and fmod.
+(crossvit), 1-d and 3-d pooling, instance norm and batch norm without running statistics, SELU, clamp with
+tensor bounds, cumprod, division rounded toward zero and fmod.
 
 Each model runs compiled for the cpu target, the reference backend and the h100 target (its Triton kernels
 under TRITON_INTERPRET=1 on CPU tensors, as the other Triton tests), at atol = rtol = 1e-5 against eager
@@ -70,7 +70,8 @@ class VectorNorms(nn.Module):
     def forward(self, x):
         outs = [torch.linalg.vector_norm(x, p, dim=d, keepdim=k) for p, d, k in NORMS]
         outs += [torch.norm(x), F.normalize(x, dim=-1), F.normalize(x, p=1.0, dim=1),
-                 torch.linalg.vector_norm(x.half(), 2, dim=-1).float(), torch.linalg.vector_norm(x, dtype=torch.float64)]
+                 torch.linalg.vector_norm(x.half(), 2, dim=-1).float(),
+                 torch.linalg.vector_norm(x, dtype=torch.float64)]
         return tuple(outs)
 
 
@@ -194,12 +195,15 @@ def test_instance_norm_and_batch_statistics(target):
 # ------------------------------------------------------------------------------------------------
 
 class Activations(nn.Module):
+    """SELU, ELU with scales, and clamp with tensor bounds (SwinV2's logit scale), one broadcasting x."""
+
     def forward(self, x):
-        return F.selu(x), nn.SELU()(x * 4), torch.ops.aten.elu(x, 0.5, 2.0, 1.5), F.elu(x, 1.2), F.celu(x, 0.7)
+        return (F.selu(x), nn.SELU()(x * 4), torch.ops.aten.elu(x, 0.5, 2.0, 1.5), F.elu(x, 1.2), F.celu(x, 0.7),
+                torch.clamp(x, max=torch.log(torch.tensor(1.0 / 0.5))), torch.clamp(x[:1], x[1:3], x[3:] + 1))
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_selu_and_scaled_elu(target):
+def test_selu_scaled_elu_and_tensor_clamp(target):
     x = _randn(5, 9)
     x[0, :3] = torch.tensor([0.0, -0.0, float("nan")])
     compile_like_eager(Activations(), (x,), target)
@@ -252,6 +256,22 @@ def test_trunc_division_and_fmod_are_exact(target):
     exact fmod: frem on the CPU, torch.fmod on the GPU, whose frem is not exact) and trunc(a / b)."""
     compile_like_eager(DivModes(), _division_inputs(), target, exact=True)
     compile_like_eager(Fmods(), _division_inputs(), target, exact=True)
+
+
+NEW_OPS = """builtin.module {
+func.func @f(%x: tensor<2x3x5x7x9xf32>, %i: tensor<4x6xi64>, %j: tensor<6xi64>) -> (tensor<2x3x2x3x4xf32>, tensor<4x6xi64>, tensor<2x3x5x7x9xf32>) {
+  %p = graph.pool "avg" %x {kernel = array<i64: 2, 3, 2>, stride = array<i64: 2, 2, 2>, padding = array<i64: 0, 1, 0>} : tensor<2x3x5x7x9xf32> -> tensor<2x3x2x3x4xf32>
+  %m = graph.fmod %i, %j : (tensor<4x6xi64>, tensor<6xi64>) -> tensor<4x6xi64>
+  %c = graph.cumprod %x {dim = 4 : i64} : tensor<2x3x5x7x9xf32> -> tensor<2x3x5x7x9xf32>
+  func.return %p, %m, %c : tensor<2x3x2x3x4xf32>, tensor<4x6xi64>, tensor<2x3x5x7x9xf32>
+}
+}"""
+
+
+def test_new_ops_print_and_parse_back():
+    module = ir.parse(NEW_OPS)
+    module.verify()
+    assert str(ir.parse(str(module))) == str(module)
 
 
 def test_fmod_and_cumprod_have_routes_on_every_target():
