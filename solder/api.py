@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from solder.dynamo import make_backend
 from solder.runtime import CompiledModule, Options
 from solder.compiler.targets import get_target
 
@@ -54,11 +55,18 @@ def _compile_one(model, options: Options):
     if isinstance(model, type) and issubclass(model, torch.nn.Module):
         return _compiled_class(model, options)
     if isinstance(model, torch.nn.Module):
-        return CompiledModule(model, options)
+        return _compiled(model, options)
     if callable(model):
-        return functools.update_wrapper(CompiledModule(_FunctionModule(model).eval(), options, model.__name__),
+        return functools.update_wrapper(_compiled(_FunctionModule(model).eval(), options, model.__name__),
                                         model, updated=())
     raise TypeError(f"compile() expects an nn.Module, a module class or a function; got {type(model).__name__}")
+
+
+def _compiled(model: torch.nn.Module, options: Options, name: str | None = None) -> CompiledModule:
+    """The compiled callable; signatures torch.export cannot take go through torch.compile(backend=solder)."""
+    compiled = CompiledModule(model, options, name)
+    compiled.dynamo_route = make_backend
+    return compiled
 
 
 def _compiled_class(cls: type, options: Options) -> type:
@@ -69,7 +77,7 @@ def _compiled_class(cls: type, options: Options) -> type:
             return torch.nn.Module.__call__(self, *args, **kwargs)
         compiled = self.__dict__.get("_solder_compiled")
         if compiled is None:
-            compiled = CompiledModule(self, options, cls.__name__)
+            compiled = _compiled(self, options, cls.__name__)
             self.__dict__["_solder_compiled"] = compiled
         self.__dict__["_solder_busy"] = True
         try:

@@ -28,6 +28,8 @@ import torch
 
 from solder.compiler import log
 from solder.compiler.errors import SolderError
+from solder.compiler.targets import get_target
+from solder.runtime import CompiledModule, Options
 
 _log = log.get("runtime")
 
@@ -62,8 +64,6 @@ class SolderBackend:
     graphs: list = field(default_factory=list)
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs, options: dict | None = None, mode=None):
-        from solder.api import compile as solder_compile
-
         merged = {**self.options, **(options or {})}
         unknown = sorted(set(merged) - set(_COMPILE_OPTIONS))
         if unknown:
@@ -73,8 +73,9 @@ class SolderBackend:
             _log.info("dynamo: mode=%r has no meaning for solder; ignored", mode)
         merged.setdefault("target", "cpu")
         gm, dropped, dims = _symbolic_inputs(gm)
-        compiled = solder_compile(_GraphModuleWrapper(gm), **merged)
-        compiled.dynamo_route = False  # a graph Dynamo captured that export cannot: eager, not Dynamo again
+        # no Dynamo route for the pieces (CompiledModule.dynamo_route stays None): a graph Dynamo captured that
+        # export cannot take runs eagerly
+        compiled = CompiledModule(_GraphModuleWrapper(gm), Options(**{**merged, "target": get_target(merged["target"])}))
         if dims:
             compiled.options.dynamic_dims = frozenset(dims)
         compiled.name = f"dynamo_graph_{len(self.graphs)}"

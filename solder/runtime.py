@@ -235,9 +235,9 @@ class CompiledModule:
         self._via_dynamo: set[tuple] = set()  # signatures export cannot capture: run through `_dynamo`
         self._dynamo = None  # torch.compile(model, backend=solder), made on first need
         self.dynamo_backend = None  # its backend, which holds the graphs Dynamo handed to solder
-        self.dynamo_route = True
-        """Whether a signature that torch.export cannot capture goes through torch.compile(backend=solder); off
-        for the graphs Dynamo itself hands to solder."""
+        self.dynamo_route = None
+        """`solder.dynamo.make_backend`, set by `compile()`: a signature that torch.export cannot capture then goes
+        through torch.compile(backend=solder). None for the graphs Dynamo itself hands to solder."""
         self.compile_count = 0
         """How many times this callable captured and compiled (static and dynamic specializations)."""
 
@@ -316,10 +316,8 @@ class CompiledModule:
         if key not in self._via_dynamo:
             return self.model(*args, **kwargs)
         if self._dynamo is None:
-            from solder.dynamo import make_backend
-
             o = self.options
-            backend = make_backend(target=o.target.name, passes=o.passes, sparse_attention=o.sparse_attention,
+            backend = self.dynamo_route(target=o.target.name, passes=o.passes, sparse_attention=o.sparse_attention,
                                    cost_model=o.cost_model, cache_dir=o.cache_dir, verify=o.verify)
             self._dynamo, self.dynamo_backend = torch.compile(self.model, backend=backend), backend
         try:
