@@ -25,7 +25,7 @@ from solder.costmodel import analytic
 
 SHIPPED = Path(__file__).parent / "shipped"
 
-__all__ = ["estimate", "estimate_ops", "estimate_parallel", "load_model", "SHIPPED"]
+__all__ = ["estimate", "estimate_ops", "estimate_parallel", "load_model", "PARALLEL_MIN_GAIN", "SHIPPED"]
 
 
 def estimate(op: Operation, target: Target | str, model=None) -> float:
@@ -47,7 +47,14 @@ def estimate_ops(ops: list[Operation], target: Target | str, model=None, threads
     learned = _resolve(model, target)
     if learned is None:
         return analytic.estimate_ops(ops, target)
+    if threads == 1 and not parallel:  # a model object from elsewhere may take (ops, target) only
+        return learned.predict_ops(ops, target)
     return learned.predict_ops(ops, target, threads, parallel)
+
+
+PARALLEL_MIN_GAIN = 0.1
+"""The share of its serial estimate a kernel's parallel estimate must save before it is compiled parallel: closer
+estimates are a tie within the model's error, and a team on a busy machine may wait for its second thread."""
 
 
 def estimate_parallel(ops: list[Operation], target: Target | str, threads: int,

@@ -113,6 +113,10 @@ def cmd_train(a) -> int:
                            "mape_scale": round(float(np.exp(model.log_scale)), 4)}
     if structure == "parts":
         model.card["model"]["ratio_scope"] = a.ratio_scope
+    if model.parallel_factor is not None:
+        model.card["model"]["parallel_factor"] = (
+            "a kernel compiled parallel = its serial estimate on the same team x exp(a HistGradientBoostingRegressor "
+            "fitted on ln(parallel / serial seconds) of the training rows measured both ways)")
     card_path = folder / "card.json"
     if card_path.exists():  # notes written beside the scores (collection, repeatability, ...) are kept
         try:

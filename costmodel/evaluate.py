@@ -16,7 +16,7 @@ import numpy as np
 
 from solder.compiler.dialects import graph as g
 from solder.compiler.targets import get_target
-from solder.costmodel import analytic, features
+from solder.costmodel import PARALLEL_MIN_GAIN, analytic, features
 
 HOLDOUT_MOD = 5  # one group in five is held out
 
@@ -182,9 +182,12 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 scored beside the model's choice."""
 
 
-def parallel_accuracy(rows: list[dict], pred: np.ndarray, min_gap: float = 0.0) -> dict:
-    """How often the faster estimate of a kernel compiled serial or parallel on the same thread count (> 1) is the
-    faster measurement, for the model and for the size rule; `min_gap` as in `decision_accuracy`.
+def parallel_accuracy(rows: list[dict], pred: np.ndarray, min_gap: float = 0.0,
+                      gain: float = PARALLEL_MIN_GAIN) -> dict:
+    """How often the choice between a kernel compiled serial or parallel on the same thread count (> 1) picks the
+    faster measurement: the model's (parallel where its estimate saves `gain` of the serial one, the rule of
+    backends/cpu/threads.py with costmodel.PARALLEL_MIN_GAIN) and the size rule's; `min_gap` as in
+    `decision_accuracy`.
     {"pairs", "model", "threshold", "always_serial", "lost_model", "lost_threshold"}: the last two the mean
     measured slowdown (ln) of the wrong choices over all pairs."""
     runs: dict[tuple, dict] = defaultdict(dict)
@@ -203,7 +206,7 @@ def parallel_accuracy(rows: list[dict], pred: np.ndarray, min_gap: float = 0.0) 
             continue
         total += 1
         faster = mp < ms
-        picks = {"model": pp < ps, "threshold": r.get("elements", 0) >= PARALLEL_MIN_ELEMENTS,
+        picks = {"model": pp < ps * (1.0 - gain), "threshold": r.get("elements", 0) >= PARALLEL_MIN_ELEMENTS,
                  "always_serial": False}
         for k, pick in picks.items():
             hits[k] += pick == faster

@@ -33,9 +33,10 @@ When to go parallel: `worth_parallel` is the one decision point. Structural limi
 no shim, fewer than MIN_ROWS_PER_THREAD rows per thread: nothing to split evenly); then the CPU cost model
 (costmodel/shipped/cpu, trained on kernels timed at one thread and at torch's count, compiled serial and
 parallel: `solder-costmodel collect --target cpu`) estimates the kernel's graph ops on torch's team compiled
-serial and compiled parallel, and the faster estimate wins: the fork/join and the uneven split are in the
-measurements it learned from. Without such a model (or without the ops) a size threshold decides: a kernel below
-MIN_PARALLEL_ELEMENTS does not pay for waking the pool. Each decision and its reason goes to the `backend` log
+serial and compiled parallel, and the kernel goes parallel where that saves costmodel.PARALLEL_MIN_GAIN of the
+serial estimate: the fork/join and the uneven split are in the measurements it learned from. Without such a
+model (or without the ops) a size threshold decides: a kernel below MIN_PARALLEL_ELEMENTS does not pay for
+waking the pool. Each decision and its reason goes to the `backend` log
 channel (`SOLDER_LOG=backend`). `forced()` overrides the decision where a parallel schedule exists (collection
 compiles each kernel both ways).
 """
@@ -102,8 +103,10 @@ def decide(elements: int, rows: int, ops: list | None = None, model=None) -> tup
         return big, (f"no cost model with thread features: {elements} elements "
                      f"{'>=' if big else '<'} the threshold {MIN_PARALLEL_ELEMENTS}")
     serial, parallel = est
-    return parallel < serial, (f"cost model: {parallel * 1e6:.3g} us on {n} threads vs {serial * 1e6:.3g} us "
-                               f"serial ({elements} elements, {rows} outer iterations)")
+    go = parallel < serial * (1.0 - costmodel.PARALLEL_MIN_GAIN)
+    return go, (f"cost model: {parallel * 1e6:.3g} us on {n} threads vs {serial * 1e6:.3g} us serial "
+                f"({'saves' if go else 'does not save'} {costmodel.PARALLEL_MIN_GAIN:.0%}; {elements} elements, "
+                f"{rows} outer iterations)")
 
 
 @contextlib.contextmanager
