@@ -17,6 +17,7 @@ import ctypes
 import torch
 from xdsl.ir import Operation
 
+from solder.backends.cpu import lower_schedule as S
 from solder.backends.cpu import symdims, threads
 from solder.backends.cpu.lower_ops import long_row
 from solder.backends.cpu.plan import Plan, Step, _compiled, _is_conv2d, _to_nhwc
@@ -29,6 +30,9 @@ from solder.compiler.dialects import graph as g
 from solder.compiler.dialects import symbolic
 from solder.compiler.dialects.traits import ViewLike
 from solder.compiler.dialects.types import dims_of
+from solder.compiler import log
+
+_log = log.get("backend")
 
 _TORCH = {"f32": torch.float32, "i1": torch.bool, "i8": torch.int8, "i32": torch.int32, "i64": torch.int64}
 _ABI = {"i1": torch.int8}  # bool tensors cross the boundary as bytes
@@ -87,8 +91,17 @@ def compile_plan(plan: Plan) -> dict[str, object]:
              for s in plan.steps if _compiled(s)}
     kernels: dict[str, object] = {}
     for lvl, text in plan.modules().items():
-        names = [s.func for s in plan.steps if _compiled(s) and s.opt_level == lvl]
-        first = jit.compile_mlir(text, names[0], opt_level=lvl)
+        steps = [s for s in plan.steps if _compiled(s) and s.opt_level == lvl]
+        names = [s.func for s in steps]
+        try:
+            first = jit.compile_mlir(text, names[0], opt_level=lvl)
+        except jit.JitError as e:
+            if len(steps) == 1 and not steps[0].schedule:
+                raise
+            _log.info("cpu: compiling %d kernels together failed (%s); compiling each on its own", len(steps), e)
+            for s in steps:
+                kernels[s.func] = _compile_alone(jit, s, lvl)
+            continue
         kernels[names[0]] = first
         keep = first._keepalive  # TODO(jit): a public multi-entry lookup; see the report
         for n in names[1:]:
@@ -99,6 +112,19 @@ def compile_plan(plan: Plan) -> dict[str, object]:
             kernels[n] = jit.JitKernel(n, ptr, specs[n], keep, cache_hit=first.cache_hit,
                                        compile_seconds=0.0, cache_kind=first.cache_kind)
     return kernels
+
+
+def _compile_alone(jit, s: Step, lvl: int):
+    """One kernel in a module of its own; if its schedule's lowering fails, without the schedule (plain loops:
+    slower, correct). LLVM translation fails on a kernel whose vectorized loads read an i64 slice with step 2
+    (squeezeformer's mask kernel) while the loop nest alone compiles."""
+    try:
+        return jit.compile_mlir(S.module_text([s.text], [s.schedule]), s.func, opt_level=lvl)
+    except jit.JitError as e:
+        if not s.schedule:
+            raise
+        _log.info("cpu: %s with its schedule failed (%s); compiling its plain loops", s.func, e)
+        return jit.compile_mlir(S.module_text([s.text], [[]]), s.func, opt_level=lvl)
 
 
 def build_runner(plan: Plan, kernels: dict) -> Executor:
