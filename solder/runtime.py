@@ -235,6 +235,7 @@ class CompiledModule:
         self._via_dynamo: set[tuple] = set()  # signatures export cannot capture: run through `_dynamo`
         self._dynamo = None  # torch.compile(model, backend=solder), made on first need
         self.dynamo_backend = None  # its backend, which holds the graphs Dynamo handed to solder
+        self._dynamo_guards: dict[tuple, SpeedGuard] = {}  # per signature: the Dynamo route against eager
         self.dynamo_route = None
         """`solder.dynamo.make_backend`, set by `compile()`: a signature that torch.export cannot capture then goes
         through torch.compile(backend=solder). None for the graphs Dynamo itself hands to solder."""
@@ -320,9 +321,17 @@ class CompiledModule:
             backend = self.dynamo_route(target=o.target.name, passes=o.passes, sparse_attention=o.sparse_attention,
                                    cost_model=o.cost_model, cache_dir=o.cache_dir, verify=o.verify)
             self._dynamo, self.dynamo_backend = torch.compile(self.model, backend=backend), backend
-        try:
+        def through_dynamo():
             with torch.no_grad():  # inference, as every compiled program runs
                 return self._dynamo(*args, **kwargs)
+
+        guard = self._dynamo_guards.get(key)
+        if guard is None and self.options.speed_guard and knobs.speed_guard():
+            guard = self._dynamo_guards[key] = SpeedGuard(self.options.target.device)
+        try:
+            if guard is None:
+                return through_dynamo()
+            return guard.call(through_dynamo, lambda: self.model(*args, **kwargs))  # Dynamo's pieces vs eager
         except Exception as e:  # noqa: BLE001 - Dynamo itself failed (each solder piece falls back on its own)
             if self.options.strict or knobs.strict():
                 raise

@@ -117,3 +117,20 @@ def test_sizes_that_depend_on_data_go_through_dynamo():
             x = torch.randn(7, 3)
             torch.testing.assert_close(cm(x), model(x))
     assert cm.dynamo_backend is not None and cm.dynamo_backend.graphs
+
+
+@pytest.mark.speed_guard
+def test_the_dynamo_route_is_timed_against_eager():
+    """The pieces Dynamo captures plus its own guards can cost more than eager on a tiny graph: the speed guard
+    times the route against eager and keeps the faster, as for a compiled program."""
+    from solder import speed_guard
+
+    model = DataDependent().eval()
+    cm = solder.compile(model, target="cpu")
+    x = torch.ones(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EagerFallbackWarning)
+        for _ in range(2 * (speed_guard.WARMUP + speed_guard.SAMPLES) + 1):
+            assert torch.equal(cm(x), x * 2)
+    (guard,) = cm._dynamo_guards.values()
+    assert guard.settled and "speed guard" in guard.describe()
