@@ -191,7 +191,7 @@ def _decomposable_unknowns(ep: torch.export.ExportedProgram, known: set[str]) ->
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
             continue
         name = str(node.target)
-        if name in known or name in KEEP_WHOLE or name in RECURRENT or name.startswith("aten.sym_"):  # sizes: the importer reads them
+        if name in known or name in KEEP_WHOLE or name in RECURRENT or name.startswith("aten.sym_"):  # sym_: sizes
             continue
         if node.target in table:
             todo[node.target] = table[node.target]

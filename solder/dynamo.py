@@ -75,7 +75,8 @@ class SolderBackend:
         gm, dropped, dims = _symbolic_inputs(gm)
         # no Dynamo route for the pieces (CompiledModule.dynamo_route stays None): a graph Dynamo captured that
         # export cannot take runs eagerly
-        compiled = CompiledModule(_GraphModuleWrapper(gm), Options(**{**merged, "target": get_target(merged["target"])}))
+        options = Options(**{**merged, "target": get_target(merged["target"])})
+        compiled = CompiledModule(_GraphModuleWrapper(gm), options)
         if dims:
             compiled.options.dynamic_dims = frozenset(dims)
         compiled.name = f"dynamo_graph_{len(self.graphs)}"

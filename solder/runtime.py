@@ -369,7 +369,8 @@ class CompiledModule:
         _log.info("%s: %s failed for [%s]", self.name, stage, ", ".join(shapes), exc_info=e)
         if len(shapes) > 4:  # GraphNet-style graphs take hundreds of weights: the cause must stay readable
             shapes = shapes[:3] + [f"... {len(shapes) - 3} more"]
-        self._warn_once(f"{self.name}: {stage} for inputs [{', '.join(shapes)}] failed ({type(e).__name__}: {first}); those "
+        cause = f"{type(e).__name__}: {first}"
+        self._warn_once(f"{self.name}: {stage} for inputs [{', '.join(shapes)}] failed ({cause}); those "
                         "inputs run eagerly from now on. compile(..., strict=True) raises instead; "
                         "SOLDER_LOG=runtime logs the traceback.")
 
