@@ -48,7 +48,8 @@ from solder.compiler.dialects.types import dims_of, is_dynamic
 from solder.compiler.errors import ArtifactError, CallError, ExternError, IRParseError, VerifyError
 from solder.compiler.importer import ArgInfo, Imported, OutputInfo
 from solder.passes.pipeline import PipelineRun
-from solder.runtime import CompiledModule, Specialization, _family_key, _input_binding, _leaf_key
+from solder.runtime import CompiledModule
+from solder.specialization import Specialization, family_key, input_binding, leaf_key
 from solder.compiler.targets import TARGETS, get_target
 
 __all__ = ["ArtifactError", "LoadedModule", "load", "save"]
@@ -292,7 +293,7 @@ def _specialization(entry: dict, module, program, state: dict, source: str, path
                           out_spec=pytree.treespec_loads(entry["out_spec"]),
                           state=[state[a.name] for a in args if a.kind != "input"], pipeline=PipelineRun("(loaded)"),
                           flat=entry.get("flat", False),
-                          binding=_input_binding(imported) if entry.get("dynamic") else None,
+                          binding=input_binding(imported) if entry.get("dynamic") else None,
                           values={int(i): v for i, v in entry.get("values", [])})
 
 
@@ -309,7 +310,7 @@ class LoadedModule:
     def __call__(self, *args, **kwargs):
 
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        key = (str(spec), tuple(_leaf_key(x) for x in leaves))
+        key = (str(spec), tuple(leaf_key(x) for x in leaves))
         sp = self.specializations.get(key) or self._dynamic_fit(leaves)
         if sp is None:
             raise CallError(f"{self.name} (loaded from {self.path}): no saved specialization for inputs "
@@ -331,7 +332,7 @@ class LoadedModule:
             if sp.binding is None or len(leaves) != len(sp.key[1]):
                 continue
             family = tuple(("T", len(k[1]), k[2], k[3]) if k[0] == "T" else k for k in sp.key[1])
-            if _family_key("", leaves)[1] == family and CompiledModule._fits(sp, leaves):
+            if family_key("", leaves)[1] == family and CompiledModule._fits(sp, leaves):
                 return sp
         return None
 

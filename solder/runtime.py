@@ -20,22 +20,22 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx._pytree as fx_pytree
 import torch.utils._pytree as pytree
 from xdsl.passes import ModulePass
 
-from solder.backends.base import Program
 from solder import artifact_save, call_checks, localize, report
 from solder.compiler import ir, knobs, log, write_back
 from solder.compiler.buffer_facts import materialize_causal_buffers
 from solder.compiler.capture import capture, gc_paused
 from solder.compiler.errors import CallError, CaptureError, OptionError, PrecisionFallbackWarning
 from solder.compiler.importer import Imported, import_program
-from solder.passes.pipeline import PipelineRun, cost_model_option, run_pipeline
+from solder.passes.pipeline import cost_model_option, run_pipeline
 from solder.speed_guard import SpeedGuard
+from solder.specialization import Specialization, family_key, input_binding, leaf_key
 from solder.compiler.targets import Target
 from solder.passes import registry
 
@@ -100,100 +100,11 @@ class Options:
         return self.passes if self.passes is not None else self.target.pipeline
 
 
-@dataclass
-class Specialization:
-    """One compiled input signature."""
-
-    key: tuple
-    imported: Imported
-    program: Program
-    in_spec: object
-    out_spec: object
-    state: list[torch.Tensor]
-    pipeline: PipelineRun
-    seconds: dict[str, float] = field(default_factory=dict)
-    ir_text: str = ""
-    decomposed: tuple[str, ...] = ()
-    guards: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """State tensors whose values were compiled in: index -> (version counter, data pointer) at compile time."""
-    flat: bool = False
-    """Captured over the flat pytree leaves of (args, kwargs) (a dynamic capture)."""
-    binding: object = None
-    """For `?` dims: the `symbolic.Binding` whose check decides whether a call's sizes fit."""
-    dynamic_dims: frozenset = frozenset()
-    """(flat leaf, dim) pairs that were asked to be dynamic."""
-    writes: list = field(init=False)
-    """(result, argument) pairs: results copied into the mutated inputs and buffers after each call."""
-    speed: SpeedGuard | None = None
-    """Times the first calls against eager and keeps the faster; None when compile(speed_guard=False)."""
-    proven: bool = False
-    """Whether the compiled program has run once without an error (until then a failure falls back to eager)."""
-    values: dict = field(default_factory=dict)
-    """Flat leaf index -> value of each one-element tensor input whose value the model read into Python
-    (`eps.item()`): compiled in as a constant, so the program holds while calls pass these values."""
-
-    _check: tuple | None = None  # (the sources it was generated for, the generated check)
-    sources: list = field(default_factory=list)
-    """Per state tensor: (the module's `_parameters`/`_buffers` dict, attribute name, the tensor found there),
-    or None for export's lifted constants. `state_current` compares them per call."""
-
-    def __post_init__(self):
-        self.writes = write_back.write_backs(self.imported.func)
-
-    def still_valid(self) -> bool:
-        return all((self.state[i]._version, self.state[i].data_ptr()) == g for i, g in self.guards.items())
-
-    def values_hold(self, leaves) -> bool:
-        """Whether this call passes the values compiled in for the inputs the model reads into Python."""
-        if not self.values:
-            return True
-        ts = [leaves[i] for i in self.values]
-        if not all(isinstance(t, torch.Tensor) and t.numel() == 1 for t in ts):
-            return False
-        if len(ts) > 2 and any(t.device.type != "cpu" for t in ts):  # one device sync, not one per value
-            got = torch.stack([t.reshape(()).to(torch.float64) for t in ts]).tolist()
-        else:
-            got = [t.item() for t in ts]
-        return all(x == v or (x != x and v != v) for x, v in zip(got, self.values.values()))  # NaN == NaN here
-
-    def state_current(self) -> bool:
-        """Whether every parameter and buffer is still the tensor it was when `state` was taken
-        (`module.weight = nn.Parameter(...)`, `load_state_dict(..., assign=True)` replace it; `p.data = t`
-        needs no check: `state` holds `p` itself, run under no_grad). One generated expression over all of
-        them (~1 us for GPT-2's 29 tensors)."""
-        if self._check is None or self._check[0] is not self.sources:
-            self._check = (self.sources, _state_check(self.sources))
-        return self._check[1]()
-
-
 def _data_dependent_sizes(e: Exception) -> bool:
     """A failure on sizes that depend on data (`nonzero`, boolean masks): Dynamo can break the graph there."""
     from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
     return isinstance(e, GuardOnDataDependentSymNode)
-
-
-def _state_check(sources: list):
-    """`() -> bool`: every source's dict still holds its tensor."""
-    env, terms = {}, []
-    for i, src in enumerate(sources):
-        if src is not None:
-            env[f"d{i}"], env[f"t{i}"] = src[0], src[2]
-            terms.append(f"d{i}.get({src[1]!r}) is t{i}")
-    exec(f"def check():\n    return {' and '.join(terms) or 'True'}\n", env)  # noqa: S102 - generated above
-    return env["check"]
-
-
-def _leaf_key(x) -> tuple:
-    if isinstance(x, torch.Tensor):
-        return ("T", tuple(x.shape), x.dtype, x.device.type)
-    return ("V", type(x).__name__, repr(x))
-
-
-def _family_key(spec, leaves) -> tuple:
-    """What a dynamic specialization can cover: structure, ranks, dtypes, devices and non-tensor values."""
-    return (str(spec), tuple(("T", x.dim(), x.dtype, x.device.type) if isinstance(x, torch.Tensor) else _leaf_key(x)
-                             for x in leaves))
 
 
 _MISS = object()
@@ -252,7 +163,7 @@ class CompiledModule:
             self._warn_once(reason)
             return self.model(*args, **kwargs)
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        key = (str(spec), tuple(_leaf_key(x) for x in leaves))
+        key = (str(spec), tuple(leaf_key(x) for x in leaves))
         sp = self.specializations.get(key)
         if sp is not None and not sp.state_current():
             with self._lock:
@@ -497,7 +408,7 @@ class CompiledModule:
     # ---- the shape policy ------------------------------------------------------------------------
     def _dispatch(self, key, spec, leaves, args, kwargs) -> Specialization:
         """The specialization for a signature not compiled before: a dynamic one that fits, or a new one."""
-        family = _family_key(spec, leaves)
+        family = family_key(spec, leaves)
         dkey = self._dynamic.get(family)
         dsp = self.specializations.get(dkey) if dkey is not None else None
         if dsp is not None and self._fits(dsp, leaves):
@@ -545,7 +456,7 @@ class CompiledModule:
         """Compile with `dims` dynamic; None (and a warning) when that fails, so the caller compiles static."""
         dkey = ("dynamic " + key[0], tuple(
             ("T", tuple(-1 if (i, d) in dims else n for d, n in enumerate(x.shape)), x.dtype, x.device.type)
-            if isinstance(x, torch.Tensor) else _leaf_key(x) for i, x in enumerate(leaves)))
+            if isinstance(x, torch.Tensor) else leaf_key(x) for i, x in enumerate(leaves)))
         try:
             sp = self._compile(dkey, args, kwargs, dynamic=frozenset(dims))
         except CallError:  # sizes the model does not take: the static compile says so, in one line
@@ -600,7 +511,7 @@ class CompiledModule:
             key=key, imported=imported, program=program, in_spec=ep.call_spec.in_spec, out_spec=ep.call_spec.out_spec,
             state=state, sources=sources, pipeline=run, decomposed=cap.decomposed, guards=guards, flat=cap.flat,
             seconds={"capture": t1 - t0, "import": t2 - t1, "passes": t3 - tb, "backend": t4 - t3 + tb - t2, "total": t4 - t0},
-            binding=_input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
+            binding=input_binding(imported) if dynamic is not None else None, dynamic_dims=dynamic or frozenset(),
             values=cap.values,
         )
         if self.options.speed_guard and knobs.speed_guard():
@@ -693,17 +604,3 @@ class CompiledModule:
     def explain(self) -> str:
         """The pipeline that ran, timings, fallbacks and the IR of every compiled input signature."""
         return report.explain(self)
-
-
-def _input_binding(imported: Imported):
-    """The symbol binding of a dynamically captured function, checking only the user inputs (state sizes
-    never change)."""
-    from solder.compiler.dialects import symbolic
-
-    b = symbolic.Binding.of(imported.func)  # a static function (export specialized every dim): static checks
-    n_state = len(imported.args) - len(imported.input_positions)
-    shift = lambda rows: [(i - n_state,) + tuple(r) for i, *r in rows if i >= n_state]
-    reads = {k: (i - n_state, d) for k, (i, d) in b.reads.items()}
-    if any(i < 0 for i, _ in reads.values()):
-        return None  # a symbol only a state tensor binds: cannot happen for export's input symbols
-    return symbolic.Binding(b.symbols, reads, shift(b.checks), shift(b.static), b.assumes)
