@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -84,6 +85,14 @@ def _compiled_code_runs(monkeypatch, request):
         monkeypatch.setenv("SOLDER_SPEED_GUARD", "off")
     if request.node.get_closest_marker("eager_fallback") is None:
         monkeypatch.setenv("SOLDER_STRICT", "1")
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count in a test; restored after."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -24,14 +24,6 @@ needs_shim = pytest.mark.skipif(threads.runtime() is None,
                                 reason="no GNU OpenMP runtime in torch or no C compiler (threads.py)")
 
 
-@pytest.fixture
-def torch_threads():
-    """Set torch's thread count in a test; restored after."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def _gelu_add(rows: int, cols: int):
     """The body ops of a kernel computing gelu(x + y) on [rows, cols] (an elementwise kernel)."""
     m = generate.kernel_module([((rows, cols), "float32")] * 2,

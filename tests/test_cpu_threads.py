@@ -23,14 +23,6 @@ pytestmark = pytest.mark.skipif(threads.runtime() is None,
                                 reason="no GNU OpenMP runtime in torch or no C compiler (threads.py)")
 
 
-@pytest.fixture
-def torch_threads():
-    """Set torch's thread count in a test; restored after."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def _gomp() -> ctypes.CDLL:
     return ctypes.CDLL(threads.torch_libgomp())
 
